@@ -1,0 +1,490 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
+	"github.com/meshward/meshward/models"
+)
+
+const (
+	workload  = "reviews.shop"
+	frontend  = "spiffe://cluster.local/ns/shop/sa/frontend"
+	ratings   = "spiffe://cluster.local/ns/shop/sa/ratings"
+	attacker  = "spiffe://cluster.local/ns/shop/sa/compromised"
+	probeAddr = "10.0.0.7"
+)
+
+// fixtureModel is a small model of one workload, built by the real trainer.
+func fixtureModel(t testing.TB) []byte {
+	t.Helper()
+	cfg := models.DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, err := models.NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		id := strconv.Itoa(i)
+		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Source: frontend, Destination: workload})
+		tr.Observe(&models.Request{Method: "POST", Path: "/reviews", Source: frontend, Destination: workload})
+		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Source: ratings, Destination: workload})
+		tr.Observe(&models.Request{Method: "GET", Path: "/healthz", Source: probeAddr, Destination: workload})
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := models.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func config(t testing.TB, mode pluginconfig.Mode, model []byte) []byte {
+	t.Helper()
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector"}
+	if model != nil {
+		c.WithModel(model)
+	}
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// peer returns emulator properties that make the caller an mTLS peer.
+func peer(principal string) map[string]string {
+	return map[string]string{"connection/uri_san_peer_certificate": principal}
+}
+
+func get(path string) [][2]string {
+	return [][2]string{{":method", "GET"}, {":path", path}, {":authority", "reviews"}, {"user-agent", "test"}}
+}
+
+func TestBadConfigurationsAreRefused(t *testing.T) {
+	model := fixtureModel(t)
+	corrupt := append([]byte(nil), model...)
+	corrupt[len(corrupt)-1] ^= 0xff
+	b64 := base64.StdEncoding.EncodeToString
+	cases := []struct {
+		name, config, wantInLog string
+		props                   map[string]string
+	}{
+		{"not json", `{mode: learn`, "not a valid JSON object", nil},
+		{"unknown field", `{"mode":"learn","workload":"a","treshold":0.5}`, `unknown field "treshold"`, nil},
+		{"bad mode", `{"mode":"block","workload":"a"}`, `mode: "block" is not one of`, nil},
+		{"threshold zero", `{"mode":"learn","workload":"a","threshold":0}`, "threshold: 0 is not in (0,1]", nil},
+		{"threshold above one", `{"mode":"learn","workload":"a","threshold":1.5}`, "threshold: 1.5 is not in (0,1]", nil},
+		{"threshold not a number", `{"mode":"learn","workload":"a","threshold":"high"}`, "threshold", nil},
+		{"model not base64", `{"mode":"monitor","workload":"a","model":"@@@"}`, "model: not standard base64", nil},
+		{"model corrupted", `{"mode":"monitor","workload":"a","model":"` + b64(corrupt) + `"}`, "model: invalid model: sha256 mismatch", nil},
+		{"model truncated", `{"mode":"monitor","workload":"a","model":"` + b64(model[:30]) + `"}`, "model: invalid model", nil},
+		{"model missing in monitor", `{"mode":"monitor","workload":"a"}`, "model: required in monitor mode", nil},
+		{"model missing in enforce", `{"mode":"enforce","workload":"a"}`, "model: required in enforce mode", nil},
+		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector"}`, "collector_cluster:", nil},
+		{"workload missing", `{"mode":"learn"}`, "workload: not set", nil},
+		{"workload with newline", `{"workload":"a\nb"}`, "workload:", nil},
+		{"score header upper case", `{"workload":"a","score_header":"X-Score"}`, "score_header:", nil},
+		{"several at once", `{"mode":"x","threshold":7}`, "mode:", nil},
+	}
+	forEachEnv(t, func(t *testing.T, e env) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				host, st := e.start(t, hostOpts{config: []byte(c.config), props: c.props})
+				if st != types.OnPluginStartStatusFailed {
+					t.Fatalf("configuration %s was accepted", c.config)
+				}
+				logs := strings.Join(host.GetCriticalLogs(), "\n")
+				if !strings.Contains(logs, c.wantInLog) {
+					t.Errorf("critical log %q does not mention %q", logs, c.wantInLog)
+				}
+				if n := counter(t, host, MetricConfigRejected); n != 1 {
+					t.Errorf("%s = %d, want 1", MetricConfigRejected, n)
+				}
+			})
+		}
+	})
+}
+
+func TestSeveralProblemsAreAllReported(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host, st := e.start(t, hostOpts{config: []byte(`{"mode":"x","threshold":7,"score_header":"A B"}`)})
+		if st != types.OnPluginStartStatusFailed {
+			t.Fatal("accepted")
+		}
+		logs := strings.Join(host.GetCriticalLogs(), "\n")
+		for _, field := range []string{"mode:", "threshold:", "workload:", "score_header:"} {
+			if !strings.Contains(logs, field) {
+				t.Errorf("log %q does not name %s", logs, field)
+			}
+		}
+	})
+}
+
+func TestWorkloadFromNodeMetadata(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		props := map[string]string{"node/metadata/WORKLOAD_NAME": "reviews", "node/metadata/NAMESPACE": "shop"}
+		for k, v := range peer(frontend) {
+			props[k] = v
+		}
+		host := e.mustStart(t, hostOpts{config: []byte(`{"mode":"monitor","model":"` + base64.StdEncoding.EncodeToString(fixtureModel(t)) + `"}`), props: props})
+		if !strings.Contains(strings.Join(host.GetInfoLogs(), "\n"), "workload=reviews.shop") {
+			t.Errorf("info logs %q do not show the workload from node metadata", host.GetInfoLogs())
+		}
+		_, id := request(host, get("/reviews/3"))
+		if got, _ := header(host.GetCurrentRequestHeaders(id), pluginconfig.DefaultScoreHeader); got != "0.000" {
+			t.Errorf("known edge scored %q, want 0.000 (the workload's own section)", got)
+		}
+	})
+}
+
+func TestBadUpdateKeepsLastGoodConfiguration(t *testing.T) {
+	model := fixtureModel(t)
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, model), props: peer(attacker)})
+		setPluginConfig(t, host, []byte(`{"mode":"enforce","workload":"reviews.shop","model":"AAAA"}`))
+		if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
+			t.Fatal("bad update accepted")
+		}
+		logs := strings.Join(host.GetCriticalLogs(), "\n")
+		if !strings.Contains(logs, "keeping the previous configuration and model") {
+			t.Errorf("log %q does not say the previous model is kept", logs)
+		}
+		// The old model still enforces.
+		if action, _ := request(host, get("/reviews/1")); action != types.ActionPause {
+			t.Errorf("after a refused update, an unseen caller got %v, want the 403 of the kept model", action)
+		}
+		// A good update takes effect.
+		setPluginConfig(t, host, config(t, pluginconfig.ModeMonitor, model))
+		if st := host.StartPlugin(); st != types.OnPluginStartStatusOK {
+			t.Fatalf("good update refused: %v", host.GetCriticalLogs())
+		}
+		if action, _ := request(host, get("/reviews/1")); action != types.ActionContinue {
+			t.Errorf("after switching to monitor, got %v", action)
+		}
+	})
+}
+
+func TestLearnModeOnlyCounts(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeLearn, nil), props: peer(attacker)})
+		for i := 0; i < 3; i++ {
+			action, id := request(host, get("/admin/secrets"))
+			if action != types.ActionContinue {
+				t.Fatalf("learn mode returned %v", action)
+			}
+			if _, ok := header(host.GetCurrentRequestHeaders(id), pluginconfig.DefaultScoreHeader); ok {
+				t.Error("learn mode added a score header")
+			}
+		}
+		if n := counter(t, host, MetricRequests); n != 3 {
+			t.Errorf("requests = %d, want 3", n)
+		}
+		for _, m := range []string{MetricFlagged, MetricDenied, MetricUnscored} {
+			if n := counter(t, host, m); n != 0 {
+				t.Errorf("%s = %d in learn mode", m, n)
+			}
+		}
+	})
+}
+
+func TestMonitorModeFlagsButLetsThrough(t *testing.T) {
+	model := fixtureModel(t)
+	forEachEnv(t, func(t *testing.T, e env) {
+		t.Run("known edge", func(t *testing.T) {
+			host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeMonitor, model), props: peer(frontend)})
+			// A forged verdict header from the client must not survive.
+			action, id := request(host, append(get("/reviews/12"), [2]string{headerReason, "forged"}))
+			if action != types.ActionContinue {
+				t.Fatalf("action %v", action)
+			}
+			hs := host.GetCurrentRequestHeaders(id)
+			if got, _ := header(hs, pluginconfig.DefaultScoreHeader); got != "0.000" {
+				t.Errorf("score header %q, want 0.000", got)
+			}
+			if got, ok := header(hs, headerReason); ok {
+				t.Errorf("reason header %q on an unflagged request", got)
+			}
+			if n := counter(t, host, MetricFlagged); n != 0 {
+				t.Errorf("flagged = %d", n)
+			}
+		})
+		t.Run("new caller", func(t *testing.T) {
+			host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeMonitor, model), props: peer(attacker)})
+			action, id := request(host, get("/reviews/12"))
+			if action != types.ActionContinue {
+				t.Fatalf("monitor mode returned %v", action)
+			}
+			hs := host.GetCurrentRequestHeaders(id)
+			score, _ := header(hs, pluginconfig.DefaultScoreHeader)
+			if f, err := strconv.ParseFloat(score, 64); err != nil || f < 0.9 {
+				t.Errorf("score header %q, want ≥ 0.9", score)
+			}
+			if got, _ := header(hs, headerReason); got != "new_caller" {
+				t.Errorf("reason %q, want new_caller", got)
+			}
+			if n := counter(t, host, MetricFlagged); n != 1 {
+				t.Errorf("flagged = %d, want 1", n)
+			}
+			if n := counter(t, host, MetricDenied); n != 0 {
+				t.Errorf("denied = %d in monitor mode", n)
+			}
+			if host.GetSentLocalResponse(id) != nil {
+				t.Error("monitor mode sent a local response")
+			}
+		})
+		t.Run("new route and new edge", func(t *testing.T) {
+			host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeMonitor, model), props: peer(ratings)})
+			_, id := request(host, get("/admin"))
+			if got, _ := header(host.GetCurrentRequestHeaders(id), headerReason); got != "new_route" {
+				t.Errorf("reason %q, want new_route", got)
+			}
+			// ratings never POSTed /reviews, though frontend did.
+			_, id = request(host, [][2]string{{":method", "POST"}, {":path", "/reviews"}})
+			if got, _ := header(host.GetCurrentRequestHeaders(id), headerReason); got != "new_edge" {
+				t.Errorf("reason %q, want new_edge", got)
+			}
+		})
+	})
+}
+
+func TestEnforceModeDenies(t *testing.T) {
+	model := fixtureModel(t)
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, model), props: peer(attacker)})
+		action, id := request(host, get("/reviews/7?sort=new"))
+		if action != types.ActionPause {
+			t.Fatalf("action %v, want pause after a local reply", action)
+		}
+		resp := host.GetSentLocalResponse(id)
+		if resp == nil {
+			t.Fatal("no local response sent")
+		}
+		if resp.StatusCode != 403 {
+			t.Errorf("status %d, want 403", resp.StatusCode)
+		}
+		if string(resp.Data) != denyBody {
+			t.Errorf("body %q", resp.Data)
+		}
+		if ct, _ := header(resp.Headers, "content-type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("content-type %q", ct)
+		}
+		if r, _ := header(resp.Headers, headerReason); r != "new_caller" {
+			t.Errorf("reason header %q", r)
+		}
+		if s, _ := header(resp.Headers, pluginconfig.DefaultScoreHeader); s == "" {
+			t.Error("no score header on the 403")
+		}
+		if n := counter(t, host, MetricDenied); n != 1 {
+			t.Errorf("denied = %d, want 1", n)
+		}
+		if n := counter(t, host, MetricFlagged); n != 1 {
+			t.Errorf("flagged = %d, want 1", n)
+		}
+		score, err := host.GetHistogramMetric(MetricScore)
+		if err != nil || score < 900 {
+			t.Errorf("score histogram last value %d (%v), want ≥ 900", score, err)
+		}
+	})
+}
+
+func TestEnforceModeLetsKnownTrafficThrough(t *testing.T) {
+	model := fixtureModel(t)
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, model), props: peer(frontend)})
+		for _, hs := range [][][2]string{get("/reviews/1"), get("/reviews/99999"), {{":method", "POST"}, {":path", "/reviews"}}} {
+			if action, id := request(host, hs); action != types.ActionContinue || host.GetSentLocalResponse(id) != nil {
+				t.Errorf("%v: denied a known edge", hs)
+			}
+		}
+		if n := counter(t, host, MetricRequests); n != 3 {
+			t.Errorf("requests = %d, want 3", n)
+		}
+		if n := counter(t, host, MetricDenied); n != 0 {
+			t.Errorf("denied = %d", n)
+		}
+	})
+}
+
+func TestSourceIdentityFallbacks(t *testing.T) {
+	model := fixtureModel(t)
+	forEachEnv(t, func(t *testing.T, e env) {
+		cases := []struct {
+			name   string
+			props  map[string]string
+			header [2]string
+			flag   bool
+		}{
+			{"uri san wins over address", map[string]string{"connection/uri_san_peer_certificate": frontend, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
+			{"source address without port", map[string]string{"source/address": probeAddr + ":51234"}, [2]string{}, false},
+			{"unknown address", map[string]string{"source/address": "10.9.9.9:1234"}, [2]string{}, true},
+			{"peer metadata id header", nil, [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~" + probeAddr + "~shop.svc.cluster.local"}, false},
+			{"no identity at all", nil, [2]string{}, true},
+		}
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeMonitor, model), props: c.props})
+				path := "/reviews/1"
+				if c.props["source/address"] == probeAddr+":51234" || c.header[0] != "" {
+					path = "/healthz"
+				}
+				hs := get(path)
+				if c.header[0] != "" {
+					hs = append(hs, c.header)
+				}
+				request(host, hs)
+				if got := counter(t, host, MetricFlagged) == 1; got != c.flag {
+					t.Errorf("flagged = %v, want %v", got, c.flag)
+				}
+			})
+		}
+	})
+}
+
+func TestUnscoredWhenModelCannotJudge(t *testing.T) {
+	// A model with a section for another workload only, and no fallback.
+	m := &models.Model{Workloads: map[string]*models.Workload{"other.ns": {Name: "other.ns", Sources: []string{"x"}}}}
+	b, err := models.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, b), props: peer(attacker)})
+		action, id := request(host, get("/anything"))
+		if action != types.ActionContinue || host.GetSentLocalResponse(id) != nil {
+			t.Error("an unscored request was not let through")
+		}
+		if n := counter(t, host, MetricUnscored); n != 1 {
+			t.Errorf("unscored = %d, want 1", n)
+		}
+		// A request without :path cannot be read: unscored too, never denied.
+		if action, _ := request(host, [][2]string{{":method", "GET"}}); action != types.ActionContinue {
+			t.Errorf("request without :path got %v", action)
+		}
+		if n := counter(t, host, MetricUnscored); n != 2 {
+			t.Errorf("unscored = %d, want 2", n)
+		}
+	})
+}
+
+func TestHostileRequestsDoNotTrap(t *testing.T) {
+	model := fixtureModel(t)
+	huge := strings.Repeat("A", 1<<20)
+	many := make([][2]string, 0, 5000)
+	many = append(many, [2]string{":method", "GET"}, [2]string{":path", "/reviews/1"})
+	for i := 0; i < 5000; i++ {
+		many = append(many, [2]string{"x-h-" + strconv.Itoa(i), strconv.Itoa(i)})
+	}
+	inputs := map[string][][2]string{
+		"huge header value": {{":method", "GET"}, {":path", "/reviews/1"}, {"cookie", huge}},
+		"huge path":         {{":method", "GET"}, {":path", "/" + huge}},
+		"huge principal":    get("/reviews/1"),
+		"invalid utf-8":     {{":method", "G\xffT"}, {":path", "/\xc3\x28/\xa0\xa1?\xfe=\xff"}, {"x-\xff", "\xf0\x28\x8c\x28"}},
+		"thousands":         many,
+		"empty":             {},
+		"nul bytes":         {{":method", "GET\x00"}, {":path", "/a\x00b"}, {"h", "\x00\x00"}},
+		"only slashes":      {{":method", "GET"}, {":path", strings.Repeat("/", 100000)}},
+		"segment shapes":    {{":method", "GET"}, {":path", "/123e4567-e89b-12d3-a456-426614174000/deadbeef00/%%%/~/.."}},
+	}
+	forEachEnv(t, func(t *testing.T, e env) {
+		for _, mode := range []pluginconfig.Mode{pluginconfig.ModeMonitor, pluginconfig.ModeEnforce} {
+			t.Run(string(mode), func(t *testing.T) { hostile(t, e, mode, model, huge, inputs) })
+		}
+	})
+}
+
+func hostile(t *testing.T, e env, mode pluginconfig.Mode, model []byte, huge string, inputs map[string][][2]string) {
+	props := peer(attacker)
+	props["connection/uri_san_peer_certificate"] = "spiffe://" + huge[:100000]
+	host := e.mustStart(t, hostOpts{config: config(t, mode, model), props: props})
+	for name, hs := range inputs {
+		action, _ := request(host, hs)
+		if action != types.ActionContinue && action != types.ActionPause {
+			t.Errorf("%s/%s: action %v", mode, name, action)
+		}
+	}
+	if n := counter(t, host, MetricRequests); n != uint64(len(inputs)) {
+		t.Errorf("%s: requests = %d, want %d", mode, n, len(inputs))
+	}
+}
+
+func TestCompiledModuleExports(t *testing.T) {
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exports, err := wasmhost.Exports(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]byte{}
+	for _, e := range exports {
+		have[e.Name] = e.Kind
+	}
+	want := map[string]byte{
+		"_initialize":              wasmhost.KindFunc,
+		"memory":                   wasmhost.KindMemory,
+		"proxy_on_request_headers": wasmhost.KindFunc,
+		"proxy_on_memory_allocate": wasmhost.KindFunc,
+		"proxy_abi_version_0_2_1":  wasmhost.KindFunc,
+		"proxy_on_configure":       wasmhost.KindFunc,
+		"proxy_on_vm_start":        wasmhost.KindFunc,
+		"proxy_on_context_create":  wasmhost.KindFunc,
+		"proxy_on_tick":            wasmhost.KindFunc,
+		"proxy_on_log":             wasmhost.KindFunc,
+		"proxy_on_done":            wasmhost.KindFunc,
+		"proxy_on_delete":          wasmhost.KindFunc,
+	}
+	for name, kind := range want {
+		if k, ok := have[name]; !ok || k != kind {
+			t.Errorf("export %s: present=%v kind=%d, want kind %d", name, ok, k, kind)
+		}
+	}
+	if _, ok := have["_start"]; ok {
+		t.Error("module exports _start: it was built as a command, not -buildmode=c-shared")
+	}
+	// The rename for the emulator works on a copy only.
+	cmd, err := wasmhost.AsCommand(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := wasmhost.Exports(wasm)
+	renamed, _ := wasmhost.Exports(cmd)
+	if len(again) != len(renamed) || again[0].Name != "_initialize" && renamed[0].Name != "_start" {
+		t.Errorf("rename changed the export count or the original")
+	}
+}
+
+// TestConfigDocumentRoundTrip checks that what the control plane writes is
+// what the filter reads.
+func TestConfigDocumentRoundTrip(t *testing.T) {
+	doc := config(t, pluginconfig.ModeEnforce, fixtureModel(t))
+	var generic map[string]any
+	if err := json.Unmarshal(doc, &generic); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"mode", "model", "workload", "collector_cluster"} {
+		if _, ok := generic[k]; !ok {
+			t.Errorf("document lacks %q", k)
+		}
+	}
+	s, err := pluginconfig.Parse(doc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Mode != pluginconfig.ModeEnforce || s.Model == nil || s.Threshold != s.Model.Meta.Threshold {
+		t.Errorf("settings %+v", s)
+	}
+}

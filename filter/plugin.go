@@ -1,0 +1,193 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
+)
+
+// Names of the metrics the filter defines. Envoy exposes Wasm metrics to
+// Prometheus under these exact names (custom stat namespace, no envoy_
+// prefix); Istio needs them listed in proxyStatsMatcher.
+const (
+	MetricRequests       = "meshward_requests_total"
+	MetricFlagged        = "meshward_flagged_total"
+	MetricDenied         = "meshward_denied_total"
+	MetricUnscored       = "meshward_unscored_total"
+	MetricConfigRejected = "meshward_config_rejected_total"
+	// MetricScore is a histogram of scores in thousandths (0–1000).
+	MetricScore = "meshward_score_permille"
+)
+
+// Response headers and body of a denied request.
+const (
+	headerReason = "x-meshward-reason"
+	denyBody     = "request denied by meshward: anomalous traffic for this workload\n"
+	denyDetails  = "meshward_denied"
+)
+
+type vmContext struct{ types.DefaultVMContext }
+
+func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginContext{} }
+
+type metrics struct {
+	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
+	score                                         proxywasm.MetricHistogram
+}
+
+type pluginContext struct {
+	types.DefaultPluginContext
+	settings *pluginconfig.Settings // last good configuration; nil before the first
+	metrics  *metrics
+}
+
+func (p *pluginContext) defineMetrics() {
+	if p.metrics != nil {
+		return
+	}
+	p.metrics = &metrics{
+		requests: proxywasm.DefineCounterMetric(MetricRequests),
+		flagged:  proxywasm.DefineCounterMetric(MetricFlagged),
+		denied:   proxywasm.DefineCounterMetric(MetricDenied),
+		unscored: proxywasm.DefineCounterMetric(MetricUnscored),
+		rejected: proxywasm.DefineCounterMetric(MetricConfigRejected),
+		score:    proxywasm.DefineHistogramMetric(MetricScore),
+	}
+}
+
+// OnPluginStart parses and validates the configuration. A bad one is refused
+// with a log line naming each wrong field; the last good configuration (and
+// its model) stays in force.
+func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
+	defer func() {
+		if r := recover(); r != nil {
+			proxywasm.LogCriticalf("meshward: configuration rejected: internal error: %v", r)
+			status = types.OnPluginStartStatusFailed
+		}
+	}()
+	p.defineMetrics()
+	data, err := proxywasm.GetPluginConfiguration()
+	if err != nil && err != types.ErrorStatusNotFound {
+		proxywasm.LogCriticalf("meshward: configuration rejected: cannot read it: %v", err)
+		p.metrics.rejected.Increment(1)
+		return types.OnPluginStartStatusFailed
+	}
+	s, err := pluginconfig.Parse(data, nodeWorkload())
+	if err != nil {
+		p.metrics.rejected.Increment(1)
+		kept := "no previous configuration"
+		if p.settings != nil {
+			kept = "keeping the previous configuration"
+			if p.settings.Model != nil {
+				kept += " and model " + p.settings.Model.SHA256()[:12]
+			}
+		}
+		proxywasm.LogCriticalf("meshward: configuration rejected (%s): %s", kept, strings.ReplaceAll(err.Error(), "\n", "; "))
+		return types.OnPluginStartStatusFailed
+	}
+	p.settings = s
+	model := "none"
+	if s.Model != nil {
+		model = s.Model.SHA256()[:12] + " (" + strconv.Itoa(s.Model.Size()) + " bytes)"
+	}
+	proxywasm.LogInfof("meshward: started: mode=%s workload=%s threshold=%.3f model=%s", s.Mode, s.Workload, s.Threshold, model)
+	return types.OnPluginStartStatusOK
+}
+
+func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
+	return &httpContext{plugin: p}
+}
+
+// nodeWorkload reads the local workload from Istio's node metadata, as
+// "name.namespace"; "" when absent.
+func nodeWorkload() string {
+	name, err := proxywasm.GetProperty([]string{"node", "metadata", "WORKLOAD_NAME"})
+	if err != nil || len(name) == 0 {
+		return ""
+	}
+	ns, err := proxywasm.GetProperty([]string{"node", "metadata", "NAMESPACE"})
+	if err != nil || len(ns) == 0 {
+		return string(name)
+	}
+	return string(name) + "." + string(ns)
+}
+
+type httpContext struct {
+	types.DefaultHttpContext
+	plugin *pluginContext
+}
+
+// OnHttpRequestHeaders scores the request and acts on the verdict. Any
+// internal failure lets the request through and counts it as unscored.
+func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
+	p := h.plugin
+	s, m := p.settings, p.metrics
+	if s == nil || m == nil {
+		// Not configured (the host should not send traffic then): fail open.
+		return types.ActionContinue
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			m.unscored.Increment(1)
+			proxywasm.LogErrorf("meshward: request let through unscored: internal error: %v", r)
+			action = types.ActionContinue
+		}
+	}()
+	m.requests.Increment(1)
+	if s.Mode == pluginconfig.ModeLearn {
+		return types.ActionContinue
+	}
+	var req models.Request
+	if err := readRequest(&req, s.Workload); err != nil {
+		m.unscored.Increment(1)
+		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
+		return types.ActionContinue
+	}
+	v := s.Model.Score(&req)
+	if !v.Scored {
+		m.unscored.Increment(1)
+		return types.ActionContinue
+	}
+	m.score.Record(uint64(v.Score*1000 + 0.5))
+	score := strconv.FormatFloat(v.Score, 'f', 3, 64)
+	if v.Score <= s.Threshold {
+		// Upstream must only ever see meshward's own verdict headers.
+		_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
+		_ = proxywasm.RemoveHttpRequestHeader(headerReason)
+		return types.ActionContinue
+	}
+	m.flagged.Increment(1)
+	reasons := reasonList(&v)
+	if s.Mode == pluginconfig.ModeEnforce {
+		m.denied.Increment(1)
+		err := proxywasm.SendHttpResponse(403, [][2]string{
+			{"content-type", "text/plain; charset=utf-8"},
+			{s.ScoreHeader, score},
+			{headerReason, reasons},
+		}, []byte(denyBody), -1)
+		if err != nil {
+			proxywasm.LogErrorf("meshward: could not send the 403: %v", err)
+			return types.ActionContinue
+		}
+		return types.ActionPause
+	}
+	_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
+	_ = proxywasm.ReplaceHttpRequestHeader(headerReason, reasons)
+	return types.ActionContinue
+}
+
+func reasonList(v *models.Verdict) string {
+	var b strings.Builder
+	for i, r := range v.ReasonList() {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(r.Code.String())
+	}
+	return b.String()
+}

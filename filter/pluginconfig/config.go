@@ -1,0 +1,188 @@
+// Package pluginconfig is the meshward filter's plugin configuration: the
+// JSON document Envoy hands the filter (WasmPlugin.pluginConfig, or the Wasm
+// PluginConfig.configuration delivered by ECDS). The filter parses it in
+// OnPluginStart; the control plane builds it with the same types, so the two
+// cannot drift.
+package pluginconfig
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meshward/meshward/models"
+)
+
+// Mode is what the filter does with a verdict.
+type Mode string
+
+// The modes, from least to most intrusive.
+const (
+	// ModeLearn records traffic only; nothing is scored or changed.
+	ModeLearn Mode = "learn"
+	// ModeMonitor scores every request, adds the score header and counts
+	// flagged requests, but lets everything through.
+	ModeMonitor Mode = "monitor"
+	// ModeEnforce denies requests scored above the threshold with a 403.
+	ModeEnforce Mode = "enforce"
+)
+
+// Defaults, in one place.
+const (
+	DefaultMode        = ModeLearn
+	DefaultScoreHeader = "x-meshward-score"
+	// MaxConfigBytes bounds the whole document (the model dominates it).
+	MaxConfigBytes = 2 * models.MaxModelBytes
+)
+
+// Sentinel errors; every validation error wraps one, so callers can tell
+// which field was wrong with errors.Is.
+var (
+	ErrSyntax           = errors.New("configuration is not a valid JSON object")
+	ErrMode             = errors.New("mode")
+	ErrThreshold        = errors.New("threshold")
+	ErrModel            = errors.New("model")
+	ErrCollectorCluster = errors.New("collector_cluster")
+	ErrWorkload         = errors.New("workload")
+	ErrScoreHeader      = errors.New("score_header")
+)
+
+// Config is the plugin configuration as written by a person or the control
+// plane. Every field is optional except as Validate says.
+type Config struct {
+	// Mode is learn, monitor or enforce (default learn).
+	Mode Mode `json:"mode,omitempty"`
+	// Threshold overrides the model's calibrated threshold: requests scored
+	// strictly above it are flagged (monitor) or denied (enforce). In (0,1].
+	Threshold *float64 `json:"threshold,omitempty"`
+	// Model is the encoded model (models.Encode), base64 (standard
+	// alphabet). Required in monitor and enforce.
+	Model string `json:"model,omitempty"`
+	// CollectorCluster is the Envoy cluster the filter ships records to.
+	CollectorCluster string `json:"collector_cluster,omitempty"`
+	// Workload is the local workload's identity (the destination of every
+	// request this filter sees). When empty, the filter reads it from the
+	// node metadata (Istio's WORKLOAD_NAME and NAMESPACE).
+	Workload string `json:"workload,omitempty"`
+	// ScoreHeader is the request header that carries the score upstream in
+	// monitor and enforce (default x-meshward-score).
+	ScoreHeader string `json:"score_header,omitempty"`
+}
+
+// Settings is a validated configuration, ready to use.
+type Settings struct {
+	Mode             Mode
+	Threshold        float64
+	Model            *models.Model // nil in learn mode without a model
+	CollectorCluster string
+	Workload         string
+	ScoreHeader      string
+}
+
+// Parse decodes and validates a configuration. fallbackWorkload is used when
+// the document names no workload (the filter passes the node metadata).
+// The error lists every problem found, each prefixed by its field.
+func Parse(data []byte, fallbackWorkload string) (*Settings, error) {
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrSyntax, len(data), MaxConfigBytes)
+	}
+	var c Config
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&c); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSyntax, err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("%w: trailing data after the object", ErrSyntax)
+		}
+	}
+	return c.Settings(fallbackWorkload)
+}
+
+// Settings validates c and resolves its defaults.
+func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
+	s := &Settings{
+		Mode:             c.Mode,
+		CollectorCluster: c.CollectorCluster,
+		Workload:         c.Workload,
+		ScoreHeader:      c.ScoreHeader,
+	}
+	if s.Mode == "" {
+		s.Mode = DefaultMode
+	}
+	if s.ScoreHeader == "" {
+		s.ScoreHeader = DefaultScoreHeader
+	}
+	if s.Workload == "" {
+		s.Workload = fallbackWorkload
+	}
+	var errs []error
+	switch s.Mode {
+	case ModeLearn, ModeMonitor, ModeEnforce:
+	default:
+		errs = append(errs, fmt.Errorf("%w: %q is not one of learn, monitor, enforce", ErrMode, c.Mode))
+	}
+	if c.Model != "" {
+		raw, err := base64.StdEncoding.DecodeString(c.Model)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: not standard base64: %v", ErrModel, err))
+		} else if s.Model, err = models.Decode(raw); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %v", ErrModel, err))
+		}
+	} else if s.Mode == ModeMonitor || s.Mode == ModeEnforce {
+		errs = append(errs, fmt.Errorf("%w: required in %s mode", ErrModel, s.Mode))
+	}
+	switch {
+	case c.Threshold != nil:
+		if t := *c.Threshold; !(t > 0 && t <= 1) {
+			errs = append(errs, fmt.Errorf("%w: %v is not in (0,1]", ErrThreshold, t))
+		}
+		s.Threshold = *c.Threshold
+	case s.Model != nil:
+		s.Threshold = s.Model.Meta.Threshold
+	}
+	if strings.ContainsFunc(c.CollectorCluster, isSpaceOrControl) {
+		errs = append(errs, fmt.Errorf("%w: %q contains white space or control characters", ErrCollectorCluster, c.CollectorCluster))
+	}
+	switch {
+	case s.Workload == "":
+		errs = append(errs, fmt.Errorf("%w: not set, and the node metadata has no WORKLOAD_NAME", ErrWorkload))
+	case len(s.Workload) > 253 || strings.ContainsFunc(s.Workload, isSpaceOrControl):
+		errs = append(errs, fmt.Errorf("%w: %q is not a workload name", ErrWorkload, s.Workload))
+	}
+	if !validHeaderName(s.ScoreHeader) {
+		errs = append(errs, fmt.Errorf("%w: %q is not a lower-case HTTP header name", ErrScoreHeader, s.ScoreHeader))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Encode returns the configuration as the JSON document the filter reads.
+func (c *Config) Encode() ([]byte, error) { return json.Marshal(c) }
+
+// WithModel sets Model to the base64 encoding of an encoded model.
+func (c *Config) WithModel(encoded []byte) *Config {
+	c.Model = base64.StdEncoding.EncodeToString(encoded)
+	return c
+}
+
+func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }
+
+func validHeaderName(h string) bool {
+	if h == "" || len(h) > 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+
+	"github.com/meshward/meshward/models"
+)
+
+// Bounds on what the filter copies out of a request: a hostile request must
+// not make the filter's work or memory grow without limit.
+const (
+	maxHeaders     = 128
+	maxHeaderValue = 4096
+	maxSource      = 256
+)
+
+var errNoPath = errors.New("request has no :path")
+
+// readRequest fills r from the current request's headers and connection.
+func readRequest(r *models.Request, workload string) error {
+	hs, err := proxywasm.GetHttpRequestHeaders()
+	if err != nil {
+		return err
+	}
+	r.Destination = workload
+	havePath := false
+	for _, h := range hs {
+		name, value := h[0], h[1]
+		if len(value) > maxHeaderValue {
+			value = value[:maxHeaderValue]
+		}
+		if len(name) > 0 && name[0] == ':' {
+			switch name {
+			case ":method":
+				r.Method = value
+			case ":path":
+				r.Path, r.Query = models.SplitTarget(value)
+				havePath = true
+			}
+			continue
+		}
+		if len(r.Headers) < maxHeaders {
+			r.Headers = append(r.Headers, models.Header{Name: name, Value: value})
+		}
+	}
+	if !havePath {
+		return errNoPath
+	}
+	r.Source = sourceIdentity(r)
+	return nil
+}
+
+// sourceIdentity names the caller: the mTLS peer's URI SAN (a SPIFFE id in a
+// mesh), else Istio's peer metadata, else the source address without port.
+func sourceIdentity(r *models.Request) string {
+	if san, err := proxywasm.GetProperty([]string{"connection", "uri_san_peer_certificate"}); err == nil && len(san) > 0 {
+		return bound(string(san))
+	}
+	if wl, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "workload"}); err == nil && len(wl) > 0 {
+		if ns, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "namespace"}); err == nil && len(ns) > 0 {
+			return bound(string(wl) + "." + string(ns))
+		}
+		return bound(string(wl))
+	}
+	// Older Istio: "sidecar~10.0.0.1~name-pod.ns~ns.svc.cluster.local".
+	if id, ok := r.Header("x-envoy-peer-metadata-id"); ok {
+		parts := strings.Split(id, "~")
+		if len(parts) >= 3 && parts[2] != "" {
+			return bound(parts[2])
+		}
+	}
+	if addr, err := proxywasm.GetProperty([]string{"source", "address"}); err == nil && len(addr) > 0 {
+		return bound(stripPort(string(addr)))
+	}
+	return "unknown"
+}
+
+func bound(s string) string {
+	if len(s) > maxSource {
+		return s[:maxSource]
+	}
+	return s
+}
+
+// stripPort turns "10.0.0.1:5000" into "10.0.0.1" and "[::1]:5000" into "::1".
+func stripPort(addr string) string {
+	if strings.HasPrefix(addr, "[") {
+		if i := strings.IndexByte(addr, ']'); i > 0 {
+			return addr[1:i]
+		}
+		return addr
+	}
+	if i := strings.LastIndexByte(addr, ':'); i > 0 && strings.Count(addr, ":") == 1 {
+		return addr[:i]
+	}
+	return addr
+}

@@ -1,0 +1,277 @@
+package models
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// The model codec. An encoded model is
+//
+//	magic "MWMD" | version u16 | flags u16 | payload length u32 | sha256(payload) | payload
+//
+// (integers little-endian). The payload is a sequence of uvarints, strings
+// (uvarint length + bytes) and float64s (8 bytes, little-endian). Decode
+// checks every length, index and the checksum, and rejects trailing bytes.
+
+// CodecVersion is the version of the encoding Encode writes.
+const CodecVersion = 1
+
+// MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
+// Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.
+const MaxModelBytes = 1 << 20
+
+const (
+	headerSize   = 4 + 2 + 2 + 4 + sha256.Size
+	maxStringLen = 4096
+)
+
+var magic = [4]byte{'M', 'W', 'M', 'D'}
+
+var (
+	// ErrModelFormat is wrapped by every decoding error.
+	ErrModelFormat = errors.New("invalid model")
+	// ErrModelTooLarge is returned for models over MaxModelBytes.
+	ErrModelTooLarge = errors.New("model too large")
+)
+
+// Encode returns the binary encoding of m and records its sha256 and size in
+// m. The output depends only on the model's content.
+func Encode(m *Model) ([]byte, error) {
+	p := make([]byte, 0, 4096)
+	p = binary.AppendVarint(p, m.Meta.TrainedAt.UnixNano())
+	p = binary.AppendUvarint(p, m.Meta.Samples)
+	p = binary.AppendUvarint(p, m.Meta.Seed)
+	p = appendFloat(p, m.Meta.Threshold)
+	p = appendFloat(p, m.Meta.TargetFPR)
+
+	names := sortedKeys(m.Workloads)
+	p = binary.AppendUvarint(p, uint64(len(names)))
+	for _, name := range names {
+		w := m.Workloads[name]
+		p = appendString(p, name)
+		p = binary.AppendUvarint(p, uint64(len(w.Sources)))
+		for _, s := range w.Sources {
+			p = appendString(p, s)
+		}
+		p = binary.AppendUvarint(p, uint64(len(w.Routes)))
+		for _, r := range w.Routes {
+			p = appendString(p, r.Method)
+			p = appendString(p, r.Template)
+			p = binary.AppendUvarint(p, uint64(r.Count))
+		}
+		p = binary.AppendUvarint(p, uint64(len(w.Edges)))
+		for _, e := range w.Edges {
+			p = binary.AppendUvarint(p, uint64(e.Source))
+			p = binary.AppendUvarint(p, uint64(e.Route))
+			p = binary.AppendUvarint(p, uint64(e.Count))
+		}
+	}
+	if headerSize+len(p) > MaxModelBytes {
+		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrModelTooLarge, headerSize+len(p), MaxModelBytes)
+	}
+	out := make([]byte, headerSize, headerSize+len(p))
+	copy(out, magic[:])
+	binary.LittleEndian.PutUint16(out[4:], CodecVersion)
+	binary.LittleEndian.PutUint16(out[6:], 0)
+	binary.LittleEndian.PutUint32(out[8:], uint32(len(p)))
+	m.sha = sha256.Sum256(p)
+	copy(out[12:], m.sha[:])
+	out = append(out, p...)
+	m.size = len(out)
+	return out, nil
+}
+
+// Decode parses an encoded model. Every error wraps ErrModelFormat (or
+// ErrModelTooLarge) and says what was wrong and at which byte.
+func Decode(b []byte) (*Model, error) {
+	if len(b) > MaxModelBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrModelTooLarge, len(b), MaxModelBytes)
+	}
+	if len(b) < headerSize {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrModelFormat, len(b), headerSize)
+	}
+	if [4]byte(b[:4]) != magic {
+		return nil, fmt.Errorf("%w: bad magic %q (want %q)", ErrModelFormat, b[:4], magic[:])
+	}
+	if v := binary.LittleEndian.Uint16(b[4:]); v != CodecVersion {
+		return nil, fmt.Errorf("%w: codec version %d, this build reads version %d", ErrModelFormat, v, CodecVersion)
+	}
+	if f := binary.LittleEndian.Uint16(b[6:]); f != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#x", ErrModelFormat, f)
+	}
+	n := binary.LittleEndian.Uint32(b[8:])
+	if uint64(n) != uint64(len(b)-headerSize) {
+		return nil, fmt.Errorf("%w: header says %d payload bytes, found %d (truncated or padded)", ErrModelFormat, n, len(b)-headerSize)
+	}
+	payload := b[headerSize:]
+	sum := sha256.Sum256(payload)
+	if [32]byte(b[12:44]) != sum {
+		return nil, fmt.Errorf("%w: sha256 mismatch (corrupted)", ErrModelFormat)
+	}
+
+	d := decoder{b: payload, base: headerSize}
+	m := &Model{sha: sum, size: len(b), Workloads: map[string]*Workload{}}
+	m.Meta.TrainedAt = time.Unix(0, d.varint("trained_at")).UTC()
+	m.Meta.Samples = d.uvarint("samples")
+	m.Meta.Seed = d.uvarint("seed")
+	m.Meta.Threshold = d.float("threshold")
+	m.Meta.TargetFPR = d.float("target_fpr")
+	if d.err == nil && !(m.Meta.Threshold >= 0 && m.Meta.Threshold <= 1) {
+		d.fail("threshold", "%v is outside [0,1]", m.Meta.Threshold)
+	}
+	if d.err == nil && !(m.Meta.TargetFPR >= 0 && m.Meta.TargetFPR <= 1) {
+		d.fail("target_fpr", "%v is outside [0,1]", m.Meta.TargetFPR)
+	}
+	nw := d.count("workloads", 3)
+	prev := ""
+	for i := 0; i < nw && d.err == nil; i++ {
+		w := &Workload{Name: d.str("workload name")}
+		if d.err == nil && i > 0 && w.Name <= prev {
+			d.fail("workload name", "%q is out of order or repeated", w.Name)
+		}
+		prev = w.Name
+		ctx := "workload " + w.Name
+		w.Sources = make([]string, d.count(ctx+" sources", 1))
+		for j := range w.Sources {
+			w.Sources[j] = d.str(ctx + " source")
+		}
+		w.Routes = make([]Route, d.count(ctx+" routes", 3))
+		for j := range w.Routes {
+			w.Routes[j] = Route{Method: d.str(ctx + " route method"), Template: d.str(ctx + " route template"), Count: d.u32(ctx + " route count")}
+		}
+		w.Edges = make([]Edge, d.count(ctx+" edges", 3))
+		for j := range w.Edges {
+			e := Edge{Source: d.u32(ctx + " edge source"), Route: d.u32(ctx + " edge route"), Count: d.u32(ctx + " edge count")}
+			if d.err == nil && (int(e.Source) >= len(w.Sources) || int(e.Route) >= len(w.Routes)) {
+				d.fail(ctx+" edge", "index (%d,%d) outside %d sources × %d routes", e.Source, e.Route, len(w.Sources), len(w.Routes))
+			}
+			w.Edges[j] = e
+		}
+		if d.err == nil {
+			w.index()
+			m.Workloads[w.Name] = w
+		}
+	}
+	if d.err == nil && d.off != len(d.b) {
+		d.fail("end", "%d trailing bytes", len(d.b)-d.off)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return m, nil
+}
+
+type decoder struct {
+	b    []byte
+	off  int
+	base int
+	err  error
+}
+
+func (d *decoder) fail(what, format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s at byte %d: %s", ErrModelFormat, what, d.base+d.off, fmt.Sprintf(format, args...))
+	}
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b[d.off:])
+	if n <= 0 {
+		d.fail(what, "truncated or overlong varint")
+		return 0
+	}
+	d.off += n
+	return v
+}
+
+func (d *decoder) varint(what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b[d.off:])
+	if n <= 0 {
+		d.fail(what, "truncated or overlong varint")
+		return 0
+	}
+	d.off += n
+	return v
+}
+
+func (d *decoder) u32(what string) uint32 {
+	v := d.uvarint(what)
+	if v > math.MaxUint32 {
+		d.fail(what, "%d does not fit 32 bits", v)
+		return 0
+	}
+	return uint32(v)
+}
+
+// count reads a element count and checks it against the bytes left, given the
+// smallest encoding of one element, so a corrupt count cannot make Decode
+// allocate more than the input justifies.
+func (d *decoder) count(what string, minElemBytes int) int {
+	v := d.uvarint(what)
+	if d.err != nil {
+		return 0
+	}
+	if v > uint64((len(d.b)-d.off)/minElemBytes) {
+		d.fail(what, "count %d exceeds what %d remaining bytes can hold", v, len(d.b)-d.off)
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) str(what string) string {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return ""
+	}
+	if n > maxStringLen || n > uint64(len(d.b)-d.off) {
+		d.fail(what, "string of %d bytes (limit %d, %d left)", n, maxStringLen, len(d.b)-d.off)
+		return ""
+	}
+	s := string(d.b[d.off : d.off+int(n)])
+	d.off += int(n)
+	return s
+}
+
+func (d *decoder) float(what string) float64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b)-d.off < 8 {
+		d.fail(what, "truncated float")
+		return 0
+	}
+	f := math.Float64frombits(binary.LittleEndian.Uint64(d.b[d.off:]))
+	d.off += 8
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		d.fail(what, "not a finite number")
+	}
+	return f
+}
+
+func appendString(p []byte, s string) []byte {
+	p = binary.AppendUvarint(p, uint64(len(s)))
+	return append(p, s...)
+}
+
+func appendFloat(p []byte, f float64) []byte {
+	return binary.LittleEndian.AppendUint64(p, math.Float64bits(f))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sortStrings(keys)
+	return keys
+}

@@ -1,0 +1,65 @@
+// Package models is meshward's shared brain: the view of one request, the
+// features drawn from it, the model that scores it, training, and the binary
+// codec that carries a model from the trainer to the filter.
+//
+// The same code runs in the sidecar (compiled to .wasm), in the control
+// plane's trainer and in replay, so offline evaluation equals online
+// behaviour. It uses the standard library only and builds for GOOS=wasip1.
+package models
+
+import "time"
+
+// MaxBodyPrefix bounds how much of a request body a Request carries.
+const MaxBodyPrefix = 4096
+
+// Header is one request header; Name is lower-case, as HTTP/2 and Envoy
+// present it.
+type Header struct {
+	Name, Value string
+}
+
+// Request is the view of one request that the filter, replay and the trainer
+// share. Only Method and Path are required; zero values mean "unknown".
+type Request struct {
+	Method string
+	// Path is the request path without the query string.
+	Path string
+	// Query is the raw query string, without the leading '?'.
+	Query string
+	// Headers are the request headers other than HTTP/2 pseudo-headers.
+	Headers []Header
+	// Body is at most MaxBodyPrefix bytes of the request body.
+	Body []byte
+
+	// Source identifies the caller: an mTLS principal
+	// (spiffe://<td>/ns/<ns>/sa/<sa>), a workload name, or an address.
+	Source string
+	// Destination is the workload that receives the request.
+	Destination string
+
+	// Observed after the fact, when known (replay, records from the filter).
+	Status        int
+	RequestBytes  int64
+	ResponseBytes int64
+	Duration      time.Duration
+}
+
+// SplitTarget splits a request target ("/a/b?x=1") into path and query.
+func SplitTarget(target string) (path, query string) {
+	for i := 0; i < len(target); i++ {
+		if target[i] == '?' {
+			return target[:i], target[i+1:]
+		}
+	}
+	return target, ""
+}
+
+// Header returns the value of the first header with the given lower-case name.
+func (r *Request) Header(name string) (string, bool) {
+	for i := range r.Headers {
+		if r.Headers[i].Name == name {
+			return r.Headers[i].Value, true
+		}
+	}
+	return "", false
+}
