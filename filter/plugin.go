@@ -158,7 +158,9 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 	if v.Score <= s.Threshold {
 		// Upstream must only ever see meshward's own verdict headers.
 		_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
-		_ = proxywasm.RemoveHttpRequestHeader(headerReason)
+		if _, forged := req.Header(headerReason); forged {
+			_ = proxywasm.RemoveHttpRequestHeader(headerReason)
+		}
 		return types.ActionContinue
 	}
 	m.flagged.Increment(1)

@@ -25,6 +25,10 @@ func AppendTemplate(dst []byte, path string) []byte {
 	}
 	i := 0
 	for i < len(path) {
+		if len(dst)-start >= MaxRouteBytes {
+			dst = append(dst[:start+MaxRouteBytes], "/…"...)
+			break
+		}
 		if path[i] == '/' {
 			dst = append(dst, '/')
 			i++
@@ -41,10 +45,9 @@ func AppendTemplate(dst []byte, path string) []byte {
 			dst = append(dst, seg...)
 		}
 		i = j
-		if len(dst)-start > MaxRouteBytes {
-			dst = append(dst[:start+MaxRouteBytes], "/…"...)
-			break
-		}
+	}
+	if len(dst)-start > MaxRouteBytes+len("/…") {
+		dst = append(dst[:start+MaxRouteBytes], "/…"...)
 	}
 	return dst
 }
@@ -93,8 +96,9 @@ func segmentShape(s string) string {
 		return SegUUID
 	case n >= 8 && digits > 0 && digits+hexLetters == n:
 		return SegHex
-	case n >= 16 && digits > 0 && (upper > 0 || lower > 0) && digits*5 >= n:
-		// Long mixed tokens (base64-ish ids, hashes, session keys).
+	case n >= 16 && digits > 0 && (upper > 0 && lower > 0 || digits*5 >= n):
+		// Long mixed tokens (base64-ish ids, hashes, session keys): words
+		// this long rarely mix both cases with digits.
 		return SegToken
 	case n >= 4 && digits > 0 && digits*2 >= n && dashes+other <= 2:
 		// Mostly digits with a few letters or separators: order-2024-17, v1x9.

@@ -1,0 +1,82 @@
+# meshward — run `make help` for the targets.
+#
+# Everything a target needs is built or installed by the target itself:
+# Go modules come from the module proxy; Debian packages (when a later
+# target needs them) through apt-get.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO       ?= go
+BUILD    := build
+WASM     := $(BUILD)/meshward.wasm
+PASSWASM := $(BUILD)/passthrough.wasm
+BIN      := $(BUILD)/meshward
+
+# Public development data (see ../shared/data/README.md); tests that need it
+# say so loudly when it is absent.
+export MESHWARD_DATA ?= $(abspath ../shared/data)
+# The filter tests and benchmarks run these exact files.
+export MESHWARD_WASM := $(abspath $(WASM))
+export MESHWARD_PASSTHROUGH_WASM := $(abspath $(PASSWASM))
+
+WASM_ENV   := GOOS=wasip1 GOARCH=wasm
+WASM_FLAGS := -trimpath -buildmode=c-shared
+GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
+
+.PHONY: help build wasm test check e2e bench run fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: $(BIN) $(WASM) ## build the meshward binary and the filter (.wasm)
+
+wasm: $(WASM) ## build the filter: build/meshward.wasm
+
+$(WASM): $(GO_SOURCES)
+	@mkdir -p $(BUILD)
+	$(WASM_ENV) $(GO) build $(WASM_FLAGS) -o $@ ./filter
+
+$(PASSWASM): $(GO_SOURCES)
+	@mkdir -p $(BUILD)
+	$(WASM_ENV) $(GO) build $(WASM_FLAGS) -o $@ ./filter/internal/passthrough
+
+$(BIN): $(GO_SOURCES)
+	@mkdir -p $(BUILD)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./control-plane/cmd/meshward
+
+check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	cd filter/goabi && $(GO) vet ./... && $(WASM_ENV) $(GO) vet ./...
+	$(WASM_ENV) $(GO) vet ./models/... ./filter
+	$(WASM_ENV) $(GO) build ./models/... && $(WASM_ENV) $(GO) build $(WASM_FLAGS) -o /dev/null ./filter
+
+test: check $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
+	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
+	@for target in $$($(GO) test -list '^Fuzz' ./models/... | grep '^Fuzz'); do \
+	  echo "fuzz $$target ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) ./models/ || exit 1; \
+	done
+
+e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
+	$(GO) test -count=1 -v -timeout 10m ./e2e/...
+
+bench: $(WASM) $(PASSWASM) ## print the figures users care about (see README)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5000x ./filter/ | tee $(BUILD)/bench-filter.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./models/ | tee $(BUILD)/bench-models.txt
+
+run: ## run the whole loop on embedded defaults (arrives with the control plane)
+	@echo "make run: the control plane (collector, trainer, xDS rollout) is not built yet;"
+	@echo "there is nothing to run end to end. Until then: make test, make bench,"
+	@echo "and build/meshward train | model inspect | model config (see README)."
+	@exit 2
+
+clean: ## remove build outputs
+	rm -rf $(BUILD)

@@ -1,0 +1,285 @@
+// Package cli is the meshward command line: flag parsing and wiring only;
+// the work is done by the packages it calls.
+package cli
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/source"
+)
+
+// ErrUsage marks errors in how the command was called (exit status 2).
+var ErrUsage = errors.New("usage")
+
+// errHelp ends a command after its -h output, successfully.
+var errHelp = errors.New("help shown")
+
+// ExitCode maps an error from Main to a process exit status.
+func ExitCode(err error) int {
+	if errors.Is(err, ErrUsage) {
+		return 2
+	}
+	return 1
+}
+
+const usage = `meshward — a service-mesh traffic anomaly filter
+
+Usage:
+  meshward train [flags] FILE...        train a model from JSONL request records
+  meshward model inspect FILE           describe a model (binary, base64, or plugin config JSON)
+  meshward model config [flags] FILE    print the filter's plugin configuration for a model
+  meshward version                      print the version
+
+Run "meshward COMMAND -h" for a command's flags.
+`
+
+// Main runs the command line.
+func Main(args []string, stdout, stderr io.Writer) error {
+	if err := dispatch(args, stdout, stderr); err != nil && !errors.Is(err, errHelp) {
+		return err
+	}
+	return nil
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", ErrUsage)
+	}
+	switch args[0] {
+	case "train":
+		return train(args[1:], stdout, stderr)
+	case "model":
+		if len(args) < 2 {
+			return fmt.Errorf("%w: model needs a subcommand: inspect or config", ErrUsage)
+		}
+		switch args[1] {
+		case "inspect":
+			return inspect(args[2:], stdout, stderr)
+		case "config":
+			return modelConfig(args[2:], stdout, stderr)
+		}
+		return fmt.Errorf("%w: unknown model subcommand %q (want inspect or config)", ErrUsage, args[1])
+	case "version", "--version":
+		fmt.Fprintln(stdout, "meshward", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("meshward "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	return nil
+}
+
+func train(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("train", stderr)
+	out := fs.String("out", "model.bin", "where to write the encoded model")
+	seed := fs.Uint64("seed", models.DefaultTrainConfig().Seed, "training seed (same seed and input, same bytes)")
+	fpr := fs.Float64("target-fpr", models.DefaultTrainConfig().TargetFPR, "false-positive rate the threshold is calibrated to")
+	var o source.Overrides
+	fs.StringVar(&o.Src, "src", "", "set the source of every request")
+	fs.StringVar(&o.Dst, "dst", "", "set the destination workload of every request")
+	fs.StringVar(&o.Label, "label", "", "set the label of every request")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("%w: train needs at least one JSONL file", ErrUsage)
+	}
+	cfg := models.DefaultTrainConfig()
+	cfg.Seed, cfg.TargetFPR = *seed, *fpr
+	tr, err := models.NewTrainer(cfg)
+	if err != nil {
+		return err
+	}
+	var attacks, problems int
+	for _, name := range fs.Args() {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		err = source.ReadJSONL(f, name, o, func(r *source.Record) error {
+			if r.IsAttack() {
+				attacks++ // attacks are never learned as normal
+				return nil
+			}
+			tr.Observe(&r.Request)
+			return nil
+		}, func(p source.Problem) {
+			problems++
+			if problems <= 20 {
+				fmt.Fprintln(stderr, "skipped:", p)
+			}
+		})
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	m, err := tr.Model()
+	if err != nil {
+		return err
+	}
+	b, err := models.Encode(m)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, b, 0o644); err != nil {
+		return err
+	}
+	learned, capped := tr.Samples()
+	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads, %d requests learned, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
+		m.SHA256()[:12], len(b), len(m.Workloads), learned, capped, attacks, problems)
+	fmt.Fprintf(stdout, "wrote %s\n", *out)
+	return nil
+}
+
+// loadModel reads a model as raw codec bytes, base64 of them, or a plugin
+// configuration document that carries one.
+func loadModel(name string) (*models.Model, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	trimmed := strings.TrimSpace(string(b))
+	switch {
+	case strings.HasPrefix(trimmed, "{"):
+		var c pluginconfig.Config
+		if err := json.Unmarshal([]byte(trimmed), &c); err != nil {
+			return nil, fmt.Errorf("%s: not a plugin configuration: %v", name, err)
+		}
+		if c.Model == "" {
+			return nil, fmt.Errorf("%s: the plugin configuration carries no model", name)
+		}
+		trimmed = c.Model
+		fallthrough
+	case !strings.HasPrefix(trimmed, "MWMD"):
+		raw, err := base64.StdEncoding.DecodeString(trimmed)
+		if err != nil {
+			return nil, fmt.Errorf("%s: neither a binary model nor base64 of one", name)
+		}
+		b = raw
+	}
+	m, err := models.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return m, nil
+}
+
+func inspect(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model inspect", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: model inspect needs exactly one file", ErrUsage)
+	}
+	m, err := loadModel(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	type wl struct {
+		Name    string `json:"name"`
+		Sources int    `json:"sources"`
+		Routes  int    `json:"routes"`
+		Edges   int    `json:"edges"`
+	}
+	summary := struct {
+		SHA256    string    `json:"sha256"`
+		Bytes     int       `json:"bytes"`
+		TrainedAt time.Time `json:"trained_at"`
+		Samples   uint64    `json:"samples"`
+		Seed      uint64    `json:"seed"`
+		Threshold float64   `json:"threshold"`
+		TargetFPR float64   `json:"target_fpr"`
+		Workloads []wl      `json:"workloads"`
+	}{m.SHA256(), m.Size(), m.Meta.TrainedAt, m.Meta.Samples, m.Meta.Seed, m.Meta.Threshold, m.Meta.TargetFPR, nil}
+	for _, w := range m.Workloads {
+		summary.Workloads = append(summary.Workloads, wl{w.Name, len(w.Sources), len(w.Routes), len(w.Edges)})
+	}
+	sort.Slice(summary.Workloads, func(i, j int) bool { return summary.Workloads[i].Name < summary.Workloads[j].Name })
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(summary)
+	}
+	fmt.Fprintf(stdout, "model      %s\nsize       %d bytes\ntrained    %s on %d requests (seed %d)\nthreshold  %.3f (target false-positive rate %g)\n",
+		summary.SHA256, summary.Bytes, summary.TrainedAt.Format(time.RFC3339), summary.Samples, summary.Seed, summary.Threshold, summary.TargetFPR)
+	fmt.Fprintf(stdout, "%-40s %8s %8s %8s\n", "WORKLOAD", "SOURCES", "ROUTES", "EDGES")
+	for _, w := range summary.Workloads {
+		fmt.Fprintf(stdout, "%-40s %8d %8d %8d\n", w.Name, w.Sources, w.Routes, w.Edges)
+	}
+	return nil
+}
+
+func modelConfig(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model config", stderr)
+	var c pluginconfig.Config
+	mode := fs.String("mode", string(pluginconfig.ModeMonitor), "learn, monitor or enforce")
+	fs.StringVar(&c.Workload, "workload", "", "local workload identity (default: from node metadata)")
+	fs.StringVar(&c.CollectorCluster, "collector-cluster", "", "Envoy cluster of the collector")
+	threshold := fs.Float64("threshold", 0, "override the model's calibrated threshold (0: keep it)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: model config needs exactly one model file", ErrUsage)
+	}
+	m, err := loadModel(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	b, err := models.Encode(m)
+	if err != nil {
+		return err
+	}
+	c.Mode = pluginconfig.Mode(*mode)
+	if *threshold != 0 {
+		c.Threshold = threshold
+	}
+	c.WithModel(b)
+	// Validate exactly as the filter will, so a bad document never leaves here.
+	if _, err := c.Settings("validation-placeholder"); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(&c)
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
+)
+
+// benchHeaders is a typical mesh request: a handful of headers and an id in
+// the path, from a known caller.
+var benchHeaders = [][2]string{
+	{":method", "GET"}, {":path", "/reviews/12345?lang=en"}, {":authority", "reviews.shop.svc.cluster.local"},
+	{":scheme", "http"}, {"user-agent", "Go-http-client/1.1"}, {"accept", "application/json"},
+	{"x-request-id", "0b0c5a8e-9a4f-4a2e-8f58-0d7cfa0c1a6b"}, {"x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"},
+	{"x-forwarded-proto", "http"},
+}
+
+var (
+	passthroughOnce sync.Once
+	passthroughVM   proxytest.WasmVMContext
+	passthroughErr  error
+)
+
+// passthroughWasm loads the do-nothing plugin built exactly like the filter:
+// $MESHWARD_PASSTHROUGH_WASM, else a fresh build.
+func passthroughWasm(b *testing.B) types.VMContext {
+	passthroughOnce.Do(func() {
+		path := os.Getenv("MESHWARD_PASSTHROUGH_WASM")
+		if path == "" {
+			dir, err := os.MkdirTemp("", "meshward-passthrough")
+			if err != nil {
+				passthroughErr = err
+				return
+			}
+			defer os.RemoveAll(dir)
+			path = filepath.Join(dir, "passthrough.wasm")
+			if passthroughErr = buildWasm(path, "./internal/passthrough"); passthroughErr != nil {
+				return
+			}
+		}
+		passthroughVM, passthroughErr = wasmhost.LoadVM(path)
+	})
+	if passthroughErr != nil {
+		b.Fatal(passthroughErr)
+	}
+	return passthroughVM
+}
+
+// perRequest measures one request through an emulated proxy: a new stream,
+// its request headers, and its end.
+func perRequest(b *testing.B, vm types.VMContext, config []byte) time.Duration {
+	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(config).
+		WithProperty([]string{"connection", "uri_san_peer_certificate"}, []byte(frontend))
+	host, reset := proxytest.NewHostEmulator(opt)
+	defer reset()
+	if host.StartPlugin() != types.OnPluginStartStatusOK {
+		b.Fatalf("plugin refused its configuration: %v", host.GetCriticalLogs())
+	}
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		id := host.InitializeHttpContext()
+		if host.CallOnRequestHeaders(id, benchHeaders, false) != types.ActionContinue {
+			b.Fatal("request not continued")
+		}
+		host.CompleteHttpContext(id)
+	}
+	return time.Since(start)
+}
+
+// BenchmarkRequest reports the filter's cost per request (monitor mode,
+// scored against the fixture model) natively and as .wasm, and beside the
+// latter a pass-through plugin built the same way, so that own-ns/op is the
+// filter's cost on top of what any Go proxy-wasm plugin pays.
+func BenchmarkRequest(b *testing.B) {
+	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
+	b.Run("native", func(b *testing.B) {
+		b.ReportAllocs()
+		perRequest(b, &vmContext{}, cfg)
+	})
+	b.Run("wasm", func(b *testing.B) {
+		filterVM := sharedWasmVM(b)
+		passVM := passthroughWasm(b)
+		b.ResetTimer()
+		filter := perRequest(b, filterVM, cfg)
+		pass := perRequest(b, passVM, nil)
+		b.StopTimer()
+		n := float64(b.N)
+		b.ReportMetric(float64(filter.Nanoseconds())/n, "filter-ns/op")
+		b.ReportMetric(float64(pass.Nanoseconds())/n, "passthrough-ns/op")
+		b.ReportMetric(float64((filter-pass).Nanoseconds())/n, "own-ns/op")
+	})
+}

@@ -1,0 +1,317 @@
+package models
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTemplate(t *testing.T) {
+	cases := map[string]string{
+		"/":                "/",
+		"":                 "/",
+		"/users/42/orders": "/users/{num}/orders",
+		"/users/7/orders/": "/users/{num}/orders/",
+		"/u/123e4567-e89b-12d3-a456-426614174000": "/u/{uuid}",
+		"/blob/deadbeefcafe0123":                  "/blob/{hex}",
+		"/s/aGVsbG8gd29ybGQgMTIzNDU2Nzg5MA":       "/s/{tok}",
+		"/orders/2024-17":                         "/orders/{tok}",
+		"/api/v1/reviews":                         "/api/v1/reviews",
+		"/static/app.js":                          "/static/app.js",
+		"no-slash":                                "/no-slash",
+		"/a//b":                                   "/a//b",
+		"/search/ünïcode":                         "/search/ünïcode",
+		"/facade":                                 "/facade", // hex letters only, no digit: a word
+	}
+	for in, want := range cases {
+		if got := Template(in); got != want {
+			t.Errorf("Template(%q) = %q, want %q", in, got, want)
+		}
+	}
+	long := "/" + strings.Repeat("segment/", 100)
+	if got := Template(long); len(got) > MaxRouteBytes+len("/…") || !strings.HasSuffix(got, "/…") {
+		t.Errorf("long path templated to %d bytes %q", len(got), got[len(got)-10:])
+	}
+}
+
+func TestTemplateDoesNotAllocate(t *testing.T) {
+	buf := make([]byte, 0, MaxRouteBytes+8)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendTemplate(buf[:0], "/users/42/orders/deadbeef99") }); n != 0 {
+		t.Errorf("AppendTemplate allocates %v times", n)
+	}
+}
+
+func trainFixture(t testing.TB, seed uint64, order []int) *Model {
+	t.Helper()
+	cfg := DefaultTrainConfig()
+	cfg.Seed = seed
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, err := NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := fixtureRequests()
+	if order == nil {
+		for i := range reqs {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		tr.Observe(&reqs[i])
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func fixtureRequests() []Request {
+	var out []Request
+	for svc := 0; svc < 5; svc++ {
+		dst := fmt.Sprintf("svc-%d.shop", svc)
+		for caller := 0; caller < 3; caller++ {
+			src := fmt.Sprintf("spiffe://cluster.local/ns/shop/sa/caller-%d", (svc+caller)%7)
+			for i := 0; i < 20; i++ {
+				out = append(out,
+					Request{Method: "GET", Path: fmt.Sprintf("/items/%d", i), Source: src, Destination: dst},
+					Request{Method: "POST", Path: "/items", Source: src, Destination: dst})
+			}
+		}
+	}
+	return out
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	m := trainFixture(t, 1, nil)
+	b, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.SHA256() != m.SHA256() || d.Size() != len(b) {
+		t.Errorf("sha/size changed: %s/%d vs %s/%d", d.SHA256(), d.Size(), m.SHA256(), len(b))
+	}
+	if !d.Meta.TrainedAt.Equal(m.Meta.TrainedAt) || d.Meta.Samples != m.Meta.Samples || d.Meta.Threshold != m.Meta.Threshold {
+		t.Errorf("meta changed: %+v vs %+v", d.Meta, m.Meta)
+	}
+	b2, err := Encode(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, b2) {
+		t.Error("re-encoding a decoded model changed its bytes")
+	}
+	for _, r := range fixtureRequests() {
+		if a, b := m.Score(&r), d.Score(&r); a != b {
+			t.Fatalf("decoded model scores %+v differently: %+v vs %+v", r, a, b)
+		}
+	}
+}
+
+func TestTrainingIsDeterministic(t *testing.T) {
+	n := len(fixtureRequests())
+	reversed := make([]int, n)
+	for i := range reversed {
+		reversed[i] = n - 1 - i
+	}
+	a, _ := Encode(trainFixture(t, 7, nil))
+	b, _ := Encode(trainFixture(t, 7, nil))
+	c, _ := Encode(trainFixture(t, 7, reversed))
+	if !bytes.Equal(a, b) {
+		t.Error("same seed and input gave different bytes")
+	}
+	// The caller graph does not depend on order; later components that
+	// sample will, and this line will then compare a and b only.
+	if !bytes.Equal(a, c) {
+		t.Error("the same requests in another order gave different bytes")
+	}
+	d, _ := Encode(trainFixture(t, 8, nil))
+	if bytes.Equal(a, d) {
+		t.Error("the seed is not recorded in the model")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	b, err := Encode(trainFixture(t, 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every truncation is rejected.
+	for n := 0; n < len(b); n++ {
+		if _, err := Decode(b[:n]); !errors.Is(err, ErrModelFormat) {
+			t.Fatalf("truncated to %d bytes: err %v", n, err)
+		}
+	}
+	// Every single-byte corruption is rejected (magic, version, length, checksum, payload).
+	for i := 0; i < len(b); i++ {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0x5a
+		if _, err := Decode(c); err == nil {
+			t.Fatalf("corruption at byte %d accepted", i)
+		}
+	}
+	if _, err := Decode(append(append([]byte(nil), b...), 0)); err == nil || !strings.Contains(err.Error(), "truncated or padded") {
+		t.Errorf("padding: %v", err)
+	}
+	if _, err := Decode(make([]byte, MaxModelBytes+1)); !errors.Is(err, ErrModelTooLarge) {
+		t.Errorf("oversize: %v", err)
+	}
+	msgs := map[string][]byte{"bad magic": append([]byte("XXXX"), b[4:]...)}
+	for want, in := range msgs {
+		if _, err := Decode(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", want, err)
+		}
+	}
+}
+
+func TestDecodeRejectsBadIndexWithValidChecksum(t *testing.T) {
+	// A payload that is well-formed bytes but names an edge outside its
+	// tables must be refused even though its checksum matches.
+	m := &Model{Workloads: map[string]*Workload{"a": {Name: "a", Sources: []string{"s"}, Routes: []Route{{"GET", "/", 1}}, Edges: []Edge{{Source: 3, Route: 0, Count: 1}}}}}
+	b, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(b); err == nil || !strings.Contains(err.Error(), "edge") {
+		t.Errorf("bad edge index: %v", err)
+	}
+}
+
+func TestScore(t *testing.T) {
+	m := trainFixture(t, 1, nil)
+	known := Request{Method: "GET", Path: "/items/999", Source: "spiffe://cluster.local/ns/shop/sa/caller-0", Destination: "svc-0.shop"}
+	if v := m.Score(&known); !v.Scored || v.Score != 0 || v.NReason != 0 {
+		t.Errorf("known edge: %+v", v)
+	}
+	newCaller := known
+	newCaller.Source = "spiffe://cluster.local/ns/shop/sa/intruder"
+	if v := m.Score(&newCaller); v.Score <= m.Meta.Threshold || v.Reasons[0].Code != ReasonNewCaller {
+		t.Errorf("new caller: %+v", v)
+	}
+	both := newCaller
+	both.Path = "/admin/users"
+	v := m.Score(&both)
+	if v.NReason != 2 || v.Score <= m.Score(&newCaller).Score {
+		t.Errorf("new caller on a new route should score higher than either: %+v", v)
+	}
+	// Caller-3 calls svc-1 (and others) but never svc-0: for svc-0 it is a new caller.
+	other := known
+	other.Source = "spiffe://cluster.local/ns/shop/sa/caller-3"
+	if v := m.Score(&other); v.Reasons[0].Code != ReasonNewCaller {
+		t.Errorf("caller of other services: %+v", v)
+	}
+	// An unknown destination falls back to the global section.
+	fallback := known
+	fallback.Destination = "unknown.ns"
+	if v := m.Score(&fallback); !v.Scored || v.Score != 0 {
+		t.Errorf("global fallback: %+v", v)
+	}
+}
+
+func TestScoreDoesNotAllocate(t *testing.T) {
+	m := trainFixture(t, 1, nil)
+	r := Request{Method: "GET", Path: "/items/12345", Source: "spiffe://cluster.local/ns/shop/sa/caller-1", Destination: "svc-1.shop"}
+	if n := testing.AllocsPerRun(100, func() { m.Score(&r) }); n != 0 {
+		t.Errorf("Score allocates %v times", n)
+	}
+}
+
+func TestTrainerCapsOneSource(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.MaxPerSource = 10
+	tr, _ := NewTrainer(cfg)
+	for i := 0; i < 100; i++ {
+		tr.Observe(&Request{Method: "GET", Path: "/x", Source: "noisy", Destination: "d"})
+	}
+	learned, skipped := tr.Samples()
+	if learned != 10 || skipped != 90 {
+		t.Errorf("learned %d skipped %d, want 10 and 90", learned, skipped)
+	}
+}
+
+func TestTrainConfigValidate(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.TargetFPR = 2
+	cfg.MaxPerSource = 0
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "target_fpr") || !strings.Contains(err.Error(), "max_per_source") {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+func FuzzTemplate(f *testing.F) {
+	for _, s := range []string{"/", "/a/1/b", "/123e4567-e89b-12d3-a456-426614174000", "//x//", "\xff/\x00"} {
+		f.Add(s)
+	}
+	buf := make([]byte, 0, MaxRouteBytes+8)
+	f.Fuzz(func(t *testing.T, path string) {
+		out := AppendTemplate(buf[:0], path)
+		if len(out) > MaxRouteBytes+len("/…") {
+			t.Fatalf("template of %d bytes", len(out))
+		}
+		if len(out) == 0 || out[0] != '/' {
+			t.Fatalf("template %q does not start with /", out)
+		}
+	})
+}
+
+func FuzzScore(f *testing.F) {
+	m := trainFixture(f, 1, nil)
+	f.Add("GET", "/items/1", "spiffe://cluster.local/ns/shop/sa/caller-0", "svc-0.shop")
+	f.Add("", "", "", "")
+	f.Fuzz(func(t *testing.T, method, path, src, dst string) {
+		v := m.Score(&Request{Method: method, Path: path, Source: src, Destination: dst})
+		if v.Score < 0 || v.Score > 1 || v.NReason > MaxReasons {
+			t.Fatalf("verdict out of range: %+v", v)
+		}
+	})
+}
+
+func FuzzDecode(f *testing.F) {
+	b, _ := Encode(trainFixture(f, 1, nil))
+	f.Add(b)
+	f.Add([]byte("MWMD"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Decode(data)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must re-encode to the same bytes and score safely.
+		again, err := Encode(m)
+		if err != nil || !bytes.Equal(again, data) {
+			t.Fatalf("decoded model does not round-trip: %v", err)
+		}
+		m.Score(&Request{Method: "GET", Path: "/x", Source: "s", Destination: "d"})
+	})
+}
+
+func BenchmarkScore(b *testing.B) {
+	m := trainFixture(b, 1, nil)
+	r := Request{Method: "GET", Path: "/items/12345", Source: "spiffe://cluster.local/ns/shop/sa/caller-1", Destination: "svc-1.shop"}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Score(&r)
+	}
+}
+
+func BenchmarkTrain(b *testing.B) {
+	reqs := fixtureRequests()
+	b.ReportAllocs()
+	for b.Loop() {
+		tr, _ := NewTrainer(DefaultTrainConfig())
+		for i := range reqs {
+			tr.Observe(&reqs[i])
+		}
+		if _, err := tr.Model(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(reqs)), "requests/op")
+}
