@@ -69,7 +69,7 @@ e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
 
 bench: $(WASM) $(PASSWASM) ## print the figures users care about (see README)
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5000x ./filter/ | tee $(BUILD)/bench-filter.txt
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x -count 3 ./filter/ | tee $(BUILD)/bench-filter.txt
 	$(GO) test -run '^$$' -bench . -benchmem ./models/ | tee $(BUILD)/bench-models.txt
 
 run: ## run the whole loop on embedded defaults (arrives with the control plane)

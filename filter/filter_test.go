@@ -488,3 +488,27 @@ func TestConfigDocumentRoundTrip(t *testing.T) {
 		t.Errorf("settings %+v", s)
 	}
 }
+
+func TestRequestCountIsFlushedOnTick(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeLearn, nil)})
+		if p := host.GetTickPeriod(); p != tickPeriod {
+			t.Fatalf("tick period %d ms, want %d", p, tickPeriod)
+		}
+		for i := 0; i < 5; i++ {
+			request(host, get("/x"))
+		}
+		before, err := host.GetCounterMetric(MetricRequests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before != 0 {
+			t.Errorf("requests = %d before the tick; the count is meant to be batched", before)
+		}
+		host.Tick()
+		host.Tick() // a second tick adds nothing twice
+		if n, _ := host.GetCounterMetric(MetricRequests); n != 5 {
+			t.Errorf("requests = %d after ticks, want 5", n)
+		}
+	})
+}

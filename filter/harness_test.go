@@ -69,6 +69,23 @@ type env struct {
 var envs = []env{
 	{"native", func(testing.TB) types.VMContext { return &vmContext{} }},
 	{"wasm", sharedWasmVM},
+	{"wasm-direct", sharedDirectVM},
+}
+
+var (
+	directVMOnce sync.Once
+	directVM     types.VMContext
+	directVMErr  error
+)
+
+// sharedDirectVM is the compiled filter on goabi's lean wazero binding, the
+// one benchmarks and replay use; it must behave exactly as under proxytest.
+func sharedDirectVM(t testing.TB) types.VMContext {
+	directVMOnce.Do(func() { directVM, directVMErr = wasmhost.LoadDirect(wasmPath) })
+	if directVMErr != nil {
+		t.Fatalf("loading the compiled filter: %v", directVMErr)
+	}
+	return directVM
 }
 
 var (
@@ -90,8 +107,9 @@ func sharedWasmVM(t testing.TB) types.VMContext {
 	return wasmVM
 }
 
-// forEachEnv runs a filter test twice: natively and against the compiled
-// .wasm under the SDK's host emulator. Every filter test goes through it.
+// forEachEnv runs a filter test natively and against the compiled .wasm
+// under the SDK's host emulator (proxytest's wazero wrapper, and goabi's lean
+// one). Every filter test goes through it.
 func forEachEnv(t *testing.T, fn func(t *testing.T, e env)) {
 	t.Helper()
 	for _, e := range envs {
@@ -156,8 +174,11 @@ func request(host proxytest.HostEmulator, headers [][2]string) (types.Action, ui
 	return action, id
 }
 
+// counter reads a counter after a tick: the filter flushes its request
+// count on every tick, as Envoy would see it.
 func counter(t testing.TB, host proxytest.HostEmulator, name string) uint64 {
 	t.Helper()
+	host.Tick()
 	v, err := host.GetCounterMetric(name)
 	if err != nil {
 		t.Fatalf("metric %s: %v", name, err)

@@ -44,6 +44,29 @@ type pluginContext struct {
 	types.DefaultPluginContext
 	settings *pluginconfig.Settings // last good configuration; nil before the first
 	metrics  *metrics
+	// pendingRequests counts requests not yet added to MetricRequests. The
+	// busiest counter is flushed on every tick instead of costing a host
+	// call per request; Envoy reports metrics periodically anyway.
+	pendingRequests uint64
+}
+
+// tickPeriod is how often the plugin flushes batched metrics.
+const tickPeriod = 1000 // milliseconds
+
+// OnTick flushes batched metrics.
+func (p *pluginContext) OnTick() { p.flush() }
+
+// OnPluginDone flushes batched metrics before the plugin goes away.
+func (p *pluginContext) OnPluginDone() bool {
+	p.flush()
+	return true
+}
+
+func (p *pluginContext) flush() {
+	if p.metrics != nil && p.pendingRequests > 0 {
+		p.metrics.requests.Increment(p.pendingRequests)
+		p.pendingRequests = 0
+	}
 }
 
 func (p *pluginContext) defineMetrics() {
@@ -91,6 +114,9 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		return types.OnPluginStartStatusFailed
 	}
 	p.settings = s
+	if err := proxywasm.SetTickPeriodMilliSeconds(tickPeriod); err != nil {
+		proxywasm.LogWarnf("meshward: no tick (%v): request counts are flushed only when the plugin stops", err)
+	}
 	model := "none"
 	if s.Model != nil {
 		model = s.Model.SHA256()[:12] + " (" + strconv.Itoa(s.Model.Size()) + " bytes)"
@@ -138,7 +164,7 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 			action = types.ActionContinue
 		}
 	}()
-	m.requests.Increment(1)
+	p.pendingRequests++
 	if s.Mode == pluginconfig.ModeLearn {
 		return types.ActionContinue
 	}
@@ -148,13 +174,14 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
 		return types.ActionContinue
 	}
-	v := s.Model.Score(&req)
-	if !v.Scored {
+	if s.Section == nil {
 		m.unscored.Increment(1)
 		return types.ActionContinue
 	}
-	m.score.Record(uint64(v.Score*1000 + 0.5))
-	score := strconv.FormatFloat(v.Score, 'f', 3, 64)
+	v := s.Section.Score(&req)
+	permille := uint64(v.Score*1000 + 0.5)
+	m.score.Record(permille)
+	score := formatPermille(permille)
 	if v.Score <= s.Threshold {
 		// Upstream must only ever see meshward's own verdict headers.
 		_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
@@ -181,6 +208,16 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 	_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
 	_ = proxywasm.ReplaceHttpRequestHeader(headerReason, reasons)
 	return types.ActionContinue
+}
+
+// formatPermille writes a score given in thousandths as "0.123" (or "1.000")
+// without strconv's float formatting, which is slow in WebAssembly.
+func formatPermille(p uint64) string {
+	if p >= 1000 {
+		return "1.000"
+	}
+	b := [5]byte{'0', '.', byte('0' + p/100), byte('0' + p/10%10), byte('0' + p%10)}
+	return string(b[:])
 }
 
 func reasonList(v *models.Verdict) string {

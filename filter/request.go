@@ -26,6 +26,7 @@ func readRequest(r *models.Request, workload string) error {
 		return err
 	}
 	r.Destination = workload
+	r.Headers = make([]models.Header, 0, min(len(hs), maxHeaders))
 	havePath := false
 	for _, h := range hs {
 		name, value := h[0], h[1]

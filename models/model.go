@@ -43,9 +43,9 @@ type Workload struct {
 	// Edges are the (source, route) pairs seen, sorted.
 	Edges []Edge
 
-	sourceIndex map[uint64]uint32
-	routeIndex  map[uint64]uint32
-	edgeSet     map[uint64]struct{}
+	sourceIndex table
+	routeIndex  table
+	edgeSet     table
 }
 
 // Route is one method and route template with how often it was seen.
@@ -177,22 +177,31 @@ const (
 	scoreNewEdge   = 0.7
 )
 
-// Score judges one request. It does not allocate.
+// Score judges one request against the section for its destination (or the
+// global fallback). It does not allocate.
 func (m *Model) Score(r *Request) Verdict {
-	var v Verdict
 	w := m.Workload(r.Destination)
 	if w == nil {
+		var v Verdict
 		v.addReason(ReasonUnknownDestination, 1)
 		return v
 	}
+	return w.Score(r)
+}
+
+// Score judges one request against this section, whatever its Destination
+// says: a filter resolves its workload's section once and calls this. It
+// does not allocate.
+func (w *Workload) Score(r *Request) Verdict {
+	var v Verdict
 	v.Scored = true
 	var buf [MaxRouteBytes + 8]byte
 	tmpl := AppendTemplate(buf[:0], r.Path)
 	src := hashString(fnvOffset, r.Source)
 	route := hashBytes(hashString(fnvOffset, r.Method), tmpl)
 
-	si, srcKnown := w.sourceIndex[src]
-	ri, routeKnown := w.routeIndex[route]
+	si, srcKnown := w.sourceIndex.get(src)
+	ri, routeKnown := w.routeIndex.get(route)
 	if !srcKnown && len(w.Sources) > 0 {
 		v.addReason(ReasonNewCaller, scoreNewCaller)
 	}
@@ -200,7 +209,7 @@ func (m *Model) Score(r *Request) Verdict {
 		v.addReason(ReasonNewRoute, scoreNewRoute)
 	}
 	if srcKnown && routeKnown {
-		if _, ok := w.edgeSet[edgeKey(si, ri)]; !ok {
+		if _, ok := w.edgeSet.get(edgeKey(si, ri)); !ok {
 			v.addReason(ReasonNewEdge, scoreNewEdge)
 		}
 	}
@@ -220,17 +229,17 @@ func combine(v *Verdict) float64 {
 
 // index builds the lookup tables of a workload from its slices.
 func (w *Workload) index() {
-	w.sourceIndex = make(map[uint64]uint32, len(w.Sources))
+	w.sourceIndex = newTable(len(w.Sources))
 	for i, s := range w.Sources {
-		w.sourceIndex[hashString(fnvOffset, s)] = uint32(i)
+		w.sourceIndex.put(hashString(fnvOffset, s), uint32(i))
 	}
-	w.routeIndex = make(map[uint64]uint32, len(w.Routes))
+	w.routeIndex = newTable(len(w.Routes))
 	for i, r := range w.Routes {
-		w.routeIndex[hashString(hashString(fnvOffset, r.Method), r.Template)] = uint32(i)
+		w.routeIndex.put(hashString(hashString(fnvOffset, r.Method), r.Template), uint32(i))
 	}
-	w.edgeSet = make(map[uint64]struct{}, len(w.Edges))
+	w.edgeSet = newTable(len(w.Edges))
 	for _, e := range w.Edges {
-		w.edgeSet[edgeKey(e.Source, e.Route)] = struct{}{}
+		w.edgeSet.put(edgeKey(e.Source, e.Route), 1)
 	}
 }
 

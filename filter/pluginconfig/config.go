@@ -74,9 +74,12 @@ type Config struct {
 
 // Settings is a validated configuration, ready to use.
 type Settings struct {
-	Mode             Mode
-	Threshold        float64
-	Model            *models.Model // nil in learn mode without a model
+	Mode      Mode
+	Threshold float64
+	Model     *models.Model // nil in learn mode without a model
+	// Section is the model's section for Workload (or its global fallback);
+	// nil when the model has neither, and every request is then unscored.
+	Section          *models.Workload
 	CollectorCluster string
 	Workload         string
 	ScoreHeader      string
@@ -160,6 +163,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	s.Section = s.Model.Workload(s.Workload)
 	return s, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 )
 
@@ -115,6 +116,22 @@ func LoadVM(path string) (proxytest.WasmVMContext, error) {
 		return nil, err
 	}
 	vm, err := NewVM(wasm)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return vm, nil
+}
+
+// LoadDirect reads a module from disk and runs it on goabi's lean wazero
+// binding (wazerohost) instead of proxytest's: same emulator, same module,
+// but host calls cost what a native host charges rather than a reflective
+// call each, so it is what benchmarks and replay use.
+func LoadDirect(path string) (*wazerohost.VM, error) {
+	wasm, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	vm, err := wazerohost.New(wasm)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
