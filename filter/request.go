@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"strings"
+	"unsafe"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
@@ -57,8 +58,8 @@ func readRequest(r *models.Request, workload string) error {
 // sourceIdentity names the caller: the mTLS peer's URI SAN (a SPIFFE id in a
 // mesh), else Istio's peer metadata, else the source address without port.
 func sourceIdentity(r *models.Request) string {
-	if san, err := proxywasm.GetProperty([]string{"connection", "uri_san_peer_certificate"}); err == nil && len(san) > 0 {
-		return bound(string(san))
+	if san, err := proxywasm.GetProperty(pathURISAN); err == nil && len(san) > 0 {
+		return bound(bytesString(san))
 	}
 	if wl, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "workload"}); err == nil && len(wl) > 0 {
 		if ns, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "namespace"}); err == nil && len(ns) > 0 {
@@ -78,6 +79,13 @@ func sourceIdentity(r *models.Request) string {
 	}
 	return "unknown"
 }
+
+var pathURISAN = []string{"connection", "uri_san_peer_certificate"}
+
+// bytesString views a buffer the host handed over as a string without
+// copying it, as the SDK does for headers: the buffer is fresh for this call
+// and nothing writes to it again.
+func bytesString(b []byte) string { return unsafe.String(&b[0], len(b)) }
 
 func bound(s string) string {
 	if len(s) > maxSource {
