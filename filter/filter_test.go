@@ -355,7 +355,7 @@ func TestSourceIdentityFallbacks(t *testing.T) {
 
 func TestUnscoredWhenModelCannotJudge(t *testing.T) {
 	// A model with a section for another workload only, and no fallback.
-	m := &models.Model{Workloads: map[string]*models.Workload{"other.ns": {Name: "other.ns", Sources: []string{"x"}}}}
+	m := &models.Model{Workloads: map[string]*models.Workload{"other.ns": {Name: "other.ns", Sources: []string{"x"}, CalCenter: 1}}}
 	b, err := models.Encode(m)
 	if err != nil {
 		t.Fatal(err)

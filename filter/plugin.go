@@ -44,6 +44,8 @@ type pluginContext struct {
 	types.DefaultPluginContext
 	settings *pluginconfig.Settings // last good configuration; nil before the first
 	metrics  *metrics
+	// scratch is the scoring memory; one request is scored at a time.
+	scratch models.Scratch
 	// pendingRequests counts requests not yet added to MetricRequests. The
 	// busiest counter is flushed on every tick instead of costing a host
 	// call per request; Envoy reports metrics periodically anyway.
@@ -178,7 +180,7 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 		m.unscored.Increment(1)
 		return types.ActionContinue
 	}
-	v := s.Section.Score(&req)
+	v := s.Section.ScoreWith(&req, &p.scratch)
 	permille := uint64(v.Score*1000 + 0.5)
 	m.score.Record(permille)
 	score := formatPermille(permille)

@@ -62,6 +62,8 @@ func Encode(m *Model) ([]byte, error) {
 			p = appendString(p, r.Method)
 			p = appendString(p, r.Template)
 			p = binary.AppendUvarint(p, uint64(r.Count))
+			p = binary.AppendUvarint(p, uint64(r.ParamObs))
+			p = binary.AppendUvarint(p, uint64(r.ParamSingletons))
 		}
 		p = binary.AppendUvarint(p, uint64(len(w.Edges)))
 		for _, e := range w.Edges {
@@ -69,6 +71,11 @@ func Encode(m *Model) ([]byte, error) {
 			p = binary.AppendUvarint(p, uint64(e.Route))
 			p = binary.AppendUvarint(p, uint64(e.Count))
 		}
+		p = binary.AppendUvarint(p, uint64(len(w.Params)))
+		for i := range w.Params {
+			p = appendParam(p, &w.Params[i])
+		}
+		p = appendFloat(p, w.CalCenter)
 	}
 	if headerSize+len(p) > MaxModelBytes {
 		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrModelTooLarge, headerSize+len(p), MaxModelBytes)
@@ -139,9 +146,10 @@ func Decode(b []byte) (*Model, error) {
 		for j := range w.Sources {
 			w.Sources[j] = d.str(ctx + " source")
 		}
-		w.Routes = make([]Route, d.count(ctx+" routes", 3))
+		w.Routes = make([]Route, d.count(ctx+" routes", 5))
 		for j := range w.Routes {
-			w.Routes[j] = Route{Method: d.str(ctx + " route method"), Template: d.str(ctx + " route template"), Count: d.u32(ctx + " route count")}
+			w.Routes[j] = Route{Method: d.str(ctx + " route method"), Template: d.str(ctx + " route template"), Count: d.u32(ctx + " route count"),
+				ParamObs: d.u32(ctx + " route param_obs"), ParamSingletons: d.u32(ctx + " route param_singletons")}
 		}
 		w.Edges = make([]Edge, d.count(ctx+" edges", 3))
 		for j := range w.Edges {
@@ -150,6 +158,17 @@ func Decode(b []byte) (*Model, error) {
 				d.fail(ctx+" edge", "index (%d,%d) outside %d sources × %d routes", e.Source, e.Route, len(w.Sources), len(w.Routes))
 			}
 			w.Edges[j] = e
+		}
+		w.Params = make([]ParamModel, d.count(ctx+" params", 30))
+		for j := range w.Params {
+			d.param(&w.Params[j], ctx, len(w.Routes))
+			if d.err == nil && j > 0 && !paramLess(&w.Params[j-1], &w.Params[j]) {
+				d.fail(ctx+" param", "%q on route %d is out of order or repeated", w.Params[j].Name, w.Params[j].Route)
+			}
+		}
+		w.CalCenter = d.float(ctx + " calibration center")
+		if d.err == nil && !(w.CalCenter > 0) {
+			d.fail(ctx+" calibration center", "%v is not positive", w.CalCenter)
 		}
 		if d.err == nil {
 			w.index()
@@ -256,6 +275,89 @@ func (d *decoder) float(what string) float64 {
 		d.fail(what, "not a finite number")
 	}
 	return f
+}
+
+func appendParam(p []byte, m *ParamModel) []byte {
+	p = binary.AppendUvarint(p, uint64(m.Route))
+	p = appendString(p, m.Name)
+	p = binary.AppendUvarint(p, uint64(m.Count))
+	p = appendFloat(p, m.LenMean)
+	p = appendFloat(p, m.LenVar)
+	p = binary.AppendUvarint(p, uint64(m.KeywordValues))
+	nz := 0
+	for _, c := range m.Trans {
+		if c != 0 {
+			nz++
+		}
+	}
+	p = binary.AppendUvarint(p, uint64(nz))
+	for i, c := range m.Trans {
+		if c != 0 {
+			p = binary.AppendUvarint(p, uint64(i))
+			p = binary.AppendUvarint(p, uint64(c))
+		}
+	}
+	p = binary.AppendUvarint(p, uint64(len(m.Enum)))
+	for _, h := range m.Enum {
+		p = binary.LittleEndian.AppendUint64(p, h)
+	}
+	return binary.AppendUvarint(p, uint64(m.Singletons))
+}
+
+func (d *decoder) param(m *ParamModel, ctx string, routes int) {
+	m.Route = d.u32(ctx + " param route")
+	if d.err == nil && m.Route != AnyRoute && int(m.Route) >= routes {
+		d.fail(ctx+" param route", "%d outside %d routes", m.Route, routes)
+	}
+	m.Name = d.str(ctx + " param name")
+	ctx += " param " + m.Name
+	m.Count = d.u32(ctx + " count")
+	m.LenMean = d.float(ctx + " length mean")
+	m.LenVar = d.float(ctx + " length variance")
+	m.KeywordValues = d.u32(ctx + " keyword values")
+	if d.err == nil && (m.LenMean < 0 || m.LenVar < 0 || m.KeywordValues > m.Count) {
+		d.fail(ctx, "inconsistent statistics")
+	}
+	nz := d.count(ctx+" transitions", 2)
+	last := -1
+	for k := 0; k < nz && d.err == nil; k++ {
+		i := d.uvarint(ctx + " transition")
+		c := d.u32(ctx + " transition count")
+		if d.err == nil && (i >= nTrans || int(i) <= last || c == 0) {
+			d.fail(ctx+" transition", "index %d (after %d) or count %d invalid", i, last, c)
+			return
+		}
+		last = int(i)
+		m.Trans[i] = c
+	}
+	ne := d.count(ctx+" enum", 8)
+	if ne > maxEnum {
+		d.fail(ctx+" enum", "%d values, limit %d", ne, maxEnum)
+		return
+	}
+	if ne > 0 {
+		m.Enum = make([]uint64, ne)
+	}
+	for k := range m.Enum {
+		if d.err != nil || len(d.b)-d.off < 8 {
+			d.fail(ctx+" enum", "truncated")
+			return
+		}
+		m.Enum[k] = binary.LittleEndian.Uint64(d.b[d.off:])
+		d.off += 8
+		if k > 0 && m.Enum[k] <= m.Enum[k-1] {
+			d.fail(ctx+" enum", "values out of order")
+			return
+		}
+	}
+	m.Singletons = d.u32(ctx + " singletons")
+}
+
+func paramLess(a, b *ParamModel) bool {
+	if a.Route != b.Route {
+		return a.Route < b.Route
+	}
+	return a.Name < b.Name
 }
 
 func appendString(p []byte, s string) []byte {

@@ -2,8 +2,10 @@ package models
 
 import (
 	"encoding/hex"
+	"math"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -42,17 +44,34 @@ type Workload struct {
 	Routes []Route
 	// Edges are the (source, route) pairs seen, sorted.
 	Edges []Edge
+	// Params are the parameter models, sorted by route then name; the one
+	// with Route AnyRoute and Name AnyParam covers every value.
+	Params []ParamModel
+	// CalCenter calibrates scores: the surprise that TargetFPR of held-back
+	// normal requests exceeded. A request's score is
+	// 1 - 2^(-surprise/CalCenter): 0 for nothing unusual, 0.5 at CalCenter.
+	CalCenter float64
 
 	sourceIndex table
 	routeIndex  table
 	edgeSet     table
+	paramIndex  table
+	anyParam    int // index of the AnyRoute/AnyParam model, or -1
+	requests    float64
+	// Good-Turing estimates of meeting something new, from the number of
+	// callers, routes and edges seen exactly once.
+	pNewCaller, pNewRoute, pNewEdge float64
 }
 
-// Route is one method and route template with how often it was seen.
+// Route is one method and route template with how often it was seen, and
+// how its parameter names behaved: ParamObs parameter occurrences, of which
+// ParamSingletons names were seen only once.
 type Route struct {
-	Method   string
-	Template string
-	Count    uint32
+	Method          string
+	Template        string
+	Count           uint32
+	ParamObs        uint32
+	ParamSingletons uint32
 }
 
 // Edge is a caller using a route, as indexes into Workload.Sources and
@@ -95,6 +114,18 @@ const (
 	// ReasonUnknownDestination: no section for the destination and no
 	// global fallback.
 	ReasonUnknownDestination
+	// ReasonNewParam: a parameter or header this route never carried.
+	ReasonNewParam
+	// ReasonValueShape: a value whose characters follow each other in a way
+	// this parameter's values never did (quotes, brackets, operators…).
+	ReasonValueShape
+	// ReasonValueLength: a value far longer than this parameter's values.
+	ReasonValueLength
+	// ReasonKeywords: SQL, shell, script or traversal tokens where this
+	// parameter rarely had any.
+	ReasonKeywords
+	// ReasonNewValue: an unseen value of a parameter that takes few values.
+	ReasonNewValue
 )
 
 var reasonNames = [...]string{
@@ -103,6 +134,11 @@ var reasonNames = [...]string{
 	ReasonNewRoute:           "new_route",
 	ReasonNewEdge:            "new_edge",
 	ReasonUnknownDestination: "unknown_destination",
+	ReasonNewParam:           "new_param",
+	ReasonValueShape:         "value_shape",
+	ReasonValueLength:        "value_length",
+	ReasonKeywords:           "keywords",
+	ReasonNewValue:           "new_value",
 }
 
 // String returns the reason's stable snake_case name, used in headers, logs
@@ -119,14 +155,18 @@ func (c ReasonCode) Component() string {
 	switch c {
 	case ReasonNewCaller, ReasonNewRoute, ReasonNewEdge, ReasonUnknownDestination:
 		return "graph"
+	case ReasonNewParam, ReasonValueShape, ReasonValueLength, ReasonKeywords, ReasonNewValue:
+		return "params"
 	}
 	return "none"
 }
 
-// Reason is one contribution to a score.
+// Reason is one contribution to a score: its surprise in nats (-log of how
+// likely normal traffic makes it), and for parameter reasons the index of the
+// parameter model involved (or -1).
 type Reason struct {
-	Code  ReasonCode
-	Score float64
+	Code     ReasonCode
+	Surprise float64
 }
 
 // MaxReasons bounds the reasons a Verdict carries.
@@ -134,8 +174,11 @@ const MaxReasons = 4
 
 // Verdict is the outcome of scoring one request.
 type Verdict struct {
-	// Score is the anomaly score in [0,1].
+	// Score is the calibrated anomaly score in [0,1]: 0.5 where the
+	// model's held-back normal traffic reached its target false-positive rate.
 	Score float64
+	// Surprise is the uncalibrated sum of every component's surprise (nats).
+	Surprise float64
 	// Scored is false when the model could not judge the request (no
 	// section for its destination and no fallback); Score is then 0.
 	Scored  bool
@@ -153,29 +196,19 @@ func (v *Verdict) addReason(code ReasonCode, score float64) {
 	}
 	i := v.NReason
 	if i == MaxReasons {
-		if v.Reasons[i-1].Score >= score {
+		if v.Reasons[i-1].Surprise >= score {
 			return
 		}
 		i--
 	} else {
 		v.NReason++
 	}
-	for i > 0 && v.Reasons[i-1].Score < score {
+	for i > 0 && v.Reasons[i-1].Surprise < score {
 		v.Reasons[i] = v.Reasons[i-1]
 		i--
 	}
-	v.Reasons[i] = Reason{Code: code, Score: score}
+	v.Reasons[i] = Reason{Code: code, Surprise: score}
 }
-
-// Component scores of the caller graph. An unseen caller is the strongest
-// lateral-movement signal; an unseen route is almost as strong; a known
-// caller on a known route it never used is weaker (it happens when a release
-// starts using an existing endpoint).
-const (
-	scoreNewCaller = 0.95
-	scoreNewRoute  = 0.9
-	scoreNewEdge   = 0.7
-)
 
 // Score judges one request against the section for its destination (or the
 // global fallback). It does not allocate.
@@ -189,42 +222,112 @@ func (m *Model) Score(r *Request) Verdict {
 	return w.Score(r)
 }
 
+// Scratch is working memory for scoring one request at a time. Scoring with
+// a Scratch the caller keeps (one per goroutine, or per filter instance)
+// allocates nothing.
+type Scratch struct{ params paramScratch }
+
+var scratchPool = sync.Pool{New: func() any { return new(Scratch) }}
+
 // Score judges one request against this section, whatever its Destination
-// says: a filter resolves its workload's section once and calls this. It
-// does not allocate.
+// says. It borrows a Scratch from a pool; ScoreWith takes the caller's.
 func (w *Workload) Score(r *Request) Verdict {
+	s := scratchPool.Get().(*Scratch)
+	v := w.ScoreWith(r, s)
+	scratchPool.Put(s)
+	return v
+}
+
+// ScoreWith judges one request against this section using the caller's
+// scratch memory: a filter resolves its workload's section once and calls
+// this. It does not allocate.
+func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 	var v Verdict
+	w.surprise(r, &s.params, &v)
 	v.Scored = true
+	v.Score = w.calibrate(v.Surprise)
+	return v
+}
+
+// calibrate maps a surprise to [0,1].
+func (w *Workload) calibrate(surprise float64) float64 {
+	c := w.CalCenter
+	if c <= 0 {
+		c = minCalCenter
+	}
+	return 1 - math.Exp2(-surprise/c)
+}
+
+// surprise sums what every component finds unusual about r into v.
+func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl := AppendTemplate(buf[:0], r.Path)
 	src := hashString(fnvOffset, r.Source)
 	route := hashBytes(hashString(fnvOffset, r.Method), tmpl)
 
+	// Caller graph: meeting a caller, route or edge never seen, weighed by
+	// how often training met new ones (Good-Turing).
 	si, srcKnown := w.sourceIndex.get(src)
 	ri, routeKnown := w.routeIndex.get(route)
 	if !srcKnown && len(w.Sources) > 0 {
-		v.addReason(ReasonNewCaller, scoreNewCaller)
+		v.add(ReasonNewCaller, -math.Log(w.pNewCaller))
 	}
 	if !routeKnown && len(w.Routes) > 0 {
-		v.addReason(ReasonNewRoute, scoreNewRoute)
+		v.add(ReasonNewRoute, -math.Log(w.pNewRoute))
 	}
 	if srcKnown && routeKnown {
 		if _, ok := w.edgeSet.get(edgeKey(si, ri)); !ok {
-			v.addReason(ReasonNewEdge, scoreNewEdge)
+			v.add(ReasonNewEdge, -math.Log(w.pNewEdge))
 		}
 	}
-	v.Score = combine(&v)
-	return v
+
+	// Parameters: the most surprising value, and names the route never had.
+	if len(w.Params) == 0 {
+		return
+	}
+	s.extract(r)
+	var worst float64
+	var worstCode ReasonCode
+	var newParams float64
+	for i := 0; i < s.n; i++ {
+		p := &s.params[i]
+		var pm *ParamModel
+		if routeKnown {
+			if idx, ok := w.paramIndex.get(paramKey(ri, p.name)); ok {
+				pm = &w.Params[idx]
+			}
+		}
+		if pm == nil {
+			if routeKnown {
+				rt := &w.Routes[ri]
+				pn := (float64(rt.ParamSingletons) + 1) / (float64(rt.ParamObs) + 2)
+				newParams = math.Max(newParams, -math.Log(pn))
+			}
+			if w.anyParam < 0 {
+				continue
+			}
+			pm = &w.Params[w.anyParam]
+		}
+		if sur, code := pm.valueSurprise(p.value); sur > worst {
+			worst, worstCode = sur, code
+		}
+	}
+	if newParams > 0 {
+		v.add(ReasonNewParam, newParams)
+	}
+	if worst > 0 {
+		v.add(worstCode, worst)
+	}
 }
 
-// combine merges component scores as a noisy-OR: independent pieces of
-// evidence reinforce each other, and the result stays in [0,1].
-func combine(v *Verdict) float64 {
-	p := 1.0
-	for _, r := range v.ReasonList() {
-		p *= 1 - r.Score
-	}
-	return 1 - p
+// add records a component's surprise in the verdict.
+func (v *Verdict) add(code ReasonCode, surprise float64) {
+	v.Surprise += surprise
+	v.addReason(code, surprise)
+}
+
+func paramKey(route uint32, name []byte) uint64 {
+	return hashBytes(uint64(route)*fnvPrime^fnvOffset, name)
 }
 
 // index builds the lookup tables of a workload from its slices.
@@ -238,8 +341,43 @@ func (w *Workload) index() {
 		w.routeIndex.put(hashString(hashString(fnvOffset, r.Method), r.Template), uint32(i))
 	}
 	w.edgeSet = newTable(len(w.Edges))
+	srcCount := make([]uint32, len(w.Sources))
+	var n, edgeOnce float64
 	for _, e := range w.Edges {
 		w.edgeSet.put(edgeKey(e.Source, e.Route), 1)
+		srcCount[e.Source] += e.Count
+		n += float64(e.Count)
+		if e.Count == 1 {
+			edgeOnce++
+		}
+	}
+	var srcOnce, routeOnce float64
+	for _, c := range srcCount {
+		if c == 1 {
+			srcOnce++
+		}
+	}
+	for _, r := range w.Routes {
+		if r.Count == 1 {
+			routeOnce++
+		}
+	}
+	w.requests = n
+	w.pNewCaller = (srcOnce + 1) / (n + 2)
+	w.pNewRoute = (routeOnce + 1) / (n + 2)
+	w.pNewEdge = (edgeOnce + 1) / (n + 2)
+	w.paramIndex = newTable(len(w.Params))
+	w.anyParam = -1
+	for i := range w.Params {
+		p := &w.Params[i]
+		p.index()
+		if p.Route == AnyRoute {
+			if p.Name == AnyParam {
+				w.anyParam = i
+			}
+			continue
+		}
+		w.paramIndex.put(paramKey(p.Route, []byte(p.Name)), uint32(i))
 	}
 }
 
@@ -278,6 +416,12 @@ func (w *Workload) sortCanonical() {
 		w.Edges[i].Source = newSrc[w.Edges[i].Source]
 		w.Edges[i].Route = newRoute[w.Edges[i].Route]
 	}
+	for i := range w.Params {
+		if w.Params[i].Route != AnyRoute {
+			w.Params[i].Route = newRoute[w.Params[i].Route]
+		}
+	}
+	sort.Slice(w.Params, func(a, b int) bool { return paramLess(&w.Params[a], &w.Params[b]) })
 	sort.Slice(w.Edges, func(a, b int) bool {
 		ea, eb := w.Edges[a], w.Edges[b]
 		if ea.Source != eb.Source {

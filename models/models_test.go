@@ -174,7 +174,7 @@ func TestDecodeRejects(t *testing.T) {
 func TestDecodeRejectsBadIndexWithValidChecksum(t *testing.T) {
 	// A payload that is well-formed bytes but names an edge outside its
 	// tables must be refused even though its checksum matches.
-	m := &Model{Workloads: map[string]*Workload{"a": {Name: "a", Sources: []string{"s"}, Routes: []Route{{"GET", "/", 1}}, Edges: []Edge{{Source: 3, Route: 0, Count: 1}}}}}
+	m := &Model{Workloads: map[string]*Workload{"a": {Name: "a", Sources: []string{"s"}, Routes: []Route{{Method: "GET", Template: "/", Count: 1}}, Edges: []Edge{{Source: 3, Route: 0, Count: 1}}}}}
 	b, err := Encode(m)
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +218,8 @@ func TestScore(t *testing.T) {
 func TestScoreDoesNotAllocate(t *testing.T) {
 	m := trainFixture(t, 1, nil)
 	r := Request{Method: "GET", Path: "/items/12345", Source: "spiffe://cluster.local/ns/shop/sa/caller-1", Destination: "svc-1.shop"}
-	if n := testing.AllocsPerRun(100, func() { m.Score(&r) }); n != 0 {
+	w, s := m.Workload(r.Destination), new(Scratch)
+	if n := testing.AllocsPerRun(100, func() { w.ScoreWith(&r, s) }); n != 0 {
 		t.Errorf("Score allocates %v times", n)
 	}
 }
@@ -230,7 +231,7 @@ func TestTrainerCapsOneSource(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		tr.Observe(&Request{Method: "GET", Path: "/x", Source: "noisy", Destination: "d"})
 	}
-	learned, skipped := tr.Samples()
+	learned, skipped, _, _ := tr.Samples()
 	if learned != 10 || skipped != 90 {
 		t.Errorf("learned %d skipped %d, want 10 and 90", learned, skipped)
 	}

@@ -3,6 +3,7 @@ package models
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 )
@@ -13,13 +14,23 @@ type TrainConfig struct {
 	Seed uint64
 	// TargetFPR is the false-positive rate the threshold is calibrated to.
 	TargetFPR float64
+	// HoldBack is the share of requests kept out of training to calibrate
+	// the score on (chosen by a seeded hash of each request's content).
+	HoldBack float64
+	// MaxHoldBack bounds how many held-back requests are kept.
+	MaxHoldBack int
 	// MaxPerSource caps what one source may contribute to one destination,
 	// so a single (possibly compromised) caller cannot drown the rest.
 	MaxPerSource int
-	// MaxSourceLen and MaxRoutesPerWorkload bound a model's size.
+	// MaxSourceLen, MaxRoutesPerWorkload, MaxSourcesPerWorkload and
+	// MaxParamsPerRoute bound a model's size.
 	MaxSourceLen          int
 	MaxRoutesPerWorkload  int
 	MaxSourcesPerWorkload int
+	MaxParamsPerRoute     int
+	// Current, when set, is the model in force: requests it flags are not
+	// learned as normal, so an attack in progress cannot teach itself in.
+	Current *Model
 	// Now stamps the model; zero means time.Now.
 	Now time.Time
 }
@@ -29,10 +40,13 @@ func DefaultTrainConfig() TrainConfig {
 	return TrainConfig{
 		Seed:                  1,
 		TargetFPR:             0.001,
+		HoldBack:              0.1,
+		MaxHoldBack:           50_000,
 		MaxPerSource:          100_000,
 		MaxSourceLen:          256,
 		MaxRoutesPerWorkload:  2000,
 		MaxSourcesPerWorkload: 2000,
+		MaxParamsPerRoute:     64,
 	}
 }
 
@@ -42,14 +56,20 @@ func (c TrainConfig) Validate() error {
 	if !(c.TargetFPR > 0 && c.TargetFPR < 1) {
 		errs = append(errs, fmt.Errorf("target_fpr: %v is not in (0,1)", c.TargetFPR))
 	}
+	if !(c.HoldBack > 0 && c.HoldBack < 0.5) {
+		errs = append(errs, fmt.Errorf("hold_back: %v is not in (0,0.5)", c.HoldBack))
+	}
+	if c.MaxHoldBack <= 0 {
+		errs = append(errs, fmt.Errorf("max_hold_back: %d must be positive", c.MaxHoldBack))
+	}
 	if c.MaxPerSource <= 0 {
 		errs = append(errs, fmt.Errorf("max_per_source: %d must be positive", c.MaxPerSource))
 	}
 	if c.MaxSourceLen <= 0 || c.MaxSourceLen > maxStringLen {
 		errs = append(errs, fmt.Errorf("max_source_len: %d must be in [1,%d]", c.MaxSourceLen, maxStringLen))
 	}
-	if c.MaxRoutesPerWorkload <= 0 || c.MaxSourcesPerWorkload <= 0 {
-		errs = append(errs, errors.New("max_routes_per_workload and max_sources_per_workload must be positive"))
+	if c.MaxRoutesPerWorkload <= 0 || c.MaxSourcesPerWorkload <= 0 || c.MaxParamsPerRoute <= 0 {
+		errs = append(errs, errors.New("max_routes_per_workload, max_sources_per_workload and max_params_per_route must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -58,14 +78,24 @@ func (c TrainConfig) Validate() error {
 type Trainer struct {
 	cfg       TrainConfig
 	workloads map[string]*workloadStats
+	heldBack  []Request
 	samples   uint64
 	skipped   uint64
+	flagged   uint64
+	scratch   paramScratch
 }
 
 type workloadStats struct {
 	perSource map[string]int
-	routes    map[routeKey]uint32
+	routes    map[routeKey]*routeStats
 	edges     map[edgeName]uint32
+	params    map[paramName]*paramStats
+	anyParam  *paramStats
+}
+
+type routeStats struct {
+	count uint32
+	names map[string]uint32
 }
 
 type routeKey struct{ method, template string }
@@ -73,6 +103,11 @@ type routeKey struct{ method, template string }
 type edgeName struct {
 	source string
 	route  routeKey
+}
+
+type paramName struct {
+	route routeKey
+	name  string
 }
 
 // NewTrainer returns a trainer, or the configuration's problems.
@@ -84,14 +119,28 @@ func NewTrainer(cfg TrainConfig) (*Trainer, error) {
 }
 
 // Observe learns one normal request, for its destination and for the global
-// fallback. It returns false when the request was not learned (its source
-// is over its cap).
+// fallback, or holds it back for calibration. It returns false when the
+// request was not learned (its source is over its cap, the current model
+// flags it, or it was held back).
 func (t *Trainer) Observe(r *Request) bool {
+	if t.cfg.Current != nil {
+		if v := t.cfg.Current.Score(r); v.Scored && v.Score > t.cfg.Current.Meta.Threshold {
+			t.flagged++
+			return false
+		}
+	}
+	if t.heldOut(r) {
+		if len(t.heldBack) < t.cfg.MaxHoldBack {
+			t.heldBack = append(t.heldBack, cloneRequest(r))
+			return false
+		}
+	}
 	src := r.Source
 	if len(src) > t.cfg.MaxSourceLen {
 		src = src[:t.cfg.MaxSourceLen]
 	}
 	rk := routeKey{method: r.Method, template: Template(r.Path)}
+	t.scratch.extract(r)
 	ok := t.observe(r.Destination, src, rk)
 	if r.Destination != GlobalWorkload {
 		t.observe(GlobalWorkload, src, rk)
@@ -104,10 +153,32 @@ func (t *Trainer) Observe(r *Request) bool {
 	return ok
 }
 
+// heldOut decides, from a seeded hash of the request's content, whether it
+// is kept for calibration.
+func (t *Trainer) heldOut(r *Request) bool {
+	h := hashString(fnvOffset^t.cfg.Seed*0x9E3779B97F4A7C15, r.Method)
+	h = hashString(h, r.Path)
+	h = hashString(h, r.Query)
+	h = hashString(h, r.Source)
+	h = hashString(h, r.Destination)
+	h = hashBytes(h, r.Body)
+	h ^= h >> 29
+	h *= 0xBF58476D1CE4E5B9
+	h ^= h >> 32
+	return float64(h%1_000_000) < t.cfg.HoldBack*1_000_000
+}
+
+func cloneRequest(r *Request) Request {
+	c := *r
+	c.Headers = append([]Header(nil), r.Headers...)
+	c.Body = append([]byte(nil), r.Body...)
+	return c
+}
+
 func (t *Trainer) observe(dst, src string, rk routeKey) bool {
 	w := t.workloads[dst]
 	if w == nil {
-		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]uint32{}, edges: map[edgeName]uint32{}}
+		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}}
 		t.workloads[dst] = w
 	}
 	if w.perSource[src] >= t.cfg.MaxPerSource {
@@ -116,19 +187,47 @@ func (t *Trainer) observe(dst, src string, rk routeKey) bool {
 	if _, known := w.perSource[src]; !known && len(w.perSource) >= t.cfg.MaxSourcesPerWorkload {
 		return false
 	}
-	if _, known := w.routes[rk]; !known && len(w.routes) >= t.cfg.MaxRoutesPerWorkload {
-		return false
+	rs := w.routes[rk]
+	if rs == nil {
+		if len(w.routes) >= t.cfg.MaxRoutesPerWorkload {
+			return false
+		}
+		rs = &routeStats{names: map[string]uint32{}}
+		w.routes[rk] = rs
 	}
 	w.perSource[src]++
-	w.routes[rk]++
+	rs.count++
 	w.edges[edgeName{src, rk}]++
+	if w.anyParam == nil && t.scratch.n > 0 {
+		w.anyParam = newParamStats()
+	}
+	for i := 0; i < t.scratch.n; i++ {
+		p := &t.scratch.params[i]
+		name := string(p.name)
+		ps := w.params[paramName{rk, name}]
+		if ps == nil {
+			if len(rs.names) >= t.cfg.MaxParamsPerRoute {
+				continue
+			}
+			ps = newParamStats()
+			w.params[paramName{rk, name}] = ps
+		}
+		rs.names[name]++
+		ps.observe(p.value)
+		w.anyParam.observe(p.value)
+	}
 	return true
 }
 
-// Samples returns how many requests were learned and how many were skipped.
-func (t *Trainer) Samples() (learned, skipped uint64) { return t.samples, t.skipped }
+// Samples returns how many requests were learned, how many were skipped
+// (over a cap), how many the current model flagged, and how many were held
+// back for calibration.
+func (t *Trainer) Samples() (learned, skipped, flagged, heldBack uint64) {
+	return t.samples, t.skipped, t.flagged, uint64(len(t.heldBack))
+}
 
-// Model builds the model from what was observed.
+// Model builds the model from what was observed and calibrates it on the
+// held-back requests.
 func (t *Trainer) Model() (*Model, error) {
 	if t.samples == 0 {
 		return nil, errors.New("train: no requests learned")
@@ -143,10 +242,7 @@ func (t *Trainer) Model() (*Model, error) {
 			Samples:   t.samples,
 			Seed:      t.cfg.Seed,
 			TargetFPR: t.cfg.TargetFPR,
-			// The caller graph flags only what was never seen, so any score
-			// above zero is already evidence; the threshold sits just under
-			// the weakest single graph signal.
-			Threshold: scoreNewEdge - 0.05,
+			Threshold: 0.5,
 		},
 		Workloads: make(map[string]*Workload, len(t.workloads)),
 	}
@@ -158,21 +254,80 @@ func (t *Trainer) Model() (*Model, error) {
 			w.Sources = append(w.Sources, s)
 		}
 		routeIdx := map[routeKey]uint32{}
-		for rk, n := range ws.routes {
+		for rk, rs := range ws.routes {
 			routeIdx[rk] = uint32(len(w.Routes))
-			w.Routes = append(w.Routes, Route{Method: rk.method, Template: rk.template, Count: n})
+			r := Route{Method: rk.method, Template: rk.template, Count: rs.count}
+			for _, c := range rs.names {
+				r.ParamObs += c
+				if c == 1 {
+					r.ParamSingletons++
+				}
+			}
+			w.Routes = append(w.Routes, r)
 		}
 		for e, n := range ws.edges {
 			w.Edges = append(w.Edges, Edge{Source: srcIdx[e.source], Route: routeIdx[e.route], Count: n})
+		}
+		for pn, ps := range ws.params {
+			w.Params = append(w.Params, ps.model(routeIdx[pn.route], pn.name))
+		}
+		if ws.anyParam != nil {
+			w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
 		}
 		w.sortCanonical()
 		w.index()
 		m.Workloads[name] = w
 	}
+	t.calibrate(m)
 	if _, err := Encode(m); err != nil {
 		return nil, err
 	}
 	return m, nil
+}
+
+// minCalibration is how many held-back requests a workload needs to be
+// calibrated on its own; with fewer it takes the pooled calibration.
+const minCalibration = 50
+
+// calibrate sets each workload's CalCenter to the surprise that TargetFPR of
+// its held-back normal requests exceed.
+func (t *Trainer) calibrate(m *Model) {
+	per := map[string][]float64{}
+	var pooled []float64
+	var s paramScratch
+	for i := range t.heldBack {
+		r := &t.heldBack[i]
+		w := m.Workload(r.Destination)
+		if w == nil {
+			continue
+		}
+		var v Verdict
+		w.surprise(r, &s, &v)
+		per[w.Name] = append(per[w.Name], v.Surprise)
+		pooled = append(pooled, v.Surprise)
+	}
+	center := calibration(pooled, t.cfg.TargetFPR)
+	for name, w := range m.Workloads {
+		w.CalCenter = center
+		if xs := per[name]; len(xs) >= minCalibration {
+			w.CalCenter = calibration(xs, t.cfg.TargetFPR)
+		}
+	}
+}
+
+// minCalCenter is the floor of a calibration: a surprise under one nat (an
+// event normal traffic shows more than a third of the time) never reaches the
+// threshold on its own.
+const minCalCenter = 1.0
+
+// calibration returns the surprise exceeded by a share fpr of xs.
+func calibration(xs []float64, fpr float64) float64 {
+	if len(xs) == 0 {
+		return 3 * minCalCenter
+	}
+	sort.Float64s(xs)
+	i := int(math.Ceil((1-fpr)*float64(len(xs)))) - 1
+	return math.Max(xs[max(0, min(len(xs)-1, i))], minCalCenter)
 }
 
 func sortStrings(s []string) { sort.Strings(s) }

@@ -162,9 +162,9 @@ func train(args []string, stdout, stderr io.Writer) error {
 	if err := os.WriteFile(*out, b, 0o644); err != nil {
 		return err
 	}
-	learned, capped := tr.Samples()
-	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads, %d requests learned, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
-		m.SHA256()[:12], len(b), len(m.Workloads), learned, capped, attacks, problems)
+	learned, capped, _, held := tr.Samples()
+	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads, %d requests learned, %d held back for calibration, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
+		m.SHA256()[:12], len(b), len(m.Workloads), learned, held, capped, attacks, problems)
 	fmt.Fprintf(stdout, "wrote %s\n", *out)
 	return nil
 }

@@ -1,0 +1,284 @@
+package models
+
+import "math"
+
+// Features that do not depend on a model: how values are split out of a
+// request, and the character classes values are described by. Nothing here
+// allocates: values are decoded into caller-owned scratch buffers.
+
+// MaxValueBytes bounds how much of one parameter value is examined.
+const MaxValueBytes = 1024
+
+// maxParams bounds how many parameters of one request are examined.
+const maxParams = 64
+
+// NClasses is the number of character classes. Class NClasses is the
+// start-of-value state of the class transition model.
+const NClasses = 16
+
+// Character classes: letters and digits are folded, punctuation is kept in
+// small groups that mean different things to an interpreter (quotes end
+// strings, angle brackets open markup, parentheses call functions, …).
+const (
+	ClassLower = iota
+	ClassUpper
+	ClassDigit
+	ClassSpace
+	ClassQuote      // ' " `
+	ClassAngle      // < >
+	ClassParen      // ( ) [ ] { }
+	ClassSlash      // / \
+	ClassDot        // .
+	ClassComma      // , :
+	ClassDash       // - _ ~ +
+	ClassEquals     // = & % ? #
+	ClassSemicolon  // ; |
+	ClassSymbol     // ! @ $ ^ *
+	ClassControl    // < 0x20, 0x7f
+	ClassHigh       // ≥ 0x80 (UTF-8 and raw bytes)
+	classStartState = NClasses
+)
+
+var classOf = func() (t [256]uint8) {
+	for i := range t {
+		c := byte(i)
+		switch {
+		case c >= 'a' && c <= 'z':
+			t[i] = ClassLower
+		case c >= 'A' && c <= 'Z':
+			t[i] = ClassUpper
+		case c >= '0' && c <= '9':
+			t[i] = ClassDigit
+		case c == ' ' || c == '\t':
+			t[i] = ClassSpace
+		case c == '\'' || c == '"' || c == '`':
+			t[i] = ClassQuote
+		case c == '<' || c == '>':
+			t[i] = ClassAngle
+		case c == '(' || c == ')' || c == '[' || c == ']' || c == '{' || c == '}':
+			t[i] = ClassParen
+		case c == '/' || c == '\\':
+			t[i] = ClassSlash
+		case c == '.':
+			t[i] = ClassDot
+		case c == ',' || c == ':':
+			t[i] = ClassComma
+		case c == '-' || c == '_' || c == '~' || c == '+':
+			t[i] = ClassDash
+		case c == '=' || c == '&' || c == '%' || c == '?' || c == '#':
+			t[i] = ClassEquals
+		case c == ';' || c == '|':
+			t[i] = ClassSemicolon
+		case c == '!' || c == '@' || c == '$' || c == '^' || c == '*':
+			t[i] = ClassSymbol
+		case c < 0x20 || c == 0x7f:
+			t[i] = ClassControl
+		default:
+			t[i] = ClassHigh
+		}
+	}
+	return t
+}()
+
+// ClassOf returns the character class of a byte.
+func ClassOf(c byte) int { return int(classOf[c]) }
+
+// param is one name=value pair of a request, decoded.
+type param struct {
+	name, value []byte
+}
+
+// paramScratch holds decoded parameters of one request. It lives on the
+// caller's stack (or in a pooled struct) so extraction does not allocate.
+type paramScratch struct {
+	params [maxParams]param
+	n      int
+	buf    [4096]byte
+	used   int
+}
+
+// add decodes name and value (percent-decoding, '+' as space) into the
+// scratch buffer. It reports false when the request has more parameters than
+// are examined or the buffer is full; what does not fit is ignored.
+func add[T string | []byte](s *paramScratch, prefix, name string, value T, decode bool) bool {
+	if s.n == maxParams {
+		return false
+	}
+	start := s.used
+	if _, ok := decodeIn(s, prefix, len(prefix), false); !ok {
+		return false
+	}
+	if _, ok := decodeIn(s, name, 128, decode); !ok {
+		return false
+	}
+	n := s.buf[start:s.used]
+	v, ok := decodeIn(s, value, MaxValueBytes, decode)
+	if !ok {
+		return false
+	}
+	s.params[s.n] = param{name: n, value: v}
+	s.n++
+	return true
+}
+
+func decodeIn[T string | []byte](s *paramScratch, in T, limit int, decode bool) ([]byte, bool) {
+	start := s.used
+	for i := 0; i < len(in) && s.used-start < limit; i++ {
+		if s.used == len(s.buf) {
+			return nil, false
+		}
+		c := in[i]
+		if decode {
+			switch {
+			case c == '+':
+				c = ' '
+			case c == '%' && i+2 < len(in) && isHex(in[i+1]) && isHex(in[i+2]):
+				c = unhex(in[i+1])<<4 | unhex(in[i+2])
+				i += 2
+			}
+		}
+		s.buf[s.used] = c
+		s.used++
+	}
+	return s.buf[start:s.used], true
+}
+
+// addQuery adds every parameter of a raw query string (a=1&b=2).
+func addQuery[T string | []byte](s *paramScratch, q T) {
+	for len(q) > 0 {
+		var pair T
+		if i := indexByte(q, '&'); i >= 0 {
+			pair, q = q[:i], q[i+1:]
+		} else {
+			pair, q = q, q[:0]
+		}
+		if len(pair) == 0 {
+			continue
+		}
+		name, value := pair, pair[:0]
+		if i := indexByte(pair, '='); i >= 0 {
+			name, value = pair[:i], pair[i+1:]
+		}
+		if !addPair(s, name, value) {
+			return
+		}
+	}
+}
+
+// headerPrefix marks header names among a request's parameters.
+const headerPrefix = "h:"
+
+// bodyParam names the body of a request that is not a form.
+const bodyParam = "(body)"
+
+// skipHeader lists headers whose values carry no request semantics, or that
+// the proxy itself sets.
+func skipHeader(name string) bool {
+	switch name {
+	case "content-length", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+		"x-b3-sampled", "traceparent", "tracestate", "x-envoy-attempt-count", "x-forwarded-for",
+		"x-forwarded-proto", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-envoy-expected-rq-timeout-ms":
+		return true
+	}
+	return false
+}
+
+// extract decodes every parameter of a request: query, form or other body,
+// and headers.
+func (s *paramScratch) extract(r *Request) {
+	s.n, s.used = 0, 0
+	addQuery(s, r.Query)
+	if len(r.Body) > 0 {
+		ct, _ := r.Header("content-type")
+		if hasPrefixFold(ct, "application/x-www-form-urlencoded") {
+			addQuery(s, r.Body)
+		} else {
+			add(s, "", bodyParam, r.Body, false)
+		}
+	}
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		if skipHeader(h.Name) {
+			continue
+		}
+		if !add(s, headerPrefix, h.Name, h.Value, false) {
+			return
+		}
+	}
+}
+
+// addPair adds a decoded query pair; the name is decoded into the scratch
+// buffer like the value.
+func addPair[T string | []byte](s *paramScratch, name, value T) bool {
+	if s.n == maxParams {
+		return false
+	}
+	start := s.used
+	if _, ok := decodeIn(s, name, 128, true); !ok {
+		return false
+	}
+	n := s.buf[start:s.used]
+	v, ok := decodeIn(s, value, MaxValueBytes, true)
+	if !ok {
+		return false
+	}
+	s.params[s.n] = param{name: n, value: v}
+	s.n++
+	return true
+}
+
+func indexByte[T string | []byte](s T, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// Lexical statistics of one value, used in reasons and reports.
+type Lexical struct {
+	Length   int
+	Entropy  float64 // bits per byte
+	Classes  [NClasses]uint16
+	Encoded  int // %XX sequences still present after one decoding (double encoding)
+	Keywords int // interpreter keywords and operators (SQL, shell, script, traversal)
+}
+
+// LexicalOf describes a decoded value. It does not allocate.
+func LexicalOf(v []byte) Lexical {
+	var l Lexical
+	l.Length = len(v)
+	var hist [256]uint16
+	for i, c := range v {
+		hist[c]++
+		l.Classes[classOf[c]]++
+		if c == '%' && i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
+			l.Encoded++
+		}
+	}
+	if n := float64(len(v)); n > 0 {
+		for _, h := range hist {
+			if h > 0 {
+				p := float64(h) / n
+				l.Entropy -= p * math.Log2(p)
+			}
+		}
+	}
+	l.Keywords = countKeywords(v)
+	return l
+}

@@ -1,0 +1,185 @@
+package models
+
+import (
+	"math"
+)
+
+// The per-parameter model: for each route and parameter (query, form body,
+// or header), how long its values are, which character-class transitions
+// they make, how often they carry interpreter keywords, and, when the
+// parameter takes few values, which ones. Every signal is a surprise in nats
+// (-log of a probability estimated from training counts), so signals from
+// different components add up on one scale.
+
+// nTrans is the number of class transitions: from the start state or any
+// class, to any class.
+const nTrans = (NClasses + 1) * NClasses
+
+// AnyRoute marks a parameter model that covers every route of a workload;
+// AnyParam names the model of every value of a workload, the fallback for
+// parameters never seen.
+const (
+	AnyRoute = math.MaxUint32
+	AnyParam = "*"
+)
+
+// maxEnum bounds the distinct values an enumerable parameter remembers.
+const maxEnum = 32
+
+// ParamModel describes the values of one parameter.
+type ParamModel struct {
+	Route uint32 // index into Workload.Routes, or AnyRoute
+	Name  string
+	Count uint32
+	// LenMean and LenVar describe value lengths.
+	LenMean, LenVar float64
+	// KeywordValues counts values with at least one keyword.
+	KeywordValues uint32
+	// Trans counts class transitions (row: from class or start; column: to).
+	Trans [nTrans]uint32
+	// Enum holds hashes of the values when the parameter is enumerable.
+	Enum []uint64
+	// Singletons counts enumerated values seen exactly once (Good-Turing).
+	Singletons uint32
+
+	logp    [nTrans]float32 // -log p(transition), from Trans
+	enumSet table
+}
+
+// transitionSmoothing is the pseudo-count added to every transition.
+const transitionSmoothing = 0.5
+
+func (p *ParamModel) index() {
+	var rows [NClasses + 1]float64
+	for i, c := range p.Trans {
+		rows[i/NClasses] += float64(c)
+	}
+	for i, c := range p.Trans {
+		row := rows[i/NClasses]
+		p.logp[i] = float32(-math.Log((float64(c) + transitionSmoothing) / (row + transitionSmoothing*NClasses)))
+	}
+	p.enumSet = newTable(len(p.Enum))
+	for _, h := range p.Enum {
+		p.enumSet.put(h, 1)
+	}
+}
+
+// valueSurprise says how surprising a value is for this parameter, in nats,
+// and which signal dominated.
+func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
+	// The rarest class transition the value makes, plus a share of the mean,
+	// so that one odd character and a run of them both count.
+	var maxT, sumT float64
+	prev := classStartState
+	for _, c := range v {
+		cl := int(classOf[c])
+		s := float64(p.logp[prev*NClasses+cl])
+		sumT += s
+		if s > maxT {
+			maxT = s
+		}
+		prev = cl
+	}
+	// Excess over what a typical transition of this parameter costs.
+	trans := maxT
+	if len(v) > 0 {
+		trans += 0.5 * sumT / float64(len(v))
+	}
+	best, code := trans, ReasonValueShape
+
+	// Length beyond what the parameter's values spread to (Chebyshev).
+	if p.Count >= 8 {
+		d := float64(len(v)) - p.LenMean
+		if d > 0 {
+			varEff := math.Max(p.LenVar, 1)
+			if pr := varEff / (d * d); pr < 1 {
+				s := -math.Log(pr)
+				if s > best {
+					best, code = s, ReasonValueLength
+				}
+				trans += s
+			}
+		}
+	}
+	// Keywords, weighted by how rare they were in normal values.
+	if k := countKeywords(v); k > 0 {
+		pk := (float64(p.KeywordValues) + 1) / (float64(p.Count) + 2)
+		s := -math.Log(pk) * math.Min(float64(k), 3)
+		trans += s
+		if s > best {
+			best, code = s, ReasonKeywords
+		}
+	}
+	// An unseen value of an enumerable parameter.
+	if len(p.Enum) > 0 {
+		if _, ok := p.enumSet.get(hashBytes(fnvOffset, v)); !ok {
+			pn := (float64(p.Singletons) + 1) / (float64(p.Count) + 2)
+			s := -math.Log(pn)
+			trans += s
+			if s > best {
+				code = ReasonNewValue
+			}
+		}
+	}
+	return trans, code
+}
+
+// paramStats accumulates a ParamModel during training.
+type paramStats struct {
+	count         uint32
+	sumLen, sumSq float64
+	kw            uint32
+	trans         [nTrans]uint32
+	values        map[uint64]uint32 // nil once the parameter is not enumerable
+}
+
+func newParamStats() *paramStats { return &paramStats{values: map[uint64]uint32{}} }
+
+func (s *paramStats) observe(v []byte) {
+	s.count++
+	n := float64(len(v))
+	s.sumLen += n
+	s.sumSq += n * n
+	if countKeywords(v) > 0 {
+		s.kw++
+	}
+	prev := classStartState
+	for _, c := range v {
+		cl := int(classOf[c])
+		s.trans[prev*NClasses+cl]++
+		prev = cl
+	}
+	if s.values != nil {
+		s.values[hashBytes(fnvOffset, v)]++
+		if len(s.values) > maxEnum {
+			s.values = nil
+		}
+	}
+}
+
+func (s *paramStats) model(route uint32, name string) ParamModel {
+	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, Trans: s.trans}
+	if s.count > 0 {
+		p.LenMean = s.sumLen / float64(s.count)
+		p.LenVar = math.Max(0, s.sumSq/float64(s.count)-p.LenMean*p.LenMean)
+	}
+	// Enumerable: few distinct values, each seen several times on average.
+	if s.values != nil && s.count >= 4*uint32(len(s.values)) {
+		for h, c := range s.values {
+			p.Enum = append(p.Enum, h)
+			if c == 1 {
+				p.Singletons++
+			}
+		}
+		sortU64(p.Enum)
+	}
+	return p
+}
+
+func sortU64(a []uint64) {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+}
