@@ -48,7 +48,6 @@ func loadHTTPParams(dir string) ([]Example, Report, error) {
 		if err == io.EOF {
 			break
 		}
-		line, _ := r.FieldPos(0)
 		if err != nil {
 			var pe *csv.ParseError
 			if !errors.As(err, &pe) {
@@ -61,6 +60,7 @@ func loadHTTPParams(dir string) ([]Example, Report, error) {
 			rep.skip(fmt.Sprintf("%s:%d", httpParamsFile, pe.StartLine), reason)
 			continue
 		}
+		line, _ := r.FieldPos(0)
 		payload, attackType, label := rec[0], rec[2], rec[3]
 		var attack bool
 		switch label {
