@@ -7,14 +7,7 @@ require (
 	github.com/corazawaf/coraza/v3 v3.8.1
 	github.com/tetratelabs/proxy-wasm-go-sdk v0.24.0
 	github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi v0.0.0
-<<<<<<< HEAD
 	gopkg.in/yaml.v3 v3.0.1
-)
-
-require (
-	github.com/tetratelabs/wazero v1.12.0 // indirect
-	golang.org/x/sys v0.44.0 // indirect
-=======
 )
 
 require (
@@ -38,7 +31,6 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 	rsc.io/binaryregexp v0.2.0 // indirect
->>>>>>> crs
 )
 
 // The filter is compiled by upstream Go, not TinyGo: goabi supplies the ABI
