@@ -25,7 +25,7 @@ WASM_ENV   := GOOS=wasip1 GOARCH=wasm
 WASM_FLAGS := -trimpath -buildmode=c-shared
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check e2e bench run fuzz clean
+.PHONY: help build wasm test check e2e bench eval run fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -84,6 +84,10 @@ bench: $(WASM) $(PASSWASM) ## print the figures users care about (see README)
 	  fi; \
 	done
 	$(GO) test -run '^$$' -bench . -benchmem ./models/ | grep -E '^Benchmark' | tee $(BUILD)/bench-models.txt
+
+SPLIT ?= test
+eval: ## detection figures on the public datasets, meshward beside CRS PL1-4 (SPLIT=test|dev)
+	$(GO) run ./replay/cmd/eval -split $(SPLIT) -data $(MESHWARD_DATA) -json $(BUILD)/eval-$(SPLIT).json
 
 run: ## run the whole loop on embedded defaults (arrives with the control plane)
 	@echo "make run: the control plane (collector, trainer, xDS rollout) is not built yet;"

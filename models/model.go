@@ -368,16 +368,24 @@ func (w *Workload) index() {
 	w.pNewEdge = (edgeOnce + 1) / (n + 2)
 	w.paramIndex = newTable(len(w.Params))
 	w.anyParam = -1
+	var prior *[nTrans]float64
+	for i := range w.Params {
+		if p := &w.Params[i]; p.Route == AnyRoute && p.Name == AnyParam {
+			w.anyParam = i
+			p.index(nil)
+			probs := p.transitionProbs(nil)
+			prior = &probs
+		}
+	}
 	for i := range w.Params {
 		p := &w.Params[i]
-		p.index()
-		if p.Route == AnyRoute {
-			if p.Name == AnyParam {
-				w.anyParam = i
-			}
+		if i == w.anyParam {
 			continue
 		}
-		w.paramIndex.put(paramKey(p.Route, []byte(p.Name)), uint32(i))
+		p.index(prior)
+		if p.Route != AnyRoute {
+			w.paramIndex.put(paramKey(p.Route, []byte(p.Name)), uint32(i))
+		}
 	}
 }
 

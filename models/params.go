@@ -46,17 +46,38 @@ type ParamModel struct {
 	enumSet table
 }
 
-// transitionSmoothing is the pseudo-count added to every transition.
-const transitionSmoothing = 0.5
+// transitionSmoothing is the pseudo-count added to every transition of the
+// workload-wide model; priorStrength is how many observations the
+// workload-wide model is worth as the prior of one parameter's model.
+const (
+	transitionSmoothing = 0.5
+	priorStrength       = 8.0
+)
 
-func (p *ParamModel) index() {
+// transitionProbs returns p(to | from) for every transition: the counts of
+// this model, smoothed towards prior (nil: uniform).
+func (p *ParamModel) transitionProbs(prior *[nTrans]float64) (probs [nTrans]float64) {
 	var rows [NClasses + 1]float64
 	for i, c := range p.Trans {
 		rows[i/NClasses] += float64(c)
 	}
 	for i, c := range p.Trans {
 		row := rows[i/NClasses]
-		p.logp[i] = float32(-math.Log((float64(c) + transitionSmoothing) / (row + transitionSmoothing*NClasses)))
+		if prior == nil {
+			probs[i] = (float64(c) + transitionSmoothing) / (row + transitionSmoothing*NClasses)
+		} else {
+			probs[i] = (float64(c) + priorStrength*prior[i]) / (row + priorStrength)
+		}
+	}
+	return probs
+}
+
+// index prepares the model for scoring. A parameter seen a few times leans
+// on the workload-wide model (prior); one seen often speaks for itself.
+func (p *ParamModel) index(prior *[nTrans]float64) {
+	probs := p.transitionProbs(prior)
+	for i, pr := range probs {
+		p.logp[i] = float32(-math.Log(pr))
 	}
 	p.enumSet = newTable(len(p.Enum))
 	for _, h := range p.Enum {
