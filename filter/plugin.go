@@ -171,7 +171,8 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 		return types.ActionContinue
 	}
 	var req models.Request
-	if err := readRequest(&req, s.Workload); err != nil {
+	forged, err := readRequest(&req, s.Workload, s.ScoreHeader)
+	if err != nil {
 		m.unscored.Increment(1)
 		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
 		return types.ActionContinue
@@ -187,7 +188,7 @@ func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
 	if v.Score <= s.Threshold {
 		// Upstream must only ever see meshward's own verdict headers.
 		_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
-		if _, forged := req.Header(headerReason); forged {
+		if forged {
 			_ = proxywasm.RemoveHttpRequestHeader(headerReason)
 		}
 		return types.ActionContinue

@@ -21,10 +21,13 @@ const (
 var errNoPath = errors.New("request has no :path")
 
 // readRequest fills r from the current request's headers and connection.
-func readRequest(r *models.Request, workload string) error {
+// meshward's own verdict headers (which a client may forge) are not part of
+// the request it judges.
+// It reports whether the client sent a verdict header of its own.
+func readRequest(r *models.Request, workload, scoreHeader string) (forged bool, err error) {
 	hs, err := proxywasm.GetHttpRequestHeaders()
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.Destination = workload
 	r.Headers = make([]models.Header, 0, min(len(hs), maxHeaders))
@@ -44,15 +47,19 @@ func readRequest(r *models.Request, workload string) error {
 			}
 			continue
 		}
+		if name == scoreHeader || name == headerReason {
+			forged = true
+			continue
+		}
 		if len(r.Headers) < maxHeaders {
 			r.Headers = append(r.Headers, models.Header{Name: name, Value: value})
 		}
 	}
 	if !havePath {
-		return errNoPath
+		return forged, errNoPath
 	}
 	r.Source = sourceIdentity(r)
-	return nil
+	return forged, nil
 }
 
 // sourceIdentity names the caller: the mTLS peer's URI SAN (a SPIFFE id in a

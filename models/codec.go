@@ -75,6 +75,7 @@ func Encode(m *Model) ([]byte, error) {
 		for i := range w.Params {
 			p = appendParam(p, &w.Params[i])
 		}
+		p = appendFloat(p, w.CalBase)
 		p = appendFloat(p, w.CalCenter)
 	}
 	if headerSize+len(p) > MaxModelBytes {
@@ -166,9 +167,10 @@ func Decode(b []byte) (*Model, error) {
 				d.fail(ctx+" param", "%q on route %d is out of order or repeated", w.Params[j].Name, w.Params[j].Route)
 			}
 		}
+		w.CalBase = d.float(ctx + " calibration base")
 		w.CalCenter = d.float(ctx + " calibration center")
-		if d.err == nil && !(w.CalCenter > 0) {
-			d.fail(ctx+" calibration center", "%v is not positive", w.CalCenter)
+		if d.err == nil && !(w.CalBase >= 0 && w.CalCenter > w.CalBase) {
+			d.fail(ctx+" calibration", "base %v and center %v must satisfy 0 ≤ base < center", w.CalBase, w.CalCenter)
 		}
 		if d.err == nil {
 			w.index()

@@ -168,6 +168,8 @@ func addQuery[T string | []byte](s *paramScratch, q T) {
 // headerPrefix marks header names among a request's parameters.
 const headerPrefix = "h:"
 
+func isHeaderParam(name []byte) bool { return hasPrefixFold(name, headerPrefix) }
+
 // bodyParam names the body of a request that is not a form.
 const bodyParam = "(body)"
 

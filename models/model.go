@@ -47,10 +47,12 @@ type Workload struct {
 	// Params are the parameter models, sorted by route then name; the one
 	// with Route AnyRoute and Name AnyParam covers every value.
 	Params []ParamModel
-	// CalCenter calibrates scores: the surprise that TargetFPR of held-back
-	// normal requests exceeded. A request's score is
-	// 1 - 2^(-surprise/CalCenter): 0 for nothing unusual, 0.5 at CalCenter.
-	CalCenter float64
+	// CalBase and CalCenter calibrate scores: CalBase is the median surprise
+	// of held-back normal requests, CalCenter the surprise that TargetFPR of
+	// them exceeded. A request's score is
+	// 1 - 2^(-max(0, surprise-CalBase)/(CalCenter-CalBase)): 0 for a typical
+	// request, 0.5 at CalCenter, towards 1 beyond.
+	CalBase, CalCenter float64
 
 	sourceIndex table
 	routeIndex  table
@@ -59,8 +61,8 @@ type Workload struct {
 	anyParam    int // index of the AnyRoute/AnyParam model, or -1
 	requests    float64
 	// Good-Turing estimates of meeting something new, from the number of
-	// callers, routes and edges seen exactly once.
-	pNewCaller, pNewRoute, pNewEdge float64
+	// callers, routes, edges and header names seen exactly once.
+	pNewCaller, pNewRoute, pNewEdge, pNewHeader float64
 }
 
 // Route is one method and route template with how often it was seen, and
@@ -251,11 +253,11 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 
 // calibrate maps a surprise to [0,1].
 func (w *Workload) calibrate(surprise float64) float64 {
-	c := w.CalCenter
-	if c <= 0 {
-		c = minCalCenter
+	span := w.CalCenter - w.CalBase
+	if span < minCalSpan {
+		span = minCalSpan
 	}
-	return 1 - math.Exp2(-surprise/c)
+	return 1 - math.Exp2(-math.Max(0, surprise-w.CalBase)/span)
 }
 
 // surprise sums what every component finds unusual about r into v.
@@ -292,13 +294,22 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
 		var pm *ParamModel
-		if routeKnown {
+		header := isHeaderParam(p.name)
+		switch {
+		case header:
+			if idx, ok := w.paramIndex.get(paramKey(AnyRoute, p.name)); ok {
+				pm = &w.Params[idx]
+			}
+		case routeKnown:
 			if idx, ok := w.paramIndex.get(paramKey(ri, p.name)); ok {
 				pm = &w.Params[idx]
 			}
 		}
 		if pm == nil {
-			if routeKnown {
+			switch {
+			case header:
+				newParams = math.Max(newParams, -math.Log(w.pNewHeader))
+			case routeKnown:
 				rt := &w.Routes[ri]
 				pn := (float64(rt.ParamSingletons) + 1) / (float64(rt.ParamObs) + 2)
 				newParams = math.Max(newParams, -math.Log(pn))
@@ -315,8 +326,11 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	if newParams > 0 {
 		v.add(ReasonNewParam, newParams)
 	}
-	if worst > 0 {
-		v.add(worstCode, worst)
+	// Every value costs some surprise; only one beyond what a typical
+	// request of this workload carries in total is worth naming as a reason.
+	v.Surprise += worst
+	if worst > w.CalBase {
+		v.addReason(worstCode, worst)
 	}
 }
 
@@ -377,16 +391,22 @@ func (w *Workload) index() {
 			prior = &probs
 		}
 	}
+	var headerObs, headerOnce float64
 	for i := range w.Params {
 		p := &w.Params[i]
 		if i == w.anyParam {
 			continue
 		}
 		p.index(prior)
-		if p.Route != AnyRoute {
-			w.paramIndex.put(paramKey(p.Route, []byte(p.Name)), uint32(i))
+		w.paramIndex.put(paramKey(p.Route, []byte(p.Name)), uint32(i))
+		if p.Route == AnyRoute {
+			headerObs += float64(p.Count)
+			if p.Count == 1 {
+				headerOnce++
+			}
 		}
 	}
+	w.pNewHeader = (headerOnce + 1) / (headerObs + 2)
 }
 
 // sortWorkload puts sources, routes and edges in their canonical order (the

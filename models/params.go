@@ -88,6 +88,16 @@ func (p *ParamModel) index(prior *[nTrans]float64) {
 // valueSurprise says how surprising a value is for this parameter, in nats,
 // and which signal dominated.
 func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
+	// A value an enumerable parameter took in training is normal by
+	// definition; most headers of mesh traffic are such (user-agent, accept),
+	// and this spares scanning them.
+	var h uint64
+	if len(p.Enum) > 0 {
+		h = hashBytes(fnvOffset, v)
+		if _, ok := p.enumSet.get(h); ok {
+			return 0, ReasonNone
+		}
+	}
 	// The rarest class transition the value makes, plus a share of the mean,
 	// so that one odd character and a run of them both count.
 	var maxT, sumT float64
@@ -101,7 +111,6 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 		}
 		prev = cl
 	}
-	// Excess over what a typical transition of this parameter costs.
 	trans := maxT
 	if len(v) > 0 {
 		trans += 0.5 * sumT / float64(len(v))
@@ -131,15 +140,13 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 			best, code = s, ReasonKeywords
 		}
 	}
-	// An unseen value of an enumerable parameter.
+	// An unseen value of an enumerable parameter (known ones returned above).
 	if len(p.Enum) > 0 {
-		if _, ok := p.enumSet.get(hashBytes(fnvOffset, v)); !ok {
-			pn := (float64(p.Singletons) + 1) / (float64(p.Count) + 2)
-			s := -math.Log(pn)
-			trans += s
-			if s > best {
-				code = ReasonNewValue
-			}
+		pn := (float64(p.Singletons) + 1) / (float64(p.Count) + 2)
+		s := -math.Log(pn)
+		trans += s
+		if s > best {
+			code = ReasonNewValue
 		}
 	}
 	return trans, code
@@ -185,7 +192,8 @@ func (s *paramStats) model(route uint32, name string) ParamModel {
 		p.LenVar = math.Max(0, s.sumSq/float64(s.count)-p.LenMean*p.LenMean)
 	}
 	// Enumerable: few distinct values, each seen several times on average.
-	if s.values != nil && s.count >= 4*uint32(len(s.values)) {
+	// The workload-wide model mixes every parameter and never is.
+	if s.values != nil && name != AnyParam && s.count >= 4*uint32(len(s.values)) {
 		for h, c := range s.values {
 			p.Enum = append(p.Enum, h)
 			if c == 1 {

@@ -100,6 +100,9 @@ type routeStats struct {
 
 type routeKey struct{ method, template string }
 
+// anyRouteKey keys the workload-wide parameter models (headers).
+var anyRouteKey = routeKey{method: "*", template: "*"}
+
 type edgeName struct {
 	source string
 	route  routeKey
@@ -204,15 +207,23 @@ func (t *Trainer) observe(dst, src string, rk routeKey) bool {
 	for i := 0; i < t.scratch.n; i++ {
 		p := &t.scratch.params[i]
 		name := string(p.name)
-		ps := w.params[paramName{rk, name}]
+		// Headers mean the same on every route: one model per workload.
+		key := paramName{rk, name}
+		header := isHeaderParam(p.name)
+		if header {
+			key.route = anyRouteKey
+		}
+		ps := w.params[key]
 		if ps == nil {
-			if len(rs.names) >= t.cfg.MaxParamsPerRoute {
+			if !header && len(rs.names) >= t.cfg.MaxParamsPerRoute {
 				continue
 			}
 			ps = newParamStats()
-			w.params[paramName{rk, name}] = ps
+			w.params[key] = ps
 		}
-		rs.names[name]++
+		if !header {
+			rs.names[name]++
+		}
 		ps.observe(p.value)
 		w.anyParam.observe(p.value)
 	}
@@ -269,7 +280,11 @@ func (t *Trainer) Model() (*Model, error) {
 			w.Edges = append(w.Edges, Edge{Source: srcIdx[e.source], Route: routeIdx[e.route], Count: n})
 		}
 		for pn, ps := range ws.params {
-			w.Params = append(w.Params, ps.model(routeIdx[pn.route], pn.name))
+			route := uint32(AnyRoute)
+			if pn.route != anyRouteKey {
+				route = routeIdx[pn.route]
+			}
+			w.Params = append(w.Params, ps.model(route, pn.name))
 		}
 		if ws.anyParam != nil {
 			w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
@@ -289,8 +304,9 @@ func (t *Trainer) Model() (*Model, error) {
 // calibrated on its own; with fewer it takes the pooled calibration.
 const minCalibration = 50
 
-// calibrate sets each workload's CalCenter to the surprise that TargetFPR of
-// its held-back normal requests exceed.
+// calibrate sets each workload's CalBase and CalCenter from the surprises of
+// its held-back normal requests: their median, and what TargetFPR of them
+// exceed.
 func (t *Trainer) calibrate(m *Model) {
 	per := map[string][]float64{}
 	var pooled []float64
@@ -306,28 +322,33 @@ func (t *Trainer) calibrate(m *Model) {
 		per[w.Name] = append(per[w.Name], v.Surprise)
 		pooled = append(pooled, v.Surprise)
 	}
-	center := calibration(pooled, t.cfg.TargetFPR)
+	base, center := calibration(pooled, t.cfg.TargetFPR)
 	for name, w := range m.Workloads {
-		w.CalCenter = center
+		w.CalBase, w.CalCenter = base, center
 		if xs := per[name]; len(xs) >= minCalibration {
-			w.CalCenter = calibration(xs, t.cfg.TargetFPR)
+			w.CalBase, w.CalCenter = calibration(xs, t.cfg.TargetFPR)
 		}
 	}
 }
 
-// minCalCenter is the floor of a calibration: a surprise under one nat (an
-// event normal traffic shows more than a third of the time) never reaches the
-// threshold on its own.
-const minCalCenter = 1.0
+// minCalSpan is the floor of a calibration's span: a surprise less than one
+// nat above typical (an event normal traffic shows more than a third of the
+// time) never reaches the threshold on its own.
+const minCalSpan = 1.0
 
-// calibration returns the surprise exceeded by a share fpr of xs.
-func calibration(xs []float64, fpr float64) float64 {
+// calibration returns the median of xs and the value a share fpr of xs
+// exceed, at least minCalSpan above the median.
+func calibration(xs []float64, fpr float64) (base, center float64) {
 	if len(xs) == 0 {
-		return 3 * minCalCenter
+		return 0, 3 * minCalSpan
 	}
 	sort.Float64s(xs)
-	i := int(math.Ceil((1-fpr)*float64(len(xs)))) - 1
-	return math.Max(xs[max(0, min(len(xs)-1, i))], minCalCenter)
+	q := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(xs)))) - 1
+		return xs[max(0, min(len(xs)-1, i))]
+	}
+	base = q(0.5)
+	return base, math.Max(q(1-fpr), base+minCalSpan)
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
