@@ -72,40 +72,30 @@ var envs = []env{
 	{"wasm-direct", sharedDirectVM},
 }
 
-var (
-	directVMOnce sync.Once
-	directVM     types.VMContext
-	directVMErr  error
-)
-
-// sharedDirectVM is the compiled filter on goabi's lean wazero binding, the
-// one benchmarks and replay use; it must behave exactly as under proxytest.
-func sharedDirectVM(t testing.TB) types.VMContext {
-	directVMOnce.Do(func() { directVM, directVMErr = wasmhost.LoadDirect(wasmPath) })
-	if directVMErr != nil {
-		t.Fatalf("loading the compiled filter: %v", directVMErr)
-	}
-	return directVM
-}
-
-var (
-	wasmVMOnce sync.Once
-	wasmVM     proxytest.WasmVMContext
-	wasmVMErr  error
-)
-
-// sharedWasmVM returns the one instance of the compiled filter the tests
-// share. Compiling it takes about a second; like Envoy, which keeps a VM
+// sharedVM returns a loader of one VM instance that every test shares.
+// Compiling the filter takes about a second; like Envoy, which keeps a VM
 // across configuration updates, each test starts a fresh plugin context in
 // it (the emulator creates the root context anew), so no plugin state leaks
 // between tests.
-func sharedWasmVM(t testing.TB) types.VMContext {
-	wasmVMOnce.Do(func() { wasmVM, wasmVMErr = wasmhost.LoadVM(wasmPath) })
-	if wasmVMErr != nil {
-		t.Fatalf("loading the compiled filter: %v", wasmVMErr)
+func sharedVM(load func(path string) (types.VMContext, error)) func(testing.TB) types.VMContext {
+	var once sync.Once
+	var vm types.VMContext
+	var err error
+	return func(t testing.TB) types.VMContext {
+		once.Do(func() { vm, err = load(wasmPath) })
+		if err != nil {
+			t.Fatalf("loading the compiled filter: %v", err)
+		}
+		return vm
 	}
-	return wasmVM
 }
+
+// sharedWasmVM is the compiled filter under proxytest's wazero wrapper.
+var sharedWasmVM = sharedVM(func(p string) (types.VMContext, error) { return wasmhost.LoadVM(p) })
+
+// sharedDirectVM is the compiled filter on goabi's lean wazero binding, the
+// one benchmarks and replay use; it must behave exactly as under proxytest.
+var sharedDirectVM = sharedVM(func(p string) (types.VMContext, error) { return wasmhost.LoadDirect(p) })
 
 // forEachEnv runs a filter test natively and against the compiled .wasm
 // under the SDK's host emulator (proxytest's wazero wrapper, and goabi's lean

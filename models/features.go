@@ -100,7 +100,7 @@ type paramScratch struct {
 // add decodes name and value (percent-decoding, '+' as space) into the
 // scratch buffer. It reports false when the request has more parameters than
 // are examined or the buffer is full; what does not fit is ignored.
-func add[T string | []byte](s *paramScratch, prefix, name string, value T, decode bool) bool {
+func add[N, V string | []byte](s *paramScratch, prefix string, name N, value V, decode bool) bool {
 	if s.n == maxParams {
 		return false
 	}
@@ -159,7 +159,7 @@ func addQuery[T string | []byte](s *paramScratch, q T) {
 		if i := indexByte(pair, '='); i >= 0 {
 			name, value = pair[:i], pair[i+1:]
 		}
-		if !addPair(s, name, value) {
+		if !add(s, "", name, value, true) {
 			return
 		}
 	}
@@ -207,26 +207,6 @@ func (s *paramScratch) extract(r *Request) {
 			return
 		}
 	}
-}
-
-// addPair adds a decoded query pair; the name is decoded into the scratch
-// buffer like the value.
-func addPair[T string | []byte](s *paramScratch, name, value T) bool {
-	if s.n == maxParams {
-		return false
-	}
-	start := s.used
-	if _, ok := decodeIn(s, name, 128, true); !ok {
-		return false
-	}
-	n := s.buf[start:s.used]
-	v, ok := decodeIn(s, value, MaxValueBytes, true)
-	if !ok {
-		return false
-	}
-	s.params[s.n] = param{name: n, value: v}
-	s.n++
-	return true
 }
 
 func indexByte[T string | []byte](s T, c byte) int {
