@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+)
+
+func TestTrainInspectConfig(t *testing.T) {
+	dir := t.TempDir()
+	var in strings.Builder
+	for i := 0; i < 300; i++ {
+		fmt.Fprintf(&in, `{"src":"frontend","dst":"reviews","method":"GET","path":"/reviews/%d?lang=en"}`+"\n", i)
+	}
+	in.WriteString(`{"src":"evil","dst":"reviews","method":"GET","path":"/admin","label":"lateral"}` + "\n")
+	in.WriteString("garbage\n")
+	data := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(data, []byte(in.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "model.bin")
+	var out, errOut bytes.Buffer
+	if err := Main([]string{"train", "-out", model, data}, &out, &errOut); err != nil {
+		t.Fatalf("train: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "1 attacks not learned") || !strings.Contains(errOut.String(), "in.jsonl:302") {
+		t.Errorf("train output %q / %q", out.String(), errOut.String())
+	}
+	out.Reset()
+	if err := Main([]string{"model", "inspect", "-json", model}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	var summary struct {
+		Bytes     int `json:"bytes"`
+		Workloads []struct {
+			Name    string `json:"name"`
+			Sources int    `json:"sources"`
+		} `json:"workloads"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &summary); err != nil {
+		t.Fatal(err)
+	}
+	if summary.Bytes == 0 || len(summary.Workloads) != 2 || summary.Workloads[1].Name != "reviews" || summary.Workloads[1].Sources != 1 {
+		t.Errorf("inspect %+v", summary)
+	}
+	out.Reset()
+	if err := Main([]string{"model", "config", "-mode", "enforce", "-workload", "reviews", model}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pluginconfig.Parse(out.Bytes(), "")
+	if err != nil || s.Mode != pluginconfig.ModeEnforce || s.Section == nil {
+		t.Fatalf("config does not parse as the filter would: %v %+v", err, s)
+	}
+	// The written configuration is itself a model file for inspect.
+	cfgPath := filepath.Join(dir, "plugin.json")
+	_ = os.WriteFile(cfgPath, out.Bytes(), 0o644)
+	if err := Main([]string{"model", "inspect", cfgPath}, &bytes.Buffer{}, &errOut); err != nil {
+		t.Errorf("inspect of a plugin config: %v", err)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{nil, {"bogus"}, {"model"}, {"model", "x"}, {"train"}, {"model", "inspect"}, {"train", "-nope"}} {
+		err := Main(args, &bytes.Buffer{}, &bytes.Buffer{})
+		if err == nil || ExitCode(err) != 2 {
+			t.Errorf("%v: err %v, want a usage error", args, err)
+		}
+	}
+	if err := Main([]string{"model", "inspect", filepath.Join(t.TempDir(), "missing")}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || ExitCode(err) != 1 {
+		t.Errorf("missing file: %v", err)
+	}
+	if err := Main([]string{"train", "-h"}, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Errorf("-h: %v", err)
+	}
+}
