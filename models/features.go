@@ -1,6 +1,9 @@
 package models
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // Features that do not depend on a model: how values are split out of a
 // request, and the character classes values are described by. Nothing here
@@ -83,13 +86,15 @@ var classOf = func() (t [256]uint8) {
 // ClassOf returns the character class of a byte.
 func ClassOf(c byte) int { return int(classOf[c]) }
 
-// param is one name=value pair of a request, decoded.
+// param is one name=value pair of a request, decoded. Values that need no
+// decoding are views of the request's own memory, never written through.
 type param struct {
 	name, value []byte
+	header      bool // a header: name is the header name, without headerPrefix
 }
 
-// paramScratch holds decoded parameters of one request. It lives on the
-// caller's stack (or in a pooled struct) so extraction does not allocate.
+// paramScratch holds decoded parameters of one request. It lives in the
+// caller's Scratch so extraction does not allocate.
 type paramScratch struct {
 	params [maxParams]param
 	n      int
@@ -97,50 +102,74 @@ type paramScratch struct {
 	used   int
 }
 
-// add decodes name and value (percent-decoding, '+' as space) into the
-// scratch buffer. It reports false when the request has more parameters than
-// are examined or the buffer is full; what does not fit is ignored.
-func add[N, V string | []byte](s *paramScratch, prefix string, name N, value V, decode bool) bool {
+// add appends one parameter, percent-decoding name and value ('+' as space)
+// when decode is set. It reports false when the request has more parameters
+// than are examined or the decode buffer is full; what does not fit is
+// ignored.
+func add[N, V string | []byte](s *paramScratch, name N, value V, decode, header bool) bool {
 	if s.n == maxParams {
 		return false
 	}
-	start := s.used
-	if _, ok := decodeIn(s, prefix, len(prefix), false); !ok {
+	n, ok := decodeIn(s, name, 128, decode)
+	if !ok {
 		return false
 	}
-	if _, ok := decodeIn(s, name, 128, decode); !ok {
-		return false
-	}
-	n := s.buf[start:s.used]
 	v, ok := decodeIn(s, value, MaxValueBytes, decode)
 	if !ok {
 		return false
 	}
-	s.params[s.n] = param{name: n, value: v}
+	s.params[s.n] = param{name: n, value: v, header: header}
 	s.n++
 	return true
 }
 
+// decodeIn returns in, at most limit bytes of it, decoded into the scratch
+// buffer when it needs decoding and viewed in place when it does not.
 func decodeIn[T string | []byte](s *paramScratch, in T, limit int, decode bool) ([]byte, bool) {
+	if len(in) > limit {
+		in = in[:limit]
+	}
+	if !decode || !needsDecoding(in) {
+		return view(in), true
+	}
 	start := s.used
-	for i := 0; i < len(in) && s.used-start < limit; i++ {
+	for i := 0; i < len(in); i++ {
 		if s.used == len(s.buf) {
 			return nil, false
 		}
 		c := in[i]
-		if decode {
-			switch {
-			case c == '+':
-				c = ' '
-			case c == '%' && i+2 < len(in) && isHex(in[i+1]) && isHex(in[i+2]):
-				c = unhex(in[i+1])<<4 | unhex(in[i+2])
-				i += 2
-			}
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(in) && isHex(in[i+1]) && isHex(in[i+2]):
+			c = unhex(in[i+1])<<4 | unhex(in[i+2])
+			i += 2
 		}
 		s.buf[s.used] = c
 		s.used++
 	}
 	return s.buf[start:s.used], true
+}
+
+// view returns the bytes of a string or byte slice without copying; callers
+// only read through it.
+func view[T string | []byte](in T) []byte {
+	switch v := any(in).(type) {
+	case string:
+		return unsafe.Slice(unsafe.StringData(v), len(v))
+	case []byte:
+		return v
+	}
+	return nil
+}
+
+func needsDecoding[T string | []byte](in T) bool {
+	for i := 0; i < len(in); i++ {
+		if c := in[i]; c == '%' || c == '+' {
+			return true
+		}
+	}
+	return false
 }
 
 // addQuery adds every parameter of a raw query string (a=1&b=2).
@@ -159,7 +188,7 @@ func addQuery[T string | []byte](s *paramScratch, q T) {
 		if i := indexByte(pair, '='); i >= 0 {
 			name, value = pair[:i], pair[i+1:]
 		}
-		if !add(s, "", name, value, true) {
+		if !add(s, name, value, true, false) {
 			return
 		}
 	}
@@ -168,7 +197,26 @@ func addQuery[T string | []byte](s *paramScratch, q T) {
 // headerPrefix marks header names among a request's parameters.
 const headerPrefix = "h:"
 
-func isHeaderParam(name []byte) bool { return hasPrefixFold(name, headerPrefix) }
+// headerKeySeed starts the lookup key of a header's model, so that a header
+// and a query parameter of the same name never meet.
+const headerKeySeed = 0x6865616465723a00 // "header:"
+
+// lookupKey is the key of a parameter's model in a workload's index.
+func (p *param) lookupKey(route uint32) uint64 {
+	if p.header {
+		return hashBytes(headerKeySeed, p.name)
+	}
+	return paramKey(route, p.name)
+}
+
+// modelKey is the key of a stored parameter model (header models are stored
+// as AnyRoute with headerPrefix on their name).
+func (m *ParamModel) modelKey() uint64 {
+	if m.Route == AnyRoute && len(m.Name) > len(headerPrefix) && m.Name[:len(headerPrefix)] == headerPrefix {
+		return hashString(headerKeySeed, m.Name[len(headerPrefix):])
+	}
+	return paramKey(m.Route, view(m.Name))
+}
 
 // bodyParam names the body of a request that is not a form.
 const bodyParam = "(body)"
@@ -195,7 +243,7 @@ func (s *paramScratch) extract(r *Request) {
 		if hasPrefixFold(ct, "application/x-www-form-urlencoded") {
 			addQuery(s, r.Body)
 		} else {
-			add(s, "", bodyParam, r.Body, false)
+			add(s, bodyParam, r.Body, false, false)
 		}
 	}
 	for i := range r.Headers {
@@ -203,7 +251,7 @@ func (s *paramScratch) extract(r *Request) {
 		if skipHeader(h.Name) {
 			continue
 		}
-		if !add(s, headerPrefix, h.Name, h.Value, false) {
+		if !add(s, h.Name, h.Value, false, true) {
 			return
 		}
 	}

@@ -1,12 +1,15 @@
 package models
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"math"
+	"math/bits"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // GlobalWorkload names the fallback section of a model, trained over every
@@ -294,20 +297,14 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
 		var pm *ParamModel
-		header := isHeaderParam(p.name)
-		switch {
-		case header:
-			if idx, ok := w.paramIndex.get(paramKey(AnyRoute, p.name)); ok {
-				pm = &w.Params[idx]
-			}
-		case routeKnown:
-			if idx, ok := w.paramIndex.get(paramKey(ri, p.name)); ok {
+		if p.header || routeKnown {
+			if idx, ok := w.paramIndex.get(p.lookupKey(ri)); ok {
 				pm = &w.Params[idx]
 			}
 		}
 		if pm == nil {
 			switch {
-			case header:
+			case p.header:
 				newParams = math.Max(newParams, -math.Log(w.pNewHeader))
 			case routeKnown:
 				rt := &w.Routes[ri]
@@ -398,7 +395,7 @@ func (w *Workload) index() {
 			continue
 		}
 		p.index(prior)
-		w.paramIndex.put(paramKey(p.Route, []byte(p.Name)), uint32(i))
+		w.paramIndex.put(p.modelKey(), uint32(i))
 		if p.Route == AnyRoute {
 			headerObs += float64(p.Count)
 			if p.Count == 1 {
@@ -462,29 +459,37 @@ func (w *Workload) sortCanonical() {
 
 func edgeKey(src, route uint32) uint64 { return uint64(src)<<32 | uint64(route) }
 
-// FNV-1a, 64-bit: cheap, allocation-free, and identical on every platform.
+// The hash behind every lookup and every stored value hash: eight bytes at a
+// time, then a splitmix64 finalizer. It is allocation-free, identical on
+// every platform (models store its output, so it must never change without a
+// codec version bump), and several times faster than a byte-wise hash,
+// which matters most compiled to WebAssembly.
 const (
 	fnvOffset = 14695981039346656037
 	fnvPrime  = 1099511628211
+	hashK1    = 0x9E3779B97F4A7C15
+	hashK2    = 0xC2B2AE3D27D4EB4F
 )
 
 func hashString(h uint64, s string) uint64 {
-	for i := 0; i < len(s); i++ {
-		h ^= uint64(s[i])
-		h *= fnvPrime
-	}
-	// A separator keeps ("ab","c") and ("a","bc") apart.
-	h ^= 0xff
-	h *= fnvPrime
-	return h
+	return hashBytes(h, unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 func hashBytes(h uint64, b []byte) uint64 {
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= fnvPrime
+	n := uint64(len(b))
+	for len(b) >= 8 {
+		h = bits.RotateLeft64(h^binary.LittleEndian.Uint64(b)*hashK1, 31) * hashK2
+		b = b[8:]
 	}
-	h ^= 0xff
-	h *= fnvPrime
-	return h
+	var tail uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		tail = tail<<8 | uint64(b[i])
+	}
+	// The length keeps ("ab","c") and ("a","bc") apart when chained.
+	h = bits.RotateLeft64(h^(tail^n<<56)*hashK1, 31) * hashK2
+	h ^= h >> 30
+	h *= 0xBF58476D1CE4E5B9
+	h ^= h >> 27
+	h *= 0x94D049BB133111EB
+	return h ^ h>>31
 }

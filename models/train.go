@@ -79,6 +79,7 @@ type Trainer struct {
 	cfg       TrainConfig
 	workloads map[string]*workloadStats
 	heldBack  []Request
+	seen      map[uint64]uint32 // occurrences per request content (heldOut)
 	samples   uint64
 	skipped   uint64
 	flagged   uint64
@@ -156,20 +157,32 @@ func (t *Trainer) Observe(r *Request) bool {
 	return ok
 }
 
-// heldOut decides, from a seeded hash of the request's content, whether it
-// is kept for calibration.
+// heldOut decides whether a request is kept for calibration, from a seeded
+// hash of its content and of how many identical requests came before it: the
+// same multiset of requests holds back the same requests in any order, and
+// repeats of one request are split like any others.
 func (t *Trainer) heldOut(r *Request) bool {
-	h := hashString(fnvOffset^t.cfg.Seed*0x9E3779B97F4A7C15, r.Method)
+	h := hashString(fnvOffset^t.cfg.Seed*hashK1, r.Method)
 	h = hashString(h, r.Path)
 	h = hashString(h, r.Query)
 	h = hashString(h, r.Source)
 	h = hashString(h, r.Destination)
 	h = hashBytes(h, r.Body)
-	h ^= h >> 29
-	h *= 0xBF58476D1CE4E5B9
-	h ^= h >> 32
+	var k uint32
+	if t.seen == nil {
+		t.seen = map[uint64]uint32{}
+	}
+	if n, ok := t.seen[h]; ok || len(t.seen) < maxSeen {
+		k = n
+		t.seen[h] = n + 1
+	}
+	h = hashBytes(h, []byte{byte(k), byte(k >> 8), byte(k >> 16), byte(k >> 24)})
 	return float64(h%1_000_000) < t.cfg.HoldBack*1_000_000
 }
+
+// maxSeen bounds the distinct requests whose repeats heldOut counts; beyond
+// it, repeats of new contents all go the same way.
+const maxSeen = 1 << 20
 
 func cloneRequest(r *Request) Request {
 	c := *r
@@ -208,8 +221,11 @@ func (t *Trainer) observe(dst, src string, rk routeKey) bool {
 		p := &t.scratch.params[i]
 		name := string(p.name)
 		// Headers mean the same on every route: one model per workload.
+		header := p.header
+		if header {
+			name = headerPrefix + name
+		}
 		key := paramName{rk, name}
-		header := isHeaderParam(p.name)
 		if header {
 			key.route = anyRouteKey
 		}
