@@ -90,9 +90,11 @@ eval: ## detection figures on the public datasets, meshward beside CRS PL1-4 (SP
 	$(GO) run ./replay/cmd/eval -split $(SPLIT) -data $(MESHWARD_DATA) -json $(BUILD)/eval-$(SPLIT).json
 
 run: ## run the whole loop on embedded defaults (arrives with the control plane)
-	@echo "make run: the control plane (collector, trainer, xDS rollout) is not built yet;"
-	@echo "there is nothing to run end to end. Until then: make test, make bench,"
-	@echo "and build/meshward train | model inspect | model config (see README)."
+	@echo "make run: the control plane (collector, Redis, trainer, xDS rollout) and the sample"
+	@echo "traffic generator (meshward gen) are not built yet, so there is no embedded-defaults run."
+	@echo "What runs today on your own traffic: make build, then"
+	@echo "  build/meshward run --traffic FILE.jsonl --learn-until 50% --out DIR"
+	@echo "  build/meshward replay -model MODEL -runner wasm FILE.jsonl"
 	@exit 2
 
 clean: ## remove build outputs

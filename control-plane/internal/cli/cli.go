@@ -38,6 +38,8 @@ const usage = `meshward — a service-mesh traffic anomaly filter
 
 Usage:
   meshward train [flags] FILE...        train a model from JSONL request records
+  meshward replay -model M [flags] FILE... score captured traffic and report (native or the compiled filter)
+  meshward run --traffic FILE [flags]   learn from the first part of the traffic, monitor the rest, report
   meshward model inspect FILE           describe a model (binary, base64, or plugin config JSON)
   meshward model config [flags] FILE    print the filter's plugin configuration for a model
   meshward version                      print the version
@@ -61,6 +63,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "train":
 		return train(args[1:], stdout, stderr)
+	case "replay":
+		return replay(args[1:], stdout, stderr)
+	case "run":
+		return runTraffic(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: model needs a subcommand: inspect or config", ErrUsage)

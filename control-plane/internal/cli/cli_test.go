@@ -79,3 +79,68 @@ func TestUsageErrors(t *testing.T) {
 		t.Errorf("-h: %v", err)
 	}
 }
+
+func TestReplayAndRun(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	for i := 0; i < 600; i++ {
+		fmt.Fprintf(&b, `{"src":"caller-%d","dst":"cart","method":"GET","path":"/items/%d?page=%d","label":"normal"}`+"\n", i%3, i, i%5)
+	}
+	for i := 0; i < 10; i++ {
+		fmt.Fprintf(&b, `{"src":"intruder","dst":"cart","method":"GET","path":"/admin/%d","label":"lateral","attack_type":"lateral"}`+"\n", i)
+	}
+	data := filepath.Join(dir, "traffic.jsonl")
+	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	outDir := filepath.Join(dir, "out")
+	if err := Main([]string{"run", "--traffic", data, "--learn-until", "50%", "--runner", "native", "--out", outDir}, &out, &errOut); err != nil {
+		t.Fatalf("run: %v\n%s", err, errOut.String())
+	}
+	var rep struct {
+		Requests   int `json:"requests"`
+		Flagged    int `json:"flagged"`
+		Evaluation struct {
+			AtThreshold struct{ TP, FP, FN int }
+		} `json:"evaluation"`
+	}
+	raw, err := os.ReadFile(filepath.Join(outDir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Requests != 305 || rep.Evaluation.AtThreshold.TP != 10 || rep.Evaluation.AtThreshold.FP != 0 {
+		t.Errorf("report %+v\n%s", rep, out.String())
+	}
+	lines := strings.Count(string(must(os.ReadFile(filepath.Join(outDir, "scores.jsonl")))), "\n")
+	if lines != 305 {
+		t.Errorf("scores.jsonl has %d lines, want 305", lines)
+	}
+	// Replay the same traffic with a trained model, native.
+	model := filepath.Join(dir, "m.bin")
+	if err := Main([]string{"train", "-out", model, data}, &bytes.Buffer{}, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := Main([]string{"replay", "-model", model, "-report", filepath.Join(dir, "r.json"), data}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "replayed 610 requests through the native runner") || !strings.Contains(out.String(), "caught 10/10") {
+		t.Errorf("replay summary:\n%s", out.String())
+	}
+	for _, args := range [][]string{{"run", "--traffic", data, "--learn-until", "150%"}, {"replay", data}, {"replay", "-model", model, "-runner", "gpu", data}} {
+		if err := Main(args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || ExitCode(err) != 2 {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

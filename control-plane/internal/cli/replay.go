@@ -1,0 +1,272 @@
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/report"
+	"github.com/meshward/meshward/replay/runner"
+	"github.com/meshward/meshward/replay/source"
+)
+
+// sourceFlags are the flags every command that reads traffic takes.
+type sourceFlags struct {
+	o source.Overrides
+}
+
+func (f *sourceFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.o.Src, "src", "", "set the source (principal or workload) of every request")
+	fs.StringVar(&f.o.Dst, "dst", "", "set the destination workload of every request")
+	fs.StringVar(&f.o.Label, "label", "", "set the label of every request (normal, or an attack label)")
+}
+
+// readTraffic reads every file, in order, into records; malformed entries are
+// returned as problems and echoed (the first 20) to stderr.
+func readTraffic(paths []string, sf *sourceFlags, stderr io.Writer) ([]*source.Record, []source.Problem, error) {
+	var recs []*source.Record
+	var problems []source.Problem
+	emit := func(r *source.Record) error { recs = append(recs, r); return nil }
+	bad := func(p source.Problem) {
+		problems = append(problems, p)
+		if len(problems) <= 20 {
+			fmt.Fprintln(stderr, "skipped:", p)
+		}
+	}
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = source.ReadJSONL(f, filepath.Base(path), sf.o, emit, bad)
+		f.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(problems) > 20 {
+		fmt.Fprintf(stderr, "skipped: … and %d more malformed entries (see the report)\n", len(problems)-20)
+	}
+	return recs, problems, nil
+}
+
+// outputFlags are where a replay writes its results.
+type outputFlags struct {
+	report, scores string
+	top            int
+}
+
+func (f *outputFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.report, "report", "", "write the JSON report (figures, top requests, skipped entries) to this file")
+	fs.StringVar(&f.scores, "scores", "", "write one JSON line per request (position, score, verdict, label, reasons) to this file")
+	fs.IntVar(&f.top, "top", 20, "how many of the highest-scored requests the report lists")
+}
+
+func newRunner(kind, wasmPath string, m *models.Model, threshold float64) (runner.Runner, error) {
+	switch kind {
+	case "native":
+		return &runner.Native{Model: m, Threshold: threshold}, nil
+	case "wasm":
+		enc, err := models.Encode(m)
+		if err != nil {
+			return nil, err
+		}
+		w, err := runner.NewWasm(wasmPath, enc, threshold)
+		if err != nil {
+			return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose -runner native)", err)
+		}
+		return w, nil
+	}
+	return nil, fmt.Errorf("%w: -runner %q: want native or wasm", ErrUsage, kind)
+}
+
+// defaultWasm is where make puts the compiled filter.
+const defaultWasm = "build/meshward.wasm"
+
+func replay(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("replay", stderr)
+	modelPath := fs.String("model", "", "the model to score with (binary, base64, or plugin config JSON); required")
+	kind := fs.String("runner", "native", "native (the models code in process) or wasm (the compiled filter under the proxy-wasm host emulator)")
+	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter, for -runner wasm")
+	threshold := fs.Float64("threshold", 0, "flag above this score (0: the model's threshold)")
+	var sf sourceFlags
+	sf.register(fs)
+	var of outputFlags
+	of.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *modelPath == "" || fs.NArg() == 0 {
+		return fmt.Errorf("%w: replay needs -model and at least one traffic file", ErrUsage)
+	}
+	if *threshold < 0 || *threshold > 1 {
+		return fmt.Errorf("%w: -threshold %v is not in [0,1]", ErrUsage, *threshold)
+	}
+	m, err := loadModel(*modelPath)
+	if err != nil {
+		return err
+	}
+	recs, problems, err := readTraffic(fs.Args(), &sf, stderr)
+	if err != nil {
+		return err
+	}
+	run, err := newRunner(*kind, *wasmPath, m, *threshold)
+	if err != nil {
+		return err
+	}
+	defer run.Close()
+	res, err := run.Run(recs)
+	if err != nil {
+		return err
+	}
+	th := *threshold
+	if th == 0 {
+		th = m.Meta.Threshold
+	}
+	rep := report.New(run.Name(), m, th, fs.Args(), recs, res, problems, of.top)
+	rep.WriteSummary(stdout)
+	return writeOutputs(rep, recs, res, of)
+}
+
+func writeOutputs(rep *report.Report, recs []*source.Record, res []runner.Result, of outputFlags) error {
+	if of.report != "" {
+		if err := writeFile(of.report, rep.WriteJSON); err != nil {
+			return err
+		}
+	}
+	if of.scores != "" {
+		if err := writeFile(of.scores, func(w io.Writer) error { return report.WriteScores(w, recs, res) }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// runTraffic is "meshward run --traffic": learn from the first part of the
+// traffic, then replay the rest through the filter and report. The control
+// plane (collector, store, xDS rollout) is not in this loop yet: the model is
+// trained in process and handed to the runner directly.
+func runTraffic(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	var traffic multiFlag
+	fs.Var(&traffic, "traffic", "a traffic file to run (repeatable; also given as arguments)")
+	learnUntil := fs.String("learn-until", "50%", "learn from requests before this point: a share (50% or 0.5) or an RFC 3339 time")
+	outDir := fs.String("out", "", "write report.json and scores.jsonl to this directory")
+	kind := fs.String("runner", "auto", "wasm, native, or auto (wasm when the compiled filter exists)")
+	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter")
+	seed := fs.Uint64("seed", 1, "training seed")
+	var sf sourceFlags
+	sf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	files := append(traffic, fs.Args()...)
+	if len(files) == 0 {
+		return fmt.Errorf("%w: run needs --traffic FILE (make run will run the whole control-plane loop once it exists)", ErrUsage)
+	}
+	recs, problems, err := readTraffic(files, &sf, stderr)
+	if err != nil {
+		return err
+	}
+	learn, monitor, err := splitLearn(recs, *learnUntil)
+	if err != nil {
+		return err
+	}
+	cfg := models.DefaultTrainConfig()
+	cfg.Seed = *seed
+	tr, err := models.NewTrainer(cfg)
+	if err != nil {
+		return err
+	}
+	attacks := 0
+	for _, r := range learn {
+		if r.IsAttack() {
+			attacks++ // never learned as normal
+			continue
+		}
+		tr.Observe(&r.Request)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		return fmt.Errorf("learning from the first %d requests: %w", len(learn), err)
+	}
+	if *kind == "auto" {
+		*kind = "native"
+		if _, err := os.Stat(*wasmPath); err == nil {
+			*kind = "wasm"
+		}
+	}
+	run, err := newRunner(*kind, *wasmPath, m, 0)
+	if err != nil {
+		return err
+	}
+	defer run.Close()
+	res, err := run.Run(monitor)
+	if err != nil {
+		return err
+	}
+	learned, _, _, held := tr.Samples()
+	fmt.Fprintf(stdout, "learn: %d requests (%d learned, %d held back for calibration, %d labelled attacks not learned) → model %.12s, %d bytes\n",
+		len(learn), learned, held, attacks, m.SHA256(), m.Size())
+	rep := report.New(run.Name(), m, m.Meta.Threshold, files, monitor, res, problems, 20)
+	rep.WriteSummary(stdout)
+	if *outDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+	return writeOutputs(rep, monitor, res, outputFlags{report: filepath.Join(*outDir, "report.json"), scores: filepath.Join(*outDir, "scores.jsonl")})
+}
+
+// splitLearn splits records at a share ("50%", "0.5") or a time (RFC 3339:
+// records before it learn; records without a time follow their position).
+func splitLearn(recs []*source.Record, until string) (learn, monitor []*source.Record, err error) {
+	if t, err := time.Parse(time.RFC3339Nano, until); err == nil {
+		for _, r := range recs {
+			if !r.TS.IsZero() && r.TS.Before(t) {
+				learn = append(learn, r)
+			} else {
+				monitor = append(monitor, r)
+			}
+		}
+		return learn, monitor, nil
+	}
+	share, err := strconv.ParseFloat(strings.TrimSuffix(until, "%"), 64)
+	if err == nil && strings.HasSuffix(until, "%") {
+		share /= 100
+	}
+	if err != nil || !(share > 0 && share < 1) {
+		return nil, nil, fmt.Errorf("%w: --learn-until %q: want a share in (0,1) such as 50%% or 0.5, or an RFC 3339 time", ErrUsage, until)
+	}
+	n := int(share * float64(len(recs)))
+	if n == 0 || n == len(recs) {
+		return nil, nil, errors.New("--learn-until leaves nothing to learn from or nothing to monitor")
+	}
+	return recs[:n], recs[n:], nil
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

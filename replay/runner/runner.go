@@ -1,0 +1,65 @@
+// Package runner scores replayed requests: natively with the models code, or
+// through the compiled filter (.wasm) under the proxy-wasm host emulator, so
+// a user can check offline what the sidecar would do.
+package runner
+
+import (
+	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/source"
+)
+
+// Result is a runner's verdict on one request.
+type Result struct {
+	// Score is the anomaly score in [0,1]; Flagged is Score > the threshold.
+	Score   float64
+	Flagged bool
+	// Scored is false when the model had no section for the destination.
+	Scored bool
+	// Reasons name what drove the score, strongest first.
+	Reasons []string
+}
+
+// Runner scores a batch of records, in order.
+type Runner interface {
+	// Name is "native", "wasm" or "live".
+	Name() string
+	// Run scores every record and returns one Result per record.
+	Run(recs []*source.Record) ([]Result, error)
+	// Close releases what the runner holds.
+	Close() error
+}
+
+// Native scores with the models package in process.
+type Native struct {
+	Model     *models.Model
+	Threshold float64 // 0: the model's own
+}
+
+// Name implements Runner.
+func (*Native) Name() string { return "native" }
+
+// Close implements Runner.
+func (*Native) Close() error { return nil }
+
+// Run implements Runner.
+func (n *Native) Run(recs []*source.Record) ([]Result, error) {
+	th := n.Threshold
+	if th == 0 {
+		th = n.Model.Meta.Threshold
+	}
+	out := make([]Result, len(recs))
+	s := new(models.Scratch)
+	for i, r := range recs {
+		w := n.Model.Workload(r.Request.Destination)
+		if w == nil {
+			continue
+		}
+		v := w.ScoreWith(&r.Request, s)
+		res := Result{Score: v.Score, Scored: true, Flagged: v.Score > th}
+		for _, rs := range v.ReasonList() {
+			res.Reasons = append(res.Reasons, rs.Code.String())
+		}
+		out[i] = res
+	}
+	return out, nil
+}
