@@ -89,13 +89,12 @@ SPLIT ?= test
 eval: ## detection figures on the public datasets, meshward beside CRS PL1-4 (SPLIT=test|dev)
 	$(GO) run ./replay/cmd/eval -split $(SPLIT) -data $(MESHWARD_DATA) -json $(BUILD)/eval-$(SPLIT).json
 
-run: ## run the whole loop on embedded defaults (arrives with the control plane)
-	@echo "make run: the control plane (collector, Redis, trainer, xDS rollout) and the sample"
-	@echo "traffic generator (meshward gen) are not built yet, so there is no embedded-defaults run."
-	@echo "What runs today on your own traffic: make build, then"
-	@echo "  build/meshward run --traffic FILE.jsonl --learn-until 50% --out DIR"
-	@echo "  build/meshward replay -model MODEL -runner wasm FILE.jsonl"
-	@exit 2
+run: $(BIN) $(WASM) ## the offline loop on generated traffic: learn, then monitor through build/meshward.wasm
+	@echo "make run: the offline loop (the control plane's collector, Redis and xDS rollout are not built yet):"
+	@echo "  generated mesh traffic → learn on the clean first 80 % → monitor the rest through the compiled filter"
+	$(BIN) gen -out $(BUILD)/sample.jsonl
+	$(BIN) run --traffic $(BUILD)/sample.jsonl --learn-until 2026-11-03T14:24:00Z --runner wasm --out $(BUILD)/run
+	@echo "report: $(BUILD)/run/report.json, per-request scores: $(BUILD)/run/scores.jsonl"
 
 clean: ## remove build outputs
 	rm -rf $(BUILD)
