@@ -120,15 +120,13 @@ func train(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "model.bin", "where to write the encoded model")
 	seed := fs.Uint64("seed", models.DefaultTrainConfig().Seed, "training seed (same seed and input, same bytes)")
 	fpr := fs.Float64("target-fpr", models.DefaultTrainConfig().TargetFPR, "false-positive rate the threshold is calibrated to")
-	var o source.Overrides
-	fs.StringVar(&o.Src, "src", "", "set the source of every request")
-	fs.StringVar(&o.Dst, "dst", "", "set the destination workload of every request")
-	fs.StringVar(&o.Label, "label", "", "set the label of every request")
+	var sf sourceFlags
+	sf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return fmt.Errorf("%w: train needs at least one JSONL file", ErrUsage)
+		return fmt.Errorf("%w: train needs at least one traffic file", ErrUsage)
 	}
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed, cfg.TargetFPR = *seed, *fpr
@@ -136,29 +134,17 @@ func train(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var attacks, problems int
-	for _, name := range fs.Args() {
-		f, err := os.Open(name)
-		if err != nil {
-			return err
-		}
-		err = source.ReadJSONL(f, name, o, func(r *source.Record) error {
-			if r.IsAttack() {
-				attacks++ // attacks are never learned as normal
-				return nil
-			}
-			tr.Observe(&r.Request)
+	var attacks int
+	problems, err := eachRecord(fs.Args(), &sf, stderr, func(r *source.Record) error {
+		if r.IsAttack() {
+			attacks++ // attacks are never learned as normal
 			return nil
-		}, func(p source.Problem) {
-			problems++
-			if problems <= 20 {
-				fmt.Fprintln(stderr, "skipped:", p)
-			}
-		})
-		f.Close()
-		if err != nil {
-			return err
 		}
+		tr.Observe(&r.Request)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	m, err := tr.Model()
 	if err != nil {
@@ -173,7 +159,7 @@ func train(args []string, stdout, stderr io.Writer) error {
 	}
 	learned, capped, _, held := tr.Samples()
 	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads, %d requests learned, %d held back for calibration, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
-		m.SHA256()[:12], len(b), len(m.Workloads), learned, held, capped, attacks, problems)
+		m.SHA256()[:12], len(b), len(m.Workloads), learned, held, capped, attacks, len(problems))
 	fmt.Fprintf(stdout, "wrote %s\n", *out)
 	return nil
 }

@@ -28,12 +28,28 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.o.Label, "label", "", "set the label of every request (normal, or an attack label)")
 }
 
-// readTraffic reads every file, in order, into records; malformed entries are
-// returned as problems and echoed (the first 20) to stderr.
-func readTraffic(paths []string, sf *sourceFlags, stderr io.Writer) ([]*source.Record, []source.Problem, error) {
-	var recs []*source.Record
+// Names given to requests whose source or destination the traffic does not
+// say, so that training, the native runner and the filter (which needs a
+// workload name) all put them in the same place.
+const (
+	DefaultSource      = "unknown"
+	DefaultDestination = "default"
+)
+
+// eachRecord reads every file, in order, calling fn for each good record;
+// malformed entries are returned as problems and echoed (the first 20) to
+// stderr.
+func eachRecord(paths []string, sf *sourceFlags, stderr io.Writer, fn func(*source.Record) error) ([]source.Problem, error) {
 	var problems []source.Problem
-	emit := func(r *source.Record) error { recs = append(recs, r); return nil }
+	emit := func(r *source.Record) error {
+		if r.Request.Source == "" {
+			r.Request.Source = DefaultSource
+		}
+		if r.Request.Destination == "" {
+			r.Request.Destination = DefaultDestination
+		}
+		return fn(r)
+	}
 	bad := func(p source.Problem) {
 		problems = append(problems, p)
 		if len(problems) <= 20 {
@@ -43,18 +59,25 @@ func readTraffic(paths []string, sf *sourceFlags, stderr io.Writer) ([]*source.R
 	for _, path := range paths {
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		err = source.ReadJSONL(f, filepath.Base(path), sf.o, emit, bad)
 		f.Close()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	if len(problems) > 20 {
 		fmt.Fprintf(stderr, "skipped: … and %d more malformed entries (see the report)\n", len(problems)-20)
 	}
-	return recs, problems, nil
+	return problems, nil
+}
+
+// readTraffic reads every file into memory.
+func readTraffic(paths []string, sf *sourceFlags, stderr io.Writer) ([]*source.Record, []source.Problem, error) {
+	var recs []*source.Record
+	problems, err := eachRecord(paths, sf, stderr, func(r *source.Record) error { recs = append(recs, r); return nil })
+	return recs, problems, err
 }
 
 // outputFlags are where a replay writes its results.
