@@ -37,7 +37,8 @@ func fixtureModel(t testing.TB) []byte {
 	for i := 0; i < 200; i++ {
 		id := strconv.Itoa(i * 7919 % 100000)
 		hs := fixtureHeaders(i)
-		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Query: "lang=" + langs[i%4], Headers: hs, Source: frontend, Destination: workload})
+		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Query: "lang=" + langs[i%4], Headers: hs, Source: frontend, Destination: workload,
+			Status: 200, ResponseBytes: int64(900 + i%200)})
 		form := append(append([]models.Header(nil), hs...), models.Header{Name: "content-type", Value: "application/x-www-form-urlencoded"})
 		tr.Observe(&models.Request{Method: "POST", Path: "/reviews", Headers: form, Body: []byte("stars=" + strconv.Itoa(1+i%5) + "&text=" + []string{"great+book", "not+bad", "loved+it", "too+long"}[i%4]), Source: frontend, Destination: workload})
 		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Headers: hs, Source: ratings, Destination: workload})
@@ -409,6 +410,32 @@ func TestBodyIsJudgedOnceItArrives(t *testing.T) {
 		_, onBody, _ = requestWithBody(host, post, "stars=4&text="+long, "tail")
 		if onBody != types.ActionContinue {
 			t.Errorf("the chunk after the prefix got %v", onBody)
+		}
+	})
+}
+
+func TestResponsePhaseRaisesTheScore(t *testing.T) {
+	model := fixtureModel(t)
+	forEachEnv(t, func(t *testing.T, e env) {
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, ResponseScore: true}
+		doc, _ := c.WithModel(model).Encode()
+		host := e.mustStart(t, hostOpts{config: doc, props: peer(frontend)})
+		respond := func(size string) (string, string) {
+			_, id := request(host, get("/reviews/31?lang=de"))
+			host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}, {"content-length", size}}, true)
+			hs := host.GetCurrentResponseHeaders(id)
+			score, _ := header(hs, pluginconfig.DefaultScoreHeader)
+			reason, _ := header(hs, headerReason)
+			return score, reason
+		}
+		if score, reason := respond("1000"); score != "0.000" || reason != "" {
+			t.Errorf("ordinary response: score %s reason %q", score, reason)
+		}
+		if score, reason := respond("50000000"); reason != "response_size" {
+			t.Errorf("exfiltration-sized response: score %s reason %q", score, reason)
+		}
+		if n := counter(t, host, MetricFlagged); n != 1 {
+			t.Errorf("flagged = %d, want 1", n)
 		}
 	})
 }

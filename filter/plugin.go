@@ -153,6 +153,9 @@ type httpContext struct {
 	waiting bool
 	req     models.Request
 	forged  bool
+	// scored and flagged record the request phase's verdict, which the
+	// response phase revisits with the status and size.
+	scored, flagged bool
 }
 
 // OnHttpRequestHeaders reads the request and judges it, or holds it for its
@@ -217,11 +220,45 @@ func (h *httpContext) failOpen(action *types.Action) {
 	}
 }
 
+// OnHttpResponseHeaders revisits a scored request with its response's status
+// and size: a route answering with a status class it rarely does, or far more
+// bytes than usual (exfiltration), raises the score. It can no longer block;
+// it counts the request as flagged if the request phase did not.
+func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
+	if !h.scored {
+		return types.ActionContinue
+	}
+	defer h.failOpen(&action)
+	p := h.plugin
+	s, m := p.settings, p.metrics
+	status, err := proxywasm.GetHttpResponseHeader(":status")
+	if err != nil {
+		return types.ActionContinue
+	}
+	h.req.Status, _ = strconv.Atoi(status)
+	if cl, err := proxywasm.GetHttpResponseHeader("content-length"); err == nil {
+		h.req.ResponseBytes, _ = strconv.ParseInt(cl, 10, 64)
+	}
+	v := s.Section.ScoreWith(&h.req, &p.scratch)
+	flagged := v.Score > s.Threshold
+	if flagged && !h.flagged {
+		m.flagged.Increment(1)
+	}
+	if s.ResponseScore {
+		_ = proxywasm.ReplaceHttpResponseHeader(s.ScoreHeader, formatPermille(uint64(v.Score*1000+0.5)))
+		if flagged {
+			_ = proxywasm.ReplaceHttpResponseHeader(headerReason, reasonList(&v))
+		}
+	}
+	return types.ActionContinue
+}
+
 // judge scores the request read so far and acts on the verdict.
 func (h *httpContext) judge() types.Action {
 	p := h.plugin
 	s, m := p.settings, p.metrics
 	v := s.Section.ScoreWith(&h.req, &p.scratch)
+	h.scored = true
 	permille := uint64(v.Score*1000 + 0.5)
 	m.score.Record(permille)
 	score := formatPermille(permille)
@@ -234,6 +271,7 @@ func (h *httpContext) judge() types.Action {
 		return types.ActionContinue
 	}
 	m.flagged.Increment(1)
+	h.flagged = true
 	reasons := reasonList(&v)
 	if s.Mode == pluginconfig.ModeEnforce {
 		m.denied.Increment(1)

@@ -21,7 +21,7 @@ import (
 // bumped on any change to what the stored numbers mean — the layout, but also
 // hashing, feature extraction, character classes or route templating — so a
 // filter built with other semantics refuses a model instead of misreading it.
-const CodecVersion = 2
+const CodecVersion = 3
 
 // MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
 // Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.
@@ -67,6 +67,7 @@ func Encode(m *Model) ([]byte, error) {
 			p = binary.AppendUvarint(p, uint64(r.Count))
 			p = binary.AppendUvarint(p, uint64(r.ParamObs))
 			p = binary.AppendUvarint(p, uint64(r.ParamSingletons))
+			p = appendNumbers(p, &r.Numbers)
 		}
 		p = binary.AppendUvarint(p, uint64(len(w.Edges)))
 		for _, e := range w.Edges {
@@ -150,10 +151,11 @@ func Decode(b []byte) (*Model, error) {
 		for j := range w.Sources {
 			w.Sources[j] = d.str(ctx + " source")
 		}
-		w.Routes = make([]Route, d.count(ctx+" routes", 5))
+		w.Routes = make([]Route, d.count(ctx+" routes", 40))
 		for j := range w.Routes {
 			w.Routes[j] = Route{Method: d.str(ctx + " route method"), Template: d.str(ctx + " route template"), Count: d.u32(ctx + " route count"),
 				ParamObs: d.u32(ctx + " route param_obs"), ParamSingletons: d.u32(ctx + " route param_singletons")}
+			d.numbers(&w.Routes[j].Numbers, ctx+" route "+w.Routes[j].Template)
 		}
 		w.Edges = make([]Edge, d.count(ctx+" edges", 3))
 		for j := range w.Edges {
@@ -356,6 +358,32 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 		}
 	}
 	m.Singletons = d.u32(ctx + " singletons")
+}
+
+func appendNumbers(p []byte, n *Numbers) []byte {
+	for _, s := range []*NumStat{&n.RequestBytes, &n.ResponseBytes} {
+		p = binary.AppendUvarint(p, uint64(s.N))
+		p = appendFloat(p, s.Mean)
+		p = appendFloat(p, s.M2)
+	}
+	for _, c := range n.Status {
+		p = binary.AppendUvarint(p, uint64(c))
+	}
+	return p
+}
+
+func (d *decoder) numbers(n *Numbers, ctx string) {
+	for _, s := range []*NumStat{&n.RequestBytes, &n.ResponseBytes} {
+		s.N = d.u32(ctx + " size count")
+		s.Mean = d.float(ctx + " size mean")
+		s.M2 = d.float(ctx + " size spread")
+		if d.err == nil && (s.Mean < 0 || s.M2 < 0) {
+			d.fail(ctx+" size", "negative mean or spread")
+		}
+	}
+	for i := range n.Status {
+		n.Status[i] = d.u32(ctx + " status count")
+	}
 }
 
 func paramLess(a, b *ParamModel) bool {

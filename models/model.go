@@ -77,6 +77,7 @@ type Route struct {
 	Count           uint32
 	ParamObs        uint32
 	ParamSingletons uint32
+	Numbers         Numbers
 }
 
 // Edge is a caller using a route, as indexes into Workload.Sources and
@@ -131,6 +132,12 @@ const (
 	ReasonKeywords
 	// ReasonNewValue: an unseen value of a parameter that takes few values.
 	ReasonNewValue
+	// ReasonRequestSize: a request body far larger than the route's.
+	ReasonRequestSize
+	// ReasonStatus: a response status class the route rarely answers with.
+	ReasonStatus
+	// ReasonResponseSize: a response far larger than the route's (exfiltration).
+	ReasonResponseSize
 )
 
 var reasonNames = [...]string{
@@ -144,6 +151,9 @@ var reasonNames = [...]string{
 	ReasonValueLength:        "value_length",
 	ReasonKeywords:           "keywords",
 	ReasonNewValue:           "new_value",
+	ReasonRequestSize:        "request_size",
+	ReasonStatus:             "status",
+	ReasonResponseSize:       "response_size",
 }
 
 // String returns the reason's stable snake_case name, used in headers, logs
@@ -162,6 +172,8 @@ func (c ReasonCode) Component() string {
 		return "graph"
 	case ReasonNewParam, ReasonValueShape, ReasonValueLength, ReasonKeywords, ReasonNewValue:
 		return "params"
+	case ReasonRequestSize, ReasonStatus, ReasonResponseSize:
+		return "numbers"
 	}
 	return "none"
 }
@@ -284,6 +296,10 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		if _, ok := w.edgeSet.get(edgeKey(si, ri)); !ok {
 			v.add(ReasonNewEdge, -math.Log(w.pNewEdge))
 		}
+	}
+
+	if routeKnown {
+		w.Routes[ri].Numbers.numericSurprise(r, v)
 	}
 
 	// Parameters: the most surprising value, and names the route never had.

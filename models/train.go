@@ -95,8 +95,9 @@ type workloadStats struct {
 }
 
 type routeStats struct {
-	count uint32
-	names map[string]uint32
+	count   uint32
+	names   map[string]uint32
+	numbers Numbers
 }
 
 type routeKey struct{ method, template string }
@@ -145,9 +146,9 @@ func (t *Trainer) Observe(r *Request) bool {
 	}
 	rk := routeKey{method: r.Method, template: Template(r.Path)}
 	t.scratch.extract(r)
-	ok := t.observe(r.Destination, src, rk)
+	ok := t.observe(r, r.Destination, src, rk)
 	if r.Destination != GlobalWorkload {
-		t.observe(GlobalWorkload, src, rk)
+		t.observe(r, GlobalWorkload, src, rk)
 	}
 	if ok {
 		t.samples++
@@ -191,7 +192,7 @@ func cloneRequest(r *Request) Request {
 	return c
 }
 
-func (t *Trainer) observe(dst, src string, rk routeKey) bool {
+func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
 	w := t.workloads[dst]
 	if w == nil {
 		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}}
@@ -213,6 +214,7 @@ func (t *Trainer) observe(dst, src string, rk routeKey) bool {
 	}
 	w.perSource[src]++
 	rs.count++
+	rs.numbers.observe(r)
 	w.edges[edgeName{src, rk}]++
 	if w.anyParam == nil && t.scratch.n > 0 {
 		w.anyParam = newParamStats()
@@ -283,7 +285,7 @@ func (t *Trainer) Model() (*Model, error) {
 		routeIdx := map[routeKey]uint32{}
 		for rk, rs := range ws.routes {
 			routeIdx[rk] = uint32(len(w.Routes))
-			r := Route{Method: rk.method, Template: rk.template, Count: rs.count}
+			r := Route{Method: rk.method, Template: rk.template, Count: rs.count, Numbers: rs.numbers}
 			for _, c := range rs.names {
 				r.ParamObs += c
 				if c == 1 {
@@ -333,8 +335,12 @@ func (t *Trainer) calibrate(m *Model) {
 		if w == nil {
 			continue
 		}
+		// Calibrate what the filter decides on before a response exists:
+		// response signals only ever add to a score.
+		req := *r
+		req.Status, req.ResponseBytes = 0, 0
 		var v Verdict
-		w.surprise(r, &s, &v)
+		w.surprise(&req, &s, &v)
 		per[w.Name] = append(per[w.Name], v.Surprise)
 		pooled = append(pooled, v.Surprise)
 	}

@@ -70,6 +70,11 @@ type Config struct {
 	// ScoreHeader is the request header that carries the score upstream in
 	// monitor and enforce (default x-meshward-score).
 	ScoreHeader string `json:"score_header,omitempty"`
+	// ResponseScore adds the final score (with the response's status and
+	// size taken into account) and reasons to the response as well, under
+	// the same header names. It tells clients how they were judged: for
+	// replay and debugging, not for production.
+	ResponseScore bool `json:"response_score,omitempty"`
 }
 
 // Settings is a validated configuration, ready to use.
@@ -83,6 +88,7 @@ type Settings struct {
 	CollectorCluster string
 	Workload         string
 	ScoreHeader      string
+	ResponseScore    bool
 }
 
 // Parse decodes and validates a configuration. fallbackWorkload is used when
@@ -113,6 +119,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		CollectorCluster: c.CollectorCluster,
 		Workload:         c.Workload,
 		ScoreHeader:      c.ScoreHeader,
+		ResponseScore:    c.ResponseScore,
 	}
 	if s.Mode == "" {
 		s.Mode = DefaultMode

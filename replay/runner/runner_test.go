@@ -57,7 +57,13 @@ func traffic() (train, replay []*source.Record) {
 		train = append(train, rec(src, d, "GET", fmt.Sprintf("/items/%d", i), fmt.Sprintf("page=%d&sort=asc", i%9), ""))
 		train = append(train, rec(src, d, "POST", "/items", "", fmt.Sprintf("qty=%d&note=gift", i%4)))
 	}
+	for _, r := range train {
+		r.Request.Status, r.Request.ResponseBytes = 200, int64(500+len(r.Request.Path))
+	}
 	replay = append(replay, train[:60]...)
+	exfil := *train[61]
+	exfil.Request.ResponseBytes = 80_000_000
+	replay = append(replay, &exfil)
 	replay = append(replay,
 		rec("spiffe://cluster.local/ns/shop/sa/intruder", "cart.shop", "GET", "/items/5", "page=1&sort=asc", ""),
 		rec("spiffe://cluster.local/ns/shop/sa/caller-1", "orders.shop", "GET", "/admin/export", "", ""),
@@ -105,9 +111,12 @@ func TestNativeAndWasmAgree(t *testing.T) {
 			flagged++
 		}
 	}
-	// Every one of the five anomalies is flagged, none of the normal ones.
-	if flagged != 5 {
-		t.Errorf("%d flagged, want the 5 anomalies", flagged)
+	// Every one of the six anomalies is flagged, none of the normal ones.
+	if flagged != 6 {
+		t.Errorf("%d flagged, want the 6 anomalies", flagged)
+	}
+	if !b[60].Flagged || b[60].Reasons[0] != "response_size" {
+		t.Errorf("exfiltration-sized response: %+v", b[60])
 	}
 	if len(b[len(b)-1].Reasons) == 0 {
 		t.Error("no reasons read back from the filter for a flagged request")

@@ -74,7 +74,7 @@ func (w *Wasm) runWorkload(dst string, recs []*source.Record, idx []int, out []R
 	if workload == "" {
 		workload = "unknown"
 	}
-	cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold}).Encode()
+	cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
 	if err != nil {
 		return err
 	}
@@ -102,8 +102,18 @@ func (w *Wasm) runWorkload(dst string, recs []*source.Record, idx []int, out []R
 		if len(r.Body) > 0 {
 			host.CallOnRequestBody(id, r.Body, true)
 		}
+		// With a known response, the final verdict is on the response.
+		verdict := host.GetCurrentRequestHeaders(id)
+		if r.Status != 0 {
+			resp := [][2]string{{":status", strconv.Itoa(r.Status)}}
+			if r.ResponseBytes > 0 {
+				resp = append(resp, [2]string{"content-length", strconv.FormatInt(r.ResponseBytes, 10)})
+			}
+			host.CallOnResponseHeaders(id, resp, true)
+			verdict = host.GetCurrentResponseHeaders(id)
+		}
 		res := Result{}
-		for _, h := range host.GetCurrentRequestHeaders(id) {
+		for _, h := range verdict {
 			switch h[0] {
 			case pluginconfig.DefaultScoreHeader:
 				res.Score, _ = strconv.ParseFloat(h[1], 64)
