@@ -19,13 +19,29 @@ import (
 
 // sourceFlags are the flags every command that reads traffic takes.
 type sourceFlags struct {
-	o source.Overrides
+	o          source.Overrides
+	format     string
+	identities string
 }
 
 func (f *sourceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.o.Src, "src", "", "set the source (principal or workload) of every request")
 	fs.StringVar(&f.o.Dst, "dst", "", "set the destination workload of every request")
 	fs.StringVar(&f.o.Label, "label", "", "set the label of every request (normal, or an attack label)")
+	fs.StringVar(&f.format, "format", "auto", "traffic format: auto, "+strings.Join(source.Formats(), ", "))
+	fs.StringVar(&f.identities, "identities", "", "address → workload map for captures (lines: ADDRESS NAME)")
+}
+
+func (f *sourceFlags) options() (source.FileOptions, error) {
+	opt := source.FileOptions{Format: f.format, Overrides: f.o}
+	if f.identities != "" {
+		ids, err := loadIdentities(f.identities)
+		if err != nil {
+			return opt, err
+		}
+		opt.Identities = ids
+	}
+	return opt, nil
 }
 
 // Names given to requests whose source or destination the traffic does not
@@ -56,14 +72,12 @@ func eachRecord(paths []string, sf *sourceFlags, stderr io.Writer, fn func(*sour
 			fmt.Fprintln(stderr, "skipped:", p)
 		}
 	}
+	opt, err := sf.options()
+	if err != nil {
+		return nil, err
+	}
 	for _, path := range paths {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		err = source.ReadJSONL(f, filepath.Base(path), sf.o, emit, bad)
-		f.Close()
-		if err != nil {
+		if err := source.ReadFile(path, opt, emit, bad); err != nil {
 			return nil, err
 		}
 	}
