@@ -83,7 +83,13 @@ bench: $(WASM) $(PASSWASM) ## print the figures users care about (see README)
 	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 3)"; \
 	  fi; \
 	done
-	$(GO) test -run '^$$' -bench . -benchmem ./models/ | grep -E '^Benchmark' | tee $(BUILD)/bench-models.txt
+	@echo "models (scoring a request against a 50-service model; training on 1 M requests; model size):"
+	@$(GO) test -run '^$$' -bench 'Score$$|ScoreMesh|ModelSize' -benchmem ./models/ | grep -E '^Benchmark' | tee $(BUILD)/bench-models.txt
+	@$(GO) test -run '^$$' -bench 'TrainMillion' -benchtime 1x -benchmem ./models/ | grep -E '^Benchmark' | tee -a $(BUILD)/bench-models.txt
+	@echo "replay throughput over 20,000 generated mesh requests (requests/s, heap):"
+	@$(GO) test -run '^$$' -bench 'Runner' -benchtime 3x ./replay/runner/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-replay.txt
+	@echo "reading traffic (requests/s):"
+	@$(GO) test -run '^$$' -bench 'ReadRawHTTP|ReadPcap' -benchtime 20x ./replay/source/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-sources.txt
 
 SPLIT ?= test
 eval: ## detection figures on the public datasets, meshward beside CRS PL1-4 (SPLIT=test|dev)

@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -165,4 +166,37 @@ func BenchmarkTrainMillion(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkModelSize reports the encoded size of a 50-service model trained
+// on 100,000 requests (target ≤ 256 KB).
+func BenchmarkModelSize(b *testing.B) {
+	m, _ := trainMesh(b, 50, 100_000)
+	var n int
+	for b.Loop() {
+		enc, err := Encode(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(enc)
+	}
+	b.ReportMetric(float64(n), "model-bytes")
+}
+
+// FuzzExtract feeds arbitrary requests through parameter extraction and
+// scoring: no panic, bounded output, scores in range.
+func FuzzExtract(f *testing.F) {
+	m, _ := trainMesh(f, 5, 2000)
+	w := m.Workload("svc-00.shop")
+	s := new(Scratch)
+	f.Add("GET", "/api/v1/items/1/x", "a=1&b=%zz&&=c&d", "user-agent", "x", []byte("k=v&x=%3Cs"), "application/x-www-form-urlencoded")
+	f.Add("POST", "/", "%", "", "", []byte{0xff, 0x00}, "application/json")
+	f.Fuzz(func(t *testing.T, method, path, query, hname, hvalue string, body []byte, ct string) {
+		r := Request{Method: method, Path: path, Query: query, Body: body, Source: "s", Destination: "svc-00.shop",
+			Headers: []Header{{Name: hname, Value: hvalue}, {Name: "content-type", Value: ct}}}
+		v := w.ScoreWith(&r, s)
+		if v.Score < 0 || v.Score > 1 || math.IsNaN(v.Score) || v.NReason > MaxReasons || s.params.n > maxParams {
+			t.Fatalf("verdict %+v, %d params", v, s.params.n)
+		}
+	})
 }
