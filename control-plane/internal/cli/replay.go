@@ -96,13 +96,14 @@ func readTraffic(paths []string, sf *sourceFlags, stderr io.Writer) ([]*source.R
 
 // outputFlags are where a replay writes its results.
 type outputFlags struct {
-	report, scores string
-	top            int
+	report, scores, html string
+	top                  int
 }
 
 func (f *outputFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.report, "report", "", "write the JSON report (figures, top requests, skipped entries) to this file")
 	fs.StringVar(&f.scores, "scores", "", "write one JSON line per request (position, score, verdict, label, reasons) to this file")
+	fs.StringVar(&f.html, "html", "", "write a self-contained HTML report (ROC curve, score distributions, top requests) to this file")
 	fs.IntVar(&f.top, "top", 20, "how many of the highest-scored requests the report lists")
 }
 
@@ -180,6 +181,11 @@ func writeOutputs(rep *report.Report, recs []*source.Record, res []runner.Result
 	}
 	if of.scores != "" {
 		if err := writeFile(of.scores, func(w io.Writer) error { return report.WriteScores(w, recs, res) }); err != nil {
+			return err
+		}
+	}
+	if of.html != "" {
+		if err := writeFile(of.html, func(w io.Writer) error { return rep.WriteHTML(w, recs, res) }); err != nil {
 			return err
 		}
 	}
@@ -272,7 +278,7 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return err
 	}
-	return writeOutputs(rep, monitor, res, outputFlags{report: filepath.Join(*outDir, "report.json"), scores: filepath.Join(*outDir, "scores.jsonl")})
+	return writeOutputs(rep, monitor, res, outputFlags{report: filepath.Join(*outDir, "report.json"), scores: filepath.Join(*outDir, "scores.jsonl"), html: filepath.Join(*outDir, "report.html")})
 }
 
 // splitLearn splits records at a share ("50%", "0.5") or a time (RFC 3339:
