@@ -56,6 +56,10 @@ func (p *pcapReader) packet(data []byte, ci gopacket.CaptureInfo, lt uint32) err
 		first = layers.LinkType(lt)
 	}
 	pkt := gopacket.NewPacket(data, first, decodeOpts)
+	if el := pkt.ErrorLayer(); el != nil && pkt.Layer(layers.LayerTypeTCP) == nil {
+		p.decodeError(el.Error())
+		return nil
+	}
 
 	var src, dst netip.Addr
 	var tcp *layers.TCP

@@ -246,7 +246,9 @@ func (hp *httpParser) next(method string) (*httpMsg, bool) {
 			m, next, err = hp.parseRequest(b, i)
 		}
 		if err != nil {
-			hp.problem(i, "%v", err)
+			if len(hp.probs) < 1000 {
+				hp.probs = append(hp.probs, streamProblem{i, err})
+			}
 			hp.off, hp.resync = i+1, true
 			continue
 		}
