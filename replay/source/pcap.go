@@ -115,7 +115,7 @@ func ReadPcap(r io.Reader, name string, opt PcapOptions, emit func(*Record) erro
 	var link func(gopacket.CaptureInfo) uint32
 	switch m := binary.LittleEndian.Uint32(head); {
 	case m == magicPcapng:
-		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+		ng, err := safeNgReader(&ngGuard{r: br})
 		if err != nil {
 			return p.stats, fmt.Errorf("%s: bad pcapng section header: %v", name, err)
 		}
@@ -157,7 +157,7 @@ func ReadPcap(r io.Reader, name string, opt PcapOptions, emit func(*Record) erro
 		return p.stats, fmt.Errorf("%s: not a pcap or pcapng capture (magic %08x)", name, m)
 	}
 	for {
-		data, ci, err := src.ReadPacketData()
+		data, ci, err := safeRead(src)
 		if err != nil {
 			if err != io.EOF {
 				p.problem(fmt.Sprintf("%s:packet %d", name, p.stats.Packets+1),
@@ -174,6 +174,86 @@ func ReadPcap(r io.Reader, name string, opt PcapOptions, emit func(*Record) erro
 		return p.stats, err
 	}
 	return p.stats, nil
+}
+
+// safeNgReader opens a pcapng reader; pcapgo v1.1.19 panics on some
+// malformed blocks (e.g. an if_tsresol of 0 divides by zero).
+func safeNgReader(r io.Reader) (ng *pcapgo.NgReader, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			ng, err = nil, fmt.Errorf("malformed block (%v)", v)
+		}
+	}()
+	return pcapgo.NewNgReader(r, pcapgo.NgReaderOptions{WantMixedLinkType: true})
+}
+
+// ngGuard passes a pcapng stream through, checking each block header
+// before pcapgo sees it: pcapgo allocates whatever a packet block claims
+// (up to 4 GiB), so blocks over 1 MiB and packets longer than their block
+// or than pcapMaxPacket end the stream with an error instead.
+type ngGuard struct {
+	r     *bufio.Reader
+	left  int // bytes of the current block not yet passed on
+	order binary.ByteOrder
+}
+
+const ngMaxBlock = 1 << 20
+
+func (g *ngGuard) Read(p []byte) (int, error) {
+	if g.left == 0 {
+		h, err := g.r.Peek(24)
+		switch {
+		case len(h) == 0:
+			return 0, err
+		case len(h) < 12: // a short tail: pcapgo reports it
+			g.left = len(h)
+		default:
+			if binary.LittleEndian.Uint32(h) == magicPcapng {
+				switch binary.LittleEndian.Uint32(h[8:]) {
+				case 0x1a2b3c4d:
+					g.order = binary.LittleEndian
+				case 0x4d3c2b1a:
+					g.order = binary.BigEndian
+				default:
+					return 0, errors.New("pcapng section header with a bad byte-order magic")
+				}
+			}
+			if g.order == nil {
+				return 0, errors.New("pcapng block before any section header")
+			}
+			typ, n := g.order.Uint32(h), g.order.Uint32(h[4:])
+			if n < 12 || n > ngMaxBlock {
+				return 0, fmt.Errorf("pcapng block of %d bytes", n)
+			}
+			var caplen uint32
+			switch {
+			case (typ == 6 || typ == 2) && len(h) >= 24: // enhanced, obsolete packet block
+				caplen = g.order.Uint32(h[20:])
+			case typ == 3: // simple packet block: original length
+				caplen = g.order.Uint32(h[8:])
+			}
+			if caplen > n || caplen > pcapMaxPacket {
+				return 0, fmt.Errorf("pcapng packet of %d bytes in a block of %d", caplen, n)
+			}
+			g.left = int(n)
+		}
+	}
+	if len(p) > g.left {
+		p = p[:g.left]
+	}
+	n, err := g.r.Read(p)
+	g.left -= n
+	return n, err
+}
+
+// safeRead reads the next packet, turning a panic of the reader into an error.
+func safeRead(src packetSource) (data []byte, ci gopacket.CaptureInfo, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			data, err = nil, fmt.Errorf("malformed block (%v)", v)
+		}
+	}()
+	return src.ReadPacketData()
 }
 
 // pcapReader is the state of one ReadPcap call.
