@@ -5,6 +5,7 @@ go 1.26
 require (
 	github.com/corazawaf/coraza-coreruleset/v4 v4.25.0
 	github.com/corazawaf/coraza/v3 v3.8.1
+	github.com/google/gopacket v1.1.19
 	github.com/tetratelabs/proxy-wasm-go-sdk v0.24.0
 	github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi v0.0.0
 	gopkg.in/yaml.v3 v3.0.1
