@@ -594,30 +594,7 @@ func isVersion(b []byte) bool {
 	return len(b) == 8 && string(b[:5]) == "HTTP/" && isDigit(b[5]) && b[6] == '.' && isDigit(b[7])
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
 func looksLikeHeader(line []byte) bool {
 	c := bytes.IndexByte(line, ':')
 	return c > 0 && isToken(line[:c])
-}
-
-// isToken reports whether b is an RFC 9110 token.
-func isToken(b []byte) bool {
-	if len(b) == 0 {
-		return false
-	}
-	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// clip shortens what a problem quotes.
-func clip(b []byte) string {
-	if len(b) > 80 {
-		return string(b[:80]) + "..."
-	}
-	return string(b)
 }

@@ -1,0 +1,9 @@
+package source
+
+import "io"
+
+// readPcapFile reads a capture for ReadFile.
+func readPcapFile(r io.Reader, name string, opt FileOptions, emit func(*Record) error, bad func(Problem)) error {
+	_, err := ReadPcap(r, name, PcapOptions{Overrides: opt.Overrides, Identities: opt.Identities}, emit, bad)
+	return err
+}
