@@ -59,10 +59,13 @@ test: check $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tes
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 FUZZTIME ?= 30s
+FUZZ_PKGS := ./models/ ./replay/source/
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
-	@for target in $$($(GO) test -list '^Fuzz' ./models/... | grep '^Fuzz'); do \
-	  echo "fuzz $$target ($(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) ./models/ || exit 1; \
+	@for pkg in $(FUZZ_PKGS); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
 	done
 
 e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
