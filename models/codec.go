@@ -21,7 +21,7 @@ import (
 // bumped on any change to what the stored numbers mean — the layout, but also
 // hashing, feature extraction, character classes or route templating — so a
 // filter built with other semantics refuses a model instead of misreading it.
-const CodecVersion = 3
+const CodecVersion = 4
 
 // MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
 // Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.
@@ -81,6 +81,8 @@ func Encode(m *Model) ([]byte, error) {
 		}
 		p = appendFloat(p, w.CalBase)
 		p = appendFloat(p, w.CalCenter)
+		p = appendFloat(p, w.RespBase)
+		p = appendFloat(p, w.RespCenter)
 	}
 	if headerSize+len(p) > MaxModelBytes {
 		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrModelTooLarge, headerSize+len(p), MaxModelBytes)
@@ -176,6 +178,11 @@ func Decode(b []byte) (*Model, error) {
 		w.CalCenter = d.float(ctx + " calibration center")
 		if d.err == nil && !(w.CalBase >= 0 && w.CalCenter > w.CalBase) {
 			d.fail(ctx+" calibration", "base %v and center %v must satisfy 0 ≤ base < center", w.CalBase, w.CalCenter)
+		}
+		w.RespBase = d.float(ctx + " response calibration base")
+		w.RespCenter = d.float(ctx + " response calibration center")
+		if d.err == nil && !(w.RespBase == 0 && w.RespCenter == 0 || w.RespBase >= 0 && w.RespCenter > w.RespBase) {
+			d.fail(ctx+" response calibration", "base %v and center %v must be both 0 or satisfy 0 ≤ base < center", w.RespBase, w.RespCenter)
 		}
 		if d.err == nil {
 			w.index()

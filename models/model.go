@@ -56,6 +56,10 @@ type Workload struct {
 	// 1 - 2^(-max(0, surprise-CalBase)/(CalCenter-CalBase)): 0 for a typical
 	// request, 0.5 at CalCenter, towards 1 beyond.
 	CalBase, CalCenter float64
+	// RespBase and RespCenter calibrate the same way once the response is
+	// known (status and size count too), so the response phase keeps its
+	// own false-positive rate; zero when training saw no responses.
+	RespBase, RespCenter float64
 
 	sourceIndex table
 	routeIndex  table
@@ -66,6 +70,8 @@ type Workload struct {
 	// Good-Turing estimates of meeting something new, from the number of
 	// callers, routes, edges and header names seen exactly once.
 	pNewCaller, pNewRoute, pNewEdge, pNewHeader float64
+	// statusMix counts the workload's responses by status class.
+	statusMix [5]uint32
 }
 
 // Route is one method and route template with how often it was seen, and
@@ -262,17 +268,21 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 	var v Verdict
 	w.surprise(r, &s.params, &v)
 	v.Scored = true
-	v.Score = w.calibrate(v.Surprise)
+	if r.Status != 0 && w.RespCenter > 0 {
+		v.Score = calibrate(v.Surprise, w.RespBase, w.RespCenter)
+	} else {
+		v.Score = calibrate(v.Surprise, w.CalBase, w.CalCenter)
+	}
 	return v
 }
 
-// calibrate maps a surprise to [0,1].
-func (w *Workload) calibrate(surprise float64) float64 {
-	span := w.CalCenter - w.CalBase
+// calibrate maps a surprise to [0,1]: 0 up to base, 0.5 at center.
+func calibrate(surprise, base, center float64) float64 {
+	span := center - base
 	if span < minCalSpan {
 		span = minCalSpan
 	}
-	return 1 - math.Exp2(-math.Max(0, surprise-w.CalBase)/span)
+	return 1 - math.Exp2(-math.Max(0, surprise-base)/span)
 }
 
 // surprise sums what every component finds unusual about r into v.
@@ -299,7 +309,7 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	}
 
 	if routeKnown {
-		w.Routes[ri].Numbers.numericSurprise(r, v)
+		w.Routes[ri].Numbers.numericSurprise(r, v, &w.statusMix)
 	}
 
 	// Parameters: the most surprising value, and names the route never had.
@@ -384,9 +394,13 @@ func (w *Workload) index() {
 			srcOnce++
 		}
 	}
+	w.statusMix = [5]uint32{}
 	for _, r := range w.Routes {
 		if r.Count == 1 {
 			routeOnce++
+		}
+		for i, c := range r.Numbers.Status {
+			w.statusMix[i] += c
 		}
 	}
 	w.requests = n

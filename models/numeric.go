@@ -4,9 +4,9 @@ import "math"
 
 // Per-route numeric baselines: how large requests and responses are and
 // which status classes answer them. Sizes are described on a log scale
-// (log1p bytes) by their mean and variance, and a size surprises by the
-// Chebyshev bound on how far above the mean it lies; a status class
-// surprises by how rarely the route answered with it. Response signals apply
+// (log1p bytes) by their mean and variance, and a size surprises by how many
+// standard deviations above the mean it lies (Laplace tail); a status class
+// surprises by how rarely the workload answers with it. Response signals apply
 // only when the response is known (Status ≠ 0): in the filter's response
 // phase, and in replay.
 
@@ -31,23 +31,21 @@ func (s *NumStat) observe(x int64) {
 // minNumObs is how many observations a baseline needs before it judges.
 const minNumObs = 16
 
-// surpriseAbove is the surprise (nats) of a value this far above the mean:
-// -log of the Chebyshev bound σ²/d², with a floor on σ of a quarter of an
-// e-fold so that a constant size does not make every other size infinitely
-// surprising.
+// surpriseAbove is the surprise (nats) of a value this far above the mean,
+// taking the log-sizes to have a Laplace tail (heavier than normal, as sizes
+// are): P(Z > z) = ½·e^(−√2·z) for z standard deviations, so the surprise
+// grows linearly with z. The spread has a floor of a quarter of an e-fold so
+// that a constant size does not make every other size infinitely surprising.
 func (s *NumStat) surpriseAbove(x int64) float64 {
 	if s.N < minNumObs || x <= 0 {
 		return 0
 	}
-	d := math.Log1p(float64(x)) - s.Mean
-	if d <= 0 {
+	sd := math.Max(math.Sqrt(s.M2/float64(s.N)), 0.25)
+	z := (math.Log1p(float64(x)) - s.Mean) / sd
+	if z <= 1 {
 		return 0
 	}
-	variance := math.Max(s.M2/float64(s.N), 1.0/16)
-	if p := variance / (d * d); p < 1 {
-		return -math.Log(p)
-	}
-	return 0
+	return math.Sqrt2*z - math.Ln2
 }
 
 // Numbers is the numeric baseline of one route.
@@ -72,8 +70,14 @@ func requestBytes(r *Request) int64 {
 	return int64(len(r.Body))
 }
 
-// numericSurprise adds the route's numeric signals to v.
-func (n *Numbers) numericSurprise(r *Request, v *Verdict) {
+// statusPrior is how many observations the workload's status mix is worth
+// as the prior of one route's: a lot, because a route's own handful of
+// errors is mostly sampling noise around the workload's error rate.
+const statusPrior = 1000.0
+
+// numericSurprise adds the route's numeric signals to v; workload is the
+// status mix of the whole workload, the prior of a route's.
+func (n *Numbers) numericSurprise(r *Request, v *Verdict, workload *[5]uint32) {
 	if s := n.RequestBytes.surpriseAbove(requestBytes(r)); s > 0 {
 		v.add(ReasonRequestSize, s)
 	}
@@ -85,7 +89,13 @@ func (n *Numbers) numericSurprise(r *Request, v *Verdict) {
 		total += c
 	}
 	if total >= minNumObs {
-		p := (float64(n.Status[r.Status/100-1]) + 0.5) / (float64(total) + 2.5)
+		var wTotal uint32
+		for _, c := range workload {
+			wTotal += c
+		}
+		class := r.Status/100 - 1
+		prior := (float64(workload[class]) + 0.5) / (float64(wTotal) + 2.5)
+		p := (float64(n.Status[class]) + statusPrior*prior) / (float64(total) + statusPrior)
 		// Only the unusual: a class the route answers with half the time or
 		// more costs nothing.
 		if s := -math.Log(p) - math.Log(2); s > 0 {

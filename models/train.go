@@ -318,16 +318,22 @@ func (t *Trainer) Model() (*Model, error) {
 	return m, nil
 }
 
-// minCalibration is how many held-back requests a workload needs to be
-// calibrated on its own; with fewer it takes the pooled calibration.
+// minCalibration is the least number of held-back requests a workload needs
+// to be calibrated on its own, whatever the target false-positive rate; it
+// also needs 1/TargetFPR of them, or the quantile it would read is noise.
+// With fewer it takes the calibration pooled over every workload.
 const minCalibration = 50
+
+func (t *Trainer) enoughToCalibrate(n int) bool {
+	return n >= minCalibration && float64(n) >= 1/t.cfg.TargetFPR
+}
 
 // calibrate sets each workload's CalBase and CalCenter from the surprises of
 // its held-back normal requests: their median, and what TargetFPR of them
 // exceed.
 func (t *Trainer) calibrate(m *Model) {
-	per := map[string][]float64{}
-	var pooled []float64
+	per, perResp := map[string][]float64{}, map[string][]float64{}
+	var pooled, pooledResp []float64
 	var s paramScratch
 	for i := range t.heldBack {
 		r := &t.heldBack[i]
@@ -335,20 +341,34 @@ func (t *Trainer) calibrate(m *Model) {
 		if w == nil {
 			continue
 		}
-		// Calibrate what the filter decides on before a response exists:
-		// response signals only ever add to a score.
+		// The request phase decides before a response exists.
 		req := *r
 		req.Status, req.ResponseBytes = 0, 0
 		var v Verdict
 		w.surprise(&req, &s, &v)
 		per[w.Name] = append(per[w.Name], v.Surprise)
 		pooled = append(pooled, v.Surprise)
+		// The response phase, when the response is known.
+		if r.Status != 0 {
+			var vr Verdict
+			w.surprise(r, &s, &vr)
+			perResp[w.Name] = append(perResp[w.Name], vr.Surprise)
+			pooledResp = append(pooledResp, vr.Surprise)
+		}
 	}
 	base, center := calibration(pooled, t.cfg.TargetFPR)
+	var rbase, rcenter float64
+	if len(pooledResp) > 0 {
+		rbase, rcenter = calibration(pooledResp, t.cfg.TargetFPR)
+	}
 	for name, w := range m.Workloads {
 		w.CalBase, w.CalCenter = base, center
-		if xs := per[name]; len(xs) >= minCalibration {
+		if xs := per[name]; t.enoughToCalibrate(len(xs)) {
 			w.CalBase, w.CalCenter = calibration(xs, t.cfg.TargetFPR)
+		}
+		w.RespBase, w.RespCenter = rbase, rcenter
+		if xs := perResp[name]; t.enoughToCalibrate(len(xs)) {
+			w.RespBase, w.RespCenter = calibration(xs, t.cfg.TargetFPR)
 		}
 	}
 }

@@ -10,7 +10,10 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/meshward/meshward/control-plane/decide"
+	"github.com/meshward/meshward/control-plane/detect"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
 	"github.com/meshward/meshward/replay/source"
@@ -37,6 +40,12 @@ type Report struct {
 	Top []Line `json:"top"`
 	// FlaggedBySource counts flagged requests per source principal.
 	FlaggedBySource map[string]int `json:"flagged_by_source"`
+	// Incidents are the lateral movements the detector caught, with their
+	// principals and evidence; Decisions what meshward decided about each,
+	// and Policies the files written for them.
+	Incidents []*detect.Incident `json:"incidents"`
+	Decisions []decide.Decision  `json:"decisions"`
+	Policies  []string           `json:"policies,omitempty"`
 }
 
 // Line is one request's verdict: a line of --scores and an entry of Top.
@@ -161,12 +170,43 @@ func (r *Report) WriteSummary(w io.Writer) {
 			fmt.Fprintf(w, "    %-28s caught %d/%d\n", t.Type, t.Caught, t.Total)
 		}
 	}
+	if len(r.Incidents) > 0 {
+		fmt.Fprintf(w, "  incidents: %d\n", len(r.Incidents))
+		for i, inc := range r.Incidents {
+			var dsts []string
+			for _, e := range inc.NewEdges {
+				dsts = append(dsts, e.Destination)
+			}
+			verdict := "policy written"
+			if i < len(r.Decisions) {
+				if s := r.Decisions[i].Suppressed; s != "" {
+					verdict = "not fenced: " + s
+				} else {
+					verdict = string(r.Decisions[i].Mode) + " policy"
+				}
+			}
+			fmt.Fprintf(w, "    %s at %s: %s → new %s [%s] (%s)\n", inc.Principal, inc.Opened.Format(time.RFC3339), strings.Join(inc.Signals, ", "),
+				strings.Join(dedupe(dsts), ", "), verdict, inc.ID)
+		}
+	}
 	if len(r.Top) > 0 {
 		fmt.Fprintln(w, "  highest scores:")
 		for _, l := range r.Top[:min(5, len(r.Top))] {
 			fmt.Fprintf(w, "    %.3f %s %s %s → %s [%s] (%s)\n", l.Score, l.Method, l.Path, l.Src, l.Dst, strings.Join(l.Reasons, ","), l.Pos)
 		}
 	}
+}
+
+func dedupe(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func sumValues(m map[string]int) int {

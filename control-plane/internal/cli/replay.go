@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/decide"
+	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/report"
 	"github.com/meshward/meshward/replay/runner"
@@ -271,14 +274,81 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "learn: %d requests (%d learned, %d held back for calibration, %d labelled attacks not learned) → model %.12s, %d bytes\n",
 		len(learn), learned, held, attacks, m.SHA256(), m.Size())
 	rep := report.New(run.Name(), m, m.Meta.Threshold, files, monitor, res, problems, 20)
+	if err := detectAndDecide(rep, m, monitor, res); err != nil {
+		return err
+	}
+	if *outDir != "" {
+		if err := os.MkdirAll(*outDir, 0o755); err != nil {
+			return err
+		}
+		if err := writePolicies(rep, filepath.Join(*outDir, "policies")); err != nil {
+			return err
+		}
+	}
 	rep.WriteSummary(stdout)
 	if *outDir == "" {
 		return nil
 	}
-	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+	return writeOutputs(rep, monitor, res, outputFlags{report: filepath.Join(*outDir, "report.json"), scores: filepath.Join(*outDir, "scores.jsonl"), html: filepath.Join(*outDir, "report.html")})
+}
+
+// detectAndDecide runs the lateral-movement detector over the monitored
+// traffic, in order, and decides on each incident (dry run: nothing is
+// enforced offline).
+func detectAndDecide(rep *report.Report, m *models.Model, recs []*source.Record, res []runner.Result) error {
+	d, err := detect.New(detect.DefaultConfig(), m)
+	if err != nil {
 		return err
 	}
-	return writeOutputs(rep, monitor, res, outputFlags{report: filepath.Join(*outDir, "report.json"), scores: filepath.Join(*outDir, "scores.jsonl"), html: filepath.Join(*outDir, "report.html")})
+	rules := decide.DefaultRules()
+	active := 0
+	for i, r := range recs {
+		inc := d.Observe(detect.Observation{TS: r.TS, Request: &r.Request, Score: res[i].Score, Flagged: res[i].Flagged, Reasons: res[i].Reasons, Pos: r.Pos})
+		if inc == nil {
+			continue
+		}
+		dec := decide.Decide(inc, rules, active, inc.Opened)
+		if dec.Suppressed == "" {
+			active++
+		}
+		rep.Decisions = append(rep.Decisions, dec)
+	}
+	rep.Incidents = d.Incidents()
+	// Evidence keeps growing after an incident opens; decisions name the
+	// destinations known at the end.
+	for i := range rep.Decisions {
+		fresh := decide.Decide(rep.Incidents[i], rules, 0, rep.Decisions[i].Created)
+		rep.Decisions[i].Deny = fresh.Deny
+	}
+	return nil
+}
+
+// writePolicies writes the Istio AuthorizationPolicies of every standing
+// decision as YAML files, one per decision.
+func writePolicies(rep *report.Report, dir string) error {
+	for _, dec := range rep.Decisions {
+		aps, err := policy.Istio(dec)
+		if err != nil {
+			rep.Policies = append(rep.Policies, "not written: "+err.Error())
+			continue
+		}
+		if len(aps) == 0 {
+			continue
+		}
+		b, err := policy.YAML(aps)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		path := filepath.Join(dir, dec.ID+".yaml")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return err
+		}
+		rep.Policies = append(rep.Policies, path)
+	}
+	return nil
 }
 
 // splitLearn splits records at a share ("50%", "0.5") or a time (RFC 3339:

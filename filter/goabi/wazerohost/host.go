@@ -20,9 +20,12 @@ type mem struct {
 	mod api.Module
 }
 
-// in returns a host pointer to size bytes of guest memory at ptr (nil when
-// size is 0). The bytes are not copied; the emulator reads them during the
-// call.
+// in returns a host pointer to a copy of size bytes of guest memory at ptr
+// (nil when size is 0). It must be a copy: the SDK's emulator keeps what it
+// is given (header values, metric names) as strings that alias the bytes, and
+// the guest reuses its memory as soon as the call returns. (proxytest's own
+// wrapper hands out views and so can report garbage after the guest's
+// garbage collector has run; a real host copies, as here.)
 func (m mem) in(ptr, size uint64) *byte {
 	if size == 0 {
 		return nil
@@ -31,7 +34,9 @@ func (m mem) in(ptr, size uint64) *byte {
 	if !ok {
 		panic("guest pointer out of range")
 	}
-	return &b[0]
+	c := make([]byte, len(b))
+	copy(c, b)
+	return &c[0]
 }
 
 // out copies host bytes into a buffer the guest allocates, and writes its

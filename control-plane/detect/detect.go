@@ -1,0 +1,331 @@
+// Package detect watches scored traffic per source principal and opens an
+// Incident when a workload starts moving laterally: calling destinations it
+// never called (new edges), fanning out over many of them within a window,
+// drawing bursts of 401/403/404 answers, or a streak of high scores. A single
+// new dependency used at a steady rate with ordinary statuses is a release,
+// not an attack: it is noted but opens nothing.
+package detect
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meshward/meshward/models"
+)
+
+// Config is everything the detector takes. Defaults in DefaultConfig.
+type Config struct {
+	// Window is how far back signals are counted.
+	Window time.Duration
+	// NewDestinations opens an incident when a source reaches this many
+	// destinations it never called within Window.
+	NewDestinations int
+	// DeniedBurst is how many 401/403/404 answers within Window, together
+	// with at least one new destination, open an incident.
+	DeniedBurst int
+	// FlaggedStreak is how many consecutive flagged requests on edges the
+	// source already had, together with at least one new destination, open
+	// an incident.
+	FlaggedStreak int
+	// MaxEvidence bounds the requests an incident keeps as evidence.
+	MaxEvidence int
+}
+
+// DefaultConfig returns the defaults, in one place.
+func DefaultConfig() Config {
+	return Config{Window: time.Minute, NewDestinations: 2, DeniedBurst: 3, FlaggedStreak: 3, MaxEvidence: 20}
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Window <= 0 {
+		errs = append(errs, fmt.Errorf("window: %v must be positive", c.Window))
+	}
+	if c.NewDestinations < 2 {
+		errs = append(errs, fmt.Errorf("new_destinations: %d must be at least 2 (one new dependency is a release)", c.NewDestinations))
+	}
+	if c.DeniedBurst < 1 || c.FlaggedStreak < 1 || c.MaxEvidence < 1 {
+		errs = append(errs, errors.New("denied_burst, flagged_streak and max_evidence must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Observation is one scored request as the detector sees it.
+type Observation struct {
+	TS      time.Time
+	Request *models.Request
+	Score   float64
+	Flagged bool
+	Reasons []string
+	Pos     string
+}
+
+// Edge is evidence of one (new) edge: the destination and route a source used.
+type Edge struct {
+	Destination string    `json:"destination"`
+	Method      string    `json:"method"`
+	Route       string    `json:"route"`
+	Count       int       `json:"count"`
+	Statuses    []int     `json:"statuses,omitempty"`
+	First       time.Time `json:"first"`
+	Last        time.Time `json:"last"`
+}
+
+// Evidence is one request kept with an incident.
+type Evidence struct {
+	TS          time.Time `json:"ts"`
+	Destination string    `json:"destination"`
+	Request     string    `json:"request"`
+	Status      int       `json:"status,omitempty"`
+	Score       float64   `json:"score"`
+	Reasons     []string  `json:"reasons,omitempty"`
+	Pos         string    `json:"pos,omitempty"`
+}
+
+// Incident is a source principal caught moving laterally, with why.
+type Incident struct {
+	ID        string    `json:"id"`
+	Principal string    `json:"principal"`
+	Opened    time.Time `json:"opened"`
+	// FirstNewEdge is when the source first used an edge it never had.
+	FirstNewEdge time.Time `json:"first_new_edge"`
+	// Signals says which thresholds were crossed, e.g. "new_destinations=3".
+	Signals []string `json:"signals"`
+	// NewEdges lists the destinations and routes the source never used before.
+	NewEdges []Edge `json:"new_edges"`
+	// KnownDestinations are the destinations the source was learned calling.
+	KnownDestinations []string   `json:"known_destinations"`
+	Denied            int        `json:"denied_responses"`
+	Flagged           int        `json:"flagged_requests"`
+	Evidence          []Evidence `json:"evidence"`
+}
+
+// Detector turns observations into incidents. It is not safe for concurrent
+// use; feed it in time order.
+type Detector struct {
+	cfg     Config
+	known   map[string]map[string]bool // source → destinations learned
+	sources map[string]*state
+	open    []*Incident
+}
+
+type state struct {
+	newEdges map[string]*Edge // key: destination + " " + method + " " + route
+	recent   []event          // within Window
+	streak   int
+	incident *Incident
+	first    time.Time
+}
+
+type event struct {
+	ts      time.Time
+	newDst  string // "" when the destination is known
+	denied  bool
+	flagged bool
+}
+
+// New returns a detector for traffic scored by m: the model's sections say
+// which destinations each source was learned calling.
+func New(cfg Config, m *models.Model) (*Detector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Detector{cfg: cfg, known: map[string]map[string]bool{}, sources: map[string]*state{}}
+	for name, w := range m.Workloads {
+		if name == models.GlobalWorkload {
+			continue
+		}
+		for _, s := range w.Sources {
+			if d.known[s] == nil {
+				d.known[s] = map[string]bool{}
+			}
+			d.known[s][name] = true
+		}
+	}
+	return d, nil
+}
+
+// Observe feeds one scored request. It returns the incident it opened, or nil.
+func (d *Detector) Observe(o Observation) *Incident {
+	r := o.Request
+	st := d.sources[r.Source]
+	if st == nil {
+		st = &state{newEdges: map[string]*Edge{}}
+		d.sources[r.Source] = st
+	}
+	ev := event{ts: o.TS, flagged: o.Flagged, denied: r.Status == 401 || r.Status == 403 || r.Status == 404}
+	if !d.known[r.Source][r.Destination] {
+		ev.newDst = r.Destination
+		route := models.Template(r.Path)
+		key := r.Destination + " " + r.Method + " " + route
+		e := st.newEdges[key]
+		if e == nil {
+			e = &Edge{Destination: r.Destination, Method: r.Method, Route: route, First: o.TS}
+			st.newEdges[key] = e
+			if st.first.IsZero() {
+				st.first = o.TS
+			}
+		}
+		e.Count++
+		e.Last = o.TS
+		if r.Status != 0 && !containsInt(e.Statuses, r.Status) && len(e.Statuses) < 8 {
+			e.Statuses = append(e.Statuses, r.Status)
+		}
+	}
+	// The streak counts flagged requests on edges the source already had:
+	// a request on a new edge is flagged for being new, which the new-edge
+	// signals count already.
+	switch {
+	case ev.newDst != "":
+	case o.Flagged:
+		st.streak++
+	default:
+		st.streak = 0
+	}
+	// Slide the window.
+	st.recent = append(st.recent, ev)
+	cut := 0
+	for cut < len(st.recent) && o.TS.Sub(st.recent[cut].ts) > d.cfg.Window {
+		cut++
+	}
+	st.recent = st.recent[cut:]
+
+	if inc := st.incident; inc != nil {
+		d.addEvidence(inc, o, ev)
+		inc.NewEdges = sortedEdges(st.newEdges)
+		return nil
+	}
+	newDsts := map[string]bool{}
+	var denied, flagged int
+	for _, e := range st.recent {
+		if e.newDst != "" {
+			newDsts[e.newDst] = true
+		}
+		if e.denied {
+			denied++
+		}
+		if e.flagged {
+			flagged++
+		}
+	}
+	var signals []string
+	if len(newDsts) >= d.cfg.NewDestinations {
+		signals = append(signals, fmt.Sprintf("new_destinations=%d", len(newDsts)))
+	}
+	if len(newDsts) >= 1 && denied >= d.cfg.DeniedBurst {
+		signals = append(signals, fmt.Sprintf("denied_burst=%d", denied))
+	}
+	if len(newDsts) >= 1 && st.streak >= d.cfg.FlaggedStreak {
+		signals = append(signals, fmt.Sprintf("flagged_streak=%d", st.streak))
+	}
+	if len(signals) == 0 {
+		return nil
+	}
+	inc := &Incident{
+		ID:           incidentID(r.Source, st.first),
+		Principal:    r.Source,
+		Opened:       o.TS,
+		FirstNewEdge: st.first,
+		Signals:      signals,
+		NewEdges:     sortedEdges(st.newEdges),
+	}
+	for dst := range d.known[r.Source] {
+		inc.KnownDestinations = append(inc.KnownDestinations, dst)
+	}
+	sort.Strings(inc.KnownDestinations)
+	for _, e := range st.recent {
+		if e.denied {
+			inc.Denied++
+		}
+		if e.flagged {
+			inc.Flagged++
+		}
+	}
+	d.addEvidence(inc, o, event{})
+	st.incident = inc
+	d.open = append(d.open, inc)
+	return inc
+}
+
+func (d *Detector) addEvidence(inc *Incident, o Observation, ev event) {
+	if ev.denied {
+		inc.Denied++
+	}
+	if ev.flagged {
+		inc.Flagged++
+	}
+	if len(inc.Evidence) >= d.cfg.MaxEvidence {
+		return
+	}
+	target := o.Request.Method + " " + o.Request.Path
+	if o.Request.Query != "" {
+		target += "?" + o.Request.Query
+	}
+	inc.Evidence = append(inc.Evidence, Evidence{TS: o.TS, Destination: o.Request.Destination, Request: target,
+		Status: o.Request.Status, Score: o.Score, Reasons: o.Reasons, Pos: o.Pos})
+}
+
+// Incidents returns every incident opened so far, in the order opened.
+func (d *Detector) Incidents() []*Incident { return d.open }
+
+func sortedEdges(m map[string]*Edge) []Edge {
+	out := make([]Edge, 0, len(m))
+	for _, e := range m {
+		out = append(out, *e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].First.Equal(out[j].First) {
+			return out[i].First.Before(out[j].First)
+		}
+		return out[i].Destination+out[i].Route < out[j].Destination+out[j].Route
+	})
+	return out
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// incidentID names an incident stably from its principal and first new edge.
+func incidentID(principal string, first time.Time) string {
+	h := uint64(14695981039346656037)
+	for _, c := range []byte(principal + first.UTC().Format(time.RFC3339Nano)) {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	name := principal
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	return fmt.Sprintf("%s-%08x", sanitize(name), uint32(h))
+}
+
+// sanitize keeps a string usable in a Kubernetes name.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
+			b.WriteRune(c)
+		default:
+			b.WriteByte('-')
+		}
+		if b.Len() >= 40 {
+			break
+		}
+	}
+	out := strings.Trim(b.String(), "-")
+	if out == "" {
+		return "source"
+	}
+	return out
+}
