@@ -110,8 +110,29 @@ func (f *outputFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.top, "top", 20, "how many of the highest-scored requests the report lists")
 }
 
-func newRunner(kind, wasmPath string, m *models.Model, threshold float64) (runner.Runner, error) {
+// liveFlags configure the live runner.
+type liveFlags struct {
+	url         string
+	speed       float64
+	concurrency int
+}
+
+func (f *liveFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.url, "url", "", "for -runner live: the listener to send the requests to (an Envoy with the filter, response_score on)")
+	fs.Float64Var(&f.speed, "speed", 0, "for -runner live: 1 keeps the original pacing, 10 is ten times faster, 0 sends as fast as allowed")
+	fs.IntVar(&f.concurrency, "concurrency", 8, "for -runner live: requests in flight at most")
+}
+
+func newRunner(kind, wasmPath string, m *models.Model, threshold float64, live liveFlags) (runner.Runner, error) {
 	switch kind {
+	case "live":
+		if live.url == "" {
+			return nil, fmt.Errorf("%w: -runner live needs -url", ErrUsage)
+		}
+		if live.speed < 0 || live.concurrency < 1 {
+			return nil, fmt.Errorf("%w: -speed must be ≥ 0 and -concurrency ≥ 1", ErrUsage)
+		}
+		return &runner.Live{URL: live.url, Speed: live.speed, Concurrency: live.concurrency}, nil
 	case "native":
 		return &runner.Native{Model: m, Threshold: threshold}, nil
 	case "wasm":
@@ -125,7 +146,7 @@ func newRunner(kind, wasmPath string, m *models.Model, threshold float64) (runne
 		}
 		return w, nil
 	}
-	return nil, fmt.Errorf("%w: -runner %q: want native or wasm", ErrUsage, kind)
+	return nil, fmt.Errorf("%w: -runner %q: want native, wasm or live", ErrUsage, kind)
 }
 
 // defaultWasm is where make puts the compiled filter.
@@ -134,9 +155,11 @@ const defaultWasm = "build/meshward.wasm"
 func replay(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", stderr)
 	modelPath := fs.String("model", "", "the model to score with (binary, base64, or plugin config JSON); required")
-	kind := fs.String("runner", "native", "native (the models code in process) or wasm (the compiled filter under the proxy-wasm host emulator)")
+	kind := fs.String("runner", "native", "native (the models code in process), wasm (the compiled filter under the proxy-wasm host emulator) or live (a listener)")
 	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter, for -runner wasm")
 	threshold := fs.Float64("threshold", 0, "flag above this score (0: the model's threshold)")
+	var lf liveFlags
+	lf.register(fs)
 	var sf sourceFlags
 	sf.register(fs)
 	var of outputFlags
@@ -158,7 +181,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	run, err := newRunner(*kind, *wasmPath, m, *threshold)
+	run, err := newRunner(*kind, *wasmPath, m, *threshold, lf)
 	if err != nil {
 		return err
 	}
@@ -261,7 +284,7 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 			*kind = "wasm"
 		}
 	}
-	run, err := newRunner(*kind, *wasmPath, m, 0)
+	run, err := newRunner(*kind, *wasmPath, m, 0, liveFlags{})
 	if err != nil {
 		return err
 	}
