@@ -153,9 +153,10 @@ type httpContext struct {
 	waiting bool
 	req     models.Request
 	forged  bool
-	// scored and flagged record the request phase's verdict, which the
-	// response phase revisits with the status and size.
+	// scored, flagged and verdict record the request phase's verdict, which
+	// the response phase completes with the status and size.
 	scored, flagged bool
+	verdict         models.Verdict
 }
 
 // OnHttpRequestHeaders reads the request and judges it, or holds it for its
@@ -239,7 +240,7 @@ func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
 	if cl, err := proxywasm.GetHttpResponseHeader("content-length"); err == nil {
 		h.req.ResponseBytes, _ = strconv.ParseInt(cl, 10, 64)
 	}
-	v := s.Section.ScoreWith(&h.req, &p.scratch)
+	v := s.Section.RespondWith(&h.req, h.verdict)
 	flagged := v.Score > s.Threshold
 	if flagged && !h.flagged {
 		m.flagged.Increment(1)
@@ -258,7 +259,7 @@ func (h *httpContext) judge() types.Action {
 	p := h.plugin
 	s, m := p.settings, p.metrics
 	v := s.Section.ScoreWith(&h.req, &p.scratch)
-	h.scored = true
+	h.scored, h.verdict = true, v
 	permille := uint64(v.Score*1000 + 0.5)
 	m.score.Record(permille)
 	score := formatPermille(permille)

@@ -200,3 +200,43 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// TestRespondWithEqualsScoringAtOnce checks the filter's two phases against
+// scoring with the response known: the same score, to the bit.
+func TestRespondWithEqualsScoringAtOnce(t *testing.T) {
+	m, f := trainMeshWithResponses(t)
+	s := new(Scratch)
+	for i := 0; i < 2000; i++ {
+		r := f.request()
+		r.Status = []int{200, 200, 200, 404, 500, 403}[i%6]
+		r.ResponseBytes = int64([]int{300, 2000, 50_000_000}[i%3])
+		w := m.Workload(r.Destination)
+		atOnce := w.ScoreWith(&r, s)
+		req := r
+		req.Status, req.ResponseBytes = 0, 0
+		phased := w.RespondWith(&r, w.ScoreWith(&req, s))
+		if atOnce.Score != phased.Score || atOnce.Surprise != phased.Surprise || atOnce.NReason != phased.NReason {
+			t.Fatalf("request %d: at once %+v, in two phases %+v", i, atOnce, phased)
+		}
+	}
+}
+
+func trainMeshWithResponses(t testing.TB) (*Model, *meshFixture) {
+	f := newMeshFixture(20, 3)
+	cfg := DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, _ := NewTrainer(cfg)
+	for i := 0; i < 40_000; i++ {
+		r := f.request()
+		r.Status, r.ResponseBytes = 200, int64(500+f.rng.IntN(3000))
+		if i%97 == 0 {
+			r.Status = 503
+		}
+		tr.Observe(&r)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, f
+}

@@ -309,10 +309,37 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	}
 
 	if routeKnown {
-		w.Routes[ri].Numbers.numericSurprise(r, v, &w.statusMix)
+		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
+	w.paramSurprise(r, s, v, ri, routeKnown)
+	// Response signals come last, so that adding them to a request-phase
+	// verdict (RespondWith) sums in the same order as scoring at once.
+	if routeKnown {
+		w.Routes[ri].Numbers.responseSurprise(r, v, &w.statusMix)
+	}
+}
 
-	// Parameters: the most surprising value, and names the route never had.
+// RespondWith completes a request-phase verdict (scored with no response)
+// with the response's status and size, as the filter's response phase does:
+// the result equals scoring the request with its response at once, without
+// judging its parameters again.
+func (w *Workload) RespondWith(r *Request, v Verdict) Verdict {
+	var buf [MaxRouteBytes + 8]byte
+	tmpl := AppendTemplate(buf[:0], r.Path)
+	if ri, ok := w.routeIndex.get(hashBytes(hashString(fnvOffset, r.Method), tmpl)); ok {
+		w.Routes[ri].Numbers.responseSurprise(r, &v, &w.statusMix)
+	}
+	if r.Status != 0 && w.RespCenter > 0 {
+		v.Score = calibrate(v.Surprise, w.RespBase, w.RespCenter)
+	} else {
+		v.Score = calibrate(v.Surprise, w.CalBase, w.CalCenter)
+	}
+	return v
+}
+
+// paramSurprise adds the most surprising value, and the names the route
+// never had, to v.
+func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uint32, routeKnown bool) {
 	if len(w.Params) == 0 {
 		return
 	}

@@ -75,12 +75,17 @@ func requestBytes(r *Request) int64 {
 // errors is mostly sampling noise around the workload's error rate.
 const statusPrior = 1000.0
 
-// numericSurprise adds the route's numeric signals to v; workload is the
-// status mix of the whole workload, the prior of a route's.
-func (n *Numbers) numericSurprise(r *Request, v *Verdict, workload *[5]uint32) {
+// requestSurprise adds the route's request-size signal to v.
+func (n *Numbers) requestSurprise(r *Request, v *Verdict) {
 	if s := n.RequestBytes.surpriseAbove(requestBytes(r)); s > 0 {
 		v.add(ReasonRequestSize, s)
 	}
+}
+
+// responseSurprise adds the route's response signals to v (nothing when the
+// response is unknown); workload is the status mix of the whole workload,
+// the prior of a route's.
+func (n *Numbers) responseSurprise(r *Request, v *Verdict, workload *[5]uint32) {
 	if r.Status < 100 || r.Status >= 600 {
 		return
 	}
