@@ -2,7 +2,7 @@ package detect_test
 
 import (
 	"fmt"
-	"os"
+	"github.com/meshward/meshward/internal/testdata"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -164,16 +164,10 @@ func TestProtectedNamespaceIsNeverFenced(t *testing.T) {
 // services it never called: exactly that principal is caught, within 5 s of
 // its first new edge; the benign replay of later traces opens nothing.
 func TestTrainTicketScenario(t *testing.T) {
-	dir := os.Getenv("MESHWARD_DATA")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "data")
-		if _, err := os.Stat(dir); err != nil {
-			t.Skipf("SKIPPED: MESHWARD_DATA is unset and %s does not exist; the TrainTicket scenario needs the shared data", dir)
-		}
-	}
-	files, err := filepath.Glob(filepath.Join(dir, "trainticket_traces", "*", "*_trace.csv.gz"))
+	dir := testdata.Dir(t, "trainticket_traces")
+	files, err := filepath.Glob(filepath.Join(dir, "*", "*_trace.csv.gz"))
 	if err != nil || len(files) < 20 {
-		t.Fatalf("TrainTicket traces not found under %s (MESHWARD_DATA is set): %v", dir, err)
+		t.Fatalf("TrainTicket traces not found under %s: %v", dir, err)
 	}
 	sort.Strings(files)
 	read := func(paths []string) []*source.Record {

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/meshward/meshward/internal/testdata"
 	"os"
 	"path/filepath"
 	"strings"
@@ -401,21 +402,7 @@ func TestEncodersAndPlacements(t *testing.T) {
 // ../shared/data beside the repository, and the test is skipped, saying
 // so, only if that directory does not exist. Only counts are logged.
 func TestRealData(t *testing.T) {
-	dir, fromEnv := os.Getenv(EnvDataDir), true
-	if dir == "" {
-		fromEnv = false
-		root, err := repoRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(root, "..", "shared", "data")
-	}
-	if _, err := os.Stat(dir); err != nil {
-		if fromEnv {
-			t.Fatalf("MESHWARD_DATA=%s but the data cannot be read: %v", dir, err)
-		}
-		t.Skipf("MESHWARD_DATA is unset and the default data directory %s does not exist; set MESHWARD_DATA to run this test", dir)
-	}
+	dir := testdata.Dir(t, "")
 
 	sane := map[string][2]int{
 		HTTPParams:    {20000, 21000},
@@ -460,23 +447,5 @@ func TestRealData(t *testing.T) {
 				t.Errorf("%s: split %s has %d normal, %d attack examples; want both", name, s, c[0], c[1])
 			}
 		}
-	}
-}
-
-// repoRoot finds the directory of go.mod above the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
-		}
-		dir = parent
 	}
 }

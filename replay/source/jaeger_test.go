@@ -5,8 +5,8 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
+	"github.com/meshward/meshward/internal/testdata"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -206,38 +206,8 @@ func TestPodService(t *testing.T) {
 	}
 }
 
-// dataDir returns $MESHWARD_DATA, or ../shared/data beside the repository
-// root (found by walking up to go.mod). It fails when MESHWARD_DATA is set
-// but unreadable and skips, saying so, when it is unset and the default is
-// missing.
-func dataDir(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("MESHWARD_DATA"); d != "" {
-		if _, err := os.Stat(d); err != nil {
-			t.Fatalf("MESHWARD_DATA=%s but the data cannot be read: %v", d, err)
-		}
-		return d
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = up
-	}
-	d := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("SKIPPED: MESHWARD_DATA is unset and the default data directory %s does not exist; set MESHWARD_DATA to run this test", d)
-	}
-	return d
-}
+// dataDir returns the shared data directory (see internal/testdata).
+func dataDir(t *testing.T) string { return testdata.Dir(t, "") }
 
 // TestTrainTicketTraces reads every trace file of the TrainTicket data and
 // checks that the service graph has a sane size (the README: 28 services,

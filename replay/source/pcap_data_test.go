@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"github.com/meshward/meshward/internal/testdata"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,39 +13,8 @@ import (
 	"testing"
 )
 
-// pcapDataDir finds the captures: $MESHWARD_DATA/pcaps, else
-// ../shared/data/pcaps beside the repository root. It fails when
-// MESHWARD_DATA is set but unreadable, and skips when the default is missing.
-func pcapDataDir(t testing.TB) string {
-	t.Helper()
-	if d := os.Getenv("MESHWARD_DATA"); d != "" {
-		dir := filepath.Join(d, "pcaps")
-		if _, err := os.ReadDir(dir); err != nil {
-			t.Fatalf("MESHWARD_DATA=%s: %v", d, err)
-		}
-		return dir
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := wd
-	for {
-		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
-			break
-		}
-		up := filepath.Dir(root)
-		if up == root {
-			t.Fatalf("no go.mod above %s", wd)
-		}
-		root = up
-	}
-	dir := filepath.Join(root, "..", "shared", "data", "pcaps")
-	if _, err := os.ReadDir(dir); err != nil {
-		t.Skipf("SKIPPING: no capture data at %s (%v); set MESHWARD_DATA to the data directory to run this test", dir, err)
-	}
-	return dir
-}
+// pcapDataDir returns the shared captures (see internal/testdata).
+func pcapDataDir(t testing.TB) string { return testdata.Dir(t, "pcaps") }
 
 type pcapManifestEntry struct {
 	File         string         `json:"file"`
