@@ -25,7 +25,7 @@ WASM_ENV   := GOOS=wasip1 GOARCH=wasm
 WASM_FLAGS := -trimpath -buildmode=c-shared
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check e2e bench eval run fuzz clean
+.PHONY: help build wasm test check deps e2e bench eval run fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -54,7 +54,7 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 	$(WASM_ENV) $(GO) vet ./models/...
 	$(WASM_ENV) $(GO) build ./models/... && $(WASM_ENV) $(GO) build $(WASM_FLAGS) -o /dev/null ./filter
 
-test: check $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
+test: check deps $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
 
@@ -68,10 +68,14 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
+deps: ## install what tests need from Debian's packages (redis-server)
+	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || \
+	  { echo "installing redis-server (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
+
 e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
 
-bench: $(WASM) $(PASSWASM) ## print the figures users care about (see README)
+bench: deps $(WASM) $(PASSWASM) ## print the figures users care about (see README)
 	@# Each binding runs in its own process, so one's garbage does not slow the
 	@# other; GOGC=400 calms the host-side emulator's garbage collection, which
 	@# otherwise adds ±1 µs of noise to per-request figures (the guest's own GC
@@ -91,6 +95,8 @@ bench: $(WASM) $(PASSWASM) ## print the figures users care about (see README)
 	@$(GO) test -run '^$$' -bench 'TrainMillion' -benchtime 1x -benchmem ./models/ | grep -E '^Benchmark' | tee -a $(BUILD)/bench-models.txt
 	@echo "replay throughput over 20,000 generated mesh requests (requests/s, heap):"
 	@$(GO) test -run '^$$' -bench 'Runner' -benchtime 3x ./replay/runner/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-replay.txt
+	@echo "collector ingest into a real redis-server (records/s; redis-benchmark's pipelined SETs/s beside it):"
+	@$(GO) test -run '^$$' -bench 'Ingest' -benchtime 200x ./control-plane/store/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-store.txt
 	@echo "reading traffic (requests/s):"
 	@$(GO) test -run '^$$' -bench 'ReadRawHTTP|ReadPcap' -benchtime 20x ./replay/source/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-sources.txt
 

@@ -1,0 +1,298 @@
+// Package store keeps what the control plane aggregates in Redis (through
+// github.com/redis/go-redis/v9, so a single server, a cluster or the
+// embedded server are one code path): windowed edge counters, per-source
+// fan-out (HyperLogLog), per-route statistics, capped sample streams for
+// training, model versions content-addressed by sha256, and incidents.
+//
+// Every key has a bounded size or a TTL. Keys of a destination's flows carry
+// its name as a hash tag ({dst}) and a source's fan-out its principal, so a
+// Redis Cluster spreads workloads over slots and each operation stays on one.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meshward/meshward/models"
+)
+
+// Config is everything the store takes. Defaults in DefaultConfig.
+type Config struct {
+	// Prefix starts every key.
+	Prefix string
+	// Window is the width of the counting windows.
+	Window time.Duration
+	// Retention is how long windowed keys live.
+	Retention time.Duration
+	// MaxSamples caps each destination's training sample stream.
+	MaxSamples int64
+	// MaxModels is how many model versions are kept.
+	MaxModels int64
+	// MaxIncidents caps the incident list.
+	MaxIncidents int64
+}
+
+// DefaultConfig returns the defaults, in one place.
+func DefaultConfig() Config {
+	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000}
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Prefix == "" || strings.ContainsAny(c.Prefix, "{} ") {
+		errs = append(errs, fmt.Errorf("prefix: %q must be non-empty, without braces or spaces", c.Prefix))
+	}
+	if c.Window < time.Second || c.Retention < c.Window {
+		errs = append(errs, fmt.Errorf("window %v must be ≥ 1s and retention %v ≥ window", c.Window, c.Retention))
+	}
+	if c.MaxSamples < 1 || c.MaxModels < 1 || c.MaxIncidents < 1 {
+		errs = append(errs, errors.New("max_samples, max_models and max_incidents must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Record is what the collector stores of one request: its edge, route,
+// what training needs (no raw body; query values hashed by the filter),
+// and its verdict.
+type Record struct {
+	TS          time.Time      `json:"ts"`
+	Request     models.Request `json:"request"`
+	Route       string         `json:"route"`
+	Score       float64        `json:"score"`
+	Flagged     bool           `json:"flagged"`
+	ModelSHA256 string         `json:"model,omitempty"`
+}
+
+// Store is the Redis-backed store. It is safe for concurrent use.
+type Store struct {
+	rdb redis.UniversalClient
+	cfg Config
+}
+
+// ErrNotFound is returned for a missing model or key.
+var ErrNotFound = errors.New("not found")
+
+// New returns a store on a client (single server, cluster or ring).
+func New(rdb redis.UniversalClient, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Store{rdb: rdb, cfg: cfg}, nil
+}
+
+func (s *Store) window(t time.Time) int64 { return t.UnixNano() / int64(s.cfg.Window) }
+
+// tag makes a key hash-tagged by name: every key of one workload (or one
+// source's fan-out) lands on one Cluster slot.
+func (s *Store) tag(name string, parts ...string) string {
+	return s.cfg.Prefix + ":{" + name + "}:" + strings.Join(parts, ":")
+}
+
+// Ingest stores a batch of records: edge counts per destination and window,
+// fan-out per source and window, route statistics, and training samples of
+// normal requests. Counts are summed within the batch first, so Redis sees
+// one command per key and field, not one per record; the batch goes in one
+// pipeline.
+func (s *Store) Ingest(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	counts := map[string]map[string]int64{} // key → field → increment
+	fan := map[string][]interface{}{}       // key → destinations
+	samples := map[string][]*models.Request{}
+	count := func(key, field string) {
+		m := counts[key]
+		if m == nil {
+			m = map[string]int64{}
+			counts[key] = m
+		}
+		m[field]++
+	}
+	pipe := s.rdb.Pipeline()
+	for i := range recs {
+		r := &recs[i]
+		q := &r.Request
+		w := strconv.FormatInt(s.window(r.TS), 10)
+		count(s.tag(q.Destination, "edges", w), q.Source+"|"+q.Method+"|"+r.Route)
+		fk := s.tag(q.Source, "fanout", w)
+		fan[fk] = append(fan[fk], q.Destination)
+		route := s.tag(q.Destination, "route", q.Method+" "+r.Route)
+		count(route, "count")
+		if q.Status >= 100 && q.Status < 600 {
+			count(route, "status_"+strconv.Itoa(q.Status/100)+"xx")
+		}
+		if r.Flagged {
+			count(route, "flagged")
+		}
+		if !r.Flagged {
+			k := s.tag(q.Destination, "samples")
+			samples[k] = append(samples[k], q)
+		}
+	}
+	// A batch's samples of one destination go in one stream entry; the cap
+	// counts entries, so it is divided by the batch's share.
+	for key, qs := range samples {
+		if int64(len(qs)) > s.cfg.MaxSamples {
+			qs = qs[int64(len(qs))-s.cfg.MaxSamples:]
+		}
+		b, err := json.Marshal(qs)
+		if err != nil {
+			return err
+		}
+		maxLen := max(1, s.cfg.MaxSamples/int64(len(qs)))
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: maxLen, Approx: true, Values: []string{"r", string(b)}})
+		pipe.Expire(ctx, key, s.cfg.Retention)
+	}
+	ttl := s.cfg.Retention
+	for key, fields := range counts {
+		for f, n := range fields {
+			pipe.HIncrBy(ctx, key, f, n)
+		}
+		pipe.Expire(ctx, key, ttl)
+	}
+	for key, dsts := range fan {
+		pipe.PFAdd(ctx, key, dsts...)
+		pipe.Expire(ctx, key, ttl)
+	}
+	_, err := pipe.Exec(ctx)
+	return err
+}
+
+// Edge is a counted (source, method, route) edge of a destination.
+type Edge struct {
+	Source, Method, Route string
+	Count                 int64
+}
+
+// Edges returns the edges of a destination counted in the window holding t.
+func (s *Store) Edges(ctx context.Context, dst string, t time.Time) ([]Edge, error) {
+	m, err := s.rdb.HGetAll(ctx, s.tag(dst, "edges", strconv.FormatInt(s.window(t), 10))).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Edge, 0, len(m))
+	for k, v := range m {
+		parts := strings.SplitN(k, "|", 3)
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if len(parts) == 3 {
+			out = append(out, Edge{Source: parts[0], Method: parts[1], Route: parts[2], Count: n})
+		}
+	}
+	return out, nil
+}
+
+// FanOut estimates how many distinct destinations a source called in the
+// windows from since to until (HyperLogLog, about 1 % error).
+func (s *Store) FanOut(ctx context.Context, src string, since, until time.Time) (int64, error) {
+	var keys []string
+	for w := s.window(since); w <= s.window(until); w++ {
+		keys = append(keys, s.tag(src, "fanout", strconv.FormatInt(w, 10)))
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	return s.rdb.PFCount(ctx, keys...).Result()
+}
+
+// Samples returns up to n of the most recent normal requests of a
+// destination, oldest first, for training (n also bounds the stream entries
+// read).
+func (s *Store) Samples(ctx context.Context, dst string, n int64) ([]models.Request, error) {
+	msgs, err := s.rdb.XRevRangeN(ctx, s.tag(dst, "samples"), "+", "-", n).Result()
+	if err != nil {
+		return nil, err
+	}
+	var out []models.Request
+	for i := len(msgs) - 1; i >= 0; i-- {
+		raw, _ := msgs[i].Values["r"].(string)
+		var qs []models.Request
+		if err := json.Unmarshal([]byte(raw), &qs); err != nil {
+			return nil, fmt.Errorf("sample entry %s of %s: %w", msgs[i].ID, dst, err)
+		}
+		out = append(out, qs...)
+	}
+	if int64(len(out)) > n {
+		out = out[int64(len(out))-n:]
+	}
+	return out, nil
+}
+
+// PutModel stores an encoded model under its sha256 (content addressing:
+// storing it twice is harmless), records it in the history, and deletes
+// versions that fall off the end of the history.
+func (s *Store) PutModel(ctx context.Context, encoded []byte) (string, error) {
+	if _, err := models.Decode(encoded); err != nil {
+		return "", fmt.Errorf("refusing to store an invalid model: %w", err)
+	}
+	sum := sha256.Sum256(encoded)
+	sha := hex.EncodeToString(sum[:])
+	history := s.cfg.Prefix + ":models"
+	if err := s.rdb.Set(ctx, s.cfg.Prefix+":model:"+sha, encoded, 0).Err(); err != nil {
+		return "", err
+	}
+	pipe := s.rdb.TxPipeline()
+	pipe.LRem(ctx, history, 0, sha)
+	pipe.LPush(ctx, history, sha)
+	old := pipe.LRange(ctx, history, s.cfg.MaxModels, -1)
+	pipe.LTrim(ctx, history, 0, s.cfg.MaxModels-1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return "", err
+	}
+	for _, o := range old.Val() {
+		if o != sha {
+			s.rdb.Del(ctx, s.cfg.Prefix+":model:"+o)
+		}
+	}
+	return sha, nil
+}
+
+// Model returns an encoded model by sha256.
+func (s *Store) Model(ctx context.Context, sha string) ([]byte, error) {
+	b, err := s.rdb.Get(ctx, s.cfg.Prefix+":model:"+sha).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("model %s: %w", sha, ErrNotFound)
+	}
+	return b, err
+}
+
+// Models lists the stored versions, newest first.
+func (s *Store) Models(ctx context.Context) ([]string, error) {
+	return s.rdb.LRange(ctx, s.cfg.Prefix+":models", 0, -1).Result()
+}
+
+// PutIncident appends an incident (any JSON value) to the capped list.
+func (s *Store) PutIncident(ctx context.Context, incident any) error {
+	b, err := json.Marshal(incident)
+	if err != nil {
+		return err
+	}
+	key := s.cfg.Prefix + ":incidents"
+	pipe := s.rdb.TxPipeline()
+	pipe.LPush(ctx, key, b)
+	pipe.LTrim(ctx, key, 0, s.cfg.MaxIncidents-1)
+	_, err = pipe.Exec(ctx)
+	return err
+}
+
+// Incidents returns up to n incidents, newest first, as raw JSON.
+func (s *Store) Incidents(ctx context.Context, n int64) ([]json.RawMessage, error) {
+	vals, err := s.rdb.LRange(ctx, s.cfg.Prefix+":incidents", 0, n-1).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(vals))
+	for i, v := range vals {
+		out[i] = json.RawMessage(v)
+	}
+	return out, nil
+}
