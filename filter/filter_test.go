@@ -17,11 +17,12 @@ import (
 )
 
 const (
-	workload  = "reviews.shop"
-	frontend  = "spiffe://cluster.local/ns/shop/sa/frontend"
-	ratings   = "spiffe://cluster.local/ns/shop/sa/ratings"
-	attacker  = "spiffe://cluster.local/ns/shop/sa/compromised"
-	probeAddr = "10.0.0.7"
+	collectorToken = "test-collector-token"
+	workload       = "reviews.shop"
+	frontend       = "spiffe://cluster.local/ns/shop/sa/frontend"
+	ratings        = "spiffe://cluster.local/ns/shop/sa/ratings"
+	attacker       = "spiffe://cluster.local/ns/shop/sa/compromised"
+	probeAddr      = "10.0.0.7"
 )
 
 // fixtureModel is a small model of one workload, built by the real trainer.
@@ -65,7 +66,7 @@ func fixtureHeaders(i int) []models.Header {
 
 func config(t testing.TB, mode pluginconfig.Mode, model []byte) []byte {
 	t.Helper()
-	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector"}
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken}
 	if model != nil {
 		c.WithModel(model)
 	}
@@ -106,7 +107,10 @@ func TestBadConfigurationsAreRefused(t *testing.T) {
 		{"model truncated", `{"mode":"monitor","workload":"a","model":"` + b64(model[:30]) + `"}`, "model: invalid model", nil},
 		{"model missing in monitor", `{"mode":"monitor","workload":"a"}`, "model: required in monitor mode", nil},
 		{"model missing in enforce", `{"mode":"enforce","workload":"a"}`, "model: required in enforce mode", nil},
-		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector"}`, "collector_cluster:", nil},
+		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector","collector_token":"0123456789abcdef"}`, "collector_cluster:", nil},
+		{"collector without token", `{"workload":"a","collector_cluster":"meshward-collector"}`, "collector_token must be set", nil},
+		{"sample rate above one", `{"workload":"a","sample_rate":1.5}`, "shipping: sample_rate 1.5", nil},
+		{"batch larger than buffer", `{"workload":"a","max_buffer":10,"batch_size":20}`, "shipping: max_buffer", nil},
 		{"workload missing", `{"mode":"learn"}`, "workload: not set", nil},
 		{"workload with newline", `{"workload":"a\nb"}`, "workload:", nil},
 		{"score header upper case", `{"workload":"a","score_header":"X-Score"}`, "score_header:", nil},

@@ -37,6 +37,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
+	shipped, dropped                              proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -46,6 +47,8 @@ type pluginContext struct {
 	metrics  *metrics
 	// scratch is the scoring memory; one request is scored at a time.
 	scratch models.Scratch
+	// ship buffers records for the collector.
+	ship shipper
 	// pendingRequests counts requests not yet added to MetricRequests. The
 	// busiest counter is flushed on every tick instead of costing a host
 	// call per request; Envoy reports metrics periodically anyway.
@@ -55,8 +58,11 @@ type pluginContext struct {
 // tickPeriod is how often the plugin flushes batched metrics.
 const tickPeriod = 1000 // milliseconds
 
-// OnTick flushes batched metrics.
-func (p *pluginContext) OnTick() { p.flush() }
+// OnTick flushes batched metrics and ships the next batch of records.
+func (p *pluginContext) OnTick() {
+	p.flush()
+	p.sendBatch()
+}
 
 // OnPluginDone flushes batched metrics before the plugin goes away.
 func (p *pluginContext) OnPluginDone() bool {
@@ -81,6 +87,8 @@ func (p *pluginContext) defineMetrics() {
 		denied:   proxywasm.DefineCounterMetric(MetricDenied),
 		unscored: proxywasm.DefineCounterMetric(MetricUnscored),
 		rejected: proxywasm.DefineCounterMetric(MetricConfigRejected),
+		shipped:  proxywasm.DefineCounterMetric(MetricShipped),
+		dropped:  proxywasm.DefineCounterMetric(MetricDropped),
 		score:    proxywasm.DefineHistogramMetric(MetricScore),
 	}
 }
@@ -157,6 +165,8 @@ type httpContext struct {
 	// the response phase completes with the status and size.
 	scored, flagged bool
 	verdict         models.Verdict
+	// learned marks a request read in learn mode, shipped unscored.
+	learned bool
 }
 
 // OnHttpRequestHeaders reads the request and judges it, or holds it for its
@@ -172,6 +182,12 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	defer h.failOpen(&action)
 	p.pendingRequests++
 	if s.Mode == pluginconfig.ModeLearn {
+		// Learning is recording: the request is read only to be shipped.
+		if s.CollectorCluster != "" {
+			if _, err := readRequest(&h.req, s.Workload, s.ScoreHeader); err == nil {
+				h.learned = true
+			}
+		}
 		return types.ActionContinue
 	}
 	forged, err := readRequest(&h.req, s.Workload, s.ScoreHeader)
@@ -209,6 +225,19 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 	return h.judge()
 }
 
+// OnHttpStreamDone queues the stream's record for the collector, with the
+// final verdict (the response's status and size included when there was one).
+func (h *httpContext) OnHttpStreamDone() {
+	defer func() {
+		if r := recover(); r != nil {
+			proxywasm.LogErrorf("meshward: could not queue a record: %v", r)
+		}
+	}()
+	if h.plugin.settings != nil && h.plugin.metrics != nil {
+		h.plugin.enqueue(h)
+	}
+}
+
 // failOpen turns a panic into a request let through and counted unscored.
 func (h *httpContext) failOpen(action *types.Action) {
 	if r := recover(); r != nil {
@@ -226,21 +255,21 @@ func (h *httpContext) failOpen(action *types.Action) {
 // bytes than usual (exfiltration), raises the score. It can no longer block;
 // it counts the request as flagged if the request phase did not.
 func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
+	if h.learned {
+		h.readResponse()
+		return types.ActionContinue
+	}
 	if !h.scored {
 		return types.ActionContinue
 	}
 	defer h.failOpen(&action)
 	p := h.plugin
 	s, m := p.settings, p.metrics
-	status, err := proxywasm.GetHttpResponseHeader(":status")
-	if err != nil {
+	if !h.readResponse() {
 		return types.ActionContinue
 	}
-	h.req.Status, _ = strconv.Atoi(status)
-	if cl, err := proxywasm.GetHttpResponseHeader("content-length"); err == nil {
-		h.req.ResponseBytes, _ = strconv.ParseInt(cl, 10, 64)
-	}
 	v := s.Section.RespondWith(&h.req, h.verdict)
+	h.verdict = v
 	flagged := v.Score > s.Threshold
 	if flagged && !h.flagged {
 		m.flagged.Increment(1)
@@ -252,6 +281,19 @@ func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
 		}
 	}
 	return types.ActionContinue
+}
+
+// readResponse takes the response's status and size into the request.
+func (h *httpContext) readResponse() bool {
+	status, err := proxywasm.GetHttpResponseHeader(":status")
+	if err != nil {
+		return false
+	}
+	h.req.Status, _ = strconv.Atoi(status)
+	if cl, err := proxywasm.GetHttpResponseHeader("content-length"); err == nil {
+		h.req.ResponseBytes, _ = strconv.ParseInt(cl, 10, 64)
+	}
+	return true
 }
 
 // judge scores the request read so far and acts on the verdict.

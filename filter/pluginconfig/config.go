@@ -34,6 +34,9 @@ const (
 const (
 	DefaultMode        = ModeLearn
 	DefaultScoreHeader = "x-meshward-score"
+	DefaultSampleRate  = 0.05
+	DefaultMaxBuffer   = 2000
+	DefaultBatchSize   = 500
 	// MaxConfigBytes bounds the whole document (the model dominates it).
 	MaxConfigBytes = 2 * models.MaxModelBytes
 )
@@ -48,6 +51,7 @@ var (
 	ErrCollectorCluster = errors.New("collector_cluster")
 	ErrWorkload         = errors.New("workload")
 	ErrScoreHeader      = errors.New("score_header")
+	ErrShipping         = errors.New("shipping")
 )
 
 // Config is the plugin configuration as written by a person or the control
@@ -61,8 +65,18 @@ type Config struct {
 	// Model is the encoded model (models.Encode), base64 (standard
 	// alphabet). Required in monitor and enforce.
 	Model string `json:"model,omitempty"`
-	// CollectorCluster is the Envoy cluster the filter ships records to.
+	// CollectorCluster is the Envoy cluster the filter ships records to;
+	// empty ships nothing.
 	CollectorCluster string `json:"collector_cluster,omitempty"`
+	// CollectorToken is the bearer token the collector expects.
+	CollectorToken string `json:"collector_token,omitempty"`
+	// SampleRate is the share of unflagged requests shipped (flagged ones
+	// always are); default 0.05.
+	SampleRate *float64 `json:"sample_rate,omitempty"`
+	// MaxBuffer bounds the records waiting to be shipped (default 2000);
+	// BatchSize the records of one batch (default 500).
+	MaxBuffer int `json:"max_buffer,omitempty"`
+	BatchSize int `json:"batch_size,omitempty"`
 	// Workload is the local workload's identity (the destination of every
 	// request this filter sees). When empty, the filter reads it from the
 	// node metadata (Istio's WORKLOAD_NAME and NAMESPACE).
@@ -89,6 +103,12 @@ type Settings struct {
 	Workload         string
 	ScoreHeader      string
 	ResponseScore    bool
+	CollectorToken   string
+	SampleRate       float64
+	MaxBuffer        int
+	BatchSize        int
+	// CollectorTimeoutMS bounds one batch's call.
+	CollectorTimeoutMS uint32
 }
 
 // Parse decodes and validates a configuration. fallbackWorkload is used when
@@ -115,11 +135,25 @@ func Parse(data []byte, fallbackWorkload string) (*Settings, error) {
 // Settings validates c and resolves its defaults.
 func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	s := &Settings{
-		Mode:             c.Mode,
-		CollectorCluster: c.CollectorCluster,
-		Workload:         c.Workload,
-		ScoreHeader:      c.ScoreHeader,
-		ResponseScore:    c.ResponseScore,
+		Mode:               c.Mode,
+		CollectorCluster:   c.CollectorCluster,
+		Workload:           c.Workload,
+		ScoreHeader:        c.ScoreHeader,
+		ResponseScore:      c.ResponseScore,
+		CollectorToken:     c.CollectorToken,
+		SampleRate:         DefaultSampleRate,
+		MaxBuffer:          c.MaxBuffer,
+		BatchSize:          c.BatchSize,
+		CollectorTimeoutMS: 2000,
+	}
+	if c.SampleRate != nil {
+		s.SampleRate = *c.SampleRate
+	}
+	if s.MaxBuffer == 0 {
+		s.MaxBuffer = DefaultMaxBuffer
+	}
+	if s.BatchSize == 0 {
+		s.BatchSize = DefaultBatchSize
 	}
 	if s.Mode == "" {
 		s.Mode = DefaultMode
@@ -157,6 +191,18 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	}
 	if strings.ContainsFunc(c.CollectorCluster, isSpaceOrControl) {
 		errs = append(errs, fmt.Errorf("%w: %q contains white space or control characters", ErrCollectorCluster, c.CollectorCluster))
+	}
+	if c.CollectorCluster != "" && len(c.CollectorToken) < 16 {
+		errs = append(errs, fmt.Errorf("%w: collector_token must be set (16 characters or more) to ship to %s", ErrCollectorCluster, c.CollectorCluster))
+	}
+	if strings.ContainsFunc(c.CollectorToken, isSpaceOrControl) {
+		errs = append(errs, fmt.Errorf("%w: collector_token contains white space or control characters", ErrCollectorCluster))
+	}
+	if !(s.SampleRate >= 0 && s.SampleRate <= 1) {
+		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not in [0,1]", ErrShipping, s.SampleRate))
+	}
+	if s.MaxBuffer < 1 || s.MaxBuffer > 100_000 || s.BatchSize < 1 || s.BatchSize > s.MaxBuffer {
+		errs = append(errs, fmt.Errorf("%w: max_buffer %d must be in [1,100000] and batch_size %d in [1,max_buffer]", ErrShipping, s.MaxBuffer, s.BatchSize))
 	}
 	switch {
 	case s.Workload == "":

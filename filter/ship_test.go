@@ -1,0 +1,108 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+)
+
+func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
+	one := 1.0
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken,
+		SampleRate: &one, MaxBuffer: maxBuffer, BatchSize: 3}
+	if mode != pluginconfig.ModeLearn {
+		c.WithModel(fixtureModel(t))
+	}
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestRecordsAreShipped sends streams through the filter, ticks, and answers
+// the collector call: batches carry the records (no body, query values as
+// shapes) with the bearer token; a 503 keeps them for a later retry; a full
+// buffer drops and counts.
+func TestRecordsAreShipped(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeMonitor, 4), props: peer(frontend)})
+		for i := 0; i < 6; i++ {
+			_, id := request(host, get("/reviews/12?lang=en%27"))
+			host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}, {"content-length", "1234"}}, true)
+			host.CompleteHttpContext(id)
+		}
+		if n := counter(t, host, MetricDropped); n != 2 { // buffer of 4, 6 streams; counter() ticks once
+			t.Errorf("dropped = %d, want 2", n)
+		}
+		calls := host.GetCalloutAttributesFromContext(1) // the plugin's root context
+		if len(calls) != 1 {
+			t.Fatalf("%d collector calls after one tick, want 1", len(calls))
+		}
+		c := calls[0]
+		if c.Upstream != "meshward-collector" {
+			t.Errorf("upstream %q", c.Upstream)
+		}
+		if auth, _ := header(c.Headers, "authorization"); auth != "Bearer "+collectorToken {
+			t.Errorf("authorization %q", auth)
+		}
+		if path, _ := header(c.Headers, ":path"); path != "/v1/records" {
+			t.Errorf(":path %q", path)
+		}
+		lines := strings.Split(strings.TrimSpace(string(c.Body)), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("batch of %d lines, want 3 (batch_size)", len(lines))
+		}
+		var rec struct {
+			Route   string `json:"route"`
+			Request struct {
+				Query, Source, Destination string
+				Status                     int
+				ResponseBytes              int64
+			} `json:"request"`
+		}
+		if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
+			t.Fatalf("record %q: %v", lines[0], err)
+		}
+		if rec.Route != "/reviews/{num}" || rec.Request.Query != "lang=aa%27" || rec.Request.Source != frontend ||
+			rec.Request.Destination != workload || rec.Request.Status != 200 || rec.Request.ResponseBytes != 1234 {
+			t.Errorf("record %+v from %s", rec, lines[0])
+		}
+		// The collector pushes back: nothing is lost, the batch is retried later.
+		host.CallOnHttpCallResponse(c.CalloutID, [][2]string{{":status", "503"}, {"retry-after", "2"}}, nil, nil)
+		if n := counter(t, host, MetricShipped); n != 0 {
+			t.Errorf("shipped = %d after a 503", n)
+		}
+		for i := 0; i < backoffTicks+1; i++ {
+			host.Tick()
+		}
+		calls = host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 2 {
+			t.Fatalf("%d calls after the pause, want the retry", len(calls))
+		}
+		host.CallOnHttpCallResponse(calls[1].CalloutID, [][2]string{{":status", "200"}}, nil, []byte(`{"accepted":3}`))
+		if n := counter(t, host, MetricShipped); n != 3 {
+			t.Errorf("shipped = %d, want 3", n)
+		}
+	})
+}
+
+func TestLearnModeShipsUnscored(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10), props: peer(frontend)})
+		action, id := request(host, get("/reviews/1"))
+		if action != types.ActionContinue {
+			t.Fatalf("learn mode: %v", action)
+		}
+		host.CompleteHttpContext(id)
+		host.Tick()
+		calls := host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 1 || !strings.Contains(string(calls[0].Body), `"score":0.0000,"flagged":false`) {
+			t.Errorf("learn mode shipped %+v", calls)
+		}
+	})
+}
