@@ -7,7 +7,9 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
@@ -105,4 +107,24 @@ func TestLearnModeShipsUnscored(t *testing.T) {
 			t.Errorf("learn mode shipped %+v", calls)
 		}
 	})
+}
+
+// TestShippedRecordIsACollectorRecord decodes what the filter ships as the
+// collector does, so the two cannot drift.
+func TestShippedRecordIsACollectorRecord(t *testing.T) {
+	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
+		Status: 503, ResponseBytes: 42, Body: []byte("secret=1")}
+	line := encodeRecord(r, 0.98765, true)
+	var rec store.Record
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	rec.Normalize()
+	if rec.TS.IsZero() || rec.Route != "/reviews/{num}" || rec.Score != 0.9877 || !rec.Flagged || rec.Request.Method != "POST" ||
+		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || len(rec.Request.Body) != 0 || rec.Request.Query != "q=a%20a&n=0" {
+		t.Errorf("record %+v from %s", rec, line)
+	}
+	if strings.Contains(string(line), "secret") || strings.Contains(string(line), "/reviews/77") {
+		t.Errorf("the record leaks the body or an id: %s", line)
+	}
 }

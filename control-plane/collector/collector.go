@@ -155,6 +155,7 @@ func (c *Collector) parse(body []byte) (recs []store.Record, rejected int, errs 
 		var rec store.Record
 		err := json.Unmarshal(b, &rec)
 		if err == nil {
+			rec.Normalize()
 			err = validate(&rec)
 		}
 		if err != nil {
@@ -183,7 +184,7 @@ func validate(r *store.Record) error {
 		errs = append(errs, fmt.Errorf("route %q must start with /", r.Route))
 	}
 	if r.TS.IsZero() {
-		errs = append(errs, errors.New("ts is required"))
+		errs = append(errs, errors.New("ts (RFC 3339) or ts_ns (Unix nanoseconds) is required"))
 	}
 	if !(r.Score >= 0 && r.Score <= 1) {
 		errs = append(errs, fmt.Errorf("score %v is outside [0,1]", r.Score))

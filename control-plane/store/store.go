@@ -65,12 +65,22 @@ func (c Config) Validate() error {
 // what training needs (no raw body; query values hashed by the filter),
 // and its verdict.
 type Record struct {
-	TS          time.Time      `json:"ts"`
+	TS time.Time `json:"ts"`
+	// TSUnixNano is TS as Unix nanoseconds, which the filter sends because
+	// it is cheap to write; Normalize moves it into TS.
+	TSUnixNano  int64          `json:"ts_ns,omitempty"`
 	Request     models.Request `json:"request"`
 	Route       string         `json:"route"`
 	Score       float64        `json:"score"`
 	Flagged     bool           `json:"flagged"`
 	ModelSHA256 string         `json:"model,omitempty"`
+}
+
+// Normalize fills TS from TSUnixNano when only the latter is set.
+func (r *Record) Normalize() {
+	if r.TS.IsZero() && r.TSUnixNano > 0 {
+		r.TS = time.Unix(0, r.TSUnixNano).UTC()
+	}
 }
 
 // Store is the Redis-backed store. It is safe for concurrent use.
