@@ -40,7 +40,9 @@ Usage:
   meshward train [flags] FILE...        train a model from JSONL request records
   meshward replay -model M [flags] FILE... score captured traffic and report (native or the compiled filter)
   meshward run --traffic FILE [flags]   learn from the first part of the traffic, monitor the rest, report
-  meshward gen [flags]                  write labelled synthetic mesh traffic (JSONL)
+  meshward gen [flags]                  write labelled synthetic mesh traffic (JSONL, pcap)
+  meshward serve [flags]                run the control plane (store, collector, admin)
+  meshward status [-admin URL]          what a running control plane reports
   meshward model inspect FILE           describe a model (binary, base64, or plugin config JSON)
   meshward model config [flags] FILE    print the filter's plugin configuration for a model
   meshward version                      print the version
@@ -70,6 +72,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runTraffic(args[1:], stdout, stderr)
 	case "gen":
 		return genTraffic(args[1:], stdout, stderr)
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "status":
+		return status(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: model needs a subcommand: inspect or config", ErrUsage)

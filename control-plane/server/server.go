@@ -1,0 +1,210 @@
+// Package server is `meshward serve`: the control plane's long-running
+// stages, started from one list. Today: the store (Redis, or an embedded
+// Redis-protocol server when no address is given), the collector the
+// filters ship to, and the admin endpoint (health, readiness, Prometheus
+// metrics, a JSON API). Training, rollout over xDS and enforcement join the
+// list as they are built.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meshward/meshward/control-plane/collector"
+	"github.com/meshward/meshward/control-plane/store"
+)
+
+// Config is everything serve takes. Defaults in DefaultConfig.
+type Config struct {
+	// Redis is the Redis address; empty starts an embedded server in
+	// process (one code path: go-redis either way).
+	Redis string
+	// CollectorAddr and AdminAddr are where the collector and the admin
+	// endpoint listen.
+	CollectorAddr, AdminAddr string
+	// CollectorToken is the bearer token filters present.
+	CollectorToken string
+	Store          store.Config
+	Collector      collector.Config
+}
+
+// DefaultConfig returns the defaults, in one place. Listeners bind to
+// loopback unless told otherwise.
+func DefaultConfig() Config {
+	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(), Collector: collector.DefaultConfig()}
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	rdb       *redis.Client
+	embedded  *miniredis.Miniredis
+	store     *store.Store
+	reg       *prometheus.Registry
+	batches   *prometheus.CounterVec
+	records   *prometheus.CounterVec
+	listeners []net.Listener
+	servers   []*http.Server
+	// CollectorURL and AdminURL are where the servers listen, once started.
+	CollectorURL, AdminURL string
+}
+
+// New prepares a server; Start runs it.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	cfg.Collector.Token = cfg.CollectorToken
+	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate()); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_batches_total", Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
+	s.records = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_records_total", Help: "Records received by the collector, by outcome."}, []string{"outcome"})
+	s.reg.MustRegister(s.batches, s.records)
+	return s, nil
+}
+
+// Start starts every stage in order — the store first (the collector needs
+// it), then the collector, then the admin endpoint (readiness reports on
+// the others) — and returns once all listen.
+func (s *Server) Start(ctx context.Context) error {
+	addr := s.cfg.Redis
+	if addr == "" {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return fmt.Errorf("embedded Redis: %w", err)
+		}
+		s.embedded, addr = mr, mr.Addr()
+		s.log.Info("no Redis address given: started an embedded Redis-protocol server", "addr", addr)
+	}
+	s.rdb = redis.NewClient(&redis.Options{Addr: addr})
+	st, err := store.New(s.rdb, s.cfg.Store)
+	if err != nil {
+		return err
+	}
+	s.store = st
+	col, err := collector.New(s.cfg.Collector, st)
+	if err != nil {
+		return err
+	}
+	colURL, err := s.listen(s.cfg.CollectorAddr, s.countBatches(col))
+	if err != nil {
+		return err
+	}
+	adminURL, err := s.listen(s.cfg.AdminAddr, s.admin())
+	if err != nil {
+		return err
+	}
+	s.CollectorURL, s.AdminURL = colURL, adminURL
+	s.log.Info("meshward control plane serving", "collector", colURL, "admin", adminURL, "redis", addr)
+	return nil
+}
+
+func (s *Server) listen(addr string, h http.Handler) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.listeners = append(s.listeners, l)
+	s.servers = append(s.servers, srv)
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("server stopped", "addr", l.Addr().String(), "err", err)
+		}
+	}()
+	return "http://" + l.Addr().String(), nil
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
+
+// countBatches wraps the collector to count batches and records.
+func (s *Server) countBatches(col *collector.Collector) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/records", func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: 200}
+		col.ServeHTTP(rec, r)
+		s.batches.WithLabelValues(strconv.Itoa(rec.code)).Inc()
+	})
+	return mux
+}
+
+// admin serves /healthz, /readyz, /metrics and the JSON API.
+func (s *Server) admin() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "store unavailable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/api/v1/models", func(w http.ResponseWriter, r *http.Request) {
+		shas, err := s.store.Models(r.Context())
+		s.json(w, map[string]any{"models": shas}, err)
+	})
+	mux.HandleFunc("/api/v1/incidents", func(w http.ResponseWriter, r *http.Request) {
+		incs, err := s.store.Incidents(r.Context(), 100)
+		s.json(w, map[string]any{"incidents": incs}, err)
+	})
+	mux.HandleFunc("/api/v1/edges", func(w http.ResponseWriter, r *http.Request) {
+		dst := r.URL.Query().Get("destination")
+		if dst == "" {
+			http.Error(w, "destination= is required", http.StatusBadRequest)
+			return
+		}
+		edges, err := s.store.Edges(r.Context(), dst, time.Now())
+		s.json(w, map[string]any{"destination": dst, "edges": edges}, err)
+	})
+	return mux
+}
+
+func (s *Server) json(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Close stops the stages in the reverse order.
+func (s *Server) Close() error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := len(s.servers) - 1; i >= 0; i-- {
+		errs = append(errs, s.servers[i].Shutdown(ctx))
+	}
+	if s.rdb != nil {
+		errs = append(errs, s.rdb.Close())
+	}
+	if s.embedded != nil {
+		s.embedded.Close()
+	}
+	return errors.Join(errs...)
+}
