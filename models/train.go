@@ -31,6 +31,11 @@ type TrainConfig struct {
 	// Current, when set, is the model in force: requests it flags are not
 	// learned as normal, so an attack in progress cannot teach itself in.
 	Current *Model
+	// ShapedValues says the requests carry parameter values as their
+	// character-class shapes (as the filter ships them), not the values:
+	// no enumeration is learned then, since shapes of distinct values
+	// coincide and every real value would look new.
+	ShapedValues bool
 	// Now stamps the model; zero means time.Now.
 	Now time.Time
 }
@@ -237,6 +242,9 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
 				continue
 			}
 			ps = newParamStats()
+			if t.cfg.ShapedValues {
+				ps.values = nil
+			}
 			w.params[key] = ps
 		}
 		if !header {
