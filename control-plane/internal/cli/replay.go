@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/detect"
@@ -370,6 +373,26 @@ func writePolicies(rep *report.Report, dir string) error {
 			return err
 		}
 		rep.Policies = append(rep.Policies, path)
+		// The same decision as Envoy RBAC, for meshes without Istio.
+		rbac, err := policy.RBAC(dec)
+		if err != nil {
+			return err
+		}
+		doc := map[string]json.RawMessage{}
+		for w, f := range rbac {
+			if doc[w], err = protojson.Marshal(f); err != nil {
+				return err
+			}
+		}
+		rb, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		rpath := filepath.Join(dir, dec.ID+".envoy-rbac.json")
+		if err := os.WriteFile(rpath, rb, 0o644); err != nil {
+			return err
+		}
+		rep.Policies = append(rep.Policies, rpath)
 	}
 	return nil
 }
