@@ -163,7 +163,38 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 	b = strconv.AppendInt(b, max(r.RequestBytes, int64(len(r.Body))), 10)
 	b = append(b, `,"ResponseBytes":`...)
 	b = strconv.AppendInt(b, r.ResponseBytes, 10)
-	return append(b, "}}"...)
+	b = append(b, `,"Headers":[`...)
+	n := 0
+	for _, h := range r.Headers {
+		if models.SkipHeader(h.Name) || n == maxShippedHeaders {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		n++
+		b = append(b, `{"Name":`...)
+		b = strconv.AppendQuote(b, h.Name)
+		b = append(b, `,"Value":`...)
+		b = strconv.AppendQuote(b, shapeValue(h.Value))
+		b = append(b, '}')
+	}
+	return append(b, "]}}"...)
+}
+
+// maxShippedHeaders bounds the headers a record carries.
+const maxShippedHeaders = 16
+
+// shapeValue replaces each byte of a header value by its class's
+// representative, up to models.MaxValueBytes (what the model examines), so
+// the trainer learns lengths and transitions, not values.
+func shapeValue(v string) string {
+	n := min(len(v), models.MaxValueBytes)
+	out := make([]byte, n)
+	for i := 0; i < n; i++ {
+		out[i] = classRepresentative[models.ClassOf(v[i])]
+	}
+	return string(out)
 }
 
 // appendFixed4 writes x in [0,1] with four decimals.

@@ -113,7 +113,8 @@ func TestLearnModeShipsUnscored(t *testing.T) {
 // collector does, so the two cannot drift.
 func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
-		Status: 503, ResponseBytes: 42, Body: []byte("secret=1")}
+		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
+		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
 	line := encodeRecord(r, 0.98765, true)
 	var rec store.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
@@ -121,10 +122,11 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	}
 	rec.Normalize()
 	if rec.TS.IsZero() || rec.Route != "/reviews/{num}" || rec.Score != 0.9877 || !rec.Flagged || rec.Request.Method != "POST" ||
-		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || len(rec.Request.Body) != 0 || rec.Request.Query != "q=a%20a&n=0" {
+		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || len(rec.Request.Body) != 0 || rec.Request.Query != "q=a%20a&n=0" ||
+		len(rec.Request.Headers) != 1 || rec.Request.Headers[0].Value != "Aa-aaaa/0.0" {
 		t.Errorf("record %+v from %s", rec, line)
 	}
-	if strings.Contains(string(line), "secret") || strings.Contains(string(line), "/reviews/77") {
+	if strings.Contains(string(line), "secret") || strings.Contains(string(line), "/reviews/77") || strings.Contains(string(line), "Go-http") {
 		t.Errorf("the record leaks the body or an id: %s", line)
 	}
 }

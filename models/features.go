@@ -221,6 +221,10 @@ func (m *ParamModel) modelKey() uint64 {
 // bodyParam names the body of a request that is not a form.
 const bodyParam = "(body)"
 
+// SkipHeader reports whether a header is left out of the model: its value
+// carries no request semantics, or the proxy itself sets it.
+func SkipHeader(name string) bool { return skipHeader(name) }
+
 // skipHeader lists headers whose values carry no request semantics, or that
 // the proxy itself sets.
 func skipHeader(name string) bool {

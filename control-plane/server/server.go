@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/store"
+	"github.com/meshward/meshward/control-plane/trainer"
 )
 
 // Config is everything serve takes. Defaults in DefaultConfig.
@@ -39,12 +41,17 @@ type Config struct {
 	CollectorToken string
 	Store          store.Config
 	Collector      collector.Config
+	Trainer        trainer.Config
+	// TrainEvery is how often the trainer runs a round (0: only on demand,
+	// POST /api/v1/train).
+	TrainEvery time.Duration
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
 // loopback unless told otherwise.
 func DefaultConfig() Config {
-	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(), Collector: collector.DefaultConfig()}
+	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(),
+		Collector: collector.DefaultConfig(), Trainer: trainer.DefaultConfig(), TrainEvery: 10 * time.Minute}
 }
 
 // Server is a running control plane.
@@ -59,6 +66,9 @@ type Server struct {
 	records   *prometheus.CounterVec
 	listeners []net.Listener
 	servers   []*http.Server
+	rounds    *prometheus.CounterVec
+	trainMu   sync.Mutex
+	stop      context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once started.
 	CollectorURL, AdminURL string
 }
@@ -66,14 +76,15 @@ type Server struct {
 // New prepares a server; Start runs it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	cfg.Collector.Token = cfg.CollectorToken
-	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate()); err != nil {
+	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Trainer.Validate()); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_batches_total", Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
 	s.records = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_records_total", Help: "Records received by the collector, by outcome."}, []string{"outcome"})
-	s.reg.MustRegister(s.batches, s.records)
+	s.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_trainer_rounds_total", Help: "Training rounds, by outcome (published, rejected, failed)."}, []string{"outcome"})
+	s.reg.MustRegister(s.batches, s.records, s.rounds)
 	return s, nil
 }
 
@@ -109,8 +120,47 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.CollectorURL, s.AdminURL = colURL, adminURL
+	// The trainer runs last: it needs the store, and reports through admin.
+	if s.cfg.TrainEvery > 0 {
+		tctx, cancel := context.WithCancel(context.Background())
+		s.stop = cancel
+		go s.trainLoop(tctx)
+	}
 	s.log.Info("meshward control plane serving", "collector", colURL, "admin", adminURL, "redis", addr)
 	return nil
+}
+
+// trainLoop runs a training round every TrainEvery.
+func (s *Server) trainLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.TrainEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, _ = s.train(ctx)
+		}
+	}
+}
+
+// train runs one round, one at a time, and logs and counts its outcome.
+func (s *Server) train(ctx context.Context) (trainer.Report, error) {
+	s.trainMu.Lock()
+	defer s.trainMu.Unlock()
+	rep, err := trainer.Round(ctx, s.store, s.cfg.Trainer, time.Now())
+	switch {
+	case err != nil:
+		s.rounds.WithLabelValues("failed").Inc()
+		s.log.Warn("training round failed", "err", err)
+	case rep.Published:
+		s.rounds.WithLabelValues("published").Inc()
+		s.log.Info("model published", "sha256", rep.SHA256, "bytes", rep.Bytes, "learned", rep.Learned, "flagged_rate", rep.FlaggedRate)
+	default:
+		s.rounds.WithLabelValues("rejected").Inc()
+		s.log.Warn("candidate model rejected", "why", rep.Rejected, "sha256", rep.SHA256)
+	}
+	return rep, err
 }
 
 func (s *Server) listen(addr string, h http.Handler) (string, error) {
@@ -164,7 +214,16 @@ func (s *Server) admin() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/api/v1/models", func(w http.ResponseWriter, r *http.Request) {
 		shas, err := s.store.Models(r.Context())
-		s.json(w, map[string]any{"models": shas}, err)
+		cur, cerr := s.store.Current(r.Context())
+		s.json(w, map[string]any{"models": shas, "current": cur}, errors.Join(err, cerr))
+	})
+	mux.HandleFunc("POST /api/v1/train", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := s.train(r.Context())
+		s.json(w, rep, err)
+	})
+	mux.HandleFunc("POST /api/v1/rollback", func(w http.ResponseWriter, r *http.Request) {
+		sha, err := trainer.Rollback(r.Context(), s.store)
+		s.json(w, map[string]any{"current": sha}, err)
 	})
 	mux.HandleFunc("/api/v1/incidents", func(w http.ResponseWriter, r *http.Request) {
 		incs, err := s.store.Incidents(r.Context(), 100)
@@ -194,6 +253,9 @@ func (s *Server) json(w http.ResponseWriter, v any, err error) {
 
 // Close stops the stages in the reverse order.
 func (s *Server) Close() error {
+	if s.stop != nil {
+		s.stop()
+	}
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -98,6 +98,36 @@ func TestServeWithRealRedis(t *testing.T) {
 	}
 }
 
+// TestTrainOnDemand ships enough records, trains through the admin API and
+// finds the published model current; rollback needs an earlier version.
+func TestTrainOnDemand(t *testing.T) {
+	s := start(t, "")
+	var b strings.Builder
+	for i := 0; i < 400; i++ {
+		b.WriteString(batch())
+	}
+	if code := ship(t, s, b.String()); code != 200 {
+		t.Fatalf("shipping: %d", code)
+	}
+	resp, err := http.Post(s.AdminURL+"/api/v1/train", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"published":true`) {
+		t.Fatalf("train: %d %s", resp.StatusCode, body)
+	}
+	if _, models := get(t, s.AdminURL+"/api/v1/models"); !strings.Contains(models, `"current":"`) || strings.Contains(models, `"current":""`) {
+		t.Errorf("models: %s", models)
+	}
+	resp, _ = http.Post(s.AdminURL+"/api/v1/rollback", "application/json", nil)
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("rollback with one version: %d", resp.StatusCode)
+	}
+}
+
 // TestServeEmbedded runs on the embedded Redis-protocol server: one command,
 // no Redis to install, same code path.
 func TestServeEmbedded(t *testing.T) {

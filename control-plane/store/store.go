@@ -11,8 +11,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,8 +172,42 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 		pipe.PFAdd(ctx, key, dsts...)
 		pipe.Expire(ctx, key, ttl)
 	}
+	// The destinations seen lately, for the trainer.
+	seen := map[string]bool{}
+	var dsts []interface{}
+	for i := range recs {
+		if d := recs[i].Request.Destination; !seen[d] {
+			seen[d] = true
+			dsts = append(dsts, d)
+		}
+	}
+	pipe.SAdd(ctx, s.cfg.Prefix+":destinations", dsts...)
+	pipe.Expire(ctx, s.cfg.Prefix+":destinations", ttl)
 	_, err := pipe.Exec(ctx)
 	return err
+}
+
+// Destinations lists the destinations records arrived for within the
+// retention.
+func (s *Store) Destinations(ctx context.Context) ([]string, error) {
+	return s.rdb.SMembers(ctx, s.cfg.Prefix+":destinations").Result()
+}
+
+// SetCurrent records which model version is in force.
+func (s *Store) SetCurrent(ctx context.Context, sha string) error {
+	if _, err := s.Model(ctx, sha); err != nil {
+		return err
+	}
+	return s.rdb.Set(ctx, s.cfg.Prefix+":current", sha, 0).Err()
+}
+
+// Current returns the version in force ("" when none).
+func (s *Store) Current(ctx context.Context) (string, error) {
+	sha, err := s.rdb.Get(ctx, s.cfg.Prefix+":current").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return sha, err
 }
 
 // Edge is a counted (source, method, route) edge of a destination.
@@ -237,15 +269,17 @@ func (s *Store) Samples(ctx context.Context, dst string, n int64) ([]models.Requ
 	return out, nil
 }
 
-// PutModel stores an encoded model under its sha256 (content addressing:
+// PutModel stores an encoded model under its version, its sha256 (content addressing:
 // storing it twice is harmless), records it in the history, and deletes
 // versions that fall off the end of the history.
 func (s *Store) PutModel(ctx context.Context, encoded []byte) (string, error) {
-	if _, err := models.Decode(encoded); err != nil {
+	m, err := models.Decode(encoded)
+	if err != nil {
 		return "", fmt.Errorf("refusing to store an invalid model: %w", err)
 	}
-	sum := sha256.Sum256(encoded)
-	sha := hex.EncodeToString(sum[:])
+	// The model's own sha256 (of its payload) is its version everywhere:
+	// here, in the filter's logs, and as the xDS version.
+	sha := m.SHA256()
 	history := s.cfg.Prefix + ":models"
 	if err := s.rdb.Set(ctx, s.cfg.Prefix+":model:"+sha, encoded, 0).Err(); err != nil {
 		return "", err

@@ -59,13 +59,16 @@ func TestIngestAggregates(t *testing.T) {
 	if s, _ := s.Samples(ctx, "svc-1.shop", 10); len(s) != 0 {
 		t.Errorf("flagged requests were kept as training samples: %d", len(s))
 	}
-	// Every key but the model store has a TTL.
+	if d, _ := s.Destinations(ctx); len(d) != 31 {
+		t.Errorf("%d destinations, want 31", len(d))
+	}
+	// Every key but the model store has a TTL; every per-workload key a tag.
 	keys, _ := s.rdb.Keys(ctx, "*").Result()
 	for _, k := range keys {
 		if ttl := s.rdb.TTL(ctx, k).Val(); ttl <= 0 {
 			t.Errorf("key %s has no TTL (%v)", k, ttl)
 		}
-		if !containsBrace(k) {
+		if !containsBrace(k) && k != "mw:destinations" {
 			t.Errorf("key %s is not hash-tagged", k)
 		}
 	}
