@@ -27,6 +27,8 @@ import (
 	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
+	"github.com/meshward/meshward/control-plane/xds"
+	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
 // Config is everything serve takes. Defaults in DefaultConfig.
@@ -45,13 +47,17 @@ type Config struct {
 	// TrainEvery is how often the trainer runs a round (0: only on demand,
 	// POST /api/v1/train).
 	TrainEvery time.Duration
+	// XDSAddr is where ADS listens; XDS.WasmURI must be set for it to run.
+	XDSAddr string
+	XDS     xds.Config
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
 // loopback unless told otherwise.
 func DefaultConfig() Config {
 	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(),
-		Collector: collector.DefaultConfig(), Trainer: trainer.DefaultConfig(), TrainEvery: 10 * time.Minute}
+		Collector: collector.DefaultConfig(), Trainer: trainer.DefaultConfig(), TrainEvery: 10 * time.Minute,
+		XDSAddr: "127.0.0.1:18000", XDS: xds.Config{Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}}}
 }
 
 // Server is a running control plane.
@@ -68,6 +74,7 @@ type Server struct {
 	servers   []*http.Server
 	rounds    *prometheus.CounterVec
 	trainMu   sync.Mutex
+	xds       *xds.Server
 	stop      context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once started.
 	CollectorURL, AdminURL string
@@ -120,6 +127,21 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.CollectorURL, s.AdminURL = colURL, adminURL
+	// xDS next: it serves the model in force, if any, and every new one.
+	if s.cfg.XDS.WasmURI != "" {
+		x, err := xds.New(s.cfg.XDS)
+		if err != nil {
+			return err
+		}
+		if err := x.Start(context.Background(), s.cfg.XDSAddr); err != nil {
+			return err
+		}
+		s.xds = x
+		if err := s.publishCurrent(ctx); err != nil {
+			s.log.Warn("no model to serve yet", "err", err)
+		}
+		s.log.Info("serving ADS", "addr", x.Addr)
+	}
 	// The trainer runs last: it needs the store, and reports through admin.
 	if s.cfg.TrainEvery > 0 {
 		tctx, cancel := context.WithCancel(context.Background())
@@ -156,6 +178,9 @@ func (s *Server) train(ctx context.Context) (trainer.Report, error) {
 	case rep.Published:
 		s.rounds.WithLabelValues("published").Inc()
 		s.log.Info("model published", "sha256", rep.SHA256, "bytes", rep.Bytes, "learned", rep.Learned, "flagged_rate", rep.FlaggedRate)
+		if perr := s.publishCurrent(ctx); perr != nil {
+			s.log.Error("rolling the model out over xDS failed", "err", perr)
+		}
 	default:
 		s.rounds.WithLabelValues("rejected").Inc()
 		s.log.Warn("candidate model rejected", "why", rep.Rejected, "sha256", rep.SHA256)
@@ -186,6 +211,22 @@ type statusRecorder struct {
 }
 
 func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
+
+// publishCurrent rolls the model in force out over xDS.
+func (s *Server) publishCurrent(ctx context.Context) error {
+	if s.xds == nil {
+		return nil
+	}
+	sha, err := s.store.Current(ctx)
+	if err != nil || sha == "" {
+		return errors.Join(err, errors.New("no model in force"))
+	}
+	b, err := s.store.Model(ctx, sha)
+	if err != nil {
+		return err
+	}
+	return s.xds.Publish(b)
+}
 
 // countBatches wraps the collector to count batches and records.
 func (s *Server) countBatches(col *collector.Collector) http.Handler {
@@ -223,7 +264,17 @@ func (s *Server) admin() http.Handler {
 	})
 	mux.HandleFunc("POST /api/v1/rollback", func(w http.ResponseWriter, r *http.Request) {
 		sha, err := trainer.Rollback(r.Context(), s.store)
+		if err == nil {
+			err = s.publishCurrent(r.Context())
+		}
 		s.json(w, map[string]any{"current": sha}, err)
+	})
+	mux.HandleFunc("/api/v1/rollouts", func(w http.ResponseWriter, r *http.Request) {
+		if s.xds == nil {
+			s.json(w, map[string]any{"xds": "off (no wasm URI)"}, nil)
+			return
+		}
+		s.json(w, map[string]any{"version": s.xds.Version(), "nacks": s.xds.NACKs()}, nil)
 	})
 	mux.HandleFunc("/api/v1/incidents", func(w http.ResponseWriter, r *http.Request) {
 		incs, err := s.store.Incidents(r.Context(), 100)
@@ -255,6 +306,9 @@ func (s *Server) json(w http.ResponseWriter, v any, err error) {
 func (s *Server) Close() error {
 	if s.stop != nil {
 		s.stop()
+	}
+	if s.xds != nil {
+		s.xds.Close()
 	}
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

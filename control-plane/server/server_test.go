@@ -17,6 +17,7 @@ const token = "serve-test-token-0123"
 func start(t *testing.T, redisAddr string) *Server {
 	cfg := DefaultConfig()
 	cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = redisAddr, "127.0.0.1:0", "127.0.0.1:0", token
+	cfg.XDSAddr, cfg.XDS.WasmURI = "127.0.0.1:0", "/etc/meshward/meshward.wasm"
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -118,8 +119,14 @@ func TestTrainOnDemand(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"published":true`) {
 		t.Fatalf("train: %d %s", resp.StatusCode, body)
 	}
-	if _, models := get(t, s.AdminURL+"/api/v1/models"); !strings.Contains(models, `"current":"`) || strings.Contains(models, `"current":""`) {
+	_, models := get(t, s.AdminURL+"/api/v1/models")
+	if !strings.Contains(models, `"current":"`) || strings.Contains(models, `"current":""`) {
 		t.Errorf("models: %s", models)
+	}
+	// The published model is what xDS now serves.
+	if _, rollouts := get(t, s.AdminURL+"/api/v1/rollouts"); !strings.Contains(rollouts, `"version":"`+s.xds.Version()+`"`) || s.xds.Version() == "" ||
+		!strings.Contains(models, s.xds.Version()) {
+		t.Errorf("rollouts %s, models %s", rollouts, models)
 	}
 	resp, _ = http.Post(s.AdminURL+"/api/v1/rollback", "application/json", nil)
 	resp.Body.Close()

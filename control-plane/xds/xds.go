@@ -1,0 +1,272 @@
+// Package xds serves the filter's configuration to Envoys over ADS (state of
+// the world and delta, github.com/envoyproxy/go-control-plane): the meshward
+// Wasm filter as an ECDS resource (TypedExtensionConfig carrying the Wasm
+// PluginConfig, the model inside its configuration), per node group — the
+// workload and namespace from the node's metadata. The snapshot version is
+// the model's sha256. NACKs are recorded and shown, not retried: a group
+// keeps the snapshot it has until a new model is published.
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
+	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
+)
+
+// FilterName is the name of the ECDS resource (the filter's config_discovery
+// name in the listener) and of the Wasm plugin.
+const FilterName = "meshward"
+
+// Config is everything the xDS server takes.
+type Config struct {
+	// WasmURI is where Envoy fetches the module (a file path for a local
+	// source, or an http(s) URL with WasmSHA256 for a remote one).
+	WasmURI    string
+	WasmSHA256 string
+	// Base is the plugin configuration every group gets; the server fills
+	// in the workload and the model.
+	Base pluginconfig.Config
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	if c.WasmURI == "" {
+		return errors.New("wasm_uri: required (a local path, or a URL with wasm_sha256)")
+	}
+	return nil
+}
+
+// Group names the Envoys that share a configuration: "workload.namespace"
+// from Istio's node metadata (WORKLOAD_NAME, NAMESPACE), else the node's
+// cluster, else its id.
+func Group(node *corev3.Node) string {
+	if node == nil {
+		return ""
+	}
+	if md := node.GetMetadata().GetFields(); md != nil {
+		name, ns := md["WORKLOAD_NAME"].GetStringValue(), md["NAMESPACE"].GetStringValue()
+		if name != "" && ns != "" {
+			return name + "." + ns
+		}
+		if name != "" {
+			return name
+		}
+	}
+	if node.GetCluster() != "" {
+		return node.GetCluster()
+	}
+	return node.GetId()
+}
+
+type groupHash struct{}
+
+func (groupHash) ID(node *corev3.Node) string { return Group(node) }
+
+// NACK is a configuration an Envoy refused.
+type NACK struct {
+	Group, Node, Version, Error string
+	At                          time.Time
+}
+
+// Server is the ADS server.
+type Server struct {
+	cfg    Config
+	cache  cachev3.SnapshotCache
+	grpc   *grpc.Server
+	lis    net.Listener
+	mu     sync.Mutex
+	nacks  []NACK
+	model  []byte
+	sha    string
+	groups map[string]bool
+	nacked chan struct{}
+	// Addr is where the server listens, once started.
+	Addr string
+}
+
+// New returns a server, or the configuration's problem.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, groups: map[string]bool{}, nacked: make(chan struct{}, 1)}
+	s.cache = cachev3.NewSnapshotCache(true, groupHash{}, nil)
+	return s, nil
+}
+
+// Start listens on addr and serves ADS (state of the world and delta).
+func (s *Server) Start(ctx context.Context, addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.lis, s.Addr = lis, lis.Addr().String()
+	cb := serverv3.CallbackFuncs{
+		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+			s.seen(req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
+			return nil
+		},
+		StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			s.seen(req.GetNode(), "", req.GetErrorDetail().GetMessage())
+			return nil
+		},
+	}
+	srv := serverv3.NewServer(ctx, s.cache, cb)
+	s.grpc = grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	go func() { _ = s.grpc.Serve(lis) }()
+	return nil
+}
+
+// seen notes a node's group (so a published model reaches it) and records a
+// NACK.
+func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
+	g := Group(node)
+	s.mu.Lock()
+	isNew := !s.groups[g]
+	s.groups[g] = true
+	if nackMsg != "" {
+		s.nacks = append(s.nacks, NACK{Group: g, Node: node.GetId(), Version: version, Error: nackMsg, At: time.Now()})
+		if len(s.nacks) > 100 {
+			s.nacks = s.nacks[len(s.nacks)-100:]
+		}
+		select {
+		case s.nacked <- struct{}{}:
+		default:
+		}
+	}
+	model := s.model
+	s.mu.Unlock()
+	if isNew && model != nil {
+		_ = s.publishGroup(g, model)
+	}
+}
+
+// Publish makes an encoded model the configuration of every group that has
+// connected (and of every group that connects later).
+func (s *Server) Publish(encoded []byte) error {
+	m, err := models.Decode(encoded)
+	if err != nil {
+		return fmt.Errorf("refusing to publish: %w", err)
+	}
+	s.mu.Lock()
+	s.model, s.sha = encoded, m.SHA256()
+	groups := make([]string, 0, len(s.groups))
+	for g := range s.groups {
+		groups = append(groups, g)
+	}
+	s.mu.Unlock()
+	sort.Strings(groups)
+	var errs []error
+	for _, g := range groups {
+		errs = append(errs, s.publishGroup(g, encoded))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) publishGroup(group string, encoded []byte) error {
+	m, err := models.Decode(encoded)
+	if err != nil {
+		return err
+	}
+	res, err := s.Extension(group, encoded)
+	if err != nil {
+		return err
+	}
+	snap, err := cachev3.NewSnapshot(m.SHA256(), map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: {res}})
+	if err != nil {
+		return err
+	}
+	if err := snap.Consistent(); err != nil {
+		return err
+	}
+	return s.cache.SetSnapshot(context.Background(), group, snap)
+}
+
+// Extension builds the ECDS resource of a group: the Wasm HTTP filter with
+// its plugin configuration, validated as the filter will (pluginconfig) and
+// as Envoy will (the protos' Validate).
+func (s *Server) Extension(group string, encoded []byte) (*corev3.TypedExtensionConfig, error) {
+	c := s.cfg.Base
+	c.Workload = group
+	doc, err := c.WithModel(encoded).Encode()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pluginconfig.Parse(doc, ""); err != nil {
+		return nil, fmt.Errorf("group %s: the filter would refuse this configuration: %w", group, err)
+	}
+	conf, err := anypb.New(wrapperspb.String(string(doc)))
+	if err != nil {
+		return nil, err
+	}
+	code := &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Local{Local: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: s.cfg.WasmURI}}}}
+	if s.cfg.WasmSHA256 != "" {
+		code = &corev3.AsyncDataSource{Specifier: &corev3.AsyncDataSource_Remote{Remote: &corev3.RemoteDataSource{
+			HttpUri: &corev3.HttpUri{Uri: s.cfg.WasmURI, HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: "meshward-wasm"}, Timeout: durationpb.New(10 * time.Second)},
+			Sha256:  s.cfg.WasmSHA256,
+		}}}
+	}
+	filter := &wasmfilterv3.Wasm{Config: &wasmv3.PluginConfig{
+		Name:          FilterName,
+		Configuration: conf,
+		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{
+			VmId: FilterName, Runtime: "envoy.wasm.runtime.v8", Code: code,
+		}},
+		// A broken module or configuration must not take traffic down.
+		FailurePolicy: wasmv3.FailurePolicy_FAIL_OPEN,
+	}}
+	if err := filter.ValidateAll(); err != nil {
+		return nil, err
+	}
+	tc, err := anypb.New(filter)
+	if err != nil {
+		return nil, err
+	}
+	ext := &corev3.TypedExtensionConfig{Name: FilterName, TypedConfig: tc}
+	return ext, ext.ValidateAll()
+}
+
+// NACKs returns the refusals recorded, oldest first.
+func (s *Server) NACKs() []NACK {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]NACK(nil), s.nacks...)
+}
+
+// NACKed signals (without blocking the server) when a NACK is recorded.
+func (s *Server) NACKed() <-chan struct{} { return s.nacked }
+
+// Version returns the published model's sha256 ("" before any).
+func (s *Server) Version() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sha
+}
+
+// Close stops the server.
+func (s *Server) Close() {
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+}
