@@ -97,6 +97,8 @@ bench: deps $(WASM) $(PASSWASM) ## print the figures users care about (see READM
 	@$(GO) test -run '^$$' -bench 'Runner' -benchtime 3x ./replay/runner/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-replay.txt
 	@echo "collector ingest into a real redis-server (records/s; redis-benchmark's pipelined SETs/s beside it):"
 	@$(GO) test -run '^$$' -bench 'Ingest' -benchtime 200x ./control-plane/store/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-store.txt
+	@echo "model rollout over xDS to 1,000 ADS clients (p50, p99):"
+	@$(GO) test -run '^$$' -bench 'Rollout1000' -benchtime 3x ./control-plane/xds/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-xds.txt
 	@echo "reading traffic (requests/s):"
 	@$(GO) test -run '^$$' -bench 'ReadRawHTTP|ReadPcap' -benchtime 20x ./replay/source/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-sources.txt
 

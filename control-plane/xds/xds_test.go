@@ -20,7 +20,7 @@ import (
 	"github.com/meshward/meshward/models"
 )
 
-func model(t *testing.T, seed uint64) ([]byte, string) {
+func model(t testing.TB, seed uint64) ([]byte, string) {
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed, cfg.Now = seed, time.Unix(0, 0)
 	tr, _ := models.NewTrainer(cfg)
