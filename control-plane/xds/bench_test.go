@@ -105,4 +105,3 @@ func BenchmarkRollout1000(b *testing.B) {
 	b.ReportMetric(p50s[len(p50s)/2], "p50-ms")
 	b.ReportMetric(p99s[len(p99s)/2], "p99-ms")
 }
-
