@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/control-plane/collector"
+	"github.com/meshward/meshward/control-plane/leader"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/control-plane/xds"
@@ -75,6 +77,7 @@ type Server struct {
 	rounds    *prometheus.CounterVec
 	trainMu   sync.Mutex
 	xds       *xds.Server
+	elector   *leader.Elector
 	stop      context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once started.
 	CollectorURL, AdminURL string
@@ -142,10 +145,18 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.log.Info("serving ADS", "addr", x.Addr)
 	}
-	// The trainer runs last: it needs the store, and reports through admin.
+	// The election and the trainer run last: they need the store. Only the
+	// leader trains; every replica serves the collector and xDS.
+	host, _ := os.Hostname()
+	el, err := leader.New(s.rdb, leader.Config{Key: s.cfg.Store.Prefix + ":leader", Identity: host + "/" + strconv.Itoa(os.Getpid()) + "/" + colURL, TTL: 15 * time.Second})
+	if err != nil {
+		return err
+	}
+	s.elector = el
+	tctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go el.Run(tctx)
 	if s.cfg.TrainEvery > 0 {
-		tctx, cancel := context.WithCancel(context.Background())
-		s.stop = cancel
 		go s.trainLoop(tctx)
 	}
 	s.log.Info("meshward control plane serving", "collector", colURL, "admin", adminURL, "redis", addr)
@@ -161,7 +172,9 @@ func (s *Server) trainLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_, _ = s.train(ctx)
+			if s.elector.Leading() {
+				_, _ = s.train(ctx)
+			}
 		}
 	}
 }
@@ -261,6 +274,9 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("POST /api/v1/train", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := s.train(r.Context())
 		s.json(w, rep, err)
+	})
+	mux.HandleFunc("/api/v1/leader", func(w http.ResponseWriter, r *http.Request) {
+		s.json(w, map[string]any{"leading": s.elector.Leading()}, nil)
 	})
 	mux.HandleFunc("POST /api/v1/rollback", func(w http.ResponseWriter, r *http.Request) {
 		sha, err := trainer.Rollback(r.Context(), s.store)
