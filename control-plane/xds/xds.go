@@ -46,14 +46,22 @@ type Config struct {
 	// Base is the plugin configuration every group gets; the server fills
 	// in the workload and the model.
 	Base pluginconfig.Config
+	// CanaryShare is the share of each group's nodes that gets a canary
+	// model first (default 0.1). It is fixed for the server's life, so a
+	// node is a canary or not whatever is being rolled out.
+	CanaryShare float64
 }
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
+	var errs []error
 	if c.WasmURI == "" {
-		return errors.New("wasm_uri: required (a local path, or a URL with wasm_sha256)")
+		errs = append(errs, errors.New("wasm_uri: required (a local path, or a URL with wasm_sha256)"))
 	}
-	return nil
+	if !(c.CanaryShare >= 0 && c.CanaryShare < 1) {
+		errs = append(errs, fmt.Errorf("canary_share %v is not in [0,1)", c.CanaryShare))
+	}
+	return errors.Join(errs...)
 }
 
 // Group names the Envoys that share a configuration: "workload.namespace"
@@ -78,9 +86,35 @@ func Group(node *corev3.Node) string {
 	return node.GetId()
 }
 
-type groupHash struct{}
+// nodeKey is the cache key of a node: its group, and whether it is in the
+// canary share (chosen by a hash of its id, so a node stays in or out).
+type nodeKey struct{ s *Server }
 
-func (groupHash) ID(node *corev3.Node) string { return Group(node) }
+func (k nodeKey) ID(node *corev3.Node) string {
+	return cacheKey(Group(node), k.s.inCanary(node.GetId()))
+}
+
+func cacheKey(group string, canary bool) string {
+	if canary {
+		return group + "|canary"
+	}
+	return group + "|stable"
+}
+
+// canaryBucket places a node id in [0,100).
+func canaryBucket(id string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return int(h % 100)
+}
+
+// InCanary reports whether a node id falls in a canary share.
+func InCanary(id string, share float64) bool { return float64(canaryBucket(id)) < share*100 }
+
+func (s *Server) inCanary(id string) bool { return InCanary(id, s.cfg.CanaryShare) }
 
 // NACK is a configuration an Envoy refused.
 type NACK struct {
@@ -96,8 +130,9 @@ type Server struct {
 	lis    net.Listener
 	mu     sync.Mutex
 	nacks  []NACK
-	model  []byte
+	model  []byte // the stable model
 	sha    string
+	canary []byte // the canary model, while a canary is out
 	groups map[string]bool
 	nacked chan struct{}
 	// Addr is where the server listens, once started.
@@ -109,8 +144,11 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.CanaryShare == 0 {
+		cfg.CanaryShare = 0.1
+	}
 	s := &Server{cfg: cfg, groups: map[string]bool{}, nacked: make(chan struct{}, 1)}
-	s.cache = cachev3.NewSnapshotCache(true, groupHash{}, nil)
+	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
 
@@ -155,10 +193,14 @@ func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
 		default:
 		}
 	}
-	model := s.model
+	model, canary := s.model, s.canary
 	s.mu.Unlock()
 	if isNew && model != nil {
-		_ = s.publishGroup(g, model)
+		_ = s.publishGroup(cacheKey(g, false), g, model)
+		if canary == nil {
+			canary = model
+		}
+		_ = s.publishGroup(cacheKey(g, true), g, canary)
 	}
 }
 
@@ -170,21 +212,92 @@ func (s *Server) Publish(encoded []byte) error {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
-	s.model, s.sha = encoded, m.SHA256()
-	groups := make([]string, 0, len(s.groups))
-	for g := range s.groups {
-		groups = append(groups, g)
-	}
+	s.model, s.sha, s.canary = encoded, m.SHA256(), nil
+	groups := s.groupList()
 	s.mu.Unlock()
-	sort.Strings(groups)
 	var errs []error
 	for _, g := range groups {
-		errs = append(errs, s.publishGroup(g, encoded))
+		errs = append(errs, s.publishGroup(cacheKey(g, false), g, encoded), s.publishGroup(cacheKey(g, true), g, encoded))
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Server) publishGroup(group string, encoded []byte) error {
+func (s *Server) groupList() []string {
+	groups := make([]string, 0, len(s.groups))
+	for g := range s.groups {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	return groups
+}
+
+// PublishCanary sends a candidate model to the canary share of every
+// group's nodes (Config.CanaryShare, by a stable hash of their ids); the
+// others keep the stable model until Promote, and Rollback returns the
+// canaries to it.
+func (s *Server) PublishCanary(encoded []byte) error {
+	if _, err := models.Decode(encoded); err != nil {
+		return fmt.Errorf("refusing to publish: %w", err)
+	}
+	s.mu.Lock()
+	if s.model == nil {
+		s.mu.Unlock()
+		return errors.New("a canary needs a stable model to compare with: publish one first")
+	}
+	s.canary = encoded
+	groups := s.groupList()
+	s.mu.Unlock()
+	var errs []error
+	for _, g := range groups {
+		errs = append(errs, s.publishGroup(cacheKey(g, true), g, encoded))
+	}
+	return errors.Join(errs...)
+}
+
+// Promote makes the canary model the stable one, for every node.
+func (s *Server) Promote() error {
+	s.mu.Lock()
+	canary := s.canary
+	s.mu.Unlock()
+	if canary == nil {
+		return errors.New("no canary to promote")
+	}
+	return s.Publish(canary)
+}
+
+// Rollback returns the canary nodes to the stable model.
+func (s *Server) Rollback() error {
+	s.mu.Lock()
+	stable := s.model
+	had := s.canary != nil
+	s.canary = nil
+	groups := s.groupList()
+	s.mu.Unlock()
+	if !had {
+		return errors.New("no canary to roll back")
+	}
+	var errs []error
+	for _, g := range groups {
+		errs = append(errs, s.publishGroup(cacheKey(g, true), g, stable))
+	}
+	return errors.Join(errs...)
+}
+
+// CanaryVersion returns the canary model's sha256 ("" when none is out).
+func (s *Server) CanaryVersion() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.canary == nil {
+		return ""
+	}
+	m, err := models.Decode(s.canary)
+	if err != nil {
+		return ""
+	}
+	return m.SHA256()
+}
+
+func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	m, err := models.Decode(encoded)
 	if err != nil {
 		return err
@@ -200,7 +313,7 @@ func (s *Server) publishGroup(group string, encoded []byte) error {
 	if err := snap.Consistent(); err != nil {
 		return err
 	}
-	return s.cache.SetSnapshot(context.Background(), group, snap)
+	return s.cache.SetSnapshot(context.Background(), key, snap)
 }
 
 // Extension builds the ECDS resource of a group: the Wasm HTTP filter with

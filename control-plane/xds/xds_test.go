@@ -180,3 +180,81 @@ func TestGroup(t *testing.T) {
 		t.Errorf("group %q", g)
 	}
 }
+
+// TestCanary: a canary reaches only its share of a group's nodes, a
+// rollback returns them to the stable model, a promotion reaches all.
+func TestCanary(t *testing.T) {
+	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}, CanaryShare: 0.3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	a, shaA := model(t, 1)
+	b, shaB := model(t, 2)
+	c, shaC := model(t, 3)
+	if err := srv.PublishCanary(b); err == nil {
+		t.Error("a canary without a stable model was accepted")
+	}
+	if err := srv.Publish(a); err != nil {
+		t.Fatal(err)
+	}
+	var envoys []*envoy
+	var canaries, stables []*envoy
+	for i := 0; i < 20; i++ {
+		e := dial(t, srv.Addr, node(fmt.Sprintf("reviews-%d", i), "reviews", "shop"))
+		r, _ := e.recv()
+		if r.VersionInfo != shaA {
+			t.Fatalf("initial version %s", r.VersionInfo)
+		}
+		e.send(r.VersionInfo, r.Nonce, nil)
+		envoys = append(envoys, e)
+		if InCanary(e.node.Id, 0.3) {
+			canaries = append(canaries, e)
+		} else {
+			stables = append(stables, e)
+		}
+	}
+	if len(canaries) == 0 || len(stables) == 0 {
+		t.Fatalf("%d canaries, %d stable: the hash does not split 20 nodes", len(canaries), len(stables))
+	}
+	ackAll := func(es []*envoy, want string) {
+		t.Helper()
+		for _, e := range es {
+			r, _ := e.recv()
+			if r.VersionInfo != want {
+				t.Fatalf("%s got %s, want %s", e.node.Id, r.VersionInfo, want)
+			}
+			e.send(r.VersionInfo, r.Nonce, nil)
+		}
+	}
+	if err := srv.PublishCanary(b); err != nil {
+		t.Fatal(err)
+	}
+	ackAll(canaries, shaB)
+	// The others were not sent anything: their snapshot is still the stable one.
+	if snap, err := srv.cache.GetSnapshot(cacheKey("reviews.shop", false)); err != nil || snap.GetVersion(resourcev3.ExtensionConfigType) != shaA {
+		t.Errorf("stable nodes' snapshot changed: %v", err)
+	}
+	if err := srv.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	ackAll(canaries, shaA)
+	if err := srv.PublishCanary(c); err != nil {
+		t.Fatal(err)
+	}
+	ackAll(canaries, shaC)
+	if srv.CanaryVersion() != shaC {
+		t.Errorf("canary version %s", srv.CanaryVersion())
+	}
+	if err := srv.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	ackAll(stables, shaC)
+	if srv.Version() != shaC || srv.CanaryVersion() != "" {
+		t.Errorf("after promotion: stable %s canary %s", srv.Version(), srv.CanaryVersion())
+	}
+	_ = envoys
+}
