@@ -3,6 +3,7 @@ package main
 import (
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
@@ -16,10 +17,9 @@ import (
 // What does not fit the buffer is dropped and counted; a batch the collector
 // pushes back (503, or no answer) is kept and retried after a pause.
 //
-// No raw body leaves the sidecar, and query values travel as their shape
-// (each byte replaced by a representative of its character class, length
-// kept): enough for the trainer's class-transition and length models, not
-// the values themselves.
+// No raw body leaves the sidecar, and query and header values travel as
+// their shape (models.ShapeQuery, models.ShapeValue): enough for the
+// trainer's class-transition and length models, not the values themselves.
 
 // Metric names of shipping.
 const (
@@ -142,21 +142,21 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 	b = append(b, `{"ts_ns":`...)
 	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
 	b = append(b, `,"route":`...)
-	b = strconv.AppendQuote(b, route)
+	b = appendJSONString(b, route)
 	b = append(b, `,"score":`...)
 	b = appendFixed4(b, score)
 	b = append(b, `,"flagged":`...)
 	b = strconv.AppendBool(b, flagged)
 	b = append(b, `,"request":{"Method":`...)
-	b = strconv.AppendQuote(b, r.Method)
+	b = appendJSONString(b, r.Method)
 	b = append(b, `,"Path":`...)
-	b = strconv.AppendQuote(b, route)
+	b = appendJSONString(b, route)
 	b = append(b, `,"Query":`...)
-	b = strconv.AppendQuote(b, shapeQuery(r.Query))
+	b = appendJSONString(b, models.ShapeQuery(r.Query))
 	b = append(b, `,"Source":`...)
-	b = strconv.AppendQuote(b, r.Source)
+	b = appendJSONString(b, r.Source)
 	b = append(b, `,"Destination":`...)
-	b = strconv.AppendQuote(b, r.Destination)
+	b = appendJSONString(b, r.Destination)
 	b = append(b, `,"Status":`...)
 	b = strconv.AppendInt(b, int64(r.Status), 10)
 	b = append(b, `,"RequestBytes":`...)
@@ -174,9 +174,9 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 		}
 		n++
 		b = append(b, `{"Name":`...)
-		b = strconv.AppendQuote(b, h.Name)
+		b = appendJSONString(b, h.Name)
 		b = append(b, `,"Value":`...)
-		b = strconv.AppendQuote(b, shapeValue(h.Value))
+		b = appendJSONString(b, models.ShapeValue(h.Value))
 		b = append(b, '}')
 	}
 	return append(b, "]}}"...)
@@ -185,16 +185,37 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 // maxShippedHeaders bounds the headers a record carries.
 const maxShippedHeaders = 16
 
-// shapeValue replaces each byte of a header value by its class's
-// representative, up to models.MaxValueBytes (what the model examines), so
-// the trainer learns lengths and transitions, not values.
-func shapeValue(v string) string {
-	n := min(len(v), models.MaxValueBytes)
-	out := make([]byte, n)
-	for i := 0; i < n; i++ {
-		out[i] = classRepresentative[models.ClassOf(v[i])]
+// appendJSONString writes s as a JSON string. Control bytes are escaped,
+// valid UTF-8 is kept, and a byte that is not valid UTF-8 becomes the code
+// point of the same number (so a hostile request cannot make the line
+// invalid JSON, and a shape's high-class bytes stay high-class).
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+			i++
+		case c < 0x20 || c == 0x7f:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+			i++
+		case c < 0x80:
+			b = append(b, c)
+			i++
+		default:
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n <= 1 {
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+				i++
+				continue
+			}
+			b = append(b, s[i:i+n]...)
+			i += n
+		}
 	}
-	return string(out)
+	return append(b, '"')
 }
 
 // appendFixed4 writes x in [0,1] with four decimals.
@@ -207,77 +228,4 @@ func appendFixed4(b []byte, x float64) []byte {
 		n = 0
 	}
 	return append(b, '0', '.', byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
-}
-
-// classRepresentative is the byte each character class is shipped as.
-var classRepresentative = [models.NClasses]byte{
-	models.ClassLower: 'a', models.ClassUpper: 'A', models.ClassDigit: '0', models.ClassSpace: ' ',
-	models.ClassQuote: '\'', models.ClassAngle: '<', models.ClassParen: '(', models.ClassSlash: '/',
-	models.ClassDot: '.', models.ClassComma: ',', models.ClassDash: '-', models.ClassEquals: '=',
-	models.ClassSemicolon: ';', models.ClassSymbol: '!', models.ClassControl: '?', models.ClassHigh: '~',
-}
-
-// maxShapedValue bounds a shipped value's shape.
-const maxShapedValue = 64
-
-// shapeQuery keeps parameter names and replaces every value by its shape:
-// each decoded byte becomes its class's representative, re-encoded so the
-// collector's side decodes the same shape back.
-func shapeQuery(q string) string {
-	if q == "" {
-		return ""
-	}
-	const hex = "0123456789ABCDEF"
-	out := make([]byte, 0, len(q))
-	inValue := false
-	n := 0
-	for i := 0; i < len(q); i++ {
-		c := q[i]
-		switch {
-		case c == '&':
-			inValue, n = false, 0
-			out = append(out, c)
-			continue
-		case c == '=' && !inValue:
-			inValue = true
-			out = append(out, c)
-			continue
-		case !inValue:
-			out = append(out, c)
-			continue
-		}
-		// A value byte: decode it, then ship its shape.
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+2 < len(q) && isHexDigit(q[i+1]) && isHexDigit(q[i+2]):
-			c = unhexDigit(q[i+1])<<4 | unhexDigit(q[i+2])
-			i += 2
-		}
-		if n == maxShapedValue {
-			continue
-		}
-		n++
-		r := classRepresentative[models.ClassOf(c)]
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
-			out = append(out, r)
-		} else {
-			out = append(out, '%', hex[r>>4], hex[r&15])
-		}
-	}
-	return string(out)
-}
-
-func isHexDigit(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func unhexDigit(c byte) byte {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0'
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10
-	}
-	return c - 'A' + 10
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -128,5 +129,32 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	}
 	if strings.Contains(string(line), "secret") || strings.Contains(string(line), "/reviews/77") || strings.Contains(string(line), "Go-http") {
 		t.Errorf("the record leaks the body or an id: %s", line)
+	}
+}
+
+// A hostile request (invalid UTF-8, control bytes, quotes) still ships as
+// one valid JSON line, and its shaped values keep their classes.
+func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
+	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
+		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
+	line := encodeRecord(r, 0.5, false)
+	if !json.Valid(line) {
+		t.Fatalf("invalid JSON: %q", line)
+	}
+	var rec store.Record
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatal(err)
+	}
+	v := rec.Request.Headers[0].Value
+	want := []int{models.ClassHigh, models.ClassControl, models.ClassHigh, models.ClassQuote, models.ClassSlash}
+	var got []int
+	for i := 0; i < len(v); i++ {
+		if i > 0 && models.ClassOf(v[i]) == models.ClassHigh && models.ClassOf(v[i-1]) == models.ClassHigh {
+			continue // one high byte may travel as two (JSON strings are Unicode)
+		}
+		got = append(got, models.ClassOf(v[i]))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("classes %v, want %v (value %q)", got, want, v)
 	}
 }

@@ -1,0 +1,76 @@
+package models
+
+// Value shapes: a value with each byte replaced by a representative of its
+// character class, length kept. The filter ships shapes instead of values,
+// so the trainer can learn class transitions and lengths (TrainConfig.
+// ShapedValues) without the content leaving the sidecar.
+
+// classRepresentative is the byte each character class is shaped as: a
+// member of the class.
+var classRepresentative = [NClasses]byte{
+	ClassLower: 'a', ClassUpper: 'A', ClassDigit: '0', ClassSpace: ' ',
+	ClassQuote: '\'', ClassAngle: '<', ClassParen: '(', ClassSlash: '/',
+	ClassDot: '.', ClassComma: ',', ClassDash: '-', ClassEquals: '=',
+	ClassSemicolon: ';', ClassSymbol: '!', ClassControl: 0x01, ClassHigh: 0x80,
+}
+
+// maxShapedQueryValue bounds a query value's shape.
+const maxShapedQueryValue = 64
+
+// ShapeValue shapes a header value, up to MaxValueBytes (what the model
+// examines).
+func ShapeValue(v string) string {
+	n := min(len(v), MaxValueBytes)
+	out := make([]byte, n)
+	for i := 0; i < n; i++ {
+		out[i] = classRepresentative[classOf[v[i]]]
+	}
+	return string(out)
+}
+
+// ShapeQuery keeps a raw query's parameter names and replaces every value by
+// the shape of its decoded bytes, re-encoded so that decoding it yields the
+// shape.
+func ShapeQuery(q string) string {
+	if q == "" {
+		return ""
+	}
+	const hex = "0123456789ABCDEF"
+	out := make([]byte, 0, len(q))
+	inValue := false
+	n := 0
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case c == '&':
+			inValue, n = false, 0
+			out = append(out, c)
+			continue
+		case c == '=' && !inValue:
+			inValue = true
+			out = append(out, c)
+			continue
+		case !inValue:
+			out = append(out, c)
+			continue
+		}
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(q) && isHex(q[i+1]) && isHex(q[i+2]):
+			c = unhex(q[i+1])<<4 | unhex(q[i+2])
+			i += 2
+		}
+		if n == maxShapedQueryValue {
+			continue
+		}
+		n++
+		r := classRepresentative[classOf[c]]
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			out = append(out, r)
+		} else {
+			out = append(out, '%', hex[r>>4], hex[r&15])
+		}
+	}
+	return string(out)
+}
