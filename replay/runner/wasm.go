@@ -72,7 +72,7 @@ func (w *Wasm) Run(recs []*source.Record) ([]Result, error) {
 func (w *Wasm) runWorkload(dst string, recs []*source.Record, idx []int, out []Result) error {
 	workload := dst
 	if workload == "" {
-		workload = "unknown"
+		workload = source.DefaultDestination
 	}
 	cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
 	if err != nil {

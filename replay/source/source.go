@@ -29,6 +29,14 @@ func (r *Record) IsAttack() bool { return r.Label != "" && r.Label != LabelNorma
 // LabelNormal is the label of benign traffic.
 const LabelNormal = "normal"
 
+// Names given to requests whose source or destination the traffic does not
+// say, so that training, the native runner and the filter (which needs a
+// workload name) all put them in the same place.
+const (
+	DefaultSource      = "unknown"
+	DefaultDestination = "default"
+)
+
 // Problem is a malformed entry that was skipped.
 type Problem struct {
 	Pos string

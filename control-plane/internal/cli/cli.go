@@ -98,6 +98,16 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("%w: unknown command %q", ErrUsage, args[0])
 }
 
+// learnNormal learns a record unless it is labelled an attack (attacks are
+// never learned as normal); it returns 1 for an attack, for counting.
+func learnNormal(tr *models.Trainer, r *source.Record) int {
+	if r.IsAttack() {
+		return 1
+	}
+	tr.Observe(&r.Request)
+	return 0
+}
+
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
@@ -142,11 +152,7 @@ func train(args []string, stdout, stderr io.Writer) error {
 	}
 	var attacks int
 	problems, err := eachRecord(fs.Args(), &sf, stderr, func(r *source.Record) error {
-		if r.IsAttack() {
-			attacks++ // attacks are never learned as normal
-			return nil
-		}
-		tr.Observe(&r.Request)
+		attacks += learnNormal(tr, r)
 		return nil
 	})
 	if err != nil {

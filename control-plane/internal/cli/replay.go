@@ -50,14 +50,6 @@ func (f *sourceFlags) options() (source.FileOptions, error) {
 	return opt, nil
 }
 
-// Names given to requests whose source or destination the traffic does not
-// say, so that training, the native runner and the filter (which needs a
-// workload name) all put them in the same place.
-const (
-	DefaultSource      = "unknown"
-	DefaultDestination = "default"
-)
-
 // eachRecord reads every file, in order, calling fn for each good record;
 // malformed entries are returned as problems and echoed (the first 20) to
 // stderr.
@@ -65,10 +57,10 @@ func eachRecord(paths []string, sf *sourceFlags, stderr io.Writer, fn func(*sour
 	var problems []source.Problem
 	emit := func(r *source.Record) error {
 		if r.Request.Source == "" {
-			r.Request.Source = DefaultSource
+			r.Request.Source = source.DefaultSource
 		}
 		if r.Request.Destination == "" {
-			r.Request.Destination = DefaultDestination
+			r.Request.Destination = source.DefaultDestination
 		}
 		return fn(r)
 	}
@@ -152,6 +144,17 @@ func newRunner(kind, wasmPath string, m *models.Model, threshold float64, live l
 	return nil, fmt.Errorf("%w: -runner %q: want native, wasm or live", ErrUsage, kind)
 }
 
+// score runs the records through a runner of the given kind and closes it.
+func score(kind, wasmPath string, m *models.Model, threshold float64, live liveFlags, recs []*source.Record) (string, []runner.Result, error) {
+	run, err := newRunner(kind, wasmPath, m, threshold, live)
+	if err != nil {
+		return "", nil, err
+	}
+	defer run.Close()
+	res, err := run.Run(recs)
+	return run.Name(), res, err
+}
+
 // defaultWasm is where make puts the compiled filter.
 const defaultWasm = "build/meshward.wasm"
 
@@ -184,12 +187,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	run, err := newRunner(*kind, *wasmPath, m, *threshold, lf)
-	if err != nil {
-		return err
-	}
-	defer run.Close()
-	res, err := run.Run(recs)
+	name, res, err := score(*kind, *wasmPath, m, *threshold, lf, recs)
 	if err != nil {
 		return err
 	}
@@ -197,7 +195,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if th == 0 {
 		th = m.Meta.Threshold
 	}
-	rep := report.New(run.Name(), m, th, fs.Args(), recs, res, problems, of.top)
+	rep := report.New(name, m, th, fs.Args(), recs, res, problems, of.top)
 	rep.WriteSummary(stdout)
 	return writeOutputs(rep, recs, res, of)
 }
@@ -271,11 +269,7 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	}
 	attacks := 0
 	for _, r := range learn {
-		if r.IsAttack() {
-			attacks++ // never learned as normal
-			continue
-		}
-		tr.Observe(&r.Request)
+		attacks += learnNormal(tr, r)
 	}
 	m, err := tr.Model()
 	if err != nil {
@@ -287,19 +281,14 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 			*kind = "wasm"
 		}
 	}
-	run, err := newRunner(*kind, *wasmPath, m, 0, liveFlags{})
-	if err != nil {
-		return err
-	}
-	defer run.Close()
-	res, err := run.Run(monitor)
+	name, res, err := score(*kind, *wasmPath, m, 0, liveFlags{}, monitor)
 	if err != nil {
 		return err
 	}
 	learned, _, _, held := tr.Samples()
 	fmt.Fprintf(stdout, "learn: %d requests (%d learned, %d held back for calibration, %d labelled attacks not learned) → model %.12s, %d bytes\n",
 		len(learn), learned, held, attacks, m.SHA256(), m.Size())
-	rep := report.New(run.Name(), m, m.Meta.Threshold, files, monitor, res, problems, 20)
+	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)
 	if err := detectAndDecide(rep, m, monitor, res); err != nil {
 		return err
 	}
