@@ -57,6 +57,16 @@ func splitAt(recs []*source.Record, at time.Time) (before, after []*source.Recor
 	return before, after
 }
 
+func normalOnly(recs []*source.Record) []*source.Record {
+	var out []*source.Record
+	for _, r := range recs {
+		if !r.IsAttack() {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func genTraffic(t testing.TB) (*gen.Generator, gen.Config, []*source.Record) {
 	cfg := gen.DefaultConfig()
 	cfg.Requests = 20_000
@@ -105,12 +115,7 @@ func TestCompromisedWorkloadIsCaughtWithinSeconds(t *testing.T) {
 func TestBenignReplayOpensNothing(t *testing.T) {
 	_, cfg, recs := genTraffic(t)
 	attackAt := cfg.Start.Add(time.Duration(cfg.AttackAt * float64(cfg.Duration)))
-	var clean []*source.Record
-	for _, r := range recs {
-		if !r.IsAttack() {
-			clean = append(clean, r)
-		}
-	}
+	clean := normalOnly(recs)
 	learn, monitor := splitAt(clean, attackAt)
 	if _, opened := pipeline(t, learn, monitor); len(opened) != 0 {
 		t.Errorf("benign replay opened %d incidents, first %+v", len(opened), opened[0])
@@ -120,12 +125,7 @@ func TestBenignReplayOpensNothing(t *testing.T) {
 func TestANewDependencyIsNotFenced(t *testing.T) {
 	g, cfg, recs := genTraffic(t)
 	attackAt := cfg.Start.Add(time.Duration(cfg.AttackAt * float64(cfg.Duration)))
-	var clean []*source.Record
-	for _, r := range recs {
-		if !r.IsAttack() {
-			clean = append(clean, r)
-		}
-	}
+	clean := normalOnly(recs)
 	learn, monitor := splitAt(clean, attackAt)
 	// A release of checkout starts calling ratings, steadily, with 200s.
 	for i := 0; i < 200; i++ {

@@ -12,8 +12,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
 // BenchmarkRollout1000 connects 1,000 ADS clients (50 workload groups, over
@@ -21,14 +19,7 @@ import (
 // clients took to receive it: p50-ms and p99-ms (target p99 ≤ 1 s).
 func BenchmarkRollout1000(b *testing.B) {
 	const clients, groups, conns = 1000, 50, 10
-	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Start(context.Background(), "127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(b, 0)
 	var p50s, p99s []float64
 	for i := 0; b.Loop(); i++ {
 		first, _ := model(b, uint64(2*i+1))

@@ -35,6 +35,19 @@ func model(t testing.TB, seed uint64) ([]byte, string) {
 	return b, m.SHA256()
 }
 
+// startServer starts an ADS server on loopback, stopped with the test.
+func startServer(t testing.TB, canaryShare float64) *Server {
+	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}, CanaryShare: canaryShare})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func node(id, workload, ns string) *corev3.Node {
 	md, _ := structpb.NewStruct(map[string]any{"WORKLOAD_NAME": workload, "NAMESPACE": ns})
 	return &corev3.Node{Id: id, Metadata: md}
@@ -106,14 +119,7 @@ func (e *envoy) recv() (*discoveryv3.DiscoveryResponse, *pluginconfig.Settings) 
 }
 
 func TestADSServesTheModelPerGroup(t *testing.T) {
-	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background(), "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, 0)
 	a, shaA := model(t, 1)
 	b, shaB := model(t, 2)
 
@@ -184,14 +190,7 @@ func TestGroup(t *testing.T) {
 // TestCanary: a canary reaches only its share of a group's nodes, a
 // rollback returns them to the stable model, a promotion reaches all.
 func TestCanary(t *testing.T) {
-	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}, CanaryShare: 0.3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(context.Background(), "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := startServer(t, 0.3)
 	a, shaA := model(t, 1)
 	b, shaB := model(t, 2)
 	c, shaC := model(t, 3)
