@@ -289,8 +289,8 @@ func calibrate(surprise, base, center float64) float64 {
 func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl := AppendTemplate(buf[:0], r.Path)
-	src := hashString(fnvOffset, r.Source)
-	route := hashBytes(hashString(fnvOffset, r.Method), tmpl)
+	src := hashString(hashSeed, r.Source)
+	route := hashBytes(hashString(hashSeed, r.Method), tmpl)
 
 	// Caller graph: meeting a caller, route or edge never seen, weighed by
 	// how often training met new ones (Good-Turing).
@@ -326,7 +326,7 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 func (w *Workload) RespondWith(r *Request, v Verdict) Verdict {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl := AppendTemplate(buf[:0], r.Path)
-	if ri, ok := w.routeIndex.get(hashBytes(hashString(fnvOffset, r.Method), tmpl)); ok {
+	if ri, ok := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl)); ok {
 		w.Routes[ri].Numbers.responseSurprise(r, &v, &w.statusMix)
 	}
 	if r.Status != 0 && w.RespCenter > 0 {
@@ -391,18 +391,18 @@ func (v *Verdict) add(code ReasonCode, surprise float64) {
 }
 
 func paramKey(route uint32, name []byte) uint64 {
-	return hashBytes(uint64(route)*fnvPrime^fnvOffset, name)
+	return hashBytes(uint64(route)*hashMix^hashSeed, name)
 }
 
 // index builds the lookup tables of a workload from its slices.
 func (w *Workload) index() {
 	w.sourceIndex = newTable(len(w.Sources))
 	for i, s := range w.Sources {
-		w.sourceIndex.put(hashString(fnvOffset, s), uint32(i))
+		w.sourceIndex.put(hashString(hashSeed, s), uint32(i))
 	}
 	w.routeIndex = newTable(len(w.Routes))
 	for i, r := range w.Routes {
-		w.routeIndex.put(hashString(hashString(fnvOffset, r.Method), r.Template), uint32(i))
+		w.routeIndex.put(hashString(hashString(hashSeed, r.Method), r.Template), uint32(i))
 	}
 	w.edgeSet = newTable(len(w.Edges))
 	srcCount := make([]uint32, len(w.Sources))
@@ -521,11 +521,13 @@ func edgeKey(src, route uint32) uint64 { return uint64(src)<<32 | uint64(route) 
 // every platform (models store its output, so it must never change without a
 // codec version bump), and several times faster than a byte-wise hash,
 // which matters most compiled to WebAssembly.
+// hashSeed starts a hash and hashMix spreads a route index into a seed (the
+// FNV-1a constants, kept so stored hashes stay the same).
 const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-	hashK1    = 0x9E3779B97F4A7C15
-	hashK2    = 0xC2B2AE3D27D4EB4F
+	hashSeed = 14695981039346656037
+	hashMix  = 1099511628211
+	hashK1   = 0x9E3779B97F4A7C15
+	hashK2   = 0xC2B2AE3D27D4EB4F
 )
 
 func hashString(h uint64, s string) uint64 {

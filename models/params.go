@@ -93,7 +93,7 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 	// and this spares scanning them.
 	var h uint64
 	if len(p.Enum) > 0 {
-		h = hashBytes(fnvOffset, v)
+		h = hashBytes(hashSeed, v)
 		if _, ok := p.enumSet.get(h); ok {
 			return 0, ReasonNone
 		}
@@ -178,7 +178,7 @@ func (s *paramStats) observe(v []byte) {
 		prev = cl
 	}
 	if s.values != nil {
-		s.values[hashBytes(fnvOffset, v)]++
+		s.values[hashBytes(hashSeed, v)]++
 		if len(s.values) > maxEnum {
 			s.values = nil
 		}

@@ -168,7 +168,7 @@ func (t *Trainer) Observe(r *Request) bool {
 // same multiset of requests holds back the same requests in any order, and
 // repeats of one request are split like any others.
 func (t *Trainer) heldOut(r *Request) bool {
-	h := hashString(fnvOffset^t.cfg.Seed*hashK1, r.Method)
+	h := hashString(hashSeed^t.cfg.Seed*hashK1, r.Method)
 	h = hashString(h, r.Path)
 	h = hashString(h, r.Query)
 	h = hashString(h, r.Source)
