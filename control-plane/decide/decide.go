@@ -35,12 +35,18 @@ type Rules struct {
 	TTL time.Duration
 	// Enforce lets decisions be enforced; otherwise they stay dry runs.
 	Enforce bool
+	// RateLimit is how many decisions may stand within RatePeriod; more are
+	// suppressed (a storm of incidents is more likely a broken model or a
+	// mesh-wide change than as many intrusions).
+	RateLimit  int
+	RatePeriod time.Duration
 }
 
 // DefaultRules returns the defaults, in one place. The control plane's own
 // namespace is added by the caller.
 func DefaultRules() Rules {
-	return Rules{Protected: []string{"istio-system", "kube-system", "meshward-system"}, MaxActive: 10, TTL: time.Hour}
+	return Rules{Protected: []string{"istio-system", "kube-system", "meshward-system"}, MaxActive: 10, TTL: time.Hour,
+		RateLimit: 5, RatePeriod: time.Minute}
 }
 
 // Validate reports every problem with the rules.
@@ -48,6 +54,9 @@ func (r Rules) Validate() error {
 	var errs []error
 	if r.MaxActive < 1 {
 		errs = append(errs, fmt.Errorf("max_active: %d must be positive", r.MaxActive))
+	}
+	if r.RateLimit < 1 || r.RatePeriod <= 0 {
+		errs = append(errs, fmt.Errorf("rate_limit: %d per %v must be positive", r.RateLimit, r.RatePeriod))
 	}
 	if r.TTL <= 0 {
 		errs = append(errs, fmt.Errorf("ttl: %v must be positive", r.TTL))
@@ -108,6 +117,43 @@ func Decide(inc *detect.Incident, r Rules, active int, now time.Time) Decision {
 	case len(d.Deny) == 0:
 		d.Suppressed = "no destination to deny"
 	}
+	return d
+}
+
+// Guard decides over time: on top of Decide's rails it holds the rate
+// limit, remembering when decisions stood. It is not safe for concurrent
+// use.
+type Guard struct {
+	Rules Rules
+	stood []time.Time
+}
+
+// NewGuard returns a guard for valid rules.
+func NewGuard(r Rules) (*Guard, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return &Guard{Rules: r}, nil
+}
+
+// Decide is Decide, then the rate limit.
+func (g *Guard) Decide(inc *detect.Incident, active int, now time.Time) Decision {
+	d := Decide(inc, g.Rules, active, now)
+	if d.Suppressed != "" {
+		return d
+	}
+	keep := g.stood[:0]
+	for _, t := range g.stood {
+		if now.Sub(t) < g.Rules.RatePeriod {
+			keep = append(keep, t)
+		}
+	}
+	g.stood = keep
+	if len(g.stood) >= g.Rules.RateLimit {
+		d.Suppressed = fmt.Sprintf("rate limit: %d decisions within %v already", len(g.stood), g.Rules.RatePeriod)
+		return d
+	}
+	g.stood = append(g.stood, now)
 	return d
 }
 

@@ -1,79 +1,53 @@
 // Package policy translates decisions into what a mesh enforces. Each target
 // has one translator, tested with golden files: Istio AuthorizationPolicy
-// (security.istio.io/v1) as YAML for GitOps or the API server.
+// (security.istio.io/v1, as istio.io/client-go types, as YAML for GitOps,
+// and as server-side apply configurations for the API server) and Envoy
+// RBAC.
 package policy
 
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	applysecurityv1 "istio.io/client-go/pkg/applyconfiguration/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshward/meshward/control-plane/decide"
 )
 
 // Labels and annotations that mark what meshward owns.
 const (
-	LabelManagedBy      = "app.kubernetes.io/managed-by"
-	LabelDecision       = "meshward.io/decision"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedBy is LabelManagedBy's value on every object meshward writes.
+	ManagedBy     = "meshward"
+	LabelDecision = "meshward.io/decision"
+	// LabelTarget names the workload (name.namespace) a policy protects.
+	LabelTarget         = "meshward.io/target"
 	AnnotationPrincipal = "meshward.io/principal"
+	AnnotationCreated   = "meshward.io/created"
 	AnnotationExpires   = "meshward.io/expires"
 	AnnotationReason    = "meshward.io/reason"
 	AnnotationDryRun    = "istio.io/dry-run"
 	// WorkloadLabel is the pod label that names a workload (Istio's
 	// canonical service label falls back to it).
 	WorkloadLabel = "app"
+	// OwnedSelector selects every object meshward owns.
+	OwnedSelector = LabelManagedBy + "=" + ManagedBy
 )
 
-// AuthorizationPolicy is the subset of security.istio.io/v1
-// AuthorizationPolicy meshward writes, in field order for stable YAML.
-type AuthorizationPolicy struct {
-	APIVersion string   `yaml:"apiVersion"`
-	Kind       string   `yaml:"kind"`
-	Metadata   Metadata `yaml:"metadata"`
-	Spec       APSpec   `yaml:"spec"`
-}
-
-// Metadata is the object metadata meshward sets.
-type Metadata struct {
-	Name        string            `yaml:"name"`
-	Namespace   string            `yaml:"namespace"`
-	Labels      map[string]string `yaml:"labels"`
-	Annotations map[string]string `yaml:"annotations"`
-}
-
-// APSpec is the policy body: DENY from a principal, for one workload.
-type APSpec struct {
-	Selector Selector `yaml:"selector"`
-	Action   string   `yaml:"action"`
-	Rules    []Rule   `yaml:"rules"`
-}
-
-// Selector picks the workload the policy protects.
-type Selector struct {
-	MatchLabels map[string]string `yaml:"matchLabels"`
-}
-
-// Rule matches requests from the principals.
-type Rule struct {
-	From []From `yaml:"from"`
-}
-
-// From names the sources.
-type From struct {
-	Source Source `yaml:"source"`
-}
-
-// Source lists principals in Istio's form (<td>/ns/<ns>/sa/<sa>).
-type Source struct {
-	Principals []string `yaml:"principals"`
-}
+// TimeFormat is how times are written in annotations.
+const TimeFormat = "2006-01-02T15:04:05Z"
 
 // Istio returns one AuthorizationPolicy per target of a decision: DENY every
 // request from the principal to that workload, marked dry-run until the
 // decision is enforced. A suppressed decision yields none.
-func Istio(d decide.Decision) ([]AuthorizationPolicy, error) {
+func Istio(d decide.Decision) ([]*securityv1.AuthorizationPolicy, error) {
 	if d.Suppressed != "" {
 		return nil, nil
 	}
@@ -81,52 +55,91 @@ func Istio(d decide.Decision) ([]AuthorizationPolicy, error) {
 	if d.Namespace == "" {
 		return nil, fmt.Errorf("decision %s: %q is not a SPIFFE principal; Istio policies need one", d.ID, d.Principal)
 	}
-	var out []AuthorizationPolicy
+	var out []*securityv1.AuthorizationPolicy
 	for _, t := range d.Deny {
-		ap := AuthorizationPolicy{
-			APIVersion: "security.istio.io/v1",
-			Kind:       "AuthorizationPolicy",
-			Metadata: Metadata{
-				Name:      k8sName("meshward-quarantine-" + d.ID + "-" + t.Name),
+		ap := &securityv1.AuthorizationPolicy{
+			TypeMeta: metav1.TypeMeta{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy"},
+			ObjectMeta: metav1.ObjectMeta{
+				Name:      Name(d.ID, t.Name),
 				Namespace: t.Namespace,
-				Labels:    map[string]string{LabelManagedBy: "meshward", LabelDecision: k8sName(d.ID)},
+				Labels:    map[string]string{LabelManagedBy: ManagedBy, LabelDecision: k8sName(d.ID), LabelTarget: labelValue(t.Workload)},
 				Annotations: map[string]string{
 					AnnotationPrincipal: d.Principal,
-					AnnotationExpires:   d.Expires.UTC().Format("2006-01-02T15:04:05Z"),
+					AnnotationCreated:   d.Created.UTC().Format(TimeFormat),
+					AnnotationExpires:   d.Expires.UTC().Format(TimeFormat),
 					AnnotationReason:    d.Reason,
 				},
 			},
-			Spec: APSpec{
-				Selector: Selector{MatchLabels: map[string]string{WorkloadLabel: t.Name}},
-				Action:   "DENY",
-				Rules:    []Rule{{From: []From{{Source: Source{Principals: []string{principal}}}}}},
+			Spec: securityv1beta1.AuthorizationPolicy{
+				Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{WorkloadLabel: t.Name}},
+				Action:   securityv1beta1.AuthorizationPolicy_DENY,
+				Rules: []*securityv1beta1.Rule{{From: []*securityv1beta1.Rule_From{{
+					Source: &securityv1beta1.Source{Principals: []string{principal}},
+				}}}},
 			},
 		}
 		if d.Mode != decide.Enforce {
-			ap.Metadata.Annotations[AnnotationDryRun] = "true"
+			ap.Annotations[AnnotationDryRun] = "true"
 		}
 		out = append(out, ap)
 	}
 	return out, nil
 }
 
-// YAML renders policies as one multi-document YAML stream.
-func YAML(aps []AuthorizationPolicy) ([]byte, error) {
-	if len(aps) == 0 {
-		return nil, nil
+// Name is the object name of the policy of a decision for one target.
+// Long names are cut and end in a hash of the whole, so two targets never
+// share a name.
+func Name(decisionID, target string) string {
+	full := "meshward-quarantine-" + decisionID + "-" + target
+	if n := k8sName(full); len(n) < 63 {
+		return n
 	}
+	h := fnv.New32a()
+	h.Write([]byte(full))
+	return strings.TrimRight(k8sName(full)[:54], "-") + fmt.Sprintf("-%08x", h.Sum32())
+}
+
+// ApplyConfig is the server-side apply configuration of a policy: every
+// field meshward sets, so fields it stops setting (the dry-run annotation
+// on promotion) are removed by the apply.
+func ApplyConfig(ap *securityv1.AuthorizationPolicy) *applysecurityv1.AuthorizationPolicyApplyConfiguration {
+	ac := applysecurityv1.AuthorizationPolicy(ap.Name, ap.Namespace).WithLabels(ap.Labels).WithAnnotations(ap.Annotations)
+	// The spec is a protobuf message: set the pointer rather than copy it
+	// through WithSpec's value parameter.
+	ac.Spec = ap.Spec.DeepCopy()
+	return ac
+}
+
+// YAML renders policies as one multi-document YAML stream, as kubectl
+// apply takes it.
+func YAML(aps []*securityv1.AuthorizationPolicy) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	for i := range aps {
-		if err := enc.Encode(&aps[i]); err != nil {
-			return nil, err
+	for i, ap := range aps {
+		// The server fills creationTimestamp; a manifest leaves it out.
+		clean := ap.DeepCopy()
+		b, err := yaml.Marshal(struct {
+			APIVersion string                               `json:"apiVersion"`
+			Kind       string                               `json:"kind"`
+			Metadata   manifestMeta                         `json:"metadata"`
+			Spec       *securityv1beta1.AuthorizationPolicy `json:"spec"`
+		}{clean.APIVersion, clean.Kind, manifestMeta{clean.Name, clean.Namespace, clean.Labels, clean.Annotations}, &clean.Spec})
+		if err != nil {
+			return nil, fmt.Errorf("policy %s/%s: %w", ap.Namespace, ap.Name, err)
 		}
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
+		if i > 0 {
+			buf.WriteString("---\n")
+		}
+		buf.Write(b)
 	}
 	return buf.Bytes(), nil
+}
+
+// manifestMeta is the metadata a manifest carries (no server-set fields).
+type manifestMeta struct {
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // k8sName makes a valid Kubernetes object name (DNS label, ≤ 63 characters).
@@ -144,4 +157,22 @@ func k8sName(s string) string {
 		out = out[:63]
 	}
 	return strings.Trim(out, "-")
+}
+
+// labelValue makes a valid label value (≤ 63 characters of [A-Za-z0-9-_.],
+// starting and ending alphanumeric).
+func labelValue(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	out := b.String()
+	if len(out) > 63 {
+		out = out[:63]
+	}
+	return strings.Trim(out, "-_.")
 }
