@@ -33,8 +33,10 @@ type Rules struct {
 	MaxActive int
 	// TTL is how long a quarantine lasts unless released earlier.
 	TTL time.Duration
-	// Enforce lets decisions be enforced; otherwise they stay dry runs.
-	Enforce bool
+	// Enforce lets decisions be promoted to enforcement once they have been
+	// dry runs for PromoteAfter; otherwise they stay dry runs.
+	Enforce      bool
+	PromoteAfter time.Duration
 	// RateLimit is how many decisions may stand within RatePeriod; more are
 	// suppressed (a storm of incidents is more likely a broken model or a
 	// mesh-wide change than as many intrusions).
@@ -46,7 +48,7 @@ type Rules struct {
 // namespace is added by the caller.
 func DefaultRules() Rules {
 	return Rules{Protected: []string{"istio-system", "kube-system", "meshward-system"}, MaxActive: 10, TTL: time.Hour,
-		RateLimit: 5, RatePeriod: time.Minute}
+		RateLimit: 5, RatePeriod: time.Minute, PromoteAfter: time.Minute}
 }
 
 // Validate reports every problem with the rules.
@@ -57,6 +59,9 @@ func (r Rules) Validate() error {
 	}
 	if r.RateLimit < 1 || r.RatePeriod <= 0 {
 		errs = append(errs, fmt.Errorf("rate_limit: %d per %v must be positive", r.RateLimit, r.RatePeriod))
+	}
+	if r.PromoteAfter < 0 {
+		errs = append(errs, fmt.Errorf("promote_after: %v must not be negative", r.PromoteAfter))
 	}
 	if r.TTL <= 0 {
 		errs = append(errs, fmt.Errorf("ttl: %v must be positive", r.TTL))
@@ -91,14 +96,12 @@ type Decision struct {
 }
 
 // Decide turns an incident into a decision, given how many quarantines are
-// active now.
+// active now. Every decision starts as a dry run; Promotion says when it
+// may be enforced.
 func Decide(inc *detect.Incident, r Rules, active int, now time.Time) Decision {
 	d := Decision{ID: inc.ID, Principal: inc.Principal, Mode: DryRun, Created: now, Expires: now.Add(r.TTL),
 		Reason: strings.Join(inc.Signals, ", ")}
 	d.TrustDomain, d.Namespace, d.ServiceAccount = ParseSPIFFE(inc.Principal)
-	if r.Enforce {
-		d.Mode = Enforce
-	}
 	seen := map[string]bool{}
 	for _, e := range inc.NewEdges {
 		if seen[e.Destination] {
@@ -118,6 +121,16 @@ func Decide(inc *detect.Incident, r Rules, active int, now time.Time) Decision {
 		d.Suppressed = "no destination to deny"
 	}
 	return d
+}
+
+// Promotion returns when a dry-run decision may be enforced under the
+// rules, and false when it may not be (enforcement is not allowed, or the
+// decision is enforced or suppressed already).
+func Promotion(d Decision, r Rules) (time.Time, bool) {
+	if !r.Enforce || d.Mode != DryRun || d.Suppressed != "" {
+		return time.Time{}, false
+	}
+	return d.Created.Add(r.PromoteAfter), true
 }
 
 // Guard decides over time: on top of Decide's rails it holds the rate

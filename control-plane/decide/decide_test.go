@@ -35,9 +35,13 @@ func TestGuardRails(t *testing.T) {
 	if d := Decide(good, r, r.MaxActive, now); !strings.Contains(d.Suppressed, "cap") {
 		t.Errorf("the cap did not hold: %q", d.Suppressed)
 	}
-	r.Enforce = true
-	if d := Decide(good, r, 0, now); d.Mode != Enforce {
-		t.Errorf("enforce allowed, mode %s", d.Mode)
+	if _, ok := Promotion(d, r); ok {
+		t.Error("promotion without enforcement allowed")
+	}
+	r.Enforce, r.PromoteAfter = true, 30*time.Second
+	d = Decide(good, r, 0, now)
+	if at, ok := Promotion(d, r); d.Mode != DryRun || !ok || !at.Equal(now.Add(30*time.Second)) {
+		t.Errorf("enforce allowed: mode %s, promotion at %v (%v); want a dry run first, promoted 30 s later", d.Mode, at, ok)
 	}
 }
 
