@@ -170,6 +170,32 @@ func (g *Guard) Decide(inc *detect.Incident, active int, now time.Time) Decision
 	return d
 }
 
+// Merge folds a new decision about a principal into the standing one: the
+// standing id, creation and reason, the later expiry, every target, and
+// enforcement if either is enforced.
+func Merge(have, d Decision) Decision {
+	out := have
+	out.Deny = append([]Target(nil), have.Deny...)
+	seen := map[string]bool{}
+	for _, t := range have.Deny {
+		seen[t.Workload] = true
+	}
+	for _, t := range d.Deny {
+		if !seen[t.Workload] {
+			seen[t.Workload] = true
+			out.Deny = append(out.Deny, t)
+		}
+	}
+	sort.Slice(out.Deny, func(i, j int) bool { return out.Deny[i].Workload < out.Deny[j].Workload })
+	if d.Expires.After(out.Expires) {
+		out.Expires = d.Expires
+	}
+	if d.Mode == Enforce {
+		out.Mode = Enforce
+	}
+	return out
+}
+
 // ParseSPIFFE splits spiffe://<td>/ns/<ns>/sa/<sa>; all empty otherwise.
 func ParseSPIFFE(p string) (trustDomain, namespace, serviceAccount string) {
 	rest, ok := strings.CutPrefix(p, "spiffe://")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"time"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
@@ -84,6 +85,33 @@ func Istio(d decide.Decision) ([]*securityv1.AuthorizationPolicy, error) {
 		out = append(out, ap)
 	}
 	return out, nil
+}
+
+// FromIstio reads back the decision one of meshward's policies carries
+// (one target: the policy's). It is the translator's inverse, for
+// rebuilding state from what the API server or a GitOps directory holds.
+func FromIstio(ap *securityv1.AuthorizationPolicy) (decide.Decision, error) {
+	where := ap.Namespace + "/" + ap.Name
+	id := ap.Labels[LabelDecision]
+	principal := ap.Annotations[AnnotationPrincipal]
+	created, cerr := time.Parse(TimeFormat, ap.Annotations[AnnotationCreated])
+	expires, eerr := time.Parse(TimeFormat, ap.Annotations[AnnotationExpires])
+	if ap.Labels[LabelManagedBy] != ManagedBy || id == "" || principal == "" || cerr != nil || eerr != nil {
+		return decide.Decision{}, fmt.Errorf("AuthorizationPolicy %s: not meshward's, or lacks its decision label or its principal, created or expires annotations", where)
+	}
+	d := decide.Decision{ID: id, Principal: principal, Mode: decide.Enforce, Created: created, Expires: expires,
+		Reason: ap.Annotations[AnnotationReason]}
+	d.TrustDomain, d.Namespace, d.ServiceAccount = decide.ParseSPIFFE(principal)
+	if ap.Annotations[AnnotationDryRun] == "true" {
+		d.Mode = decide.DryRun
+	}
+	name := ap.Spec.GetSelector().GetMatchLabels()[WorkloadLabel]
+	target := ap.Labels[LabelTarget]
+	if target == "" {
+		target = name + "." + ap.Namespace
+	}
+	d.Deny = []decide.Target{{Workload: target, Name: name, Namespace: ap.Namespace}}
+	return d, nil
 }
 
 // Name is the object name of the policy of a decision for one target.

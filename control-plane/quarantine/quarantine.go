@@ -105,23 +105,24 @@ func (a *Applier) Rebuild(ctx context.Context) error {
 	state := map[string]*Quarantine{}
 	var errs []error
 	for _, ap := range list.Items {
-		q, err := fromObject(ap)
+		d, err := policy.FromIstio(ap)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		have := state[q.Decision.ID]
-		if have == nil {
-			state[q.Decision.ID] = q
+		ref := Ref{Namespace: ap.Namespace, Name: ap.Name, Target: d.Deny[0].Workload}
+		if have := state[d.ID]; have != nil {
+			mode := have.Decision.Mode
+			have.Decision = decide.Merge(have.Decision, d)
+			have.Policies = append(have.Policies, ref)
+			// Promotion stopped half way (a crash): stay a dry run, so the
+			// next Tick promotes every object.
+			if mode == decide.DryRun || d.Mode == decide.DryRun {
+				have.Decision.Mode = decide.DryRun
+			}
 			continue
 		}
-		have.Decision.Deny = append(have.Decision.Deny, q.Decision.Deny...)
-		have.Policies = append(have.Policies, q.Policies...)
-		// One enforced object makes the decision enforced: promotion
-		// finishes on the next Tick for the rest.
-		if have.Decision.Mode == decide.DryRun && q.Decision.Mode == decide.Enforce {
-			have.Decision.Mode = decide.Enforce
-		}
+		state[d.ID] = &Quarantine{Decision: d, Policies: []Ref{ref}}
 	}
 	for _, q := range state {
 		sortQuarantine(q)
@@ -131,31 +132,6 @@ func (a *Applier) Rebuild(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("quarantine state rebuilt from the API server", "quarantines", len(state), "policies", len(list.Items))
 	return errors.Join(errs...)
-}
-
-// fromObject reads a decision back from one of meshward's policies.
-func fromObject(ap *securityv1.AuthorizationPolicy) (*Quarantine, error) {
-	where := ap.Namespace + "/" + ap.Name
-	id := ap.Labels[policy.LabelDecision]
-	principal := ap.Annotations[policy.AnnotationPrincipal]
-	created, cerr := time.Parse(policy.TimeFormat, ap.Annotations[policy.AnnotationCreated])
-	expires, eerr := time.Parse(policy.TimeFormat, ap.Annotations[policy.AnnotationExpires])
-	if id == "" || principal == "" || cerr != nil || eerr != nil {
-		return nil, fmt.Errorf("AuthorizationPolicy %s is labelled as meshward's but lacks its decision label or its principal, created or expires annotations", where)
-	}
-	d := decide.Decision{ID: id, Principal: principal, Mode: decide.Enforce, Created: created, Expires: expires,
-		Reason: ap.Annotations[policy.AnnotationReason]}
-	d.TrustDomain, d.Namespace, d.ServiceAccount = decide.ParseSPIFFE(principal)
-	if ap.Annotations[policy.AnnotationDryRun] == "true" {
-		d.Mode = decide.DryRun
-	}
-	name := ap.Spec.GetSelector().GetMatchLabels()[policy.WorkloadLabel]
-	target := ap.Labels[policy.LabelTarget]
-	if target == "" {
-		target = name + "." + ap.Namespace
-	}
-	d.Deny = []decide.Target{{Workload: target, Name: name, Namespace: ap.Namespace}}
-	return &Quarantine{Decision: d, Policies: []Ref{{Namespace: ap.Namespace, Name: ap.Name, Target: target}}}, nil
 }
 
 func sortQuarantine(q *Quarantine) {
@@ -180,6 +156,13 @@ func (a *Applier) List() []Quarantine {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Decision.ID < out[j].Decision.ID })
 	return out
+}
+
+// Holds says whether a quarantine stands.
+func (a *Applier) Holds(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state[id] != nil
 }
 
 // Get returns one quarantine.
@@ -212,12 +195,12 @@ func (a *Applier) Apply(ctx context.Context, d decide.Decision) error {
 	a.mu.Lock()
 	for _, q := range a.state {
 		if q.Decision.Principal == d.Principal && q.Decision.ID != d.ID {
-			d = merge(q.Decision, d)
+			d = decide.Merge(q.Decision, d)
 			break
 		}
 	}
 	if q := a.state[d.ID]; q != nil {
-		d = merge(q.Decision, d)
+		d = decide.Merge(q.Decision, d)
 	}
 	a.mu.Unlock()
 	refs, err := a.write(ctx, d)
@@ -227,31 +210,6 @@ func (a *Applier) Apply(ctx context.Context, d decide.Decision) error {
 	}
 	a.audit(ctx, action, d, refs, err)
 	return err
-}
-
-// merge folds a new decision about a principal into the standing one: the
-// standing id, creation and mode, the later expiry, every target.
-func merge(have, d decide.Decision) decide.Decision {
-	out := have
-	out.Deny = append([]decide.Target(nil), have.Deny...)
-	seen := map[string]bool{}
-	for _, t := range have.Deny {
-		seen[t.Workload] = true
-	}
-	for _, t := range d.Deny {
-		if !seen[t.Workload] {
-			seen[t.Workload] = true
-			out.Deny = append(out.Deny, t)
-		}
-	}
-	sort.Slice(out.Deny, func(i, j int) bool { return out.Deny[i].Workload < out.Deny[j].Workload })
-	if d.Expires.After(out.Expires) {
-		out.Expires = d.Expires
-	}
-	if d.Mode == decide.Enforce {
-		out.Mode = decide.Enforce
-	}
-	return out
 }
 
 // write applies every policy of a decision and records it.

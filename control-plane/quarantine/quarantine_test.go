@@ -14,37 +14,15 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
-	istioscheme "istio.io/client-go/pkg/clientset/versioned/scheme"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
-	"k8s.io/apimachinery/pkg/util/managedfields"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
-	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/policy"
+	"github.com/meshward/meshward/internal/istiofake"
 )
-
-// fakeIstio is istio's fake clientset on a field-managed tracker, so
-// server-side apply creates objects and tracks managers as a server would
-// (the generated NewSimpleClientset only patches existing objects). Unit
-// tests only: the same checks run against a real API server in
-// kube_test.go.
-func fakeIstio() *istiofake.Clientset {
-	codecs := serializer.NewCodecFactory(istioscheme.Scheme)
-	tracker := clienttesting.NewFieldManagedObjectTracker(istioscheme.Scheme, codecs.UniversalDecoder(), managedfields.NewDeducedTypeConverter())
-	cs := &istiofake.Clientset{}
-	cs.AddReactor("*", "*", clienttesting.ObjectReaction(tracker))
-	cs.AddWatchReactor("*", func(action clienttesting.Action) (bool, watch.Interface, error) {
-		w, err := tracker.Watch(action.GetResource(), action.GetNamespace())
-		return err == nil, w, err
-	})
-	return cs
-}
 
 // syncBuffer is a log sink tests read while the applier writes.
 type syncBuffer struct {
@@ -260,5 +238,5 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 }
 
 func TestLifecycleFake(t *testing.T) {
-	testLifecycle(t, fakeIstio(), kubefake.NewClientset())
+	testLifecycle(t, istiofake.New(), kubefake.NewClientset())
 }

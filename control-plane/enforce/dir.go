@@ -1,0 +1,179 @@
+package enforce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshward/meshward/control-plane/decide"
+	"github.com/meshward/meshward/control-plane/policy"
+)
+
+// Dir is a sink for GitOps: each standing decision is one YAML file of
+// AuthorizationPolicies, <dir>/<id>.yaml, rewritten on promotion and
+// removed on expiry or release. A restart reads the files back.
+type Dir struct {
+	path  string
+	rules decide.Rules
+	log   *slog.Logger
+	mu    sync.Mutex
+	state map[string]decide.Decision
+}
+
+// NewDir returns a sink writing under path (created if missing), with the
+// decisions already there loaded.
+func NewDir(path string, rules decide.Rules, log *slog.Logger) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return nil, err
+	}
+	d := &Dir{path: path, rules: rules, log: log, state: map[string]decide.Decision{}}
+	ds, err := ReadDir(path)
+	for _, dec := range ds {
+		d.state[dec.ID] = dec
+	}
+	return d, err
+}
+
+// ReadDir reads the decisions the YAML files under path carry (files
+// that are not meshward's policies are skipped).
+func ReadDir(path string) ([]decide.Decision, error) {
+	files, err := filepath.Glob(filepath.Join(path, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var out []decide.Decision
+	var errs []error
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var have *decide.Decision
+		for i, doc := range strings.Split(string(b), "\n---\n") {
+			var ap securityv1.AuthorizationPolicy
+			if err := yaml.UnmarshalStrict([]byte(doc), &ap); err != nil {
+				errs = append(errs, fmt.Errorf("%s: document %d: %w", f, i+1, err))
+				break
+			}
+			d, err := policy.FromIstio(&ap)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", f, err))
+				break
+			}
+			if have == nil {
+				have = &d
+			} else {
+				m := decide.Merge(*have, d)
+				have = &m
+			}
+		}
+		if have != nil {
+			out = append(out, *have)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, errors.Join(errs...)
+}
+
+func (d *Dir) file(id string) string { return filepath.Join(d.path, id+".yaml") }
+
+// Apply writes a decision's file (a suppressed decision is only logged).
+func (d *Dir) Apply(_ context.Context, dec decide.Decision) error {
+	if dec.Suppressed != "" {
+		d.log.Info("quarantine decision", "action", "suppressed", "decision", dec.ID, "principal", dec.Principal, "suppressed", dec.Suppressed)
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, have := range d.state {
+		if have.Principal == dec.Principal {
+			dec = decide.Merge(have, dec)
+			break
+		}
+	}
+	return d.write(dec, "quarantine")
+}
+
+func (d *Dir) write(dec decide.Decision, action string) error {
+	aps, err := policy.Istio(dec)
+	if err != nil {
+		return err
+	}
+	b, err := policy.YAML(aps)
+	if err != nil {
+		return err
+	}
+	tmp := d.file(dec.ID) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, d.file(dec.ID)); err != nil {
+		return err
+	}
+	d.state[dec.ID] = dec
+	d.log.Info("quarantine decision", "action", action, "decision", dec.ID, "principal", dec.Principal, "mode", string(dec.Mode),
+		"targets", len(dec.Deny), "expires", dec.Expires, "file", d.file(dec.ID))
+	return nil
+}
+
+// Release removes a decision's file.
+func (d *Dir) Release(id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.remove(id, "release")
+}
+
+func (d *Dir) remove(id, action string) error {
+	dec, ok := d.state[id]
+	if !ok {
+		return fmt.Errorf("no such quarantine: %s", id)
+	}
+	if err := os.Remove(d.file(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	delete(d.state, id)
+	d.log.Info("quarantine decision", "action", action, "decision", id, "principal", dec.Principal)
+	return nil
+}
+
+// Tick promotes the dry runs that are due and removes what expired.
+func (d *Dir) Tick(_ context.Context, now time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for id, dec := range d.state {
+		if !now.Before(dec.Expires) {
+			errs = append(errs, d.remove(id, "expire"))
+		} else if at, ok := decide.Promotion(dec, d.rules); ok && !now.Before(at) {
+			dec.Mode = decide.Enforce
+			errs = append(errs, d.write(dec, "promote"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Active is how many decisions stand.
+func (d *Dir) Active() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.state)
+}
+
+// Holds says whether a decision stands.
+func (d *Dir) Holds(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.state[id]
+	return ok
+}
