@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -26,11 +27,15 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/control-plane/collector"
+	"github.com/meshward/meshward/control-plane/decide"
+	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/leader"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 // Config is everything serve takes. Defaults in DefaultConfig.
@@ -52,6 +57,15 @@ type Config struct {
 	// XDSAddr is where ADS listens; XDS.WasmURI must be set for it to run.
 	XDSAddr string
 	XDS     xds.Config
+	// Quarantine, when set, is where lateral-movement decisions go (the
+	// API server, or YAML files): every record the collector receives is
+	// fed to the detector, and this replica applies decisions, promotes and
+	// expires them only while it leads.
+	Quarantine enforce.Sink
+	Detect     detect.Config
+	Rules      decide.Rules
+	// TickEvery is how often quarantines are promoted and expired.
+	TickEvery time.Duration
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
@@ -59,7 +73,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(),
 		Collector: collector.DefaultConfig(), Trainer: trainer.DefaultConfig(), TrainEvery: 10 * time.Minute,
-		XDSAddr: "127.0.0.1:18000", XDS: xds.Config{Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}}}
+		XDSAddr: "127.0.0.1:18000", XDS: xds.Config{Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}},
+		Detect: detect.DefaultConfig(), Rules: decide.DefaultRules(), TickEvery: time.Second}
 }
 
 // Server is a running control plane.
@@ -78,6 +93,8 @@ type Server struct {
 	trainMu   sync.Mutex
 	xds       *xds.Server
 	elector   *leader.Elector
+	lead      atomic.Pointer[leader.Elector]
+	loop      atomic.Pointer[enforce.Loop]
 	stop      context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once started.
 	CollectorURL, AdminURL string
@@ -86,7 +103,7 @@ type Server struct {
 // New prepares a server; Start runs it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
 	cfg.Collector.Token = cfg.CollectorToken
-	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Trainer.Validate()); err != nil {
+	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Trainer.Validate(), cfg.Detect.Validate(), cfg.Rules.Validate()); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
@@ -117,7 +134,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.store = st
-	col, err := collector.New(s.cfg.Collector, st)
+	col, err := collector.New(s.cfg.Collector, tee{s})
 	if err != nil {
 		return err
 	}
@@ -153,9 +170,18 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.elector = el
+	s.lead.Store(el)
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go el.Run(tctx)
+	if s.cfg.Quarantine != nil {
+		if s.loop.Load() == nil {
+			if err := s.detectOn(ctx); err != nil {
+				s.log.Warn("lateral-movement detection waits for a model", "err", err)
+			}
+		}
+		go s.tickLoop(tctx)
+	}
 	if s.cfg.TrainEvery > 0 {
 		go s.trainLoop(tctx)
 	}
@@ -225,8 +251,82 @@ type statusRecorder struct {
 
 func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
 
-// publishCurrent rolls the model in force out over xDS.
+// tee stores a batch, then feeds it to the lateral-movement loop while
+// this replica leads.
+type tee struct{ s *Server }
+
+func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
+	if err := t.s.store.Ingest(ctx, recs); err != nil {
+		return err
+	}
+	loop, el := t.s.loop.Load(), t.s.lead.Load()
+	if loop == nil || el == nil || !el.Leading() {
+		return nil
+	}
+	for i := range recs {
+		r := &recs[i]
+		if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
+			t.s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
+		}
+	}
+	return nil
+}
+
+// tickLoop promotes and expires quarantines on the wall clock while this
+// replica leads.
+func (s *Server) tickLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.TickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if loop := s.loop.Load(); loop != nil && s.elector.Leading() {
+				if err := loop.Tick(ctx, now); err != nil {
+					s.log.Warn("quarantine tick", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// detectOn (re)starts lateral-movement detection on the model in force:
+// its learned edges are what is known.
+func (s *Server) detectOn(ctx context.Context) error {
+	if s.cfg.Quarantine == nil {
+		return nil
+	}
+	sha, err := s.store.Current(ctx)
+	if err != nil || sha == "" {
+		return errors.Join(err, errors.New("no model in force"))
+	}
+	b, err := s.store.Model(ctx, sha)
+	if err != nil {
+		return err
+	}
+	m, err := models.Decode(b)
+	if err != nil {
+		return err
+	}
+	if loop := s.loop.Load(); loop != nil {
+		return loop.SetModel(s.cfg.Detect, m)
+	}
+	loop, err := enforce.New(s.cfg.Detect, s.cfg.Rules, m, s.cfg.Quarantine, s.log)
+	if err != nil {
+		return err
+	}
+	s.loop.Store(loop)
+	s.log.Info("lateral-movement detection on", "model", sha)
+	return nil
+}
+
+// publishCurrent rolls the model in force out over xDS and restarts
+// detection on it.
 func (s *Server) publishCurrent(ctx context.Context) error {
+	if err := s.detectOn(ctx); err != nil && s.cfg.Quarantine != nil {
+		s.log.Warn("lateral-movement detection", "err", err)
+	}
 	if s.xds == nil {
 		return nil
 	}

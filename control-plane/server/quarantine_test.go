@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+
+	"github.com/meshward/meshward/control-plane/policy"
+	"github.com/meshward/meshward/control-plane/quarantine"
+	"github.com/meshward/meshward/internal/istiofake"
+)
+
+// TestServeQuarantines: serve learns a model from shipped records, then a
+// principal shipped fanning out to destinations it never called is
+// quarantined in the API server by the leading replica.
+func TestServeQuarantines(t *testing.T) {
+	ic, kc := istiofake.New(), kubefake.NewClientset()
+	cfg := DefaultConfig()
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg.TickEvery = 50 * time.Millisecond
+	app, err := quarantine.New(quarantine.Config{Rules: cfg.Rules}, ic, kc, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Quarantine = app
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+
+	rec := func(ts time.Time, src, dst string, status int) string {
+		return `{"ts_ns":` + itoa(ts.UnixNano()) + `,"route":"/items/{num}","score":0.1,"request":{"Method":"GET","Path":"/items/7","Source":"` + src +
+			`","Destination":"` + dst + `","Status":` + itoa(int64(status)) + `}}` + "\n"
+	}
+	web := "spiffe://cluster.local/ns/shop/sa/web"
+	var b strings.Builder
+	now := time.Now()
+	for i := 0; i < 400; i++ {
+		b.WriteString(rec(now.Add(time.Duration(i-400)*time.Millisecond), web, "cart.shop", 200))
+	}
+	if code := ship(t, s, b.String()); code != 200 {
+		t.Fatalf("shipping: %d", code)
+	}
+	resp, err := http.Post(s.AdminURL+"/api/v1/train", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || s.loop.Load() == nil {
+		t.Fatalf("train: %d, detection on: %v", resp.StatusCode, s.loop.Load() != nil)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !s.elector.Leading() {
+		if time.Now().After(deadline) {
+			t.Fatal("never became leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Reset()
+	for i, dst := range []string{"payments.shop", "users.shop", "admin.shop"} {
+		b.WriteString(rec(time.Now().Add(time.Duration(i)*time.Millisecond), web, dst, 403))
+	}
+	if code := ship(t, s, b.String()); code != 200 {
+		t.Fatalf("shipping the fan-out: %d", code)
+	}
+	for {
+		l, err := ic.SecurityV1().AuthorizationPolicies("shop").List(context.Background(), metav1.ListOptions{LabelSelector: policy.OwnedSelector})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Items) >= 2 {
+			for _, ap := range l.Items {
+				if ap.Annotations[policy.AnnotationPrincipal] != web {
+					t.Errorf("policy %s for %q", ap.Name, ap.Annotations[policy.AnnotationPrincipal])
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no quarantine in the API server: %d policies", len(l.Items))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
