@@ -139,8 +139,11 @@ func (d *Dir) remove(id, action string) error {
 	if !ok {
 		return fmt.Errorf("no such quarantine: %s", id)
 	}
-	if err := os.Remove(d.file(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	// run --out writes the Envoy RBAC form beside the YAML: it goes too.
+	for _, f := range []string{d.file(id), filepath.Join(d.path, id+".envoy-rbac.json")} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	delete(d.state, id)
 	d.log.Info("quarantine decision", "action", action, "decision", id, "principal", dec.Principal)

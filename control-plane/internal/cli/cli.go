@@ -43,6 +43,7 @@ Usage:
   meshward gen [flags]                  write labelled synthetic mesh traffic (JSONL, pcap)
   meshward serve [flags]                run the control plane (store, collector, admin)
   meshward status [-admin URL]          what a running control plane reports
+  meshward policy list|show|release|export  the quarantines held in the API server (or a YAML directory)
   meshward model inspect FILE           describe a model (binary, base64, or plugin config JSON)
   meshward model config [flags] FILE    print the filter's plugin configuration for a model
   meshward version                      print the version
@@ -76,6 +77,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return serve(args[1:], stdout, stderr)
 	case "status":
 		return status(args[1:], stdout, stderr)
+	case "policy":
+		return policyCmd(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: model needs a subcommand: inspect or config", ErrUsage)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -244,6 +245,8 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	kind := fs.String("runner", "auto", "wasm, native, or auto (wasm when the compiled filter exists)")
 	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter")
 	seed := fs.Uint64("seed", 1, "training seed")
+	var kf kubeFlags
+	kf.register(fs, "apply the quarantines to an API server instead of writing them as YAML")
 	var sf sourceFlags
 	sf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -292,7 +295,12 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	if err := detectAndDecide(rep, m, monitor, res); err != nil {
 		return err
 	}
-	if *outDir != "" {
+	switch {
+	case kf.set():
+		if err := applyPolicies(rep, &kf, stderr); err != nil {
+			return err
+		}
+	case *outDir != "":
 		if err := os.MkdirAll(*outDir, 0o755); err != nil {
 			return err
 		}
@@ -316,13 +324,17 @@ func detectAndDecide(rep *report.Report, m *models.Model, recs []*source.Record,
 		return err
 	}
 	rules := decide.DefaultRules()
+	guard, err := decide.NewGuard(rules)
+	if err != nil {
+		return err
+	}
 	active := 0
 	for i, r := range recs {
 		inc := d.Observe(detect.Observation{TS: r.TS, Request: &r.Request, Score: res[i].Score, Flagged: res[i].Flagged, Reasons: res[i].Reasons, Pos: r.Pos})
 		if inc == nil {
 			continue
 		}
-		dec := decide.Decide(inc, rules, active, inc.Opened)
+		dec := guard.Decide(inc, active, inc.Opened)
 		if dec.Suppressed == "" {
 			active++
 		}
@@ -384,6 +396,29 @@ func writePolicies(rep *report.Report, dir string) error {
 		rep.Policies = append(rep.Policies, rpath)
 	}
 	return nil
+}
+
+// applyPolicies applies every decision to the API server (dry runs: an
+// offline replay never enforces), audited on stderr.
+func applyPolicies(rep *report.Report, kf *kubeFlags, stderr io.Writer) error {
+	a, err := kf.applier(decide.DefaultRules(), auditLog(stderr))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dec := range rep.Decisions {
+		if err := a.Apply(context.Background(), dec); err != nil {
+			errs = append(errs, err)
+			rep.Policies = append(rep.Policies, "not applied: "+err.Error())
+			continue
+		}
+		if q, ok := a.Get(dec.ID); ok {
+			for _, r := range q.Policies {
+				rep.Policies = append(rep.Policies, "AuthorizationPolicy "+r.Namespace+"/"+r.Name)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // splitLearn splits records at a share ("50%", "0.5") or a time (RFC 3339:

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/server"
 )
 
@@ -29,9 +30,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
+	var kf kubeFlags
+	kf.register(fs, "quarantines")
+	policyDir := fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
+	fs.BoolVar(&cfg.Rules.Enforce, "enforce", false, "quarantines: promote dry runs to enforcement after -promote-after (default: dry runs only)")
+	fs.DurationVar(&cfg.Rules.PromoteAfter, "promote-after", cfg.Rules.PromoteAfter, "quarantines: how long a dry run lasts before it is enforced (with -enforce)")
+	fs.DurationVar(&cfg.Rules.TTL, "quarantine-ttl", cfg.Rules.TTL, "quarantines: how long one lasts unless released")
+	fs.IntVar(&cfg.Rules.MaxActive, "max-quarantines", cfg.Rules.MaxActive, "quarantines: at most this many at once")
+	protected := fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	cfg.Rules.Protected = strings.Split(*protected, ",")
 	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
 	if *tokenFile != "" {
 		b, err := os.ReadFile(*tokenFile)
@@ -44,6 +54,22 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		cfg.XDS.Base.CollectorToken = cfg.CollectorToken
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	switch {
+	case kf.set() && *policyDir != "":
+		return fmt.Errorf("%w: quarantines go to an API server or to -policy-dir, not both", ErrUsage)
+	case kf.set():
+		a, err := kf.applier(cfg.Rules, log)
+		if err != nil {
+			return err
+		}
+		cfg.Quarantine = a
+	case *policyDir != "":
+		d, err := enforce.NewDir(*policyDir, cfg.Rules, log)
+		if err != nil {
+			return err
+		}
+		cfg.Quarantine = d
+	}
 	s, err := server.New(cfg, log)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
