@@ -17,37 +17,52 @@ import (
 // rule. The control plane delivers it by ECDS to the target's sidecars.
 // Every message is validated before it is returned.
 func RBAC(d decide.Decision) (map[string]*rbacfilterv3.RBAC, error) {
-	if d.Suppressed != "" {
-		return nil, nil
-	}
-	if d.Namespace == "" {
-		return nil, fmt.Errorf("decision %s: %q is not a SPIFFE principal; RBAC matches mTLS principals", d.ID, d.Principal)
-	}
+	return RBACFor([]decide.Decision{d})
+}
+
+// RBACFor merges standing decisions into one RBAC filter configuration per
+// target workload: each decision is one named policy, among the rules when
+// enforced and the shadow rules while a dry run. Suppressed decisions are
+// skipped.
+func RBACFor(ds []decide.Decision) (map[string]*rbacfilterv3.RBAC, error) {
 	out := map[string]*rbacfilterv3.RBAC{}
-	for _, t := range d.Deny {
-		rules := &rbacv3.RBAC{
-			Action: rbacv3.RBAC_DENY,
-			Policies: map[string]*rbacv3.Policy{
-				"meshward-quarantine-" + d.ID: {
-					Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
-					Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Authenticated_{
-						Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: &matcherv3.StringMatcher{
-							MatchPattern: &matcherv3.StringMatcher_Exact{Exact: d.Principal},
-						}},
-					}}},
-				},
-			},
+	for _, d := range ds {
+		if d.Suppressed != "" {
+			continue
 		}
-		f := &rbacfilterv3.RBAC{}
-		if d.Mode == decide.Enforce {
-			f.Rules, f.RulesStatPrefix = rules, "meshward_"
-		} else {
-			f.ShadowRules, f.ShadowRulesStatPrefix = rules, "meshward_"
+		if d.Namespace == "" {
+			return nil, fmt.Errorf("decision %s: %q is not a SPIFFE principal; RBAC matches mTLS principals", d.ID, d.Principal)
 		}
+		for _, t := range d.Deny {
+			f := out[t.Workload]
+			if f == nil {
+				f = &rbacfilterv3.RBAC{}
+				out[t.Workload] = f
+			}
+			rules := &f.ShadowRules
+			if d.Mode == decide.Enforce {
+				rules = &f.Rules
+				f.RulesStatPrefix = "meshward_"
+			} else {
+				f.ShadowRulesStatPrefix = "meshward_"
+			}
+			if *rules == nil {
+				*rules = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
+			}
+			(*rules).Policies["meshward-quarantine-"+d.ID] = &rbacv3.Policy{
+				Permissions: []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}},
+				Principals: []*rbacv3.Principal{{Identifier: &rbacv3.Principal_Authenticated_{
+					Authenticated: &rbacv3.Principal_Authenticated{PrincipalName: &matcherv3.StringMatcher{
+						MatchPattern: &matcherv3.StringMatcher_Exact{Exact: d.Principal},
+					}},
+				}}},
+			}
+		}
+	}
+	for w, f := range out {
 		if err := f.ValidateAll(); err != nil {
-			return nil, fmt.Errorf("decision %s, target %s: %w", d.ID, t.Workload, err)
+			return nil, fmt.Errorf("target %s: %w", w, err)
 		}
-		out[t.Workload] = f
 	}
 	return out, nil
 }

@@ -66,6 +66,10 @@ type Config struct {
 	Rules      decide.Rules
 	// TickEvery is how often quarantines are promoted and expired.
 	TickEvery time.Duration
+	// RBACOverXDS delivers quarantines as Envoy RBAC over the control
+	// plane's ADS (meshes without Istio) instead of a Quarantine sink; it
+	// needs xDS (XDS.WasmURI).
+	RBACOverXDS bool
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
@@ -106,6 +110,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Trainer.Validate(), cfg.Detect.Validate(), cfg.Rules.Validate()); err != nil {
 		return nil, err
 	}
+	if cfg.RBACOverXDS && (cfg.XDS.WasmURI == "" || cfg.Quarantine != nil) {
+		return nil, errors.New("rbac over xDS needs xDS on (a wasm URI) and no other quarantine sink")
+	}
+	cfg.XDS.RBAC = cfg.RBACOverXDS
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_batches_total", Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
@@ -157,6 +165,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 		s.xds = x
+		if s.cfg.RBACOverXDS {
+			s.cfg.Quarantine = enforce.NewRBAC(x, s.cfg.Rules, s.log)
+		}
 		if err := s.publishCurrent(ctx); err != nil {
 			s.log.Warn("no model to serve yet", "err", err)
 		}

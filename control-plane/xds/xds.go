@@ -9,6 +9,8 @@ package xds
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rbacfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -25,6 +28,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -36,6 +40,12 @@ import (
 // FilterName is the name of the ECDS resource (the filter's config_discovery
 // name in the listener) and of the Wasm plugin.
 const FilterName = "meshward"
+
+// RBACName is the name of the ECDS resource carrying a group's quarantine
+// rules: an Envoy HTTP RBAC filter (shadow rules for dry runs, rules once
+// enforced; empty, it denies nothing). The listener names it in a second
+// config_discovery filter.
+const RBACName = "meshward-rbac"
 
 // Config is everything the xDS server takes.
 type Config struct {
@@ -50,6 +60,11 @@ type Config struct {
 	// model first (default 0.1). It is fixed for the server's life, so a
 	// node is a canary or not whatever is being rolled out.
 	CanaryShare float64
+	// RBAC adds each group's quarantine rules (RBACName) to its
+	// snapshots. Envoys must then name both resources in their listeners:
+	// over ADS, the cache answers only requests naming every resource of
+	// a snapshot.
+	RBAC bool
 }
 
 // Validate reports every problem with the configuration.
@@ -134,6 +149,7 @@ type Server struct {
 	sha    string
 	canary []byte // the canary model, while a canary is out
 	groups map[string]bool
+	rbac   map[string]*rbacfilterv3.RBAC // by group; absent: empty
 	nacked chan struct{}
 	// Addr is where the server listens, once started.
 	Addr string
@@ -147,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CanaryShare == 0 {
 		cfg.CanaryShare = 0.1
 	}
-	s := &Server{cfg: cfg, groups: map[string]bool{}, nacked: make(chan struct{}, 1)}
+	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1)}
 	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
@@ -297,6 +313,53 @@ func (s *Server) CanaryVersion() string {
 	return m.SHA256()
 }
 
+// SetRBAC makes f the quarantine rules of a group's sidecars (nil: none),
+// delivered with the group's next snapshot — at once when a model is
+// being served, else with the first one.
+func (s *Server) SetRBAC(group string, f *rbacfilterv3.RBAC) error {
+	if f != nil {
+		if err := f.ValidateAll(); err != nil {
+			return fmt.Errorf("rbac for %s: %w", group, err)
+		}
+	}
+	s.mu.Lock()
+	if f == nil {
+		delete(s.rbac, group)
+	} else {
+		s.rbac[group] = f
+	}
+	model, canary := s.model, s.canary
+	s.mu.Unlock()
+	if model == nil {
+		return nil
+	}
+	if canary == nil {
+		canary = model
+	}
+	return errors.Join(s.publishGroup(cacheKey(group, false), group, model), s.publishGroup(cacheKey(group, true), group, canary))
+}
+
+// RBACExtension builds the ECDS resource of a group's quarantine rules.
+func (s *Server) RBACExtension(group string) (*corev3.TypedExtensionConfig, string, error) {
+	s.mu.Lock()
+	f := s.rbac[group]
+	s.mu.Unlock()
+	if f == nil {
+		f = &rbacfilterv3.RBAC{}
+	}
+	tc, err := anypb.New(f)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(f)
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(b)
+	ext := &corev3.TypedExtensionConfig{Name: RBACName, TypedConfig: tc}
+	return ext, hex.EncodeToString(sum[:6]), ext.ValidateAll()
+}
+
 func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	m, err := models.Decode(encoded)
 	if err != nil {
@@ -306,7 +369,17 @@ func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	if err != nil {
 		return err
 	}
-	snap, err := cachev3.NewSnapshot(m.SHA256(), map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: {res}})
+	version, resources := m.SHA256(), []types.Resource{res}
+	if s.cfg.RBAC {
+		rbac, rbacVersion, err := s.RBACExtension(group)
+		if err != nil {
+			return err
+		}
+		// The version changes with the model or the rules.
+		version += "." + rbacVersion
+		resources = append(resources, rbac)
+	}
+	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: resources})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
 	var kf kubeFlags
 	kf.register(fs, "quarantines")
+	fs.BoolVar(&cfg.RBACOverXDS, "xds-rbac", false, "quarantines: deliver them as Envoy RBAC over ADS (meshes without Istio; listeners name the meshward-rbac ECDS resource)")
 	policyDir := fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
 	fs.BoolVar(&cfg.Rules.Enforce, "enforce", false, "quarantines: promote dry runs to enforcement after -promote-after (default: dry runs only)")
 	fs.DurationVar(&cfg.Rules.PromoteAfter, "promote-after", cfg.Rules.PromoteAfter, "quarantines: how long a dry run lasts before it is enforced (with -enforce)")
@@ -55,8 +56,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	switch {
-	case kf.set() && *policyDir != "":
-		return fmt.Errorf("%w: quarantines go to an API server or to -policy-dir, not both", ErrUsage)
+	case kf.set() && *policyDir != "", cfg.RBACOverXDS && (kf.set() || *policyDir != ""):
+		return fmt.Errorf("%w: quarantines go to one place: an API server, -policy-dir or -xds-rbac", ErrUsage)
 	case kf.set():
 		a, err := kf.applier(cfg.Rules, log)
 		if err != nil {
