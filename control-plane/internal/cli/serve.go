@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
 )
 
@@ -29,8 +30,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
+	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
+	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	target, err := kube.Find(*kubeconfig)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if target != nil {
+		cfg.Kube, cfg.LeaseNamespace = target.Config, target.Namespace
+		if *leaseNS != "" {
+			cfg.LeaseNamespace = *leaseNS
+		}
 	}
 	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
 	if *tokenFile != "" {
