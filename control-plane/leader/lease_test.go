@@ -16,12 +16,12 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
 
-// testLease is a Lease election with short timings: a 2 s lease, 1 s renew
-// deadline, 100 ms retry.
+// testLease is a Lease election with short timings: a 4 s lease, 2 s renew
+// deadline (slack for a loaded machine), 100 ms retry.
 func testLease(t *testing.T, cs kubernetes.Interface, ns, identity string) *LeaseElector {
 	t.Helper()
 	e, err := NewLease(cs, LeaseConfig{Namespace: ns, Name: "meshward-leader", Identity: identity,
-		LeaseDuration: 2 * time.Second, RenewDeadline: time.Second, RetryPeriod: 100 * time.Millisecond})
+		LeaseDuration: 4 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +55,9 @@ func TestLeaseOneLeader(t *testing.T) {
 	ctxB, stopB := context.WithCancel(context.Background())
 	defer stopB()
 	go b.Run(ctxB)
-	// b retries every 100 ms; over two lease durations it never leads
-	// while a renews, and the Lease names a throughout.
-	deadline := time.Now().Add(4 * time.Second)
+	// b retries every 100 ms; over more than a lease duration it never
+	// leads while a renews, and the Lease names a throughout.
+	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		if b.Leading() {
 			t.Fatal("two leaders")
@@ -76,8 +76,9 @@ func TestLeaseOneLeader(t *testing.T) {
 		t.Error("a still thinks it leads after stopping")
 	}
 	start := time.Now()
-	// Released, so b takes it within a few retries, not after 2 s.
-	waitFor(t, b.Changes(), true, 1500*time.Millisecond)
+	// Released, so b takes it within a few retries, not after the 4 s
+	// lease would have lapsed.
+	waitFor(t, b.Changes(), true, 2500*time.Millisecond)
 	t.Logf("handover after release took %v", time.Since(start))
 	if h := holder(t, env.Clientset, ns); h != "b" {
 		t.Errorf("Lease holder %q after handover, want b", h)
@@ -86,7 +87,7 @@ func TestLeaseOneLeader(t *testing.T) {
 
 // TestLeaseLostWhenTaken: a leader whose Lease is taken by another holder
 // (written straight to the API server) steps down within its renew
-// deadline, and campaigns again.
+// deadline (2 s), and does not overwrite the other's valid Lease.
 func TestLeaseLostWhenTaken(t *testing.T) {
 	env := kubetest.Shared(t)
 	ns := env.Namespace(t, "lease")
