@@ -69,8 +69,9 @@ type Env struct {
 	// StartTime is how long the server took to start and install the CRDs.
 	StartTime time.Duration
 
-	env *envtest.Environment
-	dir string
+	env      *envtest.Environment
+	dir      string
+	watchdog *exec.Cmd
 }
 
 // AssetsDir is where the binaries are looked for: $MESHWARD_KUBE_ASSETS, else
@@ -141,7 +142,15 @@ func New() (*Env, error) {
 	api.Configure().
 		Set("advertise-address", "127.0.0.1").
 		Set("endpoint-reconciler-type", "none")
-	env.ControlPlane.Etcd = &envtest.Etcd{Path: filepath.Join(assets, "etcd")}
+	// Their files live under dir, which Stop (or the watchdog) removes.
+	api.CertDir = filepath.Join(dir, "certs")
+	for _, d := range []string{"certs", "etcd"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, fmt.Errorf("kubetest: %w", err)
+		}
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{Path: filepath.Join(assets, "etcd"), DataDir: filepath.Join(dir, "etcd")}
 	env.ControlPlane.KubectlPath = filepath.Join(assets, "kubectl")
 
 	begin := time.Now()
@@ -152,6 +161,7 @@ func New() (*Env, error) {
 		return nil, fmt.Errorf("kubetest: starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
 	e := &Env{Config: cfg, Kubectl: env.ControlPlane.KubectlPath, env: env, dir: dir, StartTime: time.Since(begin)}
+	e.watchdog = watchdog(children(assets), dir)
 	e.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(e.Kubeconfig, env.KubeConfig, 0o600); err != nil {
 		_ = e.Stop()
@@ -168,6 +178,10 @@ func New() (*Env, error) {
 func (e *Env) Stop() error {
 	if e.env == nil {
 		return nil
+	}
+	if e.watchdog != nil {
+		_ = e.watchdog.Process.Kill()
+		_ = e.watchdog.Wait()
 	}
 	err := e.env.Stop()
 	e.env = nil
