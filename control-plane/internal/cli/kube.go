@@ -56,6 +56,13 @@ func (f *kubeFlags) applier(rules decide.Rules, log *slog.Logger) (*quarantine.A
 	if err != nil {
 		return nil, err
 	}
+	return newApplier(cfg, rules, log)
+}
+
+// newApplier connects to the API server and rebuilds the quarantines it
+// holds.
+func newApplier(cfg *rest.Config, rules decide.Rules, log *slog.Logger) (*quarantine.Applier, error) {
+	cfg = rest.CopyConfig(cfg)
 	cfg.Timeout = 30 * time.Second
 	ic, err := istioclient.NewForConfig(cfg)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshward/meshward/control-plane/enforce"
+	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
 )
 
@@ -30,8 +31,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
-	var kf kubeFlags
-	kf.register(fs, "quarantines")
 	fs.BoolVar(&cfg.RBACOverXDS, "xds-rbac", false, "quarantines: deliver them as Envoy RBAC over ADS (meshes without Istio; listeners name the meshward-rbac ECDS resource)")
 	policyDir := fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
 	fs.BoolVar(&cfg.Rules.Enforce, "enforce", false, "quarantines: promote dry runs to enforcement after -promote-after (default: dry runs only)")
@@ -39,8 +38,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Rules.TTL, "quarantine-ttl", cfg.Rules.TTL, "quarantines: how long one lasts unless released")
 	fs.IntVar(&cfg.Rules.MaxActive, "max-quarantines", cfg.Rules.MaxActive, "quarantines: at most this many at once")
 	protected := fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
+	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
+	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	target, err := kube.Find(*kubeconfig)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if target != nil {
+		cfg.Kube, cfg.LeaseNamespace = target.Config, target.Namespace
+		if *leaseNS != "" {
+			cfg.LeaseNamespace = *leaseNS
+		}
 	}
 	cfg.Rules.Protected = strings.Split(*protected, ",")
 	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
@@ -55,11 +67,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		cfg.XDS.Base.CollectorToken = cfg.CollectorToken
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	// Quarantines go to -policy-dir or -xds-rbac when asked, else to the
+	// API server when there is one (-kubeconfig, or in a pod).
 	switch {
-	case kf.set() && *policyDir != "", cfg.RBACOverXDS && (kf.set() || *policyDir != ""):
-		return fmt.Errorf("%w: quarantines go to one place: an API server, -policy-dir or -xds-rbac", ErrUsage)
-	case kf.set():
-		a, err := kf.applier(cfg.Rules, log)
+	case cfg.RBACOverXDS && *policyDir != "":
+		return fmt.Errorf("%w: quarantines go to one place: -policy-dir or -xds-rbac", ErrUsage)
+	case cfg.RBACOverXDS:
+	case *policyDir == "" && target != nil:
+		a, err := newApplier(target.Config, cfg.Rules, log)
 		if err != nil {
 			return err
 		}
