@@ -9,6 +9,7 @@ import (
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -19,6 +20,7 @@ import (
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
 	"github.com/meshward/meshward/internal/istiofake"
+	"github.com/meshward/meshward/internal/kubetest"
 	"github.com/meshward/meshward/internal/testdata"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
@@ -320,4 +322,20 @@ func testScenario(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfac
 
 func TestScenarioFake(t *testing.T) {
 	testScenario(t, istiofake.New(), kubefake.NewClientset())
+}
+
+// TestScenarioKube is the scenario against a real kube-apiserver with the
+// Istio CRDs.
+func TestScenarioKube(t *testing.T) {
+	env := kubetest.Start(t)
+	for _, ns := range []string{"train", "istio-system"} {
+		if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ic, err := istioclient.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testScenario(t, ic, env.Clientset)
 }

@@ -96,7 +96,7 @@ func events(t *testing.T, kc kubernetes.Interface, reason string) int {
 // testLifecycle is the applier's whole life on one API server: apply
 // (idempotent), promote, a foreign object, restart, merge, release,
 // expiry, a suppressed decision.
-func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface) {
+func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface, real bool) {
 	ctx := context.Background()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
@@ -121,6 +121,15 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 		if ap.Annotations[policy.AnnotationDryRun] != "true" || ap.Spec.Action != securityv1beta1.AuthorizationPolicy_DENY ||
 			ap.Spec.Rules[0].From[0].Source.Principals[0] != "cluster.local/ns/train/sa/ts-order" || ap.Labels[policy.LabelDecision] != "ts-order-1" {
 			t.Errorf("policy %s/%s: %v %v", ap.Namespace, ap.Name, ap.Annotations, ap.Spec.String())
+		}
+		managers := map[string]metav1.ManagedFieldsOperationType{}
+		for _, mf := range ap.ManagedFields {
+			managers[mf.Manager] = mf.Operation
+		}
+		// The fake's tracker does not carry the field manager's name: only
+		// a real API server is checked.
+		if real && (len(managers) != 1 || managers[FieldManager] != metav1.ManagedFieldsOperationApply) {
+			t.Errorf("policy %s: field managers %v, want only %s (Apply)", ap.Name, managers, FieldManager)
 		}
 	}
 	if n := events(t, kc, "Quarantined"); n != 4 {
@@ -238,5 +247,5 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 }
 
 func TestLifecycleFake(t *testing.T) {
-	testLifecycle(t, istiofake.New(), kubefake.NewClientset())
+	testLifecycle(t, istiofake.New(), kubefake.NewClientset(), false)
 }
