@@ -9,20 +9,43 @@ import (
 	"testing"
 	"time"
 
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
 	"github.com/meshward/meshward/internal/istiofake"
+	"github.com/meshward/meshward/internal/kubetest"
 )
 
 // TestServeQuarantines: serve learns a model from shipped records, then a
 // principal shipped fanning out to destinations it never called is
 // quarantined in the API server by the leading replica.
 func TestServeQuarantines(t *testing.T) {
-	ic, kc := istiofake.New(), kubefake.NewClientset()
+	testServeQuarantines(t, istiofake.New(), kubefake.NewClientset(), nil)
+}
+
+// TestServeQuarantinesKube: the same against a real API server, which
+// also elects the leader (a Lease).
+func TestServeQuarantinesKube(t *testing.T) {
+	env := kubetest.Start(t)
+	if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ic, err := istioclient.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testServeQuarantines(t, ic, env.Clientset, env.Config)
+}
+
+func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface, kube *rest.Config) {
 	cfg := DefaultConfig()
+	cfg.Kube = kube
 	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
 	cfg.TickEvery = 50 * time.Millisecond
 	app, err := quarantine.New(quarantine.Config{Rules: cfg.Rules}, ic, kc, slog.New(slog.NewTextHandler(io.Discard, nil)))

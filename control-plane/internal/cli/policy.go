@@ -44,9 +44,19 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("dir", "", "a directory of quarantine YAML files instead of the API server")
 	asJSON := fs.Bool("json", false, "list: print JSON")
 	out := fs.String("out", "", "export: the directory to write to")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
+	// Flags may follow the ID (policy show ID --kubeconfig K).
+	var pos []string
+	rest := args[1:]
+	for {
+		if err := parse(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, rest = append(pos, fs.Arg(0)), fs.Args()[1:]
 	}
+	_ = fs.Parse(pos) // positional arguments only: fs.Arg and fs.NArg see them
 	needID := sub == "show" || sub == "release"
 	switch {
 	case sub != "list" && sub != "show" && sub != "release" && sub != "export":

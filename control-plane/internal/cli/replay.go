@@ -295,15 +295,17 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	if err := detectAndDecide(rep, m, monitor, res); err != nil {
 		return err
 	}
+	if *outDir != "" {
+		if err := os.MkdirAll(*outDir, 0o755); err != nil {
+			return err
+		}
+	}
 	switch {
 	case kf.set():
 		if err := applyPolicies(rep, &kf, stderr); err != nil {
 			return err
 		}
 	case *outDir != "":
-		if err := os.MkdirAll(*outDir, 0o755); err != nil {
-			return err
-		}
 		if err := writePolicies(rep, filepath.Join(*outDir, "policies")); err != nil {
 			return err
 		}
