@@ -128,7 +128,7 @@ func (d *Dir) write(dec decide.Decision, action string) error {
 }
 
 // Release removes a decision's file.
-func (d *Dir) Release(id string) error {
+func (d *Dir) Release(_ context.Context, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.remove(id, "release")
@@ -173,10 +173,26 @@ func (d *Dir) Active() int {
 	return len(d.state)
 }
 
+// Standing returns the standing decisions, by id.
+func (d *Dir) Standing() []decide.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return sortedDecisions(d.state)
+}
+
 // Holds says whether a decision stands.
 func (d *Dir) Holds(id string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	_, ok := d.state[id]
 	return ok
+}
+
+func sortedDecisions(m map[string]decide.Decision) []decide.Decision {
+	out := make([]decide.Decision, 0, len(m))
+	for _, d := range m {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }

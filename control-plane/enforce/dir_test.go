@@ -58,7 +58,7 @@ func TestDirSink(t *testing.T) {
 	if len(ds) != 1 || len(ds[0].Deny) != 2 || ds[0].Mode != decide.Enforce {
 		t.Fatalf("read back %+v", ds)
 	}
-	if err := r.Release("ts-a-1"); err != nil {
+	if err := r.Release(ctx, "ts-a-1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(file); !os.IsNotExist(err) || r.Active() != 0 {

@@ -26,6 +26,10 @@ type Sink interface {
 	Active() int
 	// Holds says whether a decision still stands (not expired, released).
 	Holds(id string) bool
+	// Standing returns the standing decisions, by id.
+	Standing() []decide.Decision
+	// Release removes a decision before it expires.
+	Release(ctx context.Context, id string) error
 }
 
 // Loop feeds observations to a detector and applies the decisions on its

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
@@ -42,12 +41,7 @@ func NewRBAC(pub RBACPublisher, rules decide.Rules, log *slog.Logger) *RBAC {
 // publish recomputes every workload's rules and sends them; workloads that
 // no longer have any get an empty configuration.
 func (r *RBAC) publish() error {
-	ds := make([]decide.Decision, 0, len(r.state))
-	for _, d := range r.state {
-		ds = append(ds, d)
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i].ID < ds[j].ID })
-	per, err := policy.RBACFor(ds)
+	per, err := policy.RBACFor(sortedDecisions(r.state))
 	if err != nil {
 		return err
 	}
@@ -91,7 +85,7 @@ func (r *RBAC) Apply(_ context.Context, d decide.Decision) error {
 }
 
 // Release removes a decision's rules.
-func (r *RBAC) Release(id string) error {
+func (r *RBAC) Release(_ context.Context, id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.state[id]; !ok {
@@ -130,6 +124,13 @@ func (r *RBAC) Active() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.state)
+}
+
+// Standing returns the standing decisions, by id.
+func (r *RBAC) Standing() []decide.Decision {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return sortedDecisions(r.state)
 }
 
 // Holds says whether a decision stands.

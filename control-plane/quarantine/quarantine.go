@@ -158,6 +158,15 @@ func (a *Applier) List() []Quarantine {
 	return out
 }
 
+// Standing returns the standing decisions, by id.
+func (a *Applier) Standing() []decide.Decision {
+	var out []decide.Decision
+	for _, q := range a.List() {
+		out = append(out, q.Decision)
+	}
+	return out
+}
+
 // Holds says whether a quarantine stands.
 func (a *Applier) Holds(id string) bool {
 	a.mu.Lock()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -114,5 +115,27 @@ func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.
 			t.Fatalf("no quarantine in the API server: %d policies", len(l.Items))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// The admin API lists it and releases it.
+	code, body := get(t, s.AdminURL+"/api/v1/quarantines")
+	var list struct {
+		Quarantines []struct{ ID, Principal string }
+	}
+	if err := json.Unmarshal([]byte(body), &list); code != 200 || err != nil || len(list.Quarantines) != 1 || list.Quarantines[0].Principal != web {
+		t.Fatalf("GET /api/v1/quarantines: %d %s", code, body)
+	}
+	resp, err = http.Post(s.AdminURL+"/api/v1/quarantines/"+list.Quarantines[0].ID+"/release", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	l, err := ic.SecurityV1().AuthorizationPolicies("shop").List(context.Background(), metav1.ListOptions{LabelSelector: policy.OwnedSelector})
+	if resp.StatusCode != 200 || err != nil || len(l.Items) != 0 {
+		t.Fatalf("release: %d, %v, %d policies left", resp.StatusCode, err, len(l.Items))
+	}
+	resp, _ = http.Post(s.AdminURL+"/api/v1/quarantines/nope/release", "application/json", nil)
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("releasing an unknown quarantine: %d", resp.StatusCode)
 	}
 }

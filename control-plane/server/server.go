@@ -435,6 +435,22 @@ func (s *Server) admin() http.Handler {
 		}
 		s.json(w, map[string]any{"version": s.xds.Version(), "nacks": s.xds.NACKs()}, nil)
 	})
+	mux.HandleFunc("GET /api/v1/quarantines", func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Quarantine == nil {
+			s.json(w, map[string]any{"quarantines": []any{}}, nil)
+			return
+		}
+		s.json(w, map[string]any{"quarantines": s.cfg.Quarantine.Standing()}, nil)
+	})
+	mux.HandleFunc("POST /api/v1/quarantines/{id}/release", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if s.cfg.Quarantine == nil || !s.cfg.Quarantine.Holds(id) {
+			http.Error(w, "no such quarantine: "+id, http.StatusNotFound)
+			return
+		}
+		err := s.cfg.Quarantine.Release(r.Context(), id)
+		s.json(w, map[string]any{"released": id}, err)
+	})
 	mux.HandleFunc("/api/v1/incidents", func(w http.ResponseWriter, r *http.Request) {
 		incs, err := s.store.Incidents(r.Context(), 100)
 		s.json(w, map[string]any{"incidents": incs}, err)

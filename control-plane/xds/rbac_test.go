@@ -119,7 +119,7 @@ func TestRBACOverADS(t *testing.T) {
 	if f := recv(reviews); f.ShadowRules != nil || f.Rules == nil || len(f.Rules.Policies) != 1 {
 		t.Fatalf("promoted: want enforced rules only, got %v", f)
 	}
-	if err := sink.Release("web-1"); err != nil {
+	if err := sink.Release(context.Background(), "web-1"); err != nil {
 		t.Fatal(err)
 	}
 	if f := recv(reviews); f.Rules != nil || f.ShadowRules != nil {

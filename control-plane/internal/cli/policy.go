@@ -89,7 +89,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			qs = append(qs, q)
 		}
-		release = sink.Release
+		release = func(id string) error { return sink.Release(context.Background(), id) }
 	} else {
 		a, err := kf.applier(rules, auditLog(stderr))
 		if err != nil {

@@ -116,7 +116,7 @@ func status(args []string, stdout, stderr io.Writer) error {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	fmt.Fprintf(stdout, "ready: %s", b)
-	for _, what := range []string{"models", "incidents"} {
+	for _, what := range []string{"models", "incidents", "quarantines"} {
 		resp, err := client.Get(*admin + "/api/v1/" + what)
 		if err != nil {
 			return err
