@@ -90,12 +90,21 @@ func (l *Loop) Observe(ctx context.Context, o detect.Observation) (*decide.Decis
 	}
 	d := l.guard.Decide(inc, l.sink.Active(), inc.Opened)
 	l.decisions = append(l.decisions, d)
-	if d.Suppressed == "" {
-		l.open[inc.Principal] = &opened{inc: inc, decision: d, targets: len(d.Deny)}
-	}
 	l.log.Info("incident", "id", inc.ID, "principal", inc.Principal, "signals", inc.Signals,
 		"new_edges", len(inc.NewEdges), "first_new_edge", inc.FirstNewEdge, "suppressed", d.Suppressed)
-	return &d, l.sink.Apply(ctx, d)
+	err := l.sink.Apply(ctx, d)
+	if d.Suppressed == "" {
+		op := &opened{inc: inc, decision: d, targets: len(d.Deny)}
+		// The sink may have folded the decision into a standing quarantine
+		// of the same principal (after a restart, say): follow that one.
+		for _, s := range l.sink.Standing() {
+			if s.Principal == d.Principal {
+				op.decision = s
+			}
+		}
+		l.open[inc.Principal] = op
+	}
+	return &d, err
 }
 
 // grow re-applies a standing decision whose incident reached a new

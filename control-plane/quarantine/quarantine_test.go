@@ -135,6 +135,20 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 	if n := events(t, kc, "Quarantined"); n != 4 {
 		t.Errorf("%d Quarantined events, want 4 (two applies, two objects)", n)
 	}
+	// The Events hang on the policy objects.
+	uids := map[string]bool{}
+	for _, ap := range aps {
+		uids[string(ap.UID)] = true
+	}
+	evs, err := kc.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		if e.Reason == "Quarantined" && (e.InvolvedObject.Kind != "AuthorizationPolicy" || !uids[string(e.InvolvedObject.UID)] || e.Source.Component != FieldManager) {
+			t.Errorf("event %s is on %+v", e.Name, e.InvolvedObject)
+		}
+	}
 
 	// Not due yet, then due.
 	if err := a.Tick(ctx, t0.Add(time.Second)); err != nil {
