@@ -169,6 +169,20 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 		t.Errorf("mode after promotion: %s", q.Decision.Mode)
 	}
 
+	// Someone edits meshward's object: the next apply takes its fields back
+	// (forced, as meshward owns the object).
+	edited := owned(t, ic)[0]
+	edited.Spec.Action = securityv1beta1.AuthorizationPolicy_ALLOW
+	if _, err := ic.SecurityV1().AuthorizationPolicies(edited.Namespace).Update(ctx, edited, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, d); err != nil {
+		t.Fatalf("re-applying over an edit: %v", err)
+	}
+	if back, err := ic.SecurityV1().AuthorizationPolicies(edited.Namespace).Get(ctx, edited.Name, metav1.GetOptions{}); err != nil || back.Spec.Action != securityv1beta1.AuthorizationPolicy_DENY {
+		t.Fatalf("after re-applying over an edit: %v %v", back.Spec.Action, err)
+	}
+
 	// A foreign object with the name meshward would use is left alone.
 	foreign := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: policy.Name("ts-pay-1", "ts-pay"), Namespace: "train",
 		Labels: map[string]string{"team": "payments"}}, Spec: securityv1beta1.AuthorizationPolicy{Action: securityv1beta1.AuthorizationPolicy_ALLOW}}
