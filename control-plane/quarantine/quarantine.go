@@ -96,18 +96,21 @@ func New(cfg Config, istio istioclient.Interface, kube kubernetes.Interface, log
 
 // Rebuild replaces the applier's state with the quarantines the API server
 // holds: every AuthorizationPolicy labelled as meshward's, in every
-// namespace, grouped by decision.
+// namespace, grouped by decision. An object labelled as meshward's that
+// does not carry a decision (hand-made, or edited) is skipped with a
+// warning naming it: it is neither adopted nor deleted.
 func (a *Applier) Rebuild(ctx context.Context) error {
 	list, err := a.istio.SecurityV1().AuthorizationPolicies(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: policy.OwnedSelector})
 	if err != nil {
 		return fmt.Errorf("listing meshward's AuthorizationPolicies: %w", err)
 	}
 	state := map[string]*Quarantine{}
-	var errs []error
+	skipped := 0
 	for _, ap := range list.Items {
 		d, err := policy.FromIstio(ap)
 		if err != nil {
-			errs = append(errs, err)
+			a.log.Warn("skipping an object labelled as meshward's", "err", err)
+			skipped++
 			continue
 		}
 		ref := Ref{Namespace: ap.Namespace, Name: ap.Name, Target: d.Deny[0].Workload}
@@ -130,8 +133,8 @@ func (a *Applier) Rebuild(ctx context.Context) error {
 	a.mu.Lock()
 	a.state = state
 	a.mu.Unlock()
-	a.log.Info("quarantine state rebuilt from the API server", "quarantines", len(state), "policies", len(list.Items))
-	return errors.Join(errs...)
+	a.log.Info("quarantine state rebuilt from the API server", "quarantines", len(state), "policies", len(list.Items)-skipped, "skipped", skipped)
+	return nil
 }
 
 func sortQuarantine(q *Quarantine) {

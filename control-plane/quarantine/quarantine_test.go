@@ -75,7 +75,13 @@ func owned(t *testing.T, ic istioclient.Interface) []*securityv1.AuthorizationPo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return l.Items
+	var out []*securityv1.AuthorizationPolicy
+	for _, ap := range l.Items {
+		if ap.Name != "stray" {
+			out = append(out, ap)
+		}
+	}
+	return out
 }
 
 func events(t *testing.T, kc kubernetes.Interface, reason string) int {
@@ -201,6 +207,19 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 		t.Error("a refused decision is held as standing")
 	}
 
+	// A hand-made object wearing meshward's label but carrying no decision
+	// is skipped by a restart (warned about), neither adopted nor deleted.
+	stray := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "stray", Namespace: "train",
+		Labels: map[string]string{policy.LabelManagedBy: policy.ManagedBy}}, Spec: securityv1beta1.AuthorizationPolicy{Action: securityv1beta1.AuthorizationPolicy_DENY}}
+	if _, err := ic.SecurityV1().AuthorizationPolicies("train").Create(ctx, stray, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := ic.SecurityV1().AuthorizationPolicies("train").Delete(ctx, "stray", metav1.DeleteOptions{}); err != nil {
+			t.Errorf("the stray object is gone: %v", err)
+		}
+	}()
+
 	// A restart: a new applier rebuilds the same state from the server.
 	b, err := New(Config{Rules: testRules()}, ic, kc, log)
 	if err != nil {
@@ -208,6 +227,15 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 	}
 	if err := b.Rebuild(ctx); err != nil {
 		t.Fatal(err)
+	}
+	warned := false
+	for _, l := range logs.lines() {
+		if l["msg"] == "skipping an object labelled as meshward's" && strings.Contains(l["err"].(string), "train/stray") {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Error("the stray object was skipped silently")
 	}
 	before, after := a.List(), b.List()
 	if len(after) != 1 || len(after[0].Policies) != 2 || after[0].Decision.Mode != decide.Enforce ||
