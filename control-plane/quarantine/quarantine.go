@@ -74,6 +74,9 @@ type Applier struct {
 	istio istioclient.Interface
 	kube  kubernetes.Interface
 	log   *slog.Logger
+	// op serialises the operations that write (apply, promote, remove),
+	// so a release never races an apply of the same quarantine.
+	op    sync.Mutex
 	mu    sync.Mutex
 	state map[string]*Quarantine // by decision id
 	uids  map[Ref]types.UID      // of the objects written, for Events
@@ -200,6 +203,8 @@ func clone(q *Quarantine) Quarantine {
 // (same id and objects, the union of the targets), so a new incident
 // about the same workload — after a restart, say — never duplicates it.
 func (a *Applier) Apply(ctx context.Context, d decide.Decision) error {
+	a.op.Lock()
+	defer a.op.Unlock()
 	if d.Suppressed != "" {
 		a.audit(ctx, "suppressed", d, nil, nil)
 		return nil
@@ -291,6 +296,12 @@ func (a *Applier) applyOne(ctx context.Context, ap *securityv1.AuthorizationPoli
 
 // Promote enforces a dry-run quarantine now.
 func (a *Applier) Promote(ctx context.Context, id string) error {
+	a.op.Lock()
+	defer a.op.Unlock()
+	return a.promote(ctx, id)
+}
+
+func (a *Applier) promote(ctx context.Context, id string) error {
 	a.mu.Lock()
 	q, ok := a.state[id]
 	var d decide.Decision
@@ -309,6 +320,8 @@ func (a *Applier) Promote(ctx context.Context, id string) error {
 
 // Release removes a quarantine before it expires.
 func (a *Applier) Release(ctx context.Context, id string) error {
+	a.op.Lock()
+	defer a.op.Unlock()
 	return a.remove(ctx, id, "release")
 }
 
@@ -339,6 +352,8 @@ func (a *Applier) remove(ctx context.Context, id, action string) error {
 // Tick promotes the dry runs that are due (when the rules allow
 // enforcement) and removes the quarantines that expired, as of now.
 func (a *Applier) Tick(ctx context.Context, now time.Time) error {
+	a.op.Lock()
+	defer a.op.Unlock()
 	a.mu.Lock()
 	var expired, due []string
 	for id, q := range a.state {
@@ -356,7 +371,7 @@ func (a *Applier) Tick(ctx context.Context, now time.Time) error {
 		errs = append(errs, a.remove(ctx, id, "expire"))
 	}
 	for _, id := range due {
-		errs = append(errs, a.Promote(ctx, id))
+		errs = append(errs, a.promote(ctx, id))
 	}
 	return errors.Join(errs...)
 }

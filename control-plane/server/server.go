@@ -106,7 +106,6 @@ type Server struct {
 	elector   leader.Leader
 	election  string        // "kubernetes-lease" or "redis-lock"
 	elected   chan struct{} // closed when the elector has given leadership up
-	lead      atomic.Pointer[leader.Leader]
 	loop      atomic.Pointer[enforce.Loop]
 	stop      context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once started.
@@ -193,7 +192,6 @@ func (s *Server) Start(ctx context.Context) error {
 	s.stop = cancel
 	s.elected = make(chan struct{})
 	go func() { s.elector.Run(tctx); close(s.elected) }()
-	s.lead.Store(&s.elector)
 	if s.cfg.Quarantine != nil {
 		if s.loop.Load() == nil {
 			if err := s.detectOn(ctx); err != nil {
@@ -201,6 +199,7 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 		}
 		go s.tickLoop(tctx)
+		go s.followLoop(tctx)
 	}
 	if s.cfg.TrainEvery > 0 {
 		go s.trainLoop(tctx)
@@ -294,25 +293,74 @@ type statusRecorder struct {
 
 func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
 
-// tee stores a batch, then feeds it to the lateral-movement loop while
-// this replica leads.
+// tee stores a batch and, when quarantines are on, appends it to the
+// observation stream the leader reads (whichever replica received it).
 type tee struct{ s *Server }
 
 func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
 	if err := t.s.store.Ingest(ctx, recs); err != nil {
 		return err
 	}
-	loop, el := t.s.loop.Load(), t.s.lead.Load()
-	if loop == nil || el == nil || !(*el).Leading() {
+	if t.s.cfg.Quarantine == nil {
 		return nil
 	}
-	for i := range recs {
-		r := &recs[i]
-		if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
-			t.s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
-		}
+	// The records are stored: failing here must not make the filter send
+	// them again (they would be counted twice), so it is only logged.
+	if err := t.s.store.PublishBatch(ctx, recs); err != nil {
+		t.s.log.Error("records not passed to lateral-movement detection", "records", len(recs), "err", err)
 	}
 	return nil
+}
+
+// followLoop feeds the observation stream to the lateral-movement loop
+// while this replica leads, from one detection window before it took the
+// lead.
+func (s *Server) followLoop(ctx context.Context) {
+	after := ""
+	for ctx.Err() == nil {
+		if after == "" && s.elector.Leading() {
+			// Taking the lead: detect on the model in force now (another
+			// replica may have trained it).
+			if err := s.detectOn(ctx); err != nil {
+				s.log.Warn("lateral-movement detection waits for a model", "err", err)
+			}
+		}
+		loop := s.loop.Load()
+		if loop == nil || !s.elector.Leading() {
+			after = ""
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.cfg.TickEvery):
+			}
+			continue
+		}
+		if after == "" {
+			// A new leader replays the last detection window, so what
+			// happened just before it took the lead is not lost (the
+			// sinks are idempotent). Stream ids start with milliseconds.
+			after = strconv.FormatInt(time.Now().Add(-s.cfg.Detect.Window).UnixMilli(), 10) + "-0"
+		}
+		recs, next, err := s.store.ReadBatches(ctx, after, s.cfg.TickEvery)
+		after = next
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("observation stream", "err", err)
+			if len(recs) == 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(s.cfg.TickEvery):
+				}
+			}
+		}
+		for i := range recs {
+			r := &recs[i]
+			r.Normalize()
+			if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
+				s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
+			}
+		}
+	}
 }
 
 // tickLoop promotes and expires quarantines on the wall clock while this

@@ -340,3 +340,53 @@ func (s *Store) Incidents(ctx context.Context, n int64) ([]json.RawMessage, erro
 	}
 	return out, nil
 }
+
+// MaxObservationBatches caps the observation stream (approximately).
+const MaxObservationBatches = 10_000
+
+func (s *Store) observationsKey() string { return s.cfg.Prefix + ":observations" }
+
+// PublishBatch appends a batch of records to the observation stream: every
+// replica's collector does, and the leader reads the stream, so lateral
+// movement is detected over all the records whichever replica got them.
+func (s *Store) PublishBatch(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(recs)
+	if err != nil {
+		return err
+	}
+	return s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.observationsKey(), MaxLen: MaxObservationBatches, Approx: true,
+		Values: map[string]any{"b": b}}).Err()
+}
+
+// ReadBatches returns the records of the batches after the id given,
+// waiting up to block for one (a negative block does not wait), and the id
+// to read after next. A batch
+// that does not decode is skipped (it is reported in the error, with the
+// records that did decode).
+func (s *Store) ReadBatches(ctx context.Context, after string, block time.Duration) ([]Record, string, error) {
+	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.observationsKey(), after}, Block: block, Count: 100}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, after, nil
+	}
+	if err != nil {
+		return nil, after, err
+	}
+	var out []Record
+	var errs []error
+	for _, st := range res {
+		for _, m := range st.Messages {
+			after = m.ID
+			raw, _ := m.Values["b"].(string)
+			var recs []Record
+			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
+				errs = append(errs, fmt.Errorf("observation batch %s: %w", m.ID, err))
+				continue
+			}
+			out = append(out, recs...)
+		}
+	}
+	return out, after, errors.Join(errs...)
+}

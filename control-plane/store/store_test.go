@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
 )
@@ -194,5 +196,34 @@ func BenchmarkIngest(b *testing.B) {
 				}
 			}
 		}
+	}
+}
+
+// TestObservationStream: batches published by any replica are read back in
+// order after an id; a batch that does not decode is reported and skipped,
+// the others are kept.
+func TestObservationStream(t *testing.T) {
+	s, srv := newStore(t, DefaultConfig())
+	ctx := context.Background()
+	t0 := time.Now().UTC()
+	if err := s.PublishBatch(ctx, []Record{rec(t0, "a", "b.shop", "/x", 200, false), rec(t0, "a", "c.shop", "/y", 403, true)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client(t).XAdd(ctx, &redis.XAddArgs{Stream: s.observationsKey(), Values: map[string]any{"b": "not json"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishBatch(ctx, []Record{rec(t0, "d", "e.shop", "/z", 200, false)}); err != nil {
+		t.Fatal(err)
+	}
+	recs, next, err := s.ReadBatches(ctx, "0-0", -1) // -1: no BLOCK
+	if err == nil || !strings.Contains(err.Error(), "observation batch") {
+		t.Errorf("the bad batch was not reported: %v", err)
+	}
+	if len(recs) != 3 || recs[1].Request.Status != 403 || recs[2].Request.Source != "d" {
+		t.Fatalf("read %+v", recs)
+	}
+	recs, again, err := s.ReadBatches(ctx, next, 10*time.Millisecond)
+	if err != nil || len(recs) != 0 || again != next {
+		t.Errorf("nothing new: %d records, %q → %q, %v", len(recs), next, again, err)
 	}
 }
