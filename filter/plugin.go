@@ -124,6 +124,7 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		return types.OnPluginStartStatusFailed
 	}
 	p.settings = s
+	p.ship.version = newRecordVersion(s)
 	if err := proxywasm.SetTickPeriodMilliSeconds(tickPeriod); err != nil {
 		proxywasm.LogWarnf("meshward: no tick (%v): request counts are flushed only when the plugin stops", err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
+	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
 )
 
@@ -32,6 +33,10 @@ const collectorPath = "/v1/records"
 
 // shipper is the per-plugin record buffer.
 type shipper struct {
+	// version is what each record says it was scored with: the model's
+	// sha256, and the share of unflagged requests shipped, encoded once per
+	// configuration (the canary decision counts flagged rates per version).
+	version  recordVersion
 	buf      [][]byte
 	inFlight int // records in the batch being sent; 0 when none
 	pause    int // ticks to wait before the next batch
@@ -69,7 +74,27 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged))
+	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.version))
+}
+
+// recordVersion is the pre-encoded part of a record that says what it was
+// scored with.
+type recordVersion struct {
+	// model is `,"model":"<sha256>"` (empty without a model); rate is
+	// `,"sample_rate":<share>` (empty when every request is shipped).
+	model, rate []byte
+}
+
+// newRecordVersion encodes a configuration's version fields once.
+func newRecordVersion(s *pluginconfig.Settings) recordVersion {
+	var v recordVersion
+	if s.Model != nil {
+		v.model = append([]byte(`,"model":`), appendJSONString(nil, s.Model.SHA256())...)
+	}
+	if s.SampleRate < 1 {
+		v.rate = strconv.AppendFloat([]byte(`,"sample_rate":`), s.SampleRate, 'g', -1, 64)
+	}
+	return v
 }
 
 // sendBatch dispatches the next batch, if any and none is in flight.
@@ -134,7 +159,9 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 }
 
 // encodeRecord writes one record as the collector's JSON line (store.Record).
-func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
+// An unflagged record stands for 1/sample_rate requests; a flagged one for
+// itself (all are shipped).
+func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersion) []byte {
 	// Cheap encodings: time and floats are formatted without the time and
 	// strconv float code, which is slow compiled to WebAssembly.
 	route := models.Template(r.Path)
@@ -147,6 +174,12 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 	b = appendFixed4(b, score)
 	b = append(b, `,"flagged":`...)
 	b = strconv.AppendBool(b, flagged)
+	if v != nil {
+		b = append(b, v.model...)
+		if !flagged {
+			b = append(b, v.rate...)
+		}
+	}
 	b = append(b, `,"request":{"Method":`...)
 	b = appendJSONString(b, r.Method)
 	b = append(b, `,"Path":`...)

@@ -116,7 +116,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, 0.98765, true)
+	line := encodeRecord(r, 0.98765, true, nil)
 	var rec store.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
@@ -137,7 +137,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, 0.5, false)
+	line := encodeRecord(r, 0.5, false, nil)
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}
@@ -157,4 +157,60 @@ func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("classes %v, want %v (value %q)", got, want, v)
 	}
+}
+
+// TestShippedRecordsSayWhichModelScoredThem: the canary decision compares
+// flagged rates per model version, so every scored record carries its
+// model's sha256, and an unflagged one the sampled share it stands for.
+func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		half := 0.5
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
+			CollectorToken: collectorToken, SampleRate: &half, BatchSize: 100}
+		c.WithModel(fixtureModel(t))
+		cfg, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := e.mustStart(t, hostOpts{config: cfg, props: peer(frontend)})
+		m, err := models.Decode(fixtureModel(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sha := m.SHA256()
+		for i := 0; i < 40; i++ {
+			_, id := request(host, get("/reviews/12"))
+			host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, true)
+			host.CompleteHttpContext(id)
+		}
+		host.Tick()
+		calls := host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 1 {
+			t.Fatalf("%d calls", len(calls))
+		}
+		lines := strings.Split(strings.TrimSpace(string(calls[0].Body)), "\n")
+		unflagged := 0
+		for _, l := range lines {
+			var rec store.Record
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatal(err)
+			}
+			if rec.ModelSHA256 != sha {
+				t.Fatalf("record %s: model %q, want %s", l, rec.ModelSHA256, sha)
+			}
+			if rec.Flagged {
+				if rec.SampleRate != 0 || rec.Weight() != 1 {
+					t.Errorf("a flagged record (always shipped) says it was sampled: %s", l)
+				}
+				continue
+			}
+			unflagged++
+			if rec.SampleRate != 0.5 || rec.Weight() != 2 {
+				t.Fatalf("record %s: rate %v, want 0.5", l, rec.SampleRate)
+			}
+		}
+		if unflagged < 5 || unflagged > 35 {
+			t.Errorf("%d unflagged records of 40 shipped at a 50%% sample rate", unflagged)
+		}
+	})
 }

@@ -66,12 +66,26 @@ type Record struct {
 	TS time.Time `json:"ts"`
 	// TSUnixNano is TS as Unix nanoseconds, which the filter sends because
 	// it is cheap to write; Normalize moves it into TS.
-	TSUnixNano  int64          `json:"ts_ns,omitempty"`
-	Request     models.Request `json:"request"`
-	Route       string         `json:"route"`
-	Score       float64        `json:"score"`
-	Flagged     bool           `json:"flagged"`
-	ModelSHA256 string         `json:"model,omitempty"`
+	TSUnixNano int64          `json:"ts_ns,omitempty"`
+	Request    models.Request `json:"request"`
+	Route      string         `json:"route"`
+	Score      float64        `json:"score"`
+	Flagged    bool           `json:"flagged"`
+	// ModelSHA256 is the version of the model that scored the request
+	// (empty in learn mode).
+	ModelSHA256 string `json:"model,omitempty"`
+	// SampleRate is the share of unflagged requests the filter ships (0 or
+	// absent: all), so an unflagged record stands for 1/SampleRate requests
+	// when flagged rates are estimated.
+	SampleRate float64 `json:"sample_rate,omitempty"`
+}
+
+// Weight is how many requests a record stands for.
+func (r *Record) Weight() float64 {
+	if r.Flagged || r.SampleRate <= 0 || r.SampleRate >= 1 {
+		return 1
+	}
+	return 1 / r.SampleRate
 }
 
 // Normalize fills TS from TSUnixNano when only the latter is set.
@@ -118,6 +132,7 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 	counts := map[string]map[string]int64{} // key → field → increment
 	fan := map[string][]interface{}{}       // key → destinations
 	samples := map[string][]*models.Request{}
+	weights := map[string]map[string]float64{} // key → field → weighted increment
 	count := func(key, field string) {
 		m := counts[key]
 		if m == nil {
@@ -142,6 +157,21 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 		if r.Flagged {
 			count(route, "flagged")
 		}
+		if r.ModelSHA256 != "" {
+			// Flagged and total requests per model version, for the
+			// canary decision; unflagged records stand for the share
+			// the filter did not ship.
+			vk := s.tag(q.Destination, "verdicts", w)
+			m := weights[vk]
+			if m == nil {
+				m = map[string]float64{}
+				weights[vk] = m
+			}
+			m[r.ModelSHA256+"|requests"] += r.Weight()
+			if r.Flagged {
+				count(vk, r.ModelSHA256+"|flagged")
+			}
+		}
 		if !r.Flagged {
 			k := s.tag(q.Destination, "samples")
 			samples[k] = append(samples[k], q)
@@ -165,6 +195,12 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 	for key, fields := range counts {
 		for f, n := range fields {
 			pipe.HIncrBy(ctx, key, f, n)
+		}
+		pipe.Expire(ctx, key, ttl)
+	}
+	for key, fields := range weights {
+		for f, n := range fields {
+			pipe.HIncrByFloat(ctx, key, f, n)
 		}
 		pipe.Expire(ctx, key, ttl)
 	}
@@ -198,12 +234,12 @@ func (s *Store) SetCurrent(ctx context.Context, sha string) error {
 	if _, err := s.Model(ctx, sha); err != nil {
 		return err
 	}
-	return s.rdb.Set(ctx, s.cfg.Prefix+":current", sha, 0).Err()
+	return s.rdb.Set(ctx, s.rolloutKey("current"), sha, 0).Err()
 }
 
 // Current returns the version in force ("" when none).
 func (s *Store) Current(ctx context.Context) (string, error) {
-	sha, err := s.rdb.Get(ctx, s.cfg.Prefix+":current").Result()
+	sha, err := s.rdb.Get(ctx, s.rolloutKey("current")).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}

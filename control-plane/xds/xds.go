@@ -283,6 +283,38 @@ func (s *Server) Rollback() error {
 	return errors.Join(errs...)
 }
 
+// Apply makes what is served match a desired state — the stable model and
+// the canary (nil when none) — publishing only what differs, so a replica
+// can call it every time it reads the state from the store. A nil stable
+// model changes nothing: the last good snapshot stays.
+func (s *Server) Apply(stable, canary []byte) error {
+	if stable == nil {
+		return nil
+	}
+	m, err := models.Decode(stable)
+	if err != nil {
+		return fmt.Errorf("refusing to publish: %w", err)
+	}
+	if m.SHA256() != s.Version() {
+		if err := s.Publish(stable); err != nil {
+			return err
+		}
+	}
+	switch cur := s.CanaryVersion(); {
+	case canary == nil && cur != "":
+		return s.Rollback()
+	case canary != nil:
+		c, err := models.Decode(canary)
+		if err != nil {
+			return fmt.Errorf("refusing to publish the canary: %w", err)
+		}
+		if c.SHA256() != cur && c.SHA256() != m.SHA256() {
+			return s.PublishCanary(canary)
+		}
+	}
+	return nil
+}
+
 // CanaryVersion returns the canary model's sha256 ("" when none is out).
 func (s *Server) CanaryVersion() string {
 	s.mu.Lock()

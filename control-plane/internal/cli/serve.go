@@ -29,6 +29,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
+	fs.BoolVar(&cfg.Rollout.Canary, "canary", cfg.Rollout.Canary, "send a newly trained model to a share of the nodes first, promoted or rolled back on its flagged rate")
+	fs.Float64Var(&cfg.XDS.CanaryShare, "canary-share", 0.1, "the share of each group's nodes that gets a canary")
+	fs.Float64Var(&cfg.Rollout.MinRequests, "canary-min-requests", cfg.Rollout.MinRequests, "requests the canary and the stable model must each have scored before a decision")
+	fs.Float64Var(&cfg.Rollout.MaxRatio, "canary-max-ratio", cfg.Rollout.MaxRatio, "the canary may flag up to this many times the stable model's rate ...")
+	fs.Float64Var(&cfg.Rollout.MaxIncrease, "canary-max-increase", cfg.Rollout.MaxIncrease, "... or the stable rate plus this, whichever is higher")
+	fs.DurationVar(&cfg.Rollout.Observe, "canary-observe", cfg.Rollout.Observe, "how long a canary is watched, at least, before promotion")
+	fs.DurationVar(&cfg.Rollout.Timeout, "canary-timeout", cfg.Rollout.Timeout, "a canary that has not scored enough requests by then is rolled back")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
