@@ -128,3 +128,25 @@ func TestRoundStartsACanary(t *testing.T) {
 		t.Errorf("a round while the canary is watched: %+v %v", again, err)
 	}
 }
+
+// TestRoundOnRedisCluster: a training round reads every destination's
+// samples from a three-node Redis Cluster and publishes there.
+func TestRoundOnRedisCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	st, err := store.New(cluster.Client(t), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !rep.Published || rep.Destinations < 10 {
+		t.Fatalf("round on a cluster: %+v %v", rep, err)
+	}
+	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
+		t.Errorf("current %s, published %s", cur, rep.SHA256)
+	}
+}
