@@ -222,3 +222,5 @@ func TestCanaryDecidedByFlaggedRate(t *testing.T) {
 		t.Errorf("rollouts API: %s", body)
 	}
 }
+
+func inCanary(id string) bool { return xds.InCanary(id, 0.3) }

@@ -81,6 +81,7 @@ type Server struct {
 	servers   []*http.Server
 	rounds    *prometheus.CounterVec
 	decisions *prometheus.CounterVec
+	syncFails prometheus.Counter
 	trainMu   sync.Mutex
 	syncMu    sync.Mutex
 	xds       *xds.Server
@@ -103,7 +104,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.records = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_records_total", Help: "Records received by the collector, by outcome."}, []string{"outcome"})
 	s.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_trainer_rounds_total", Help: "Training rounds, by outcome (published, rejected, failed)."}, []string{"outcome"})
 	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_canary_decisions_total", Help: "Canary decisions, by outcome (promoted, rolled_back)."}, []string{"outcome"})
-	s.reg.MustRegister(s.batches, s.records, s.rounds, s.decisions)
+	s.syncFails = prometheus.NewCounter(prometheus.CounterOpts{Name: "meshward_xds_sync_failures_total", Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."})
+	s.reg.MustRegister(s.batches, s.records, s.rounds, s.decisions, s.syncFails)
 	return s, nil
 }
 
@@ -215,6 +217,7 @@ func (s *Server) rolloutLoop(ctx context.Context) {
 			}
 		}
 		if err := s.sync(ctx); err != nil && ctx.Err() == nil {
+			s.syncFails.Inc()
 			s.log.Debug("xDS keeps its last snapshot", "err", err)
 		}
 	}
