@@ -1,7 +1,9 @@
 package main
 
 import (
+	"encoding/base64"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -18,9 +20,11 @@ import (
 // What does not fit the buffer is dropped and counted; a batch the collector
 // pushes back (503, or no answer) is kept and retried after a pause.
 //
-// No raw body leaves the sidecar, and query and header values travel as
-// their shape (models.ShapeQuery, models.ShapeValue): enough for the
-// trainer's class-transition and length models, not the values themselves.
+// No raw body leaves the sidecar: the body's prefix, query and header values
+// travel as their shape (models.ShapeQuery, models.ShapeValue): enough for
+// the trainer's class-transition and length models, not the values
+// themselves. Learn mode reads the body's prefix as it passes, without
+// holding the request.
 
 // Metric names of shipping.
 const (
@@ -196,6 +200,13 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 	b = strconv.AppendInt(b, max(r.RequestBytes, int64(len(r.Body))), 10)
 	b = append(b, `,"ResponseBytes":`...)
 	b = strconv.AppendInt(b, r.ResponseBytes, 10)
+	if len(r.Body) > 0 {
+		// The body travels as its shape, as query values do (base64: a
+		// []byte in JSON).
+		b = append(b, `,"Body":"`...)
+		b = base64.StdEncoding.AppendEncode(b, shapeBody(r))
+		b = append(b, '"')
+	}
 	b = append(b, `,"Headers":[`...)
 	n := 0
 	for _, h := range r.Headers {
@@ -209,11 +220,31 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 		b = append(b, `{"Name":`...)
 		b = appendJSONString(b, h.Name)
 		b = append(b, `,"Value":`...)
-		b = appendJSONString(b, models.ShapeValue(h.Value))
+		if h.Name == "content-type" && len(h.Value) <= maxContentType {
+			// A media type names a format, not data, and the trainer
+			// needs it to read the body as the filter will.
+			b = appendJSONString(b, h.Value)
+		} else {
+			b = appendJSONString(b, models.ShapeValue(h.Value))
+		}
 		b = append(b, '}')
 	}
 	return append(b, "]}}"...)
 }
+
+// shapeBody is the shape of a request's body: a form keeps its parameter
+// names with shaped values (models.ShapeQuery), anything else is one shaped
+// value (models.ShapeValue, capped as the model caps a value).
+func shapeBody(r *models.Request) []byte {
+	ct, _ := r.Header("content-type")
+	if len(ct) >= 33 && strings.EqualFold(ct[:33], "application/x-www-form-urlencoded") {
+		return []byte(models.ShapeQuery(string(r.Body)))
+	}
+	return []byte(models.ShapeValue(string(r.Body)))
+}
+
+// maxContentType bounds a content-type shipped as is.
+const maxContentType = 128
 
 // maxShippedHeaders bounds the headers a record carries.
 const maxShippedHeaders = 16

@@ -123,7 +123,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	}
 	rec.Normalize()
 	if rec.TS.IsZero() || rec.Route != "/reviews/{num}" || rec.Score != 0.9877 || !rec.Flagged || rec.Request.Method != "POST" ||
-		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || len(rec.Request.Body) != 0 || rec.Request.Query != "q=a%20a&n=0" ||
+		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || string(rec.Request.Body) != models.ShapeValue("secret=1") || rec.Request.Query != "q=a%20a&n=0" ||
 		len(rec.Request.Headers) != 1 || rec.Request.Headers[0].Value != "Aa-aaaa/0.0" {
 		t.Errorf("record %+v from %s", rec, line)
 	}
@@ -211,6 +211,37 @@ func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
 		}
 		if unflagged < 5 || unflagged > 35 {
 			t.Errorf("%d unflagged records of 40 shipped at a 50%% sample rate", unflagged)
+		}
+	})
+}
+
+// TestLearnModeShipsTheBodyShape: learn mode reads a request's body as it
+// passes (never holding it) and ships its shape, so the trainer learns the
+// body's parameters and size as the monitoring filter will see them.
+func TestLearnModeShipsTheBodyShape(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10), props: peer(frontend)})
+		id := host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, [][2]string{{":method", "POST"}, {":path", "/reviews"}, {":authority", workload},
+			{"content-type", "application/x-www-form-urlencoded"}}, false)
+		if action := host.CallOnRequestBody(id, []byte("stars=5&text=great+book"), true); action != types.ActionContinue {
+			t.Fatalf("learn mode held the body: %v", action)
+		}
+		host.CompleteHttpContext(id)
+		host.Tick()
+		calls := host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 1 {
+			t.Fatalf("%d calls", len(calls))
+		}
+		var rec store.Record
+		if err := json.Unmarshal(calls[0].Body[:len(calls[0].Body)-1], &rec); err != nil {
+			t.Fatal(err)
+		}
+		if ct, _ := rec.Request.Header("content-type"); ct != "application/x-www-form-urlencoded" {
+			t.Errorf("content-type %q: the trainer could not read the body as a form", ct)
+		}
+		if got, want := string(rec.Request.Body), models.ShapeQuery("stars=5&text=great+book"); got != want || rec.Request.RequestBytes != 23 {
+			t.Errorf("body %q (%d bytes), want the shape %q (23 bytes)", got, rec.Request.RequestBytes, want)
 		}
 	})
 }

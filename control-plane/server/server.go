@@ -155,7 +155,7 @@ func (s *Server) Start(ctx context.Context) error {
 		// What the last run decided (model in force, canary) is in the
 		// store: serve it again.
 		if err := s.sync(ctx); err != nil {
-			s.log.Warn("nothing to serve yet", "err", err)
+			s.log.Info("nothing to serve yet", "err", err)
 		}
 		s.log.Info("serving ADS", "addr", x.Addr)
 	}
