@@ -224,3 +224,45 @@ func TestCanaryDecidedByFlaggedRate(t *testing.T) {
 }
 
 func inCanary(id string) bool { return xds.InCanary(id, 0.3) }
+
+// TestReplicasFollowTheLeadersDecision runs two replicas on one Redis: one
+// leads and decides, and the other's xDS follows the decision it finds in
+// the store.
+func TestReplicasFollowTheLeadersDecision(t *testing.T) {
+	addr := redistest.Start(t).Addr
+	r1 := startWith(t, addr, nil)
+	r2 := startWith(t, addr, nil)
+	eventually(t, "one leader", func() bool { return r1.elector.Leading() != r2.elector.Leading() })
+	ctx := context.Background()
+	a, shaA := testModel(t, 1)
+	b, shaB := testModel(t, 2)
+	for _, m := range [][]byte{a, b} {
+		if _, err := r1.store.PutModel(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r1.store.SetCurrent(ctx, shaA); err != nil {
+		t.Fatal(err)
+	}
+	var all []*sidecar
+	for i := 0; i < 6; i++ {
+		all = append(all, connect(t, r1.ADSAddr, fmt.Sprintf("cart-%d", i)), connect(t, r2.ADSAddr, fmt.Sprintf("cart-%d", i)))
+	}
+	if err := r1.store.StartCanary(ctx, shaB, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if code := ship(t, r2, verdicts(shaA, 1000, 10)+verdicts(shaB, 1000, 10)); code != 200 {
+		t.Fatalf("shipping: %d", code)
+	}
+	eventually(t, "the promotion reaching the nodes of both replicas", func() bool {
+		for _, sc := range all {
+			if last(sc.seen()) != shaB {
+				return false
+			}
+		}
+		return true
+	})
+	if decs, _ := r2.store.Decisions(ctx, 10); len(decs) != 1 {
+		t.Errorf("%d decisions, want exactly one (by the leader)", len(decs))
+	}
+}

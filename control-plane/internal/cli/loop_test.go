@@ -2,7 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/internal/redistest"
 )
 
@@ -123,5 +127,28 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 				t.Errorf("summary:\n%s", s)
 			}
 		})
+	}
+}
+
+// TestStatus reads a running control plane's admin API.
+func TestStatus(t *testing.T) {
+	cfg := server.DefaultConfig()
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", "status-test-token-0123"
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out bytes.Buffer
+	if err := Main([]string{"status", "-admin", s.AdminURL}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ready", "models: 0", "incidents: 0", "model in force: \n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
 	}
 }

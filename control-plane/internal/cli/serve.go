@@ -86,13 +86,49 @@ func status(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var v map[string][]json.RawMessage
+		// The answer has other fields beside the list (models: current).
+		var v map[string]json.RawMessage
+		var list []json.RawMessage
 		err = json.NewDecoder(resp.Body).Decode(&v)
 		resp.Body.Close()
+		if err == nil {
+			err = json.Unmarshal(v[what], &list)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		fmt.Fprintf(stdout, "%s: %d\n", what, len(v[what]))
+		fmt.Fprintf(stdout, "%s: %d\n", what, len(list))
+	}
+	return rolloutStatus(client, *admin, stdout)
+}
+
+// rolloutStatus prints the model in force, the canary and the last decision.
+func rolloutStatus(client *http.Client, admin string, stdout io.Writer) error {
+	resp, err := client.Get(admin + "/api/v1/rollouts")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Current string `json:"current"`
+		Canary  *struct {
+			SHA256  string    `json:"sha256"`
+			Started time.Time `json:"started"`
+		} `json:"canary"`
+		Decisions []struct {
+			SHA256, Outcome, Reason string
+		} `json:"decisions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return fmt.Errorf("rollouts: %w", err)
+	}
+	fmt.Fprintf(stdout, "model in force: %.12s\n", r.Current)
+	if r.Canary != nil {
+		fmt.Fprintf(stdout, "canary: %.12s, watched since %s\n", r.Canary.SHA256, r.Canary.Started.Format(time.RFC3339))
+	}
+	if len(r.Decisions) > 0 {
+		d := r.Decisions[0]
+		fmt.Fprintf(stdout, "last canary decision: %.12s %s: %s\n", d.SHA256, d.Outcome, d.Reason)
 	}
 	return nil
 }
