@@ -2,7 +2,9 @@
 // github.com/redis/go-redis/v9, so a single server, a cluster or the
 // embedded server are one code path): windowed edge counters, per-source
 // fan-out (HyperLogLog), per-route statistics, capped sample streams for
-// training, model versions content-addressed by sha256, and incidents.
+// training, model versions content-addressed by sha256, incidents, the
+// flagged and total requests of each model version (for canary decisions)
+// and the rollout's state (rollout.go).
 //
 // Every key has a bounded size or a TTL. Keys of a destination's flows carry
 // its name as a hash tag ({dst}) and a source's fan-out its principal, so a
