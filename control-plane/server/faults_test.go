@@ -162,3 +162,29 @@ func TestRestartLosesNothing(t *testing.T) {
 		return last(stable.seen()) == shaB && last(canary.seen()) == shaC
 	})
 }
+
+// TestServeOnRedisCluster runs the control plane on a three-node Redis
+// Cluster (-redis with the seed nodes): the collector stores, the leader
+// is elected (a Lua script on one key), a training round publishes, and
+// the model reaches a sidecar over ADS.
+func TestServeOnRedisCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	s := startWith(t, strings.Join(cluster.Addrs, ","), nil)
+	var b strings.Builder
+	for i := 0; i < 400; i++ {
+		b.WriteString(batch())
+	}
+	if code := ship(t, s, b.String()); code != 200 {
+		t.Fatalf("shipping to a cluster: %d", code)
+	}
+	eventually(t, "a leader", s.elector.Leading)
+	rep, err := s.Train(context.Background())
+	if err != nil || !rep.Published {
+		t.Fatalf("training on a cluster: %+v %v", rep, err)
+	}
+	sc := connect(t, s.ADSAddr, "cart-1")
+	eventually(t, "the model over ADS", func() bool { return last(sc.seen()) == rep.SHA256 })
+	if code, _ := get(t, s.AdminURL+"/readyz"); code != 200 {
+		t.Errorf("readyz on a cluster: %d", code)
+	}
+}

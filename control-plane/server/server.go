@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +37,9 @@ import (
 
 // Config is everything serve takes. Defaults in DefaultConfig.
 type Config struct {
-	// Redis is the Redis address; empty starts an embedded server in
-	// process (one code path: go-redis either way).
+	// Redis is the Redis address; several, comma-separated, are the seed
+	// nodes of a Redis Cluster; empty starts an embedded server in process
+	// (one code path: go-redis either way).
 	Redis string
 	// CollectorAddr and AdminAddr are where the collector and the admin
 	// endpoint listen.
@@ -71,7 +73,7 @@ func DefaultConfig() Config {
 type Server struct {
 	cfg       Config
 	log       *slog.Logger
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	embedded  *miniredis.Miniredis
 	store     *store.Store
 	reg       *prometheus.Registry
@@ -122,7 +124,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.embedded, addr = mr, mr.Addr()
 		s.log.Info("no Redis address given: started an embedded Redis-protocol server", "addr", addr)
 	}
-	s.rdb = redis.NewClient(&redis.Options{Addr: addr})
+	s.rdb = newClient(addr)
 	st, err := store.New(s.rdb, s.cfg.Store)
 	if err != nil {
 		return err
@@ -176,6 +178,19 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.rolloutLoop(tctx)
 	s.log.Info("meshward control plane serving", "collector", colURL, "admin", adminURL, "redis", addr)
 	return nil
+}
+
+// newClient is a client of one Redis, or of a Redis Cluster when several
+// seed addresses are given.
+func newClient(addrs string) redis.UniversalClient {
+	list := strings.Split(addrs, ",")
+	for i := range list {
+		list[i] = strings.TrimSpace(list[i])
+	}
+	if len(list) > 1 {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: list})
+	}
+	return redis.NewClient(&redis.Options{Addr: list[0]})
 }
 
 // trainLoop runs a training round every TrainEvery.

@@ -20,7 +20,7 @@ import (
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	cfg := server.DefaultConfig()
-	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (host:port); empty starts an embedded Redis-protocol server")
+	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (host:port), or a Redis Cluster's seed nodes, comma-separated; empty starts an embedded Redis-protocol server")
 	fs.StringVar(&cfg.CollectorAddr, "collector-addr", cfg.CollectorAddr, "where the collector listens")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "where health, metrics and the JSON API listen")
 	tokenFile := fs.String("collector-token-file", "", "file holding the collector's bearer token (or $MESHWARD_COLLECTOR_TOKEN)")
