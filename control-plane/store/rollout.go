@@ -37,19 +37,15 @@ func (v Verdicts) Rate() float64 {
 	return float64(v.Flagged) / v.Requests
 }
 
-// VersionVerdicts sums, per model version, the verdicts of every
-// destination in the windows from since to until.
+func (s *Store) verdictKey(window string) string { return s.cfg.Prefix + ":{verdicts}:" + window }
+
+// VersionVerdicts sums, per model version, the verdicts reported in the
+// windows from since to until.
 func (s *Store) VersionVerdicts(ctx context.Context, since, until time.Time) (map[string]Verdicts, error) {
-	dsts, err := s.Destinations(ctx)
-	if err != nil {
-		return nil, err
-	}
 	pipe := s.rdb.Pipeline()
 	var cmds []*redis.MapStringStringCmd
-	for _, d := range dsts {
-		for w := s.window(since); w <= s.window(until); w++ {
-			cmds = append(cmds, pipe.HGetAll(ctx, s.tag(d, "verdicts", strconv.FormatInt(w, 10))))
-		}
+	for w := s.window(since); w <= s.window(until); w++ {
+		cmds = append(cmds, pipe.HGetAll(ctx, s.verdictKey(strconv.FormatInt(w, 10))))
 	}
 	if len(cmds) > 0 {
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {

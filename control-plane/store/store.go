@@ -162,8 +162,10 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 		if r.ModelSHA256 != "" {
 			// Flagged and total requests per model version, for the
 			// canary decision; unflagged records stand for the share
-			// the filter did not ship.
-			vk := s.tag(q.Destination, "verdicts", w)
+			// the filter did not ship. One key per window for the whole
+			// mesh: a few fields per batch, and a decision reads one key
+			// per window rather than one per destination and window.
+			vk := s.verdictKey(w)
 			m := weights[vk]
 			if m == nil {
 				m = map[string]float64{}
