@@ -118,6 +118,7 @@ func rolloutStatus(client *http.Client, admin string, stdout io.Writer) error {
 		Decisions []struct {
 			SHA256, Outcome, Reason string
 		} `json:"decisions"`
+		NACKs []struct{ Group, Node, Version, Error string } `json:"nacks"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
 		return fmt.Errorf("rollouts: %w", err)
@@ -129,6 +130,10 @@ func rolloutStatus(client *http.Client, admin string, stdout io.Writer) error {
 	if len(r.Decisions) > 0 {
 		d := r.Decisions[0]
 		fmt.Fprintf(stdout, "last canary decision: %.12s %s: %s\n", d.SHA256, d.Outcome, d.Reason)
+	}
+	if n := len(r.NACKs); n > 0 {
+		last := r.NACKs[n-1]
+		fmt.Fprintf(stdout, "NACKs: %d; last: node %s (%s) refused %.12s: %s\n", n, last.Node, last.Group, last.Version, last.Error)
 	}
 	return nil
 }
