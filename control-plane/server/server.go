@@ -250,14 +250,23 @@ func (s *Server) sync(ctx context.Context) error {
 	if err != nil || sha == "" {
 		return errors.Join(err, errors.New("no model in force"))
 	}
+	c, err := s.store.Canary(ctx)
+	if err != nil {
+		return err
+	}
+	csha := ""
+	if c != nil {
+		csha = c.SHA256
+	}
+	if sha == s.xds.Version() && csha == s.xds.CanaryVersion() {
+		return nil // served already: no need to fetch the models
+	}
 	stable, err := s.store.Model(ctx, sha)
 	if err != nil {
 		return err
 	}
 	var canary []byte
-	if c, err := s.store.Canary(ctx); err != nil {
-		return err
-	} else if c != nil {
+	if c != nil {
 		if canary, err = s.store.Model(ctx, c.SHA256); err != nil {
 			return err
 		}

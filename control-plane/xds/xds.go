@@ -133,6 +133,7 @@ type Server struct {
 	model  []byte // the stable model
 	sha    string
 	canary []byte // the canary model, while a canary is out
+	csha   string // its sha256
 	groups map[string]bool
 	nacked chan struct{}
 	// Addr is where the server listens, once started.
@@ -212,7 +213,7 @@ func (s *Server) Publish(encoded []byte) error {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
-	s.model, s.sha, s.canary = encoded, m.SHA256(), nil
+	s.model, s.sha, s.canary, s.csha = encoded, m.SHA256(), nil, ""
 	groups := s.groupList()
 	s.mu.Unlock()
 	var errs []error
@@ -236,7 +237,8 @@ func (s *Server) groupList() []string {
 // others keep the stable model until Promote, and Rollback returns the
 // canaries to it.
 func (s *Server) PublishCanary(encoded []byte) error {
-	if _, err := models.Decode(encoded); err != nil {
+	m, err := models.Decode(encoded)
+	if err != nil {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
@@ -244,7 +246,7 @@ func (s *Server) PublishCanary(encoded []byte) error {
 		s.mu.Unlock()
 		return errors.New("a canary needs a stable model to compare with: publish one first")
 	}
-	s.canary = encoded
+	s.canary, s.csha = encoded, m.SHA256()
 	groups := s.groupList()
 	s.mu.Unlock()
 	var errs []error
@@ -270,7 +272,7 @@ func (s *Server) Rollback() error {
 	s.mu.Lock()
 	stable := s.model
 	had := s.canary != nil
-	s.canary = nil
+	s.canary, s.csha = nil, ""
 	groups := s.groupList()
 	s.mu.Unlock()
 	if !had {
@@ -319,14 +321,7 @@ func (s *Server) Apply(stable, canary []byte) error {
 func (s *Server) CanaryVersion() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.canary == nil {
-		return ""
-	}
-	m, err := models.Decode(s.canary)
-	if err != nil {
-		return ""
-	}
-	return m.SHA256()
+	return s.csha
 }
 
 func (s *Server) publishGroup(key, group string, encoded []byte) error {
