@@ -124,7 +124,7 @@ func (s *Server) Start(ctx context.Context) error {
 		s.embedded, addr = mr, mr.Addr()
 		s.log.Info("no Redis address given: started an embedded Redis-protocol server", "addr", addr)
 	}
-	s.rdb = newClient(addr)
+	s.rdb = RedisClient(addr)
 	st, err := store.New(s.rdb, s.cfg.Store)
 	if err != nil {
 		return err
@@ -180,9 +180,9 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-// newClient is a client of one Redis, or of a Redis Cluster when several
-// seed addresses are given.
-func newClient(addrs string) redis.UniversalClient {
+// RedisClient is a client of one Redis, or of a Redis Cluster when several
+// seed addresses are given (comma-separated).
+func RedisClient(addrs string) redis.UniversalClient {
 	list := strings.Split(addrs, ",")
 	for i := range list {
 		list[i] = strings.TrimSpace(list[i])

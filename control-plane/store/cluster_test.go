@@ -113,4 +113,14 @@ func TestOnRedisCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A run's store is cleared on every node; another prefix is untouched.
+	if err := rdb.Set(ctx, "other:{x}:k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if owners := cluster.SlotOwners(t); owners[0]+owners[1]+owners[2] != 1 {
+		t.Errorf("after Clear: %v keys per node, want only the other prefix's", owners)
+	}
 }

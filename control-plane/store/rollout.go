@@ -175,3 +175,25 @@ func (s *Store) Decisions(ctx context.Context, n int64) ([]Decision, error) {
 	}
 	return out, nil
 }
+
+// Clear deletes every key under the store's prefix, on every node of a
+// cluster: for a store that belongs to one run (meshward run on a given
+// Redis), never for the control plane's own.
+func (s *Store) Clear(ctx context.Context) error {
+	clear := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, s.cfg.Prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := c.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, clear)
+	case *redis.Client:
+		return clear(ctx, c)
+	}
+	return fmt.Errorf("clearing a store on a %T is not supported", s.rdb)
+}

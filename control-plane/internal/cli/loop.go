@@ -33,6 +33,9 @@ import (
 // the filter so configured (monitor), which ships its verdicts too; the
 // incidents are recorded in the store.
 
+// runPrefix starts the keys of meshward run.
+const runPrefix = "meshward-run"
+
 // collectorCluster is the collector's Envoy cluster in the filters'
 // configuration; the emulated sidecars forward its calls to the collector.
 const collectorCluster = "meshward-collector"
@@ -80,10 +83,18 @@ func startLoop(ctx context.Context, redisAddr, wasmPath string, seed uint64, std
 	// model to compare a canary with.
 	cfg.Rollout.Canary = false
 	cfg.Store.Window = time.Second
+	// A run's keys live apart from a control plane's on the same Redis,
+	// and each run starts from none (see below).
+	cfg.Store.Prefix = runPrefix
 	cfg.XDS.WasmURI = abs
 	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster, CollectorToken: l.token,
 		// The replay reads each verdict back from the response.
 		ResponseScore: true}
+	if redisAddr != "" {
+		if err := clearRun(ctx, redisAddr, cfg.Store); err != nil {
+			return nil, fmt.Errorf("clearing the keys of an earlier run (%s:*) on %s: %w", runPrefix, redisAddr, err)
+		}
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if l.srv, err = server.New(cfg, log); err != nil {
 		return nil, err
@@ -100,6 +111,18 @@ func startLoop(ctx context.Context, redisAddr, wasmPath string, seed uint64, std
 		return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose --runner native)", err)
 	}
 	return l, nil
+}
+
+// clearRun deletes an earlier run's keys before the control plane starts
+// (and would serve that run's model).
+func clearRun(ctx context.Context, addr string, cfg store.Config) error {
+	rdb := server.RedisClient(addr)
+	defer rdb.Close()
+	st, err := store.New(rdb, cfg)
+	if err != nil {
+		return err
+	}
+	return st.Clear(ctx)
 }
 
 // Close stops the control plane.
@@ -159,10 +182,10 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	rep, err := l.srv.Train(ctx)
 	l.summary.Training = rep
 	if err != nil {
-		return nil, fmt.Errorf("training on what the collector stored: %w", err)
+		return nil, fmt.Errorf("training on what the collector stored: %w (--offline trains in process, without the control plane's minimum)", err)
 	}
 	if !rep.Published {
-		return nil, fmt.Errorf("the trained model did not pass the gate: %s", rep.Rejected)
+		return nil, fmt.Errorf("the trained model did not pass the control plane's gate: %s (--offline skips the gate)", rep.Rejected)
 	}
 	b, err := l.srv.Store().Model(ctx, rep.SHA256)
 	if err != nil {

@@ -62,7 +62,11 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 	if err := Main([]string{"gen", "-out", data, "-requests", "6000"}, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, redis := range []string{"", redistest.Start(t).Addr} {
+	// The real redis-server serves two runs: the second starts from a
+	// clean slate (its model is trained on its own records only).
+	real := redistest.Start(t).Addr
+	var learned []int
+	for _, redis := range []string{"", real, real} {
 		name := "embedded"
 		if redis != "" {
 			name = "redis-server"
@@ -93,6 +97,7 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 					Dropped  int            `json:"records_dropped"`
 					Training struct {
 						Published bool `json:"published"`
+						Learned   int  `json:"learned"`
 					} `json:"training"`
 					Model    string `json:"model_sha256"`
 					Sidecars int    `json:"sidecars"`
@@ -109,6 +114,7 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 			if !cp.Training.Published || cp.Model == "" || cp.Model != rep.Model {
 				t.Errorf("the model scored with (%s) is not the one trained and rolled out (%s, published %v)", rep.Model, cp.Model, cp.Training.Published)
 			}
+			learned = append(learned, cp.Training.Learned)
 			if cp.Sidecars < 5 || cp.Batches["200"] == 0 || len(cp.Batches) != 1 || cp.Dropped != 0 {
 				t.Errorf("control plane %+v", cp)
 			}
@@ -127,6 +133,9 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 				t.Errorf("summary:\n%s", s)
 			}
 		})
+	}
+	if len(learned) != 3 || learned[0] == 0 || learned[1] != learned[0] || learned[2] != learned[0] {
+		t.Errorf("samples learned per run %v: every run learns the same traffic, no more", learned)
 	}
 }
 
