@@ -25,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/leader"
@@ -58,6 +60,10 @@ type Config struct {
 	// Rollout decides canaries (package rollout); its CheckEvery is also
 	// how often every replica makes what xDS serves match the store.
 	Rollout rollout.Config
+	// Kube, when set, elects the leader with the Kubernetes Lease
+	// LeaseNamespace/LeaseName; without it the leader holds a lock in Redis.
+	Kube                      *rest.Config
+	LeaseNamespace, LeaseName string
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
@@ -66,7 +72,8 @@ func DefaultConfig() Config {
 	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(),
 		Collector: collector.DefaultConfig(), Trainer: trainer.DefaultConfig(), TrainEvery: 10 * time.Minute,
 		XDSAddr: "127.0.0.1:18000", XDS: xds.Config{Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}},
-		Rollout: rollout.DefaultConfig()}
+		Rollout:        rollout.DefaultConfig(),
+		LeaseNamespace: "default", LeaseName: "meshward-leader"}
 }
 
 // Server is a running control plane.
@@ -87,7 +94,9 @@ type Server struct {
 	trainMu   sync.Mutex
 	syncMu    sync.Mutex
 	xds       *xds.Server
-	elector   *leader.Elector
+	elector   leader.Leader
+	election  string        // "kubernetes-lease" or "redis-lock"
+	elected   chan struct{} // closed when the elector has given leadership up
 	stop      context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
@@ -164,19 +173,42 @@ func (s *Server) Start(ctx context.Context) error {
 	// The election and the trainer run last: they need the store. Only the
 	// leader trains; every replica serves the collector and xDS.
 	host, _ := os.Hostname()
-	el, err := leader.New(s.rdb, leader.Config{Key: s.cfg.Store.Prefix + ":leader", Identity: host + "/" + strconv.Itoa(os.Getpid()) + "/" + colURL, TTL: 15 * time.Second})
-	if err != nil {
+	identity := host + "/" + strconv.Itoa(os.Getpid()) + "/" + colURL
+	if err := s.newElector(identity); err != nil {
 		return err
 	}
-	s.elector = el
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	go el.Run(tctx)
+	s.elected = make(chan struct{})
+	go func() { s.elector.Run(tctx); close(s.elected) }()
 	if s.cfg.TrainEvery > 0 {
 		go s.trainLoop(tctx)
 	}
 	go s.rolloutLoop(tctx)
-	s.log.Info("meshward control plane serving", "collector", colURL, "admin", adminURL, "redis", addr)
+	s.log.Info("meshward control plane serving", "collector", colURL, "admin", adminURL, "redis", addr, "election", s.election)
+	return nil
+}
+
+// newElector picks the election: a Kubernetes Lease when the server reaches
+// an API server, a lock in Redis otherwise.
+func (s *Server) newElector(identity string) error {
+	if s.cfg.Kube == nil {
+		el, err := leader.New(s.rdb, leader.Config{Key: s.cfg.Store.Prefix + ":leader", Identity: identity, TTL: 15 * time.Second})
+		if err != nil {
+			return err
+		}
+		s.elector, s.election = el, "redis-lock"
+		return nil
+	}
+	cs, err := kubernetes.NewForConfig(s.cfg.Kube)
+	if err != nil {
+		return fmt.Errorf("kubernetes client for the leader Lease: %w", err)
+	}
+	el, err := leader.NewLease(cs, leader.DefaultLeaseConfig(s.cfg.LeaseNamespace, s.cfg.LeaseName, identity))
+	if err != nil {
+		return err
+	}
+	s.elector, s.election = el, "kubernetes-lease"
 	return nil
 }
 
@@ -355,7 +387,7 @@ func (s *Server) admin() http.Handler {
 		s.json(w, rep, err)
 	})
 	mux.HandleFunc("/api/v1/leader", func(w http.ResponseWriter, r *http.Request) {
-		s.json(w, map[string]any{"leading": s.elector.Leading()}, nil)
+		s.json(w, map[string]any{"leading": s.elector.Leading(), "election": s.election}, nil)
 	})
 	mux.HandleFunc("POST /api/v1/rollback", func(w http.ResponseWriter, r *http.Request) {
 		sha, err := trainer.Rollback(r.Context(), s.store)
@@ -413,6 +445,13 @@ func (s *Server) Train(ctx context.Context) (trainer.Report, error) { return s.t
 func (s *Server) Close() error {
 	if s.stop != nil {
 		s.stop()
+		// Leadership is given up (the lock or Lease released) before the
+		// clients it needs close, so another replica takes over at once.
+		select {
+		case <-s.elected:
+		case <-time.After(15 * time.Second):
+			s.log.Warn("the leader election did not stop within 15 s")
+		}
 	}
 	if s.xds != nil {
 		s.xds.Close()
