@@ -324,8 +324,19 @@ func (s *Store) PutIncident(ctx context.Context, incident any) error {
 	pipe := s.rdb.TxPipeline()
 	pipe.LPush(ctx, key, b)
 	pipe.LTrim(ctx, key, 0, s.cfg.MaxIncidents-1)
+	pipe.Incr(ctx, key+":total")
 	_, err = pipe.Exec(ctx)
 	return err
+}
+
+// IncidentsTotal returns how many incidents were ever recorded (the list
+// keeps only the newest; this count is never trimmed).
+func (s *Store) IncidentsTotal(ctx context.Context) (int64, error) {
+	n, err := s.rdb.Get(ctx, s.cfg.Prefix+":incidents:total").Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // Incidents returns up to n incidents, newest first, as raw JSON.

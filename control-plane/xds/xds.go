@@ -20,6 +20,7 @@ import (
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	extensionv3 "github.com/envoyproxy/go-control-plane/envoy/service/extension/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -36,6 +37,11 @@ import (
 // FilterName is the name of the ECDS resource (the filter's config_discovery
 // name in the listener) and of the Wasm plugin.
 const FilterName = "meshward"
+
+// RBACFilterName is the name of the ECDS resource that carries the Envoy
+// RBAC filter of quarantines (the listener's second config_discovery name;
+// manifests/envoy uses it).
+const RBACFilterName = "meshward-rbac"
 
 // Config is everything the xDS server takes.
 type Config struct {
@@ -172,6 +178,10 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	srv := serverv3.NewServer(ctx, s.cache, cb)
 	s.grpc = grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	// The ECDS service too: an Istio sidecar's ADS belongs to istiod, so an
+	// EnvoyFilter's config_discovery reaches meshward by a gRPC
+	// api_config_source, which speaks ECDS rather than ADS.
+	extensionv3.RegisterExtensionConfigDiscoveryServiceServer(s.grpc, srv)
 	go func() { _ = s.grpc.Serve(lis) }()
 	return nil
 }
