@@ -1,0 +1,220 @@
+package manifests
+
+import (
+	"bytes"
+	"flag"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/manifests/internal/monitoring"
+)
+
+var update = flag.Bool("update", false, "rewrite the generated files (as make manifests does)")
+
+// The committed dashboard and rules are what the generator writes now.
+func TestGeneratedMonitoringIsCurrent(t *testing.T) {
+	dash, err := monitoring.DashboardJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := monitoring.PrometheusRuleYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]byte{"monitoring/meshward-dashboard.json": dash, "monitoring/prometheusrule.yaml": rules} {
+		if *update {
+			if err := os.WriteFile(path, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s is stale: run `make manifests` (or go test ./manifests -update)", path)
+		}
+	}
+}
+
+// filterMetrics reads the metric names the filter defines, from its
+// source: every proxywasm.Define*Metric call's argument, resolved through
+// the package's string constants. Histograms expose _bucket, _sum and
+// _count in Envoy's Prometheus output.
+func filterMetrics(t *testing.T) map[string]bool {
+	names, _ := filterSource(t)
+	return names
+}
+
+// filterSource returns the filter's metric names and its string constants.
+func filterSource(t *testing.T) (map[string]bool, map[string]string) {
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("../filter/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("the filter's sources: %v", err)
+	}
+	consts := map[string]string{}
+	var calls []*ast.CallExpr
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, f, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(file, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.ValueSpec:
+				for i, name := range n.Names {
+					if i < len(n.Values) {
+						if lit, ok := n.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+							consts[name.Name], _ = strconv.Unquote(lit.Value)
+						}
+					}
+				}
+			case *ast.CallExpr:
+				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && strings.HasPrefix(sel.Sel.Name, "Define") && strings.HasSuffix(sel.Sel.Name, "Metric") {
+					calls = append(calls, n)
+				}
+			}
+			return true
+		})
+	}
+	names := map[string]bool{}
+	for _, c := range calls {
+		fn := c.Fun.(*ast.SelectorExpr).Sel.Name
+		var name string
+		switch a := c.Args[0].(type) {
+		case *ast.Ident:
+			name = consts[a.Name]
+		case *ast.BasicLit:
+			name, _ = strconv.Unquote(a.Value)
+		}
+		if name == "" {
+			t.Fatalf("%s: cannot resolve the metric name of %s", fset.Position(c.Pos()), fn)
+		}
+		if fn == "DefineHistogramMetric" {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				names[name+s] = true
+			}
+			continue
+		}
+		names[name] = true
+	}
+	if len(names) < 5 {
+		t.Fatalf("found only %v in the filter's sources", names)
+	}
+	return names, consts
+}
+
+// istioMetrics are Istio's standard metrics the dashboard reads (they are
+// Istio's, not meshward's), with the labels the manifests add to them.
+var istioMetrics = map[string]bool{"istio_requests_total": true}
+
+var (
+	braces    = regexp.MustCompile(`\{[^}]*\}`)
+	grouping  = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	ranges    = regexp.MustCompile(`\[[^\]]*\]`)
+	functions = regexp.MustCompile(`\b[a-zA-Z_]+\s*\(`)
+	ident     = regexp.MustCompile(`\b[a-zA-Z_:][a-zA-Z0-9_:]*\b`)
+	verdicts  = regexp.MustCompile(`meshward_verdict=~?"([^"]+)"`)
+)
+
+// metricsOf returns the metric names a PromQL expression reads.
+func metricsOf(expr string) []string {
+	e := braces.ReplaceAllString(expr, " ")
+	e = grouping.ReplaceAllString(e, " ")
+	e = ranges.ReplaceAllString(e, " ")
+	e = functions.ReplaceAllString(e, " ")
+	var out []string
+	for _, id := range ident.FindAllString(e, -1) {
+		switch id {
+		case "and", "or", "unless", "bool", "offset":
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// Every metric the dashboard and the alert rules query is one the filter
+// or the control plane really exports (or Istio's standard request
+// metric), and every verdict they select is one the Telemetry produces.
+func TestQueriedMetricsExist(t *testing.T) {
+	exported := filterMetrics(t)
+	cfg := server.DefaultConfig()
+	cfg.CollectorToken = "a-token-only-to-construct-the-server"
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range s.MetricNames() {
+		exported[n] = true
+	}
+	for n := range istioMetrics {
+		exported[n] = true
+	}
+	telemetry := string(read(t, "istio/base/telemetry.yaml"))
+	// The Telemetry tells a denial by the filter from the response details
+	// the filter gives its 403.
+	if _, consts := filterSource(t); consts["denyDetails"] == "" || !strings.Contains(telemetry, "'"+consts["denyDetails"]+"'") {
+		t.Errorf("istio/base/telemetry.yaml does not match the filter's denial details %q", consts["denyDetails"])
+	}
+	used := map[string]bool{}
+	for _, q := range monitoring.Queries() {
+		ms := metricsOf(q)
+		if len(ms) == 0 {
+			t.Errorf("no metric found in %q", q)
+		}
+		for _, m := range ms {
+			used[m] = true
+			if !exported[m] {
+				t.Errorf("%q queries %s, which neither the filter nor the control plane exports", q, m)
+			}
+		}
+		for _, v := range verdicts.FindAllStringSubmatch(q, -1) {
+			for _, alt := range strings.Split(v[1], "|") {
+				if !strings.Contains(telemetry, "'"+alt+"'") {
+					t.Errorf("%q selects meshward_verdict %q, which istio/base/telemetry.yaml never sets", q, alt)
+				}
+			}
+		}
+	}
+	// The dashboard covers what the filter exports.
+	var missing []string
+	for m := range filterMetrics(t) {
+		if !used[m] && !strings.HasSuffix(m, "_sum") && !strings.HasSuffix(m, "_count") {
+			missing = append(missing, m)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("filter metrics on no panel: %v", missing)
+	}
+}
+
+// The metric finder itself: it finds what a query reads, and a query on a
+// made-up metric is caught.
+func TestMetricsOf(t *testing.T) {
+	got := metricsOf(`histogram_quantile(0.99, sum by (le, destination_workload) (rate(meshward_score_permille_bucket{x="a"}[5m]))) / max(meshward_redis_up) > 0`)
+	if strings.Join(got, ",") != "meshward_score_permille_bucket,meshward_redis_up" {
+		t.Fatalf("metricsOf: %v", got)
+	}
+	exported := filterMetrics(t)
+	if exported["meshward_flaged_total"] || !exported["meshward_flagged_total"] {
+		t.Fatal("the filter's metric names were not read from its sources")
+	}
+}
