@@ -20,6 +20,11 @@ export MESHWARD_DATA ?= $(abspath ../shared/data)
 # The filter tests and benchmarks run these exact files.
 export MESHWARD_WASM := $(abspath $(WASM))
 export MESHWARD_PASSTHROUGH_WASM := $(abspath $(PASSWASM))
+# Kubernetes tests (internal/kubetest) run these kube-apiserver, kubectl and
+# etcd, built by `make kube` into a cache named by version (see hack/kube).
+KUBE_VERSION := v1.37.2
+export MESHWARD_KUBE_CACHE ?= $(HOME)/.cache/meshward/kube-$(KUBE_VERSION)
+export MESHWARD_KUBE_ASSETS ?= $(MESHWARD_KUBE_CACHE)/bin
 
 WASM_ENV   := GOOS=wasip1 GOARCH=wasm
 # -buildvcs=false: the module is reproducible (no commit stamped in), so the
@@ -27,7 +32,7 @@ WASM_ENV   := GOOS=wasip1 GOARCH=wasm
 WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check deps e2e bench eval run fuzz clean image push manifests
+.PHONY: help build wasm test check deps kube e2e bench eval run fuzz clean image push manifests
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -69,7 +74,7 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 	$(WASM_ENV) $(GO) vet ./models/...
 	$(WASM_ENV) $(GO) build ./models/... && $(WASM_ENV) $(GO) build $(WASM_FLAGS) -o /dev/null ./filter
 
-test: check deps $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
+test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
 
@@ -87,10 +92,13 @@ deps: ## install what tests need from Debian's packages (redis-server)
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || \
 	  { echo "installing redis-server (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
+kube: ## build (or reuse) kube-apiserver, kubectl and etcd for the Kubernetes tests
+	GO=$(GO) hack/kube/build.sh
+
 e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
 
-bench: deps $(WASM) $(PASSWASM) ## print the figures users care about (see README)
+bench: deps kube $(WASM) $(PASSWASM) ## print the figures users care about (see README)
 	@# Each binding runs in its own process, so one's garbage does not slow the
 	@# other; GOGC=400 calms the host-side emulator's garbage collection, which
 	@# otherwise adds ±1 µs of noise to per-request figures (the guest's own GC
