@@ -167,11 +167,11 @@ func TestQueriedMetricsExist(t *testing.T) {
 	for n := range istioMetrics {
 		exported[n] = true
 	}
-	telemetry := string(read(t, "istio/base/telemetry.yaml"))
+	telemetry := string(read(t, "istio/telemetry/telemetry.yaml"))
 	// The Telemetry tells a denial by the filter from the response details
 	// the filter gives its 403.
 	if _, consts := filterSource(t); consts["denyDetails"] == "" || !strings.Contains(telemetry, "'"+consts["denyDetails"]+"'") {
-		t.Errorf("istio/base/telemetry.yaml does not match the filter's denial details %q", consts["denyDetails"])
+		t.Errorf("istio/telemetry/telemetry.yaml does not match the filter's denial details %q", consts["denyDetails"])
 	}
 	used := map[string]bool{}
 	for _, q := range monitoring.Queries() {
@@ -188,7 +188,7 @@ func TestQueriedMetricsExist(t *testing.T) {
 		for _, v := range verdicts.FindAllStringSubmatch(q, -1) {
 			for _, alt := range strings.Split(v[1], "|") {
 				if !strings.Contains(telemetry, "'"+alt+"'") {
-					t.Errorf("%q selects meshward_verdict %q, which istio/base/telemetry.yaml never sets", q, alt)
+					t.Errorf("%q selects meshward_verdict %q, which istio/telemetry/telemetry.yaml never sets", q, alt)
 				}
 			}
 		}

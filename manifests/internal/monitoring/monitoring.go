@@ -46,7 +46,7 @@ var ds = common.DataSourceRef{Type: cog.ToPtr("prometheus"), Uid: cog.ToPtr("${d
 
 // The rows of the dashboard. Istio's own request metric carries the
 // edge (source_workload → destination_workload) and, through
-// manifests/istio/base/telemetry.yaml, meshward's verdict; the filter's own
+// manifests/istio/telemetry/telemetry.yaml, meshward's verdict; the filter's own
 // metrics carry the workload it runs in as destination_workload (the
 // PodMonitor's relabelling).
 var rows = []row{
