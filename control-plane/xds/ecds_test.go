@@ -10,6 +10,8 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
 // An Istio sidecar reaches meshward through an EnvoyFilter whose
@@ -49,5 +51,33 @@ func TestECDSServiceServesTheModel(t *testing.T) {
 	}
 	if ext.Name != FilterName {
 		t.Fatalf("resource %q, want %q", ext.Name, FilterName)
+	}
+}
+
+// With LearnFirst, an Envoy that connects before any model gets the filter
+// in learn mode (shipping to the collector), then the model once published.
+func TestLearnFirst(t *testing.T) {
+	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", LearnFirst: true, Base: pluginconfig.Config{
+		Mode: pluginconfig.ModeMonitor, CollectorCluster: "meshward-collector", CollectorToken: "a-collector-token-0123"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	e := dial(t, srv.Addr, node("reviews-1", "reviews", "shop"))
+	resp, s := e.recv()
+	if resp.VersionInfo != LearnVersion || s.Mode != pluginconfig.ModeLearn || s.Model != nil || s.CollectorCluster != "meshward-collector" || s.Workload != "reviews.shop" {
+		t.Fatalf("before any model: version %q, settings %+v", resp.VersionInfo, s)
+	}
+	e.send(resp.VersionInfo, resp.Nonce, nil)
+	enc, sha := model(t, 1)
+	if err := srv.Publish(enc); err != nil {
+		t.Fatal(err)
+	}
+	resp, s = e.recv()
+	if resp.VersionInfo != sha || s.Mode != pluginconfig.ModeMonitor || s.Model == nil {
+		t.Fatalf("after publishing: version %q, mode %s", resp.VersionInfo, s.Mode)
 	}
 }
