@@ -65,12 +65,12 @@ var rows = []row{
 			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unscored_total[5m])) / sum by (destination_workload_namespace, destination_workload) (rate(meshward_requests_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
 	}},
 	{"Scores", []panelSpec{
-		{kind: "heatmap", title: "Score distribution", help: "Scores × 1000 of every scored request (meshward_score_permille); 500 is the calibrated threshold.", width: 12,
-			queries: []query{{`sum by (le) (rate(meshward_score_permille_bucket[5m]))`, "{{le}}"}}},
+		{kind: "heatmap", title: "Score distribution ($workload)", help: "Scores × 1000 of every scored request to the chosen workloads (meshward_score_permille); 500 is the calibrated threshold.", width: 12,
+			queries: []query{{`sum by (le) (rate(meshward_score_permille_bucket{destination_workload=~"$workload"}[5m]))`, "{{le}}"}}},
 		{kind: "timeseries", title: "Score p50 and p99 per workload", help: "Quantiles of the score (× 1000) per destination workload.", width: 12,
 			queries: []query{
-				{`histogram_quantile(0.99, sum by (le, destination_workload) (rate(meshward_score_permille_bucket[5m])))`, "p99 {{destination_workload}}"},
-				{`histogram_quantile(0.5, sum by (le, destination_workload) (rate(meshward_score_permille_bucket[5m])))`, "p50 {{destination_workload}}"},
+				{`histogram_quantile(0.99, sum by (le, destination_workload) (rate(meshward_score_permille_bucket{destination_workload=~"$workload"}[5m])))`, "p99 {{destination_workload}}"},
+				{`histogram_quantile(0.5, sum by (le, destination_workload) (rate(meshward_score_permille_bucket{destination_workload=~"$workload"}[5m])))`, "p50 {{destination_workload}}"},
 			}},
 		{kind: "timeseries", title: "Flagged share per edge", unit: "percentunit", help: "Share of each edge's requests that were flagged or denied.", width: 24,
 			queries: []query{{`sum by (source_workload, destination_workload) (rate(istio_requests_total{reporter="destination", meshward_verdict=~"flagged|denied"}[5m])) / sum by (source_workload, destination_workload) (rate(istio_requests_total{reporter="destination"}[5m]))`, "{{source_workload}} → {{destination_workload}}"}}},
@@ -155,9 +155,14 @@ var rules = []Rule{
 		Annotations: map[string]string{"summary": "meshward training rounds fail", "description": "The control plane's log says why (see the trainer's 'training round failed' lines)."}},
 }
 
-// Queries returns every PromQL expression of the dashboard and the rules.
+// workloadMetric is the metric whose destination_workload values the
+// dashboard's workload variable lists.
+const workloadMetric = "meshward_requests_total"
+
+// Queries returns every PromQL expression of the dashboard and the rules
+// (for the workload variable, the metric it reads).
 func Queries() []string {
-	var out []string
+	out := []string{workloadMetric}
 	for _, r := range rows {
 		for _, p := range r.panels {
 			for _, q := range p.queries {
@@ -180,7 +185,10 @@ func Dashboard() (dashboard.Dashboard, error) {
 		Refresh("1m").
 		Time("now-6h", "now").
 		Tooltip(dashboard.DashboardCursorSyncCrosshair).
-		WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").Label("Data source").Type("prometheus"))
+		WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").Label("Data source").Type("prometheus")).
+		WithVariable(dashboard.NewQueryVariableBuilder("workload").Label("Workload").Datasource(ds).
+			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(" + workloadMetric + ", destination_workload)")}).
+			Multi(true).IncludeAll(true).AllValue(".*").Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc))
 	refID := func(i int) string { return string(rune('A' + i)) }
 	for _, r := range rows {
 		rb := dashboard.NewRowBuilder(r.title)
