@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/manifests/internal/monitoring"
 )
@@ -133,6 +135,92 @@ var (
 	verdicts  = regexp.MustCompile(`meshward_verdict=~?"([^"]+)"`)
 )
 
+var (
+	selectorLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
+	groupLabels   = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
+)
+
+// labelsOf returns the label names a PromQL expression selects on or
+// groups by.
+func labelsOf(expr string) []string {
+	var out []string
+	for _, sel := range braces.FindAllString(expr, -1) {
+		for _, m := range selectorLabel.FindAllStringSubmatch(sel, -1) {
+			out = append(out, m[1])
+		}
+	}
+	for _, g := range groupLabels.FindAllStringSubmatch(expr, -1) {
+		for _, l := range strings.Split(g[1], ",") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
+}
+
+// istioStandardLabels are the labels of Istio's standard request metrics
+// (istio.io/latest/docs/reference/config/metrics); the Telemetry adds its tags.
+var istioStandardLabels = []string{"reporter", "source_workload", "source_workload_namespace", "source_principal",
+	"source_app", "source_version", "source_canonical_service", "source_canonical_revision", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
+	"destination_version", "destination_service", "destination_service_name", "destination_service_namespace",
+	"destination_canonical_service", "destination_canonical_revision", "destination_cluster", "request_protocol",
+	"response_code", "grpc_response_status", "response_flags", "connection_security_policy"}
+
+// istioLabels are the labels istio_requests_total has with the manifests'
+// Telemetry: Istio's standard ones and every tag the Telemetry adds.
+func istioLabels(t *testing.T) []string {
+	var tel struct {
+		Spec struct {
+			Metrics []struct {
+				Overrides []struct {
+					TagOverrides map[string]any `yaml:"tagOverrides"`
+				} `yaml:"overrides"`
+			} `yaml:"metrics"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(read(t, "istio/telemetry/telemetry.yaml"), &tel); err != nil {
+		t.Fatal(err)
+	}
+	out := append([]string{}, istioStandardLabels...)
+	for _, m := range tel.Spec.Metrics {
+		for _, o := range m.Overrides {
+			for tag := range o.TagOverrides {
+				out = append(out, tag)
+			}
+		}
+	}
+	return out
+}
+
+// podMonitorLabels are the labels the PodMonitor gives the filter's
+// metrics (which have none of their own).
+func podMonitorLabels(t *testing.T) []string {
+	var pm struct {
+		Spec struct {
+			Endpoints []struct {
+				Relabelings []struct {
+					TargetLabel string `yaml:"targetLabel"`
+				} `yaml:"relabelings"`
+			} `yaml:"podMetricsEndpoints"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(read(t, "monitoring/podmonitor.yaml"), &pm); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range pm.Spec.Endpoints {
+		for _, r := range e.Relabelings {
+			out = append(out, r.TargetLabel)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("the PodMonitor gives the filter's metrics no labels")
+	}
+	return out
+}
+
 // metricsOf returns the metric names a PromQL expression reads.
 func metricsOf(expr string) []string {
 	e := braces.ReplaceAllString(expr, " ")
@@ -155,13 +243,15 @@ func metricsOf(expr string) []string {
 // metric), and every verdict they select is one the Telemetry produces.
 func TestQueriedMetricsExist(t *testing.T) {
 	exported := filterMetrics(t)
+	filterNames := filterMetrics(t)
 	cfg := server.DefaultConfig()
 	cfg.CollectorToken = "a-token-only-to-construct-the-server"
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range s.MetricNames() {
+	cpLabels := s.MetricLabels()
+	for n := range cpLabels {
 		exported[n] = true
 	}
 	for n := range istioMetrics {
@@ -183,6 +273,33 @@ func TestQueriedMetricsExist(t *testing.T) {
 			used[m] = true
 			if !exported[m] {
 				t.Errorf("%q queries %s, which neither the filter nor the control plane exports", q, m)
+			}
+		}
+		// Every label the query selects or groups by is one its metrics have.
+		have := map[string]bool{}
+		for _, m := range ms {
+			_, isCP := cpLabels[m]
+			switch {
+			case isCP:
+				for _, l := range cpLabels[m] {
+					have[l] = true
+				}
+			case filterNames[m]:
+				for _, l := range podMonitorLabels(t) {
+					have[l] = true
+				}
+				if strings.HasSuffix(m, "_bucket") {
+					have["le"] = true
+				}
+			case istioMetrics[m]:
+				for _, l := range istioLabels(t) {
+					have[l] = true
+				}
+			}
+		}
+		for _, l := range labelsOf(q) {
+			if !have[l] {
+				t.Errorf("%q uses label %s, which none of %v has", q, l, ms)
 			}
 		}
 		for _, v := range verdicts.FindAllStringSubmatch(q, -1) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,13 +79,16 @@ func (c *state) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+var (
+	fqName    = regexp.MustCompile(`fqName: "([^"]+)"`)
+	varLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
+)
 
-// MetricNames lists the name of every metric the control plane exports on
-// /metrics (the Go runtime's and the process's included), read from the
-// registered collectors' descriptions, so dashboards and alert rules can be
-// checked against what really exists.
-func (s *Server) MetricNames() []string {
+// MetricLabels maps the name of every metric the control plane exports on
+// /metrics (the Go runtime's and the process's included) to its label
+// names, read from the registered collectors' descriptions, so dashboards
+// and alert rules can be checked against what really exists.
+func (s *Server) MetricLabels() map[string][]string {
 	ch := make(chan *prometheus.Desc)
 	go func() {
 		for _, c := range s.collectors {
@@ -92,14 +96,26 @@ func (s *Server) MetricNames() []string {
 		}
 		close(ch)
 	}()
-	seen := map[string]bool{}
+	out := map[string][]string{}
 	for d := range ch {
-		if m := fqName.FindStringSubmatch(d.String()); m != nil {
-			seen[m[1]] = true
+		m := fqName.FindStringSubmatch(d.String())
+		if m == nil {
+			continue
 		}
+		var labels []string
+		if l := varLabels.FindStringSubmatch(d.String()); l != nil && l[1] != "" {
+			labels = strings.Split(l[1], ",")
+		}
+		out[m[1]] = labels
 	}
-	out := make([]string, 0, len(seen))
-	for n := range seen {
+	return out
+}
+
+// MetricNames lists the names MetricLabels knows, sorted.
+func (s *Server) MetricNames() []string {
+	labels := s.MetricLabels()
+	out := make([]string, 0, len(labels))
+	for n := range labels {
 		out = append(out, n)
 	}
 	sort.Strings(out)

@@ -70,6 +70,10 @@ func TestStateMetricsAndModelDownload(t *testing.T) {
 			t.Errorf("MetricNames lacks %s", n)
 		}
 	}
+	labels := s.MetricLabels()
+	if !slices.Equal(labels[MetricTrainerRounds], []string{"outcome"}) || !slices.Equal(labels[MetricModelInfo], []string{"sha256"}) || len(labels[MetricRedisUp]) != 0 {
+		t.Errorf("labels: rounds %v, model info %v, redis up %v", labels[MetricTrainerRounds], labels[MetricModelInfo], labels[MetricRedisUp])
+	}
 }
 
 // With -wasm-file, the admin endpoint serves the module and xDS points
