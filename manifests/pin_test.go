@@ -86,3 +86,5 @@ func TestWasmPluginConfigIsAccepted(t *testing.T) {
 		t.Fatalf("base: mode %s, collector %q", s.Mode, s.CollectorCluster)
 	}
 }
+
+func yamlUnmarshal(b []byte, v any) error { return yaml.Unmarshal(b, v) }
