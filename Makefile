@@ -53,11 +53,18 @@ $(BIN): $(GO_SOURCES)
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./control-plane/cmd/meshward
 
-OCI      := $(BUILD)/oci
-REGISTRY ?= ghcr.io/meshward
-TAG      ?= 0.1.0
-image: $(BIN) $(WASM) ## OCI images without Docker: build/oci/wasm (the filter, for WasmPlugin) and build/oci/meshward
-	$(BIN) image build -wasm $(WASM) -binary $(BIN) -out $(OCI)
+OCI        := $(BUILD)/oci
+REGISTRY   ?= ghcr.io/meshward
+TAG        ?= 0.1.0
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+# The image's binary: static (the base is empty), stripped, reproducible.
+IMAGE_BIN  := $(BUILD)/image/meshward-linux-$(IMAGE_ARCH)
+$(IMAGE_BIN): $(GO_SOURCES)
+	@mkdir -p $(dir $@)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -buildvcs=false -ldflags='-s -w' -o $@ ./control-plane/cmd/meshward
+
+image: $(BIN) $(WASM) $(IMAGE_BIN) ## OCI images without Docker: build/oci/wasm (the filter, for WasmPlugin) and build/oci/meshward
+	$(BIN) image build -wasm $(WASM) -binary $(IMAGE_BIN) -arch $(IMAGE_ARCH) -out $(OCI)
 
 push: image ## push the images to REGISTRY (default ghcr.io/meshward) with TAG (INSECURE=1 for a plain-HTTP registry)
 	$(BIN) image push $(if $(INSECURE),-insecure) $(OCI)/wasm $(REGISTRY)/meshward-wasm:$(TAG)

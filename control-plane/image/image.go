@@ -19,9 +19,11 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -120,8 +122,8 @@ func Wasm(module []byte) (v1.Image, error) {
 // ControlPlane returns the meshward image for linux/arch: the static binary
 // (CGO_ENABLED=0), the filter module, run as the non-root user.
 func ControlPlane(binary, module []byte, arch string) (v1.Image, error) {
-	if !bytes.HasPrefix(binary, []byte("\x7fELF")) {
-		return nil, errors.New("control-plane binary: not an ELF executable (build it with GOOS=linux CGO_ENABLED=0)")
+	if err := static(binary); err != nil {
+		return nil, fmt.Errorf("control-plane binary: %w", err)
 	}
 	if !bytes.HasPrefix(module, []byte("\x00asm")) {
 		return nil, fmt.Errorf("filter module: %w", ErrNotWasm)
@@ -172,6 +174,22 @@ func ControlPlane(binary, module []byte, arch string) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
+// static checks that a binary is a statically linked ELF executable: the
+// image has no libc and no dynamic loader for anything else to run.
+func static(binary []byte) error {
+	f, err := elf.NewFile(bytes.NewReader(binary))
+	if err != nil {
+		return fmt.Errorf("not an ELF executable (build it with GOOS=linux CGO_ENABLED=0): %w", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked: the image has no dynamic loader (build it with CGO_ENABLED=0)")
+		}
+	}
+	return nil
+}
+
 // Digest returns an image's manifest digest in hex: what a WasmPlugin's
 // sha256 pins.
 func Digest(img v1.Image) (string, error) {
@@ -185,6 +203,11 @@ func Digest(img v1.Image) (string, error) {
 // WriteLayout writes img as an OCI image layout in dir (replacing what a
 // previous build left there), its reference name annotated with ref.
 func WriteLayout(dir string, img v1.Image, ref string) error {
+	// A layout keeps every blob written to it: start afresh, so the
+	// directory holds this image and nothing else.
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		return fmt.Errorf("layout %s: %w", dir, err)

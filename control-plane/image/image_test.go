@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -110,6 +111,17 @@ func TestWasmImageRoundTripsThroughARegistry(t *testing.T) {
 	if err := WriteLayout(dir, img, "meshward-wasm:test"); err != nil {
 		t.Fatal(err)
 	}
+	// Writing again (another build) leaves only the new image's blobs.
+	if err := WriteLayout(dir, other, "meshward-wasm:test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteLayout(dir, img, "meshward-wasm:test"); err != nil {
+		t.Fatal(err)
+	}
+	blobs, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if len(blobs) != 3 { // manifest, config, layer
+		t.Errorf("the layout holds %d blobs after a rebuild, want 3", len(blobs))
+	}
 	fromDisk, err := ReadLayout(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +161,40 @@ func TestWasmRefusesWhatIsNotWasm(t *testing.T) {
 	}
 }
 
+// goBuild builds a tiny Go program for linux, with or without cgo.
+func goBuild(t *testing.T, cgo bool) []byte {
+	dir := t.TempDir()
+	src := "package main\n\nfunc main() {}\n"
+	if cgo {
+		src = "package main\n\n// int one(void) { return 1; }\nimport \"C\"\n\nfunc main() { _ = C.one() }\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "hello")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOOS=linux", "GOFLAGS=-buildvcs=false")
+	if cgo {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=1")
+	} else {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build (cgo %v): %v\n%s", cgo, err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestControlPlaneImage(t *testing.T) {
-	bin := append([]byte("\x7fELF"), bytes.Repeat([]byte{1}, 64)...)
+	bin := goBuild(t, false)
 	img, err := ControlPlane(bin, module(t), "amd64")
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +235,10 @@ func TestControlPlaneImage(t *testing.T) {
 	}
 	if _, err := ControlPlane([]byte("MZ"), module(t), "amd64"); err == nil {
 		t.Error("a non-ELF binary was accepted")
+	}
+	// A dynamically linked binary would not start on an empty base.
+	if _, err := ControlPlane(goBuild(t, true), module(t), "amd64"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("a cgo binary: %v", err)
 	}
 	reg := startRegistry(t)
 	if _, err := Push(img, reg+"/meshward/meshward:test", true); err != nil {

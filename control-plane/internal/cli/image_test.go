@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,8 +25,17 @@ func TestImageBuildAndPush(t *testing.T) {
 	if err := os.WriteFile(wasm, []byte("\x00asm\x01\x00\x00\x00 module"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bin, []byte("\x7fELF binary"), 0o755); err != nil {
+	// A real static binary: the image refuses anything else.
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module hello\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir, build.Env = dir, append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=-buildvcs=false")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	var out bytes.Buffer
 	if err := Main([]string{"image", "build", "-wasm", wasm, "-binary", bin, "-out", filepath.Join(dir, "oci")}, &out, io.Discard); err != nil {
