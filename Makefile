@@ -136,12 +136,12 @@ SPLIT ?= test
 eval: ## detection figures on the public datasets, meshward beside CRS PL1-4 (SPLIT=test|dev)
 	$(GO) run ./replay/cmd/eval -split $(SPLIT) -data $(MESHWARD_DATA) -json $(BUILD)/eval-$(SPLIT).json
 
-run: $(BIN) $(WASM) ## the offline loop on generated traffic: learn, then monitor through build/meshward.wasm
-	@echo "make run: the offline loop (the control plane's collector, Redis and xDS rollout are not built yet):"
-	@echo "  generated mesh traffic → learn on the clean first 80 % → monitor the rest through the compiled filter"
+run: $(BIN) $(WASM) ## the whole loop on generated traffic: filter → collector → Redis → trainer → xDS → filter
+	@echo "make run: generated mesh traffic; the first 80 % goes through build/meshward.wasm in learn mode to the collector,"
+	@echo "  the trainer learns from Redis (embedded), the model rolls out over xDS to each workload's sidecar, the rest is monitored"
 	$(BIN) gen -out $(BUILD)/sample.jsonl
 	$(BIN) run --traffic $(BUILD)/sample.jsonl --learn-until 2026-11-03T14:24:00Z --runner wasm --out $(BUILD)/run
-	@echo "report: $(BUILD)/run/report.json, per-request scores: $(BUILD)/run/scores.jsonl"
+	@echo "report: $(BUILD)/run/report.json, per-request scores: $(BUILD)/run/scores.jsonl, policies: $(BUILD)/run/policies/"
 
 clean: ## remove build outputs
 	rm -rf $(BUILD)

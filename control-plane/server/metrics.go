@@ -23,6 +23,8 @@ const (
 	MetricCollectorBatch  = "meshward_collector_batches_total"
 	MetricCollectorRecord = "meshward_collector_records_total"
 	MetricTrainerRounds   = "meshward_trainer_rounds_total"
+	MetricCanaryDecisions = "meshward_canary_decisions_total"
+	MetricXDSSyncFailures = "meshward_xds_sync_failures_total"
 )
 
 // state is a collector that reads the control plane's state at scrape time.

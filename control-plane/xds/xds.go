@@ -148,6 +148,7 @@ type Server struct {
 	model  []byte // the stable model
 	sha    string
 	canary []byte // the canary model, while a canary is out
+	csha   string // its sha256
 	groups map[string]bool
 	nacked chan struct{}
 	// Addr is where the server listens, once started.
@@ -234,7 +235,7 @@ func (s *Server) Publish(encoded []byte) error {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
-	s.model, s.sha, s.canary = encoded, m.SHA256(), nil
+	s.model, s.sha, s.canary, s.csha = encoded, m.SHA256(), nil, ""
 	groups := s.groupList()
 	s.mu.Unlock()
 	var errs []error
@@ -258,7 +259,8 @@ func (s *Server) groupList() []string {
 // others keep the stable model until Promote, and Rollback returns the
 // canaries to it.
 func (s *Server) PublishCanary(encoded []byte) error {
-	if _, err := models.Decode(encoded); err != nil {
+	m, err := models.Decode(encoded)
+	if err != nil {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
@@ -266,7 +268,7 @@ func (s *Server) PublishCanary(encoded []byte) error {
 		s.mu.Unlock()
 		return errors.New("a canary needs a stable model to compare with: publish one first")
 	}
-	s.canary = encoded
+	s.canary, s.csha = encoded, m.SHA256()
 	groups := s.groupList()
 	s.mu.Unlock()
 	var errs []error
@@ -292,7 +294,7 @@ func (s *Server) Rollback() error {
 	s.mu.Lock()
 	stable := s.model
 	had := s.canary != nil
-	s.canary = nil
+	s.canary, s.csha = nil, ""
 	groups := s.groupList()
 	s.mu.Unlock()
 	if !had {
@@ -305,18 +307,43 @@ func (s *Server) Rollback() error {
 	return errors.Join(errs...)
 }
 
+// Apply makes what is served match a desired state — the stable model and
+// the canary (nil when none) — publishing only what differs, so a replica
+// can call it every time it reads the state from the store. A nil stable
+// model changes nothing: the last good snapshot stays.
+func (s *Server) Apply(stable, canary []byte) error {
+	if stable == nil {
+		return nil
+	}
+	m, err := models.Decode(stable)
+	if err != nil {
+		return fmt.Errorf("refusing to publish: %w", err)
+	}
+	if m.SHA256() != s.Version() {
+		if err := s.Publish(stable); err != nil {
+			return err
+		}
+	}
+	switch cur := s.CanaryVersion(); {
+	case canary == nil && cur != "":
+		return s.Rollback()
+	case canary != nil:
+		c, err := models.Decode(canary)
+		if err != nil {
+			return fmt.Errorf("refusing to publish the canary: %w", err)
+		}
+		if c.SHA256() != cur && c.SHA256() != m.SHA256() {
+			return s.PublishCanary(canary)
+		}
+	}
+	return nil
+}
+
 // CanaryVersion returns the canary model's sha256 ("" when none is out).
 func (s *Server) CanaryVersion() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.canary == nil {
-		return ""
-	}
-	m, err := models.Decode(s.canary)
-	if err != nil {
-		return ""
-	}
-	return m.SHA256()
+	return s.csha
 }
 
 func (s *Server) publishGroup(key, group string, encoded []byte) error {
