@@ -61,7 +61,7 @@ func decode(what string, js []byte, m validatable) error {
 func checkFilters(filters []*hcmv3.HttpFilter) error {
 	want := map[string]string{
 		xds.FilterName:     "type.googleapis.com/" + string((&wasmfilterv3.Wasm{}).ProtoReflect().Descriptor().FullName()),
-		xds.RBACFilterName: "type.googleapis.com/" + string((&rbacfilterv3.RBAC{}).ProtoReflect().Descriptor().FullName()),
+		xds.RBACName: "type.googleapis.com/" + string((&rbacfilterv3.RBAC{}).ProtoReflect().Descriptor().FullName()),
 	}
 	for _, f := range filters {
 		cd := f.GetConfigDiscovery()
@@ -70,7 +70,7 @@ func checkFilters(filters []*hcmv3.HttpFilter) error {
 		}
 		typeURL, ok := want[f.GetName()]
 		if !ok {
-			return fmt.Errorf("filter %q is discovered by ECDS, but meshward serves no resource of that name (want %s or %s)", f.GetName(), xds.FilterName, xds.RBACFilterName)
+			return fmt.Errorf("filter %q is discovered by ECDS, but meshward serves no resource of that name (want %s or %s)", f.GetName(), xds.FilterName, xds.RBACName)
 		}
 		if len(cd.GetTypeUrls()) != 1 || cd.GetTypeUrls()[0] != typeURL {
 			return fmt.Errorf("filter %q: type_urls %v, want [%s]", f.GetName(), cd.GetTypeUrls(), typeURL)
@@ -137,8 +137,8 @@ func checkBootstrap(doc []byte) error {
 			}
 		}
 	}
-	if strings.Join(found, ",") != xds.RBACFilterName+","+xds.FilterName {
-		return fmt.Errorf("ECDS filters %v, want [%s %s] in that order", found, xds.RBACFilterName, xds.FilterName)
+	if strings.Join(found, ",") != xds.RBACName+","+xds.FilterName {
+		return fmt.Errorf("ECDS filters %v, want [%s %s] in that order", found, xds.RBACName, xds.FilterName)
 	}
 	return nil
 }

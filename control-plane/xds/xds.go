@@ -38,10 +38,11 @@ import (
 // name in the listener) and of the Wasm plugin.
 const FilterName = "meshward"
 
-// RBACFilterName is the name of the ECDS resource that carries the Envoy
-// RBAC filter of quarantines (the listener's second config_discovery name;
-// manifests/envoy uses it).
-const RBACFilterName = "meshward-rbac"
+// RBACName is the name of the ECDS resource carrying a group's quarantine
+// rules: an Envoy HTTP RBAC filter (shadow rules for dry runs, rules once
+// enforced; empty, it denies nothing). The listener names it in a second
+// config_discovery filter.
+const RBACName = "meshward-rbac"
 
 // Config is everything the xDS server takes.
 type Config struct {
