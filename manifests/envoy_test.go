@@ -60,8 +60,8 @@ func decode(what string, js []byte, m validatable) error {
 // the Wasm filter, a plugin configuration the filter accepts).
 func checkFilters(filters []*hcmv3.HttpFilter) error {
 	want := map[string]string{
-		xds.FilterName:     "type.googleapis.com/" + string((&wasmfilterv3.Wasm{}).ProtoReflect().Descriptor().FullName()),
-		xds.RBACName: "type.googleapis.com/" + string((&rbacfilterv3.RBAC{}).ProtoReflect().Descriptor().FullName()),
+		xds.FilterName: "type.googleapis.com/" + string((&wasmfilterv3.Wasm{}).ProtoReflect().Descriptor().FullName()),
+		xds.RBACName:   "type.googleapis.com/" + string((&rbacfilterv3.RBAC{}).ProtoReflect().Descriptor().FullName()),
 	}
 	for _, f := range filters {
 		cd := f.GetConfigDiscovery()
