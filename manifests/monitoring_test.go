@@ -3,6 +3,7 @@ package manifests
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -221,6 +222,32 @@ func podMonitorLabels(t *testing.T) []string {
 	return out
 }
 
+// balanced checks brackets and quotes pair up (the one syntax check done
+// here: Prometheus's own parser is not among this module's dependencies).
+func balanced(expr string) error {
+	var stack []rune
+	pair := map[rune]rune{')': '(', ']': '[', '}': '{'}
+	inQuote := false
+	for _, r := range expr {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+		case inQuote:
+		case r == '(' || r == '[' || r == '{':
+			stack = append(stack, r)
+		case pair[r] != 0:
+			if len(stack) == 0 || stack[len(stack)-1] != pair[r] {
+				return fmt.Errorf("unbalanced %q", r)
+			}
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if inQuote || len(stack) > 0 {
+		return fmt.Errorf("unclosed brackets %q (open quote: %v)", string(stack), inQuote)
+	}
+	return nil
+}
+
 // metricsOf returns the metric names a PromQL expression reads.
 func metricsOf(expr string) []string {
 	e := braces.ReplaceAllString(expr, " ")
@@ -265,6 +292,9 @@ func TestQueriedMetricsExist(t *testing.T) {
 	}
 	used := map[string]bool{}
 	for _, q := range monitoring.Queries() {
+		if err := balanced(q); err != nil {
+			t.Errorf("%q: %v", q, err)
+		}
 		ms := metricsOf(q)
 		if len(ms) == 0 {
 			t.Errorf("no metric found in %q", q)
@@ -329,6 +359,9 @@ func TestMetricsOf(t *testing.T) {
 	got := metricsOf(`histogram_quantile(0.99, sum by (le, destination_workload) (rate(meshward_score_permille_bucket{x="a"}[5m]))) / max(meshward_redis_up) > 0`)
 	if strings.Join(got, ",") != "meshward_score_permille_bucket,meshward_redis_up" {
 		t.Fatalf("metricsOf: %v", got)
+	}
+	if balanced(`sum(rate(x{a="(b"}[5m]))`) != nil || balanced(`sum(rate(x[5m])`) == nil || balanced(`x{a="b}`) == nil {
+		t.Fatal("balanced does not tell balanced expressions from broken ones")
 	}
 	exported := filterMetrics(t)
 	if exported["meshward_flaged_total"] || !exported["meshward_flagged_total"] {
