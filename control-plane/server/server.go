@@ -8,6 +8,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +66,11 @@ type Config struct {
 	// LeaseNamespace/LeaseName; without it the leader holds a lock in Redis.
 	Kube                      *rest.Config
 	LeaseNamespace, LeaseName string
+	// WasmFile, when set, is a meshward.wasm the admin endpoint serves at
+	// /wasm/meshward.wasm, for Envoys that fetch the module from the
+	// control plane (XDS.WasmURI pointing there); XDS.WasmSHA256 defaults
+	// to its sha256.
+	WasmFile string
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
@@ -91,13 +98,16 @@ type Server struct {
 	rounds    *prometheus.CounterVec
 	decisions *prometheus.CounterVec
 	syncFails prometheus.Counter
-	trainMu   sync.Mutex
-	syncMu    sync.Mutex
-	xds       *xds.Server
-	elector   leader.Leader
-	election  string        // "kubernetes-lease" or "redis-lock"
-	elected   chan struct{} // closed when the elector has given leadership up
-	stop      context.CancelFunc
+	rollbacks prometheus.Counter
+	// collectors is everything registered on /metrics (MetricLabels).
+	collectors []prometheus.Collector
+	trainMu    sync.Mutex
+	syncMu     sync.Mutex
+	xds        *xds.Server
+	elector    leader.Leader
+	election   string        // "kubernetes-lease" or "redis-lock"
+	elected    chan struct{} // closed when the elector has given leadership up
+	stop       context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
@@ -109,14 +119,26 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Trainer.Validate(), cfg.Rollout.Validate()); err != nil {
 		return nil, err
 	}
+	if cfg.WasmFile != "" {
+		b, err := os.ReadFile(cfg.WasmFile)
+		if err != nil {
+			return nil, fmt.Errorf("wasm file: %w", err)
+		}
+		if cfg.XDS.WasmSHA256 == "" && strings.Contains(cfg.XDS.WasmURI, "://") {
+			sum := sha256.Sum256(b)
+			cfg.XDS.WasmSHA256 = hex.EncodeToString(sum[:])
+		}
+	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_batches_total", Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
-	s.records = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_collector_records_total", Help: "Records received by the collector, by outcome."}, []string{"outcome"})
-	s.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_trainer_rounds_total", Help: "Training rounds, by outcome (published, rejected, failed)."}, []string{"outcome"})
-	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshward_canary_decisions_total", Help: "Canary decisions, by outcome (promoted, rolled_back)."}, []string{"outcome"})
-	s.syncFails = prometheus.NewCounter(prometheus.CounterOpts{Name: "meshward_xds_sync_failures_total", Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."})
-	s.reg.MustRegister(s.batches, s.records, s.rounds, s.decisions, s.syncFails)
+	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCollectorBatch, Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
+	s.records = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCollectorRecord, Help: "Records received by the collector, by outcome."}, []string{"outcome"})
+	s.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTrainerRounds, Help: "Training rounds, by outcome (published, rejected, failed)."}, []string{"outcome"})
+	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCanaryDecisions, Help: "Canary decisions, by outcome (promoted, rolled_back)."}, []string{"outcome"})
+	s.syncFails = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricXDSSyncFailures, Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."})
+	s.rollbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricRollbacks, Help: "Model rollbacks done by this replica (POST /api/v1/rollback)."})
+	s.collectors = []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		s.batches, s.records, s.rounds, s.decisions, s.syncFails, s.rollbacks, newState(s)}
+	s.reg.MustRegister(s.collectors...)
 	return s, nil
 }
 
@@ -377,6 +399,32 @@ func (s *Server) admin() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	if s.cfg.WasmFile != "" {
+		mux.HandleFunc("GET /wasm/meshward.wasm", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/wasm")
+			http.ServeFile(w, r, s.cfg.WasmFile)
+		})
+	}
+	mux.HandleFunc("GET /api/v1/models/current", func(w http.ResponseWriter, r *http.Request) {
+		// The encoded model in force, for `meshward model config` (the
+		// WasmPlugin path of manifests/istio puts it in pluginConfig).
+		sha, err := s.store.Current(r.Context())
+		if err == nil && sha == "" {
+			http.Error(w, "no model in force yet", http.StatusNotFound)
+			return
+		}
+		var b []byte
+		if err == nil {
+			b, err = s.store.Model(r.Context(), sha)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Meshward-Model-Sha256", sha)
+		_, _ = w.Write(b)
+	})
 	mux.HandleFunc("/api/v1/models", func(w http.ResponseWriter, r *http.Request) {
 		shas, err := s.store.Models(r.Context())
 		cur, cerr := s.store.Current(r.Context())
@@ -392,6 +440,7 @@ func (s *Server) admin() http.Handler {
 	mux.HandleFunc("POST /api/v1/rollback", func(w http.ResponseWriter, r *http.Request) {
 		sha, err := trainer.Rollback(r.Context(), s.store)
 		if err == nil {
+			s.rollbacks.Inc()
 			err = s.sync(r.Context())
 		}
 		s.json(w, map[string]any{"current": sha}, err)

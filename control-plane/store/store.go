@@ -364,8 +364,22 @@ func (s *Store) PutIncident(ctx context.Context, incident any) error {
 	pipe := s.rdb.TxPipeline()
 	pipe.LPush(ctx, key, b)
 	pipe.LTrim(ctx, key, 0, s.cfg.MaxIncidents-1)
-	_, err = pipe.Exec(ctx)
-	return err
+	if _, err = pipe.Exec(ctx); err != nil {
+		return err
+	}
+	// The count is a key of its own, outside the transaction: on a Redis
+	// Cluster it may live on another node than the list.
+	return s.rdb.Incr(ctx, s.tag("incidents", "total")).Err()
+}
+
+// IncidentsTotal returns how many incidents were ever recorded (the list
+// keeps only the newest; this count is never trimmed).
+func (s *Store) IncidentsTotal(ctx context.Context) (int64, error) {
+	n, err := s.rdb.Get(ctx, s.tag("incidents", "total")).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // Incidents returns up to n incidents, newest first, as raw JSON.

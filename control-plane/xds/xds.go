@@ -20,6 +20,7 @@ import (
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	extensionv3 "github.com/envoyproxy/go-control-plane/envoy/service/extension/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -37,6 +38,12 @@ import (
 // name in the listener) and of the Wasm plugin.
 const FilterName = "meshward"
 
+// RBACName is the name of the ECDS resource carrying a group's quarantine
+// rules: an Envoy HTTP RBAC filter (shadow rules for dry runs, rules once
+// enforced; empty, it denies nothing). The listener names it in a second
+// config_discovery filter.
+const RBACName = "meshward-rbac"
+
 // Config is everything the xDS server takes.
 type Config struct {
 	// WasmURI is where Envoy fetches the module (a file path for a local
@@ -50,7 +57,16 @@ type Config struct {
 	// model first (default 0.1). It is fixed for the server's life, so a
 	// node is a canary or not whatever is being rolled out.
 	CanaryShare float64
+	// LearnFirst serves a group that connects before any model exists the
+	// filter in learn mode (no model; it ships samples to the collector),
+	// so there is traffic to train the first model on. Without it such a
+	// group gets nothing until a model is published.
+	LearnFirst bool
 }
+
+// LearnVersion is the snapshot version of the learn-mode configuration
+// LearnFirst serves before any model exists.
+const LearnVersion = "learn"
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
@@ -173,6 +189,10 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	srv := serverv3.NewServer(ctx, s.cache, cb)
 	s.grpc = grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	// The ECDS service too: an Istio sidecar's ADS belongs to istiod, so an
+	// EnvoyFilter's config_discovery reaches meshward by a gRPC
+	// api_config_source, which speaks ECDS rather than ADS.
+	extensionv3.RegisterExtensionConfigDiscoveryServiceServer(s.grpc, srv)
 	go func() { _ = s.grpc.Serve(lis) }()
 	return nil
 }
@@ -196,6 +216,9 @@ func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
 	}
 	model, canary := s.model, s.canary
 	s.mu.Unlock()
+	if isNew && model == nil && s.cfg.LearnFirst {
+		_ = s.publishLearn(g)
+	}
 	if isNew && model != nil {
 		_ = s.publishGroup(cacheKey(g, false), g, model)
 		if canary == nil {
@@ -343,13 +366,42 @@ func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	return s.cache.SetSnapshot(context.Background(), key, snap)
 }
 
+// publishLearn serves a group the filter in learn mode, without a model.
+func (s *Server) publishLearn(group string) error {
+	res, err := s.Extension(group, nil)
+	if err != nil {
+		return err
+	}
+	snap, err := cachev3.NewSnapshot(LearnVersion, map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: {res}})
+	if err != nil {
+		return err
+	}
+	// Under the lock, and only while there is still no model: a Publish
+	// that got in first must not be overwritten by the learn configuration.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.model != nil {
+		return nil
+	}
+	var errs []error
+	for _, canary := range []bool{false, true} {
+		errs = append(errs, s.cache.SetSnapshot(context.Background(), cacheKey(group, canary), snap))
+	}
+	return errors.Join(errs...)
+}
+
 // Extension builds the ECDS resource of a group: the Wasm HTTP filter with
 // its plugin configuration, validated as the filter will (pluginconfig) and
 // as Envoy will (the protos' Validate).
 func (s *Server) Extension(group string, encoded []byte) (*corev3.TypedExtensionConfig, error) {
 	c := s.cfg.Base
 	c.Workload = group
-	doc, err := c.WithModel(encoded).Encode()
+	if encoded == nil {
+		c.Mode = pluginconfig.ModeLearn // no model yet: learn mode needs none
+	} else {
+		c.WithModel(encoded)
+	}
+	doc, err := c.Encode()
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
 // serve runs the control plane until interrupted.
@@ -27,7 +28,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	tokenFile := fs.String("collector-token-file", "", "file holding the collector's bearer token (or $MESHWARD_COLLECTOR_TOKEN)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", cfg.XDSAddr, "where ADS (the model rollout to Envoys) listens")
 	fs.StringVar(&cfg.XDS.WasmURI, "wasm-uri", "", "where Envoys load meshward.wasm from (a local path, or a URL with -wasm-sha256); empty turns xDS off")
-	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri")
+	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri (default: that of -wasm-file)")
+	fs.StringVar(&cfg.WasmFile, "wasm-file", "", "a meshward.wasm the admin endpoint serves at /wasm/meshward.wasm (point -wasm-uri there)")
+	fs.BoolVar(&cfg.XDS.LearnFirst, "filter-learn-first", false, "before any model exists, serve connecting Envoys the filter in learn mode (it ships samples to -filter-collector-cluster)")
+	mode := fs.String("filter-mode", string(cfg.XDS.Base.Mode), "the mode xDS gives the filters: learn, monitor or enforce")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
 	fs.BoolVar(&cfg.Rollout.Canary, "canary", cfg.Rollout.Canary, "send a newly trained model to a share of the nodes first, promoted or rolled back on its flagged rate")
@@ -52,6 +56,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		if *leaseNS != "" {
 			cfg.LeaseNamespace = *leaseNS
 		}
+	}
+	cfg.XDS.Base.Mode = pluginconfig.Mode(*mode)
+	switch cfg.XDS.Base.Mode {
+	case pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeEnforce:
+	default:
+		return fmt.Errorf("%w: -filter-mode %q is not learn, monitor or enforce", ErrUsage, *mode)
 	}
 	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
 	if *tokenFile != "" {
