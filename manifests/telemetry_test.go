@@ -61,7 +61,7 @@ func TestTelemetryVerdictExpression(t *testing.T) {
 	if err != nil || len(aps) != 1 {
 		t.Fatalf("translating a decision: %v, %d policies", err, len(aps))
 	}
-	quarantine := "rbac_access_denied_matched_policy[ns[default]-policy[" + aps[0].Metadata.Name + "]-rule[0]]"
+	quarantine := "rbac_access_denied_matched_policy[ns[default]-policy[" + aps[0].Name + "]-rule[0]]"
 	for _, c := range []struct {
 		details string
 		headers map[string]string

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +44,10 @@ const FieldManager = "meshward"
 // not meshward's.
 var ErrForeign = errors.New("an object of that name exists and is not managed by meshward")
 
+// ErrNamespace is returned for a target outside the namespaces meshward
+// may write in.
+var ErrNamespace = errors.New("the namespace is not one meshward writes in")
+
 // ErrUnknown is returned for a decision id the applier does not hold.
 var ErrUnknown = errors.New("no such quarantine")
 
@@ -53,6 +58,10 @@ type Config struct {
 	Rules decide.Rules
 	// Instance names this replica in Events (reportingInstance).
 	Instance string
+	// Namespaces are the namespaces meshward may write policies in (a
+	// namespaced Role grants it no more); empty: every namespace (a
+	// ClusterRole). A decision's target elsewhere is an error.
+	Namespaces []string
 }
 
 // Ref names one policy object.
@@ -103,13 +112,25 @@ func New(cfg Config, istio istioclient.Interface, kube kubernetes.Interface, log
 // does not carry a decision (hand-made, or edited) is skipped with a
 // warning naming it: it is neither adopted nor deleted.
 func (a *Applier) Rebuild(ctx context.Context) error {
-	list, err := a.istio.SecurityV1().AuthorizationPolicies(metav1.NamespaceAll).List(ctx, metav1.ListOptions{LabelSelector: policy.OwnedSelector})
-	if err != nil {
-		return fmt.Errorf("listing meshward's AuthorizationPolicies: %w", err)
+	var items []*securityv1.AuthorizationPolicy
+	namespaces := a.cfg.Namespaces
+	if len(namespaces) == 0 {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	for _, ns := range namespaces {
+		list, err := a.istio.SecurityV1().AuthorizationPolicies(ns).List(ctx, metav1.ListOptions{LabelSelector: policy.OwnedSelector})
+		if err != nil {
+			where := "every namespace"
+			if ns != "" {
+				where = "namespace " + ns
+			}
+			return fmt.Errorf("listing meshward's AuthorizationPolicies in %s: %w", where, err)
+		}
+		items = append(items, list.Items...)
 	}
 	state := map[string]*Quarantine{}
 	skipped := 0
-	for _, ap := range list.Items {
+	for _, ap := range items {
 		d, err := policy.FromIstio(ap)
 		if err != nil {
 			a.log.Warn("skipping an object labelled as meshward's", "err", err)
@@ -136,7 +157,7 @@ func (a *Applier) Rebuild(ctx context.Context) error {
 	a.mu.Lock()
 	a.state = state
 	a.mu.Unlock()
-	a.log.Info("quarantine state rebuilt from the API server", "quarantines", len(state), "policies", len(list.Items)-skipped, "skipped", skipped)
+	a.log.Info("quarantine state rebuilt from the API server", "quarantines", len(state), "policies", len(items)-skipped, "skipped", skipped)
 	return nil
 }
 
@@ -276,6 +297,9 @@ func (a *Applier) write(ctx context.Context, d decide.Decision) ([]Ref, error) {
 func (a *Applier) applyOne(ctx context.Context, ap *securityv1.AuthorizationPolicy) (types.UID, error) {
 	client := a.istio.SecurityV1().AuthorizationPolicies(ap.Namespace)
 	where := "AuthorizationPolicy " + ap.Namespace + "/" + ap.Name
+	if len(a.cfg.Namespaces) > 0 && !slices.Contains(a.cfg.Namespaces, ap.Namespace) {
+		return "", fmt.Errorf("%s: %w (meshward writes in %s)", where, ErrNamespace, strings.Join(a.cfg.Namespaces, ", "))
+	}
 	force := false
 	have, err := client.Get(ctx, ap.Name, metav1.GetOptions{})
 	switch {

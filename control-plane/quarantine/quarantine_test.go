@@ -220,6 +220,22 @@ func testLifecycle(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfa
 		}
 	}()
 
+	// An applier limited to some namespaces refuses a target elsewhere and
+	// rebuilds from those namespaces alone.
+	limited, err := New(Config{Rules: testRules(), Namespaces: []string{"train"}}, ic, kc, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := limited.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l := limited.List(); len(l) != 1 || len(l[0].Policies) != 1 || l[0].Policies[0].Namespace != "train" {
+		t.Errorf("rebuilt from train alone: %+v", l)
+	}
+	if err := limited.Apply(ctx, decision("ts-x-1", "ts-x", "ts-auth.auth")); !errors.Is(err, ErrNamespace) {
+		t.Errorf("a target outside the namespaces: %v, want ErrNamespace", err)
+	}
+
 	// A restart: a new applier rebuilds the same state from the server.
 	b, err := New(Config{Rules: testRules()}, ic, kc, log)
 	if err != nil {

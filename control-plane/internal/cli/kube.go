@@ -56,12 +56,12 @@ func (f *kubeFlags) applier(rules decide.Rules, log *slog.Logger) (*quarantine.A
 	if err != nil {
 		return nil, err
 	}
-	return newApplier(cfg, rules, log)
+	return newApplier(cfg, rules, nil, log)
 }
 
 // newApplier connects to the API server and rebuilds the quarantines it
 // holds.
-func newApplier(cfg *rest.Config, rules decide.Rules, log *slog.Logger) (*quarantine.Applier, error) {
+func newApplier(cfg *rest.Config, rules decide.Rules, namespaces []string, log *slog.Logger) (*quarantine.Applier, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.Timeout = 30 * time.Second
 	ic, err := istioclient.NewForConfig(cfg)
@@ -73,7 +73,7 @@ func newApplier(cfg *rest.Config, rules decide.Rules, log *slog.Logger) (*quaran
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	a, err := quarantine.New(quarantine.Config{Rules: rules, Instance: host}, ic, kc, log)
+	a, err := quarantine.New(quarantine.Config{Rules: rules, Instance: host, Namespaces: namespaces}, ic, kc, log)
 	if err != nil {
 		return nil, err
 	}

@@ -48,6 +48,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Rules.PromoteAfter, "promote-after", cfg.Rules.PromoteAfter, "quarantines: how long a dry run lasts before it is enforced (with -enforce)")
 	fs.DurationVar(&cfg.Rules.TTL, "quarantine-ttl", cfg.Rules.TTL, "quarantines: how long one lasts unless released")
 	fs.IntVar(&cfg.Rules.MaxActive, "max-quarantines", cfg.Rules.MaxActive, "quarantines: at most this many at once")
+	qns := fs.String("quarantine-namespaces", "", "quarantines: the namespaces meshward may write AuthorizationPolicies in, comma-separated, as its Role allows (empty: all, a ClusterRole)")
 	protected := fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
 	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
@@ -91,7 +92,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: quarantines go to one place: -policy-dir or -xds-rbac", ErrUsage)
 	case cfg.RBACOverXDS:
 	case *policyDir == "" && target != nil:
-		a, err := newApplier(target.Config, cfg.Rules, log)
+		var namespaces []string
+		if *qns != "" {
+			namespaces = strings.Split(*qns, ",")
+		}
+		a, err := newApplier(target.Config, cfg.Rules, namespaces, log)
 		if err != nil {
 			return err
 		}
