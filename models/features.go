@@ -100,6 +100,9 @@ type paramScratch struct {
 	n      int
 	buf    [4096]byte
 	used   int
+	// known marks (bit i) the parameters whose value the parameter model
+	// knew as an enumerated value; the content model skips them.
+	known uint64
 }
 
 // add appends one parameter, percent-decoding name and value ('+' as space)
@@ -240,7 +243,7 @@ func skipHeader(name string) bool {
 // extract decodes every parameter of a request: query, form or other body,
 // and headers.
 func (s *paramScratch) extract(r *Request) {
-	s.n, s.used = 0, 0
+	s.n, s.used, s.known = 0, 0, 0
 	addQuery(s, r.Query)
 	if len(r.Body) > 0 {
 		ct, _ := r.Header("content-type")

@@ -33,6 +33,8 @@ type Meta struct {
 type Model struct {
 	Meta      Meta
 	Workloads map[string]*Workload
+	// Content is the content model every section shares, or nil.
+	Content *ContentModel
 
 	sha  [32]byte
 	size int
@@ -72,6 +74,8 @@ type Workload struct {
 	pNewCaller, pNewRoute, pNewEdge, pNewHeader float64
 	// statusMix counts the workload's responses by status class.
 	statusMix [5]uint32
+	// content is the model's content model (shared by every section), or nil.
+	content *ContentModel
 }
 
 // Route is one method and route template with how often it was seen, and
@@ -146,6 +150,11 @@ const (
 	ReasonResponseSize
 )
 
+// ReasonContent: the request is lexically unlike normal requests (content
+// model). ReasonContent+1+f names content feature f as what drove it
+// ("content_sql_tokens").
+const ReasonContent ReasonCode = 32
+
 var reasonNames = [...]string{
 	ReasonNone:               "none",
 	ReasonNewCaller:          "new_caller",
@@ -165,6 +174,12 @@ var reasonNames = [...]string{
 // String returns the reason's stable snake_case name, used in headers, logs
 // and reports.
 func (c ReasonCode) String() string {
+	if c == ReasonContent {
+		return "content"
+	}
+	if c > ReasonContent && c <= ReasonContent+NContent {
+		return "content_" + ContentFeature(c-ReasonContent-1).String()
+	}
 	if int(c) < len(reasonNames) {
 		return reasonNames[c]
 	}
@@ -180,6 +195,9 @@ func (c ReasonCode) Component() string {
 		return "params"
 	case ReasonRequestSize, ReasonStatus, ReasonResponseSize:
 		return "numbers"
+	}
+	if c >= ReasonContent && c <= ReasonContent+NContent {
+		return "content"
 	}
 	return "none"
 }
@@ -312,6 +330,7 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
 	w.paramSurprise(r, s, v, ri, routeKnown)
+	w.contentSurprise(r, s, v)
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
 	if routeKnown {
@@ -369,7 +388,11 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 			}
 			pm = &w.Params[w.anyParam]
 		}
-		if sur, code := pm.valueSurprise(p.value); sur > worst {
+		sur, code := pm.valueSurprise(p.value)
+		if code == ReasonNone {
+			s.known |= 1 << uint(i)
+		}
+		if sur > worst {
 			worst, worstCode = sur, code
 		}
 	}

@@ -1,0 +1,753 @@
+package models
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"sort"
+)
+
+// The content model: an isolation forest over generic lexical features of a
+// whole request — how long its values are, how random, how much of them is
+// punctuation, how deeply encoded, how many interpreter tokens (SQL, shell,
+// traversal, script) they carry, and a few request-level counts. Where the
+// per-parameter model asks "is this value like this parameter's values?", the
+// content model asks "is this request lexically like any normal request?",
+// which also covers what has no parameter model of its own: new routes,
+// paths, bodies, header values of names never seen.
+//
+// Features are quantised to bytes (a piecewise-linear log2 scale for counts
+// and lengths, a linear scale for ratios), so trees compare bytes and a node
+// takes four bytes. The forest is trained once per model on a sample of the
+// normal requests (shared by every workload section: lexical normality is
+// mesh-wide, and one forest keeps a 50-service model small). Its isolation
+// depth becomes a surprise in nats through the tail of a reference sample's
+// depths, so it adds to the other components on their scale.
+
+// NContent is the number of content features.
+const NContent = 24
+
+// ContentFeature names one content feature.
+type ContentFeature uint8
+
+// The content features.
+const (
+	CFMethod      ContentFeature = iota // a method other than the common ones
+	CFPathLen                           // path length
+	CFPathSymbols                       // punctuation in the path, other than / - _ .
+	CFParams                            // query and form parameters
+	CFHeaders                           // headers
+	CFTotalBytes                        // bytes of every value examined
+	CFMaxValueLen                       // length of the longest value
+	CFEntropy                           // byte entropy of the longest value (bits/byte ×32)
+	CFSymbolRatio                       // the largest share of punctuation in a value of ≥ 4 bytes
+	CFQuotes                            // ' " `
+	CFAngles                            // < >
+	CFParens                            // ( ) [ ] { }
+	CFSeparators                        // ; |
+	CFSymbols                           // ! @ $ ^ *
+	CFControl                           // control bytes
+	CFHigh                              // bytes ≥ 0x80
+	CFSpaces                            // spaces and tabs
+	CFCaseMix                           // lower-to-upper changes inside words (SeLeCt)
+	CFEncoded                           // %XX still present after decoding once
+	CFEscapes                           // \x, \u, &#, %u escapes
+	CFSQL                               // SQL tokens
+	CFShell                             // shell tokens
+	CFTraversal                         // path traversal tokens
+	CFScript                            // script and markup tokens
+)
+
+var contentFeatureNames = [NContent]string{
+	"method", "path_length", "path_symbols", "params", "headers", "total_bytes", "value_length",
+	"entropy", "symbol_ratio", "quotes", "angle_brackets", "brackets", "separators", "symbols",
+	"control_bytes", "high_bytes", "spaces", "case_mix", "encoded", "escapes", "sql_tokens",
+	"shell_tokens", "traversal_tokens", "script_tokens",
+}
+
+// String returns the feature's snake_case name.
+func (f ContentFeature) String() string {
+	if int(f) < NContent {
+		return contentFeatureNames[f]
+	}
+	return "feature"
+}
+
+// shapedMask lists the features a value's shape (TrainConfig.ShapedValues)
+// does not keep: with shaped training data they are not learned, and not
+// measured when scoring.
+const shapedMask = 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript
+
+// allFeatures is the mask of every feature.
+const allFeatures = 1<<NContent - 1
+
+// ContentVector is a request's content features, quantised.
+type ContentVector [NContent]uint8
+
+// Keyword kinds, for the token count features.
+const (
+	kwSQL = iota
+	kwShell
+	kwTraversal
+	kwScript
+	nKwKinds
+)
+
+// keywordKind gives each keyword of keywords its kind: the list is grouped,
+// and each group starts with the keyword named here.
+var keywordKind = func() (kind [256]uint8) {
+	starts := [nKwKinds]string{"select", ";", "../", "<script"}
+	k := 0
+	for i, kw := range keywords {
+		for k+1 < nKwKinds && kw == starts[k+1] {
+			k++
+		}
+		kind[i] = uint8(k)
+	}
+	return kind
+}()
+
+// qlog quantises a count on a log scale, four steps per doubling
+// (4·log2(1+x), piecewise linear between powers of two): lengths and counts
+// within about a fifth of each other look alike.
+func qlog(x int) uint8 {
+	if x <= 0 {
+		return 0
+	}
+	if x >= 1<<30 {
+		return 4 * 30
+	}
+	v := uint32(x) + 1
+	n := bits.Len32(v) - 1
+	var frac uint32
+	if n >= 2 {
+		frac = (v >> (n - 2)) & 3
+	} else {
+		frac = (v << (2 - n)) & 3
+	}
+	return uint8(4*n + int(frac))
+}
+
+// contentAcc accumulates features over the values of one request.
+type contentAcc struct {
+	classes          [NClasses]int
+	tokens           [nKwKinds]int
+	total, maxLen    int
+	longest          []byte
+	symRatio         int
+	caseMix, escapes int
+	encoded          int
+}
+
+// value adds one value's bytes to the accumulator.
+func (a *contentAcc) value(v []byte) {
+	if len(v) > MaxValueBytes {
+		v = v[:MaxValueBytes]
+	}
+	a.total += len(v)
+	if len(v) > a.maxLen {
+		a.maxLen, a.longest = len(v), v
+	}
+	sym := 0
+	prev := uint8(ClassSpace)
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		cl := classOf[c]
+		a.classes[cl]++
+		if cl > ClassSpace {
+			sym++
+		}
+		if cl == ClassUpper && prev == ClassLower {
+			a.caseMix++
+		}
+		prev = cl
+		switch c {
+		case '%':
+			if i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
+				a.encoded++
+			} else if i+1 < len(v) && (v[i+1] == 'u' || v[i+1] == 'U') {
+				a.escapes++
+			}
+		case '\\':
+			if i+1 < len(v) && (v[i+1] == 'x' || v[i+1] == 'u' || v[i+1] == 'X' || v[i+1] == 'U') {
+				a.escapes++
+			}
+		case '&':
+			if i+1 < len(v) && v[i+1] == '#' {
+				a.escapes++
+			}
+		}
+		for _, k := range keywordIndex[lower(c)] {
+			if hasPrefixFold(v[i:], keywords[k]) {
+				a.tokens[keywordKind[k]]++
+			}
+		}
+	}
+	if len(v) >= 4 {
+		if r := 255 * sym / len(v); r > a.symRatio {
+			a.symRatio = r
+		}
+	}
+}
+
+// entropy32 returns the byte entropy of v in bits per byte, ×32.
+func entropy32(v []byte) int {
+	if len(v) < 2 {
+		return 0
+	}
+	var hist [256]uint16
+	for _, c := range v {
+		hist[c]++
+	}
+	// H = log2 n − Σ k·log2 k / n over the byte counts k.
+	var sum float32
+	for _, c := range v {
+		if k := hist[c]; k > 0 {
+			sum += klog2k[k]
+			hist[c] = 0
+		}
+	}
+	n := len(v)
+	return int(32 * (klog2k[n]/float32(n) - sum/float32(n)))
+}
+
+// klog2k[k] is k·log2 k, for the counts of a value of up to MaxValueBytes.
+var klog2k = func() (t [MaxValueBytes + 1]float32) {
+	for k := 2; k <= MaxValueBytes; k++ {
+		t[k] = float32(float64(k) * math.Log2(float64(k)))
+	}
+	return t
+}()
+
+// commonMethod reports whether m is one of the methods most services use.
+func commonMethod(m string) bool {
+	switch m {
+	case "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS":
+		return true
+	}
+	return false
+}
+
+// contentVector describes a request whose parameters are in s; the values
+// marked in s.known (an enumerable parameter's known values) are normal by
+// the parameter model and are counted in the request-level counts only.
+func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
+	var a contentAcc
+	var x ContentVector
+	if !commonMethod(r.Method) {
+		x[CFMethod] = 1
+	}
+	path := r.Path
+	if len(path) > MaxValueBytes {
+		path = path[:MaxValueBytes]
+	}
+	x[CFPathLen] = qlog(len(path))
+	ps := 0
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; classOf[c] > ClassSpace && c != '/' && c != '-' && c != '_' && c != '.' {
+			ps++
+		}
+	}
+	x[CFPathSymbols] = qlog(ps)
+	a.value(view(path))
+	params := 0
+	for i := 0; i < s.n; i++ {
+		p := &s.params[i]
+		if !p.header {
+			params++
+		}
+		if s.known&(1<<uint(i)) == 0 {
+			a.value(p.value)
+		}
+	}
+	x[CFParams] = qlog(params)
+	x[CFHeaders] = qlog(len(r.Headers))
+	x[CFTotalBytes] = qlog(a.total)
+	x[CFMaxValueLen] = qlog(a.maxLen)
+	if mask&(1<<CFEntropy) != 0 {
+		x[CFEntropy] = uint8(min(255, entropy32(a.longest)))
+	}
+	x[CFSymbolRatio] = uint8(a.symRatio)
+	x[CFQuotes] = qlog(a.classes[ClassQuote])
+	x[CFAngles] = qlog(a.classes[ClassAngle])
+	x[CFParens] = qlog(a.classes[ClassParen])
+	x[CFSeparators] = qlog(a.classes[ClassSemicolon])
+	x[CFSymbols] = qlog(a.classes[ClassSymbol])
+	x[CFControl] = qlog(a.classes[ClassControl])
+	x[CFHigh] = qlog(a.classes[ClassHigh])
+	x[CFSpaces] = qlog(a.classes[ClassSpace])
+	x[CFCaseMix] = qlog(a.caseMix)
+	x[CFEncoded] = qlog(a.encoded)
+	x[CFEscapes] = qlog(a.escapes)
+	x[CFSQL] = qlog(a.tokens[kwSQL])
+	x[CFShell] = qlog(a.tokens[kwShell])
+	x[CFTraversal] = qlog(a.tokens[kwTraversal])
+	x[CFScript] = qlog(a.tokens[kwScript])
+	for f := range x {
+		if mask&(1<<uint(f)) == 0 {
+			x[f] = 0
+		}
+	}
+	return x
+}
+
+// ContentModel is the isolation forest and what turns its depths into
+// surprise.
+type ContentModel struct {
+	// Mask lists the features in use (bit i for feature i).
+	Mask uint32
+	// Trees are the isolation trees, each in preorder (see contentNode).
+	Trees [][]ContentNode
+	// Ref holds the mean isolation depths (×depthScale) of a reference
+	// sample of normal requests, ascending: the shallower a request
+	// isolates, the rarer among them.
+	Ref []uint16
+	// Spread is how much shallower than Ref[0] costs one more nat.
+	Spread float64
+	// High holds, per feature, the value that 1 % of the reference sample
+	// exceeded: a feature above it is named as the reason.
+	High ContentVector
+}
+
+// ContentNode is one node of an isolation tree. An inner node sends x with
+// x[Feature] < Split to the next node (its left child) and the rest to
+// Next; a leaf (Feature == leafFeature) holds in Next its depth plus the
+// expected depth of the points it still held, ×depthScale.
+type ContentNode struct {
+	Feature, Split uint8
+	Next           uint16
+}
+
+const (
+	leafFeature = 0xFF
+	depthScale  = 256
+)
+
+// Forest sizes: trees, points per tree, and the requests sampled to build
+// and calibrate the forest.
+const (
+	contentTrees      = 16
+	contentTreeSample = 256
+	contentSample     = 2048
+	// maxTreeNodes bounds a tree (a full tree of contentTreeSample leaves).
+	maxTreeNodes = 2*contentTreeSample - 1
+)
+
+// depth returns the mean isolation depth of x, ×depthScale.
+func (c *ContentModel) depth(x *ContentVector) int {
+	sum := 0
+	for _, t := range c.Trees {
+		i := 0
+		for {
+			n := t[i]
+			if n.Feature == leafFeature {
+				sum += int(n.Next)
+				break
+			}
+			// Written so the compiler can choose without a branch.
+			next := int(n.Next)
+			if x[n.Feature] < n.Split {
+				next = i + 1
+			}
+			i = next
+		}
+	}
+	return sum / len(c.Trees)
+}
+
+// surprise is how rare a depth is among the reference sample's, in nats:
+// -log of the share of reference requests that isolated as quickly, and
+// beyond the quickest, one more nat per Spread.
+func (c *ContentModel) surprise(d int) float64 {
+	n := len(c.Ref)
+	// The number of reference depths ≤ d, by binary search.
+	k, hi := 0, n
+	for k < hi {
+		mid := int(uint(k+hi) >> 1)
+		if int(c.Ref[mid]) <= d {
+			k = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	s := -math.Log((float64(k) + 0.5) / (float64(n) + 1))
+	if k == 0 {
+		s += float64(int(c.Ref[0])-d) / c.Spread
+	}
+	return s
+}
+
+// reason names the feature that drove a content surprise: the one furthest
+// above what 1 % of normal requests exceeded, else the content as a whole.
+func (c *ContentModel) reason(x *ContentVector) ReasonCode {
+	best, code := 0, ReasonContent
+	for f := range x {
+		if d := int(x[f]) - int(c.High[f]); d > best {
+			best, code = d, ReasonContent+1+ReasonCode(f)
+		}
+	}
+	return code
+}
+
+// contentSurprise adds the content model's surprise to v, for a request
+// whose parameters paramSurprise has extracted (or none, when the section
+// has no parameter models).
+func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
+	c := w.content
+	if c == nil || len(c.Trees) == 0 {
+		return
+	}
+	if len(w.Params) == 0 {
+		s.extract(r)
+		s.known = 0
+	}
+	x := contentVector(r, s, c.Mask)
+	sur := c.surprise(c.depth(&x))
+	if sur <= 0 {
+		return
+	}
+	v.Surprise += sur
+	// Named only when rarer than 1 % of normal requests, and more than a
+	// typical request's whole surprise.
+	if sur > contentReasonSurprise && sur > w.CalBase {
+		v.addReason(c.reason(&x), sur)
+	}
+}
+
+// contentReasonSurprise is -ln 0.01: the content model names itself as a
+// reason for requests that isolate faster than 99 % of normal ones.
+const contentReasonSurprise = 4.605
+
+// avgDepth is c(n), the average depth of an unsuccessful search in a binary
+// search tree of n points: the depth a leaf still holding n points adds.
+func avgDepth(n int) float64 {
+	if n <= 1 {
+		return 0
+	}
+	if n == 2 {
+		return 1
+	}
+	h := math.Log(float64(n-1)) + 0.5772156649
+	return 2*h - 2*float64(n-1)/float64(n)
+}
+
+// rng is splitmix64: small, fast and identical everywhere.
+type rng struct{ s uint64 }
+
+func (r *rng) next() uint64 {
+	r.s += 0x9E3779B97F4A7C15
+	z := r.s
+	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+	z = (z ^ z>>27) * 0x94D049BB133111EB
+	return z ^ z>>31
+}
+
+func (r *rng) intn(n int) int { return int(r.next() % uint64(n)) }
+
+// trainContent builds the content model from feature vectors of normal
+// requests, in a canonical order: even positions build the trees, odd ones
+// calibrate (when there are few, all do both).
+func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
+	if len(xs) < 8 {
+		return nil
+	}
+	var build, ref []ContentVector
+	if len(xs) >= 256 {
+		for i := range xs {
+			if i%2 == 0 {
+				build = append(build, xs[i])
+			} else {
+				ref = append(ref, xs[i])
+			}
+		}
+	} else {
+		build, ref = xs, xs
+	}
+	c := &ContentModel{Mask: mask}
+	g := rng{s: seed ^ 0x636f6e74656e74} // "content"
+	psi := min(contentTreeSample, len(build))
+	limit := bits.Len(uint(psi - 1))
+	idx := make([]int, len(build))
+	for t := 0; t < contentTrees; t++ {
+		for i := range idx {
+			idx[i] = i
+		}
+		// A partial Fisher–Yates shuffle draws psi points without replacement.
+		for i := 0; i < psi; i++ {
+			j := i + g.intn(len(idx)-i)
+			idx[i], idx[j] = idx[j], idx[i]
+		}
+		var nodes []ContentNode
+		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask, &g)
+		c.Trees = append(c.Trees, nodes)
+	}
+	depths := make([]int, len(ref))
+	for i := range ref {
+		depths[i] = c.depth(&ref[i])
+	}
+	sort.Ints(depths)
+	c.Ref = make([]uint16, len(depths))
+	for i, d := range depths {
+		c.Ref[i] = uint16(d)
+	}
+	// The lower tail taken as exponential: from the quickest reference depth
+	// to the tenth percentile the share grows (2k+1)-fold.
+	k := len(depths) / 10
+	c.Spread = math.Max(float64(depths[k]-depths[0])/math.Log(float64(2*k+1)), depthScale/4)
+	for f := 0; f < NContent; f++ {
+		vals := make([]int, len(ref))
+		for i := range ref {
+			vals[i] = int(ref[i][f])
+		}
+		sort.Ints(vals)
+		c.High[f] = uint8(vals[min(len(vals)-1, len(vals)*99/100)])
+	}
+	return c
+}
+
+// growTree appends the isolation tree of the points idx (indexes into xs)
+// at the given depth, in preorder, and returns the nodes.
+func growTree(nodes []ContentNode, xs []ContentVector, idx []int, depth, limit int, mask uint32, g *rng) []ContentNode {
+	leaf := func() []ContentNode {
+		d := float64(depth) + avgDepth(len(idx))
+		return append(nodes, ContentNode{Feature: leafFeature, Next: uint16(math.Round(d * depthScale))})
+	}
+	if len(idx) <= 1 || depth >= limit {
+		return leaf()
+	}
+	// The features that still vary among these points.
+	var lo, hi ContentVector
+	lo = xs[idx[0]]
+	hi = lo
+	for _, i := range idx[1:] {
+		for f := range lo {
+			lo[f] = min(lo[f], xs[i][f])
+			hi[f] = max(hi[f], xs[i][f])
+		}
+	}
+	var cand [NContent]uint8
+	nc := 0
+	for f := 0; f < NContent; f++ {
+		if mask&(1<<uint(f)) != 0 && hi[f] > lo[f] {
+			cand[nc] = uint8(f)
+			nc++
+		}
+	}
+	if nc == 0 {
+		return leaf()
+	}
+	f := cand[g.intn(nc)]
+	split := lo[f] + 1 + uint8(g.intn(int(hi[f]-lo[f])))
+	// Partition: x[f] < split to the left.
+	left := make([]int, 0, len(idx))
+	right := make([]int, 0, len(idx))
+	for _, i := range idx {
+		if xs[i][f] < split {
+			left = append(left, i)
+		} else {
+			right = append(right, i)
+		}
+	}
+	at := len(nodes)
+	nodes = append(nodes, ContentNode{Feature: f, Split: split})
+	nodes = growTree(nodes, xs, left, depth+1, limit, mask, g)
+	nodes[at].Next = uint16(len(nodes))
+	return growTree(nodes, xs, right, depth+1, limit, mask, g)
+}
+
+// sampleContent keeps r in the content sample if its hash is among the
+// contentSample smallest seen (a bottom-k sample).
+func (t *Trainer) sampleContent(r *Request) {
+	h := t.lastHash
+	if len(t.contentSample) >= contentSample && h >= t.contentSample[contentSample-1].hash {
+		return
+	}
+	t.contentSample = append(t.contentSample, sampledRequest{hash: h, req: cloneRequest(r)})
+	if len(t.contentSample) >= 2*contentSample {
+		t.trimContentSample()
+	}
+}
+
+// trimContentSample sorts the sample by hash and keeps the smallest.
+func (t *Trainer) trimContentSample() {
+	sort.Slice(t.contentSample, func(a, b int) bool { return t.contentSample[a].hash < t.contentSample[b].hash })
+	if len(t.contentSample) > contentSample {
+		clear(t.contentSample[contentSample:])
+		t.contentSample = t.contentSample[:contentSample]
+	}
+}
+
+// trainContent builds m's content model from the sample, describing each
+// sampled request as scoring will: against its section, with the values
+// that section's parameter models know by enumeration left out.
+func (t *Trainer) trainContent(m *Model) {
+	t.trimContentSample()
+	mask := uint32(allFeatures)
+	if t.cfg.ShapedValues {
+		mask &^= shapedMask
+	}
+	var s paramScratch
+	xs := make([]ContentVector, 0, len(t.contentSample))
+	for i := range t.contentSample {
+		r := &t.contentSample[i].req
+		w := m.Workload(r.Destination)
+		if w == nil {
+			continue
+		}
+		req := *r
+		req.Status, req.ResponseBytes = 0, 0
+		var v Verdict
+		w.surprise(&req, &s, &v)
+		if len(w.Params) == 0 {
+			s.extract(&req)
+		}
+		xs = append(xs, contentVector(&req, &s, mask))
+	}
+	m.Content = trainContent(xs, mask, t.cfg.Seed)
+	for _, w := range m.Workloads {
+		w.content = m.Content
+	}
+}
+
+// The content model's encoding, after the workloads: a presence byte (0:
+// none), then the feature mask, the trees (node count, then per node feature,
+// split and next), the reference depths (count, then ascending as deltas),
+// the spread and the per-feature highs.
+
+func appendContent(p []byte, c *ContentModel) []byte {
+	if c == nil {
+		return append(p, 0)
+	}
+	p = append(p, 1)
+	p = binary.AppendUvarint(p, uint64(c.Mask))
+	p = binary.AppendUvarint(p, uint64(len(c.Trees)))
+	for _, t := range c.Trees {
+		p = binary.AppendUvarint(p, uint64(len(t)))
+		for _, n := range t {
+			p = append(p, n.Feature, n.Split)
+			p = binary.AppendUvarint(p, uint64(n.Next))
+		}
+	}
+	p = binary.AppendUvarint(p, uint64(len(c.Ref)))
+	prev := uint16(0)
+	for _, r := range c.Ref {
+		p = binary.AppendUvarint(p, uint64(r-prev))
+		prev = r
+	}
+	p = appendFloat(p, c.Spread)
+	return append(p, c.High[:]...)
+}
+
+// maxLeafDepth bounds a leaf's value: the deepest leaf of a tree of
+// contentTreeSample points plus the expected depth of all of them, with room.
+const maxLeafDepth = 64 * depthScale
+
+// content decodes the content section, checking that every tree is a
+// well-formed preorder tree over known features, so scoring cannot index
+// outside it or loop.
+func (d *decoder) content() *ContentModel {
+	if d.err != nil {
+		return nil
+	}
+	if d.off >= len(d.b) {
+		d.fail("content", "truncated presence byte")
+		return nil
+	}
+	present := d.b[d.off]
+	d.off++
+	switch present {
+	case 0:
+		return nil
+	case 1:
+	default:
+		d.fail("content", "presence byte %d, want 0 or 1", present)
+		return nil
+	}
+	c := &ContentModel{}
+	mask := d.uvarint("content mask")
+	if d.err == nil && (mask == 0 || mask > allFeatures) {
+		d.fail("content mask", "%#x names no feature or unknown ones", mask)
+		return nil
+	}
+	c.Mask = uint32(mask)
+	nt := d.count("content trees", 4)
+	if d.err == nil && (nt == 0 || nt > 4*contentTrees) {
+		d.fail("content trees", "%d trees, want 1 to %d", nt, 4*contentTrees)
+		return nil
+	}
+	c.Trees = make([][]ContentNode, nt)
+	for t := range c.Trees {
+		ctx := fmt.Sprintf("content tree %d", t)
+		nn := d.count(ctx+" nodes", 3)
+		if d.err == nil && (nn == 0 || nn > maxTreeNodes) {
+			d.fail(ctx, "%d nodes, want 1 to %d", nn, maxTreeNodes)
+			return nil
+		}
+		nodes := make([]ContentNode, nn)
+		for i := range nodes {
+			if d.err != nil || len(d.b)-d.off < 2 {
+				d.fail(ctx, "truncated node %d", i)
+				return nil
+			}
+			n := ContentNode{Feature: d.b[d.off], Split: d.b[d.off+1]}
+			d.off += 2
+			next := d.uvarint(ctx + " node next")
+			if d.err != nil {
+				return nil
+			}
+			switch {
+			case n.Feature == leafFeature:
+				if next > maxLeafDepth || n.Split != 0 {
+					d.fail(ctx, "leaf %d: depth %d or split %d invalid", i, next, n.Split)
+					return nil
+				}
+			case int(n.Feature) >= NContent || c.Mask&(1<<n.Feature) == 0 || n.Split == 0:
+				d.fail(ctx, "node %d: feature %d or split %d invalid", i, n.Feature, n.Split)
+				return nil
+			case next <= uint64(i+1) || next >= uint64(nn) || i+1 >= nn:
+				// Both children must lie after the node and inside the tree:
+				// every step moves forward, so scoring ends at a leaf.
+				d.fail(ctx, "node %d: right child %d outside (%d,%d)", i, next, i+1, nn)
+				return nil
+			}
+			n.Next = uint16(next)
+			nodes[i] = n
+		}
+		if nodes[nn-1].Feature != leafFeature {
+			d.fail(ctx, "last node is not a leaf")
+			return nil
+		}
+		c.Trees[t] = nodes
+	}
+	nr := d.count("content reference", 1)
+	if d.err == nil && nr == 0 {
+		d.fail("content reference", "empty")
+		return nil
+	}
+	c.Ref = make([]uint16, nr)
+	var prev uint64
+	for i := range c.Ref {
+		prev += d.uvarint("content reference depth")
+		if d.err == nil && prev > maxLeafDepth {
+			d.fail("content reference depth", "%d beyond %d", prev, maxLeafDepth)
+			return nil
+		}
+		c.Ref[i] = uint16(prev)
+	}
+	c.Spread = d.float("content spread")
+	if d.err == nil && !(c.Spread > 0) {
+		d.fail("content spread", "%v is not positive", c.Spread)
+		return nil
+	}
+	if d.err == nil && len(d.b)-d.off < NContent {
+		d.fail("content highs", "truncated")
+		return nil
+	}
+	if d.err != nil {
+		return nil
+	}
+	copy(c.High[:], d.b[d.off:])
+	d.off += NContent
+	return c
+}
