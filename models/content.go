@@ -40,8 +40,8 @@ const (
 	CFHeaders                           // headers
 	CFTotalBytes                        // bytes of every value examined
 	CFMaxValueLen                       // length of the longest value
-	CFEntropy                           // byte entropy of the longest value (bits/byte ×32)
-	CFSymbolRatio                       // the largest share of punctuation in a value of ≥ 4 bytes
+	CFEntropy                           // byte entropy of the longest value (bits/byte ×8)
+	CFSymbolRatio                       // the largest share of punctuation in a value of ≥ 4 bytes (×32)
 	CFQuotes                            // ' " `
 	CFAngles                            // < >
 	CFParens                            // ( ) [ ] { }
@@ -131,9 +131,10 @@ func qlog(x int) uint8 {
 
 // contentAcc accumulates features over the values of one request.
 type contentAcc struct {
-	classes          [NClasses]int
-	tokens           [nKwKinds]int
-	total, maxLen    int
+	classes       [NClasses]int
+	tokens        [nKwKinds]int
+	total, maxLen int
+	// longest is the longest value examined byte by byte.
 	longest          []byte
 	symRatio         int
 	caseMix, escapes int
@@ -146,8 +147,9 @@ func (a *contentAcc) value(v []byte) {
 		v = v[:MaxValueBytes]
 	}
 	a.total += len(v)
-	if len(v) > a.maxLen {
-		a.maxLen, a.longest = len(v), v
+	a.maxLen = max(a.maxLen, len(v))
+	if len(v) > len(a.longest) {
+		a.longest = v
 	}
 	sym := 0
 	prev := uint8(ClassSpace)
@@ -185,14 +187,14 @@ func (a *contentAcc) value(v []byte) {
 		}
 	}
 	if len(v) >= 4 {
-		if r := 255 * sym / len(v); r > a.symRatio {
+		if r := 32 * sym / len(v); r > a.symRatio {
 			a.symRatio = r
 		}
 	}
 }
 
-// entropy32 returns the byte entropy of v in bits per byte, ×32.
-func entropy32(v []byte) int {
+// entropy8 returns the byte entropy of v in bits per byte, ×8.
+func entropy8(v []byte) int {
 	if len(v) < 2 {
 		return 0
 	}
@@ -209,7 +211,7 @@ func entropy32(v []byte) int {
 		}
 	}
 	n := len(v)
-	return int(32 * (klog2k[n]/float32(n) - sum/float32(n)))
+	return int(8 * (klog2k[n]/float32(n) - sum/float32(n)))
 }
 
 // klog2k[k] is k·log2 k, for the counts of a value of up to MaxValueBytes.
@@ -259,6 +261,11 @@ func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
 		}
 		if s.known&(1<<uint(i)) == 0 {
 			a.value(p.value)
+		} else {
+			// Known to be normal: its length counts, its bytes need no look.
+			n := min(len(p.value), MaxValueBytes)
+			a.total += n
+			a.maxLen = max(a.maxLen, n)
 		}
 	}
 	x[CFParams] = qlog(params)
@@ -266,7 +273,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
 	x[CFTotalBytes] = qlog(a.total)
 	x[CFMaxValueLen] = qlog(a.maxLen)
 	if mask&(1<<CFEntropy) != 0 {
-		x[CFEntropy] = uint8(min(255, entropy32(a.longest)))
+		x[CFEntropy] = uint8(entropy8(a.longest))
 	}
 	x[CFSymbolRatio] = uint8(a.symRatio)
 	x[CFQuotes] = qlog(a.classes[ClassQuote])
@@ -308,6 +315,13 @@ type ContentModel struct {
 	// High holds, per feature, the value that 1 % of the reference sample
 	// exceeded: a feature above it is named as the reason.
 	High ContentVector
+	// Max holds, per feature, the largest value of the whole sample. Trees
+	// split only where the sample varies, so a request beyond every normal
+	// one on a feature the sample hardly varies in can land in a deep leaf;
+	// the range check sees it.
+	Max ContentVector
+	// N is the number of requests sampled.
+	N int
 }
 
 // ContentNode is one node of an isolation tree. An inner node sends x with
@@ -378,6 +392,23 @@ func (c *ContentModel) surprise(d int) float64 {
 	return s
 }
 
+// rangeSurprise is the surprise of features beyond the sample's largest
+// values: rarer than any of its N requests, and half as likely again for
+// every step beyond (a fifth more on a count's log scale, an eighth of a bit
+// of entropy, a 32nd of a value in punctuation).
+func (c *ContentModel) rangeSurprise(x *ContentVector) float64 {
+	excess := 0
+	for f := range x {
+		if d := int(x[f]) - int(c.Max[f]); d > 0 {
+			excess += d
+		}
+	}
+	if excess == 0 {
+		return 0
+	}
+	return math.Log(2*float64(c.N)+2) + math.Ln2*float64(excess)
+}
+
 // reason names the feature that drove a content surprise: the one furthest
 // above what 1 % of normal requests exceeded, else the content as a whole.
 func (c *ContentModel) reason(x *ContentVector) ReasonCode {
@@ -403,7 +434,7 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 		s.known = 0
 	}
 	x := contentVector(r, s, c.Mask)
-	sur := c.surprise(c.depth(&x))
+	sur := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
 	if sur <= 0 {
 		return
 	}
@@ -495,6 +526,12 @@ func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
 	// to the tenth percentile the share grows (2k+1)-fold.
 	k := len(depths) / 10
 	c.Spread = math.Max(float64(depths[k]-depths[0])/math.Log(float64(2*k+1)), depthScale/4)
+	c.N = len(xs)
+	for i := range xs {
+		for f := range c.Max {
+			c.Max[f] = max(c.Max[f], xs[i][f])
+		}
+	}
 	for f := 0; f < NContent; f++ {
 		vals := make([]int, len(ref))
 		for i := range ref {
@@ -636,7 +673,9 @@ func appendContent(p []byte, c *ContentModel) []byte {
 		prev = r
 	}
 	p = appendFloat(p, c.Spread)
-	return append(p, c.High[:]...)
+	p = binary.AppendUvarint(p, uint64(c.N))
+	p = append(p, c.High[:]...)
+	return append(p, c.Max[:]...)
 }
 
 // maxLeafDepth bounds a leaf's value: the deepest leaf of a tree of
@@ -740,14 +779,27 @@ func (d *decoder) content() *ContentModel {
 		d.fail("content spread", "%v is not positive", c.Spread)
 		return nil
 	}
-	if d.err == nil && len(d.b)-d.off < NContent {
-		d.fail("content highs", "truncated")
+	n := d.uvarint("content sample size")
+	if d.err == nil && (n < uint64(len(c.Ref)) || n > 1<<20) {
+		d.fail("content sample size", "%d for %d reference depths", n, len(c.Ref))
+		return nil
+	}
+	c.N = int(n)
+	if d.err == nil && len(d.b)-d.off < 2*NContent {
+		d.fail("content highs and maxima", "truncated")
 		return nil
 	}
 	if d.err != nil {
 		return nil
 	}
 	copy(c.High[:], d.b[d.off:])
-	d.off += NContent
+	copy(c.Max[:], d.b[d.off+NContent:])
+	d.off += 2 * NContent
+	for f := range c.High {
+		if c.High[f] > c.Max[f] {
+			d.fail("content highs and maxima", "feature %d: high %d above maximum %d", f, c.High[f], c.Max[f])
+			return nil
+		}
+	}
 	return c
 }

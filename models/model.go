@@ -294,14 +294,28 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 	return v
 }
 
-// calibrate maps a surprise to [0,1]: 0 up to base, 0.5 at center.
+// calibrate maps a surprise to [0,1]: towards 0 below base, 0.5 at center,
+// towards 1 beyond. Below base the score stays under scoreFloor but keeps
+// decreasing with the surprise, so scores rank every request (a report's
+// ROC curve, a top-N of the least typical normal requests) instead of
+// tying half of them at 0.
 func calibrate(surprise, base, center float64) float64 {
 	span := center - base
 	if span < minCalSpan {
 		span = minCalSpan
 	}
-	return 1 - math.Exp2(-math.Max(0, surprise-base)/span)
+	g := scoreFloor
+	if d := surprise - base; d >= 0 {
+		g = math.Max(g, d/span)
+	} else {
+		g *= math.Exp(d)
+	}
+	return 1 - math.Exp2(-g)
 }
+
+// scoreFloor bounds (as -log2 of 1 minus it) the score of a request at or
+// below the typical surprise: about 7e-7.
+const scoreFloor = 1e-6
 
 // surprise sums what every component finds unusual about r into v.
 func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
