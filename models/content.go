@@ -26,7 +26,7 @@ import (
 // depths, so it adds to the other components on their scale.
 
 // NContent is the number of content features.
-const NContent = 24
+const NContent = 25
 
 // ContentFeature names one content feature.
 type ContentFeature uint8
@@ -57,13 +57,14 @@ const (
 	CFShell                             // shell tokens
 	CFTraversal                         // path traversal tokens
 	CFScript                            // script and markup tokens
+	CFCode                              // code execution and deserialisation words (PHP, Java, templates)
 )
 
 var contentFeatureNames = [NContent]string{
 	"method", "path_length", "path_symbols", "params", "headers", "total_bytes", "value_length",
 	"entropy", "symbol_ratio", "quotes", "angle_brackets", "brackets", "separators", "symbols",
 	"control_bytes", "high_bytes", "spaces", "case_mix", "encoded", "escapes", "sql_tokens",
-	"shell_tokens", "traversal_tokens", "script_tokens",
+	"shell_tokens", "traversal_tokens", "script_tokens", "code_tokens",
 }
 
 // String returns the feature's snake_case name.
@@ -77,7 +78,7 @@ func (f ContentFeature) String() string {
 // shapedMask lists the features a value's shape (TrainConfig.ShapedValues)
 // does not keep: with shaped training data they are not learned, and not
 // measured when scoring.
-const shapedMask = 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript
+const shapedMask = 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript | 1<<CFCode
 
 // allFeatures is the mask of every feature.
 const allFeatures = 1<<NContent - 1
@@ -91,16 +92,17 @@ const (
 	kwShell
 	kwTraversal
 	kwScript
+	kwCode
 	nKwKinds
 )
 
 // keywordKind gives each keyword of keywords its kind: the list is grouped,
 // and each group starts with the keyword named here.
 var keywordKind = func() (kind [256]uint8) {
-	starts := [nKwKinds]string{"select", ";", "../", "<script"}
+	starts := [...]string{"select", ";", "../", "<script"}
 	k := 0
 	for i, kw := range keywords {
-		for k+1 < nKwKinds && kw == starts[k+1] {
+		for k+1 < len(starts) && kw == starts[k+1] {
 			k++
 		}
 		kind[i] = uint8(k)
@@ -153,8 +155,27 @@ func (a *contentAcc) value(v []byte) {
 	}
 	sym := 0
 	prev := uint8(ClassSpace)
-	for i := 0; i < len(v); i++ {
+	var word [maxLexWord]byte
+	wn := 0 // length of the word being read; -1 while skipping a long one
+	for i := 0; i <= len(v); i++ {
+		if i == len(v) {
+			a.word(word[:max(wn, 0)])
+			break
+		}
 		c := v[i]
+		if wordByte[c] != 0 {
+			switch {
+			case wn < 0:
+			case wn == maxLexWord:
+				wn = -1
+			default:
+				word[wn] = wordByte[c]
+				wn++
+			}
+		} else if wn != 0 {
+			a.word(word[:max(wn, 0)])
+			wn = 0
+		}
 		cl := classOf[c]
 		a.classes[cl]++
 		if cl > ClassSpace {
@@ -192,6 +213,41 @@ func (a *contentAcc) value(v []byte) {
 		}
 	}
 }
+
+// word counts one word of a value and looks it up in the lexicon.
+func (a *contentAcc) word(w []byte) {
+	if len(w) == 0 {
+		return
+	}
+	if kinds := lexicon[string(w)]; kinds != 0 {
+		if kinds&(1<<lexSQL) != 0 {
+			a.tokens[kwSQL]++
+		}
+		if kinds&(1<<lexShell) != 0 {
+			a.tokens[kwShell]++
+		}
+		if kinds&(1<<lexCode) != 0 {
+			a.tokens[kwCode]++
+		}
+		if kinds&(1<<lexScript) != 0 {
+			a.tokens[kwScript]++
+		}
+	}
+}
+
+// wordByte maps the bytes of words (letters, digits, '_') to lower case,
+// and every other byte to 0.
+var wordByte = func() (t [256]byte) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '_':
+			t[c] = byte(c)
+		case c >= 'A' && c <= 'Z':
+			t[c] = byte(c) + 'a' - 'A'
+		}
+	}
+	return t
+}()
 
 // entropy8 returns the byte entropy of v in bits per byte, ×8.
 func entropy8(v []byte) int {
@@ -291,6 +347,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
 	x[CFShell] = qlog(a.tokens[kwShell])
 	x[CFTraversal] = qlog(a.tokens[kwTraversal])
 	x[CFScript] = qlog(a.tokens[kwScript])
+	x[CFCode] = qlog(a.tokens[kwCode])
 	for f := range x {
 		if mask&(1<<uint(f)) == 0 {
 			x[f] = 0
@@ -435,6 +492,12 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 	}
 	x := contentVector(r, s, c.Mask)
 	sur := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
+	if dbgSum {
+		sur = c.surprise(c.depth(&x)) + c.rangeSurprise(&x)
+	}
+	if dbgNoForest {
+		sur = c.rangeSurprise(&x)
+	}
 	if sur <= 0 {
 		return
 	}
@@ -510,7 +573,7 @@ func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
 			idx[i], idx[j] = idx[j], idx[i]
 		}
 		var nodes []ContentNode
-		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask, &g)
+		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask&dbgTreeMask(), &g)
 		c.Trees = append(c.Trees, nodes)
 	}
 	depths := make([]int, len(ref))
