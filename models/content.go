@@ -26,7 +26,7 @@ import (
 // depths, so it adds to the other components on their scale.
 
 // NContent is the number of content features.
-const NContent = 25
+const NContent = 26
 
 // ContentFeature names one content feature.
 type ContentFeature uint8
@@ -58,13 +58,14 @@ const (
 	CFTraversal                         // path traversal tokens
 	CFScript                            // script and markup tokens
 	CFCode                              // code execution and deserialisation words (PHP, Java, templates)
+	CFCalls                             // words followed by '(' (function calls)
 )
 
 var contentFeatureNames = [NContent]string{
 	"method", "path_length", "path_symbols", "params", "headers", "total_bytes", "value_length",
 	"entropy", "symbol_ratio", "quotes", "angle_brackets", "brackets", "separators", "symbols",
 	"control_bytes", "high_bytes", "spaces", "case_mix", "encoded", "escapes", "sql_tokens",
-	"shell_tokens", "traversal_tokens", "script_tokens", "code_tokens",
+	"shell_tokens", "traversal_tokens", "script_tokens", "code_tokens", "calls",
 }
 
 // String returns the feature's snake_case name.
@@ -78,7 +79,7 @@ func (f ContentFeature) String() string {
 // shapedMask lists the features a value's shape (TrainConfig.ShapedValues)
 // does not keep: with shaped training data they are not learned, and not
 // measured when scoring.
-const shapedMask = 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript | 1<<CFCode
+const shapedMask = 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript | 1<<CFCode | 1<<CFCalls
 
 // allFeatures is the mask of every feature.
 const allFeatures = 1<<NContent - 1
@@ -135,6 +136,9 @@ func qlog(x int) uint8 {
 type contentAcc struct {
 	classes       [NClasses]int
 	tokens        [nKwKinds]int
+	calls         int
+	novel         int
+	grams         []uint64 // the trigram filter, or nil
 	total, maxLen int
 	// longest is the longest value examined byte by byte.
 	longest          []byte
@@ -175,6 +179,14 @@ func (a *contentAcc) value(v []byte) {
 		} else if wn != 0 {
 			a.word(word[:max(wn, 0)])
 			wn = 0
+			// A word called as a function: "concat(", "exec (".
+			j := i
+			for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
+				j++
+			}
+			if j < len(v) && v[j] == '(' {
+				a.calls++
+			}
 		}
 		cl := classOf[c]
 		a.classes[cl]++
@@ -206,6 +218,9 @@ func (a *contentAcc) value(v []byte) {
 				a.tokens[keywordKind[k]]++
 			}
 		}
+	}
+	if a.grams != nil {
+		a.novel += novelGrams(a.grams, v)
 	}
 	if len(v) >= 4 {
 		if r := 32 * sym / len(v); r > a.symRatio {
@@ -290,8 +305,11 @@ func commonMethod(m string) bool {
 // contentVector describes a request whose parameters are in s; the values
 // marked in s.known (an enumerable parameter's known values) are normal by
 // the parameter model and are counted in the request-level counts only.
-func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
-	var a contentAcc
+//
+// With grams (the trigram filter) it also returns how many of the request's
+// trigrams the filter never saw.
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64) (ContentVector, int) {
+	a := contentAcc{grams: grams}
 	var x ContentVector
 	if !commonMethod(r.Method) {
 		x[CFMethod] = 1
@@ -314,6 +332,8 @@ func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
 		p := &s.params[i]
 		if !p.header {
 			params++
+			// Names are input too: payloads hide in them.
+			a.value(p.name)
 		}
 		if s.known&(1<<uint(i)) == 0 {
 			a.value(p.value)
@@ -348,12 +368,13 @@ func contentVector(r *Request, s *paramScratch, mask uint32) ContentVector {
 	x[CFTraversal] = qlog(a.tokens[kwTraversal])
 	x[CFScript] = qlog(a.tokens[kwScript])
 	x[CFCode] = qlog(a.tokens[kwCode])
+	x[CFCalls] = qlog(a.calls)
 	for f := range x {
 		if mask&(1<<uint(f)) == 0 {
 			x[f] = 0
 		}
 	}
-	return x
+	return x, a.novel
 }
 
 // ContentModel is the isolation forest and what turns its depths into
@@ -379,6 +400,13 @@ type ContentModel struct {
 	Max ContentVector
 	// N is the number of requests sampled.
 	N int
+	// NovelCost is the surprise (nats) of one trigram never seen: -ln of
+	// the Good-Turing estimate of meeting a new one (the share of trigrams
+	// seen exactly once).
+	NovelCost float64
+	// Grams is the trigram filter (gramWords words), or nil when training
+	// saw shapes, not values.
+	Grams []uint64
 }
 
 // ContentNode is one node of an isolation tree. An inner node sends x with
@@ -490,14 +518,12 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 		s.extract(r)
 		s.known = 0
 	}
-	x := contentVector(r, s, c.Mask)
-	sur := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
-	if dbgSum {
-		sur = c.surprise(c.depth(&x)) + c.rangeSurprise(&x)
-	}
-	if dbgNoForest {
-		sur = c.rangeSurprise(&x)
-	}
+	x, novel := contentVector(r, s, c.Mask, c.Grams)
+	// How rare the request is as a whole (the forest, or beyond the sample's
+	// range), and how many of its character sequences are new.
+	whole := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
+	fresh := c.NovelCost * float64(novel) / 3
+	sur := whole + fresh
 	if sur <= 0 {
 		return
 	}
@@ -505,7 +531,11 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 	// Named only when rarer than 1 % of normal requests, and more than a
 	// typical request's whole surprise.
 	if sur > contentReasonSurprise && sur > w.CalBase {
-		v.addReason(c.reason(&x), sur)
+		code := c.reason(&x)
+		if fresh > whole {
+			code = ReasonContentNovel
+		}
+		v.addReason(code, sur)
 	}
 }
 
@@ -573,7 +603,7 @@ func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
 			idx[i], idx[j] = idx[j], idx[i]
 		}
 		var nodes []ContentNode
-		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask&dbgTreeMask(), &g)
+		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask, &g)
 		c.Trees = append(c.Trees, nodes)
 	}
 	depths := make([]int, len(ref))
@@ -660,6 +690,12 @@ func growTree(nodes []ContentNode, xs []ContentVector, idx []int, depth, limit i
 // contentSample smallest seen (a bottom-k sample).
 func (t *Trainer) sampleContent(r *Request) {
 	h := t.lastHash
+	if !t.cfg.ShapedValues {
+		if t.grams == nil {
+			t.grams = newGramCounts()
+		}
+		t.grams.addRequest(r, &t.scratch)
+	}
 	if len(t.contentSample) >= contentSample && h >= t.contentSample[contentSample-1].hash {
 		return
 	}
@@ -702,9 +738,21 @@ func (t *Trainer) trainContent(m *Model) {
 		if len(w.Params) == 0 {
 			s.extract(&req)
 		}
-		xs = append(xs, contentVector(&req, &s, mask))
+		x, _ := contentVector(&req, &s, mask, nil)
+		xs = append(xs, x)
 	}
 	m.Content = trainContent(xs, mask, t.cfg.Seed)
+	if m.Content != nil && t.grams != nil {
+		m.Content.Grams = t.grams.filter()
+		var once, total float64
+		for _, n := range t.grams {
+			total += float64(n)
+			if n == 1 {
+				once++
+			}
+		}
+		m.Content.NovelCost = -math.Log((once + 1) / (total + 2))
+	}
 	for _, w := range m.Workloads {
 		w.content = m.Content
 	}
@@ -738,7 +786,13 @@ func appendContent(p []byte, c *ContentModel) []byte {
 	p = appendFloat(p, c.Spread)
 	p = binary.AppendUvarint(p, uint64(c.N))
 	p = append(p, c.High[:]...)
-	return append(p, c.Max[:]...)
+	p = append(p, c.Max[:]...)
+	p = appendFloat(p, c.NovelCost)
+	p = binary.AppendUvarint(p, uint64(len(c.Grams)))
+	for _, w := range c.Grams {
+		p = binary.LittleEndian.AppendUint64(p, w)
+	}
+	return p
 }
 
 // maxLeafDepth bounds a leaf's value: the deepest leaf of a tree of
@@ -862,6 +916,30 @@ func (d *decoder) content() *ContentModel {
 		if c.High[f] > c.Max[f] {
 			d.fail("content highs and maxima", "feature %d: high %d above maximum %d", f, c.High[f], c.Max[f])
 			return nil
+		}
+	}
+	c.NovelCost = d.float("content novel trigram cost")
+	if d.err == nil && c.NovelCost < 0 {
+		d.fail("content novel trigram cost", "%v is negative", c.NovelCost)
+		return nil
+	}
+	ng := d.uvarint("content trigram filter")
+	if d.err == nil && ng != 0 && ng != gramWords {
+		d.fail("content trigram filter", "%d words, want 0 or %d", ng, gramWords)
+		return nil
+	}
+	if d.err == nil && uint64(len(d.b)-d.off) < 8*ng {
+		d.fail("content trigram filter", "truncated")
+		return nil
+	}
+	if d.err != nil {
+		return nil
+	}
+	if ng > 0 {
+		c.Grams = make([]uint64, ng)
+		for i := range c.Grams {
+			c.Grams[i] = binary.LittleEndian.Uint64(d.b[d.off:])
+			d.off += 8
 		}
 	}
 	return c

@@ -16,13 +16,13 @@ func BenchmarkContent(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			r := &reqs[i%len(reqs)]
 			s.extract(r)
-			contentVector(r, &s, m.Content.Mask)
+			contentVector(r, &s, m.Content.Mask, m.Content.Grams)
 		}
 	})
 	xs := make([]ContentVector, len(reqs))
 	for i := range reqs {
 		s.extract(&reqs[i])
-		xs[i] = contentVector(&reqs[i], &s, m.Content.Mask)
+		xs[i], _ = contentVector(&reqs[i], &s, m.Content.Mask, m.Content.Grams)
 	}
 	b.Run("forest", func(b *testing.B) {
 		b.ReportAllocs()

@@ -93,7 +93,7 @@ func TestContentModelSeesWhatParamsMiss(t *testing.T) {
 	}
 
 	bland := base
-	bland.Query = "sort=new&page=3&q=red+shoes"
+	bland.Query = "sort=red&page=3&q=red+shoes"
 	v := m.Score(&bland)
 	if v.Score <= m.Meta.Threshold || !hasReason(v, ReasonNewValue) || hasComponent(v, "content") {
 		t.Errorf("new value of an enumerable parameter: want the parameter model's reason only: %+v", v)

@@ -246,8 +246,11 @@ func (s *paramScratch) extract(r *Request) {
 	s.n, s.used, s.known = 0, 0, 0
 	addQuery(s, r.Query)
 	if len(r.Body) > 0 {
-		ct, _ := r.Header("content-type")
-		if hasPrefixFold(ct, "application/x-www-form-urlencoded") {
+		// A body without a content type that reads as a form is taken for
+		// one: frameworks that sniff will parse it so, and leaving the
+		// header out is how payloads get past filters that trust it.
+		ct, hasCT := r.Header("content-type")
+		if hasPrefixFold(ct, "application/x-www-form-urlencoded") || !hasCT && looksLikeForm(r.Body) {
 			addQuery(s, r.Body)
 		} else {
 			add(s, bodyParam, r.Body, false, false)
@@ -262,6 +265,21 @@ func (s *paramScratch) extract(r *Request) {
 			return
 		}
 	}
+}
+
+// looksLikeForm reports whether a body reads as name=value pairs: printable,
+// no spaces, at least one '='.
+func looksLikeForm(b []byte) bool {
+	eq := false
+	for _, c := range b {
+		switch {
+		case c == '=':
+			eq = true
+		case c <= ' ' || c >= 0x7f:
+			return false
+		}
+	}
+	return eq
 }
 
 func indexByte[T string | []byte](s T, c byte) int {

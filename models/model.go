@@ -153,7 +153,11 @@ const (
 // ReasonContent: the request is lexically unlike normal requests (content
 // model). ReasonContent+1+f names content feature f as what drove it
 // ("content_sql_tokens").
-const ReasonContent ReasonCode = 32
+// ReasonContentNovel: character sequences no normal request had.
+const (
+	ReasonContent      ReasonCode = 32
+	ReasonContentNovel ReasonCode = ReasonContent + 1 + NContent
+)
 
 var reasonNames = [...]string{
 	ReasonNone:               "none",
@@ -177,6 +181,9 @@ func (c ReasonCode) String() string {
 	if c == ReasonContent {
 		return "content"
 	}
+	if c == ReasonContentNovel {
+		return "content_novel_trigrams"
+	}
 	if c > ReasonContent && c <= ReasonContent+NContent {
 		return "content_" + ContentFeature(c-ReasonContent-1).String()
 	}
@@ -196,7 +203,7 @@ func (c ReasonCode) Component() string {
 	case ReasonRequestSize, ReasonStatus, ReasonResponseSize:
 		return "numbers"
 	}
-	if c >= ReasonContent && c <= ReasonContent+NContent {
+	if c >= ReasonContent && c <= ReasonContentNovel {
 		return "content"
 	}
 	return "none"

@@ -95,6 +95,8 @@ type Trainer struct {
 	// contentSample holds the learned requests with the smallest hashes:
 	// a uniform sample that does not depend on the order requests came in.
 	contentSample []sampledRequest
+	// grams counts the trigrams of the requests learned.
+	grams gramCounts
 }
 
 type sampledRequest struct {
