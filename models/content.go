@@ -159,26 +159,20 @@ func (a *contentAcc) value(v []byte) {
 	}
 	sym := 0
 	prev := uint8(ClassSpace)
-	var word [maxLexWord]byte
-	wn := 0 // length of the word being read; -1 while skipping a long one
-	for i := 0; i <= len(v); i++ {
-		if i == len(v) {
-			a.word(word[:max(wn, 0)])
-			break
-		}
+	// The word being read: its length and hash (lexHash), and the trigram
+	// ending at the current byte.
+	wn := 0
+	wh := uint64(lexSeed)
+	var g uint32
+	grams := a.grams
+	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if wordByte[c] != 0 {
-			switch {
-			case wn < 0:
-			case wn == maxLexWord:
-				wn = -1
-			default:
-				word[wn] = wordByte[c]
-				wn++
-			}
+		if wb := wordByte[c]; wb != 0 {
+			wh = (wh ^ uint64(wb)) * lexPrime
+			wn++
 		} else if wn != 0 {
-			a.word(word[:max(wn, 0)])
-			wn = 0
+			a.word(wh, wn)
+			wn, wh = 0, lexSeed
 			// A word called as a function: "concat(", "exec (".
 			j := i
 			for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
@@ -186,6 +180,13 @@ func (a *contentAcc) value(v []byte) {
 			}
 			if j < len(v) && v[j] == '(' {
 				a.calls++
+			}
+		}
+		if grams != nil {
+			g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
+			if i >= 2 {
+				s := gramSlot(g)
+				a.novel += int(^grams[s>>6] >> (s & 63) & 1)
 			}
 		}
 		cl := classOf[c]
@@ -197,6 +198,10 @@ func (a *contentAcc) value(v []byte) {
 			a.caseMix++
 		}
 		prev = cl
+		if cl <= ClassDigit {
+			continue
+		}
+		// Punctuation: escapes and operator keywords.
 		switch c {
 		case '%':
 			if i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
@@ -213,14 +218,14 @@ func (a *contentAcc) value(v []byte) {
 				a.escapes++
 			}
 		}
-		for _, k := range keywordIndex[lower(c)] {
+		for _, k := range operatorIndex[c] {
 			if hasPrefixFold(v[i:], keywords[k]) {
 				a.tokens[keywordKind[k]]++
 			}
 		}
 	}
-	if a.grams != nil {
-		a.novel += novelGrams(a.grams, v)
+	if wn != 0 {
+		a.word(wh, wn)
 	}
 	if len(v) >= 4 {
 		if r := 32 * sym / len(v); r > a.symRatio {
@@ -229,12 +234,13 @@ func (a *contentAcc) value(v []byte) {
 	}
 }
 
-// word counts one word of a value and looks it up in the lexicon.
-func (a *contentAcc) word(w []byte) {
-	if len(w) == 0 {
+// word looks one word of a value (its lexHash and length) up in the
+// lexicon and counts its kinds.
+func (a *contentAcc) word(h uint64, n int) {
+	if n > maxLexWord {
 		return
 	}
-	if kinds := lexicon[string(w)]; kinds != 0 {
+	if kinds := lexKinds(h); kinds != 0 {
 		if kinds&(1<<lexSQL) != 0 {
 			a.tokens[kwSQL]++
 		}
@@ -250,6 +256,18 @@ func (a *contentAcc) word(w []byte) {
 	}
 }
 
+// operatorIndex lists, for each punctuation byte, the keywords that start
+// with it. Keywords that start with a letter or digit are words, and the
+// lexicon has them.
+var operatorIndex = func() (idx [256][]uint8) {
+	for i, k := range keywords {
+		if c := k[0]; classOf[c] > ClassDigit {
+			idx[c] = append(idx[c], uint8(i))
+		}
+	}
+	return idx
+}()
+
 // wordByte maps the bytes of words (letters, digits, '_') to lower case,
 // and every other byte to 0.
 var wordByte = func() (t [256]byte) {
@@ -264,10 +282,14 @@ var wordByte = func() (t [256]byte) {
 	return t
 }()
 
-// entropy8 returns the byte entropy of v in bits per byte, ×8.
+// entropy8 returns the byte entropy of v (its first maxEntropyBytes) in
+// bits per byte, ×8.
 func entropy8(v []byte) int {
 	if len(v) < 2 {
 		return 0
+	}
+	if len(v) > maxEntropyBytes {
+		v = v[:maxEntropyBytes]
 	}
 	var hist [256]uint16
 	for _, c := range v {
@@ -284,6 +306,9 @@ func entropy8(v []byte) int {
 	n := len(v)
 	return int(8 * (klog2k[n]/float32(n) - sum/float32(n)))
 }
+
+// maxEntropyBytes bounds the bytes entropy is measured over.
+const maxEntropyBytes = 256
 
 // klog2k[k] is k·log2 k, for the counts of a value of up to MaxValueBytes.
 var klog2k = func() (t [MaxValueBytes + 1]float32) {
@@ -407,6 +432,19 @@ type ContentModel struct {
 	// Grams is the trigram filter (gramWords words), or nil when training
 	// saw shapes, not values.
 	Grams []uint64
+
+	// refSurprise[k] is -ln((k+½)/(len(Ref)+1)), the surprise of a depth
+	// that k reference depths are at most (see index).
+	refSurprise []float32
+}
+
+// index prepares the model for scoring.
+func (c *ContentModel) index() {
+	n := len(c.Ref)
+	c.refSurprise = make([]float32, n+1)
+	for k := range c.refSurprise {
+		c.refSurprise[k] = float32(-math.Log((float64(k) + 0.5) / (float64(n) + 1)))
+	}
 }
 
 // ContentNode is one node of an isolation tree. An inner node sends x with
@@ -426,7 +464,7 @@ const (
 // Forest sizes: trees, points per tree, and the requests sampled to build
 // and calibrate the forest.
 const (
-	contentTrees      = 16
+	contentTrees      = 8
 	contentTreeSample = 256
 	contentSample     = 2048
 	// maxTreeNodes bounds a tree (a full tree of contentTreeSample leaves).
@@ -470,7 +508,7 @@ func (c *ContentModel) surprise(d int) float64 {
 			hi = mid
 		}
 	}
-	s := -math.Log((float64(k) + 0.5) / (float64(n) + 1))
+	s := float64(c.refSurprise[k])
 	if k == 0 {
 		s += float64(int(c.Ref[0])-d) / c.Spread
 	}
@@ -615,6 +653,7 @@ func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
 	for i, d := range depths {
 		c.Ref[i] = uint16(d)
 	}
+	c.index()
 	// The lower tail taken as exponential: from the quickest reference depth
 	// to the tenth percentile the share grows (2k+1)-fold.
 	k := len(depths) / 10
@@ -918,6 +957,7 @@ func (d *decoder) content() *ContentModel {
 			return nil
 		}
 	}
+	c.index()
 	c.NovelCost = d.float("content novel trigram cost")
 	if d.err == nil && c.NovelCost < 0 {
 		d.fail("content novel trigram cost", "%v is negative", c.NovelCost)

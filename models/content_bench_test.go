@@ -31,3 +31,34 @@ func BenchmarkContent(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkScoreMeshContentShare scores the 50-service mesh with and
+// without the content model, in one process, so their difference is the
+// content model's cost whatever the machine's load.
+func BenchmarkScoreMeshContentShare(b *testing.B) {
+	m, f := trainMesh(b, 50, 100_000)
+	reqs := make([]Request, 1024)
+	for i := range reqs {
+		reqs[i] = f.request()
+	}
+	s := new(Scratch)
+	run := func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			r := &reqs[i%len(reqs)]
+			m.Workload(r.Destination).ScoreWith(r, s)
+		}
+	}
+	b.Run("with", run)
+	b.Run("without", func(b *testing.B) {
+		for _, w := range m.Workloads {
+			w.content = nil
+		}
+		defer func() {
+			for _, w := range m.Workloads {
+				w.content = m.Content
+			}
+		}()
+		run(b)
+	})
+}

@@ -31,35 +31,6 @@ var gramFold = func() (t [256]byte) {
 // gramSlot returns the filter bit of a trigram (three folded bytes).
 func gramSlot(g uint32) uint32 { return g * 0x9E3779B1 >> (32 - gramBits) }
 
-// addGrams puts every trigram of v into the filter.
-func addGrams(f []uint64, v []byte) {
-	if len(v) > MaxValueBytes {
-		v = v[:MaxValueBytes]
-	}
-	var g uint32
-	for i, c := range v {
-		g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
-		if i >= 2 {
-			s := gramSlot(g)
-			f[s>>6] |= 1 << (s & 63)
-		}
-	}
-}
-
-// novelGrams counts the trigrams of v the filter has never seen.
-func novelGrams(f []uint64, v []byte) int {
-	n := 0
-	var g uint32
-	for i, c := range v {
-		g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
-		if i >= 2 {
-			s := gramSlot(g)
-			n += int(^f[s>>6] >> (s & 63) & 1)
-		}
-	}
-	return n
-}
-
 // gramCounts counts, per filter slot, the trigrams training saw: the
 // filter is the slots counted at least once, and the share of trigrams seen
 // once estimates how likely a new one is (Good-Turing).

@@ -60,18 +60,49 @@ var lexiconWords = [...][]string{
 	},
 }
 
-// lexicon maps a lower-case word to its kind bits (a word may be of several
-// kinds: "exec" is SQL and code).
-var lexicon = func() map[string]uint8 {
-	m := map[string]uint8{}
+// The lexicon is an open-addressing table of word hashes (FNV-1a over the
+// lower-cased bytes, as contentAcc computes them while reading a value), so
+// looking a word up costs one probe and no string.
+const (
+	lexSeed    = 14695981039346656037
+	lexPrime   = 1099511628211
+	lexSlots   = 1024
+	lexMask    = lexSlots - 1
+	maxLexWord = 24
+)
+
+type lexEntry struct {
+	hash  uint64
+	kinds uint8
+}
+
+var lexTable = func() (t [lexSlots]lexEntry) {
 	for kind, words := range lexiconWords {
 		for _, w := range words {
-			m[w] |= 1 << kind
+			h := uint64(lexSeed)
+			for i := 0; i < len(w); i++ {
+				h = (h ^ uint64(w[i])) * lexPrime
+			}
+			for j := h & lexMask; ; j = (j + 1) & lexMask {
+				if t[j].hash == h || t[j].hash == 0 {
+					t[j].hash = h
+					t[j].kinds |= 1 << kind
+					break
+				}
+			}
 		}
 	}
-	return m
+	return t
 }()
 
-// maxLexWord is the longest word the lexicon holds; longer words are not
-// looked up.
-const maxLexWord = 24
+// lexKinds returns the kinds of the word with hash h, or 0.
+func lexKinds(h uint64) uint8 {
+	for j := h & lexMask; ; j = (j + 1) & lexMask {
+		switch e := &lexTable[j]; e.hash {
+		case h:
+			return e.kinds
+		case 0:
+			return 0
+		}
+	}
+}
