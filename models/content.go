@@ -40,8 +40,8 @@ const (
 	CFHeaders                           // headers
 	CFTotalBytes                        // bytes of every value examined
 	CFMaxValueLen                       // length of the longest value
-	CFEntropy                           // byte entropy of the longest value (bits/byte ×8)
-	CFSymbolRatio                       // the largest share of punctuation in a value of ≥ 4 bytes (×32)
+	CFEntropy                           // byte entropy of the longest value (bits/byte ×2)
+	CFSymbolRatio                       // the largest share of punctuation in a value of ≥ 4 bytes (×8)
 	CFQuotes                            // ' " `
 	CFAngles                            // < >
 	CFParens                            // ( ) [ ] { }
@@ -111,25 +111,19 @@ var keywordKind = func() (kind [256]uint8) {
 	return kind
 }()
 
-// qlog quantises a count on a log scale, four steps per doubling
-// (4·log2(1+x), piecewise linear between powers of two): lengths and counts
-// within about a fifth of each other look alike.
+// qlog quantises a count on a log scale, two steps per doubling
+// (2·log2(1+x), piecewise linear between powers of two): lengths and counts
+// within about a third of each other look alike, small counts stay apart.
 func qlog(x int) uint8 {
 	if x <= 0 {
 		return 0
 	}
 	if x >= 1<<30 {
-		return 4 * 30
+		return 2 * 30
 	}
-	v := uint32(x) + 1
+	v := uint32(x) + 1 // ≥ 2
 	n := bits.Len32(v) - 1
-	var frac uint32
-	if n >= 2 {
-		frac = (v >> (n - 2)) & 3
-	} else {
-		frac = (v << (2 - n)) & 3
-	}
-	return uint8(4*n + int(frac))
+	return uint8(2*n + int(v>>(n-1)&1))
 }
 
 // contentAcc accumulates features over the values of one request.
@@ -228,7 +222,7 @@ func (a *contentAcc) value(v []byte) {
 		a.word(wh, wn)
 	}
 	if len(v) >= 4 {
-		if r := 32 * sym / len(v); r > a.symRatio {
+		if r := 8 * sym / len(v); r > a.symRatio {
 			a.symRatio = r
 		}
 	}
@@ -282,9 +276,9 @@ var wordByte = func() (t [256]byte) {
 	return t
 }()
 
-// entropy8 returns the byte entropy of v (its first maxEntropyBytes) in
-// bits per byte, ×8.
-func entropy8(v []byte) int {
+// entropy2 returns the byte entropy of v (its first maxEntropyBytes) in
+// half bits per byte.
+func entropy2(v []byte) int {
 	if len(v) < 2 {
 		return 0
 	}
@@ -304,7 +298,7 @@ func entropy8(v []byte) int {
 		}
 	}
 	n := len(v)
-	return int(8 * (klog2k[n]/float32(n) - sum/float32(n)))
+	return int(2 * (klog2k[n]/float32(n) - sum/float32(n)))
 }
 
 // maxEntropyBytes bounds the bytes entropy is measured over.
@@ -351,7 +345,11 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64) (Co
 		}
 	}
 	x[CFPathSymbols] = qlog(ps)
+	// The path is read like a value, but its slashes are structure, not
+	// punctuation: the share of punctuation is measured on values only.
+	ratio := a.symRatio
 	a.value(view(path))
+	a.symRatio = ratio
 	params := 0
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
@@ -374,7 +372,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64) (Co
 	x[CFTotalBytes] = qlog(a.total)
 	x[CFMaxValueLen] = qlog(a.maxLen)
 	if mask&(1<<CFEntropy) != 0 {
-		x[CFEntropy] = uint8(entropy8(a.longest))
+		x[CFEntropy] = uint8(entropy2(a.longest))
 	}
 	x[CFSymbolRatio] = uint8(a.symRatio)
 	x[CFQuotes] = qlog(a.classes[ClassQuote])
@@ -423,6 +421,11 @@ type ContentModel struct {
 	// one on a feature the sample hardly varies in can land in a deep leaf;
 	// the range check sees it.
 	Max ContentVector
+	// Floor holds, per feature, the sample's median. Features are raised
+	// to it before scoring: the content model looks for requests with more
+	// of something than typical (longer, more punctuation, more tokens),
+	// never for ones with less.
+	Floor ContentVector
 	// N is the number of requests sampled.
 	N int
 	// NovelCost is the surprise (nats) of one trigram never seen: -ln of
@@ -436,6 +439,13 @@ type ContentModel struct {
 	// refSurprise[k] is -ln((k+½)/(len(Ref)+1)), the surprise of a depth
 	// that k reference depths are at most (see index).
 	refSurprise []float32
+}
+
+// raise lifts every feature of x to at least its floor.
+func (c *ContentModel) raise(x *ContentVector) {
+	for f := range x {
+		x[f] = max(x[f], c.Floor[f])
+	}
 }
 
 // index prepares the model for scoring.
@@ -517,8 +527,8 @@ func (c *ContentModel) surprise(d int) float64 {
 
 // rangeSurprise is the surprise of features beyond the sample's largest
 // values: rarer than any of its N requests, and half as likely again for
-// every step beyond (a fifth more on a count's log scale, an eighth of a bit
-// of entropy, a 32nd of a value in punctuation).
+// every step beyond (a third more on a count's log scale, half a bit of
+// entropy, an eighth of a value in punctuation).
 func (c *ContentModel) rangeSurprise(x *ContentVector) float64 {
 	excess := 0
 	for f := range x {
@@ -557,6 +567,7 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 		s.known = 0
 	}
 	x, novel := contentVector(r, s, c.Mask, c.Grams)
+	c.raise(&x)
 	// How rare the request is as a whole (the forest, or beyond the sample's
 	// range), and how many of its character sequences are new.
 	whole := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
@@ -627,6 +638,20 @@ func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
 		build, ref = xs, xs
 	}
 	c := &ContentModel{Mask: mask}
+	vals := make([]int, len(xs))
+	for f := 0; f < NContent; f++ {
+		for i := range xs {
+			vals[i] = int(xs[i][f])
+		}
+		sort.Ints(vals)
+		c.Floor[f] = uint8(vals[len(vals)/2])
+	}
+	for i := range build {
+		c.raise(&build[i])
+	}
+	for i := range ref {
+		c.raise(&ref[i])
+	}
 	g := rng{s: seed ^ 0x636f6e74656e74} // "content"
 	psi := min(contentTreeSample, len(build))
 	limit := bits.Len(uint(psi - 1))
@@ -826,6 +851,7 @@ func appendContent(p []byte, c *ContentModel) []byte {
 	p = binary.AppendUvarint(p, uint64(c.N))
 	p = append(p, c.High[:]...)
 	p = append(p, c.Max[:]...)
+	p = append(p, c.Floor[:]...)
 	p = appendFloat(p, c.NovelCost)
 	p = binary.AppendUvarint(p, uint64(len(c.Grams)))
 	for _, w := range c.Grams {
@@ -941,8 +967,8 @@ func (d *decoder) content() *ContentModel {
 		return nil
 	}
 	c.N = int(n)
-	if d.err == nil && len(d.b)-d.off < 2*NContent {
-		d.fail("content highs and maxima", "truncated")
+	if d.err == nil && len(d.b)-d.off < 3*NContent {
+		d.fail("content highs, maxima and floors", "truncated")
 		return nil
 	}
 	if d.err != nil {
@@ -950,10 +976,11 @@ func (d *decoder) content() *ContentModel {
 	}
 	copy(c.High[:], d.b[d.off:])
 	copy(c.Max[:], d.b[d.off+NContent:])
-	d.off += 2 * NContent
+	copy(c.Floor[:], d.b[d.off+2*NContent:])
+	d.off += 3 * NContent
 	for f := range c.High {
-		if c.High[f] > c.Max[f] {
-			d.fail("content highs and maxima", "feature %d: high %d above maximum %d", f, c.High[f], c.Max[f])
+		if c.Floor[f] > c.High[f] || c.High[f] > c.Max[f] {
+			d.fail("content highs, maxima and floors", "feature %d: floor %d, high %d, maximum %d out of order", f, c.Floor[f], c.High[f], c.Max[f])
 			return nil
 		}
 	}

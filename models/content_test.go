@@ -39,7 +39,7 @@ func TestQlogIsMonotone(t *testing.T) {
 		}
 		prev = q
 	}
-	if qlog(1<<31-1) != 120 {
+	if qlog(1<<31-1) != 60 {
 		t.Errorf("qlog saturates at %d", qlog(1<<31-1))
 	}
 }
@@ -149,7 +149,9 @@ func TestContentTrainingDeterministic(t *testing.T) {
 // given) and expects errors that say what.
 func TestDecodeRejectsBadContent(t *testing.T) {
 	cases := map[string]func(c *ContentModel){
-		"right child":    func(c *ContentModel) { c.Trees[0][0].Next = 0 },
+		"right child": func(c *ContentModel) {
+			c.Trees[0] = []ContentNode{{Feature: 1, Split: 3, Next: 0}, {Feature: leafFeature, Next: 256}, {Feature: leafFeature, Next: 256}}
+		},
 		"feature":        func(c *ContentModel) { c.Trees[1][0].Feature = NContent },
 		"content tree 2": func(c *ContentModel) { t := c.Trees[2]; t[len(t)-1] = ContentNode{Feature: 1, Split: 3, Next: 1} },
 		"leaf":           func(c *ContentModel) { t := c.Trees[0]; t[len(t)-1].Next = maxLeafDepth + 1 },
