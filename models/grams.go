@@ -3,9 +3,10 @@ package models
 // Character trigrams seen in normal requests, in a one-hash Bloom filter
 // (after Anagram, Wang et al., RAID 2006): an attack payload is made of
 // character sequences normal input never contains ("');", "${j", "/..").
-// Letters are folded to lower case and digits to '0', so identifiers and
-// numbers of every value do not fill the filter. The content model counts
-// the trigrams of a request that the filter has never seen.
+// Letters are folded to lower case, digits to '0' and bytes of non-ASCII
+// text to one, so identifiers, numbers and words of every script do not fill
+// the filter. The content model counts the trigrams of a request that the
+// filter has never seen.
 
 // gramBits is log2 of the filter's size in bits: 2^17 bits, 16 KiB.
 const (
@@ -21,6 +22,9 @@ var gramFold = func() (t [256]byte) {
 			t[c] = byte(c) + 'a' - 'A'
 		case c >= '0' && c <= '9':
 			t[c] = '0'
+		case c >= 0x80:
+			// Non-ASCII text (UTF-8 of any script) as one letter.
+			t[c] = 0x80
 		default:
 			t[c] = byte(c)
 		}
