@@ -221,7 +221,9 @@ func (d *decoder) uvarint(what string) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b[d.off:])
-	if n <= 0 {
+	// A last byte of 0 after others is an overlong encoding: there is one
+	// encoding of every number, so a model has one encoding too.
+	if n <= 0 || n > 1 && d.b[d.off+n-1] == 0 {
 		d.fail(what, "truncated or overlong varint")
 		return 0
 	}
@@ -234,7 +236,7 @@ func (d *decoder) varint(what string) int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.b[d.off:])
-	if n <= 0 {
+	if n <= 0 || n > 1 && d.b[d.off+n-1] == 0 {
 		d.fail(what, "truncated or overlong varint")
 		return 0
 	}

@@ -893,7 +893,10 @@ func (d *decoder) content() *ContentModel {
 	}
 	c.Mask = uint32(mask)
 	nt := d.count("content trees", 4)
-	if d.err == nil && (nt == 0 || nt > 4*contentTrees) {
+	if d.err != nil {
+		return nil
+	}
+	if nt == 0 || nt > 4*contentTrees {
 		d.fail("content trees", "%d trees, want 1 to %d", nt, 4*contentTrees)
 		return nil
 	}
@@ -901,7 +904,10 @@ func (d *decoder) content() *ContentModel {
 	for t := range c.Trees {
 		ctx := fmt.Sprintf("content tree %d", t)
 		nn := d.count(ctx+" nodes", 3)
-		if d.err == nil && (nn == 0 || nn > maxTreeNodes) {
+		if d.err != nil {
+			return nil
+		}
+		if nn == 0 || nn > maxTreeNodes {
 			d.fail(ctx, "%d nodes, want 1 to %d", nn, maxTreeNodes)
 			return nil
 		}
@@ -942,7 +948,10 @@ func (d *decoder) content() *ContentModel {
 		c.Trees[t] = nodes
 	}
 	nr := d.count("content reference", 1)
-	if d.err == nil && nr == 0 {
+	if d.err != nil {
+		return nil
+	}
+	if nr == 0 {
 		d.fail("content reference", "empty")
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -186,4 +187,35 @@ func TestDecodeRejectsBadContent(t *testing.T) {
 	if d, err := Decode(b); err != nil || d.Content != nil {
 		t.Errorf("no content model: %v, %+v", err, d.Content)
 	}
+}
+
+// FuzzDecodeContent feeds arbitrary bytes to the content section's decoder
+// directly (past the checksum that guards it in a whole model): whatever it
+// accepts must re-encode to the same bytes and score any vector without
+// panicking or looping.
+func FuzzDecodeContent(f *testing.F) {
+	m := listFixture(f, 1)
+	f.Add(appendContent(nil, m.Content))
+	f.Add([]byte{0})
+	f.Add([]byte{1, 1, 1, 1, 0xff, 0, 0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d := decoder{b: data}
+		c := d.content()
+		if d.err != nil || c == nil {
+			return
+		}
+		if again := appendContent(nil, c); !bytes.Equal(again, data[:d.off]) {
+			t.Fatalf("content section does not round-trip")
+		}
+		var x ContentVector
+		for i := range x {
+			x[i] = byte(i * 37)
+		}
+		for _, v := range []ContentVector{{}, x, {255, 255, 255}} {
+			c.raise(&v)
+			if s := max(c.surprise(c.depth(&v)), c.rangeSurprise(&v)); math.IsNaN(s) || s < 0 {
+				t.Fatalf("surprise %v", s)
+			}
+		}
+	})
 }
