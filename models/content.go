@@ -78,8 +78,9 @@ func (f ContentFeature) String() string {
 
 // shapedMask lists the features a value's shape (TrainConfig.ShapedValues)
 // does not keep: with shaped training data they are not learned, and not
-// measured when scoring.
-const shapedMask = 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript | 1<<CFCode | 1<<CFCalls
+// measured when scoring. Shapes of query values are cut short, so lengths
+// go too.
+const shapedMask = 1<<CFTotalBytes | 1<<CFMaxValueLen | 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript | 1<<CFCode | 1<<CFCalls
 
 // allFeatures is the mask of every feature.
 const allFeatures = 1<<NContent - 1
@@ -327,7 +328,7 @@ func commonMethod(m string) bool {
 //
 // With grams (the trigram filter) it also returns how many of the request's
 // trigrams the filter never saw.
-func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64) (ContentVector, int) {
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
 	a := contentAcc{grams: grams}
 	var x ContentVector
 	if !commonMethod(r.Method) {
@@ -352,17 +353,24 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64) (Co
 	a.symRatio = ratio
 	params := 0
 	for i := 0; i < s.n; i++ {
+		if shaped && i >= s.bodyFrom && i < s.bodyTo {
+			continue
+		}
 		p := &s.params[i]
 		if !p.header {
 			params++
 			// Names are input too: payloads hide in them.
 			a.value(p.name)
 		}
+		v := p.value
+		if shaped && !p.header && len(v) > maxShapedQueryValue {
+			v = v[:maxShapedQueryValue]
+		}
 		if s.known&(1<<uint(i)) == 0 {
-			a.value(p.value)
+			a.value(v)
 		} else {
 			// Known to be normal: its length counts, its bytes need no look.
-			n := min(len(p.value), MaxValueBytes)
+			n := min(len(v), MaxValueBytes)
 			a.total += n
 			a.maxLen = max(a.maxLen, n)
 		}
@@ -405,6 +413,11 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64) (Co
 type ContentModel struct {
 	// Mask lists the features in use (bit i for feature i).
 	Mask uint32
+	// Shaped says training saw value shapes (TrainConfig.ShapedValues), as
+	// the filter ships them: no bodies, query values cut to
+	// maxShapedQueryValue bytes. Scoring then reads what training could:
+	// no body, and query values only that far.
+	Shaped bool
 	// Trees are the isolation trees, each in preorder (see contentNode).
 	Trees [][]ContentNode
 	// Ref holds the mean isolation depths (×depthScale) of a reference
@@ -566,7 +579,7 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 		s.extract(r)
 		s.known = 0
 	}
-	x, novel := contentVector(r, s, c.Mask, c.Grams)
+	x, novel := contentVector(r, s, c.Mask, c.Grams, c.Shaped)
 	c.raise(&x)
 	// How rare the request is as a whole (the forest, or beyond the sample's
 	// range), and how many of its character sequences are new.
@@ -802,10 +815,13 @@ func (t *Trainer) trainContent(m *Model) {
 		if len(w.Params) == 0 {
 			s.extract(&req)
 		}
-		x, _ := contentVector(&req, &s, mask, nil)
+		x, _ := contentVector(&req, &s, mask, nil, t.cfg.ShapedValues)
 		xs = append(xs, x)
 	}
 	m.Content = trainContent(xs, mask, t.cfg.Seed)
+	if m.Content != nil {
+		m.Content.Shaped = t.cfg.ShapedValues
+	}
 	if m.Content != nil && t.grams != nil {
 		m.Content.Grams = t.grams.filter()
 		var once, total float64
@@ -823,7 +839,7 @@ func (t *Trainer) trainContent(m *Model) {
 }
 
 // The content model's encoding, after the workloads: a presence byte (0:
-// none), then the feature mask, the trees (node count, then per node feature,
+// none, 1: present, 3: present and reading no bodies), then the feature mask, the trees (node count, then per node feature,
 // split and next), the reference depths (count, then ascending as deltas),
 // the spread and the per-feature highs.
 
@@ -831,7 +847,11 @@ func appendContent(p []byte, c *ContentModel) []byte {
 	if c == nil {
 		return append(p, 0)
 	}
-	p = append(p, 1)
+	flags := byte(1)
+	if c.Shaped {
+		flags = 3
+	}
+	p = append(p, flags)
 	p = binary.AppendUvarint(p, uint64(c.Mask))
 	p = binary.AppendUvarint(p, uint64(len(c.Trees)))
 	for _, t := range c.Trees {
@@ -880,12 +900,12 @@ func (d *decoder) content() *ContentModel {
 	switch present {
 	case 0:
 		return nil
-	case 1:
+	case 1, 3:
 	default:
-		d.fail("content", "presence byte %d, want 0 or 1", present)
+		d.fail("content", "presence byte %d, want 0, 1 or 3 (without bodies)", present)
 		return nil
 	}
-	c := &ContentModel{}
+	c := &ContentModel{Shaped: present == 3}
 	mask := d.uvarint("content mask")
 	if d.err == nil && (mask == 0 || mask > allFeatures) {
 		d.fail("content mask", "%#x names no feature or unknown ones", mask)

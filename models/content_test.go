@@ -219,3 +219,48 @@ func FuzzDecodeContent(f *testing.F) {
 		}
 	})
 }
+
+// TestShapedTrainingReadsNoBodies trains as the control plane does, on the
+// shapes the filter ships (no bodies, query values cut short), and checks
+// that the content model does not hold the real requests' bodies and long
+// values against it, while still seeing odd punctuation in what it reads.
+func TestShapedTrainingReadsNoBodies(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	cfg.ShapedValues = true
+	tr, _ := NewTrainer(cfg)
+	real := func(i int) Request {
+		q := fmt.Sprintf("page=%d&q=%s", i%40, strings.Repeat("winter+jacket+", 1+i%9))
+		return Request{Method: "POST", Path: "/api/orders", Query: q, Source: "frontend", Destination: "orders",
+			Headers: []Header{{Name: "user-agent", Value: "shop-client/1.2"}, {Name: "content-type", Value: "application/json"}},
+			Body:    []byte(fmt.Sprintf(`{"items":[{"sku":"A-%d","qty":%d}],"note":"leave at the door, thanks!"}`, i, 1+i%3))}
+	}
+	for i := 0; i < 3000; i++ {
+		r := real(i)
+		shaped := r
+		shaped.Query = ShapeQuery(r.Query)
+		shaped.Body, shaped.RequestBytes = nil, int64(len(r.Body))
+		shaped.Headers = []Header{{Name: "user-agent", Value: ShapeValue("shop-client/1.2")}, {Name: "content-type", Value: ShapeValue("application/json")}}
+		tr.Observe(&shaped)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Content == nil || !m.Content.Shaped || m.Content.Grams != nil || m.Content.Mask&shapedMask != 0 {
+		t.Fatalf("shaped training: content model %+v", m.Content)
+	}
+	for i := 0; i < 200; i++ {
+		r := real(5000 + i)
+		// (The parameter model does judge the body it never saw: a separate
+		// matter; this test is about the content model.)
+		if v := m.Score(&r); hasComponent(v, "content") {
+			t.Fatalf("content model flags a normal request with its body: %+v", v)
+		}
+	}
+	odd := real(1)
+	odd.Query = "page=1&q=%27%29%3B%7B%7D%3C%3E%24%28%29%7C%7C%27%22%60%3B%3B%3B"
+	if v := m.Score(&odd); !hasComponent(v, "content") {
+		t.Errorf("content model misses punctuation in a query value: %+v", v)
+	}
+}

@@ -103,6 +103,8 @@ type paramScratch struct {
 	// known marks (bit i) the parameters whose value the parameter model
 	// knew as an enumerated value; the content model skips them.
 	known uint64
+	// bodyFrom and bodyTo delimit the parameters read from the body.
+	bodyFrom, bodyTo int
 }
 
 // add appends one parameter, percent-decoding name and value ('+' as space)
@@ -245,6 +247,7 @@ func skipHeader(name string) bool {
 func (s *paramScratch) extract(r *Request) {
 	s.n, s.used, s.known = 0, 0, 0
 	addQuery(s, r.Query)
+	s.bodyFrom = s.n
 	if len(r.Body) > 0 {
 		// A body without a content type that reads as a form is taken for
 		// one: frameworks that sniff will parse it so, and leaving the
@@ -256,6 +259,7 @@ func (s *paramScratch) extract(r *Request) {
 			add(s, bodyParam, r.Body, false, false)
 		}
 	}
+	s.bodyTo = s.n
 	for i := range r.Headers {
 		h := &r.Headers[i]
 		if skipHeader(h.Name) {
