@@ -133,7 +133,7 @@ type contentAcc struct {
 	tokens        [nKwKinds]int
 	calls         int
 	novel         int
-	grams         []uint64 // the trigram filter, or nil
+	grams         *[gramWords]uint64 // the trigram filter, or nil
 	total, maxLen int
 	// longest is the longest value examined byte by byte.
 	longest          []byte
@@ -152,8 +152,9 @@ func (a *contentAcc) value(v []byte) {
 	if len(v) > len(a.longest) {
 		a.longest = v
 	}
-	sym := 0
-	prev := uint8(ClassSpace)
+	sym, caseMix, novel := 0, 0, 0
+	var classes [NClasses]int32
+	prev := uint32(ClassSpace)
 	// The word being read: its length and hash (lexHash), and the trigram
 	// ending at the current byte.
 	wn := 0
@@ -162,7 +163,8 @@ func (a *contentAcc) value(v []byte) {
 	grams := a.grams
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if wb := wordByte[c]; wb != 0 {
+		info := byteInfo[c]
+		if wb := info >> 8 & 0xFF; wb != 0 {
 			wh = (wh ^ uint64(wb)) * lexPrime
 			wn++
 		} else if wn != 0 {
@@ -178,25 +180,25 @@ func (a *contentAcc) value(v []byte) {
 			}
 		}
 		if grams != nil {
-			g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
+			g = (g<<8 | info>>16) & 0xFFFFFF
 			if i >= 2 {
 				s := gramSlot(g)
-				a.novel += int(^grams[s>>6] >> (s & 63) & 1)
+				novel += int(^grams[s>>6] >> (s & 63) & 1)
 			}
 		}
-		cl := classOf[c]
-		a.classes[cl]++
-		if cl > ClassSpace {
-			sym++
-		}
+		cl := info & (NClasses - 1)
+		classes[cl]++
 		if cl == ClassUpper && prev == ClassLower {
-			a.caseMix++
+			caseMix++
 		}
 		prev = cl
 		if cl <= ClassDigit {
 			continue
 		}
-		// Punctuation: escapes and operator keywords.
+		if cl > ClassSpace {
+			sym++
+		}
+		// Spaces and punctuation: escapes and operator keywords.
 		switch c {
 		case '%':
 			if i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
@@ -219,6 +221,11 @@ func (a *contentAcc) value(v []byte) {
 			}
 		}
 	}
+	for k, n := range classes {
+		a.classes[k] += int(n)
+	}
+	a.caseMix += caseMix
+	a.novel += novel
 	if wn != 0 {
 		a.word(wh, wn)
 	}
@@ -261,6 +268,16 @@ var operatorIndex = func() (idx [256][]uint8) {
 		}
 	}
 	return idx
+}()
+
+// byteInfo packs, per byte, what reading a value needs: its character
+// class (bits 0–7), its word byte (8–15, see wordByte) and what trigrams see
+// of it (16–23, see gramFold), so the loop looks up one table.
+var byteInfo = func() (t [256]uint32) {
+	for c := range t {
+		t[c] = uint32(classOf[c]) | uint32(wordByte[c])<<8 | uint32(gramFold[c])<<16
+	}
+	return t
 }()
 
 // wordByte maps the bytes of words (letters, digits, '_') to lower case,
@@ -329,7 +346,10 @@ func commonMethod(m string) bool {
 // With grams (the trigram filter) it also returns how many of the request's
 // trigrams the filter never saw.
 func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
-	a := contentAcc{grams: grams}
+	var a contentAcc
+	if len(grams) == gramWords {
+		a.grams = (*[gramWords]uint64)(grams)
+	}
 	var x ContentVector
 	if !commonMethod(r.Method) {
 		x[CFMethod] = 1
