@@ -37,7 +37,7 @@ const (
 	CFPathLen                           // path length
 	CFPathSymbols                       // punctuation in the path, other than / - _ .
 	CFParams                            // query and form parameters
-	CFHeaders                           // headers
+	CFHeaders                           // headers, other than those the proxy sets (SkipHeader)
 	CFTotalBytes                        // bytes of every value examined
 	CFMaxValueLen                       // length of the longest value
 	CFEntropy                           // byte entropy of the longest value (bits/byte ×2)
@@ -371,13 +371,15 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, sha
 	ratio := a.symRatio
 	a.value(view(path))
 	a.symRatio = ratio
-	params := 0
+	params, headers := 0, 0
 	for i := 0; i < s.n; i++ {
 		if shaped && i >= s.bodyFrom && i < s.bodyTo {
 			continue
 		}
 		p := &s.params[i]
-		if !p.header {
+		if p.header {
+			headers++
+		} else {
 			params++
 			// Names are input too: payloads hide in them.
 			a.value(p.name)
@@ -396,7 +398,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, sha
 		}
 	}
 	x[CFParams] = qlog(params)
-	x[CFHeaders] = qlog(len(r.Headers))
+	x[CFHeaders] = qlog(headers)
 	x[CFTotalBytes] = qlog(a.total)
 	x[CFMaxValueLen] = qlog(a.maxLen)
 	if mask&(1<<CFEntropy) != 0 {
