@@ -20,22 +20,92 @@ type RBACPublisher interface {
 	SetRBAC(group string, f *rbacfilterv3.RBAC) error
 }
 
+// Keeper keeps the standing decisions where every replica and the next
+// run can read them (the store, in Redis). Envoy keeps no state meshward
+// could list, unlike the API server, so the RBAC sink needs one.
+type Keeper interface {
+	Save(ctx context.Context, d decide.Decision) error
+	Delete(ctx context.Context, id string) error
+	Load(ctx context.Context) (map[string]decide.Decision, error)
+}
+
 // RBAC is a sink for meshes without Istio: the standing decisions become
 // one Envoy RBAC filter configuration per target workload (shadow rules
 // for dry runs, rules once enforced), published over xDS on every change.
-// Its state lives in memory: a restarted control plane starts empty.
+// With a Keeper, every change is kept there and Sync makes this sink
+// match it: a restarted control plane neither forgets nor duplicates, and
+// replicas that do not lead publish the leader's decisions to their own
+// Envoys. Without one, the state lives in memory.
 type RBAC struct {
-	pub   RBACPublisher
-	rules decide.Rules
-	log   *slog.Logger
-	mu    sync.Mutex
-	state map[string]decide.Decision
-	sent  map[string]bool // workloads that have rules published
+	pub    RBACPublisher
+	rules  decide.Rules
+	log    *slog.Logger
+	keeper Keeper
+	mu     sync.Mutex
+	state  map[string]decide.Decision
+	sent   map[string]bool // workloads that have rules published
 }
 
 // NewRBAC returns a sink publishing through pub.
 func NewRBAC(pub RBACPublisher, rules decide.Rules, log *slog.Logger) *RBAC {
 	return &RBAC{pub: pub, rules: rules, log: log, state: map[string]decide.Decision{}, sent: map[string]bool{}}
+}
+
+// Keep makes k the place the standing decisions are kept and read back
+// from (call before the first Apply, then Sync).
+func (r *RBAC) Keep(k Keeper) { r.keeper = k }
+
+// Sync replaces the standing decisions with the kept ones and publishes
+// when they differ. When the keeper cannot be read, what is published
+// stays in force and the error is returned.
+func (r *RBAC) Sync(ctx context.Context) error {
+	if r.keeper == nil {
+		return nil
+	}
+	kept, err := r.keeper.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the kept quarantines: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sameDecisions(kept, r.state) {
+		return nil
+	}
+	r.state = kept
+	return r.publish()
+}
+
+func sameDecisions(a, b map[string]decide.Decision) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for id, d := range a {
+		o, ok := b[id]
+		if !ok || o.Mode != d.Mode || !o.Expires.Equal(d.Expires) || len(o.Deny) != len(d.Deny) {
+			return false
+		}
+		for i := range d.Deny {
+			if o.Deny[i] != d.Deny[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// save and forget write through to the keeper, if any.
+func (r *RBAC) save(ctx context.Context, d decide.Decision) error {
+	if r.keeper == nil {
+		return nil
+	}
+	return r.keeper.Save(ctx, d)
+}
+
+func (r *RBAC) forget(ctx context.Context, id string) error {
+	if r.keeper == nil {
+		return nil
+	}
+	return r.keeper.Delete(ctx, id)
 }
 
 // publish recomputes every workload's rules and sends them; workloads that
@@ -63,7 +133,7 @@ func (r *RBAC) publish() error {
 
 // Apply adds a decision (merged with a standing one about the same
 // principal) and publishes.
-func (r *RBAC) Apply(_ context.Context, d decide.Decision) error {
+func (r *RBAC) Apply(ctx context.Context, d decide.Decision) error {
 	if d.Suppressed != "" {
 		r.log.Info("quarantine decision", "action", "suppressed", "decision", d.ID, "principal", d.Principal, "suppressed", d.Suppressed)
 		return nil
@@ -79,17 +149,23 @@ func (r *RBAC) Apply(_ context.Context, d decide.Decision) error {
 			break
 		}
 	}
+	if err := r.save(ctx, d); err != nil {
+		return fmt.Errorf("decision %s: keeping it: %w", d.ID, err)
+	}
 	r.state[d.ID] = d
 	r.log.Info("quarantine decision", "action", "quarantine", "target", "envoy-rbac", "decision", d.ID, "principal", d.Principal, "mode", string(d.Mode), "targets", len(d.Deny))
 	return r.publish()
 }
 
 // Release removes a decision's rules.
-func (r *RBAC) Release(_ context.Context, id string) error {
+func (r *RBAC) Release(ctx context.Context, id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.state[id]; !ok {
 		return fmt.Errorf("no such quarantine: %s", id)
+	}
+	if err := r.forget(ctx, id); err != nil {
+		return fmt.Errorf("releasing %s: %w", id, err)
 	}
 	delete(r.state, id)
 	r.log.Info("quarantine decision", "action", "release", "target", "envoy-rbac", "decision", id)
@@ -97,26 +173,35 @@ func (r *RBAC) Release(_ context.Context, id string) error {
 }
 
 // Tick promotes the dry runs that are due and removes what expired.
-func (r *RBAC) Tick(_ context.Context, now time.Time) error {
+func (r *RBAC) Tick(ctx context.Context, now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	changed := false
+	var errs []error
 	for id, d := range r.state {
 		if !now.Before(d.Expires) {
+			if err := r.forget(ctx, id); err != nil {
+				errs = append(errs, fmt.Errorf("expiring %s: %w", id, err))
+				continue
+			}
 			delete(r.state, id)
 			r.log.Info("quarantine decision", "action", "expire", "target", "envoy-rbac", "decision", id)
 			changed = true
 		} else if at, ok := decide.Promotion(d, r.rules); ok && !now.Before(at) {
 			d.Mode = decide.Enforce
+			if err := r.save(ctx, d); err != nil {
+				errs = append(errs, fmt.Errorf("promoting %s: %w", id, err))
+				continue
+			}
 			r.state[id] = d
 			r.log.Info("quarantine decision", "action", "promote", "target", "envoy-rbac", "decision", id)
 			changed = true
 		}
 	}
-	if !changed {
-		return nil
+	if changed {
+		errs = append(errs, r.publish())
 	}
-	return r.publish()
+	return errors.Join(errs...)
 }
 
 // Active is how many decisions stand.

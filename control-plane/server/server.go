@@ -211,7 +211,16 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.xds, s.ADSAddr = x, x.Addr
 		if s.cfg.RBACOverXDS {
-			s.cfg.Quarantine = enforce.NewRBAC(x, s.cfg.Rules, s.log)
+			// Envoy keeps no state meshward could list: the standing
+			// quarantines are kept in the store and published again
+			// from there (after a restart, and by replicas that do not
+			// lead).
+			r := enforce.NewRBAC(x, s.cfg.Rules, s.log)
+			r.Keep(enforce.StoreKeeper{Store: s.store})
+			if err := r.Sync(ctx); err != nil {
+				s.log.Warn("kept quarantines not read yet", "err", err)
+			}
+			s.cfg.Quarantine = r
 		}
 		// What the last run decided (model in force, canary) is in the
 		// store: serve it again.
@@ -395,7 +404,8 @@ func (s *Server) followLoop(ctx context.Context) {
 }
 
 // tickLoop promotes and expires quarantines on the wall clock while this
-// replica leads.
+// replica leads, and makes a replica that does not lead publish the kept
+// quarantines (RBAC over xDS).
 func (s *Server) tickLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.TickEvery)
 	defer t.Stop()
@@ -404,6 +414,14 @@ func (s *Server) tickLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			if sy, ok := s.cfg.Quarantine.(interface{ Sync(context.Context) error }); ok && !s.elector.Leading() {
+				// A replica that does not lead publishes the leader's
+				// quarantines to its own Envoys (the leader's state is
+				// what it wrote through).
+				if err := sy.Sync(ctx); err != nil {
+					s.log.Warn("quarantine sync", "err", err)
+				}
+			}
 			if loop := s.loop.Load(); loop != nil && s.elector.Leading() {
 				if err := loop.Tick(ctx, now); err != nil {
 					s.log.Warn("quarantine tick", "err", err)

@@ -395,6 +395,36 @@ func (s *Store) Incidents(ctx context.Context, n int64) ([]json.RawMessage, erro
 	return out, nil
 }
 
+// PutQuarantine keeps a standing quarantine (any JSON value) under its id,
+// for sinks whose targets keep no state of their own (Envoy RBAC over
+// xDS): a restarted control plane, and every replica, reads them back.
+// The number standing is capped by the decision guard rails.
+func (s *Store) PutQuarantine(ctx context.Context, id string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.rdb.HSet(ctx, s.tag("quarantines", "standing"), id, b).Err()
+}
+
+// DeleteQuarantine forgets a quarantine (released or expired).
+func (s *Store) DeleteQuarantine(ctx context.Context, id string) error {
+	return s.rdb.HDel(ctx, s.tag("quarantines", "standing"), id).Err()
+}
+
+// Quarantines returns the standing quarantines by id, as raw JSON.
+func (s *Store) Quarantines(ctx context.Context) (map[string]json.RawMessage, error) {
+	m, err := s.rdb.HGetAll(ctx, s.tag("quarantines", "standing")).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]json.RawMessage, len(m))
+	for id, v := range m {
+		out[id] = json.RawMessage(v)
+	}
+	return out, nil
+}
+
 // MaxObservationBatches caps the observation stream (approximately).
 const MaxObservationBatches = 10_000
 
