@@ -193,7 +193,7 @@ func (w *Writer) Apply(ctx context.Context, sha string, encoded []byte) (Result,
 	if err != nil {
 		return Result{}, err
 	}
-	if holds(current, want) {
+	if holds(current, want) && ownsOnly(wp, want) {
 		return Result{ResourceVersion: wp.ResourceVersion, ObjectBytes: size}, nil
 	}
 	if size > w.cfg.MaxObjectBytes {
@@ -232,6 +232,34 @@ func holds(current, want map[string]any) bool {
 	for k, v := range want {
 		if !reflect.DeepEqual(current[k], v) {
 			return false
+		}
+	}
+	return true
+}
+
+// ownsOnly reports whether meshward's applied fields under pluginConfig
+// are no more than the keys of want. A key it owned before and no longer
+// sends (a threshold dropped from the base, say) needs a write: server-side
+// apply then removes it.
+func ownsOnly(wp *extv1alpha1.WasmPlugin, want map[string]any) bool {
+	for _, mf := range wp.ManagedFields {
+		if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
+			continue
+		}
+		var tree struct {
+			Spec struct {
+				PluginConfig map[string]json.RawMessage `json:"f:pluginConfig"`
+			} `json:"f:spec"`
+		}
+		if err := json.Unmarshal(mf.FieldsV1.Raw, &tree); err != nil {
+			return false
+		}
+		for k := range tree.Spec.PluginConfig {
+			if key, ok := strings.CutPrefix(k, "f:"); ok {
+				if _, sent := want[key]; !sent {
+					return false
+				}
+			}
 		}
 	}
 	return true

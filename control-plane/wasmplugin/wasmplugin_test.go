@@ -231,6 +231,31 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 		t.Errorf("model read back %s, want %s", got.Model.SHA256(), sha2)
 	}
 
+	// A key dropped from the base is removed: a threshold written once,
+	// then a writer without it.
+	withThreshold := cfg
+	th := 0.9
+	withThreshold.Base.Threshold = &th
+	wt, err := wasmplugin.New(withThreshold, env.Config, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := wt.Apply(ctx(t), sha2, m2); err != nil || !r.Written {
+		t.Fatalf("adding a threshold: %+v, %v", r, err)
+	}
+	if got := parsed(t, get(t, ic, ns)); got.Threshold != 0.9 {
+		t.Fatalf("threshold read back %v, want 0.9", got.Threshold)
+	}
+	if r, err := w.Apply(ctx(t), sha2, m2); err != nil || !r.Written {
+		t.Fatalf("dropping the threshold: %+v, %v; want a write", r, err)
+	}
+	if pc := get(t, ic, ns).Spec.PluginConfig.AsMap(); pc["threshold"] != nil {
+		t.Errorf("threshold still there after meshward stopped sending it: %v", pc["threshold"])
+	}
+	if r, err := w.Apply(ctx(t), sha2, m2); err != nil || r.Written {
+		t.Errorf("again without the threshold: %+v, %v; want no write", r, err)
+	}
+
 	// Re-applying the manifest server-side now conflicts on the keys
 	// meshward owns (the README says to add --force-conflicts, which hands
 	// mode back to the manifest and keeps the model).
