@@ -221,6 +221,28 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 		t.Errorf("Sync after a refusal: %+v, %v; want nothing done", r, err)
 	}
 
+	// With the default budget, a real model the filter itself would take
+	// (under models.MaxModelBytes, its config under pluginconfig's limit)
+	// but whose base64 takes the object over 1 MiB is refused too.
+	big, shaBig := model(t, 3, 8000)
+	if len(big) > models.MaxModelBytes || len(big)*4/3 < wasmplugin.DefaultMaxObjectBytes {
+		t.Fatalf("the big model is %d bytes: not between the object budget and the filter's limit", len(big))
+	}
+	bc := pluginconfig.Config{Mode: pluginconfig.ModeMonitor}
+	if doc, _ := bc.WithModel(big).Encode(); len(doc) > pluginconfig.MaxConfigBytes {
+		t.Fatalf("the big model's config is %d bytes, over the filter's limit", len(doc))
+	} else if _, err := pluginconfig.Parse(doc, "svc0.shop"); err != nil {
+		t.Fatalf("the filter refuses the big model itself: %v", err)
+	}
+	_, err = w.Apply(ctx(t), shaBig, big)
+	if !errors.Is(err, wasmplugin.ErrTooLarge) || !strings.Contains(err.Error(), "over the budget of 1048576") {
+		t.Fatalf("a %d-byte model with the default budget: got %v, want ErrTooLarge", len(big), err)
+	}
+	t.Logf("refused: %v", err)
+	if got := get(t, ic, ns); got.ResourceVersion != wp.ResourceVersion {
+		t.Errorf("a refused model changed the WasmPlugin")
+	}
+
 	// With the default budget the larger model goes in.
 	sy.W = w
 	src.current, src.models[sha2] = sha2, m2
