@@ -39,6 +39,7 @@ import (
 	"github.com/meshward/meshward/control-plane/rollout"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
+	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
@@ -89,6 +90,9 @@ type Config struct {
 	// control plane (XDS.WasmURI pointing there); XDS.WasmSHA256 defaults
 	// to its sha256.
 	WasmFile string
+	// WasmPlugin, when Name is set, is the Istio WasmPlugin the leader
+	// keeps on the model in force (package wasmplugin; needs Kube).
+	WasmPlugin wasmplugin.Config
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
@@ -123,6 +127,7 @@ type Server struct {
 	trainMu    sync.Mutex
 	syncMu     sync.Mutex
 	xds        *xds.Server
+	wasm       *wasmplugin.Syncer
 	elector    leader.Leader
 	election   string        // "kubernetes-lease" or "redis-lock"
 	elected    chan struct{} // closed when the elector has given leadership up
@@ -236,6 +241,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.newElector(identity); err != nil {
 		return err
 	}
+	if err := s.newWasmPlugin(identity); err != nil {
+		return err
+	}
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.elected = make(chan struct{})
@@ -330,6 +338,7 @@ func (s *Server) rolloutLoop(ctx context.Context) {
 			s.syncFails.Inc()
 			s.log.Debug("xDS keeps its last snapshot", "err", err)
 		}
+		s.syncWasmPlugin(ctx)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
@@ -53,8 +54,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
 	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
 	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
+	wasmPlugin := fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin whose pluginConfig the leader keeps on the model in force (model and -filter-mode; never a canary)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *wasmPlugin != "" {
+		ns, name, err := wasmplugin.ParseRef(*wasmPlugin)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUsage, err)
+		}
+		cfg.WasmPlugin.Namespace, cfg.WasmPlugin.Name = ns, name
 	}
 	target, err := kube.Find(*kubeconfig)
 	if err != nil {

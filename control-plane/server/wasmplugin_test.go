@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	extensionsv1alpha1 "istio.io/api/extensions/v1alpha1"
+	extv1alpha1 "istio.io/client-go/pkg/apis/extensions/v1alpha1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshward/meshward/control-plane/wasmplugin"
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/internal/kubetest"
+	"github.com/meshward/meshward/internal/redistest"
+)
+
+// TestServeWritesTheWasmPlugin: two replicas configured with -wasmplugin
+// share a Redis and a Lease; a model made current in the store reaches the
+// WasmPlugin's pluginConfig, written by the leader only (every Event names
+// the leader), and the filter's parser accepts what is there.
+func TestServeWritesTheWasmPlugin(t *testing.T) {
+	env := kubetest.Start(t)
+	ns := env.Namespace(t, "serve-wp")
+	ic, err := istioclient.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, _ := structpb.NewStruct(map[string]any{"mode": "learn", "sample_rate": 0.05})
+	wp := &extv1alpha1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: "meshward", Namespace: ns},
+		Spec: extensionsv1alpha1.WasmPlugin{Url: "oci://ghcr.io/meshward/meshward-wasm:0.1.0", PluginConfig: pc}}
+	if _, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Create(context.Background(), wp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	addr := redistest.Start(t).Addr
+	var replicas []*Server
+	for i := 0; i < 2; i++ {
+		s := startWith(t, addr, func(c *Config) {
+			c.XDS.WasmURI = "" // the WasmPlugin path: Istio delivers the filter
+			c.Kube, c.LeaseNamespace = env.Config, ns
+			c.WasmPlugin = wasmplugin.Config{Namespace: ns, Name: "meshward"}
+		})
+		replicas = append(replicas, s)
+	}
+	// Which one leads (poll: the election takes a moment).
+	var leader, other *Server
+	deadline := time.Now().Add(20 * time.Second)
+	for leader == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no replica leads within 20 s")
+		}
+		for i, s := range replicas {
+			if s.elector.Leading() {
+				leader, other = s, replicas[1-i]
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	m, sha := testModel(t, 7)
+	if _, err := leader.store.PutModel(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.store.SetCurrent(context.Background(), sha); err != nil {
+		t.Fatal(err)
+	}
+	var got *pluginconfig.Settings
+	deadline = time.Now().Add(20 * time.Second)
+	for got == nil || got.Model == nil || got.Model.SHA256() != sha {
+		if time.Now().After(deadline) {
+			t.Fatalf("the WasmPlugin did not get model %.12s within 20 s (last: %+v)", sha, got)
+		}
+		w, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Get(context.Background(), "meshward", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(w.Spec.PluginConfig.AsMap())
+		if got, err = pluginconfig.Parse(b, "cart.shop"); err != nil {
+			t.Fatalf("the filter refuses the WasmPlugin's pluginConfig: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	if got.Mode != pluginconfig.ModeMonitor || got.SampleRate != 0.05 {
+		t.Errorf("mode %s sample_rate %v; want monitor (serve's default -filter-mode) and the user's 0.05", got.Mode, got.SampleRate)
+	}
+	evs, err := env.Clientset.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range evs.Items {
+		if e.Reason != "ModelApplied" {
+			continue
+		}
+		n++
+		if !strings.HasSuffix(e.ReportingInstance, "/"+leader.CollectorURL) || strings.HasSuffix(e.ReportingInstance, "/"+other.CollectorURL) {
+			t.Errorf("Event from %q; want only the leader (…/%s)", e.ReportingInstance, leader.CollectorURL)
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d ModelApplied Events, want 1 (one write)", n)
+	}
+}
+
+// TestServeWasmPluginNeedsKube: -wasmplugin without an API server is a
+// clear error at start.
+func TestServeWasmPluginNeedsKube(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg.Redis = redistest.Start(t).Addr
+	cfg.WasmPlugin = wasmplugin.Config{Namespace: "default", Name: "meshward"}
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Start(context.Background())
+	t.Cleanup(func() { _ = s.Close() })
+	if err == nil || !strings.Contains(err.Error(), "-wasmplugin needs a Kubernetes API server") {
+		t.Errorf("got %v, want the -wasmplugin error", err)
+	}
+}
