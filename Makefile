@@ -56,6 +56,7 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 
 test: check deps $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
+	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
 
 FUZZTIME ?= 30s

@@ -53,7 +53,14 @@ type pluginContext struct {
 	// busiest counter is flushed on every tick instead of costing a host
 	// call per request; Envoy reports metrics periodically anyway.
 	pendingRequests uint64
+	// free holds finished stream contexts for reuse: a context and its
+	// header slice are allocated once per concurrent stream, not per request
+	// (allocation dominates the filter's cost compiled to WebAssembly).
+	free []*httpContext
 }
+
+// maxFree bounds the finished contexts kept for reuse.
+const maxFree = 64
 
 // tickPeriod is how often the plugin flushes batched metrics.
 const tickPeriod = 1000 // milliseconds
@@ -136,7 +143,30 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 }
 
 func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
+	if n := len(p.free); n > 0 {
+		h := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return h
+	}
 	return &httpContext{plugin: p}
+}
+
+// recycle resets a finished stream's context and keeps it for the next
+// stream. The host calls nothing on a stream after its OnHttpStreamDone
+// (proxy_on_log), only proxy_on_done and proxy_on_delete, which the SDK
+// handles without it.
+func (p *pluginContext) recycle(h *httpContext) {
+	if len(p.free) >= maxFree {
+		return
+	}
+	// Drop every view of the finished request's host buffers, keep the
+	// header slice's backing array.
+	hs := h.req.Headers
+	clear(hs[:cap(hs)])
+	*h = httpContext{plugin: p}
+	h.req.Headers = hs[:0]
+	p.free = append(p.free, h)
 }
 
 // nodeWorkload reads the local workload from Istio's node metadata, as
@@ -233,9 +263,11 @@ func (h *httpContext) OnHttpStreamDone() {
 			proxywasm.LogErrorf("meshward: could not queue a record: %v", r)
 		}
 	}()
-	if h.plugin.settings != nil && h.plugin.metrics != nil {
-		h.plugin.enqueue(h)
+	p := h.plugin
+	if p.settings != nil && p.metrics != nil {
+		p.enqueue(h)
 	}
+	p.recycle(h)
 }
 
 // failOpen turns a panic into a request let through and counted unscored.
@@ -335,14 +367,23 @@ func (h *httpContext) judge() types.Action {
 }
 
 // formatPermille writes a score given in thousandths as "0.123" (or "1.000")
-// without strconv's float formatting, which is slow in WebAssembly.
+// without strconv's float formatting, which is slow in WebAssembly, nor an
+// allocation: every score's text is a slice of one string built at start.
 func formatPermille(p uint64) string {
 	if p >= 1000 {
 		return "1.000"
 	}
-	b := [5]byte{'0', '.', byte('0' + p/100), byte('0' + p/10%10), byte('0' + p%10)}
-	return string(b[:])
+	return permilleText[p*5 : p*5+5]
 }
+
+// permilleText is "0.000" "0.001" … "0.999" end to end.
+var permilleText = func() string {
+	b := make([]byte, 0, 5000)
+	for p := 0; p < 1000; p++ {
+		b = append(b, '0', '.', byte('0'+p/100), byte('0'+p/10%10), byte('0'+p%10))
+	}
+	return string(b)
+}()
 
 func reasonList(v *models.Verdict) string {
 	var b strings.Builder
