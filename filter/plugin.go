@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
@@ -315,17 +316,29 @@ func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
 	return types.ActionContinue
 }
 
-// readResponse takes the response's status and size into the request.
+// readResponse takes the response's status and size into the request, from
+// one fetch of the response headers.
 func (h *httpContext) readResponse() bool {
-	status, err := proxywasm.GetHttpResponseHeader(":status")
+	buf, err := goabi.ResponseHeaderPairs()
 	if err != nil {
 		return false
 	}
-	h.req.Status, _ = strconv.Atoi(status)
-	if cl, err := proxywasm.GetHttpResponseHeader("content-length"); err == nil {
-		h.req.ResponseBytes, _ = strconv.ParseInt(cl, 10, 64)
+	haveStatus, haveLength := false, false
+	for it := goabi.NewPairs(buf); it.Next(); {
+		switch bytesString(it.Name) {
+		case ":status":
+			if !haveStatus {
+				h.req.Status, _ = strconv.Atoi(bytesString(it.Value))
+				haveStatus = true
+			}
+		case "content-length":
+			if !haveLength {
+				h.req.ResponseBytes, _ = strconv.ParseInt(bytesString(it.Value), 10, 64)
+				haveLength = true
+			}
+		}
 	}
-	return true
+	return haveStatus
 }
 
 // judge scores the request read so far and acts on the verdict.
