@@ -40,6 +40,7 @@ func readRequest(r *models.Request, workload, scoreHeader string) (forged bool, 
 	if r.Headers == nil {
 		r.Headers = make([]models.Header, 0, 16)
 	}
+	r.Headers = r.Headers[:0]
 	havePath := false
 	for it := goabi.NewPairs(buf); it.Next(); {
 		name, value := bytesString(it.Name), bytesString(it.Value)
