@@ -250,7 +250,7 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 		return types.ActionPause
 	}
 	h.waiting = false
-	if body, err := proxywasm.GetHttpRequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
+	if body, err := goabi.RequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
 		h.req.Body = body
 	}
 	return h.judge()

@@ -25,15 +25,7 @@ func ResponseHeaderPairs() ([]byte, error) {
 }
 
 func headerPairs(t internal.MapType) ([]byte, error) {
-	var raw *byte
-	var n int
-	if st := internal.ProxyGetHeaderMapPairs(t, &raw, &n); st != internal.StatusOK {
-		return nil, internal.StatusToError(st)
-	}
-	if raw == nil {
-		return nil, types.ErrorStatusNotFound
-	}
-	return internal.RawBytePtrToByteSlice(raw, n), nil
+	return result(rawHeaderPairs(t))
 }
 
 // Property is proxywasm.GetProperty for a path already serialized (its
@@ -43,15 +35,23 @@ func Property(serializedPath []byte) ([]byte, error) {
 	if len(serializedPath) == 0 {
 		return nil, types.ErrorStatusBadArgument
 	}
-	var raw *byte
-	var n int
-	if st := internal.ProxyGetProperty(&serializedPath[0], len(serializedPath), &raw, &n); st != internal.StatusOK {
+	return result(rawProperty(serializedPath))
+}
+
+// RequestBody is proxywasm.GetHttpRequestBody without the SDK's per-call
+// allocations. The returned buffer is fresh and the caller's.
+func RequestBody(start, maxSize int) ([]byte, error) {
+	return result(rawBuffer(internal.BufferTypeHttpRequestBody, start, maxSize))
+}
+
+func result(b []byte, st internal.Status) ([]byte, error) {
+	if st != internal.StatusOK {
 		return nil, internal.StatusToError(st)
 	}
-	if raw == nil {
+	if b == nil {
 		return nil, types.ErrorStatusNotFound
 	}
-	return internal.RawBytePtrToByteSlice(raw, n), nil
+	return b, nil
 }
 
 // Pairs walks a serialized header map without copying: each Next makes
