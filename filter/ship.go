@@ -36,6 +36,7 @@ type shipper struct {
 	inFlight int // records in the batch being sent; 0 when none
 	pause    int // ticks to wait before the next batch
 	rng      uint64
+	scratch  []byte // shapes being encoded
 }
 
 // sample reports whether an unflagged record falls in the shipped share.
@@ -69,7 +70,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged))
+	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.scratch))
 }
 
 // sendBatch dispatches the next batch, if any and none is in flight.
@@ -134,11 +135,15 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 }
 
 // encodeRecord writes one record as the collector's JSON line (store.Record).
-func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
+// scratch is reusable working memory for shapes; the record
+// itself is the only allocation.
+func encodeRecord(r *models.Request, score float64, flagged bool, scratch *[]byte) []byte {
 	// Cheap encodings: time and floats are formatted without the time and
-	// strconv float code, which is slow compiled to WebAssembly.
-	route := models.Template(r.Path)
-	b := make([]byte, 0, 256)
+	// strconv float code, which is slow compiled to WebAssembly; the route
+	// and the shapes are built in place rather than as strings.
+	var tbuf [models.MaxRouteBytes + 8]byte
+	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
+	b := make([]byte, 0, 384+len(r.Query)+len(r.Source)+len(r.Destination))
 	b = append(b, `{"ts_ns":`...)
 	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
 	b = append(b, `,"route":`...)
@@ -152,7 +157,11 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 	b = append(b, `,"Path":`...)
 	b = appendJSONString(b, route)
 	b = append(b, `,"Query":`...)
-	b = appendJSONString(b, models.ShapeQuery(r.Query))
+	sc := (*scratch)[:0]
+	if r.Query != "" {
+		sc = models.AppendShapeQuery(sc, r.Query)
+	}
+	b = appendJSONString(b, bytesString(sc))
 	b = append(b, `,"Source":`...)
 	b = appendJSONString(b, r.Source)
 	b = append(b, `,"Destination":`...)
@@ -176,9 +185,11 @@ func encodeRecord(r *models.Request, score float64, flagged bool) []byte {
 		b = append(b, `{"Name":`...)
 		b = appendJSONString(b, h.Name)
 		b = append(b, `,"Value":`...)
-		b = appendJSONString(b, models.ShapeValue(h.Value))
+		sc = models.AppendShapeValue(sc[:0], h.Value)
+		b = appendJSONString(b, bytesString(sc))
 		b = append(b, '}')
 	}
+	*scratch = sc
 	return append(b, "]}}"...)
 }
 
