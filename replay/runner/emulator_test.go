@@ -1,0 +1,150 @@
+package runner
+
+import (
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
+	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/gen"
+	"github.com/meshward/meshward/replay/source"
+)
+
+// sdkEmulatorRun scores records the way the wasm runner did before it had a
+// host of its own: the same compiled filter under the SDK's host emulator
+// (proxytest), one destination at a time. It is the reference the standalone
+// host is checked against.
+func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record) []Result {
+	t.Helper()
+	vm, err := wasmhost.LoadDirect(wasmPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	model := (&pluginconfig.Config{}).WithModel(encodedModel).Model
+	out := make([]Result, len(recs))
+	byDst := map[string][]int{}
+	for i, r := range recs {
+		byDst[r.Request.Destination] = append(byDst[r.Request.Destination], i)
+	}
+	for dst, idx := range byDst {
+		workload := dst
+		if workload == "" {
+			workload = source.DefaultDestination
+		}
+		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: model, ResponseScore: true}).Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(cfg))
+		if host.StartPlugin() != types.OnPluginStartStatusOK {
+			reset()
+			t.Fatalf("the filter refused its configuration for %s: %v", workload, host.GetCriticalLogs())
+		}
+		for _, i := range idx {
+			r := &recs[i].Request
+			if err := host.SetProperty([]string{"connection", "uri_san_peer_certificate"}, []byte(r.Source)); err != nil {
+				t.Fatal(err)
+			}
+			target := r.Path
+			if r.Query != "" {
+				target += "?" + r.Query
+			}
+			hs := [][2]string{{":method", r.Method}, {":path", target}, {":authority", workload}}
+			for _, h := range r.Headers {
+				hs = append(hs, [2]string{h.Name, h.Value})
+			}
+			id := host.InitializeHttpContext()
+			host.CallOnRequestHeaders(id, hs, len(r.Body) == 0)
+			if len(r.Body) > 0 {
+				host.CallOnRequestBody(id, r.Body, true)
+			}
+			verdict := host.GetCurrentRequestHeaders(id)
+			if r.Status != 0 {
+				resp := [][2]string{{":status", strconv.Itoa(r.Status)}}
+				if r.ResponseBytes > 0 {
+					resp = append(resp, [2]string{"content-length", strconv.FormatInt(r.ResponseBytes, 10)})
+				}
+				host.CallOnResponseHeaders(id, resp, true)
+				verdict = host.GetCurrentResponseHeaders(id)
+			}
+			res := Result{}
+			for _, h := range verdict {
+				switch h[0] {
+				case pluginconfig.DefaultScoreHeader:
+					res.Score, _ = strconv.ParseFloat(h[1], 64)
+					res.Scored = true
+				case "x-meshward-reason":
+					res.Flagged = true
+					res.Reasons = strings.Split(h[1], ",")
+				}
+			}
+			host.CompleteHttpContext(id)
+			out[i] = res
+		}
+		reset()
+	}
+	return out
+}
+
+// The wasm runner's standalone host (parallel VMs) gives exactly what the
+// SDK's emulator gives for the same compiled filter: every score, flag and
+// reason, in order, on generated mesh traffic with bodies, queries,
+// responses and attacks.
+func TestStandaloneHostMatchesSDKEmulator(t *testing.T) {
+	cfg := gen.DefaultConfig()
+	cfg.Requests = 3000
+	g, err := gen.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := g.Generate()
+	tcfg := models.DefaultTrainConfig()
+	tcfg.Now = time.Unix(0, 0)
+	tr, _ := models.NewTrainer(tcfg)
+	for _, r := range recs[:len(recs)/2] {
+		if !r.IsAttack() {
+			tr.Observe(&r.Request)
+		}
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := models.Encode(m)
+	want := sdkEmulatorRun(t, enc, recs)
+	w, err := NewWasm(wasmPath, enc, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.Workers = 2
+	for run := 0; run < 2; run++ { // a second run reuses the VMs
+		got, err := w.Run(recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flagged, scored := 0, 0
+		for i := range recs {
+			if !reflect.DeepEqual(got[i], want[i]) {
+				t.Fatalf("run %d, record %d (%s %s %s): standalone %+v, SDK emulator %+v", run, i, recs[i].Request.Destination, recs[i].Request.Method, recs[i].Request.Path, got[i], want[i])
+			}
+			if got[i].Flagged {
+				flagged++
+			}
+			if got[i].Scored {
+				scored++
+			}
+		}
+		if scored != len(recs) || flagged == 0 {
+			t.Fatalf("run %d: %d of %d scored, %d flagged: the comparison saw no verdicts", run, scored, len(recs), flagged)
+		}
+	}
+}
