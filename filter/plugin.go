@@ -159,11 +159,13 @@ func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
 // handles without it.
 func (p *pluginContext) recycle(h *httpContext) {
 	if len(p.free) >= maxFree {
+		h.bufs.release()
 		return
 	}
-	// Drop every view of the finished request's host buffers, keep the
-	// header slice's backing array.
+	// Drop every view of the finished request's host buffers, hand the
+	// buffers back, keep the header slice's backing array.
 	hs := h.req.Headers
+	h.bufs.release()
 	clear(hs[:cap(hs)])
 	*h = httpContext{plugin: p}
 	h.req.Headers = hs[:0]
@@ -191,6 +193,7 @@ type httpContext struct {
 	// MaxBodyPrefix bytes of the body (or all of it) arrive, then judged.
 	waiting bool
 	req     models.Request
+	bufs    hostBuffers // the host buffers req views
 	forged  bool
 	// scored, flagged and verdict record the request phase's verdict, which
 	// the response phase completes with the status and size.
@@ -215,13 +218,13 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if s.Mode == pluginconfig.ModeLearn {
 		// Learning is recording: the request is read only to be shipped.
 		if s.CollectorCluster != "" {
-			if _, err := readRequest(&h.req, s.Workload, s.ScoreHeader); err == nil {
+			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader); err == nil {
 				h.learned = true
 			}
 		}
 		return types.ActionContinue
 	}
-	forged, err := readRequest(&h.req, s.Workload, s.ScoreHeader)
+	forged, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader)
 	if err != nil {
 		m.unscored.Increment(1)
 		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
@@ -251,6 +254,7 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 	}
 	h.waiting = false
 	if body, err := goabi.RequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
+		h.bufs.keep(body)
 		h.req.Body = body
 	}
 	return h.judge()
@@ -323,6 +327,8 @@ func (h *httpContext) readResponse() bool {
 	if err != nil {
 		return false
 	}
+	// Only numbers are taken from it: the buffer goes back at once.
+	defer goabi.Release(buf)
 	haveStatus, haveLength := false, false
 	for it := goabi.NewPairs(buf); it.Next(); {
 		switch bytesString(it.Name) {

@@ -31,11 +31,12 @@ var errNoPath = errors.New("request has no :path")
 // values are views of the host's buffer, which nothing writes to again), and
 // r.Headers reuses its backing array from the previous request of a pooled
 // context.
-func readRequest(r *models.Request, workload, scoreHeader string) (forged bool, err error) {
+func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader string) (forged bool, err error) {
 	buf, err := goabi.RequestHeaderPairs()
 	if err != nil {
 		return false, err
 	}
+	bufs.keep(buf)
 	r.Destination = workload
 	if r.Headers == nil {
 		r.Headers = make([]models.Header, 0, 16)
@@ -68,14 +69,42 @@ func readRequest(r *models.Request, workload, scoreHeader string) (forged bool, 
 	if !havePath {
 		return forged, errNoPath
 	}
-	r.Source = sourceIdentity(r)
+	r.Source = sourceIdentity(r, bufs)
 	return forged, nil
+}
+
+// hostBuffers are the host's buffers a stream's request views (header
+// names and values, the caller's identity, the body), handed back to goabi
+// for reuse when the stream is done: the filter then allocates next to
+// nothing per request, and its garbage collector rarely runs.
+type hostBuffers struct {
+	b [4][]byte
+	n int
+}
+
+// keep records a buffer to release with the stream; beyond four, a buffer is
+// left to the garbage collector.
+func (k *hostBuffers) keep(b []byte) {
+	if k.n < len(k.b) {
+		k.b[k.n] = b
+		k.n++
+	}
+}
+
+// release hands every kept buffer back; nothing may view them afterwards.
+func (k *hostBuffers) release() {
+	for i := 0; i < k.n; i++ {
+		goabi.Release(k.b[i])
+		k.b[i] = nil
+	}
+	k.n = 0
 }
 
 // sourceIdentity names the caller: the mTLS peer's URI SAN (a SPIFFE id in a
 // mesh), else Istio's peer metadata, else the source address without port.
-func sourceIdentity(r *models.Request) string {
+func sourceIdentity(r *models.Request, bufs *hostBuffers) string {
 	if san, err := goabi.Property(pathURISAN); err == nil && len(san) > 0 {
+		bufs.keep(san)
 		return bound(bytesString(san))
 	}
 	if wl, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "workload"}); err == nil && len(wl) > 0 {

@@ -124,9 +124,41 @@ var hostBuffers [][]byte
 // allocate serves proxy_on_memory_allocate.
 func allocate(size uint32) uint32 {
 	// A zero-size request still needs a distinct, valid address.
-	buf := make([]byte, max(size, 1))
+	n := int(max(size, 1))
+	var buf []byte
+	// Reuse a released buffer of about the right size (the host overwrites
+	// the bytes it asked for): the newest few are looked at.
+	for i := len(freeBuffers) - 1; i >= 0 && i >= len(freeBuffers)-8; i-- {
+		if b := freeBuffers[i]; cap(b) >= n && cap(b) <= 2*n+64 {
+			buf = b[:n]
+			last := len(freeBuffers) - 1
+			freeBuffers[i] = freeBuffers[last]
+			freeBuffers[last] = nil
+			freeBuffers = freeBuffers[:last]
+			break
+		}
+	}
+	if buf == nil {
+		buf = make([]byte, n)
+	}
 	hostBuffers = append(hostBuffers, buf)
 	return uint32(uintptr(unsafe.Pointer(&buf[0])))
+}
+
+// freeBuffers are host buffers the plugin released for reuse (Release).
+var freeBuffers [][]byte
+
+// Bounds on what freeBuffers keeps.
+const (
+	maxFreeBuffers   = 64
+	maxFreeBufferCap = 64 << 10
+)
+
+func release1(b []byte) {
+	if cap(b) == 0 || cap(b) > maxFreeBufferCap || len(freeBuffers) >= maxFreeBuffers {
+		return
+	}
+	freeBuffers = append(freeBuffers, b[:0])
 }
 
 // adopt converts an address and size written by the host into a Go pointer to

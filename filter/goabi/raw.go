@@ -111,3 +111,10 @@ func le32(b []byte) uint32 {
 	_ = b[3]
 	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
 }
+
+// Release hands back a buffer one of these calls returned, for the next host
+// call to reuse instead of allocating: in WebAssembly, allocation (and the
+// garbage collection it brings) is a plugin's main cost. Nothing may read the
+// buffer, or any string viewing it, afterwards. Releasing is optional; a
+// buffer never released is collected as usual. Off wasip1 it does nothing.
+func Release(buf []byte) { release1(buf) }

@@ -34,3 +34,5 @@ func bytes(raw *byte, n int) []byte {
 	}
 	return internal.RawBytePtrToByteSlice(raw, n)
 }
+
+func release1([]byte) {}
