@@ -34,7 +34,16 @@ type Wasm struct {
 	Workers int
 
 	mu  sync.Mutex
-	vms []*wazerohost.Standalone // idle VMs, kept across runs
+	vms []*vm // idle VMs, kept across runs
+}
+
+// vm is one VM with the plugins started in it, one per workload: a
+// plugin's start (parsing its configuration, decoding and indexing the model)
+// costs milliseconds in WebAssembly, so it is paid once per workload and VM,
+// not once per run.
+type vm struct {
+	*wazerohost.Standalone
+	roots map[string]uint32
 }
 
 // maxWorkers bounds the VMs of one runner.
@@ -53,12 +62,12 @@ func NewWasm(path string, encodedModel []byte, threshold float64) (*Wasm, error)
 		w.threshold = &threshold
 	}
 	// Compile now, so that a broken module fails here, not in Run.
-	vm, err := w.newVM()
+	v, err := w.newVM()
 	if err != nil {
 		w.cache.Close(nil)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	w.vms = append(w.vms, vm)
+	w.vms = append(w.vms, v)
 	return w, nil
 }
 
@@ -69,8 +78,8 @@ func (*Wasm) Name() string { return "wasm" }
 func (w *Wasm) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, vm := range w.vms {
-		vm.Close()
+	for _, v := range w.vms {
+		v.Close()
 	}
 	w.vms = nil
 	return w.cache.Close(nil)
@@ -79,25 +88,29 @@ func (w *Wasm) Close() error {
 // propSAN is the property the filter reads the caller's identity from.
 const propSAN = "connection\x00uri_san_peer_certificate"
 
-func (w *Wasm) newVM() (*wazerohost.Standalone, error) {
-	return wazerohost.NewStandalone(w.wasm, w.cache, map[string][]byte{})
+func (w *Wasm) newVM() (*vm, error) {
+	s, err := wazerohost.NewStandalone(w.wasm, w.cache, map[string][]byte{})
+	if err != nil {
+		return nil, err
+	}
+	return &vm{Standalone: s, roots: map[string]uint32{}}, nil
 }
 
-func (w *Wasm) takeVM() (*wazerohost.Standalone, error) {
+func (w *Wasm) takeVM() (*vm, error) {
 	w.mu.Lock()
 	if n := len(w.vms); n > 0 {
-		vm := w.vms[n-1]
+		v := w.vms[n-1]
 		w.vms = w.vms[:n-1]
 		w.mu.Unlock()
-		return vm, nil
+		return v, nil
 	}
 	w.mu.Unlock()
 	return w.newVM()
 }
 
-func (w *Wasm) putVM(vm *wazerohost.Standalone) {
+func (w *Wasm) putVM(v *vm) {
 	w.mu.Lock()
-	w.vms = append(w.vms, vm)
+	w.vms = append(w.vms, v)
 	w.mu.Unlock()
 }
 
@@ -134,14 +147,14 @@ func (w *Wasm) Run(recs []*source.Record) ([]Result, error) {
 		wg.Add(1)
 		go func(k int) {
 			defer wg.Done()
-			vm, err := w.takeVM()
+			v, err := w.takeVM()
 			if err != nil {
 				errs[k] = err
 				return
 			}
-			defer w.putVM(vm)
+			defer w.putVM(v)
 			for d := range work {
-				if err := w.runWorkload(vm, d, recs, byDst[d], out); err != nil {
+				if err := w.runWorkload(v, d, recs, byDst[d], out); err != nil {
 					errs[k] = err
 					return
 				}
@@ -157,17 +170,21 @@ func (w *Wasm) Run(recs []*source.Record) ([]Result, error) {
 	return out, nil
 }
 
-func (w *Wasm) runWorkload(vm *wazerohost.Standalone, dst string, recs []*source.Record, idx []int, out []Result) error {
+func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int, out []Result) error {
 	workload := dst
 	if workload == "" {
 		workload = source.DefaultDestination
 	}
-	cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
-	if err != nil {
-		return err
-	}
-	if err := vm.Start(cfg); err != nil {
-		return fmt.Errorf("%s: %w", workload, err)
+	root, ok := vm.roots[workload]
+	if !ok {
+		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
+		if err != nil {
+			return err
+		}
+		if root, err = vm.Start(cfg); err != nil {
+			return fmt.Errorf("%s: %w", workload, err)
+		}
+		vm.roots[workload] = root
 	}
 	var st wazerohost.Stream
 	var reqHeaders, respHeaders [][2]string
@@ -190,7 +207,7 @@ func (w *Wasm) runWorkload(vm *wazerohost.Standalone, dst string, recs []*source
 			}
 			st.ResponseHeaders = respHeaders
 		}
-		vm.Do(&st)
+		vm.Do(root, &st)
 		// With a known response, the final verdict is on the response.
 		verdict := st.RequestHeaders
 		if st.ResponseHeaders != nil {

@@ -39,7 +39,6 @@ type Standalone struct {
 	names   map[string]uint32
 	// Critical and error log lines, for a refused configuration.
 	logs    []string
-	rootID  uint32
 	nextID  uint32
 	started bool
 	cur     *Stream
@@ -77,7 +76,7 @@ const (
 // host answers proxy_get_property with, keyed by path segments joined by NUL.
 func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string][]byte) (*Standalone, error) {
 	ctx := context.Background()
-	s := &Standalone{ctx: ctx, stack: make([]uint64, 8), props: props, names: map[string]uint32{}, nextID: 2}
+	s := &Standalone{ctx: ctx, stack: make([]uint64, 8), props: props, names: map[string]uint32{}, nextID: 1}
 	cfg := wazero.NewRuntimeConfig()
 	if cache != nil {
 		cfg = cfg.WithCompilationCache(cache)
@@ -115,34 +114,37 @@ func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string]
 // Close releases the runtime.
 func (s *Standalone) Close() error { return s.runtime.Close(s.ctx) }
 
-// Start starts the VM and a plugin with the given configuration, as a proxy
-// does when it loads the filter. A refused configuration is an error quoting
-// the plugin's critical and error logs.
-func (s *Standalone) Start(config []byte) error {
+// Start starts a plugin with the given configuration, as a proxy does when
+// it loads the filter, and returns its root context's id for Do. A VM hosts
+// any number of plugins (Envoy shares one VM between plugins the same way);
+// the first Start also starts the VM. A refused configuration is an error
+// quoting the plugin's critical and error logs.
+func (s *Standalone) Start(config []byte) (uint32, error) {
 	s.config = config
 	s.logs = s.logs[:0]
 	if !s.started && s.fns.vmStart != nil {
 		s.call(s.fns.vmStart, 0, 0)
 	}
 	s.started = true
-	s.rootID = s.nextID
+	root := s.nextID
 	s.nextID++
-	s.call(s.fns.contextCreate, uint64(s.rootID), 0)
-	if s.call(s.fns.configure, uint64(s.rootID), uint64(len(config))) != 1 {
-		return fmt.Errorf("the plugin refused its configuration: %s", strings.Join(s.logs, "; "))
+	s.call(s.fns.contextCreate, uint64(root), 0)
+	if s.call(s.fns.configure, uint64(root), uint64(len(config))) != 1 {
+		return 0, fmt.Errorf("the plugin refused its configuration: %s", strings.Join(s.logs, "; "))
 	}
-	return nil
+	return root, nil
 }
 
-// Do runs one stream through the plugin: its request headers (and body, when
-// there is one), its response headers when st.ResponseHeaders is not nil,
-// and its end (log, done, delete). The plugin's edits are left in st.
-func (s *Standalone) Do(st *Stream) {
+// Do runs one stream through the plugin started as root: its request
+// headers (and body, when there is one), its response headers when
+// st.ResponseHeaders is not nil, and its end (log, done, delete). The
+// plugin's edits are left in st.
+func (s *Standalone) Do(root uint32, st *Stream) {
 	id := uint64(s.nextID)
 	s.nextID++
 	s.cur = st
 	defer func() { s.cur = nil }()
-	s.call(s.fns.contextCreate, id, uint64(s.rootID))
+	s.call(s.fns.contextCreate, id, uint64(root))
 	s.call(s.fns.reqHeaders, id, uint64(len(st.RequestHeaders)), b2u(len(st.RequestBody) == 0))
 	if len(st.RequestBody) > 0 && st.LocalResponse == 0 {
 		s.call(s.fns.reqBody, id, uint64(len(st.RequestBody)), 1)
