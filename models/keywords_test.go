@@ -51,4 +51,3 @@ func TestCountKeywordsMatchesNaiveScan(t *testing.T) {
 		}
 	}
 }
-
