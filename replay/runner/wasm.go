@@ -61,13 +61,16 @@ func NewWasm(path string, encodedModel []byte, threshold float64) (*Wasm, error)
 	if threshold != 0 {
 		w.threshold = &threshold
 	}
-	// Compile now, so that a broken module fails here, not in Run.
-	v, err := w.newVM()
-	if err != nil {
-		w.cache.Close(nil)
-		return nil, fmt.Errorf("%s: %w", path, err)
+	// Compile and instantiate now, so that a broken module fails here, not
+	// in Run, and Run finds its VMs ready.
+	for len(w.vms) < w.Workers {
+		v, err := w.newVM()
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		w.vms = append(w.vms, v)
 	}
-	w.vms = append(w.vms, v)
 	return w, nil
 }
 
