@@ -193,7 +193,7 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 	var reqHeaders, respHeaders [][2]string
 	for _, i := range idx {
 		r := &recs[i].Request
-		vm.SetProperty(propSAN, []byte(r.Source))
+		vm.SetPropertyString(propSAN, r.Source)
 		target := r.Path
 		if r.Query != "" {
 			target += "?" + r.Query

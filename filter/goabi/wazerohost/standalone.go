@@ -41,6 +41,7 @@ type Standalone struct {
 	logs    []string
 	nextID  uint32
 	started bool
+	pairs   []byte // scratch for serialized header maps
 	cur     *Stream
 }
 
@@ -219,13 +220,17 @@ func (s *Standalone) headerMap(t uint64) *[][2]string {
 	return nil
 }
 
-// serializePairs encodes a header map as the ABI does.
-func serializePairs(hs [][2]string) []byte {
+// serializePairs encodes a header map as the ABI does, into b's array
+// (grown when short; the caller copies the result into the guest at once).
+func serializePairs(b []byte, hs [][2]string) []byte {
 	size := 4
 	for _, h := range hs {
 		size += 8 + len(h[0]) + len(h[1]) + 2
 	}
-	b := make([]byte, 4+8*len(hs), size)
+	if cap(b) < size {
+		b = make([]byte, 0, size)
+	}
+	b = b[:4+8*len(hs)]
 	binary.LittleEndian.PutUint32(b, uint32(len(hs)))
 	for i, h := range hs {
 		binary.LittleEndian.PutUint32(b[4+8*i:], uint32(len(h[0])))
@@ -293,7 +298,8 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 				st[0] = stNotFound
 				return
 			}
-			s.out(ctx, mod, serializePairs(*m), st[1], st[2])
+			s.pairs = serializePairs(s.pairs, *m)
+			s.out(ctx, mod, s.pairs, st[1], st[2])
 			st[0] = stOK
 		}},
 		{"proxy_set_header_map_pairs", p(3), func(_ context.Context, mod api.Module, st []uint64) {
@@ -485,5 +491,14 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 const stEmpty = 7
 
 // SetProperty sets (or replaces) a property the host answers with; path is
-// the property's segments joined by NUL.
+// the property's segments joined by NUL. The host keeps value as it is.
 func (s *Standalone) SetProperty(path string, value []byte) { s.props[path] = value }
+
+// SetPropertyString is SetProperty for a string value, without a copy when
+// the property already has that value.
+func (s *Standalone) SetPropertyString(path, value string) {
+	if old, ok := s.props[path]; ok && string(old) == value {
+		return
+	}
+	s.props[path] = []byte(value)
+}
