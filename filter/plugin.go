@@ -148,6 +148,7 @@ func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
 		h := p.free[n-1]
 		p.free[n-1] = nil
 		p.free = p.free[:n-1]
+		h.pooled = false
 		return h
 	}
 	return &httpContext{plugin: p}
@@ -158,6 +159,10 @@ func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
 // (proxy_on_log), only proxy_on_done and proxy_on_delete, which the SDK
 // handles without it.
 func (p *pluginContext) recycle(h *httpContext) {
+	if h.pooled {
+		// Ended twice: it must not be handed to two streams.
+		return
+	}
 	if len(p.free) >= maxFree {
 		h.bufs.release()
 		return
@@ -167,7 +172,7 @@ func (p *pluginContext) recycle(h *httpContext) {
 	hs := h.req.Headers
 	h.bufs.release()
 	clear(hs[:cap(hs)])
-	*h = httpContext{plugin: p}
+	*h = httpContext{plugin: p, pooled: true}
 	h.req.Headers = hs[:0]
 	p.free = append(p.free, h)
 }
@@ -194,7 +199,9 @@ type httpContext struct {
 	waiting bool
 	req     models.Request
 	bufs    hostBuffers // the host buffers req views
-	forged  bool
+	// pooled marks a finished context waiting in the plugin's free list.
+	pooled bool
+	forged bool
 	// scored, flagged and verdict record the request phase's verdict, which
 	// the response phase completes with the status and size.
 	scored, flagged bool
