@@ -88,7 +88,7 @@ bench: deps $(WASM) $(PASSWASM) ## print the figures users care about (see READM
 	  if [ $$b = native ]; then \
 	    echo "filter, native (emulator included):   $$(median ns/op < $$out) ns/request, $$(median allocs/op < $$out) allocs"; \
 	  else \
-	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 3)"; \
+	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 3; in thread CPU time $$(median own-cpu-ns/op < $$out) ns)"; \
 	  fi; \
 	done
 	@echo "models (scoring a request against a 50-service model; training on 1 M requests; model size):"
