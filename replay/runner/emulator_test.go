@@ -148,3 +148,27 @@ func TestStandaloneHostMatchesSDKEmulator(t *testing.T) {
 		}
 	}
 }
+
+// A configuration the filter refuses stops the run with the filter's own
+// explanation, not a trap or wrong scores.
+func TestWasmRunnerReportsARefusedConfiguration(t *testing.T) {
+	train, replay := traffic()
+	tr, _ := models.NewTrainer(models.DefaultTrainConfig())
+	for _, r := range train {
+		tr.Observe(&r.Request)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := models.Encode(m)
+	w, err := NewWasm(wasmPath, enc, 1.5) // a threshold must lie in (0,1]
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_, err = w.Run(replay)
+	if err == nil || !strings.Contains(err.Error(), "threshold") {
+		t.Fatalf("got %v, want the filter's refusal naming the threshold", err)
+	}
+}
