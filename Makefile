@@ -20,15 +20,22 @@ export MESHWARD_DATA ?= $(abspath ../shared/data)
 # The filter tests and benchmarks run these exact files.
 export MESHWARD_WASM := $(abspath $(WASM))
 export MESHWARD_PASSTHROUGH_WASM := $(abspath $(PASSWASM))
+# Kubernetes tests (internal/kubetest) run these kube-apiserver, kubectl and
+# etcd, built by `make kube` into a cache named by version (see hack/kube).
+KUBE_VERSION := v1.37.2
+export MESHWARD_KUBE_CACHE ?= $(HOME)/.cache/meshward/kube-$(KUBE_VERSION)
+export MESHWARD_KUBE_ASSETS ?= $(MESHWARD_KUBE_CACHE)/bin
 
 WASM_ENV   := GOOS=wasip1 GOARCH=wasm
-WASM_FLAGS := -trimpath -buildmode=c-shared
+# -buildvcs=false: the module is reproducible (no commit stamped in), so the
+# Wasm image digest the manifests pin follows from the sources alone.
+WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check deps e2e bench eval run fuzz clean
+.PHONY: help build wasm test check deps kube e2e bench eval run fuzz clean image push manifests
 
 help: ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 build: $(BIN) $(WASM) ## build the meshward binary and the filter (.wasm)
 
@@ -46,6 +53,26 @@ $(BIN): $(GO_SOURCES)
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./control-plane/cmd/meshward
 
+OCI        := $(BUILD)/oci
+REGISTRY   ?= ghcr.io/meshward
+TAG        ?= 0.1.0
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+# The image's binary: static (the base is empty), stripped, reproducible.
+IMAGE_BIN  := $(BUILD)/image/meshward-linux-$(IMAGE_ARCH)
+$(IMAGE_BIN): $(GO_SOURCES)
+	@mkdir -p $(dir $@)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -buildvcs=false -ldflags='-s -w' -o $@ ./control-plane/cmd/meshward
+
+image: $(BIN) $(WASM) $(IMAGE_BIN) ## OCI images without Docker: build/oci/wasm (the filter, for WasmPlugin) and build/oci/meshward
+	$(BIN) image build -wasm $(WASM) -binary $(IMAGE_BIN) -arch $(IMAGE_ARCH) -out $(OCI)
+
+push: image ## push the images to REGISTRY (default ghcr.io/meshward) with TAG (INSECURE=1 for a plain-HTTP registry)
+	$(BIN) image push $(if $(INSECURE),-insecure) $(OCI)/wasm $(REGISTRY)/meshward-wasm:$(TAG)
+	$(BIN) image push $(if $(INSECURE),-insecure) $(OCI)/meshward $(REGISTRY)/meshward:$(TAG)
+
+manifests: $(WASM) ## regenerate manifests/: the dashboard, the alert rules, the module digests the manifests pin
+	$(GO) run ./manifests/internal/gen -dir manifests -wasm $(WASM)
+
 check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
@@ -54,7 +81,7 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 	$(WASM_ENV) $(GO) vet ./models/...
 	$(WASM_ENV) $(GO) build ./models/... && $(WASM_ENV) $(GO) build $(WASM_FLAGS) -o /dev/null ./filter
 
-test: check deps $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
+test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
@@ -73,10 +100,13 @@ deps: ## install what tests need from Debian's packages (redis-server)
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || \
 	  { echo "installing redis-server (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
+kube: ## build (or reuse) kube-apiserver, kubectl and etcd for the Kubernetes tests
+	GO=$(GO) hack/kube/build.sh
+
 e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
 
-bench: deps $(WASM) $(PASSWASM) ## print the figures users care about (see README)
+bench: deps kube $(WASM) $(PASSWASM) ## print the figures users care about (see README)
 	@# Each binding runs in its own process, so one's garbage does not slow the
 	@# other; GOGC=400 calms the host-side emulator's garbage collection, which
 	@# otherwise adds ±1 µs of noise to per-request figures (the guest's own GC
@@ -107,12 +137,12 @@ SPLIT ?= test
 eval: ## detection figures on the public datasets, meshward beside CRS PL1-4 (SPLIT=test|dev)
 	$(GO) run ./replay/cmd/eval -split $(SPLIT) -data $(MESHWARD_DATA) -json $(BUILD)/eval-$(SPLIT).json
 
-run: $(BIN) $(WASM) ## the offline loop on generated traffic: learn, then monitor through build/meshward.wasm
-	@echo "make run: the offline loop (the control plane's collector, Redis and xDS rollout are not built yet):"
-	@echo "  generated mesh traffic → learn on the clean first 80 % → monitor the rest through the compiled filter"
+run: $(BIN) $(WASM) ## the whole loop on generated traffic: filter → collector → Redis → trainer → xDS → filter
+	@echo "make run: generated mesh traffic; the first 80 % goes through build/meshward.wasm in learn mode to the collector,"
+	@echo "  the trainer learns from Redis (embedded), the model rolls out over xDS to each workload's sidecar, the rest is monitored"
 	$(BIN) gen -out $(BUILD)/sample.jsonl
 	$(BIN) run --traffic $(BUILD)/sample.jsonl --learn-until 2026-11-03T14:24:00Z --runner wasm --out $(BUILD)/run
-	@echo "report: $(BUILD)/run/report.json, per-request scores: $(BUILD)/run/scores.jsonl"
+	@echo "report: $(BUILD)/run/report.json, per-request scores: $(BUILD)/run/scores.jsonl, policies: $(BUILD)/run/policies/"
 
 clean: ## remove build outputs
 	rm -rf $(BUILD)

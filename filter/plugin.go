@@ -132,6 +132,7 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		return types.OnPluginStartStatusFailed
 	}
 	p.settings = s
+	p.ship.version = newRecordVersion(s)
 	if err := proxywasm.SetTickPeriodMilliSeconds(tickPeriod); err != nil {
 		proxywasm.LogWarnf("meshward: no tick (%v): request counts are flushed only when the plugin stops", err)
 	}
@@ -251,6 +252,10 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 
 // OnHttpRequestBody judges a held request once its body prefix is in.
 func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action types.Action) {
+	if h.learned {
+		h.learnBody(bodySize)
+		return types.ActionContinue
+	}
 	if !h.waiting {
 		return types.ActionContinue
 	}
@@ -265,6 +270,20 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 		h.req.Body = body
 	}
 	return h.judge()
+}
+
+// learnBody keeps the body's prefix of a request read in learn mode, chunk
+// by chunk as it passes (nothing is held back: learning never delays), so
+// the record has what training needs of the body.
+func (h *httpContext) learnBody(chunkSize int) {
+	defer func() { _ = recover() }()
+	room := models.MaxBodyPrefix - len(h.req.Body)
+	if room <= 0 || chunkSize <= 0 {
+		return
+	}
+	if chunk, err := proxywasm.GetHttpRequestBody(0, min(chunkSize, room)); err == nil {
+		h.req.Body = append(h.req.Body, chunk...)
+	}
 }
 
 // OnHttpStreamDone queues the stream's record for the collector, with the

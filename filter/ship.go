@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/base64"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
+	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
 )
 
@@ -17,9 +20,11 @@ import (
 // What does not fit the buffer is dropped and counted; a batch the collector
 // pushes back (503, or no answer) is kept and retried after a pause.
 //
-// No raw body leaves the sidecar, and query and header values travel as
-// their shape (models.ShapeQuery, models.ShapeValue): enough for the
-// trainer's class-transition and length models, not the values themselves.
+// No raw body leaves the sidecar: the body's prefix, query and header values
+// travel as their shape (models.ShapeQuery, models.ShapeValue): enough for
+// the trainer's class-transition and length models, not the values
+// themselves. Learn mode reads the body's prefix as it passes, without
+// holding the request.
 
 // Metric names of shipping.
 const (
@@ -32,6 +37,10 @@ const collectorPath = "/v1/records"
 
 // shipper is the per-plugin record buffer.
 type shipper struct {
+	// version is what each record says it was scored with: the model's
+	// sha256, and the share of unflagged requests shipped, encoded once per
+	// configuration (the canary decision counts flagged rates per version).
+	version  recordVersion
 	buf      [][]byte
 	inFlight int // records in the batch being sent; 0 when none
 	pause    int // ticks to wait before the next batch
@@ -70,7 +79,27 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.scratch))
+	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.version, &p.ship.scratch))
+}
+
+// recordVersion is the pre-encoded part of a record that says what it was
+// scored with.
+type recordVersion struct {
+	// model is `,"model":"<sha256>"` (empty without a model); rate is
+	// `,"sample_rate":<share>` (empty when every request is shipped).
+	model, rate []byte
+}
+
+// newRecordVersion encodes a configuration's version fields once.
+func newRecordVersion(s *pluginconfig.Settings) recordVersion {
+	var v recordVersion
+	if s.Model != nil {
+		v.model = append([]byte(`,"model":`), appendJSONString(nil, s.Model.SHA256())...)
+	}
+	if s.SampleRate < 1 {
+		v.rate = strconv.AppendFloat([]byte(`,"sample_rate":`), s.SampleRate, 'g', -1, 64)
+	}
+	return v
 }
 
 // sendBatch dispatches the next batch, if any and none is in flight.
@@ -135,9 +164,10 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 }
 
 // encodeRecord writes one record as the collector's JSON line (store.Record).
-// scratch is reusable working memory for shapes; the record
-// itself is the only allocation.
-func encodeRecord(r *models.Request, score float64, flagged bool, scratch *[]byte) []byte {
+// An unflagged record stands for 1/sample_rate requests; a flagged one for
+// itself (all are shipped). scratch is reusable working memory for shapes;
+// the record itself is the only allocation.
+func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersion, scratch *[]byte) []byte {
 	// Cheap encodings: time and floats are formatted without the time and
 	// strconv float code, which is slow compiled to WebAssembly; the route
 	// and the shapes are built in place rather than as strings.
@@ -152,6 +182,12 @@ func encodeRecord(r *models.Request, score float64, flagged bool, scratch *[]byt
 	b = appendFixed4(b, score)
 	b = append(b, `,"flagged":`...)
 	b = strconv.AppendBool(b, flagged)
+	if v != nil {
+		b = append(b, v.model...)
+		if !flagged {
+			b = append(b, v.rate...)
+		}
+	}
 	b = append(b, `,"request":{"Method":`...)
 	b = appendJSONString(b, r.Method)
 	b = append(b, `,"Path":`...)
@@ -172,6 +208,13 @@ func encodeRecord(r *models.Request, score float64, flagged bool, scratch *[]byt
 	b = strconv.AppendInt(b, max(r.RequestBytes, int64(len(r.Body))), 10)
 	b = append(b, `,"ResponseBytes":`...)
 	b = strconv.AppendInt(b, r.ResponseBytes, 10)
+	if len(r.Body) > 0 {
+		// The body travels as its shape, as query values do (base64: a
+		// []byte in JSON).
+		b = append(b, `,"Body":"`...)
+		b = base64.StdEncoding.AppendEncode(b, shapeBody(r))
+		b = append(b, '"')
+	}
 	b = append(b, `,"Headers":[`...)
 	n := 0
 	for _, h := range r.Headers {
@@ -185,13 +228,33 @@ func encodeRecord(r *models.Request, score float64, flagged bool, scratch *[]byt
 		b = append(b, `{"Name":`...)
 		b = appendJSONString(b, h.Name)
 		b = append(b, `,"Value":`...)
-		sc = models.AppendShapeValue(sc[:0], h.Value)
-		b = appendJSONString(b, bytesString(sc))
+		if h.Name == "content-type" && len(h.Value) <= maxContentType {
+			// A media type names a format, not data, and the trainer
+			// needs it to read the body as the filter will.
+			b = appendJSONString(b, h.Value)
+		} else {
+			sc = models.AppendShapeValue(sc[:0], h.Value)
+			b = appendJSONString(b, bytesString(sc))
+		}
 		b = append(b, '}')
 	}
 	*scratch = sc
 	return append(b, "]}}"...)
 }
+
+// shapeBody is the shape of a request's body: a form keeps its parameter
+// names with shaped values (models.ShapeQuery), anything else is one shaped
+// value (models.ShapeValue, capped as the model caps a value).
+func shapeBody(r *models.Request) []byte {
+	ct, _ := r.Header("content-type")
+	if len(ct) >= 33 && strings.EqualFold(ct[:33], "application/x-www-form-urlencoded") {
+		return []byte(models.ShapeQuery(string(r.Body)))
+	}
+	return []byte(models.ShapeValue(string(r.Body)))
+}
+
+// maxContentType bounds a content-type shipped as is.
+const maxContentType = 128
 
 // maxShippedHeaders bounds the headers a record carries.
 const maxShippedHeaders = 16

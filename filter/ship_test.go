@@ -116,14 +116,14 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, 0.98765, true, new([]byte))
+	line := encodeRecord(r, 0.98765, true, nil, new([]byte))
 	var rec store.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
 	}
 	rec.Normalize()
 	if rec.TS.IsZero() || rec.Route != "/reviews/{num}" || rec.Score != 0.9877 || !rec.Flagged || rec.Request.Method != "POST" ||
-		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || len(rec.Request.Body) != 0 || rec.Request.Query != "q=a%20a&n=0" ||
+		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || string(rec.Request.Body) != models.ShapeValue("secret=1") || rec.Request.Query != "q=a%20a&n=0" ||
 		len(rec.Request.Headers) != 1 || rec.Request.Headers[0].Value != "Aa-aaaa/0.0" {
 		t.Errorf("record %+v from %s", rec, line)
 	}
@@ -137,7 +137,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, 0.5, false, new([]byte))
+	line := encodeRecord(r, 0.5, false, nil, new([]byte))
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}
@@ -157,4 +157,91 @@ func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("classes %v, want %v (value %q)", got, want, v)
 	}
+}
+
+// TestShippedRecordsSayWhichModelScoredThem: the canary decision compares
+// flagged rates per model version, so every scored record carries its
+// model's sha256, and an unflagged one the sampled share it stands for.
+func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		half := 0.5
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
+			CollectorToken: collectorToken, SampleRate: &half, BatchSize: 100}
+		c.WithModel(fixtureModel(t))
+		cfg, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := e.mustStart(t, hostOpts{config: cfg, props: peer(frontend)})
+		m, err := models.Decode(fixtureModel(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sha := m.SHA256()
+		for i := 0; i < 40; i++ {
+			_, id := request(host, get("/reviews/12"))
+			host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, true)
+			host.CompleteHttpContext(id)
+		}
+		host.Tick()
+		calls := host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 1 {
+			t.Fatalf("%d calls", len(calls))
+		}
+		lines := strings.Split(strings.TrimSpace(string(calls[0].Body)), "\n")
+		unflagged := 0
+		for _, l := range lines {
+			var rec store.Record
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatal(err)
+			}
+			if rec.ModelSHA256 != sha {
+				t.Fatalf("record %s: model %q, want %s", l, rec.ModelSHA256, sha)
+			}
+			if rec.Flagged {
+				if rec.SampleRate != 0 || rec.Weight() != 1 {
+					t.Errorf("a flagged record (always shipped) says it was sampled: %s", l)
+				}
+				continue
+			}
+			unflagged++
+			if rec.SampleRate != 0.5 || rec.Weight() != 2 {
+				t.Fatalf("record %s: rate %v, want 0.5", l, rec.SampleRate)
+			}
+		}
+		if unflagged < 5 || unflagged > 35 {
+			t.Errorf("%d unflagged records of 40 shipped at a 50%% sample rate", unflagged)
+		}
+	})
+}
+
+// TestLearnModeShipsTheBodyShape: learn mode reads a request's body as it
+// passes (never holding it) and ships its shape, so the trainer learns the
+// body's parameters and size as the monitoring filter will see them.
+func TestLearnModeShipsTheBodyShape(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10), props: peer(frontend)})
+		id := host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, [][2]string{{":method", "POST"}, {":path", "/reviews"}, {":authority", workload},
+			{"content-type", "application/x-www-form-urlencoded"}}, false)
+		if action := host.CallOnRequestBody(id, []byte("stars=5&text=great+book"), true); action != types.ActionContinue {
+			t.Fatalf("learn mode held the body: %v", action)
+		}
+		host.CompleteHttpContext(id)
+		host.Tick()
+		calls := host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 1 {
+			t.Fatalf("%d calls", len(calls))
+		}
+		var rec store.Record
+		if err := json.Unmarshal(calls[0].Body[:len(calls[0].Body)-1], &rec); err != nil {
+			t.Fatal(err)
+		}
+		if ct, _ := rec.Request.Header("content-type"); ct != "application/x-www-form-urlencoded" {
+			t.Errorf("content-type %q: the trainer could not read the body as a form", ct)
+		}
+		if got, want := string(rec.Request.Body), models.ShapeQuery("stars=5&text=great+book"); got != want || rec.Request.RequestBytes != 23 {
+			t.Errorf("body %q (%d bytes), want the shape %q (23 bytes)", got, rec.Request.RequestBytes, want)
+		}
+	})
 }

@@ -21,7 +21,7 @@ import (
 // bumped on any change to what the stored numbers mean — the layout, but also
 // hashing, feature extraction, character classes or route templating — so a
 // filter built with other semantics refuses a model instead of misreading it.
-const CodecVersion = 4
+const CodecVersion = 5
 
 // MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
 // Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.
@@ -84,6 +84,7 @@ func Encode(m *Model) ([]byte, error) {
 		p = appendFloat(p, w.RespBase)
 		p = appendFloat(p, w.RespCenter)
 	}
+	p = appendContent(p, m.Content)
 	if headerSize+len(p) > MaxModelBytes {
 		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrModelTooLarge, headerSize+len(p), MaxModelBytes)
 	}
@@ -189,6 +190,10 @@ func Decode(b []byte) (*Model, error) {
 			m.Workloads[w.Name] = w
 		}
 	}
+	m.Content = d.content()
+	for _, w := range m.Workloads {
+		w.content = m.Content
+	}
 	if d.err == nil && d.off != len(d.b) {
 		d.fail("end", "%d trailing bytes", len(d.b)-d.off)
 	}
@@ -216,7 +221,9 @@ func (d *decoder) uvarint(what string) uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.b[d.off:])
-	if n <= 0 {
+	// A last byte of 0 after others is an overlong encoding: there is one
+	// encoding of every number, so a model has one encoding too.
+	if n <= 0 || n > 1 && d.b[d.off+n-1] == 0 {
 		d.fail(what, "truncated or overlong varint")
 		return 0
 	}
@@ -229,7 +236,7 @@ func (d *decoder) varint(what string) int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.b[d.off:])
-	if n <= 0 {
+	if n <= 0 || n > 1 && d.b[d.off+n-1] == 0 {
 		d.fail(what, "truncated or overlong varint")
 		return 0
 	}

@@ -100,6 +100,11 @@ type paramScratch struct {
 	n      int
 	buf    [4096]byte
 	used   int
+	// known marks (bit i) the parameters whose value the parameter model
+	// knew as an enumerated value; the content model skips them.
+	known uint64
+	// bodyFrom and bodyTo delimit the parameters read from the body.
+	bodyFrom, bodyTo int
 }
 
 // add appends one parameter, percent-decoding name and value ('+' as space)
@@ -261,16 +266,21 @@ func skipHeader(name string) bool {
 // extract decodes every parameter of a request: query, form or other body,
 // and headers.
 func (s *paramScratch) extract(r *Request) {
-	s.n, s.used = 0, 0
+	s.n, s.used, s.known = 0, 0, 0
 	addQuery(s, stringBytes(r.Query))
+	s.bodyFrom = s.n
 	if len(r.Body) > 0 {
-		ct, _ := r.Header("content-type")
-		if hasPrefixFold(ct, "application/x-www-form-urlencoded") {
+		// A body without a content type that reads as a form is taken for
+		// one: frameworks that sniff will parse it so, and leaving the
+		// header out is how payloads get past filters that trust it.
+		ct, hasCT := r.Header("content-type")
+		if hasPrefixFold(ct, "application/x-www-form-urlencoded") || !hasCT && looksLikeForm(r.Body) {
 			addQuery(s, r.Body)
 		} else {
 			s.addRaw(stringBytes(bodyParam), r.Body, false)
 		}
 	}
+	s.bodyTo = s.n
 	for i := range r.Headers {
 		h := &r.Headers[i]
 		if skipHeader(h.Name) {
@@ -280,6 +290,21 @@ func (s *paramScratch) extract(r *Request) {
 			return
 		}
 	}
+}
+
+// looksLikeForm reports whether a body reads as name=value pairs: printable,
+// no spaces, at least one '='.
+func looksLikeForm(b []byte) bool {
+	eq := false
+	for _, c := range b {
+		switch {
+		case c == '=':
+			eq = true
+		case c <= ' ' || c >= 0x7f:
+			return false
+		}
+	}
+	return eq
 }
 
 func indexByte[T string | []byte](s T, c byte) int {

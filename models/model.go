@@ -33,6 +33,8 @@ type Meta struct {
 type Model struct {
 	Meta      Meta
 	Workloads map[string]*Workload
+	// Content is the content model every section shares, or nil.
+	Content *ContentModel
 
 	sha  [32]byte
 	size int
@@ -72,6 +74,8 @@ type Workload struct {
 	pNewCaller, pNewRoute, pNewEdge, pNewHeader float64
 	// statusMix counts the workload's responses by status class.
 	statusMix [5]uint32
+	// content is the model's content model (shared by every section), or nil.
+	content *ContentModel
 }
 
 // Route is one method and route template with how often it was seen, and
@@ -146,6 +150,15 @@ const (
 	ReasonResponseSize
 )
 
+// ReasonContent: the request is lexically unlike normal requests (content
+// model). ReasonContent+1+f names content feature f as what drove it
+// ("content_sql_tokens").
+// ReasonContentNovel: character sequences no normal request had.
+const (
+	ReasonContent      ReasonCode = 32
+	ReasonContentNovel ReasonCode = ReasonContent + 1 + NContent
+)
+
 var reasonNames = [...]string{
 	ReasonNone:               "none",
 	ReasonNewCaller:          "new_caller",
@@ -165,6 +178,15 @@ var reasonNames = [...]string{
 // String returns the reason's stable snake_case name, used in headers, logs
 // and reports.
 func (c ReasonCode) String() string {
+	if c == ReasonContent {
+		return "content"
+	}
+	if c == ReasonContentNovel {
+		return "content_novel_trigrams"
+	}
+	if c > ReasonContent && c <= ReasonContent+NContent {
+		return "content_" + ContentFeature(c-ReasonContent-1).String()
+	}
 	if int(c) < len(reasonNames) {
 		return reasonNames[c]
 	}
@@ -180,6 +202,9 @@ func (c ReasonCode) Component() string {
 		return "params"
 	case ReasonRequestSize, ReasonStatus, ReasonResponseSize:
 		return "numbers"
+	}
+	if c >= ReasonContent && c <= ReasonContentNovel {
+		return "content"
 	}
 	return "none"
 }
@@ -276,14 +301,28 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 	return v
 }
 
-// calibrate maps a surprise to [0,1]: 0 up to base, 0.5 at center.
+// calibrate maps a surprise to [0,1]: towards 0 below base, 0.5 at center,
+// towards 1 beyond. Below base the score stays under scoreFloor but keeps
+// decreasing with the surprise, so scores rank every request (a report's
+// ROC curve, a top-N of the least typical normal requests) instead of
+// tying half of them at 0.
 func calibrate(surprise, base, center float64) float64 {
 	span := center - base
 	if span < minCalSpan {
 		span = minCalSpan
 	}
-	return 1 - math.Exp2(-math.Max(0, surprise-base)/span)
+	g := scoreFloor
+	if d := surprise - base; d >= 0 {
+		g = math.Max(g, d/span)
+	} else {
+		g *= math.Exp(d)
+	}
+	return 1 - math.Exp2(-g)
 }
+
+// scoreFloor bounds (as -log2 of 1 minus it) the score of a request at or
+// below the typical surprise: about 7e-7.
+const scoreFloor = 1e-6
 
 // surprise sums what every component finds unusual about r into v.
 func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
@@ -312,6 +351,7 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
 	w.paramSurprise(r, s, v, ri, routeKnown)
+	w.contentSurprise(r, s, v)
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
 	if routeKnown {
@@ -369,7 +409,11 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 			}
 			pm = &w.Params[w.anyParam]
 		}
-		if sur, code := pm.valueSurprise(p.value); sur > worst {
+		sur, code := pm.valueSurprise(p.value)
+		if code == ReasonNone {
+			s.known |= 1 << uint(i)
+		}
+		if sur > worst {
 			worst, worstCode = sur, code
 		}
 	}

@@ -186,8 +186,13 @@ func TestDecodeRejectsBadIndexWithValidChecksum(t *testing.T) {
 
 func TestScore(t *testing.T) {
 	m := trainFixture(t, 1, nil)
-	known := Request{Method: "GET", Path: "/items/999", Source: "spiffe://cluster.local/ns/shop/sa/caller-0", Destination: "svc-0.shop"}
-	if v := m.Score(&known); !v.Scored || v.Score != 0 || v.NReason != 0 {
+	// An id the route never had, of a length it had (a longer one is
+	// lexically new to this tiny training set, and the content model says so).
+	known := Request{Method: "GET", Path: "/items/17", Source: "spiffe://cluster.local/ns/shop/sa/caller-0", Destination: "svc-0.shop"}
+	// Typical: below the threshold, nothing to name (the content model ranks
+	// even training's own requests, and this fixture is so uniform that
+	// calibration has almost no spread, so the score need not be 0).
+	if v := m.Score(&known); !v.Scored || v.Score >= m.Meta.Threshold || v.NReason != 0 {
 		t.Errorf("known edge: %+v", v)
 	}
 	newCaller := known
@@ -198,7 +203,7 @@ func TestScore(t *testing.T) {
 	both := newCaller
 	both.Path = "/admin/users"
 	v := m.Score(&both)
-	if v.NReason != 2 || v.Score <= m.Score(&newCaller).Score {
+	if !hasReason(v, ReasonNewCaller) || !hasReason(v, ReasonNewRoute) || v.Score <= m.Score(&newCaller).Score {
 		t.Errorf("new caller on a new route should score higher than either: %+v", v)
 	}
 	// Caller-3 calls svc-1 (and others) but never svc-0: for svc-0 it is a new caller.
@@ -210,7 +215,7 @@ func TestScore(t *testing.T) {
 	// An unknown destination falls back to the global section.
 	fallback := known
 	fallback.Destination = "unknown.ns"
-	if v := m.Score(&fallback); !v.Scored || v.Score != 0 {
+	if v := m.Score(&fallback); !v.Scored || v.Score >= m.Meta.Threshold {
 		t.Errorf("global fallback: %+v", v)
 	}
 }
@@ -337,4 +342,13 @@ func TestShapedValuesLearnNoEnumerations(t *testing.T) {
 			t.Errorf("shaped=%v: %d enumerated values", shaped, enums)
 		}
 	}
+}
+
+func hasReason(v Verdict, code ReasonCode) bool {
+	for _, r := range v.ReasonList() {
+		if r.Code == code {
+			return true
+		}
+	}
+	return false
 }

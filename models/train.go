@@ -89,6 +89,19 @@ type Trainer struct {
 	skipped   uint64
 	flagged   uint64
 	scratch   paramScratch
+	// lastHash is heldOut's hash of the request last observed: it orders
+	// the content model's sample (see sampleContent).
+	lastHash uint64
+	// contentSample holds the learned requests with the smallest hashes:
+	// a uniform sample that does not depend on the order requests came in.
+	contentSample []sampledRequest
+	// grams counts the trigrams of the requests learned.
+	grams gramCounts
+}
+
+type sampledRequest struct {
+	hash uint64
+	req  Request
 }
 
 type workloadStats struct {
@@ -157,6 +170,7 @@ func (t *Trainer) Observe(r *Request) bool {
 	}
 	if ok {
 		t.samples++
+		t.sampleContent(r)
 	} else {
 		t.skipped++
 	}
@@ -183,6 +197,7 @@ func (t *Trainer) heldOut(r *Request) bool {
 		t.seen[h] = n + 1
 	}
 	h = hashBytes(h, []byte{byte(k), byte(k >> 8), byte(k >> 16), byte(k >> 24)})
+	t.lastHash = h
 	return float64(h%1_000_000) < t.cfg.HoldBack*1_000_000
 }
 
@@ -319,6 +334,7 @@ func (t *Trainer) Model() (*Model, error) {
 		w.index()
 		m.Workloads[name] = w
 	}
+	t.trainContent(m)
 	t.calibrate(m)
 	if _, err := Encode(m); err != nil {
 		return nil, err

@@ -189,10 +189,28 @@ func validate(r *store.Record) error {
 	if !(r.Score >= 0 && r.Score <= 1) {
 		errs = append(errs, fmt.Errorf("score %v is outside [0,1]", r.Score))
 	}
+	if !(r.SampleRate >= 0 && r.SampleRate <= 1) {
+		errs = append(errs, fmt.Errorf("sample_rate %v is outside [0,1]", r.SampleRate))
+	}
+	if r.ModelSHA256 != "" && !isSHA256(r.ModelSHA256) {
+		errs = append(errs, fmt.Errorf("model %q is not a sha256 (64 lowercase hex digits)", r.ModelSHA256))
+	}
 	if strings.ContainsAny(q.Destination+q.Source, "{}") {
 		errs = append(errs, errors.New("source and destination must not contain braces"))
 	}
 	return errors.Join(errs...)
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Collector) retryLater(w http.ResponseWriter, why string) {

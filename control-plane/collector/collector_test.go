@@ -150,3 +150,25 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("bad config: %v", err)
 	}
 }
+
+// TestVersionFields: a record says which model scored it and at what share
+// it was sampled; a malformed version or rate is refused by line, and the
+// good records of the batch are counted per version.
+func TestVersionFields(t *testing.T) {
+	hs, st, _ := setup(t, DefaultConfig())
+	sha := strings.Repeat("0f", 32)
+	good := `{"ts":"2026-11-25T10:00:00Z","request":{"Method":"GET","Path":"/a","Source":"frontend","Destination":"cart"},"route":"/a","score":0.1,"model":"` + sha + `","sample_rate":0.25}`
+	flagged := `{"ts":"2026-11-25T10:00:00Z","request":{"Method":"GET","Path":"/a","Source":"frontend","Destination":"cart"},"route":"/a","score":0.9,"flagged":true,"model":"` + sha + `"}`
+	badSHA := `{"ts":"2026-11-25T10:00:00Z","request":{"Method":"GET","Path":"/a","Source":"frontend","Destination":"cart"},"route":"/a","score":0.1,"model":"v1"}`
+	badRate := `{"ts":"2026-11-25T10:00:00Z","request":{"Method":"GET","Path":"/a","Source":"frontend","Destination":"cart"},"route":"/a","score":0.1,"model":"` + sha + `","sample_rate":2}`
+	code, resp, _ := post(t, hs.URL, token, strings.Join([]string{good, badSHA, flagged, badRate}, "\n"))
+	if code != 400 || resp.Accepted != 2 || resp.Rejected != 2 ||
+		!strings.Contains(strings.Join(resp.Errors, ";"), "line 2: model") || !strings.Contains(strings.Join(resp.Errors, ";"), "line 4: sample_rate") {
+		t.Fatalf("%d %+v", code, resp)
+	}
+	ts := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	v, err := st.VersionVerdicts(context.Background(), ts, ts)
+	if err != nil || v[sha].Requests != 5 || v[sha].Flagged != 1 {
+		t.Errorf("verdicts %+v (%v): want 1 flagged of 5 (the unflagged record stands for 4)", v, err)
+	}
+}

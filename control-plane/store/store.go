@@ -2,7 +2,9 @@
 // github.com/redis/go-redis/v9, so a single server, a cluster or the
 // embedded server are one code path): windowed edge counters, per-source
 // fan-out (HyperLogLog), per-route statistics, capped sample streams for
-// training, model versions content-addressed by sha256, and incidents.
+// training, model versions content-addressed by sha256, incidents, the
+// flagged and total requests of each model version (for canary decisions)
+// and the rollout's state (rollout.go).
 //
 // Every key has a bounded size or a TTL. Keys of a destination's flows carry
 // its name as a hash tag ({dst}) and a source's fan-out its principal, so a
@@ -66,12 +68,26 @@ type Record struct {
 	TS time.Time `json:"ts"`
 	// TSUnixNano is TS as Unix nanoseconds, which the filter sends because
 	// it is cheap to write; Normalize moves it into TS.
-	TSUnixNano  int64          `json:"ts_ns,omitempty"`
-	Request     models.Request `json:"request"`
-	Route       string         `json:"route"`
-	Score       float64        `json:"score"`
-	Flagged     bool           `json:"flagged"`
-	ModelSHA256 string         `json:"model,omitempty"`
+	TSUnixNano int64          `json:"ts_ns,omitempty"`
+	Request    models.Request `json:"request"`
+	Route      string         `json:"route"`
+	Score      float64        `json:"score"`
+	Flagged    bool           `json:"flagged"`
+	// ModelSHA256 is the version of the model that scored the request
+	// (empty in learn mode).
+	ModelSHA256 string `json:"model,omitempty"`
+	// SampleRate is the share of unflagged requests the filter ships (0 or
+	// absent: all), so an unflagged record stands for 1/SampleRate requests
+	// when flagged rates are estimated.
+	SampleRate float64 `json:"sample_rate,omitempty"`
+}
+
+// Weight is how many requests a record stands for.
+func (r *Record) Weight() float64 {
+	if r.Flagged || r.SampleRate <= 0 || r.SampleRate >= 1 {
+		return 1
+	}
+	return 1 / r.SampleRate
 }
 
 // Normalize fills TS from TSUnixNano when only the latter is set.
@@ -118,6 +134,7 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 	counts := map[string]map[string]int64{} // key → field → increment
 	fan := map[string][]interface{}{}       // key → destinations
 	samples := map[string][]*models.Request{}
+	weights := map[string]map[string]float64{} // key → field → weighted increment
 	count := func(key, field string) {
 		m := counts[key]
 		if m == nil {
@@ -142,6 +159,23 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 		if r.Flagged {
 			count(route, "flagged")
 		}
+		if r.ModelSHA256 != "" {
+			// Flagged and total requests per model version, for the
+			// canary decision; unflagged records stand for the share
+			// the filter did not ship. One key per window for the whole
+			// mesh: a few fields per batch, and a decision reads one key
+			// per window rather than one per destination and window.
+			vk := s.verdictKey(w)
+			m := weights[vk]
+			if m == nil {
+				m = map[string]float64{}
+				weights[vk] = m
+			}
+			m[r.ModelSHA256+"|requests"] += r.Weight()
+			if r.Flagged {
+				count(vk, r.ModelSHA256+"|flagged")
+			}
+		}
 		if !r.Flagged {
 			k := s.tag(q.Destination, "samples")
 			samples[k] = append(samples[k], q)
@@ -165,6 +199,12 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 	for key, fields := range counts {
 		for f, n := range fields {
 			pipe.HIncrBy(ctx, key, f, n)
+		}
+		pipe.Expire(ctx, key, ttl)
+	}
+	for key, fields := range weights {
+		for f, n := range fields {
+			pipe.HIncrByFloat(ctx, key, f, n)
 		}
 		pipe.Expire(ctx, key, ttl)
 	}
@@ -198,12 +238,12 @@ func (s *Store) SetCurrent(ctx context.Context, sha string) error {
 	if _, err := s.Model(ctx, sha); err != nil {
 		return err
 	}
-	return s.rdb.Set(ctx, s.cfg.Prefix+":current", sha, 0).Err()
+	return s.rdb.Set(ctx, s.rolloutKey("current"), sha, 0).Err()
 }
 
 // Current returns the version in force ("" when none).
 func (s *Store) Current(ctx context.Context) (string, error) {
-	sha, err := s.rdb.Get(ctx, s.cfg.Prefix+":current").Result()
+	sha, err := s.rdb.Get(ctx, s.rolloutKey("current")).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
@@ -324,8 +364,22 @@ func (s *Store) PutIncident(ctx context.Context, incident any) error {
 	pipe := s.rdb.TxPipeline()
 	pipe.LPush(ctx, key, b)
 	pipe.LTrim(ctx, key, 0, s.cfg.MaxIncidents-1)
-	_, err = pipe.Exec(ctx)
-	return err
+	if _, err = pipe.Exec(ctx); err != nil {
+		return err
+	}
+	// The count is a key of its own, outside the transaction: on a Redis
+	// Cluster it may live on another node than the list.
+	return s.rdb.Incr(ctx, s.tag("incidents", "total")).Err()
+}
+
+// IncidentsTotal returns how many incidents were ever recorded (the list
+// keeps only the newest; this count is never trimmed).
+func (s *Store) IncidentsTotal(ctx context.Context) (int64, error) {
+	n, err := s.rdb.Get(ctx, s.tag("incidents", "total")).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // Incidents returns up to n incidents, newest first, as raw JSON.

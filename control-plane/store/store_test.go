@@ -167,6 +167,12 @@ func BenchmarkIngest(b *testing.B) {
 	batch := make([]Record, 1000)
 	for i := range batch {
 		batch[i] = rec(t0, fmt.Sprintf("src-%d", i%50), fmt.Sprintf("dst-%d.shop", i%20), fmt.Sprintf("/api/v1/items/%d", i), 200, i%100 == 0)
+		// As a monitoring filter ships them: the model's version, and the
+		// share unflagged records are sampled at.
+		batch[i].ModelSHA256 = strings.Repeat("5e", 32)
+		if !batch[i].Flagged {
+			batch[i].SampleRate = 0.05
+		}
 	}
 	b.ResetTimer()
 	start := time.Now()

@@ -30,7 +30,11 @@ type Config struct {
 	MaxModelBytes int
 	// MinSamples is the least number of training samples overall.
 	MinSamples int
-	Train      models.TrainConfig
+	// Canary makes a candidate that passes the gate a canary (served to a
+	// share of the nodes and watched, see package rollout) when a model is
+	// already in force, instead of the version in force at once.
+	Canary bool
+	Train  models.TrainConfig
 }
 
 // DefaultConfig returns the defaults, in one place.
@@ -65,8 +69,10 @@ type Report struct {
 	Bytes              int     `json:"bytes"`
 	SHA256             string  `json:"sha256,omitempty"`
 	// Published is true when the candidate passed the gate and is now the
-	// version in force; Rejected says why not.
+	// version in force, or the canary when Canary is true; Rejected says
+	// why not.
 	Published bool   `json:"published"`
+	Canary    bool   `json:"canary,omitempty"`
 	Rejected  string `json:"rejected,omitempty"`
 }
 
@@ -79,6 +85,13 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	var rep Report
 	if err := cfg.Validate(); err != nil {
 		return rep, err
+	}
+	if can, err := st.Canary(ctx); err != nil {
+		return rep, err
+	} else if can != nil {
+		// One candidate at a time: the canary's verdicts decide first.
+		rep.Rejected = fmt.Sprintf("canary %.12s is still under watch", can.SHA256)
+		return rep, nil
 	}
 	current, err := currentModel(ctx, st)
 	if err != nil {
@@ -144,6 +157,13 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	sha, err := st.PutModel(ctx, enc)
 	if err != nil {
 		return rep, err
+	}
+	if cfg.Canary && current != nil && current.SHA256() != sha {
+		if err := st.StartCanary(ctx, sha, now); err != nil {
+			return rep, err
+		}
+		rep.Published, rep.Canary = true, true
+		return rep, nil
 	}
 	if err := st.SetCurrent(ctx, sha); err != nil {
 		return rep, err

@@ -97,3 +97,56 @@ func TestPoisonIsNotLearned(t *testing.T) {
 		t.Errorf("after poisoning, the intruder scores %.3f: it was learned", v.Score)
 	}
 }
+
+// TestRoundStartsACanary: with a model in force, a candidate that passes
+// the gate goes out as a canary (the version in force stays), and no other
+// round trains while it is watched.
+func TestRoundStartsACanary(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Canary = true
+	first, err := Round(ctx, st, cfg, time.Unix(0, 0))
+	if err != nil || !first.Published || first.Canary {
+		t.Fatalf("the first model is in force at once (no stable model to compare with): %+v %v", first, err)
+	}
+	rep, err := Round(ctx, st, cfg, time.Unix(5, 0))
+	if err != nil || !rep.Published || !rep.Canary {
+		t.Fatalf("second round: %+v %v", rep, err)
+	}
+	can, err := st.Canary(ctx)
+	if err != nil || can == nil || can.SHA256 != rep.SHA256 || !can.Started.Equal(time.Unix(5, 0)) {
+		t.Errorf("canary %+v (%v), want %s", can, err, rep.SHA256)
+	}
+	if cur, _ := st.Current(ctx); cur != first.SHA256 {
+		t.Errorf("the canary replaced the model in force: %s", cur)
+	}
+	if again, err := Round(ctx, st, cfg, time.Unix(6, 0)); err != nil || again.Published || again.Rejected == "" {
+		t.Errorf("a round while the canary is watched: %+v %v", again, err)
+	}
+}
+
+// TestRoundOnRedisCluster: a training round reads every destination's
+// samples from a three-node Redis Cluster and publishes there.
+func TestRoundOnRedisCluster(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	st, err := store.New(cluster.Client(t), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !rep.Published || rep.Destinations < 10 {
+		t.Fatalf("round on a cluster: %+v %v", rep, err)
+	}
+	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
+		t.Errorf("current %s, published %s", cur, rep.SHA256)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	wasmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/wasm/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	extensionv3 "github.com/envoyproxy/go-control-plane/envoy/service/extension/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -37,6 +38,12 @@ import (
 // name in the listener) and of the Wasm plugin.
 const FilterName = "meshward"
 
+// RBACName is the name of the ECDS resource carrying a group's quarantine
+// rules: an Envoy HTTP RBAC filter (shadow rules for dry runs, rules once
+// enforced; empty, it denies nothing). The listener names it in a second
+// config_discovery filter.
+const RBACName = "meshward-rbac"
+
 // Config is everything the xDS server takes.
 type Config struct {
 	// WasmURI is where Envoy fetches the module (a file path for a local
@@ -50,7 +57,16 @@ type Config struct {
 	// model first (default 0.1). It is fixed for the server's life, so a
 	// node is a canary or not whatever is being rolled out.
 	CanaryShare float64
+	// LearnFirst serves a group that connects before any model exists the
+	// filter in learn mode (no model; it ships samples to the collector),
+	// so there is traffic to train the first model on. Without it such a
+	// group gets nothing until a model is published.
+	LearnFirst bool
 }
+
+// LearnVersion is the snapshot version of the learn-mode configuration
+// LearnFirst serves before any model exists.
+const LearnVersion = "learn"
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
@@ -133,6 +149,7 @@ type Server struct {
 	model  []byte // the stable model
 	sha    string
 	canary []byte // the canary model, while a canary is out
+	csha   string // its sha256
 	groups map[string]bool
 	nacked chan struct{}
 	// Addr is where the server listens, once started.
@@ -172,6 +189,10 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	srv := serverv3.NewServer(ctx, s.cache, cb)
 	s.grpc = grpc.NewServer()
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	// The ECDS service too: an Istio sidecar's ADS belongs to istiod, so an
+	// EnvoyFilter's config_discovery reaches meshward by a gRPC
+	// api_config_source, which speaks ECDS rather than ADS.
+	extensionv3.RegisterExtensionConfigDiscoveryServiceServer(s.grpc, srv)
 	go func() { _ = s.grpc.Serve(lis) }()
 	return nil
 }
@@ -195,6 +216,9 @@ func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
 	}
 	model, canary := s.model, s.canary
 	s.mu.Unlock()
+	if isNew && model == nil && s.cfg.LearnFirst {
+		_ = s.publishLearn(g)
+	}
 	if isNew && model != nil {
 		_ = s.publishGroup(cacheKey(g, false), g, model)
 		if canary == nil {
@@ -212,7 +236,7 @@ func (s *Server) Publish(encoded []byte) error {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
-	s.model, s.sha, s.canary = encoded, m.SHA256(), nil
+	s.model, s.sha, s.canary, s.csha = encoded, m.SHA256(), nil, ""
 	groups := s.groupList()
 	s.mu.Unlock()
 	var errs []error
@@ -236,7 +260,8 @@ func (s *Server) groupList() []string {
 // others keep the stable model until Promote, and Rollback returns the
 // canaries to it.
 func (s *Server) PublishCanary(encoded []byte) error {
-	if _, err := models.Decode(encoded); err != nil {
+	m, err := models.Decode(encoded)
+	if err != nil {
 		return fmt.Errorf("refusing to publish: %w", err)
 	}
 	s.mu.Lock()
@@ -244,7 +269,7 @@ func (s *Server) PublishCanary(encoded []byte) error {
 		s.mu.Unlock()
 		return errors.New("a canary needs a stable model to compare with: publish one first")
 	}
-	s.canary = encoded
+	s.canary, s.csha = encoded, m.SHA256()
 	groups := s.groupList()
 	s.mu.Unlock()
 	var errs []error
@@ -270,7 +295,7 @@ func (s *Server) Rollback() error {
 	s.mu.Lock()
 	stable := s.model
 	had := s.canary != nil
-	s.canary = nil
+	s.canary, s.csha = nil, ""
 	groups := s.groupList()
 	s.mu.Unlock()
 	if !had {
@@ -283,18 +308,43 @@ func (s *Server) Rollback() error {
 	return errors.Join(errs...)
 }
 
+// Apply makes what is served match a desired state — the stable model and
+// the canary (nil when none) — publishing only what differs, so a replica
+// can call it every time it reads the state from the store. A nil stable
+// model changes nothing: the last good snapshot stays.
+func (s *Server) Apply(stable, canary []byte) error {
+	if stable == nil {
+		return nil
+	}
+	m, err := models.Decode(stable)
+	if err != nil {
+		return fmt.Errorf("refusing to publish: %w", err)
+	}
+	if m.SHA256() != s.Version() {
+		if err := s.Publish(stable); err != nil {
+			return err
+		}
+	}
+	switch cur := s.CanaryVersion(); {
+	case canary == nil && cur != "":
+		return s.Rollback()
+	case canary != nil:
+		c, err := models.Decode(canary)
+		if err != nil {
+			return fmt.Errorf("refusing to publish the canary: %w", err)
+		}
+		if c.SHA256() != cur && c.SHA256() != m.SHA256() {
+			return s.PublishCanary(canary)
+		}
+	}
+	return nil
+}
+
 // CanaryVersion returns the canary model's sha256 ("" when none is out).
 func (s *Server) CanaryVersion() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.canary == nil {
-		return ""
-	}
-	m, err := models.Decode(s.canary)
-	if err != nil {
-		return ""
-	}
-	return m.SHA256()
+	return s.csha
 }
 
 func (s *Server) publishGroup(key, group string, encoded []byte) error {
@@ -316,13 +366,42 @@ func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	return s.cache.SetSnapshot(context.Background(), key, snap)
 }
 
+// publishLearn serves a group the filter in learn mode, without a model.
+func (s *Server) publishLearn(group string) error {
+	res, err := s.Extension(group, nil)
+	if err != nil {
+		return err
+	}
+	snap, err := cachev3.NewSnapshot(LearnVersion, map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: {res}})
+	if err != nil {
+		return err
+	}
+	// Under the lock, and only while there is still no model: a Publish
+	// that got in first must not be overwritten by the learn configuration.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.model != nil {
+		return nil
+	}
+	var errs []error
+	for _, canary := range []bool{false, true} {
+		errs = append(errs, s.cache.SetSnapshot(context.Background(), cacheKey(group, canary), snap))
+	}
+	return errors.Join(errs...)
+}
+
 // Extension builds the ECDS resource of a group: the Wasm HTTP filter with
 // its plugin configuration, validated as the filter will (pluginconfig) and
 // as Envoy will (the protos' Validate).
 func (s *Server) Extension(group string, encoded []byte) (*corev3.TypedExtensionConfig, error) {
 	c := s.cfg.Base
 	c.Workload = group
-	doc, err := c.WithModel(encoded).Encode()
+	if encoded == nil {
+		c.Mode = pluginconfig.ModeLearn // no model yet: learn mode needs none
+	} else {
+		c.WithModel(encoded)
+	}
+	doc, err := c.Encode()
 	if err != nil {
 		return nil, err
 	}

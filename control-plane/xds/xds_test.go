@@ -257,3 +257,33 @@ func TestCanary(t *testing.T) {
 	}
 	_ = envoys
 }
+
+// TestApply makes what is served follow a desired state, publishing only
+// what differs; a state without a stable model changes nothing.
+func TestApply(t *testing.T) {
+	srv := startServer(t, 0.5)
+	a, shaA := model(t, 1)
+	b, shaB := model(t, 2)
+	for _, step := range []struct {
+		stable, canary   []byte
+		version, canVers string
+	}{
+		{nil, nil, "", ""},
+		{a, nil, shaA, ""},
+		{a, b, shaA, shaB},
+		{a, b, shaA, shaB},
+		{a, nil, shaA, ""},
+		{b, nil, shaB, ""},
+		{nil, a, shaB, ""},
+	} {
+		if err := srv.Apply(step.stable, step.canary); err != nil {
+			t.Fatal(err)
+		}
+		if srv.Version() != step.version || srv.CanaryVersion() != step.canVers {
+			t.Fatalf("serving %.8s (canary %.8s), want %.8s (canary %.8s)", srv.Version(), srv.CanaryVersion(), step.version, step.canVers)
+		}
+	}
+	if err := srv.Apply([]byte("not a model"), nil); err == nil {
+		t.Error("an invalid model was applied")
+	}
+}

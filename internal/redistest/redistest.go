@@ -1,5 +1,7 @@
-// Package redistest starts a real redis-server for tests, on a free loopback
-// port, with nothing persisted, and stops it when the test ends.
+// Package redistest starts real Redis for tests on free loopback ports: a
+// single redis-server (optionally persisting to a temporary directory, so
+// it can be stopped and restarted with its data), or a three-node Redis
+// Cluster. Servers stop when the test ends.
 package redistest
 
 import (
@@ -8,6 +10,8 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,49 +21,96 @@ import (
 // Server is a running redis-server.
 type Server struct {
 	Addr string
+	args []string
+	mu   sync.Mutex
 	cmd  *exec.Cmd
+	t    testing.TB
+}
+
+// Options change how a server starts.
+type Options struct {
+	// Persist writes every change to an append-only file in a temporary
+	// directory (fsync always), so Restart brings the data back.
+	Persist bool
+	// Args are more redis-server arguments.
+	Args []string
 }
 
 // Start starts redis-server (installed by make test's setup; see the
 // Makefile) and waits until it answers PING. A missing binary fails the
 // test: Redis behaviour is never faked.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
+
+// StartWith starts redis-server with options.
+func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
+	port := freePort(t)
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t}
+	s.args = []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--protected-mode", "yes", "--loglevel", "warning",
+		"--dir", t.TempDir()}
+	if o.Persist {
+		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "always")
+	} else {
+		s.args = append(s.args, "--appendonly", "no")
+	}
+	s.args = append(s.args, o.Args...)
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start() {
+	s.t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		t.Fatalf("redis-server is not installed (make test installs it: apt-get install redis-server): %v", err)
+		s.t.Fatalf("redis-server is not installed (make test installs it: apt-get install redis-server): %v", err)
 	}
-	port := freePort(t)
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	s.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--protected-mode", "yes", "--loglevel", "warning")
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+	cmd := exec.Command(bin, s.args...)
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
 	}
-	t.Cleanup(s.Stop)
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	s.mu.Lock()
+	s.cmd = cmd
+	s.mu.Unlock()
+	waitPing(s.t, s.Addr)
+}
+
+// waitPing polls until the server at addr answers: readiness, not a fixed
+// sleep.
+func waitPing(t testing.TB, addr string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// Poll until the server answers: readiness, not a fixed sleep.
 	for {
 		if err := c.Ping(ctx).Err(); err == nil {
-			return s
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("redis-server on %s did not answer PING within 10 s", s.Addr)
+			t.Fatalf("redis-server on %s did not answer PING within 10 s", addr)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// Stop kills the server (idempotent).
+// Stop kills the server (idempotent); Restart starts it again.
 func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.cmd != nil && s.cmd.Process != nil && s.cmd.ProcessState == nil {
 		_ = s.cmd.Process.Kill()
 		_, _ = s.cmd.Process.Wait()
 	}
+}
+
+// Restart starts a stopped server again on the same port (with its data
+// when it persists).
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
 }
 
 // Client returns a client of the server, closed with the test.
@@ -67,6 +118,78 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// Cluster is a running Redis Cluster of three masters (no replicas), each
+// on its own loopback port, every slot assigned.
+type Cluster struct {
+	Addrs []string
+	nodes []*Server
+}
+
+// StartCluster starts three redis-server --cluster-enabled yes, joins them
+// with redis-cli --cluster create, and waits until every node reports
+// cluster_state:ok.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Fatalf("redis-cli is not installed (make test installs it: apt-get install redis-tools): %v", err)
+	}
+	c := &Cluster{}
+	for i := 0; i < 3; i++ {
+		dir := t.TempDir()
+		// The cluster bus gets its own free port: port+10000 may not exist.
+		n := StartWith(t, Options{Args: []string{"--cluster-enabled", "yes", "--cluster-config-file", dir + "/nodes.conf",
+			"--cluster-port", strconv.Itoa(freePort(t)), "--cluster-node-timeout", "5000"}})
+		c.nodes = append(c.nodes, n)
+		c.Addrs = append(c.Addrs, n.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, addr := range c.Addrs {
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		for {
+			info, _ := rc.ClusterInfo(ctx).Result()
+			if strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3") {
+				break
+			}
+			if ctx.Err() != nil {
+				rc.Close()
+				t.Fatalf("cluster node %s not ready within 20 s:\n%s", addr, info)
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval
+		}
+		rc.Close()
+	}
+	return c
+}
+
+// Client returns a cluster client, closed with the test.
+func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// SlotOwners reports how many keys each node holds (after a test wrote
+// some): proof that the keys spread over the cluster.
+func (c *Cluster) SlotOwners(t testing.TB) []int64 {
+	var out []int64
+	for _, n := range c.nodes {
+		rc := n.Client(t)
+		k, err := rc.DBSize(context.Background()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 func freePort(t testing.TB) int {

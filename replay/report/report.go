@@ -46,6 +46,10 @@ type Report struct {
 	Incidents []*detect.Incident `json:"incidents"`
 	Decisions []decide.Decision  `json:"decisions"`
 	Policies  []string           `json:"policies,omitempty"`
+	// ControlPlane says how the model came to the filter when the replay
+	// ran through the control plane (meshward run): records collected,
+	// the training round, the rollout over xDS.
+	ControlPlane any `json:"control_plane,omitempty"`
 }
 
 // Line is one request's verdict: a line of --scores and an entry of Top.

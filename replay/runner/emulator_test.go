@@ -2,7 +2,6 @@ package runner
 
 import (
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +17,9 @@ import (
 )
 
 // sdkEmulatorRun scores records the way the wasm runner did before it had a
-// host of its own: the same compiled filter under the SDK's host emulator
-// (proxytest), one destination at a time. It is the reference the standalone
-// host is checked against.
+// host of its own (and emulated sidecars still do): the same compiled filter
+// under the SDK's host emulator (proxytest), one destination at a time. It is
+// the reference the standalone host is checked against.
 func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record) []Result {
 	t.Helper()
 	vm, err := wasmhost.LoadDirect(wasmPath)
@@ -49,44 +48,10 @@ func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record) []
 			t.Fatalf("the filter refused its configuration for %s: %v", workload, host.GetCriticalLogs())
 		}
 		for _, i := range idx {
-			r := &recs[i].Request
-			if err := host.SetProperty([]string{"connection", "uri_san_peer_certificate"}, []byte(r.Source)); err != nil {
+			res, err := serveRequest(host, workload, &recs[i].Request)
+			if err != nil {
 				t.Fatal(err)
 			}
-			target := r.Path
-			if r.Query != "" {
-				target += "?" + r.Query
-			}
-			hs := [][2]string{{":method", r.Method}, {":path", target}, {":authority", workload}}
-			for _, h := range r.Headers {
-				hs = append(hs, [2]string{h.Name, h.Value})
-			}
-			id := host.InitializeHttpContext()
-			host.CallOnRequestHeaders(id, hs, len(r.Body) == 0)
-			if len(r.Body) > 0 {
-				host.CallOnRequestBody(id, r.Body, true)
-			}
-			verdict := host.GetCurrentRequestHeaders(id)
-			if r.Status != 0 {
-				resp := [][2]string{{":status", strconv.Itoa(r.Status)}}
-				if r.ResponseBytes > 0 {
-					resp = append(resp, [2]string{"content-length", strconv.FormatInt(r.ResponseBytes, 10)})
-				}
-				host.CallOnResponseHeaders(id, resp, true)
-				verdict = host.GetCurrentResponseHeaders(id)
-			}
-			res := Result{}
-			for _, h := range verdict {
-				switch h[0] {
-				case pluginconfig.DefaultScoreHeader:
-					res.Score, _ = strconv.ParseFloat(h[1], 64)
-					res.Scored = true
-				case "x-meshward-reason":
-					res.Flagged = true
-					res.Reasons = strings.Split(h[1], ",")
-				}
-			}
-			host.CompleteHttpContext(id)
 			out[i] = res
 		}
 		reset()

@@ -45,6 +45,7 @@ Usage:
   meshward status [-admin URL]          what a running control plane reports
   meshward model inspect FILE           describe a model (binary, base64, or plugin config JSON)
   meshward model config [flags] FILE    print the filter's plugin configuration for a model
+  meshward image build|push [flags]     the filter's Wasm image and the control plane's image (OCI, no Docker)
   meshward version                      print the version
 
 Run "meshward COMMAND -h" for a command's flags.
@@ -76,6 +77,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return serve(args[1:], stdout, stderr)
 	case "status":
 		return status(args[1:], stdout, stderr)
+	case "image":
+		return imageCmd(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: model needs a subcommand: inspect or config", ErrUsage)

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -143,4 +144,15 @@ func must(b []byte, err error) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestServeBadKubeconfig: a kubeconfig that cannot be read stops serve
+// before anything starts, with a usage error naming the file.
+func TestServeBadKubeconfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "kubeconfig")
+	var out, errOut bytes.Buffer
+	err := Main([]string{"serve", "-kubeconfig", missing, "-collector-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, &out, &errOut)
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("serve with a missing kubeconfig: %v", err)
+	}
 }

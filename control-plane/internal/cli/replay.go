@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -232,9 +233,10 @@ func writeFile(path string, write func(io.Writer) error) error {
 }
 
 // runTraffic is "meshward run --traffic": learn from the first part of the
-// traffic, then replay the rest through the filter and report. The control
-// plane (collector, store, xDS rollout) is not in this loop yet: the model is
-// trained in process and handed to the runner directly.
+// traffic, then replay the rest through the filter and report. With the
+// compiled filter the loop goes through the control plane (loop.go):
+// collector, Redis, trainer, rollout over xDS; --offline (or the native
+// runner) trains in process and hands the model to the runner directly.
 func runTraffic(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stderr)
 	var traffic multiFlag
@@ -244,6 +246,8 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	kind := fs.String("runner", "auto", "wasm, native, or auto (wasm when the compiled filter exists)")
 	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter")
 	seed := fs.Uint64("seed", 1, "training seed")
+	offline := fs.Bool("offline", false, "train in process and score without the control plane (the loop through collector, Redis and xDS is the default with the wasm runner)")
+	redisAddr := fs.String("redis", "", "the control plane's Redis (host:port); empty starts an embedded Redis-protocol server")
 	var sf sourceFlags
 	sf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -251,7 +255,7 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	}
 	files := append(traffic, fs.Args()...)
 	if len(files) == 0 {
-		return fmt.Errorf("%w: run needs --traffic FILE (make run will run the whole control-plane loop once it exists)", ErrUsage)
+		return fmt.Errorf("%w: run needs --traffic FILE (make run generates one)", ErrUsage)
 	}
 	recs, problems, err := readTraffic(files, &sf, stderr)
 	if err != nil {
@@ -261,36 +265,37 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg := models.DefaultTrainConfig()
-	cfg.Seed = *seed
-	tr, err := models.NewTrainer(cfg)
-	if err != nil {
-		return err
-	}
-	attacks := 0
-	for _, r := range learn {
-		attacks += learnNormal(tr, r)
-	}
-	m, err := tr.Model()
-	if err != nil {
-		return fmt.Errorf("learning from the first %d requests: %w", len(learn), err)
-	}
 	if *kind == "auto" {
 		*kind = "native"
 		if _, err := os.Stat(*wasmPath); err == nil {
 			*kind = "wasm"
 		}
 	}
-	name, res, err := score(*kind, *wasmPath, m, 0, liveFlags{}, monitor)
-	if err != nil {
+	var (
+		m    *models.Model
+		name string
+		res  []runner.Result
+		lp   *loop
+	)
+	if *kind == "wasm" && !*offline {
+		if lp, m, res, err = runLoop(*redisAddr, *wasmPath, *seed, learn, monitor, stderr); err != nil {
+			return err
+		}
+		defer lp.Close()
+		name = "wasm"
+	} else if m, name, res, err = runOffline(*kind, *wasmPath, *seed, learn, monitor, stdout); err != nil {
 		return err
 	}
-	learned, _, _, held := tr.Samples()
-	fmt.Fprintf(stdout, "learn: %d requests (%d learned, %d held back for calibration, %d labelled attacks not learned) → model %.12s, %d bytes\n",
-		len(learn), learned, held, attacks, m.SHA256(), m.Size())
 	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)
 	if err := detectAndDecide(rep, m, monitor, res); err != nil {
 		return err
+	}
+	if lp != nil {
+		if err := lp.record(context.Background(), rep.Incidents); err != nil {
+			return err
+		}
+		rep.ControlPlane = &lp.summary
+		lp.summary.writeSummary(stdout)
 	}
 	if *outDir != "" {
 		if err := os.MkdirAll(*outDir, 0o755); err != nil {

@@ -13,24 +13,55 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
 // serve runs the control plane until interrupted.
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	cfg := server.DefaultConfig()
-	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (host:port); empty starts an embedded Redis-protocol server")
+	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (host:port), or a Redis Cluster's seed nodes, comma-separated; empty starts an embedded Redis-protocol server")
 	fs.StringVar(&cfg.CollectorAddr, "collector-addr", cfg.CollectorAddr, "where the collector listens")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "where health, metrics and the JSON API listen")
 	tokenFile := fs.String("collector-token-file", "", "file holding the collector's bearer token (or $MESHWARD_COLLECTOR_TOKEN)")
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", cfg.XDSAddr, "where ADS (the model rollout to Envoys) listens")
 	fs.StringVar(&cfg.XDS.WasmURI, "wasm-uri", "", "where Envoys load meshward.wasm from (a local path, or a URL with -wasm-sha256); empty turns xDS off")
-	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri")
+	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri (default: that of -wasm-file)")
+	fs.StringVar(&cfg.WasmFile, "wasm-file", "", "a meshward.wasm the admin endpoint serves at /wasm/meshward.wasm (point -wasm-uri there)")
+	fs.BoolVar(&cfg.XDS.LearnFirst, "filter-learn-first", false, "before any model exists, serve connecting Envoys the filter in learn mode (it ships samples to -filter-collector-cluster)")
+	mode := fs.String("filter-mode", string(cfg.XDS.Base.Mode), "the mode xDS gives the filters: learn, monitor or enforce")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
+	fs.BoolVar(&cfg.Rollout.Canary, "canary", cfg.Rollout.Canary, "send a newly trained model to a share of the nodes first, promoted or rolled back on its flagged rate")
+	fs.Float64Var(&cfg.XDS.CanaryShare, "canary-share", 0.1, "the share of each group's nodes that gets a canary")
+	fs.Float64Var(&cfg.Rollout.MinRequests, "canary-min-requests", cfg.Rollout.MinRequests, "requests the canary and the stable model must each have scored before a decision")
+	fs.Float64Var(&cfg.Rollout.MaxRatio, "canary-max-ratio", cfg.Rollout.MaxRatio, "the canary may flag up to this many times the stable model's rate ...")
+	fs.Float64Var(&cfg.Rollout.MaxIncrease, "canary-max-increase", cfg.Rollout.MaxIncrease, "... or the stable rate plus this, whichever is higher")
+	fs.DurationVar(&cfg.Rollout.Observe, "canary-observe", cfg.Rollout.Observe, "how long a canary is watched, at least, before promotion")
+	fs.DurationVar(&cfg.Rollout.Timeout, "canary-timeout", cfg.Rollout.Timeout, "a canary that has not scored enough requests by then is rolled back")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
+	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
+	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	target, err := kube.Find(*kubeconfig)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	if target != nil {
+		cfg.Kube, cfg.LeaseNamespace = target.Config, target.Namespace
+		if *leaseNS != "" {
+			cfg.LeaseNamespace = *leaseNS
+		}
+	}
+	cfg.XDS.Base.Mode = pluginconfig.Mode(*mode)
+	switch cfg.XDS.Base.Mode {
+	case pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeEnforce:
+	default:
+		return fmt.Errorf("%w: -filter-mode %q is not learn, monitor or enforce", ErrUsage, *mode)
 	}
 	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
 	if *tokenFile != "" {
@@ -79,13 +110,54 @@ func status(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var v map[string][]json.RawMessage
+		// The answer has other fields beside the list (models: current).
+		var v map[string]json.RawMessage
+		var list []json.RawMessage
 		err = json.NewDecoder(resp.Body).Decode(&v)
 		resp.Body.Close()
+		if err == nil {
+			err = json.Unmarshal(v[what], &list)
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-		fmt.Fprintf(stdout, "%s: %d\n", what, len(v[what]))
+		fmt.Fprintf(stdout, "%s: %d\n", what, len(list))
+	}
+	return rolloutStatus(client, *admin, stdout)
+}
+
+// rolloutStatus prints the model in force, the canary and the last decision.
+func rolloutStatus(client *http.Client, admin string, stdout io.Writer) error {
+	resp, err := client.Get(admin + "/api/v1/rollouts")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Current string `json:"current"`
+		Canary  *struct {
+			SHA256  string    `json:"sha256"`
+			Started time.Time `json:"started"`
+		} `json:"canary"`
+		Decisions []struct {
+			SHA256, Outcome, Reason string
+		} `json:"decisions"`
+		NACKs []struct{ Group, Node, Version, Error string } `json:"nacks"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return fmt.Errorf("rollouts: %w", err)
+	}
+	fmt.Fprintf(stdout, "model in force: %.12s\n", r.Current)
+	if r.Canary != nil {
+		fmt.Fprintf(stdout, "canary: %.12s, watched since %s\n", r.Canary.SHA256, r.Canary.Started.Format(time.RFC3339))
+	}
+	if len(r.Decisions) > 0 {
+		d := r.Decisions[0]
+		fmt.Fprintf(stdout, "last canary decision: %.12s %s: %s\n", d.SHA256, d.Outcome, d.Reason)
+	}
+	if n := len(r.NACKs); n > 0 {
+		last := r.NACKs[n-1]
+		fmt.Fprintf(stdout, "NACKs: %d; last: node %s (%s) refused %.12s: %s\n", n, last.Node, last.Group, last.Version, last.Error)
 	}
 	return nil
 }

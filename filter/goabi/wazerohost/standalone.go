@@ -99,7 +99,8 @@ func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string]
 		s.runtime.Close(ctx)
 		return nil, errors.New("module does not export _initialize (build it with -buildmode=c-shared)")
 	}
-	mcfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{})
+	mcfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{}).
+		WithSysWalltime().WithSysNanotime()
 	if s.mod, err = s.runtime.InstantiateModule(withMemory(ctx), compiled, mcfg); err != nil {
 		s.runtime.Close(ctx)
 		return nil, err

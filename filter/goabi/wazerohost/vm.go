@@ -65,7 +65,10 @@ func New(wasm []byte) (*VM, error) {
 		vm.runtime.Close(ctx)
 		return nil, errors.New("module does not export _initialize (build it with -buildmode=c-shared)")
 	}
-	cfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{})
+	// The host's clocks, as Envoy gives them: wazero's default is a fake
+	// clock fixed at 2022, which would date every shipped record then.
+	cfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{}).
+		WithSysWalltime().WithSysNanotime()
 	vm.mod, err = vm.runtime.InstantiateModule(withMemory(ctx), compiled, cfg)
 	if err != nil {
 		vm.runtime.Close(ctx)

@@ -1,0 +1,345 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/control-plane/store"
+	"github.com/meshward/meshward/control-plane/xds"
+	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/runner"
+	"github.com/meshward/meshward/replay/source"
+)
+
+// The control-plane loop of `meshward run`: the traffic goes through the
+// compiled filter as it would in a mesh. A control plane starts in process
+// (on the given Redis, else on an embedded Redis-protocol server: one code
+// path, go-redis either way); the learning part of the traffic runs through
+// the filter in learn mode, which ships its records to the collector; the
+// trainer learns from what the collector stored and publishes the model;
+// each workload's emulated sidecar subscribes over ADS and receives the
+// model in its filter configuration; the rest of the traffic runs through
+// the filter so configured (monitor), which ships its verdicts too; the
+// incidents are recorded in the store.
+
+// runPrefix starts the keys of meshward run.
+const runPrefix = "meshward-run"
+
+// collectorCluster is the collector's Envoy cluster in the filters'
+// configuration; the emulated sidecars forward its calls to the collector.
+const collectorCluster = "meshward-collector"
+
+// loop is a control plane started for one run.
+type loop struct {
+	srv      *server.Server
+	sidecars *runner.Sidecars
+	token    string
+	started  time.Time
+	summary  loopSummary
+}
+
+// loopSummary is the control plane's part of the run's report.
+type loopSummary struct {
+	Redis          string          `json:"redis"`
+	LearnRequests  int             `json:"learn_requests"`
+	Batches        map[int]int     `json:"batches_by_status"`
+	RecordsDropped uint64          `json:"records_dropped"`
+	Training       any             `json:"training"`
+	ModelSHA256    string          `json:"model_sha256"`
+	ModelBytes     int             `json:"model_bytes"`
+	Sidecars       int             `json:"sidecars"`
+	Verdicts       *store.Verdicts `json:"verdicts_collected,omitempty"`
+	Incidents      int             `json:"incidents_stored"`
+}
+
+// startLoop starts the control plane and loads the filter.
+func startLoop(ctx context.Context, redisAddr, wasmPath string, seed uint64, stderr io.Writer) (*loop, error) {
+	abs, err := filepath.Abs(wasmPath)
+	if err != nil {
+		return nil, err
+	}
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, err
+	}
+	l := &loop{token: hex.EncodeToString(tok), started: time.Now()}
+	cfg := server.DefaultConfig()
+	cfg.Redis, cfg.CollectorToken = redisAddr, l.token
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.TrainEvery = 0
+	cfg.Trainer.Train.Seed = seed
+	// One model, rolled out to every sidecar at once: there is no stable
+	// model to compare a canary with.
+	cfg.Rollout.Canary = false
+	cfg.Store.Window = time.Second
+	// A run's keys live apart from a control plane's on the same Redis,
+	// and each run starts from none (see below).
+	cfg.Store.Prefix = runPrefix
+	cfg.XDS.WasmURI = abs
+	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster, CollectorToken: l.token,
+		// The replay reads each verdict back from the response.
+		ResponseScore: true}
+	if redisAddr != "" {
+		if err := clearRun(ctx, redisAddr, cfg.Store); err != nil {
+			return nil, fmt.Errorf("clearing the keys of an earlier run (%s:*) on %s: %w", runPrefix, redisAddr, err)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if l.srv, err = server.New(cfg, log); err != nil {
+		return nil, err
+	}
+	if err := l.srv.Start(ctx); err != nil {
+		return nil, err
+	}
+	l.summary.Redis = redisAddr
+	if redisAddr == "" {
+		l.summary.Redis = "embedded"
+	}
+	if l.sidecars, err = runner.NewSidecars(abs, l.srv.CollectorURL); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose --runner native)", err)
+	}
+	return l, nil
+}
+
+// clearRun deletes an earlier run's keys before the control plane starts
+// (and would serve that run's model).
+func clearRun(ctx context.Context, addr string, cfg store.Config) error {
+	rdb := server.RedisClient(addr)
+	defer rdb.Close()
+	st, err := store.New(rdb, cfg)
+	if err != nil {
+		return err
+	}
+	return st.Clear(ctx)
+}
+
+// Close stops the control plane.
+func (l *loop) Close() error {
+	var errs []error
+	if l.sidecars != nil {
+		errs = append(errs, l.sidecars.Close())
+	}
+	return errors.Join(append(errs, l.srv.Close())...)
+}
+
+// byWorkload groups records by destination, workloads sorted.
+func byWorkload(recs []*source.Record) ([]string, map[string][]int) {
+	idx := map[string][]int{}
+	for i, r := range recs {
+		idx[r.Request.Destination] = append(idx[r.Request.Destination], i)
+	}
+	ws := make([]string, 0, len(idx))
+	for w := range idx {
+		ws = append(ws, w)
+	}
+	sort.Strings(ws)
+	return ws, idx
+}
+
+func pick(recs []*source.Record, idx []int) []*source.Record {
+	out := make([]*source.Record, len(idx))
+	for j, i := range idx {
+		out[j] = recs[i]
+	}
+	return out
+}
+
+// learn runs the learning traffic through the filter in learn mode (every
+// request shipped, labelled attacks left out as the offline path does) and
+// trains on what the collector stored.
+func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model, error) {
+	var normal []*source.Record
+	for _, r := range recs {
+		if !r.IsAttack() {
+			normal = append(normal, r)
+		}
+	}
+	l.summary.LearnRequests = len(normal)
+	all := 1.0
+	ws, idx := byWorkload(normal)
+	for _, w := range ws {
+		doc, err := (&pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: w, CollectorCluster: collectorCluster,
+			CollectorToken: l.token, SampleRate: &all}).Encode()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := l.sidecars.Run(w, doc, pick(normal, idx[w])); err != nil {
+			return nil, err
+		}
+	}
+	rep, err := l.srv.Train(ctx)
+	l.summary.Training = rep
+	if err != nil {
+		return nil, fmt.Errorf("training on what the collector stored: %w (--offline trains in process, without the control plane's minimum)", err)
+	}
+	if !rep.Published {
+		return nil, fmt.Errorf("the trained model did not pass the control plane's gate: %s (--offline skips the gate)", rep.Rejected)
+	}
+	b, err := l.srv.Store().Model(ctx, rep.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	m, err := models.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	l.summary.ModelSHA256, l.summary.ModelBytes = m.SHA256(), m.Size()
+	return m, nil
+}
+
+// adsTimeout bounds the wait for a sidecar's configuration.
+const adsTimeout = 10 * time.Second
+
+// monitor subscribes each workload's sidecar over ADS, checks that it
+// receives the model just trained, and runs the workload's traffic through
+// the filter so configured. Results are in the order of recs.
+func (l *loop) monitor(recs []*source.Record) ([]runner.Result, error) {
+	out := make([]runner.Result, len(recs))
+	ws, idx := byWorkload(recs)
+	for _, w := range ws {
+		doc, err := l.subscribe(w)
+		if err != nil {
+			return nil, err
+		}
+		res, err := l.sidecars.Run(w, doc, pick(recs, idx[w]))
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range idx[w] {
+			out[i] = res[j]
+		}
+		l.summary.Sidecars++
+	}
+	l.summary.Batches, l.summary.RecordsDropped = l.sidecars.Batches, l.sidecars.Dropped
+	return out, nil
+}
+
+// subscribe receives a workload's filter configuration over ADS, as its
+// Envoy would, and ACKs it once the filter would accept it.
+func (l *loop) subscribe(workload string) ([]byte, error) {
+	c, err := xds.Dial(l.srv.ADSAddr, xds.Node(workload+"-sidecar", workload, ""))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	type got struct {
+		u   *xds.Update
+		err error
+	}
+	ch := make(chan got, 1)
+	go func() { u, err := c.Recv(); ch <- got{u, err} }()
+	var g got
+	select {
+	case g = <-ch:
+	case <-time.After(adsTimeout):
+		return nil, fmt.Errorf("sidecar of %s: no configuration over ADS within %v", workload, adsTimeout)
+	}
+	if g.err != nil {
+		return nil, fmt.Errorf("sidecar of %s: ADS: %w", workload, g.err)
+	}
+	s, err := pluginconfig.Parse(g.u.PluginConfig, "")
+	if err == nil && (s.Model == nil || s.Model.SHA256() != l.summary.ModelSHA256) {
+		err = fmt.Errorf("model %s, want the one trained (%s)", g.u.Version, l.summary.ModelSHA256)
+	}
+	if err != nil {
+		_ = c.NACK(g.u, "", err)
+		return nil, fmt.Errorf("sidecar of %s: refused what xDS sent: %w", workload, err)
+	}
+	return g.u.PluginConfig, c.ACK(g.u)
+}
+
+// record stores the run's incidents and reads back what the collector
+// counted of the model's verdicts.
+func (l *loop) record(ctx context.Context, incidents []*detect.Incident) error {
+	st := l.srv.Store()
+	for _, inc := range incidents {
+		if err := st.PutIncident(ctx, inc); err != nil {
+			return err
+		}
+	}
+	stored, err := st.Incidents(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	l.summary.Incidents = len(stored)
+	v, err := st.VersionVerdicts(ctx, l.started, time.Now())
+	if err != nil {
+		return err
+	}
+	if c, ok := v[l.summary.ModelSHA256]; ok {
+		l.summary.Verdicts = &c
+	}
+	return nil
+}
+
+// writeSummary prints the control plane's part of the summary.
+func (s *loopSummary) writeSummary(w io.Writer) {
+	fmt.Fprintf(w, "control plane (Redis: %s): %d learning requests shipped through the filter in learn mode; collector batches by status %v, %d records dropped\n",
+		s.Redis, s.LearnRequests, s.Batches, s.RecordsDropped)
+	fmt.Fprintf(w, "  model %.12s (%d bytes) trained from the collected samples, rolled out over xDS to %d sidecars\n", s.ModelSHA256, s.ModelBytes, s.Sidecars)
+	if s.Verdicts != nil {
+		fmt.Fprintf(w, "  the filters' records say it flagged %d of about %.0f requests (unflagged ones are sampled); incidents stored: %d\n",
+			s.Verdicts.Flagged, s.Verdicts.Requests, s.Incidents)
+	}
+}
+
+// runLoop runs the learning traffic and the monitored traffic through the
+// control plane; the caller closes the loop once it has recorded the
+// incidents.
+func runLoop(redisAddr, wasmPath string, seed uint64, learn, monitor []*source.Record, stderr io.Writer) (*loop, *models.Model, []runner.Result, error) {
+	ctx := context.Background()
+	l, err := startLoop(ctx, redisAddr, wasmPath, seed, stderr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	m, err := l.learn(ctx, learn)
+	if err != nil {
+		l.Close()
+		return nil, nil, nil, err
+	}
+	res, err := l.monitor(monitor)
+	if err != nil {
+		l.Close()
+		return nil, nil, nil, err
+	}
+	return l, m, res, nil
+}
+
+// runOffline trains in process on the learning traffic and scores the rest
+// with a runner: the loop without the control plane.
+func runOffline(kind, wasmPath string, seed uint64, learn, monitor []*source.Record, stdout io.Writer) (*models.Model, string, []runner.Result, error) {
+	cfg := models.DefaultTrainConfig()
+	cfg.Seed = seed
+	tr, err := models.NewTrainer(cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	attacks := 0
+	for _, r := range learn {
+		attacks += learnNormal(tr, r)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("learning from the first %d requests: %w", len(learn), err)
+	}
+	name, res, err := score(kind, wasmPath, m, 0, liveFlags{}, monitor)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	learned, _, _, held := tr.Samples()
+	fmt.Fprintf(stdout, "learn: %d requests (%d learned, %d held back for calibration, %d labelled attacks not learned) → model %.12s, %d bytes\n",
+		len(learn), learned, held, attacks, m.SHA256(), m.Size())
+	return m, name, res, nil
+}

@@ -1,0 +1,136 @@
+package leader
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/meshward/meshward/internal/kubetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
+
+// testLease is a Lease election with short timings: a 4 s lease, 2 s renew
+// deadline (slack for a loaded machine), 100 ms retry.
+func testLease(t *testing.T, cs kubernetes.Interface, ns, identity string) *LeaseElector {
+	t.Helper()
+	e, err := NewLease(cs, LeaseConfig{Namespace: ns, Name: "meshward-leader", Identity: identity,
+		LeaseDuration: 4 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func holder(t *testing.T, cs kubernetes.Interface, ns string) string {
+	t.Helper()
+	l, err := cs.CoordinationV1().Leases(ns).Get(context.Background(), "meshward-leader", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+// TestLeaseOneLeader runs two replicas against a real kube-apiserver: exactly
+// one leads and holds the Lease; when it stops it releases the Lease and the
+// other takes over well before the lease would have lapsed.
+func TestLeaseOneLeader(t *testing.T) {
+	env := kubetest.Shared(t)
+	ns := env.Namespace(t, "lease")
+	a := testLease(t, env.Clientset, ns, "a")
+	b := testLease(t, env.Clientset, ns, "b")
+	ctxA, stopA := context.WithCancel(context.Background())
+	doneA := make(chan struct{})
+	go func() { a.Run(ctxA); close(doneA) }()
+	waitFor(t, a.Changes(), true, 10*time.Second)
+	ctxB, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	go b.Run(ctxB)
+	// b retries every 100 ms; over more than a lease duration it never
+	// leads while a renews, and the Lease names a throughout.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if b.Leading() {
+			t.Fatal("two leaders")
+		}
+		if !a.Leading() {
+			t.Fatal("a lost the Lease while renewing it")
+		}
+		if h := holder(t, env.Clientset, ns); h != "a" {
+			t.Fatalf("Lease holder %q, want a", h)
+		}
+		time.Sleep(200 * time.Millisecond) // pacing between observations, not synchronisation
+	}
+	stopA()
+	<-doneA // Run returns once the Lease is released
+	if a.Leading() {
+		t.Error("a still thinks it leads after stopping")
+	}
+	start := time.Now()
+	// Released, so b takes it within a few retries, not after the 4 s
+	// lease would have lapsed.
+	waitFor(t, b.Changes(), true, 2500*time.Millisecond)
+	t.Logf("handover after release took %v", time.Since(start))
+	if h := holder(t, env.Clientset, ns); h != "b" {
+		t.Errorf("Lease holder %q after handover, want b", h)
+	}
+}
+
+// TestLeaseLostWhenTaken: a leader whose Lease is taken by another holder
+// (written straight to the API server) steps down within its renew
+// deadline (2 s), and does not overwrite the other's valid Lease.
+func TestLeaseLostWhenTaken(t *testing.T) {
+	env := kubetest.Shared(t)
+	ns := env.Namespace(t, "lease")
+	a := testLease(t, env.Clientset, ns, "a")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go a.Run(ctx)
+	waitFor(t, a.Changes(), true, 10*time.Second)
+
+	leases := env.Clientset.CoordinationV1().Leases(ns)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(context.Background(), "meshward-leader", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		intruder, secs := "intruder", int32(3600)
+		now := metav1.NewMicroTime(time.Now())
+		l.Spec = coordinationv1.LeaseSpec{HolderIdentity: &intruder, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now}
+		_, err = leases.Update(context.Background(), l, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("taking the Lease: %v", err)
+	}
+	waitFor(t, a.Changes(), false, 5*time.Second)
+	if h := holder(t, env.Clientset, ns); h != "intruder" {
+		t.Errorf("a overwrote a valid Lease held by %q", h)
+	}
+}
+
+func TestLeaseConfigValidate(t *testing.T) {
+	good := DefaultLeaseConfig("ns", "name", "me")
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]LeaseConfig{
+		"no namespace":        {Name: "n", Identity: "i", LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second},
+		"sub-second lease":    {Namespace: "ns", Name: "n", Identity: "i", LeaseDuration: 500 * time.Millisecond, RenewDeadline: 100 * time.Millisecond, RetryPeriod: 10 * time.Millisecond},
+		"deadline over lease": {Namespace: "ns", Name: "n", Identity: "i", LeaseDuration: 2 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: time.Second},
+		"retry over deadline": {Namespace: "ns", Name: "n", Identity: "i", LeaseDuration: 10 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 2 * time.Second},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

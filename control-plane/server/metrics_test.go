@@ -1,0 +1,107 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meshward/meshward/models"
+)
+
+// The state metrics are on /metrics with the store's and xDS's truth, the
+// model in force can be downloaded, and MetricNames lists what /metrics
+// serves.
+func TestStateMetricsAndModelDownload(t *testing.T) {
+	s := start(t, "")
+	_, m := get(t, s.AdminURL+"/metrics")
+	for _, want := range []string{"meshward_redis_up 1", "meshward_models_stored 0", "meshward_incidents_total 0", "meshward_xds_nacks 0"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code, _ := get(t, s.AdminURL+"/api/v1/models/current"); code != 404 {
+		t.Errorf("no model yet: %d, want 404", code)
+	}
+	var b strings.Builder
+	for i := 0; i < 400; i++ {
+		b.WriteString(batch())
+	}
+	if code := ship(t, s, b.String()); code != 200 {
+		t.Fatalf("shipping: %d", code)
+	}
+	resp, err := http.Post(s.AdminURL+"/api/v1/train", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := s.store.PutIncident(context.Background(), map[string]string{"principal": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, s.AdminURL+"/api/v1/models/current")
+	mod, err := models.Decode([]byte(body))
+	if code != 200 || err != nil {
+		t.Fatalf("download: %d, %v", code, err)
+	}
+	_, m = get(t, s.AdminURL+"/metrics")
+	for _, want := range []string{`meshward_model_info{sha256="` + mod.SHA256() + `"} 1`, "meshward_models_stored 1", "meshward_incidents_total 1", `meshward_trainer_rounds_total{outcome="published"} 1`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	names := s.MetricNames()
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, "# TYPE ") {
+			name := strings.Fields(line)[2]
+			if !slices.Contains(names, name) {
+				t.Errorf("/metrics serves %s, which MetricNames does not list", name)
+			}
+		}
+	}
+	for _, n := range []string{MetricRollbacks, MetricCanaryActive, MetricCollectorBatch, "go_goroutines", "process_cpu_seconds_total"} {
+		if !slices.Contains(names, n) {
+			t.Errorf("MetricNames lacks %s", n)
+		}
+	}
+	labels := s.MetricLabels()
+	if !slices.Equal(labels[MetricTrainerRounds], []string{"outcome"}) || !slices.Equal(labels[MetricModelInfo], []string{"sha256"}) || len(labels[MetricRedisUp]) != 0 {
+		t.Errorf("labels: rounds %v, model info %v, redis up %v", labels[MetricTrainerRounds], labels[MetricModelInfo], labels[MetricRedisUp])
+	}
+}
+
+// With -wasm-file, the admin endpoint serves the module and xDS points
+// Envoys at it with its sha256.
+func TestServesTheWasmFile(t *testing.T) {
+	dir := t.TempDir()
+	wasm := filepath.Join(dir, "meshward.wasm")
+	content := []byte("\x00asm\x01\x00\x00\x00 not really a filter")
+	if err := os.WriteFile(wasm, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", token
+	cfg.XDS.WasmURI, cfg.WasmFile = "http://meshward.meshward-system.svc:9091/wasm/meshward.wasm", wasm
+	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	code, body := get(t, s.AdminURL+"/wasm/meshward.wasm")
+	if code != 200 || body != string(content) {
+		t.Fatalf("GET /wasm/meshward.wasm: %d, %d bytes", code, len(body))
+	}
+	sum := sha256.Sum256(content)
+	if got := s.cfg.XDS.WasmSHA256; got != hex.EncodeToString(sum[:]) {
+		t.Fatalf("xDS would pin sha256 %q, want the file's %x", got, sum)
+	}
+}

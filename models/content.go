@@ -1,0 +1,1064 @@
+package models
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"sort"
+)
+
+// The content model: an isolation forest over generic lexical features of a
+// whole request — how long its values are, how random, how much of them is
+// punctuation, how deeply encoded, how many interpreter tokens (SQL, shell,
+// traversal, script) they carry, and a few request-level counts. Where the
+// per-parameter model asks "is this value like this parameter's values?", the
+// content model asks "is this request lexically like any normal request?",
+// which also covers what has no parameter model of its own: new routes,
+// paths, bodies, header values of names never seen.
+//
+// Features are quantised to bytes (a piecewise-linear log2 scale for counts
+// and lengths, a linear scale for ratios), so trees compare bytes and a node
+// takes four bytes. The forest is trained once per model on a sample of the
+// normal requests (shared by every workload section: lexical normality is
+// mesh-wide, and one forest keeps a 50-service model small). Its isolation
+// depth becomes a surprise in nats through the tail of a reference sample's
+// depths, so it adds to the other components on their scale.
+
+// NContent is the number of content features.
+const NContent = 26
+
+// ContentFeature names one content feature.
+type ContentFeature uint8
+
+// The content features.
+const (
+	CFMethod      ContentFeature = iota // a method other than the common ones
+	CFPathLen                           // path length
+	CFPathSymbols                       // punctuation in the path, other than / - _ .
+	CFParams                            // query and form parameters
+	CFHeaders                           // headers, other than those the proxy sets (SkipHeader)
+	CFTotalBytes                        // bytes of every value examined
+	CFMaxValueLen                       // length of the longest value
+	CFEntropy                           // byte entropy of the longest value (bits/byte ×2)
+	CFSymbolRatio                       // the largest share of punctuation in a value of ≥ 4 bytes (×8)
+	CFQuotes                            // ' " `
+	CFAngles                            // < >
+	CFParens                            // ( ) [ ] { }
+	CFSeparators                        // ; |
+	CFSymbols                           // ! @ $ ^ *
+	CFControl                           // control bytes
+	CFHigh                              // bytes ≥ 0x80
+	CFSpaces                            // spaces and tabs
+	CFCaseMix                           // lower-to-upper changes inside words (SeLeCt)
+	CFEncoded                           // %XX still present after decoding once
+	CFEscapes                           // \x, \u, &#, %u escapes
+	CFSQL                               // SQL tokens
+	CFShell                             // shell tokens
+	CFTraversal                         // path traversal tokens
+	CFScript                            // script and markup tokens
+	CFCode                              // code execution and deserialisation words (PHP, Java, templates)
+	CFCalls                             // words followed by '(' (function calls)
+)
+
+var contentFeatureNames = [NContent]string{
+	"method", "path_length", "path_symbols", "params", "headers", "total_bytes", "value_length",
+	"entropy", "symbol_ratio", "quotes", "angle_brackets", "brackets", "separators", "symbols",
+	"control_bytes", "high_bytes", "spaces", "case_mix", "encoded", "escapes", "sql_tokens",
+	"shell_tokens", "traversal_tokens", "script_tokens", "code_tokens", "calls",
+}
+
+// String returns the feature's snake_case name.
+func (f ContentFeature) String() string {
+	if int(f) < NContent {
+		return contentFeatureNames[f]
+	}
+	return "feature"
+}
+
+// shapedMask lists the features a value's shape (TrainConfig.ShapedValues)
+// does not keep: with shaped training data they are not learned, and not
+// measured when scoring. Shapes of query values are cut short, so lengths
+// go too.
+const shapedMask = 1<<CFTotalBytes | 1<<CFMaxValueLen | 1<<CFEntropy | 1<<CFEncoded | 1<<CFEscapes | 1<<CFSQL | 1<<CFShell | 1<<CFTraversal | 1<<CFScript | 1<<CFCode | 1<<CFCalls
+
+// allFeatures is the mask of every feature.
+const allFeatures = 1<<NContent - 1
+
+// ContentVector is a request's content features, quantised.
+type ContentVector [NContent]uint8
+
+// Keyword kinds, for the token count features.
+const (
+	kwSQL = iota
+	kwShell
+	kwTraversal
+	kwScript
+	kwCode
+	nKwKinds
+)
+
+// keywordKind gives each keyword of keywords its kind: the list is grouped,
+// and each group starts with the keyword named here.
+var keywordKind = func() (kind [256]uint8) {
+	starts := [...]string{"select", ";", "../", "<script"}
+	k := 0
+	for i, kw := range keywords {
+		for k+1 < len(starts) && kw == starts[k+1] {
+			k++
+		}
+		kind[i] = uint8(k)
+	}
+	return kind
+}()
+
+// qlog quantises a count on a log scale, two steps per doubling
+// (2·log2(1+x), piecewise linear between powers of two): lengths and counts
+// within about a third of each other look alike, small counts stay apart.
+func qlog(x int) uint8 {
+	if x <= 0 {
+		return 0
+	}
+	if x >= 1<<30 {
+		return 2 * 30
+	}
+	v := uint32(x) + 1 // ≥ 2
+	n := bits.Len32(v) - 1
+	return uint8(2*n + int(v>>(n-1)&1))
+}
+
+// contentAcc accumulates features over the values of one request.
+type contentAcc struct {
+	classes       [NClasses]int
+	tokens        [nKwKinds]int
+	calls         int
+	novel         int
+	grams         *[gramWords]uint64 // the trigram filter, or nil
+	total, maxLen int
+	// longest is the longest value examined byte by byte.
+	longest          []byte
+	symRatio         int
+	caseMix, escapes int
+	encoded          int
+}
+
+// value adds one value's bytes to the accumulator.
+func (a *contentAcc) value(v []byte) {
+	if len(v) > MaxValueBytes {
+		v = v[:MaxValueBytes]
+	}
+	a.total += len(v)
+	a.maxLen = max(a.maxLen, len(v))
+	if len(v) > len(a.longest) {
+		a.longest = v
+	}
+	sym, caseMix, novel := 0, 0, 0
+	var classes [NClasses]int32
+	prev := uint32(ClassSpace)
+	// The word being read: its length and hash (lexHash), and the trigram
+	// ending at the current byte.
+	wn := 0
+	wh := uint64(lexSeed)
+	var g uint32
+	grams := a.grams
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		info := byteInfo[c]
+		if wb := info >> 8 & 0xFF; wb != 0 {
+			wh = (wh ^ uint64(wb)) * lexPrime
+			wn++
+		} else if wn != 0 {
+			a.word(wh, wn)
+			wn, wh = 0, lexSeed
+			// A word called as a function: "concat(", "exec (".
+			j := i
+			for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
+				j++
+			}
+			if j < len(v) && v[j] == '(' {
+				a.calls++
+			}
+		}
+		if grams != nil {
+			g = (g<<8 | info>>16) & 0xFFFFFF
+			if i >= 2 {
+				s := gramSlot(g)
+				novel += int(^grams[s>>6] >> (s & 63) & 1)
+			}
+		}
+		cl := info & (NClasses - 1)
+		classes[cl]++
+		if cl == ClassUpper && prev == ClassLower {
+			caseMix++
+		}
+		prev = cl
+		if cl <= ClassDigit {
+			continue
+		}
+		if cl > ClassSpace {
+			sym++
+		}
+		// Spaces and punctuation: escapes and operator keywords.
+		switch c {
+		case '%':
+			if i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
+				a.encoded++
+			} else if i+1 < len(v) && (v[i+1] == 'u' || v[i+1] == 'U') {
+				a.escapes++
+			}
+		case '\\':
+			if i+1 < len(v) && (v[i+1] == 'x' || v[i+1] == 'u' || v[i+1] == 'X' || v[i+1] == 'U') {
+				a.escapes++
+			}
+		case '&':
+			if i+1 < len(v) && v[i+1] == '#' {
+				a.escapes++
+			}
+		}
+		for _, k := range operatorIndex[c] {
+			if hasPrefixFold(v[i:], keywords[k]) {
+				a.tokens[keywordKind[k]]++
+			}
+		}
+	}
+	for k, n := range classes {
+		a.classes[k] += int(n)
+	}
+	a.caseMix += caseMix
+	a.novel += novel
+	if wn != 0 {
+		a.word(wh, wn)
+	}
+	if len(v) >= 4 {
+		if r := 8 * sym / len(v); r > a.symRatio {
+			a.symRatio = r
+		}
+	}
+}
+
+// word looks one word of a value (its lexHash and length) up in the
+// lexicon and counts its kinds.
+func (a *contentAcc) word(h uint64, n int) {
+	if n > maxLexWord {
+		return
+	}
+	if kinds := lexKinds(h); kinds != 0 {
+		if kinds&(1<<lexSQL) != 0 {
+			a.tokens[kwSQL]++
+		}
+		if kinds&(1<<lexShell) != 0 {
+			a.tokens[kwShell]++
+		}
+		if kinds&(1<<lexCode) != 0 {
+			a.tokens[kwCode]++
+		}
+		if kinds&(1<<lexScript) != 0 {
+			a.tokens[kwScript]++
+		}
+	}
+}
+
+// operatorIndex lists, for each punctuation byte, the keywords that start
+// with it. Keywords that start with a letter or digit are words, and the
+// lexicon has them.
+var operatorIndex = func() (idx [256][]uint8) {
+	for i, k := range keywords {
+		if c := k[0]; classOf[c] > ClassDigit {
+			idx[c] = append(idx[c], uint8(i))
+		}
+	}
+	return idx
+}()
+
+// byteInfo packs, per byte, what reading a value needs: its character
+// class (bits 0–7), its word byte (8–15, see wordByte) and what trigrams see
+// of it (16–23, see gramFold), so the loop looks up one table.
+var byteInfo = func() (t [256]uint32) {
+	for c := range t {
+		t[c] = uint32(classOf[c]) | uint32(wordByte[c])<<8 | uint32(gramFold[c])<<16
+	}
+	return t
+}()
+
+// wordByte maps the bytes of words (letters, digits, '_') to lower case,
+// and every other byte to 0.
+var wordByte = func() (t [256]byte) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '_':
+			t[c] = byte(c)
+		case c >= 'A' && c <= 'Z':
+			t[c] = byte(c) + 'a' - 'A'
+		}
+	}
+	return t
+}()
+
+// entropy2 returns the byte entropy of v (its first maxEntropyBytes) in
+// half bits per byte.
+func entropy2(v []byte) int {
+	if len(v) < 2 {
+		return 0
+	}
+	if len(v) > maxEntropyBytes {
+		v = v[:maxEntropyBytes]
+	}
+	var hist [256]uint16
+	for _, c := range v {
+		hist[c]++
+	}
+	// H = log2 n − Σ k·log2 k / n over the byte counts k.
+	var sum float32
+	for _, c := range v {
+		if k := hist[c]; k > 0 {
+			sum += klog2k[k]
+			hist[c] = 0
+		}
+	}
+	n := len(v)
+	return int(2 * (klog2k[n]/float32(n) - sum/float32(n)))
+}
+
+// maxEntropyBytes bounds the bytes entropy is measured over.
+const maxEntropyBytes = 256
+
+// klog2k[k] is k·log2 k, for the counts of a value of up to MaxValueBytes.
+var klog2k = func() (t [MaxValueBytes + 1]float32) {
+	for k := 2; k <= MaxValueBytes; k++ {
+		t[k] = float32(float64(k) * math.Log2(float64(k)))
+	}
+	return t
+}()
+
+// commonMethod reports whether m is one of the methods most services use.
+func commonMethod(m string) bool {
+	switch m {
+	case "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS":
+		return true
+	}
+	return false
+}
+
+// contentVector describes a request whose parameters are in s; the values
+// marked in s.known (an enumerable parameter's known values) are normal by
+// the parameter model and are counted in the request-level counts only.
+//
+// With grams (the trigram filter) it also returns how many of the request's
+// trigrams the filter never saw.
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
+	var a contentAcc
+	if len(grams) == gramWords {
+		a.grams = (*[gramWords]uint64)(grams)
+	}
+	var x ContentVector
+	if !commonMethod(r.Method) {
+		x[CFMethod] = 1
+	}
+	path := r.Path
+	if len(path) > MaxValueBytes {
+		path = path[:MaxValueBytes]
+	}
+	x[CFPathLen] = qlog(len(path))
+	ps := 0
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; classOf[c] > ClassSpace && c != '/' && c != '-' && c != '_' && c != '.' {
+			ps++
+		}
+	}
+	x[CFPathSymbols] = qlog(ps)
+	// The path is read like a value, but its slashes are structure, not
+	// punctuation: the share of punctuation is measured on values only.
+	ratio := a.symRatio
+	a.value(view(path))
+	a.symRatio = ratio
+	params, headers := 0, 0
+	for i := 0; i < s.n; i++ {
+		if shaped && i >= s.bodyFrom && i < s.bodyTo {
+			continue
+		}
+		p := &s.params[i]
+		if p.header {
+			headers++
+		} else {
+			params++
+			// Names are input too: payloads hide in them.
+			a.value(p.name)
+		}
+		v := p.value
+		if shaped && !p.header && len(v) > maxShapedQueryValue {
+			v = v[:maxShapedQueryValue]
+		}
+		if s.known&(1<<uint(i)) == 0 {
+			a.value(v)
+		} else {
+			// Known to be normal: its length counts, its bytes need no look.
+			n := min(len(v), MaxValueBytes)
+			a.total += n
+			a.maxLen = max(a.maxLen, n)
+		}
+	}
+	x[CFParams] = qlog(params)
+	x[CFHeaders] = qlog(headers)
+	x[CFTotalBytes] = qlog(a.total)
+	x[CFMaxValueLen] = qlog(a.maxLen)
+	if mask&(1<<CFEntropy) != 0 {
+		x[CFEntropy] = uint8(entropy2(a.longest))
+	}
+	x[CFSymbolRatio] = uint8(a.symRatio)
+	x[CFQuotes] = qlog(a.classes[ClassQuote])
+	x[CFAngles] = qlog(a.classes[ClassAngle])
+	x[CFParens] = qlog(a.classes[ClassParen])
+	x[CFSeparators] = qlog(a.classes[ClassSemicolon])
+	x[CFSymbols] = qlog(a.classes[ClassSymbol])
+	x[CFControl] = qlog(a.classes[ClassControl])
+	x[CFHigh] = qlog(a.classes[ClassHigh])
+	x[CFSpaces] = qlog(a.classes[ClassSpace])
+	x[CFCaseMix] = qlog(a.caseMix)
+	x[CFEncoded] = qlog(a.encoded)
+	x[CFEscapes] = qlog(a.escapes)
+	x[CFSQL] = qlog(a.tokens[kwSQL])
+	x[CFShell] = qlog(a.tokens[kwShell])
+	x[CFTraversal] = qlog(a.tokens[kwTraversal])
+	x[CFScript] = qlog(a.tokens[kwScript])
+	x[CFCode] = qlog(a.tokens[kwCode])
+	x[CFCalls] = qlog(a.calls)
+	for f := range x {
+		if mask&(1<<uint(f)) == 0 {
+			x[f] = 0
+		}
+	}
+	return x, a.novel
+}
+
+// ContentModel is the isolation forest and what turns its depths into
+// surprise.
+type ContentModel struct {
+	// Mask lists the features in use (bit i for feature i).
+	Mask uint32
+	// Shaped says training saw value shapes (TrainConfig.ShapedValues), as
+	// the filter ships them: no bodies, query values cut to
+	// maxShapedQueryValue bytes. Scoring then reads what training could:
+	// no body, and query values only that far.
+	Shaped bool
+	// Trees are the isolation trees, each in preorder (see contentNode).
+	Trees [][]ContentNode
+	// Ref holds the mean isolation depths (×depthScale) of a reference
+	// sample of normal requests, ascending: the shallower a request
+	// isolates, the rarer among them.
+	Ref []uint16
+	// Spread is how much shallower than Ref[0] costs one more nat.
+	Spread float64
+	// High holds, per feature, the value that 1 % of the reference sample
+	// exceeded: a feature above it is named as the reason.
+	High ContentVector
+	// Max holds, per feature, the largest value of the whole sample. Trees
+	// split only where the sample varies, so a request beyond every normal
+	// one on a feature the sample hardly varies in can land in a deep leaf;
+	// the range check sees it.
+	Max ContentVector
+	// Floor holds, per feature, the sample's median. Features are raised
+	// to it before scoring: the content model looks for requests with more
+	// of something than typical (longer, more punctuation, more tokens),
+	// never for ones with less.
+	Floor ContentVector
+	// N is the number of requests sampled.
+	N int
+	// NovelCost is the surprise (nats) of one trigram never seen: -ln of
+	// the Good-Turing estimate of meeting a new one (the share of trigrams
+	// seen exactly once).
+	NovelCost float64
+	// Grams is the trigram filter (gramWords words), or nil when training
+	// saw shapes, not values.
+	Grams []uint64
+
+	// refSurprise[k] is -ln((k+½)/(len(Ref)+1)), the surprise of a depth
+	// that k reference depths are at most (see index).
+	refSurprise []float32
+}
+
+// raise lifts every feature of x to at least its floor.
+func (c *ContentModel) raise(x *ContentVector) {
+	for f := range x {
+		x[f] = max(x[f], c.Floor[f])
+	}
+}
+
+// index prepares the model for scoring.
+func (c *ContentModel) index() {
+	n := len(c.Ref)
+	c.refSurprise = make([]float32, n+1)
+	for k := range c.refSurprise {
+		c.refSurprise[k] = float32(-math.Log((float64(k) + 0.5) / (float64(n) + 1)))
+	}
+}
+
+// ContentNode is one node of an isolation tree. An inner node sends x with
+// x[Feature] < Split to the next node (its left child) and the rest to
+// Next; a leaf (Feature == leafFeature) holds in Next its depth plus the
+// expected depth of the points it still held, ×depthScale.
+type ContentNode struct {
+	Feature, Split uint8
+	Next           uint16
+}
+
+const (
+	leafFeature = 0xFF
+	depthScale  = 256
+)
+
+// Forest sizes: trees, points per tree, and the requests sampled to build
+// and calibrate the forest.
+const (
+	contentTrees      = 8
+	contentTreeSample = 256
+	contentSample     = 2048
+	// maxTreeNodes bounds a tree (a full tree of contentTreeSample leaves).
+	maxTreeNodes = 2*contentTreeSample - 1
+)
+
+// depth returns the mean isolation depth of x, ×depthScale.
+func (c *ContentModel) depth(x *ContentVector) int {
+	sum := 0
+	for _, t := range c.Trees {
+		i := 0
+		for {
+			n := t[i]
+			if n.Feature == leafFeature {
+				sum += int(n.Next)
+				break
+			}
+			// Written so the compiler can choose without a branch.
+			next := int(n.Next)
+			if x[n.Feature] < n.Split {
+				next = i + 1
+			}
+			i = next
+		}
+	}
+	return sum / len(c.Trees)
+}
+
+// surprise is how rare a depth is among the reference sample's, in nats:
+// -log of the share of reference requests that isolated as quickly, and
+// beyond the quickest, one more nat per Spread.
+func (c *ContentModel) surprise(d int) float64 {
+	n := len(c.Ref)
+	// The number of reference depths ≤ d, by binary search.
+	k, hi := 0, n
+	for k < hi {
+		mid := int(uint(k+hi) >> 1)
+		if int(c.Ref[mid]) <= d {
+			k = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	s := float64(c.refSurprise[k])
+	if k == 0 {
+		s += float64(int(c.Ref[0])-d) / c.Spread
+	}
+	return s
+}
+
+// rangeSurprise is the surprise of features beyond the sample's largest
+// values: rarer than any of its N requests, and half as likely again for
+// every step beyond (a third more on a count's log scale, half a bit of
+// entropy, an eighth of a value in punctuation).
+func (c *ContentModel) rangeSurprise(x *ContentVector) float64 {
+	excess := 0
+	for f := range x {
+		if d := int(x[f]) - int(c.Max[f]); d > 0 {
+			excess += d
+		}
+	}
+	if excess == 0 {
+		return 0
+	}
+	return math.Log(2*float64(c.N)+2) + math.Ln2*float64(excess)
+}
+
+// reason names the feature that drove a content surprise: the one furthest
+// above what 1 % of normal requests exceeded, else the content as a whole.
+func (c *ContentModel) reason(x *ContentVector) ReasonCode {
+	best, code := 0, ReasonContent
+	for f := range x {
+		if d := int(x[f]) - int(c.High[f]); d > best {
+			best, code = d, ReasonContent+1+ReasonCode(f)
+		}
+	}
+	return code
+}
+
+// contentSurprise adds the content model's surprise to v, for a request
+// whose parameters paramSurprise has extracted (or none, when the section
+// has no parameter models).
+func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
+	c := w.content
+	if c == nil || len(c.Trees) == 0 {
+		return
+	}
+	if len(w.Params) == 0 {
+		s.extract(r)
+		s.known = 0
+	}
+	x, novel := contentVector(r, s, c.Mask, c.Grams, c.Shaped)
+	c.raise(&x)
+	// How rare the request is as a whole (the forest, or beyond the sample's
+	// range), and how many of its character sequences are new.
+	whole := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
+	fresh := c.NovelCost * float64(novel) / 3
+	sur := whole + fresh
+	if sur <= 0 {
+		return
+	}
+	v.Surprise += sur
+	// Named only when rarer than 1 % of normal requests, and more than a
+	// typical request's whole surprise.
+	if sur > contentReasonSurprise && sur > w.CalBase {
+		code := c.reason(&x)
+		if fresh > whole {
+			code = ReasonContentNovel
+		}
+		v.addReason(code, sur)
+	}
+}
+
+// contentReasonSurprise is -ln 0.01: the content model names itself as a
+// reason for requests that isolate faster than 99 % of normal ones.
+const contentReasonSurprise = 4.605
+
+// avgDepth is c(n), the average depth of an unsuccessful search in a binary
+// search tree of n points: the depth a leaf still holding n points adds.
+func avgDepth(n int) float64 {
+	if n <= 1 {
+		return 0
+	}
+	if n == 2 {
+		return 1
+	}
+	h := math.Log(float64(n-1)) + 0.5772156649
+	return 2*h - 2*float64(n-1)/float64(n)
+}
+
+// rng is splitmix64: small, fast and identical everywhere.
+type rng struct{ s uint64 }
+
+func (r *rng) next() uint64 {
+	r.s += 0x9E3779B97F4A7C15
+	z := r.s
+	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+	z = (z ^ z>>27) * 0x94D049BB133111EB
+	return z ^ z>>31
+}
+
+func (r *rng) intn(n int) int { return int(r.next() % uint64(n)) }
+
+// trainContent builds the content model from feature vectors of normal
+// requests, in a canonical order: even positions build the trees, odd ones
+// calibrate (when there are few, all do both).
+func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
+	if len(xs) < 8 {
+		return nil
+	}
+	var build, ref []ContentVector
+	if len(xs) >= 256 {
+		for i := range xs {
+			if i%2 == 0 {
+				build = append(build, xs[i])
+			} else {
+				ref = append(ref, xs[i])
+			}
+		}
+	} else {
+		build, ref = xs, xs
+	}
+	c := &ContentModel{Mask: mask}
+	vals := make([]int, len(xs))
+	for f := 0; f < NContent; f++ {
+		for i := range xs {
+			vals[i] = int(xs[i][f])
+		}
+		sort.Ints(vals)
+		c.Floor[f] = uint8(vals[len(vals)/2])
+	}
+	for i := range build {
+		c.raise(&build[i])
+	}
+	for i := range ref {
+		c.raise(&ref[i])
+	}
+	g := rng{s: seed ^ 0x636f6e74656e74} // "content"
+	psi := min(contentTreeSample, len(build))
+	limit := bits.Len(uint(psi - 1))
+	idx := make([]int, len(build))
+	for t := 0; t < contentTrees; t++ {
+		for i := range idx {
+			idx[i] = i
+		}
+		// A partial Fisher–Yates shuffle draws psi points without replacement.
+		for i := 0; i < psi; i++ {
+			j := i + g.intn(len(idx)-i)
+			idx[i], idx[j] = idx[j], idx[i]
+		}
+		var nodes []ContentNode
+		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask, &g)
+		c.Trees = append(c.Trees, nodes)
+	}
+	depths := make([]int, len(ref))
+	for i := range ref {
+		depths[i] = c.depth(&ref[i])
+	}
+	sort.Ints(depths)
+	c.Ref = make([]uint16, len(depths))
+	for i, d := range depths {
+		c.Ref[i] = uint16(d)
+	}
+	c.index()
+	// The lower tail taken as exponential: from the quickest reference depth
+	// to the tenth percentile the share grows (2k+1)-fold.
+	k := len(depths) / 10
+	c.Spread = math.Max(float64(depths[k]-depths[0])/math.Log(float64(2*k+1)), depthScale/4)
+	c.N = len(xs)
+	for i := range xs {
+		for f := range c.Max {
+			c.Max[f] = max(c.Max[f], xs[i][f])
+		}
+	}
+	for f := 0; f < NContent; f++ {
+		vals := make([]int, len(ref))
+		for i := range ref {
+			vals[i] = int(ref[i][f])
+		}
+		sort.Ints(vals)
+		c.High[f] = uint8(vals[min(len(vals)-1, len(vals)*99/100)])
+	}
+	return c
+}
+
+// growTree appends the isolation tree of the points idx (indexes into xs)
+// at the given depth, in preorder, and returns the nodes.
+func growTree(nodes []ContentNode, xs []ContentVector, idx []int, depth, limit int, mask uint32, g *rng) []ContentNode {
+	leaf := func() []ContentNode {
+		d := float64(depth) + avgDepth(len(idx))
+		return append(nodes, ContentNode{Feature: leafFeature, Next: uint16(math.Round(d * depthScale))})
+	}
+	if len(idx) <= 1 || depth >= limit {
+		return leaf()
+	}
+	// The features that still vary among these points.
+	var lo, hi ContentVector
+	lo = xs[idx[0]]
+	hi = lo
+	for _, i := range idx[1:] {
+		for f := range lo {
+			lo[f] = min(lo[f], xs[i][f])
+			hi[f] = max(hi[f], xs[i][f])
+		}
+	}
+	var cand [NContent]uint8
+	nc := 0
+	for f := 0; f < NContent; f++ {
+		if mask&(1<<uint(f)) != 0 && hi[f] > lo[f] {
+			cand[nc] = uint8(f)
+			nc++
+		}
+	}
+	if nc == 0 {
+		return leaf()
+	}
+	f := cand[g.intn(nc)]
+	split := lo[f] + 1 + uint8(g.intn(int(hi[f]-lo[f])))
+	// Partition: x[f] < split to the left.
+	left := make([]int, 0, len(idx))
+	right := make([]int, 0, len(idx))
+	for _, i := range idx {
+		if xs[i][f] < split {
+			left = append(left, i)
+		} else {
+			right = append(right, i)
+		}
+	}
+	at := len(nodes)
+	nodes = append(nodes, ContentNode{Feature: f, Split: split})
+	nodes = growTree(nodes, xs, left, depth+1, limit, mask, g)
+	nodes[at].Next = uint16(len(nodes))
+	return growTree(nodes, xs, right, depth+1, limit, mask, g)
+}
+
+// sampleContent keeps r in the content sample if its hash is among the
+// contentSample smallest seen (a bottom-k sample).
+func (t *Trainer) sampleContent(r *Request) {
+	h := t.lastHash
+	if !t.cfg.ShapedValues {
+		if t.grams == nil {
+			t.grams = newGramCounts()
+		}
+		t.grams.addRequest(r, &t.scratch)
+	}
+	if len(t.contentSample) >= contentSample && h >= t.contentSample[contentSample-1].hash {
+		return
+	}
+	t.contentSample = append(t.contentSample, sampledRequest{hash: h, req: cloneRequest(r)})
+	if len(t.contentSample) >= 2*contentSample {
+		t.trimContentSample()
+	}
+}
+
+// trimContentSample sorts the sample by hash and keeps the smallest.
+func (t *Trainer) trimContentSample() {
+	sort.Slice(t.contentSample, func(a, b int) bool { return t.contentSample[a].hash < t.contentSample[b].hash })
+	if len(t.contentSample) > contentSample {
+		clear(t.contentSample[contentSample:])
+		t.contentSample = t.contentSample[:contentSample]
+	}
+}
+
+// trainContent builds m's content model from the sample, describing each
+// sampled request as scoring will: against its section, with the values
+// that section's parameter models know by enumeration left out.
+func (t *Trainer) trainContent(m *Model) {
+	t.trimContentSample()
+	mask := uint32(allFeatures)
+	if t.cfg.ShapedValues {
+		mask &^= shapedMask
+	}
+	var s paramScratch
+	xs := make([]ContentVector, 0, len(t.contentSample))
+	for i := range t.contentSample {
+		r := &t.contentSample[i].req
+		w := m.Workload(r.Destination)
+		if w == nil {
+			continue
+		}
+		req := *r
+		req.Status, req.ResponseBytes = 0, 0
+		var v Verdict
+		w.surprise(&req, &s, &v)
+		if len(w.Params) == 0 {
+			s.extract(&req)
+		}
+		x, _ := contentVector(&req, &s, mask, nil, t.cfg.ShapedValues)
+		xs = append(xs, x)
+	}
+	m.Content = trainContent(xs, mask, t.cfg.Seed)
+	if m.Content != nil {
+		m.Content.Shaped = t.cfg.ShapedValues
+	}
+	if m.Content != nil && t.grams != nil {
+		m.Content.Grams = t.grams.filter()
+		var once, total float64
+		for _, n := range t.grams {
+			total += float64(n)
+			if n == 1 {
+				once++
+			}
+		}
+		m.Content.NovelCost = -math.Log((once + 1) / (total + 2))
+	}
+	for _, w := range m.Workloads {
+		w.content = m.Content
+	}
+}
+
+// The content model's encoding, after the workloads: a presence byte (0:
+// none, 1: present, 3: present and reading no bodies), then the feature mask, the trees (node count, then per node feature,
+// split and next), the reference depths (count, then ascending as deltas),
+// the spread and the per-feature highs.
+
+func appendContent(p []byte, c *ContentModel) []byte {
+	if c == nil {
+		return append(p, 0)
+	}
+	flags := byte(1)
+	if c.Shaped {
+		flags = 3
+	}
+	p = append(p, flags)
+	p = binary.AppendUvarint(p, uint64(c.Mask))
+	p = binary.AppendUvarint(p, uint64(len(c.Trees)))
+	for _, t := range c.Trees {
+		p = binary.AppendUvarint(p, uint64(len(t)))
+		for _, n := range t {
+			p = append(p, n.Feature, n.Split)
+			p = binary.AppendUvarint(p, uint64(n.Next))
+		}
+	}
+	p = binary.AppendUvarint(p, uint64(len(c.Ref)))
+	prev := uint16(0)
+	for _, r := range c.Ref {
+		p = binary.AppendUvarint(p, uint64(r-prev))
+		prev = r
+	}
+	p = appendFloat(p, c.Spread)
+	p = binary.AppendUvarint(p, uint64(c.N))
+	p = append(p, c.High[:]...)
+	p = append(p, c.Max[:]...)
+	p = append(p, c.Floor[:]...)
+	p = appendFloat(p, c.NovelCost)
+	p = binary.AppendUvarint(p, uint64(len(c.Grams)))
+	for _, w := range c.Grams {
+		p = binary.LittleEndian.AppendUint64(p, w)
+	}
+	return p
+}
+
+// maxLeafDepth bounds a leaf's value: the deepest leaf of a tree of
+// contentTreeSample points plus the expected depth of all of them, with room.
+const maxLeafDepth = 64 * depthScale
+
+// content decodes the content section, checking that every tree is a
+// well-formed preorder tree over known features, so scoring cannot index
+// outside it or loop.
+func (d *decoder) content() *ContentModel {
+	if d.err != nil {
+		return nil
+	}
+	if d.off >= len(d.b) {
+		d.fail("content", "truncated presence byte")
+		return nil
+	}
+	present := d.b[d.off]
+	d.off++
+	switch present {
+	case 0:
+		return nil
+	case 1, 3:
+	default:
+		d.fail("content", "presence byte %d, want 0, 1 or 3 (without bodies)", present)
+		return nil
+	}
+	c := &ContentModel{Shaped: present == 3}
+	mask := d.uvarint("content mask")
+	if d.err == nil && (mask == 0 || mask > allFeatures) {
+		d.fail("content mask", "%#x names no feature or unknown ones", mask)
+		return nil
+	}
+	c.Mask = uint32(mask)
+	nt := d.count("content trees", 4)
+	if d.err != nil {
+		return nil
+	}
+	if nt == 0 || nt > 4*contentTrees {
+		d.fail("content trees", "%d trees, want 1 to %d", nt, 4*contentTrees)
+		return nil
+	}
+	c.Trees = make([][]ContentNode, nt)
+	for t := range c.Trees {
+		ctx := fmt.Sprintf("content tree %d", t)
+		nn := d.count(ctx+" nodes", 3)
+		if d.err != nil {
+			return nil
+		}
+		if nn == 0 || nn > maxTreeNodes {
+			d.fail(ctx, "%d nodes, want 1 to %d", nn, maxTreeNodes)
+			return nil
+		}
+		nodes := make([]ContentNode, nn)
+		for i := range nodes {
+			if d.err != nil || len(d.b)-d.off < 2 {
+				d.fail(ctx, "truncated node %d", i)
+				return nil
+			}
+			n := ContentNode{Feature: d.b[d.off], Split: d.b[d.off+1]}
+			d.off += 2
+			next := d.uvarint(ctx + " node next")
+			if d.err != nil {
+				return nil
+			}
+			switch {
+			case n.Feature == leafFeature:
+				if next > maxLeafDepth || n.Split != 0 {
+					d.fail(ctx, "leaf %d: depth %d or split %d invalid", i, next, n.Split)
+					return nil
+				}
+			case int(n.Feature) >= NContent || c.Mask&(1<<n.Feature) == 0 || n.Split == 0:
+				d.fail(ctx, "node %d: feature %d or split %d invalid", i, n.Feature, n.Split)
+				return nil
+			case next <= uint64(i+1) || next >= uint64(nn) || i+1 >= nn:
+				// Both children must lie after the node and inside the tree:
+				// every step moves forward, so scoring ends at a leaf.
+				d.fail(ctx, "node %d: right child %d outside (%d,%d)", i, next, i+1, nn)
+				return nil
+			}
+			n.Next = uint16(next)
+			nodes[i] = n
+		}
+		if nodes[nn-1].Feature != leafFeature {
+			d.fail(ctx, "last node is not a leaf")
+			return nil
+		}
+		c.Trees[t] = nodes
+	}
+	nr := d.count("content reference", 1)
+	if d.err != nil {
+		return nil
+	}
+	if nr == 0 {
+		d.fail("content reference", "empty")
+		return nil
+	}
+	c.Ref = make([]uint16, nr)
+	var prev uint64
+	for i := range c.Ref {
+		prev += d.uvarint("content reference depth")
+		if d.err == nil && prev > maxLeafDepth {
+			d.fail("content reference depth", "%d beyond %d", prev, maxLeafDepth)
+			return nil
+		}
+		c.Ref[i] = uint16(prev)
+	}
+	c.Spread = d.float("content spread")
+	if d.err == nil && !(c.Spread > 0) {
+		d.fail("content spread", "%v is not positive", c.Spread)
+		return nil
+	}
+	n := d.uvarint("content sample size")
+	if d.err == nil && (n < uint64(len(c.Ref)) || n > 1<<20) {
+		d.fail("content sample size", "%d for %d reference depths", n, len(c.Ref))
+		return nil
+	}
+	c.N = int(n)
+	if d.err == nil && len(d.b)-d.off < 3*NContent {
+		d.fail("content highs, maxima and floors", "truncated")
+		return nil
+	}
+	if d.err != nil {
+		return nil
+	}
+	copy(c.High[:], d.b[d.off:])
+	copy(c.Max[:], d.b[d.off+NContent:])
+	copy(c.Floor[:], d.b[d.off+2*NContent:])
+	d.off += 3 * NContent
+	for f := range c.High {
+		if c.Floor[f] > c.High[f] || c.High[f] > c.Max[f] {
+			d.fail("content highs, maxima and floors", "feature %d: floor %d, high %d, maximum %d out of order", f, c.Floor[f], c.High[f], c.Max[f])
+			return nil
+		}
+	}
+	c.index()
+	c.NovelCost = d.float("content novel trigram cost")
+	if d.err == nil && c.NovelCost < 0 {
+		d.fail("content novel trigram cost", "%v is negative", c.NovelCost)
+		return nil
+	}
+	ng := d.uvarint("content trigram filter")
+	if d.err == nil && ng != 0 && ng != gramWords {
+		d.fail("content trigram filter", "%d words, want 0 or %d", ng, gramWords)
+		return nil
+	}
+	if d.err == nil && uint64(len(d.b)-d.off) < 8*ng {
+		d.fail("content trigram filter", "truncated")
+		return nil
+	}
+	if d.err != nil {
+		return nil
+	}
+	if ng > 0 {
+		c.Grams = make([]uint64, ng)
+		for i := range c.Grams {
+			c.Grams[i] = binary.LittleEndian.Uint64(d.b[d.off:])
+			d.off += 8
+		}
+	}
+	return c
+}
