@@ -83,6 +83,7 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 
 test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
+	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
 
 FUZZTIME ?= 30s
@@ -117,7 +118,7 @@ bench: deps kube $(WASM) $(PASSWASM) ## print the figures users care about (see 
 	  if [ $$b = native ]; then \
 	    echo "filter, native (emulator included):   $$(median ns/op < $$out) ns/request, $$(median allocs/op < $$out) allocs"; \
 	  else \
-	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 3)"; \
+	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 3; in thread CPU time $$(median own-cpu-ns/op < $$out) ns)"; \
 	  fi; \
 	done
 	@echo "models (scoring a request against a 50-service model; training on 1 M requests; model size):"

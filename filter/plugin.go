@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
@@ -53,7 +54,14 @@ type pluginContext struct {
 	// busiest counter is flushed on every tick instead of costing a host
 	// call per request; Envoy reports metrics periodically anyway.
 	pendingRequests uint64
+	// free holds finished stream contexts for reuse: a context and its
+	// header slice are allocated once per concurrent stream, not per request
+	// (allocation dominates the filter's cost compiled to WebAssembly).
+	free []*httpContext
 }
+
+// maxFree bounds the finished contexts kept for reuse.
+const maxFree = 64
 
 // tickPeriod is how often the plugin flushes batched metrics.
 const tickPeriod = 1000 // milliseconds
@@ -137,7 +145,37 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 }
 
 func (p *pluginContext) NewHttpContext(uint32) types.HttpContext {
+	if n := len(p.free); n > 0 {
+		h := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		h.pooled = false
+		return h
+	}
 	return &httpContext{plugin: p}
+}
+
+// recycle resets a finished stream's context and keeps it for the next
+// stream. The host calls nothing on a stream after its OnHttpStreamDone
+// (proxy_on_log), only proxy_on_done and proxy_on_delete, which the SDK
+// handles without it.
+func (p *pluginContext) recycle(h *httpContext) {
+	if h.pooled {
+		// Ended twice: it must not be handed to two streams.
+		return
+	}
+	if len(p.free) >= maxFree {
+		h.bufs.release()
+		return
+	}
+	// Drop every view of the finished request's host buffers, hand the
+	// buffers back, keep the header slice's backing array.
+	hs := h.req.Headers
+	h.bufs.release()
+	clear(hs[:cap(hs)])
+	*h = httpContext{plugin: p, pooled: true}
+	h.req.Headers = hs[:0]
+	p.free = append(p.free, h)
 }
 
 // nodeWorkload reads the local workload from Istio's node metadata, as
@@ -161,7 +199,10 @@ type httpContext struct {
 	// MaxBodyPrefix bytes of the body (or all of it) arrive, then judged.
 	waiting bool
 	req     models.Request
-	forged  bool
+	bufs    hostBuffers // the host buffers req views
+	// pooled marks a finished context waiting in the plugin's free list.
+	pooled bool
+	forged bool
 	// scored, flagged and verdict record the request phase's verdict, which
 	// the response phase completes with the status and size.
 	scored, flagged bool
@@ -185,13 +226,13 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if s.Mode == pluginconfig.ModeLearn {
 		// Learning is recording: the request is read only to be shipped.
 		if s.CollectorCluster != "" {
-			if _, err := readRequest(&h.req, s.Workload, s.ScoreHeader); err == nil {
+			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader); err == nil {
 				h.learned = true
 			}
 		}
 		return types.ActionContinue
 	}
-	forged, err := readRequest(&h.req, s.Workload, s.ScoreHeader)
+	forged, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader)
 	if err != nil {
 		m.unscored.Increment(1)
 		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
@@ -224,7 +265,8 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 		return types.ActionPause
 	}
 	h.waiting = false
-	if body, err := proxywasm.GetHttpRequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
+	if body, err := goabi.RequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
+		h.bufs.keep(body)
 		h.req.Body = body
 	}
 	return h.judge()
@@ -252,9 +294,11 @@ func (h *httpContext) OnHttpStreamDone() {
 			proxywasm.LogErrorf("meshward: could not queue a record: %v", r)
 		}
 	}()
-	if h.plugin.settings != nil && h.plugin.metrics != nil {
-		h.plugin.enqueue(h)
+	p := h.plugin
+	if p.settings != nil && p.metrics != nil {
+		p.enqueue(h)
 	}
+	p.recycle(h)
 }
 
 // failOpen turns a panic into a request let through and counted unscored.
@@ -302,17 +346,31 @@ func (h *httpContext) OnHttpResponseHeaders(int, bool) (action types.Action) {
 	return types.ActionContinue
 }
 
-// readResponse takes the response's status and size into the request.
+// readResponse takes the response's status and size into the request, from
+// one fetch of the response headers.
 func (h *httpContext) readResponse() bool {
-	status, err := proxywasm.GetHttpResponseHeader(":status")
+	buf, err := goabi.ResponseHeaderPairs()
 	if err != nil {
 		return false
 	}
-	h.req.Status, _ = strconv.Atoi(status)
-	if cl, err := proxywasm.GetHttpResponseHeader("content-length"); err == nil {
-		h.req.ResponseBytes, _ = strconv.ParseInt(cl, 10, 64)
+	// Only numbers are taken from it: the buffer goes back at once.
+	defer goabi.Release(buf)
+	haveStatus, haveLength := false, false
+	for it := goabi.NewPairs(buf); it.Next(); {
+		switch bytesString(it.Name) {
+		case ":status":
+			if !haveStatus {
+				h.req.Status, _ = strconv.Atoi(bytesString(it.Value))
+				haveStatus = true
+			}
+		case "content-length":
+			if !haveLength {
+				h.req.ResponseBytes, _ = strconv.ParseInt(bytesString(it.Value), 10, 64)
+				haveLength = true
+			}
+		}
 	}
-	return true
+	return haveStatus
 }
 
 // judge scores the request read so far and acts on the verdict.
@@ -354,14 +412,23 @@ func (h *httpContext) judge() types.Action {
 }
 
 // formatPermille writes a score given in thousandths as "0.123" (or "1.000")
-// without strconv's float formatting, which is slow in WebAssembly.
+// without strconv's float formatting, which is slow in WebAssembly, nor an
+// allocation: every score's text is a slice of one string built at start.
 func formatPermille(p uint64) string {
 	if p >= 1000 {
 		return "1.000"
 	}
-	b := [5]byte{'0', '.', byte('0' + p/100), byte('0' + p/10%10), byte('0' + p%10)}
-	return string(b[:])
+	return permilleText[p*5 : p*5+5]
 }
+
+// permilleText is "0.000" "0.001" … "0.999" end to end.
+var permilleText = func() string {
+	b := make([]byte, 0, 5000)
+	for p := 0; p < 1000; p++ {
+		b = append(b, '0', '.', byte('0'+p/100), byte('0'+p/10%10), byte('0'+p%10))
+	}
+	return string(b)
+}()
 
 func reasonList(v *models.Verdict) string {
 	var b strings.Builder

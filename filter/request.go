@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi"
 
 	"github.com/meshward/meshward/models"
 )
@@ -24,16 +25,26 @@ var errNoPath = errors.New("request has no :path")
 // meshward's own verdict headers (which a client may forge) are not part of
 // the request it judges.
 // It reports whether the client sent a verdict header of its own.
-func readRequest(r *models.Request, workload, scoreHeader string) (forged bool, err error) {
-	hs, err := proxywasm.GetHttpRequestHeaders()
+//
+// It is the filter's hot path, and allocation is what costs most in
+// WebAssembly: the header map is fetched once and parsed in place (names and
+// values are views of the host's buffer, which nothing writes to again), and
+// r.Headers reuses its backing array from the previous request of a pooled
+// context.
+func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader string) (forged bool, err error) {
+	buf, err := goabi.RequestHeaderPairs()
 	if err != nil {
 		return false, err
 	}
+	bufs.keep(buf)
 	r.Destination = workload
-	r.Headers = make([]models.Header, 0, min(len(hs), maxHeaders))
+	if r.Headers == nil {
+		r.Headers = make([]models.Header, 0, 16)
+	}
+	r.Headers = r.Headers[:0]
 	havePath := false
-	for _, h := range hs {
-		name, value := h[0], h[1]
+	for it := goabi.NewPairs(buf); it.Next(); {
+		name, value := bytesString(it.Name), bytesString(it.Value)
 		if len(value) > maxHeaderValue {
 			value = value[:maxHeaderValue]
 		}
@@ -58,14 +69,42 @@ func readRequest(r *models.Request, workload, scoreHeader string) (forged bool, 
 	if !havePath {
 		return forged, errNoPath
 	}
-	r.Source = sourceIdentity(r)
+	r.Source = sourceIdentity(r, bufs)
 	return forged, nil
+}
+
+// hostBuffers are the host's buffers a stream's request views (header
+// names and values, the caller's identity, the body), handed back to goabi
+// for reuse when the stream is done: the filter then allocates next to
+// nothing per request, and its garbage collector rarely runs.
+type hostBuffers struct {
+	b [4][]byte
+	n int
+}
+
+// keep records a buffer to release with the stream; beyond four, a buffer is
+// left to the garbage collector.
+func (k *hostBuffers) keep(b []byte) {
+	if k.n < len(k.b) {
+		k.b[k.n] = b
+		k.n++
+	}
+}
+
+// release hands every kept buffer back; nothing may view them afterwards.
+func (k *hostBuffers) release() {
+	for i := 0; i < k.n; i++ {
+		goabi.Release(k.b[i])
+		k.b[i] = nil
+	}
+	k.n = 0
 }
 
 // sourceIdentity names the caller: the mTLS peer's URI SAN (a SPIFFE id in a
 // mesh), else Istio's peer metadata, else the source address without port.
-func sourceIdentity(r *models.Request) string {
-	if san, err := proxywasm.GetProperty(pathURISAN); err == nil && len(san) > 0 {
+func sourceIdentity(r *models.Request, bufs *hostBuffers) string {
+	if san, err := goabi.Property(pathURISAN); err == nil && len(san) > 0 {
+		bufs.keep(san)
 		return bound(bytesString(san))
 	}
 	if wl, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "workload"}); err == nil && len(wl) > 0 {
@@ -87,12 +126,14 @@ func sourceIdentity(r *models.Request) string {
 	return "unknown"
 }
 
-var pathURISAN = []string{"connection", "uri_san_peer_certificate"}
+// pathURISAN is the property path of the peer certificate's URI SAN,
+// serialized once (segments joined by NUL).
+var pathURISAN = []byte("connection\x00uri_san_peer_certificate")
 
 // bytesString views a buffer the host handed over as a string without
 // copying it, as the SDK does for headers: the buffer is fresh for this call
 // and nothing writes to it again.
-func bytesString(b []byte) string { return unsafe.String(&b[0], len(b)) }
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 func bound(s string) string {
 	if len(s) > maxSource {

@@ -45,6 +45,7 @@ type shipper struct {
 	inFlight int // records in the batch being sent; 0 when none
 	pause    int // ticks to wait before the next batch
 	rng      uint64
+	scratch  []byte // shapes being encoded
 }
 
 // sample reports whether an unflagged record falls in the shipped share.
@@ -78,7 +79,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.version))
+	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.version, &p.ship.scratch))
 }
 
 // recordVersion is the pre-encoded part of a record that says what it was
@@ -164,12 +165,15 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 
 // encodeRecord writes one record as the collector's JSON line (store.Record).
 // An unflagged record stands for 1/sample_rate requests; a flagged one for
-// itself (all are shipped).
-func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersion) []byte {
+// itself (all are shipped). scratch is reusable working memory for shapes;
+// the record itself is the only allocation.
+func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersion, scratch *[]byte) []byte {
 	// Cheap encodings: time and floats are formatted without the time and
-	// strconv float code, which is slow compiled to WebAssembly.
-	route := models.Template(r.Path)
-	b := make([]byte, 0, 256)
+	// strconv float code, which is slow compiled to WebAssembly; the route
+	// and the shapes are built in place rather than as strings.
+	var tbuf [models.MaxRouteBytes + 8]byte
+	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
+	b := make([]byte, 0, 384+len(r.Query)+len(r.Source)+len(r.Destination))
 	b = append(b, `{"ts_ns":`...)
 	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
 	b = append(b, `,"route":`...)
@@ -189,7 +193,11 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 	b = append(b, `,"Path":`...)
 	b = appendJSONString(b, route)
 	b = append(b, `,"Query":`...)
-	b = appendJSONString(b, models.ShapeQuery(r.Query))
+	sc := (*scratch)[:0]
+	if r.Query != "" {
+		sc = models.AppendShapeQuery(sc, r.Query)
+	}
+	b = appendJSONString(b, bytesString(sc))
 	b = append(b, `,"Source":`...)
 	b = appendJSONString(b, r.Source)
 	b = append(b, `,"Destination":`...)
@@ -225,10 +233,12 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 			// needs it to read the body as the filter will.
 			b = appendJSONString(b, h.Value)
 		} else {
-			b = appendJSONString(b, models.ShapeValue(h.Value))
+			sc = models.AppendShapeValue(sc[:0], h.Value)
+			b = appendJSONString(b, bytesString(sc))
 		}
 		b = append(b, '}')
 	}
+	*scratch = sc
 	return append(b, "]}}"...)
 }
 
@@ -257,6 +267,15 @@ func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	for i := 0; i < len(s); {
+		// Runs of plain ASCII are copied at once.
+		j := i
+		for j < len(s) && s[j] >= 0x20 && s[j] < 0x7f && s[j] != '"' && s[j] != '\\' {
+			j++
+		}
+		b = append(b, s[i:j]...)
+		if i = j; i == len(s) {
+			break
+		}
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':

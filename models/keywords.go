@@ -38,12 +38,37 @@ func lower(c byte) byte {
 	return c
 }
 
+// keywordSingle counts, for each lower-case byte, the one-byte keywords equal
+// to it; keywordPairs has a bit set for the first two lower-case bytes of
+// every longer keyword. Most positions of a value start no keyword, and the
+// pair test rejects them without walking the candidates (in WebAssembly the
+// walk is what made keyword counting the costliest part of judging a value).
+var keywordSingle, keywordPairs = func() (single [256]uint8, pairs [256 * 256 / 64]uint64) {
+	for _, k := range keywords {
+		if len(k) == 1 {
+			single[k[0]]++
+			continue
+		}
+		i := int(k[0])<<8 | int(k[1])
+		pairs[i>>6] |= 1 << (i & 63)
+	}
+	return single, pairs
+}()
+
 // countKeywords counts keyword occurrences in v, case-insensitively.
 func countKeywords(v []byte) int {
 	n := 0
 	for i := 0; i < len(v); i++ {
-		for _, k := range keywordIndex[lower(v[i])] {
-			if hasPrefixFold(v[i:], keywords[k]) {
+		c := lower(v[i])
+		n += int(keywordSingle[c])
+		if i+1 == len(v) {
+			break
+		}
+		if p := int(c)<<8 | int(lower(v[i+1])); keywordPairs[p>>6]&(1<<(p&63)) == 0 {
+			continue
+		}
+		for _, k := range keywordIndex[c] {
+			if kw := keywords[k]; len(kw) > 1 && hasPrefixFold(v[i:], kw) {
 				n++
 			}
 		}

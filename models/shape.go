@@ -20,12 +20,16 @@ const maxShapedQueryValue = 64
 // ShapeValue shapes a header value, up to MaxValueBytes (what the model
 // examines).
 func ShapeValue(v string) string {
+	return string(AppendShapeValue(make([]byte, 0, min(len(v), MaxValueBytes)), v))
+}
+
+// AppendShapeValue appends ShapeValue(v) to dst.
+func AppendShapeValue(dst []byte, v string) []byte {
 	n := min(len(v), MaxValueBytes)
-	out := make([]byte, n)
 	for i := 0; i < n; i++ {
-		out[i] = classRepresentative[classOf[v[i]]]
+		dst = append(dst, classRepresentative[classOf[v[i]]])
 	}
-	return string(out)
+	return dst
 }
 
 // ShapeQuery keeps a raw query's parameter names and replaces every value by
@@ -35,8 +39,13 @@ func ShapeQuery(q string) string {
 	if q == "" {
 		return ""
 	}
+	return string(AppendShapeQuery(make([]byte, 0, len(q)), q))
+}
+
+// AppendShapeQuery appends ShapeQuery(q) to dst.
+func AppendShapeQuery(dst []byte, q string) []byte {
 	const hex = "0123456789ABCDEF"
-	out := make([]byte, 0, len(q))
+	out := dst
 	inValue := false
 	n := 0
 	for i := 0; i < len(q); i++ {
@@ -72,5 +81,5 @@ func ShapeQuery(q string) string {
 			out = append(out, '%', hex[r>>4], hex[r&15])
 		}
 	}
-	return string(out)
+	return out
 }

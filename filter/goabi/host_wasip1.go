@@ -106,6 +106,14 @@ func init() {
 	_ = internal.RegisterMockWasmHost(wasmHost{})
 }
 
+// outPtr and outSize are the out-slots of every host call that returns a
+// buffer. Locals passed to an imported function escape to the heap (the
+// compiler cannot see into the import), which cost two allocations per call;
+// wasm runs one call at a time, and a nested callback (the host calling
+// proxy_on_memory_allocate, or an emulator answering synchronously) finishes
+// before the host writes the outer call's slots, so one pair serves all.
+var outPtr, outSize uint32
+
 // hostBuffers holds every buffer proxy_on_memory_allocate handed to the host
 // during the current host call. The host only knows their addresses as i32,
 // which Go's garbage collector cannot see, so they must stay referenced here
@@ -116,9 +124,41 @@ var hostBuffers [][]byte
 // allocate serves proxy_on_memory_allocate.
 func allocate(size uint32) uint32 {
 	// A zero-size request still needs a distinct, valid address.
-	buf := make([]byte, max(size, 1))
+	n := int(max(size, 1))
+	var buf []byte
+	// Reuse a released buffer of about the right size (the host overwrites
+	// the bytes it asked for): the newest few are looked at.
+	for i := len(freeBuffers) - 1; i >= 0 && i >= len(freeBuffers)-8; i-- {
+		if b := freeBuffers[i]; cap(b) >= n && cap(b) <= 2*n+64 {
+			buf = b[:n]
+			last := len(freeBuffers) - 1
+			freeBuffers[i] = freeBuffers[last]
+			freeBuffers[last] = nil
+			freeBuffers = freeBuffers[:last]
+			break
+		}
+	}
+	if buf == nil {
+		buf = make([]byte, n)
+	}
 	hostBuffers = append(hostBuffers, buf)
 	return uint32(uintptr(unsafe.Pointer(&buf[0])))
+}
+
+// freeBuffers are host buffers the plugin released for reuse (Release).
+var freeBuffers [][]byte
+
+// Bounds on what freeBuffers keeps.
+const (
+	maxFreeBuffers   = 64
+	maxFreeBufferCap = 64 << 10
+)
+
+func release1(b []byte) {
+	if cap(b) == 0 || cap(b) > maxFreeBufferCap || len(freeBuffers) >= maxFreeBuffers {
+		return
+	}
+	freeBuffers = append(freeBuffers, b[:0])
 }
 
 // adopt converts an address and size written by the host into a Go pointer to
@@ -137,6 +177,20 @@ func adopt(ptr, size uint32, data **byte, n *int) {
 	}
 	clear(hostBuffers)
 	hostBuffers = hostBuffers[:0]
+	// A host that fails a call may leave the slots unwritten: never let the
+	// next call read this one's.
+	outPtr, outSize = 0, 0
+}
+
+// adoptSlice is adopt returning the buffer as a slice (nil when empty).
+func adoptSlice(ptr, size uint32) []byte {
+	var data *byte
+	var n int
+	adopt(ptr, size, &data, &n)
+	if data == nil {
+		return nil
+	}
+	return unsafe.Slice(data, n)
 }
 
 // release forgets pending buffers after a host call that returns none.
@@ -163,9 +217,8 @@ func (wasmHost) ProxySetProperty(path *byte, pathSize int, value *byte, valueSiz
 }
 
 func (wasmHost) ProxyGetProperty(path *byte, pathSize int, retData **byte, retSize *int) internal.Status {
-	var p, n uint32
-	st := proxyGetProperty(ptr(path), uint32(pathSize), &p, &n)
-	adopt(p, n, retData, retSize)
+	st := proxyGetProperty(ptr(path), uint32(pathSize), &outPtr, &outSize)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -176,9 +229,8 @@ func (wasmHost) ProxySendLocalResponse(status uint32, details *byte, detailsSize
 }
 
 func (wasmHost) ProxyGetSharedData(key *byte, keySize int, retData **byte, retSize *int, retCas *uint32) internal.Status {
-	var p, n uint32
-	st := proxyGetSharedData(ptr(key), uint32(keySize), &p, &n, retCas)
-	adopt(p, n, retData, retSize)
+	st := proxyGetSharedData(ptr(key), uint32(keySize), &outPtr, &outSize, retCas)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -195,9 +247,8 @@ func (wasmHost) ProxyResolveSharedQueue(vmID *byte, vmIDSize int, name *byte, na
 }
 
 func (wasmHost) ProxyDequeueSharedQueue(queueID uint32, retData **byte, retSize *int) internal.Status {
-	var p, n uint32
-	st := proxyDequeueSharedQueue(queueID, &p, &n)
-	adopt(p, n, retData, retSize)
+	st := proxyDequeueSharedQueue(queueID, &outPtr, &outSize)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -206,9 +257,8 @@ func (wasmHost) ProxyEnqueueSharedQueue(queueID uint32, value *byte, valueSize i
 }
 
 func (wasmHost) ProxyGetHeaderMapValue(mapType internal.MapType, key *byte, keySize int, retData **byte, retSize *int) internal.Status {
-	var p, n uint32
-	st := proxyGetHeaderMapValue(uint32(mapType), ptr(key), uint32(keySize), &p, &n)
-	adopt(p, n, retData, retSize)
+	st := proxyGetHeaderMapValue(uint32(mapType), ptr(key), uint32(keySize), &outPtr, &outSize)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -233,9 +283,8 @@ func (wasmHost) ProxyRemoveHeaderMapValue(mapType internal.MapType, key *byte, k
 }
 
 func (wasmHost) ProxyGetHeaderMapPairs(mapType internal.MapType, retData **byte, retSize *int) internal.Status {
-	var p, n uint32
-	st := proxyGetHeaderMapPairs(uint32(mapType), &p, &n)
-	adopt(p, n, retData, retSize)
+	st := proxyGetHeaderMapPairs(uint32(mapType), &outPtr, &outSize)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -244,9 +293,8 @@ func (wasmHost) ProxySetHeaderMapPairs(mapType internal.MapType, data *byte, siz
 }
 
 func (wasmHost) ProxyGetBufferBytes(bufferType internal.BufferType, start int, maxSize int, retData **byte, retSize *int) internal.Status {
-	var p, n uint32
-	st := proxyGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &p, &n)
-	adopt(p, n, retData, retSize)
+	st := proxyGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &outPtr, &outSize)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -263,9 +311,8 @@ func (wasmHost) ProxyHttpCall(upstream *byte, upstreamSize int, headers *byte, h
 }
 
 func (wasmHost) ProxyCallForeignFunction(name *byte, nameSize int, param *byte, paramSize int, retData **byte, retSize *int) internal.Status {
-	var p, n uint32
-	st := proxyCallForeignFunction(ptr(name), uint32(nameSize), ptr(param), uint32(paramSize), &p, &n)
-	adopt(p, n, retData, retSize)
+	st := proxyCallForeignFunction(ptr(name), uint32(nameSize), ptr(param), uint32(paramSize), &outPtr, &outSize)
+	adopt(outPtr, outSize, retData, retSize)
 	return internal.Status(st)
 }
 
@@ -293,4 +340,22 @@ func (wasmHost) ProxyRecordMetric(metricID uint32, value uint64) internal.Status
 
 func (wasmHost) ProxyGetMetric(metricID uint32, retValue *uint64) internal.Status {
 	return internal.Status(proxyGetMetric(metricID, retValue))
+}
+
+// The raw calls behind raw.go, straight to the imports: no SDK interface in
+// between, whose pointer arguments would escape.
+
+func rawHeaderPairs(mapType internal.MapType) ([]byte, internal.Status) {
+	st := proxyGetHeaderMapPairs(uint32(mapType), &outPtr, &outSize)
+	return adoptSlice(outPtr, outSize), internal.Status(st)
+}
+
+func rawProperty(path []byte) ([]byte, internal.Status) {
+	st := proxyGetProperty(ptr(&path[0]), uint32(len(path)), &outPtr, &outSize)
+	return adoptSlice(outPtr, outSize), internal.Status(st)
+}
+
+func rawBuffer(bufferType internal.BufferType, start, maxSize int) ([]byte, internal.Status) {
+	st := proxyGetBufferBytes(uint32(bufferType), uint32(start), uint32(maxSize), &outPtr, &outSize)
+	return adoptSlice(outPtr, outSize), internal.Status(st)
 }

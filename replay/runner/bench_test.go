@@ -14,8 +14,10 @@ import (
 
 // BenchmarkRunner reports replay throughput from a pcap (requests/s: read
 // the capture, reassemble, parse, score) for the native and wasm runners over
-// generated mesh traffic, and the heap the runtime holds after the runs
-// (heap-MB, its high-water mark).
+// generated mesh traffic, the heap the Go runtime holds after the runs
+// (heap-MB, its high-water mark), and the process's peak resident memory
+// (rss-MB: with the wasm runner's VMs, whose linear memory is mapped outside
+// the Go heap).
 func BenchmarkRunner(b *testing.B) {
 	cfg := gen.DefaultConfig()
 	cfg.Requests = 20_000
@@ -69,6 +71,7 @@ func BenchmarkRunner(b *testing.B) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		b.ReportMetric(float64(ms.HeapSys)/(1<<20), "heap-MB")
+		b.ReportMetric(peakRSSMB(), "rss-MB")
 	}
 	b.Run("native", func(b *testing.B) { run(b, &Native{Model: m}) })
 	b.Run("wasm", func(b *testing.B) {

@@ -6,13 +6,16 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/filter/wasmhost"
+	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
 
@@ -164,4 +167,50 @@ func (f *forwarder) forward(c *proxytest.HttpCalloutAttribute) error {
 	}
 	f.host.CallOnHttpCallResponse(c.CalloutID, hs, nil, body)
 	return nil
+}
+
+// serveRequest sends one request (and its response, when known) through
+// the emulated proxy and reads the filter's verdict back from the headers
+// it added.
+func serveRequest(host proxytest.HostEmulator, workload string, r *models.Request) (Result, error) {
+	if err := host.SetProperty([]string{"connection", "uri_san_peer_certificate"}, []byte(r.Source)); err != nil {
+		return Result{}, err
+	}
+	target := r.Path
+	if r.Query != "" {
+		target += "?" + r.Query
+	}
+	hs := make([][2]string, 0, len(r.Headers)+3)
+	hs = append(hs, [2]string{":method", r.Method}, [2]string{":path", target}, [2]string{":authority", workload})
+	for _, h := range r.Headers {
+		hs = append(hs, [2]string{h.Name, h.Value})
+	}
+	id := host.InitializeHttpContext()
+	host.CallOnRequestHeaders(id, hs, len(r.Body) == 0)
+	if len(r.Body) > 0 {
+		host.CallOnRequestBody(id, r.Body, true)
+	}
+	// With a known response, the final verdict is on the response.
+	verdict := host.GetCurrentRequestHeaders(id)
+	if r.Status != 0 {
+		resp := [][2]string{{":status", strconv.Itoa(r.Status)}}
+		if r.ResponseBytes > 0 {
+			resp = append(resp, [2]string{"content-length", strconv.FormatInt(r.ResponseBytes, 10)})
+		}
+		host.CallOnResponseHeaders(id, resp, true)
+		verdict = host.GetCurrentResponseHeaders(id)
+	}
+	res := Result{}
+	for _, h := range verdict {
+		switch h[0] {
+		case pluginconfig.DefaultScoreHeader:
+			res.Score, _ = strconv.ParseFloat(h[1], 64)
+			res.Scored = true
+		case "x-meshward-reason":
+			res.Flagged = true
+			res.Reasons = strings.Split(h[1], ",")
+		}
+	}
+	host.CompleteHttpContext(id)
+	return res, nil
 }

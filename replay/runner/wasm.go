@@ -2,41 +2,74 @@ package runner
 
 import (
 	"fmt"
+	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
-	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
-	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
+	"github.com/tetratelabs/wazero"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
-	"github.com/meshward/meshward/filter/wasmhost"
-	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
 
-// Wasm scores through the compiled filter (build/meshward.wasm) under the
-// SDK's host emulator, on goabi's direct wazero binding, in monitor mode: the
-// verdict is read back from the score and reason headers the filter adds,
-// exactly as an upstream would see them (scores have three decimals).
+// Wasm scores through the compiled filter (build/meshward.wasm) in monitor
+// mode, on goabi's standalone host (wazerohost.Standalone): the proxy-wasm
+// ABI implemented directly against the module, with its state in the value,
+// so that one VM per core runs in parallel (the SDK's emulator keeps its
+// state in globals and runs one VM at a time). The verdict is read back from
+// the score and reason headers the filter adds, exactly as an upstream would
+// see them (scores have three decimals). Results are in input order, whatever
+// the parallelism.
 type Wasm struct {
-	vm        types.VMContext
-	closer    interface{ Close() error }
+	wasm      []byte
+	cache     wazero.CompilationCache
 	model     string // base64 of the encoded model
 	threshold *float64
+	// Workers is how many VMs score in parallel (default: one per CPU, at
+	// most maxWorkers).
+	Workers int
+
+	mu  sync.Mutex
+	vms []*vm // idle VMs, kept across runs
 }
+
+// vm is one VM with the plugins started in it, one per workload: a
+// plugin's start (parsing its configuration, decoding and indexing the model)
+// costs milliseconds in WebAssembly, so it is paid once per workload and VM,
+// not once per run.
+type vm struct {
+	*wazerohost.Standalone
+	roots map[string]uint32
+}
+
+// maxWorkers bounds the VMs of one runner.
+const maxWorkers = 4
 
 // NewWasm loads the compiled filter at path, to score with the encoded model.
 // A threshold of 0 keeps the model's own.
 func NewWasm(path string, encodedModel []byte, threshold float64) (*Wasm, error) {
-	vm, err := wasmhost.LoadDirect(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	w := &Wasm{vm: vm, closer: vm}
+	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers)}
 	w.model = (&pluginconfig.Config{}).WithModel(encodedModel).Model
 	if threshold != 0 {
 		w.threshold = &threshold
+	}
+	// Compile and instantiate now, so that a broken module fails here, not
+	// in Run, and Run finds its VMs ready.
+	for len(w.vms) < w.Workers {
+		v, err := w.newVM()
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		w.vms = append(w.vms, v)
 	}
 	return w, nil
 }
@@ -45,11 +78,48 @@ func NewWasm(path string, encodedModel []byte, threshold float64) (*Wasm, error)
 func (*Wasm) Name() string { return "wasm" }
 
 // Close implements Runner.
-func (w *Wasm) Close() error { return w.closer.Close() }
+func (w *Wasm) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, v := range w.vms {
+		v.Close()
+	}
+	w.vms = nil
+	return w.cache.Close(nil)
+}
+
+// propSAN is the property the filter reads the caller's identity from.
+const propSAN = "connection\x00uri_san_peer_certificate"
+
+func (w *Wasm) newVM() (*vm, error) {
+	s, err := wazerohost.NewStandalone(w.wasm, w.cache, map[string][]byte{})
+	if err != nil {
+		return nil, err
+	}
+	return &vm{Standalone: s, roots: map[string]uint32{}}, nil
+}
+
+func (w *Wasm) takeVM() (*vm, error) {
+	w.mu.Lock()
+	if n := len(w.vms); n > 0 {
+		v := w.vms[n-1]
+		w.vms = w.vms[:n-1]
+		w.mu.Unlock()
+		return v, nil
+	}
+	w.mu.Unlock()
+	return w.newVM()
+}
+
+func (w *Wasm) putVM(v *vm) {
+	w.mu.Lock()
+	w.vms = append(w.vms, v)
+	w.mu.Unlock()
+}
 
 // Run implements Runner. The filter serves one workload per configuration,
-// as in a sidecar, so records are scored in groups by destination (one
-// emulated proxy each) and the results put back in input order.
+// as in a sidecar, so records are scored in groups by destination (a plugin
+// configured for each), the groups spread over the VMs.
 func (w *Wasm) Run(recs []*source.Record) ([]Result, error) {
 	byDst := map[string][]int{}
 	var dsts []string
@@ -60,82 +130,106 @@ func (w *Wasm) Run(recs []*source.Record) ([]Result, error) {
 		}
 		byDst[d] = append(byDst[d], i)
 	}
-	sort.Strings(dsts)
+	// Largest groups first, so the VMs finish together.
+	sort.Slice(dsts, func(a, b int) bool {
+		if la, lb := len(byDst[dsts[a]]), len(byDst[dsts[b]]); la != lb {
+			return la > lb
+		}
+		return dsts[a] < dsts[b]
+	})
 	out := make([]Result, len(recs))
+	work := make(chan string, len(dsts))
 	for _, d := range dsts {
-		if err := w.runWorkload(d, recs, byDst[d], out); err != nil {
+		work <- d
+	}
+	close(work)
+	workers := max(1, min(w.Workers, len(dsts)))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for k := 0; k < workers; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			v, err := w.takeVM()
+			if err != nil {
+				errs[k] = err
+				return
+			}
+			defer w.putVM(v)
+			for d := range work {
+				if err := w.runWorkload(v, d, recs, byDst[d], out); err != nil {
+					errs[k] = err
+					return
+				}
+			}
+		}(k)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func (w *Wasm) runWorkload(dst string, recs []*source.Record, idx []int, out []Result) error {
+func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int, out []Result) error {
 	workload := dst
 	if workload == "" {
 		workload = source.DefaultDestination
 	}
-	cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
-	if err != nil {
-		return err
-	}
-	host, reset := proxytest.NewHostEmulator(proxytest.NewEmulatorOption().WithVMContext(w.vm).WithPluginConfiguration(cfg))
-	defer reset()
-	if host.StartPlugin() != types.OnPluginStartStatusOK {
-		return fmt.Errorf("the filter refused its configuration for %s: %s", workload, strings.Join(host.GetCriticalLogs(), "; "))
-	}
-	for _, i := range idx {
-		res, err := serveRequest(host, workload, &recs[i].Request)
+	root, ok := vm.roots[workload]
+	if !ok {
+		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
 		if err != nil {
 			return err
 		}
+		if root, err = vm.Start(cfg); err != nil {
+			return fmt.Errorf("%s: %w", workload, err)
+		}
+		vm.roots[workload] = root
+	}
+	var st wazerohost.Stream
+	var reqHeaders, respHeaders [][2]string
+	for _, i := range idx {
+		r := &recs[i].Request
+		vm.SetPropertyString(propSAN, r.Source)
+		target := r.Path
+		if r.Query != "" {
+			target += "?" + r.Query
+		}
+		reqHeaders = append(reqHeaders[:0], [2]string{":method", r.Method}, [2]string{":path", target}, [2]string{":authority", workload})
+		for _, h := range r.Headers {
+			reqHeaders = append(reqHeaders, [2]string{strings.ToLower(h.Name), h.Value})
+		}
+		st = wazerohost.Stream{RequestHeaders: reqHeaders, RequestBody: r.Body}
+		if r.Status != 0 {
+			respHeaders = append(respHeaders[:0], [2]string{":status", strconv.Itoa(r.Status)})
+			if r.ResponseBytes > 0 {
+				respHeaders = append(respHeaders, [2]string{"content-length", strconv.FormatInt(r.ResponseBytes, 10)})
+			}
+			st.ResponseHeaders = respHeaders
+		}
+		vm.Do(root, &st)
+		// With a known response, the final verdict is on the response.
+		verdict := st.RequestHeaders
+		if st.ResponseHeaders != nil {
+			verdict = st.ResponseHeaders
+		}
+		res := Result{}
+		for _, h := range verdict {
+			switch h[0] {
+			case pluginconfig.DefaultScoreHeader:
+				res.Score, _ = strconv.ParseFloat(h[1], 64)
+				res.Scored = true
+			case "x-meshward-reason":
+				res.Flagged = true
+				res.Reasons = strings.Split(h[1], ",")
+			}
+		}
 		out[i] = res
+		// The maps may have grown; keep their arrays for the next request.
+		reqHeaders, respHeaders = st.RequestHeaders, st.ResponseHeaders
 	}
 	return nil
-}
-
-// serveRequest sends one request (and its response, when known) through
-// the emulated proxy and reads the filter's verdict back from the headers
-// it added.
-func serveRequest(host proxytest.HostEmulator, workload string, r *models.Request) (Result, error) {
-	if err := host.SetProperty([]string{"connection", "uri_san_peer_certificate"}, []byte(r.Source)); err != nil {
-		return Result{}, err
-	}
-	target := r.Path
-	if r.Query != "" {
-		target += "?" + r.Query
-	}
-	hs := make([][2]string, 0, len(r.Headers)+3)
-	hs = append(hs, [2]string{":method", r.Method}, [2]string{":path", target}, [2]string{":authority", workload})
-	for _, h := range r.Headers {
-		hs = append(hs, [2]string{h.Name, h.Value})
-	}
-	id := host.InitializeHttpContext()
-	host.CallOnRequestHeaders(id, hs, len(r.Body) == 0)
-	if len(r.Body) > 0 {
-		host.CallOnRequestBody(id, r.Body, true)
-	}
-	// With a known response, the final verdict is on the response.
-	verdict := host.GetCurrentRequestHeaders(id)
-	if r.Status != 0 {
-		resp := [][2]string{{":status", strconv.Itoa(r.Status)}}
-		if r.ResponseBytes > 0 {
-			resp = append(resp, [2]string{"content-length", strconv.FormatInt(r.ResponseBytes, 10)})
-		}
-		host.CallOnResponseHeaders(id, resp, true)
-		verdict = host.GetCurrentResponseHeaders(id)
-	}
-	res := Result{}
-	for _, h := range verdict {
-		switch h[0] {
-		case pluginconfig.DefaultScoreHeader:
-			res.Score, _ = strconv.ParseFloat(h[1], 64)
-			res.Scored = true
-		case "x-meshward-reason":
-			res.Flagged = true
-			res.Reasons = strings.Split(h[1], ",")
-		}
-	}
-	host.CompleteHttpContext(id)
-	return res, nil
 }

@@ -39,6 +39,20 @@ func (m mem) in(ptr, size uint64) *byte {
 	return &c[0]
 }
 
+// view is in without the copy, for arguments the emulator only looks up and
+// never keeps (a property path, a header name to find or remove); it must
+// not be used once the guest has run again.
+func (m mem) view(ptr, size uint64) *byte {
+	if size == 0 {
+		return nil
+	}
+	b, ok := m.mod.Memory().Read(uint32(ptr), uint32(size))
+	if !ok {
+		panic("guest pointer out of range")
+	}
+	return &b[0]
+}
+
 // out copies host bytes into a buffer the guest allocates, and writes its
 // address and size to the guest's out-slots.
 func (m mem) out(ctx context.Context, data *byte, size int, retPtr, retSize uint64) {
@@ -93,7 +107,7 @@ func (vm *VM) exportHost(ctx context.Context) error {
 		{"proxy_get_property", p(4), one, func(ctx context.Context, m mem, s []uint64) {
 			var data *byte
 			var n int
-			st := internal.ProxyGetProperty(m.in(s[0], s[1]), int(s[1]), &data, &n)
+			st := internal.ProxyGetProperty(m.view(s[0], s[1]), int(s[1]), &data, &n)
 			m.out(ctx, data, n, s[2], s[3])
 			s[0] = uint64(st)
 		}},
@@ -137,7 +151,7 @@ func (vm *VM) exportHost(ctx context.Context) error {
 		{"proxy_get_header_map_value", p(5), one, func(ctx context.Context, m mem, s []uint64) {
 			var data *byte
 			var n int
-			st := internal.ProxyGetHeaderMapValue(internal.MapType(s[0]), m.in(s[1], s[2]), int(s[2]), &data, &n)
+			st := internal.ProxyGetHeaderMapValue(internal.MapType(s[0]), m.view(s[1], s[2]), int(s[2]), &data, &n)
 			m.out(ctx, data, n, s[3], s[4])
 			s[0] = uint64(st)
 		}},
@@ -148,7 +162,7 @@ func (vm *VM) exportHost(ctx context.Context) error {
 			s[0] = uint64(internal.ProxyReplaceHeaderMapValue(internal.MapType(s[0]), m.in(s[1], s[2]), int(s[2]), m.in(s[3], s[4]), int(s[4])))
 		}},
 		{"proxy_remove_header_map_value", p(3), one, func(_ context.Context, m mem, s []uint64) {
-			s[0] = uint64(internal.ProxyRemoveHeaderMapValue(internal.MapType(s[0]), m.in(s[1], s[2]), int(s[2])))
+			s[0] = uint64(internal.ProxyRemoveHeaderMapValue(internal.MapType(s[0]), m.view(s[1], s[2]), int(s[2])))
 		}},
 		{"proxy_get_header_map_pairs", p(3), one, func(ctx context.Context, m mem, s []uint64) {
 			var data *byte

@@ -69,13 +69,24 @@ func New(wasm []byte) (*VM, error) {
 	// clock fixed at 2022, which would date every shipped record then.
 	cfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{}).
 		WithSysWalltime().WithSysNanotime()
-	vm.mod, err = vm.runtime.InstantiateModule(ctx, compiled, cfg)
+	vm.mod, err = vm.runtime.InstantiateModule(withMemory(ctx), compiled, cfg)
 	if err != nil {
 		vm.runtime.Close(ctx)
 		return nil, err
 	}
-	f := func(name string) api.Function { return vm.mod.ExportedFunction(name) }
-	vm.fns = guestFns{
+	vm.fns = lookupGuestFns(vm.mod)
+	if vm.fns.alloc == nil || vm.fns.contextCreate == nil || vm.fns.configure == nil {
+		vm.runtime.Close(ctx)
+		return nil, errors.New("module lacks the proxy-wasm exports proxy_on_memory_allocate, proxy_on_context_create or proxy_on_configure")
+	}
+	return vm, nil
+}
+
+// lookupGuestFns finds the proxy-wasm callbacks a module exports (nil for
+// those it lacks).
+func lookupGuestFns(mod api.Module) guestFns {
+	f := mod.ExportedFunction
+	return guestFns{
 		alloc: f("proxy_on_memory_allocate"), vmStart: f("proxy_on_vm_start"), contextCreate: f("proxy_on_context_create"),
 		configure: f("proxy_on_configure"), done: f("proxy_on_done"), delete: f("proxy_on_delete"), log: f("proxy_on_log"),
 		tick: f("proxy_on_tick"), queueReady: f("proxy_on_queue_ready"),
@@ -83,11 +94,6 @@ func New(wasm []byte) (*VM, error) {
 		respHeaders: f("proxy_on_response_headers"), respBody: f("proxy_on_response_body"), respTrailers: f("proxy_on_response_trailers"),
 		httpCallResponse: f("proxy_on_http_call_response"),
 	}
-	if vm.fns.alloc == nil || vm.fns.contextCreate == nil || vm.fns.configure == nil {
-		vm.runtime.Close(ctx)
-		return nil, errors.New("module lacks the proxy-wasm exports proxy_on_memory_allocate, proxy_on_context_create or proxy_on_configure")
-	}
-	return vm, nil
 }
 
 // Close releases the runtime.
