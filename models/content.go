@@ -170,7 +170,7 @@ func (a *contentAcc) value(v []byte) {
 	prevLower := uint32(0)
 	ws := -1
 	for i := 0; i < len(v); i++ {
-		info := byteInfo[v[i]]
+		info := uint32(byteInfo[v[i]])
 		caseMix += int(info >> infoUpperBit & prevLower)
 		prevLower = info >> infoLowerBit & 1
 		sym += int(info >> infoSymBit & 1)
@@ -205,10 +205,9 @@ func (a *contentAcc) value(v []byte) {
 	if ws >= 0 && lexMaybe(v[ws:]) {
 		a.word(v[ws:])
 	}
-	if len(v) >= 4 {
-		if r := 8 * sym / len(v); r > a.symRatio {
-			a.symRatio = r
-		}
+	// 8·sym/len(v) > symRatio, tested without dividing.
+	if len(v) >= 4 && 8*sym >= (a.symRatio+1)*len(v) {
+		a.symRatio = 8 * sym / len(v)
 	}
 }
 
@@ -329,9 +328,9 @@ var operatorIndex = func() (idx [256][]uint8) {
 // upper-case letter, a word byte (letters, digits, '_'), a byte that can
 // start an escape or an operator keyword (special), and punctuation, control
 // or high byte (a class above ClassSpace, counted by the symbol ratio).
-var byteInfo = func() (t [256]uint32) {
+var byteInfo = func() (t [256]uint16) {
 	for c := range t {
-		t[c] = uint32(classOf[c])
+		t[c] = uint16(classOf[c])
 		if wordByte[c] != 0 {
 			t[c] |= infoWord
 		}

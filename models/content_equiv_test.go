@@ -3,6 +3,7 @@ package models
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -181,5 +182,35 @@ func TestEntropyMatchesReference(t *testing.T) {
 	}
 	if got, want := entropy2(all), refEntropy2(all); got != want {
 		t.Fatalf("entropy2(every byte) = %d, reference %d", got, want)
+	}
+}
+
+// TestSurpriseSearchMatchesReference checks the binary search of the
+// reference depths against counting them, for every depth a leaf can give
+// and reference samples of every small size, with ties.
+func TestSurpriseSearchMatchesReference(t *testing.T) {
+	g := rand.New(rand.NewPCG(7, 8))
+	for n := 1; n <= 70; n++ {
+		c := &ContentModel{Ref: make([]uint16, n), Spread: depthScale}
+		for i := range c.Ref {
+			c.Ref[i] = uint16(g.IntN(40) * 64)
+		}
+		slices.Sort(c.Ref)
+		c.index()
+		for d := 0; d <= 40*64+1; d++ {
+			k := 0
+			for _, r := range c.Ref {
+				if int(r) <= d {
+					k++
+				}
+			}
+			want := float64(c.refSurprise[k])
+			if k == 0 {
+				want += float64(int(c.Ref[0])-d) / c.Spread
+			}
+			if got := c.surprise(d); got != want {
+				t.Fatalf("%d reference depths %v, depth %d: surprise %v, want %v", n, c.Ref, d, got, want)
+			}
+		}
 	}
 }
