@@ -129,7 +129,7 @@ func qlog(x int) uint8 {
 
 // contentAcc accumulates features over the values of one request.
 type contentAcc struct {
-	classes       [NClasses]int
+	classes       [NClasses]int // counted for spaces and punctuation only
 	tokens        [nKwKinds]int
 	calls         int
 	novel         int
@@ -143,6 +143,15 @@ type contentAcc struct {
 }
 
 // value adds one value's bytes to the accumulator.
+//
+// Letters, digits and '_' (most of any normal value) take the short way:
+// they only extend the current word and feed the case-mix count; a word is
+// looked up in the lexicon once, when it ends, and only if a lexicon word
+// has its length, first and last byte. Spaces and punctuation are counted
+// by class, and only the bytes that can start an escape or an operator
+// keyword are looked at further. Trigrams are counted in a pass of their
+// own. The result equals reading every byte for everything
+// (refContentAcc in the tests).
 func (a *contentAcc) value(v []byte) {
 	if len(v) > MaxValueBytes {
 		v = v[:MaxValueBytes]
@@ -152,24 +161,30 @@ func (a *contentAcc) value(v []byte) {
 	if len(v) > len(a.longest) {
 		a.longest = v
 	}
-	sym, caseMix, novel := 0, 0, 0
-	var classes [NClasses]int32
-	prev := uint32(ClassSpace)
-	// The word being read: its length and hash (lexHash), and the trigram
-	// ending at the current byte.
-	wn := 0
-	wh := uint64(lexSeed)
-	var g uint32
-	grams := a.grams
+	if a.grams != nil && len(v) >= 3 {
+		a.novel += novelGrams(a.grams, v)
+	}
+	sym, caseMix := 0, 0
+	// prevLower is 1 after a lower-case letter; ws is where the word being
+	// read started, or -1 between words.
+	prevLower := uint32(0)
+	ws := -1
 	for i := 0; i < len(v); i++ {
-		c := v[i]
-		info := byteInfo[c]
-		if wb := info >> 8 & 0xFF; wb != 0 {
-			wh = (wh ^ uint64(wb)) * lexPrime
-			wn++
-		} else if wn != 0 {
-			a.word(wh, wn)
-			wn, wh = 0, lexSeed
+		info := uint32(byteInfo[v[i]])
+		caseMix += int(info >> infoUpperBit & prevLower)
+		prevLower = info >> infoLowerBit & 1
+		sym += int(info >> infoSymBit & 1)
+		if info&infoWord != 0 {
+			if ws < 0 {
+				ws = i
+			}
+			continue
+		}
+		if ws >= 0 {
+			if w := v[ws:i]; lexMaybe(w) {
+				a.word(w)
+			}
+			ws = -1
 			// A word called as a function: "concat(", "exec (".
 			j := i
 			for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
@@ -179,68 +194,75 @@ func (a *contentAcc) value(v []byte) {
 				a.calls++
 			}
 		}
-		if grams != nil {
-			g = (g<<8 | info>>16) & 0xFFFFFF
-			if i >= 2 {
-				s := gramSlot(g)
-				novel += int(^grams[s>>6] >> (s & 63) & 1)
-			}
+		// Letters and digits are all word bytes: this is a space or
+		// punctuation.
+		a.classes[info&infoClass]++
+		if info&infoSpecial != 0 {
+			a.special(v, i)
 		}
-		cl := info & (NClasses - 1)
-		classes[cl]++
-		if cl == ClassUpper && prev == ClassLower {
-			caseMix++
-		}
-		prev = cl
-		if cl <= ClassDigit {
-			continue
-		}
-		if cl > ClassSpace {
-			sym++
-		}
-		// Spaces and punctuation: escapes and operator keywords.
-		switch c {
-		case '%':
-			if i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
-				a.encoded++
-			} else if i+1 < len(v) && (v[i+1] == 'u' || v[i+1] == 'U') {
-				a.escapes++
-			}
-		case '\\':
-			if i+1 < len(v) && (v[i+1] == 'x' || v[i+1] == 'u' || v[i+1] == 'X' || v[i+1] == 'U') {
-				a.escapes++
-			}
-		case '&':
-			if i+1 < len(v) && v[i+1] == '#' {
-				a.escapes++
-			}
-		}
-		for _, k := range operatorIndex[c] {
-			if hasPrefixFold(v[i:], keywords[k]) {
-				a.tokens[keywordKind[k]]++
-			}
-		}
-	}
-	for k, n := range classes {
-		a.classes[k] += int(n)
 	}
 	a.caseMix += caseMix
-	a.novel += novel
-	if wn != 0 {
-		a.word(wh, wn)
+	if ws >= 0 && lexMaybe(v[ws:]) {
+		a.word(v[ws:])
 	}
-	if len(v) >= 4 {
-		if r := 8 * sym / len(v); r > a.symRatio {
-			a.symRatio = r
+	// 8·sym/len(v) > symRatio, tested without dividing.
+	if len(v) >= 4 && 8*sym >= (a.symRatio+1)*len(v) {
+		a.symRatio = 8 * sym / len(v)
+	}
+}
+
+// special counts what starts at v[i], a byte that can start an escape or
+// an operator keyword.
+func (a *contentAcc) special(v []byte, i int) {
+	c := v[i]
+	switch c {
+	case '%':
+		if i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]) {
+			a.encoded++
+		} else if i+1 < len(v) && (v[i+1] == 'u' || v[i+1] == 'U') {
+			a.escapes++
+		}
+	case '\\':
+		if i+1 < len(v) && (v[i+1] == 'x' || v[i+1] == 'u' || v[i+1] == 'X' || v[i+1] == 'U') {
+			a.escapes++
+		}
+	case '&':
+		if i+1 < len(v) && v[i+1] == '#' {
+			a.escapes++
+		}
+	}
+	// The keywords starting with c, when one can continue with the next
+	// byte (0 past the end, where only one-byte keywords match).
+	next := byte(0)
+	if i+1 < len(v) {
+		next = lower(v[i+1])
+	}
+	if operatorNext[c][next>>6]>>(next&63)&1 == 0 {
+		return
+	}
+	for _, k := range operatorIndex[c] {
+		if hasPrefixFold(v[i:], keywords[k]) {
+			a.tokens[keywordKind[k]]++
 		}
 	}
 }
 
-// word looks one word of a value (its lexHash and length) up in the
-// lexicon and counts its kinds.
-func (a *contentAcc) word(h uint64, n int) {
+// lexMaybe reports whether a lexicon word has w's length, first and last
+// byte: only then can w be one, and is it worth hashing.
+func lexMaybe(w []byte) bool {
+	n := len(w)
 	if n > maxLexWord {
-		return
+		return false
+	}
+	f, l := w[0], w[n-1]
+	return lexShape[n][0][f>>6]>>(f&63)&(lexShape[n][1][l>>6]>>(l&63))&1 != 0
+}
+
+// word looks one word of a value up in the lexicon and counts its kinds.
+func (a *contentAcc) word(w []byte) {
+	h := uint64(lexSeed)
+	for _, c := range w {
+		h = (h ^ uint64(wordByte[c])) * lexPrime
 	}
 	if kinds := lexKinds(h); kinds != 0 {
 		if kinds&(1<<lexSQL) != 0 {
@@ -258,6 +280,37 @@ func (a *contentAcc) word(h uint64, n int) {
 	}
 }
 
+// novelGrams counts the trigrams of v (≥ 3 bytes) the filter never saw.
+func novelGrams(grams *[gramWords]uint64, v []byte) int {
+	n := 0
+	g := uint32(gramFold[v[0]])<<8 | uint32(gramFold[v[1]])
+	for _, c := range v[2:] {
+		g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
+		s := gramSlot(g)
+		n += int(^grams[s>>6] >> (s & 63) & 1)
+	}
+	return n
+}
+
+// operatorNext marks, for each byte c that starts operator keywords, the
+// (lower-case) bytes that can follow c in one of them; every byte when a
+// keyword is c alone.
+var operatorNext = func() (t [256][4]uint64) {
+	for _, k := range keywords {
+		c := k[0]
+		if classOf[c] <= ClassDigit {
+			continue
+		}
+		if len(k) == 1 {
+			t[c] = [4]uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
+			continue
+		}
+		n := k[1]
+		t[c][n>>6] |= 1 << (n & 63)
+	}
+	return t
+}()
+
 // operatorIndex lists, for each punctuation byte, the keywords that start
 // with it. Keywords that start with a letter or digit are words, and the
 // lexicon has them.
@@ -270,15 +323,41 @@ var operatorIndex = func() (idx [256][]uint8) {
 	return idx
 }()
 
-// byteInfo packs, per byte, what reading a value needs: its character
-// class (bits 0–7), its word byte (8–15, see wordByte) and what trigrams see
-// of it (16–23, see gramFold), so the loop looks up one table.
-var byteInfo = func() (t [256]uint32) {
+// byteInfo packs, per byte, what reading a value needs, so the loop looks
+// up one table: its character class (bits 0–3) and flags: a lower- or
+// upper-case letter, a word byte (letters, digits, '_'), a byte that can
+// start an escape or an operator keyword (special), and punctuation, control
+// or high byte (a class above ClassSpace, counted by the symbol ratio).
+var byteInfo = func() (t [256]uint16) {
 	for c := range t {
-		t[c] = uint32(classOf[c]) | uint32(wordByte[c])<<8 | uint32(gramFold[c])<<16
+		t[c] = uint16(classOf[c])
+		if wordByte[c] != 0 {
+			t[c] |= infoWord
+		}
+		switch classOf[c] {
+		case ClassLower:
+			t[c] |= 1 << infoLowerBit
+		case ClassUpper:
+			t[c] |= 1 << infoUpperBit
+		}
+		if classOf[c] > ClassSpace {
+			t[c] |= 1 << infoSymBit
+		}
+		if c == '%' || c == '\\' || c == '&' || len(operatorIndex[c]) > 0 {
+			t[c] |= infoSpecial
+		}
 	}
 	return t
 }()
+
+const (
+	infoClass    = NClasses - 1
+	infoLowerBit = 4
+	infoUpperBit = 5
+	infoSymBit   = 8 // punctuation, control and high bytes
+	infoWord     = 1 << 6
+	infoSpecial  = 1 << 7
+)
 
 // wordByte maps the bytes of words (letters, digits, '_') to lower case,
 // and every other byte to 0.
@@ -303,17 +382,21 @@ func entropy2(v []byte) int {
 	if len(v) > maxEntropyBytes {
 		v = v[:maxEntropyBytes]
 	}
+	// Count the bytes, listing each distinct byte at its first occurrence,
+	// then add k·log2 k in that order: the order of adding up a value's
+	// bytes one by one, so the float32 sum is the same to the bit.
 	var hist [256]uint16
+	var seen [256]byte
+	nd := 0
 	for _, c := range v {
-		hist[c]++
+		k := hist[c]
+		hist[c] = k + 1
+		seen[nd] = c
+		nd += int((uint32(k) - 1) >> 31) // 1 when k == 0
 	}
-	// H = log2 n − Σ k·log2 k / n over the byte counts k.
 	var sum float32
-	for _, c := range v {
-		if k := hist[c]; k > 0 {
-			sum += klog2k[k]
-			hist[c] = 0
-		}
+	for _, c := range seen[:nd] {
+		sum += klog2k[hist[c]]
 	}
 	n := len(v)
 	return int(2 * (klog2k[n]/float32(n) - sum/float32(n)))
@@ -326,6 +409,17 @@ const maxEntropyBytes = 256
 var klog2k = func() (t [MaxValueBytes + 1]float32) {
 	for k := 2; k <= MaxValueBytes; k++ {
 		t[k] = float32(float64(k) * math.Log2(float64(k)))
+	}
+	return t
+}()
+
+// pathSymbol is 1 for the punctuation CFPathSymbols counts in a path: a
+// class above ClassSpace, other than / - _ .
+var pathSymbol = func() (t [256]uint8) {
+	for c := range t {
+		if classOf[c] > ClassSpace && c != '/' && c != '-' && c != '_' && c != '.' {
+			t[c] = 1
+		}
 	}
 	return t
 }()
@@ -361,9 +455,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, sha
 	x[CFPathLen] = qlog(len(path))
 	ps := 0
 	for i := 0; i < len(path); i++ {
-		if c := path[i]; classOf[c] > ClassSpace && c != '/' && c != '-' && c != '_' && c != '.' {
-			ps++
-		}
+		ps += int(pathSymbol[path[i]])
 	}
 	x[CFPathSymbols] = qlog(ps)
 	// The path is read like a value, but its slashes are structure, not

@@ -106,3 +106,25 @@ func lexKinds(h uint64) uint8 {
 		}
 	}
 }
+
+// lexShape marks, per word length, the first ([0]) and last ([1]) bytes of
+// the lexicon's words of that length, in either case: a word that matches
+// no lexicon word there is not looked up.
+var lexShape = func() (t [maxLexWord + 1][2][4]uint64) {
+	mark := func(s *[4]uint64, c byte) {
+		s[c>>6] |= 1 << (c & 63)
+		if c >= 'a' && c <= 'z' {
+			u := c - 'a' + 'A'
+			s[u>>6] |= 1 << (u & 63)
+		}
+	}
+	for _, words := range lexiconWords {
+		for _, w := range words {
+			if len(w) <= maxLexWord {
+				mark(&t[len(w)][0], w[0])
+				mark(&t[len(w)][1], w[len(w)-1])
+			}
+		}
+	}
+	return t
+}()
