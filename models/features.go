@@ -105,6 +105,8 @@ type paramScratch struct {
 	known uint64
 	// bodyFrom and bodyTo delimit the parameters read from the body.
 	bodyFrom, bodyTo int
+	// route holds the request's route template while it is scored.
+	route [MaxRouteBytes + 8]byte
 	// content and entropy are the content model's scratch.
 	content contentAcc
 	entropy entropyScratch
