@@ -62,8 +62,16 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 			forged = true
 			continue
 		}
-		if len(r.Headers) < maxHeaders {
-			r.Headers = append(r.Headers, models.Header{Name: name, Value: value})
+		if n := len(r.Headers); n < maxHeaders {
+			// Field by field: appending a 32-byte literal is a memory.copy
+			// per header in wasm.
+			if n < cap(r.Headers) {
+				r.Headers = r.Headers[:n+1]
+			} else {
+				r.Headers = append(r.Headers, models.Header{})
+			}
+			h := &r.Headers[n]
+			h.Name, h.Value = name, value
 		}
 	}
 	if !havePath {
