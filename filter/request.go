@@ -43,7 +43,9 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 	}
 	r.Headers = r.Headers[:0]
 	havePath := false
-	for it := goabi.NewPairs(buf); it.Next(); {
+	it := &bufs.pairs
+	it.Reset(buf)
+	for it.Next() {
 		name, value := bytesString(it.Name), bytesString(it.Value)
 		if len(value) > maxHeaderValue {
 			value = value[:maxHeaderValue]
@@ -88,6 +90,8 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 type hostBuffers struct {
 	b [4][]byte
 	n int
+	// pairs walks a header map (see goabi.Pairs.Reset).
+	pairs goabi.Pairs
 }
 
 // keep records a buffer to release with the stream; beyond four, a buffer is
