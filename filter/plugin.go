@@ -377,8 +377,11 @@ func (h *httpContext) readResponse() bool {
 func (h *httpContext) judge() types.Action {
 	p := h.plugin
 	s, m := p.settings, p.metrics
-	v := s.Section.ScoreWith(&h.req, &p.scratch)
-	h.scored, h.verdict = true, v
+	// Scored in place: in wasm, a Verdict returned and stored by value is
+	// two memory.copy calls.
+	s.Section.ScoreInto(&h.req, &p.scratch, &h.verdict)
+	h.scored = true
+	v := &h.verdict
 	permille := uint64(v.Score*1000 + 0.5)
 	m.score.Record(permille)
 	score := formatPermille(permille)
@@ -392,7 +395,7 @@ func (h *httpContext) judge() types.Action {
 	}
 	m.flagged.Increment(1)
 	h.flagged = true
-	reasons := reasonList(&v)
+	reasons := reasonList(v)
 	if s.Mode == pluginconfig.ModeEnforce {
 		m.denied.Increment(1)
 		err := proxywasm.SendHttpResponse(403, [][2]string{

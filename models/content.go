@@ -115,22 +115,27 @@ var keywordKind = func() (kind [256]uint8) {
 // qlog quantises a count on a log scale, two steps per doubling
 // (2·log2(1+x), piecewise linear between powers of two): lengths and counts
 // within about a third of each other look alike, small counts stay apart.
+//
+// It takes no branch (clamping is a select): in wasm a taken branch costs
+// a jump through the function's block table, and most counts are 0.
 func qlog(x int) uint8 {
-	if x <= 0 {
-		return 0
-	}
-	if x >= 1<<30 {
-		return 2 * 30
-	}
-	v := uint32(x) + 1 // ≥ 2
-	n := bits.Len32(v) - 1
-	return uint8(2*n + int(v>>(n-1)&1))
+	// Counts from 2^30 - 1 on give 60 (2·30), as does 2^30 - 1 itself.
+	v := uint(min(max(x, 0), 1<<30-1)) + 1 // ≥ 1
+	n := uint(bits.Len(v)-1) & 63
+	// The bit below the top one (none when v is 1).
+	return uint8(2*n + (v<<1)>>n&1)
 }
 
-// contentAcc accumulates features over the values of one request.
+// contentAcc accumulates features over the values of one request. It is
+// kept in the request's scratch and reset field by field: in wasm, zeroing
+// or copying more than 32 bytes at once is a memory.fill or memory.copy,
+// which costs tens of nanoseconds each (wazero). Counts are uint32: a
+// request's bytes are far fewer than 2^32.
 type contentAcc struct {
-	classes       [NClasses]int // counted for spaces and punctuation only
-	tokens        [nKwKinds]int
+	// classes counts bytes by class, in two halves of 32 bytes (see reset);
+	// features read those of spaces and punctuation only.
+	classes       [2][NClasses / 2]uint32
+	tokens        [nKwKinds]uint32
 	calls         int
 	novel         int
 	grams         *[gramWords]uint64 // the trigram filter, or nil
@@ -141,6 +146,21 @@ type contentAcc struct {
 	caseMix, escapes int
 	encoded          int
 }
+
+// reset empties a for a request, with the trigram filter grams (or nil).
+func (a *contentAcc) reset(grams *[gramWords]uint64) {
+	a.classes[0] = [NClasses / 2]uint32{}
+	a.classes[1] = [NClasses / 2]uint32{}
+	a.tokens = [nKwKinds]uint32{}
+	a.calls, a.novel = 0, 0
+	a.grams = grams
+	a.total, a.maxLen = 0, 0
+	a.longest = nil
+	a.symRatio, a.caseMix, a.escapes, a.encoded = 0, 0, 0, 0
+}
+
+// class returns the count of bytes of class c.
+func (a *contentAcc) class(c int) int { return int(a.classes[c>>3&1][c&7]) }
 
 // value adds one value's bytes to the accumulator.
 //
@@ -165,26 +185,35 @@ func (a *contentAcc) value(v []byte) {
 		a.novel += novelGrams(a.grams, v)
 	}
 	sym, caseMix := 0, 0
-	// prevLower is 1 after a lower-case letter; ws is where the word being
-	// read started, or -1 between words.
-	prevLower := uint32(0)
-	ws := -1
-	for i := 0; i < len(v); i++ {
-		info := uint32(byteInfo[v[i]])
-		caseMix += int(info >> infoUpperBit & prevLower)
-		prevLower = info >> infoLowerBit & 1
-		sym += int(info >> infoSymBit & 1)
+	for i := 0; i < len(v); {
+		info := uint(byteInfo[v[i]])
 		if info&infoWord != 0 {
-			if ws < 0 {
-				ws = i
+			// A word, read in a loop of its own: Go's wasm code pays for
+			// every branch and every value kept across one, and most bytes
+			// are word bytes, which only feed the case-mix count ('_' is
+			// punctuation to the symbol ratio). prevLower is 1 after a
+			// lower-case letter.
+			ws := i
+			prevLower := uint(0)
+			for {
+				caseMix += int(info >> infoUpperBit & prevLower)
+				prevLower = info >> infoLowerBit & 1
+				sym += int(info >> infoSymBit & 1)
+				i++
+				if i == len(v) {
+					break
+				}
+				info = uint(byteInfo[v[i]])
+				if info&infoWord == 0 {
+					break
+				}
 			}
-			continue
-		}
-		if ws >= 0 {
 			if w := v[ws:i]; lexMaybe(w) {
 				a.word(w)
 			}
-			ws = -1
+			if i == len(v) {
+				break
+			}
 			// A word called as a function: "concat(", "exec (".
 			j := i
 			for j < len(v) && (v[j] == ' ' || v[j] == '\t') {
@@ -194,17 +223,25 @@ func (a *contentAcc) value(v []byte) {
 				a.calls++
 			}
 		}
-		// Letters and digits are all word bytes: this is a space or
+		// Letters and digits are all word bytes: v[i] is a space or
 		// punctuation.
-		a.classes[info&infoClass]++
+		sym += int(info >> infoSymBit & 1)
+		a.classes[info>>3&1][info&7]++ // info&infoClass
 		if info&infoSpecial != 0 {
-			a.special(v, i)
+			// Called only when the next byte can continue an escape or a
+			// keyword: a call costs far more in wasm than this test, and
+			// paths and headers are full of '/', '.' and spaces.
+			next := byte(0)
+			if i+1 < len(v) {
+				next = lower(v[i+1])
+			}
+			if specialNext[v[i]][next>>6]>>(next&63)&1 != 0 {
+				a.special(v, i)
+			}
 		}
+		i++
 	}
 	a.caseMix += caseMix
-	if ws >= 0 && lexMaybe(v[ws:]) {
-		a.word(v[ws:])
-	}
 	// 8·sym/len(v) > symRatio, tested without dividing.
 	if len(v) >= 4 && 8*sym >= (a.symRatio+1)*len(v) {
 		a.symRatio = 8 * sym / len(v)
@@ -311,6 +348,24 @@ var operatorNext = func() (t [256][4]uint64) {
 	return t
 }()
 
+// specialNext marks, for each byte that can start an escape or an operator
+// keyword, the (lower-case) next bytes with which it can: those of
+// operatorNext, and for '%', '\\' and '&' those that can follow them in an
+// escape. special finds nothing after any other.
+var specialNext = func() (t [256][4]uint64) {
+	t = operatorNext
+	mark := func(c byte, next string) {
+		for i := 0; i < len(next); i++ {
+			n := next[i]
+			t[c][n>>6] |= 1 << (n & 63)
+		}
+	}
+	mark('%', "0123456789abcdefu")
+	mark('\\', "xu")
+	mark('&', "#")
+	return t
+}()
+
 // operatorIndex lists, for each punctuation byte, the keywords that start
 // with it. Keywords that start with a letter or digit are words, and the
 // lexicon has them.
@@ -376,6 +431,21 @@ var wordByte = func() (t [256]byte) {
 // entropy2 returns the byte entropy of v (its first maxEntropyBytes) in
 // half bits per byte.
 func entropy2(v []byte) int {
+	var e entropyScratch
+	return e.entropy2(v)
+}
+
+// entropyScratch is what entropy2 counts in, kept between calls: zeroing
+// half a kilobyte per call is a memory.fill in wasm, which costs as much as
+// counting a value (wazero). Its histogram is all zeros between calls.
+type entropyScratch struct {
+	hist [256]uint16
+	seen [256]byte
+}
+
+// entropy2 returns the byte entropy of v (its first maxEntropyBytes) in
+// half bits per byte, leaving e's histogram zero again.
+func (e *entropyScratch) entropy2(v []byte) int {
 	if len(v) < 2 {
 		return 0
 	}
@@ -385,8 +455,7 @@ func entropy2(v []byte) int {
 	// Count the bytes, listing each distinct byte at its first occurrence,
 	// then add k·log2 k in that order: the order of adding up a value's
 	// bytes one by one, so the float32 sum is the same to the bit.
-	var hist [256]uint16
-	var seen [256]byte
+	hist, seen := &e.hist, &e.seen
 	nd := 0
 	for _, c := range v {
 		k := hist[c]
@@ -397,6 +466,7 @@ func entropy2(v []byte) int {
 	var sum float32
 	for _, c := range seen[:nd] {
 		sum += klog2k[hist[c]]
+		hist[c] = 0
 	}
 	n := len(v)
 	return int(2 * (klog2k[n]/float32(n) - sum/float32(n)))
@@ -440,11 +510,26 @@ func commonMethod(m string) bool {
 // With grams (the trigram filter) it also returns how many of the request's
 // trigrams the filter never saw.
 func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
-	var a contentAcc
-	if len(grams) == gramWords {
-		a.grams = (*[gramWords]uint64)(grams)
-	}
 	var x ContentVector
+	novel := s.contentVector(&x, r, mask, grams, shaped)
+	for f := range x {
+		x[f] &= -uint8(mask >> uint(f) & 1) // without a branch
+	}
+	return x, novel
+}
+
+// contentVector is contentVector writing into x, which must be zero, and
+// leaving the features outside mask unmasked (scoring masks them in the
+// same pass as it raises them): in wasm, returning the vector (more than
+// 16 bytes) by value costs a memory.copy, and every loop over the features
+// tens of nanoseconds.
+func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, grams []uint64, shaped bool) int {
+	a := &s.content
+	var g *[gramWords]uint64
+	if len(grams) == gramWords {
+		g = (*[gramWords]uint64)(grams)
+	}
+	a.reset(g)
 	if !commonMethod(r.Method) {
 		x[CFMethod] = 1
 	}
@@ -494,32 +579,27 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, sha
 	x[CFTotalBytes] = qlog(a.total)
 	x[CFMaxValueLen] = qlog(a.maxLen)
 	if mask&(1<<CFEntropy) != 0 {
-		x[CFEntropy] = uint8(entropy2(a.longest))
+		x[CFEntropy] = uint8(s.entropy.entropy2(a.longest))
 	}
 	x[CFSymbolRatio] = uint8(a.symRatio)
-	x[CFQuotes] = qlog(a.classes[ClassQuote])
-	x[CFAngles] = qlog(a.classes[ClassAngle])
-	x[CFParens] = qlog(a.classes[ClassParen])
-	x[CFSeparators] = qlog(a.classes[ClassSemicolon])
-	x[CFSymbols] = qlog(a.classes[ClassSymbol])
-	x[CFControl] = qlog(a.classes[ClassControl])
-	x[CFHigh] = qlog(a.classes[ClassHigh])
-	x[CFSpaces] = qlog(a.classes[ClassSpace])
+	x[CFQuotes] = qlog(a.class(ClassQuote))
+	x[CFAngles] = qlog(a.class(ClassAngle))
+	x[CFParens] = qlog(a.class(ClassParen))
+	x[CFSeparators] = qlog(a.class(ClassSemicolon))
+	x[CFSymbols] = qlog(a.class(ClassSymbol))
+	x[CFControl] = qlog(a.class(ClassControl))
+	x[CFHigh] = qlog(a.class(ClassHigh))
+	x[CFSpaces] = qlog(a.class(ClassSpace))
 	x[CFCaseMix] = qlog(a.caseMix)
 	x[CFEncoded] = qlog(a.encoded)
 	x[CFEscapes] = qlog(a.escapes)
-	x[CFSQL] = qlog(a.tokens[kwSQL])
-	x[CFShell] = qlog(a.tokens[kwShell])
-	x[CFTraversal] = qlog(a.tokens[kwTraversal])
-	x[CFScript] = qlog(a.tokens[kwScript])
-	x[CFCode] = qlog(a.tokens[kwCode])
+	x[CFSQL] = qlog(int(a.tokens[kwSQL]))
+	x[CFShell] = qlog(int(a.tokens[kwShell]))
+	x[CFTraversal] = qlog(int(a.tokens[kwTraversal]))
+	x[CFScript] = qlog(int(a.tokens[kwScript]))
+	x[CFCode] = qlog(int(a.tokens[kwCode]))
 	x[CFCalls] = qlog(a.calls)
-	for f := range x {
-		if mask&(1<<uint(f)) == 0 {
-			x[f] = 0
-		}
-	}
-	return x, a.novel
+	return a.novel
 }
 
 // ContentModel is the isolation forest and what turns its depths into
@@ -663,6 +743,23 @@ func (c *ContentModel) rangeSurprise(x *ContentVector) float64 {
 			excess += d
 		}
 	}
+	return c.rangeCost(excess)
+}
+
+// fit masks x to the model's features and raises them to their floors
+// (raise), returning how far they exceed the sample's maxima in all
+// (rangeSurprise): one pass instead of three.
+func (c *ContentModel) fit(x *ContentVector) (excess int) {
+	for f := range x {
+		v := max(x[f]&-uint8(c.Mask>>uint(f)&1), c.Floor[f])
+		x[f] = v
+		excess += max(int(v)-int(c.Max[f]), 0)
+	}
+	return excess
+}
+
+// rangeCost is rangeSurprise of features exceeding the maxima by excess.
+func (c *ContentModel) rangeCost(excess int) float64 {
 	if excess == 0 {
 		return 0
 	}
@@ -693,11 +790,12 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 		s.extract(r)
 		s.known = 0
 	}
-	x, novel := contentVector(r, s, c.Mask, c.Grams, c.Shaped)
-	c.raise(&x)
+	var x ContentVector
+	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped)
+	excess := c.fit(&x)
 	// How rare the request is as a whole (the forest, or beyond the sample's
 	// range), and how many of its character sequences are new.
-	whole := max(c.surprise(c.depth(&x)), c.rangeSurprise(&x))
+	whole := max(c.surprise(c.depth(&x)), c.rangeCost(excess))
 	fresh := c.NovelCost * float64(novel) / 3
 	sur := whole + fresh
 	if sur <= 0 {

@@ -3,6 +3,7 @@ package models
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -212,5 +213,24 @@ func TestSurpriseSearchMatchesReference(t *testing.T) {
 				t.Fatalf("%d reference depths %v, depth %d: surprise %v, want %v", n, c.Ref, d, got, want)
 			}
 		}
+	}
+}
+
+// TestContentWordRunsMatchReference checks the reading of words (their own
+// loop in contentAcc.value) against the reference on values made of long
+// runs of word bytes, case changes, '_' and bytes that end a word or lie
+// outside ASCII, at every offset.
+func TestContentWordRunsMatchReference(t *testing.T) {
+	g := rand.New(rand.NewPCG(7, 11))
+	pieces := []string{"a", "z", "0", "9", "Q", "_", "-", "/", " ", "(", "\x80", "\xff", "`", "{", "@", "[", ":", "abcdefgh", "0123456789", "selectunion"}
+	for n := 0; n < 3000; n++ {
+		var b strings.Builder
+		for k := g.IntN(30); k >= 0; k-- {
+			b.WriteString(pieces[g.IntN(len(pieces))])
+		}
+		v := b.String()
+		r := Request{Method: "GET", Path: "/" + v, Query: "q=" + url.QueryEscape(v), Source: "s", Destination: "d",
+			Headers: []Header{{Name: "user-agent", Value: v}}}
+		checkContentVector(t, &r, nil, 0)
 	}
 }

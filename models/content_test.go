@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,38 @@ func TestQlogIsMonotone(t *testing.T) {
 	if qlog(1<<31-1) != 60 {
 		t.Errorf("qlog saturates at %d", qlog(1<<31-1))
 	}
+}
+
+// TestQlogEqualsBranchingForm checks the branch-free qlog against the
+// plain definition it replaced, so quantised features (and the models
+// trained on them) stay the same.
+func TestQlogEqualsBranchingForm(t *testing.T) {
+	ref := func(x int) uint8 {
+		if x <= 0 {
+			return 0
+		}
+		if x >= 1<<30 {
+			return 2 * 30
+		}
+		v := uint32(x) + 1
+		n := bits.Len32(v) - 1
+		return uint8(2*n + int(v>>(n-1)&1))
+	}
+	check := func(x int) {
+		if got, want := qlog(x), ref(x); got != want {
+			t.Fatalf("qlog(%d) = %d, want %d", x, got, want)
+		}
+	}
+	for x := -5; x < 1<<17; x++ {
+		check(x)
+	}
+	for k := 17; k < 63; k++ {
+		for d := -2; d <= 2; d++ {
+			check(1<<k + d)
+		}
+	}
+	check(math.MaxInt)
+	check(math.MinInt)
 }
 
 // listFixture is one service whose list route takes an enumerable sort

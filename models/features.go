@@ -105,6 +105,11 @@ type paramScratch struct {
 	known uint64
 	// bodyFrom and bodyTo delimit the parameters read from the body.
 	bodyFrom, bodyTo int
+	// route holds the request's route template while it is scored.
+	route [MaxRouteBytes + 8]byte
+	// content and entropy are the content model's scratch.
+	content contentAcc
+	entropy entropyScratch
 }
 
 // add appends one parameter, percent-decoding name and value ('+' as space)
@@ -123,7 +128,10 @@ func add[N, V string | []byte](s *paramScratch, name N, value V, decode, header 
 	if !ok {
 		return false
 	}
-	s.params[s.n] = param{name: n, value: v, header: header}
+	// Field by field: a composite literal of a 56-byte struct is a
+	// memory.fill and a memory.copy in wasm, per parameter.
+	p := &s.params[s.n]
+	p.name, p.value, p.header = n, v, header
 	s.n++
 	return true
 }
@@ -141,7 +149,8 @@ func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 	if len(value) > MaxValueBytes {
 		value = value[:MaxValueBytes]
 	}
-	s.params[s.n] = param{name: name, value: value, header: header}
+	p := &s.params[s.n]
+	p.name, p.value, p.header = name, value, header // see add
 	s.n++
 	return true
 }

@@ -291,14 +291,22 @@ func (w *Workload) Score(r *Request) Verdict {
 // this. It does not allocate.
 func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 	var v Verdict
-	w.surprise(r, &s.params, &v)
+	w.ScoreInto(r, s, &v)
+	return v
+}
+
+// ScoreInto is ScoreWith writing the verdict into v, whose score, surprise
+// and reasons it resets (Reasons past NReason are left as they were): in
+// wasm, returning a Verdict by value costs a memory.copy.
+func (w *Workload) ScoreInto(r *Request, s *Scratch, v *Verdict) {
+	v.Score, v.Surprise, v.NReason = 0, 0, 0
+	w.surprise(r, &s.params, v)
 	v.Scored = true
 	if r.Status != 0 && w.RespCenter > 0 {
 		v.Score = calibrate(v.Surprise, w.RespBase, w.RespCenter)
 	} else {
 		v.Score = calibrate(v.Surprise, w.CalBase, w.CalCenter)
 	}
-	return v
 }
 
 // calibrate maps a surprise to [0,1]: towards 0 below base, 0.5 at center,
@@ -326,8 +334,9 @@ const scoreFloor = 1e-6
 
 // surprise sums what every component finds unusual about r into v.
 func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
-	var buf [MaxRouteBytes + 8]byte
-	tmpl := AppendTemplate(buf[:0], r.Path)
+	// The template is built in the scratch: a zeroed local array would be a
+	// memory.fill per request in wasm.
+	tmpl := AppendTemplate(s.route[:0], r.Path)
 	src := hashString(hashSeed, r.Source)
 	route := hashBytes(hashString(hashSeed, r.Method), tmpl)
 

@@ -72,18 +72,27 @@ type Pairs struct {
 
 // NewPairs starts a walk over buf.
 func NewPairs(buf []byte) Pairs {
-	p := Pairs{buf: buf}
+	var p Pairs
+	p.Reset(buf)
+	return p
+}
+
+// Reset starts a walk over buf with p, setting every field. A walker the
+// caller keeps saves building and copying a Pairs per walk, which in wasm
+// is a memory.fill and a memory.copy.
+func (p *Pairs) Reset(buf []byte) {
+	p.Name, p.Value, p.Malformed = nil, nil, false
+	p.buf, p.left, p.sizes, p.data = buf, 0, 0, 0
 	if len(buf) < 4 {
 		p.Malformed = len(buf) != 0
-		return p
+		return
 	}
 	n := int(le32(buf))
 	if n < 0 || n > (len(buf)-4)/8 {
 		p.Malformed = true
-		return p
+		return
 	}
 	p.left, p.sizes, p.data = n, 4, 4+8*n
-	return p
 }
 
 // Next moves to the next pair; false when there is none.
