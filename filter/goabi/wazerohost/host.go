@@ -5,6 +5,7 @@ package wazerohost
 import (
 	"context"
 
+	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/internal"
@@ -239,20 +240,39 @@ func (vm *VM) exportHost(ctx context.Context) error {
 			s[0] = uint64(st)
 		}},
 	}
-	b := vm.runtime.NewHostModuleBuilder("env")
-	for _, f := range fns {
+	imports := make([]hostImport, len(fns))
+	for i, f := range fns {
+		fn := f.fn
+		imports[i] = hostImport{f.name, f.params, f.results, func(ctx context.Context, mod api.Module, stack []uint64) {
+			fn(ctx, mem{vm: vm, mod: mod}, stack)
+		}}
+	}
+	return instantiateHost(ctx, vm.runtime, imports)
+}
+
+// hostImport is one function of the host module "env".
+type hostImport struct {
+	name            string
+	params, results []api.ValueType
+	fn              func(ctx context.Context, mod api.Module, stack []uint64)
+}
+
+// instantiateHost defines and instantiates module "env" from imports (both
+// bindings use it). An i32 argument arrives in a uint64 whose upper half is
+// undefined; it is cleared once here so no function can misread a size or
+// pointer.
+func instantiateHost(ctx context.Context, r wazero.Runtime, imports []hostImport) error {
+	b := r.NewHostModuleBuilder("env")
+	for _, f := range imports {
 		fn, params := f.fn, f.params
 		b = b.NewFunctionBuilder().
 			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
-				// An i32 argument arrives in a uint64 whose upper half is
-				// undefined; clear it once here so no function can misread a
-				// size or pointer.
 				for i, t := range params {
 					if t == i32 {
 						stack[i] = uint64(uint32(stack[i]))
 					}
 				}
-				fn(ctx, mem{vm: vm, mod: mod}, stack)
+				fn(ctx, mod, stack)
 			}), f.params, f.results).
 			Export(f.name)
 	}

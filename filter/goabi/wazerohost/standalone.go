@@ -469,24 +469,11 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 		{"proxy_dequeue_shared_queue", p(3), func(_ context.Context, _ api.Module, st []uint64) { st[0] = stEmpty }},
 		{"proxy_enqueue_shared_queue", p(3), unimplemented},
 	}
-	b := s.runtime.NewHostModuleBuilder("env")
-	for _, f := range fns {
-		fn, params := f.fn, f.params
-		b = b.NewFunctionBuilder().
-			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
-				// An i32 argument arrives in a uint64 whose upper half is
-				// undefined.
-				for i, t := range params {
-					if t == i32 {
-						stack[i] = uint64(uint32(stack[i]))
-					}
-				}
-				fn(ctx, mod, stack)
-			}), f.params, one).
-			Export(f.name)
+	imports := make([]hostImport, len(fns))
+	for i, f := range fns {
+		imports[i] = hostImport{f.name, f.params, one, f.fn}
 	}
-	_, err := b.Instantiate(ctx)
-	return err
+	return instantiateHost(ctx, s.runtime, imports)
 }
 
 const stEmpty = 7
