@@ -13,7 +13,6 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
@@ -200,17 +199,6 @@ func serveRequest(host proxytest.HostEmulator, workload string, r *models.Reques
 		host.CallOnResponseHeaders(id, resp, true)
 		verdict = host.GetCurrentResponseHeaders(id)
 	}
-	res := Result{}
-	for _, h := range verdict {
-		switch h[0] {
-		case pluginconfig.DefaultScoreHeader:
-			res.Score, _ = strconv.ParseFloat(h[1], 64)
-			res.Scored = true
-		case "x-meshward-reason":
-			res.Flagged = true
-			res.Reasons = strings.Split(h[1], ",")
-		}
-	}
 	host.CompleteHttpContext(id)
-	return res, nil
+	return verdictOf(verdict), nil
 }

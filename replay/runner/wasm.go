@@ -216,20 +216,26 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 		if st.ResponseHeaders != nil {
 			verdict = st.ResponseHeaders
 		}
-		res := Result{}
-		for _, h := range verdict {
-			switch h[0] {
-			case pluginconfig.DefaultScoreHeader:
-				res.Score, _ = strconv.ParseFloat(h[1], 64)
-				res.Scored = true
-			case "x-meshward-reason":
-				res.Flagged = true
-				res.Reasons = strings.Split(h[1], ",")
-			}
-		}
-		out[i] = res
+		out[i] = verdictOf(verdict)
 		// The maps may have grown; keep their arrays for the next request.
 		reqHeaders, respHeaders = st.RequestHeaders, st.ResponseHeaders
 	}
 	return nil
+}
+
+// verdictOf reads the filter's verdict from the headers it left on the
+// request or response: the score header and, when flagged, the reasons.
+func verdictOf(headers [][2]string) Result {
+	var res Result
+	for _, h := range headers {
+		switch h[0] {
+		case pluginconfig.DefaultScoreHeader:
+			res.Score, _ = strconv.ParseFloat(h[1], 64)
+			res.Scored = true
+		case "x-meshward-reason":
+			res.Flagged = true
+			res.Reasons = strings.Split(h[1], ",")
+		}
+	}
+	return res
 }
