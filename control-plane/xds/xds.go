@@ -416,24 +416,31 @@ func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	if err != nil {
 		return err
 	}
-	version, resources := m.SHA256(), []types.Resource{res}
+	snap, err := s.snapshot(group, m.SHA256(), res)
+	if err != nil {
+		return err
+	}
+	return s.cache.SetSnapshot(context.Background(), key, snap)
+}
+
+// snapshot is what a group's nodes are served: the filter's extension and,
+// with RBAC over xDS, the group's RBAC rules. The version changes with
+// either.
+func (s *Server) snapshot(group, version string, filter types.Resource) (*cachev3.Snapshot, error) {
+	resources := []types.Resource{filter}
 	if s.cfg.RBAC {
 		rbac, rbacVersion, err := s.RBACExtension(group)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		// The version changes with the model or the rules.
 		version += "." + rbacVersion
 		resources = append(resources, rbac)
 	}
 	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: resources})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := snap.Consistent(); err != nil {
-		return err
-	}
-	return s.cache.SetSnapshot(context.Background(), key, snap)
+	return snap, snap.Consistent()
 }
 
 // publishLearn serves a group the filter in learn mode, without a model.
@@ -442,16 +449,7 @@ func (s *Server) publishLearn(group string) error {
 	if err != nil {
 		return err
 	}
-	version, resources := LearnVersion, []types.Resource{res}
-	if s.cfg.RBAC {
-		rbac, rbacVersion, err := s.RBACExtension(group)
-		if err != nil {
-			return err
-		}
-		version += "." + rbacVersion
-		resources = append(resources, rbac)
-	}
-	snap, err := cachev3.NewSnapshot(version, map[resourcev3.Type][]types.Resource{resourcev3.ExtensionConfigType: resources})
+	snap, err := s.snapshot(group, LearnVersion, res)
 	if err != nil {
 		return err
 	}
