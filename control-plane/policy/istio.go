@@ -172,27 +172,25 @@ type manifestMeta struct {
 
 // k8sName makes a valid Kubernetes object name (DNS label, ≤ 63 characters).
 func k8sName(s string) string {
-	var b strings.Builder
-	for _, c := range strings.ToLower(s) {
-		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
-			b.WriteRune(c)
-		} else {
-			b.WriteByte('-')
-		}
-	}
-	out := b.String()
-	if len(out) > 63 {
-		out = out[:63]
-	}
-	return strings.Trim(out, "-")
+	return sanitize(strings.ToLower(s), func(c rune) bool {
+		return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+	}, "-")
 }
 
 // labelValue makes a valid label value (≤ 63 characters of [A-Za-z0-9-_.],
 // starting and ending alphanumeric).
 func labelValue(s string) string {
+	return sanitize(s, func(c rune) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.'
+	}, "-_.")
+}
+
+// sanitize replaces every character keep refuses with '-', cuts to 63
+// characters and trims the cutset from both ends.
+func sanitize(s string, keep func(rune) bool, cutset string) string {
 	var b strings.Builder
 	for _, c := range s {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' {
+		if keep(c) {
 			b.WriteRune(c)
 		} else {
 			b.WriteByte('-')
@@ -202,5 +200,5 @@ func labelValue(s string) string {
 	if len(out) > 63 {
 		out = out[:63]
 	}
-	return strings.Trim(out, "-_.")
+	return strings.Trim(out, cutset)
 }
