@@ -5,17 +5,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"log"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/meshward/meshward/control-plane/image"
+	"github.com/meshward/meshward/internal/registrytest"
 	"github.com/meshward/meshward/manifests/internal/pin"
 )
 
@@ -30,13 +27,7 @@ func TestWasmPluginImageThroughARegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
+	reg := registrytest.Start(t)
 
 	var wp struct {
 		Spec struct {
@@ -56,7 +47,7 @@ func TestWasmPluginImageThroughARegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same repository path and tag, on the local registry.
-	local := l.Addr().String() + "/" + orig.Context().RepositoryStr() + ":" + orig.Identifier()
+	local := reg + "/" + orig.Context().RepositoryStr() + ":" + orig.Identifier()
 	if _, err := image.Push(img, local, true); err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,24 +12,13 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
-)
 
-// startRegistry runs an in-process OCI registry on loopback.
-func startRegistry(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return l.Addr().String()
-}
+	"github.com/meshward/meshward/internal/registrytest"
+)
 
 // module is a small valid Wasm header with a body, or the real filter when
 // MESHWARD_WASM names it (make test builds it).
@@ -126,7 +112,7 @@ func TestWasmImageRoundTripsThroughARegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := startRegistry(t)
+	reg := registrytest.Start(t)
 	ref := reg + "/meshward/meshward-wasm:test"
 	pushed, err := Push(fromDisk, ref, true)
 	if err != nil {
@@ -251,7 +237,7 @@ func TestControlPlaneImage(t *testing.T) {
 	if _, err := ControlPlane(goBuild(t, true), module(t), "amd64"); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
 		t.Errorf("a cgo binary: %v", err)
 	}
-	reg := startRegistry(t)
+	reg := registrytest.Start(t)
 	if _, err := Push(img, reg+"/meshward/meshward:test", true); err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,6 @@ package cli
 import (
 	"bytes"
 	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +10,9 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/meshward/meshward/internal/registrytest"
 )
 
 // image build writes both layouts; image push sends the Wasm image to a
@@ -47,14 +45,8 @@ func TestImageBuildAndPush(t *testing.T) {
 	}
 	built := fields[1]
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	ref := l.Addr().String() + "/meshward/meshward-wasm:t"
+	reg := registrytest.Start(t)
+	ref := reg + "/meshward/meshward-wasm:t"
 	out.Reset()
 	if err := Main([]string{"image", "push", "-insecure", filepath.Join(dir, "oci", "wasm"), ref}, &out, io.Discard); err != nil {
 		t.Fatal(err)
