@@ -58,6 +58,8 @@ type pluginContext struct {
 	// header slice are allocated once per concurrent stream, not per request
 	// (allocation dominates the filter's cost compiled to WebAssembly).
 	free []*httpContext
+	// gc schedules garbage collection outside requests (gc_wasip1.go).
+	gc collector
 }
 
 // maxFree bounds the finished contexts kept for reuse.
@@ -66,10 +68,12 @@ const maxFree = 64
 // tickPeriod is how often the plugin flushes batched metrics.
 const tickPeriod = 1000 // milliseconds
 
-// OnTick flushes batched metrics and ships the next batch of records.
+// OnTick flushes batched metrics, ships the next batch of records, and
+// collects garbage when enough has been allocated.
 func (p *pluginContext) OnTick() {
 	p.flush()
 	p.sendBatch()
+	p.gc.tick()
 }
 
 // OnPluginDone flushes batched metrics before the plugin goes away.
@@ -141,6 +145,9 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		model = s.Model.SHA256()[:12] + " (" + strconv.Itoa(s.Model.Size()) + " bytes)"
 	}
 	proxywasm.LogInfof("meshward: started: mode=%s workload=%s threshold=%.3f model=%s", s.Mode, s.Workload, s.Threshold, model)
+	// Decoding the configuration left garbage: collect it now, not in the
+	// middle of requests.
+	p.gc.collect("configuration")
 	return types.OnPluginStartStatusOK
 }
 
