@@ -106,7 +106,13 @@ kube: ## build (or reuse) kube-apiserver, kubectl and etcd for the Kubernetes te
 e2e: $(WASM) ## end-to-end tests (the Envoy test runs when envoy is on PATH)
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
 
-bench: deps kube $(WASM) $(PASSWASM) ## print the figures users care about (see README)
+# The wazero CLI runs test binaries built for wasip1 (make bench's models
+# figures in wasm); the version is the one go.mod's filter host uses.
+WAZERO := $(BUILD)/tools/wazero
+$(WAZERO):
+	GOBIN=$(abspath $(BUILD)/tools) $(GO) install github.com/tetratelabs/wazero/cmd/wazero@$$($(GO) list -m -f '{{.Version}}' github.com/tetratelabs/wazero)
+
+bench: deps kube $(WASM) $(PASSWASM) $(WAZERO) ## print the figures users care about (see README)
 	@# Each binding runs in its own process, so one's garbage does not slow the
 	@# other; GOGC=400 calms the host-side emulator's garbage collection, which
 	@# otherwise adds ±1 µs of noise to per-request figures (the guest's own GC
@@ -114,16 +120,20 @@ bench: deps kube $(WASM) $(PASSWASM) ## print the figures users care about (see 
 	@median() { grep -oE "[0-9.]+ $$1" | sort -n | awk '{v[NR]=$$1} END {print v[int((NR+1)/2)]}'; }; \
 	for b in wasm-direct wasm native; do \
 	  out=$(BUILD)/bench-filter-$$b.txt; \
-	  GOGC=400 $(GO) test -run '^$$' -bench "Request/$$b\$$" -benchmem -benchtime 20000x -count 3 ./filter/ 2>&1 | grep -v proxy_ > $$out; \
+	  GOGC=400 $(GO) test -run '^$$' -bench "Request/$$b\$$" -benchmem -benchtime 20000x -count 5 ./filter/ 2>&1 | grep -v proxy_ > $$out; \
 	  if [ $$b = native ]; then \
 	    echo "filter, native (emulator included):   $$(median ns/op < $$out) ns/request, $$(median allocs/op < $$out) allocs"; \
 	  else \
-	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 3; in thread CPU time $$(median own-cpu-ns/op < $$out) ns)"; \
+	    echo "filter as .wasm on $$b binding:$$( [ $$b = wasm ] && echo '  ' ) $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; filter's own cost $$(median own-ns/op < $$out) ns (median of 5; in thread CPU time $$(median own-cpu-ns/op < $$out) ns)"; \
 	  fi; \
 	done
 	@echo "models (scoring a request against a 50-service model; training on 1 M requests; model size):"
 	@$(GO) test -run '^$$' -bench 'Score$$|ScoreMesh|ModelSize' -benchmem ./models/ | grep -E '^Benchmark' | tee $(BUILD)/bench-models.txt
 	@$(GO) test -run '^$$' -bench 'TrainMillion' -benchtime 1x -benchmem ./models/ | grep -E '^Benchmark' | tee -a $(BUILD)/bench-models.txt
+	@echo "models compiled to wasm and run by wazero, as in the filter (scoring a mesh request; the content model's share):"
+	@$(WASM_ENV) $(GO) test -c -o $(BUILD)/models.test.wasm ./models/
+	@cd models && $(abspath $(WAZERO)) run -mount /:/ $(abspath $(BUILD))/models.test.wasm -test.run '^$$' \
+	  -test.bench 'ScoreMesh|Content/' -test.benchtime 20000x | grep -E '^Benchmark' | tee $(abspath $(BUILD))/bench-models-wasm.txt
 	@echo "replay throughput over 20,000 generated mesh requests (requests/s, heap):"
 	@$(GO) test -run '^$$' -bench 'Runner' -benchtime 3x ./replay/runner/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-replay.txt
 	@echo "collector ingest into a real redis-server (records/s; redis-benchmark's pipelined SETs/s beside it):"

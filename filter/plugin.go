@@ -58,6 +58,8 @@ type pluginContext struct {
 	// header slice are allocated once per concurrent stream, not per request
 	// (allocation dominates the filter's cost compiled to WebAssembly).
 	free []*httpContext
+	// gc schedules garbage collection outside requests (gc_wasip1.go).
+	gc collector
 }
 
 // maxFree bounds the finished contexts kept for reuse.
@@ -66,10 +68,12 @@ const maxFree = 64
 // tickPeriod is how often the plugin flushes batched metrics.
 const tickPeriod = 1000 // milliseconds
 
-// OnTick flushes batched metrics and ships the next batch of records.
+// OnTick flushes batched metrics, ships the next batch of records, and
+// collects garbage when enough has been allocated.
 func (p *pluginContext) OnTick() {
 	p.flush()
 	p.sendBatch()
+	p.gc.tick()
 }
 
 // OnPluginDone flushes batched metrics before the plugin goes away.
@@ -141,6 +145,9 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		model = s.Model.SHA256()[:12] + " (" + strconv.Itoa(s.Model.Size()) + " bytes)"
 	}
 	proxywasm.LogInfof("meshward: started: mode=%s workload=%s threshold=%.3f model=%s", s.Mode, s.Workload, s.Threshold, model)
+	// Decoding the configuration left garbage: collect it now, not in the
+	// middle of requests.
+	p.gc.collect("configuration")
 	return types.OnPluginStartStatusOK
 }
 
@@ -168,14 +175,27 @@ func (p *pluginContext) recycle(h *httpContext) {
 		h.bufs.release()
 		return
 	}
-	// Drop every view of the finished request's host buffers, hand the
-	// buffers back, keep the header slice's backing array.
-	hs := h.req.Headers
 	h.bufs.release()
-	clear(hs[:cap(hs)])
-	*h = httpContext{plugin: p, pooled: true}
-	h.req.Headers = hs[:0]
+	h.reset()
+	h.pooled = true
 	p.free = append(p.free, h)
+}
+
+// reset readies a finished stream's context for the next stream: every
+// field as a new context has it (TestRecycledContextIsFresh), but for the
+// header slice's backing array and the pairs walker, which are kept. It goes
+// field by field: assigning a whole new context is a memory.fill of it in
+// wasm, and clearing the old header views costs as much again. They need no
+// clearing: the next request overwrites the entries it uses, nothing reads
+// past the slice's length, and the buffers they view are goabi's to reuse.
+func (h *httpContext) reset() {
+	r := &h.req
+	r.Method, r.Path, r.Query, r.Source, r.Destination = "", "", "", "", ""
+	r.Headers, r.Body = r.Headers[:0], nil
+	r.Status, r.RequestBytes, r.ResponseBytes, r.Duration = 0, 0, 0, 0
+	v := &h.verdict
+	v.Score, v.Surprise, v.Scored, v.NReason = 0, 0, false, 0
+	h.waiting, h.pooled, h.forged, h.scored, h.flagged, h.learned = false, false, false, false, false, false
 }
 
 // nodeWorkload reads the local workload from Istio's node metadata, as

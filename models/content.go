@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/bits"
 	"sort"
+	"unsafe"
 )
 
 // The content model: an isolation forest over generic lexical features of a
@@ -646,6 +647,10 @@ type ContentModel struct {
 	// refSurprise[k] is -ln((k+½)/(len(Ref)+1)), the surprise of a depth
 	// that k reference depths are at most (see index).
 	refSurprise []float32
+	// maskBytes is Mask as a byte per feature: 0xFF in use, 0 not.
+	maskBytes ContentVector
+	// checked says the trees passed validTrees when the model was indexed.
+	checked bool
 }
 
 // raise lifts every feature of x to at least its floor.
@@ -657,6 +662,10 @@ func (c *ContentModel) raise(x *ContentVector) {
 
 // index prepares the model for scoring.
 func (c *ContentModel) index() {
+	c.checked = validTrees(c.Trees)
+	for f := range c.maskBytes {
+		c.maskBytes[f] = -uint8(c.Mask >> uint(f) & 1)
+	}
 	n := len(c.Ref)
 	c.refSurprise = make([]float32, n+1)
 	for k := range c.refSurprise {
@@ -689,7 +698,38 @@ const (
 )
 
 // depth returns the mean isolation depth of x, ×depthScale.
+//
+// The trees of an indexed model are checked (validTrees), so the walk reads
+// nodes and features without bounds checks, which compiled to WebAssembly
+// cost a fifth of it.
 func (c *ContentModel) depth(x *ContentVector) int {
+	if !c.checked {
+		return c.depthChecked(x)
+	}
+	sum := 0
+	xp := unsafe.Pointer(x)
+	for _, t := range c.Trees {
+		base := unsafe.Pointer(unsafe.SliceData(t))
+		i := uintptr(0)
+		for {
+			n := (*ContentNode)(unsafe.Add(base, i*unsafe.Sizeof(ContentNode{})))
+			if n.Feature == leafFeature {
+				sum += int(n.Next)
+				break
+			}
+			// Written so the compiler can choose without a branch.
+			next := uintptr(n.Next)
+			if *(*uint8)(unsafe.Add(xp, n.Feature)) < n.Split {
+				next = i + 1
+			}
+			i = next
+		}
+	}
+	return sum / len(c.Trees)
+}
+
+// depthChecked is depth for trees not known to be valid.
+func (c *ContentModel) depthChecked(x *ContentVector) int {
 	sum := 0
 	for _, t := range c.Trees {
 		i := 0
@@ -699,7 +739,6 @@ func (c *ContentModel) depth(x *ContentVector) int {
 				sum += int(n.Next)
 				break
 			}
-			// Written so the compiler can choose without a branch.
 			next := int(n.Next)
 			if x[n.Feature] < n.Split {
 				next = i + 1
@@ -708,6 +747,30 @@ func (c *ContentModel) depth(x *ContentVector) int {
 		}
 	}
 	return sum / len(c.Trees)
+}
+
+// validTrees reports whether every tree can be walked without a bounds
+// check: each inner node names a feature and sends both ways forward inside
+// its tree, and the last node is a leaf, so every walk ends at a leaf. The
+// decoder refuses anything else; trained trees are so by construction.
+func validTrees(trees [][]ContentNode) bool {
+	if len(trees) == 0 {
+		return false
+	}
+	for _, t := range trees {
+		if len(t) == 0 || t[len(t)-1].Feature != leafFeature {
+			return false
+		}
+		for i, n := range t {
+			if n.Feature == leafFeature {
+				continue
+			}
+			if int(n.Feature) >= NContent || int(n.Next) <= i+1 || int(n.Next) >= len(t) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // surprise is how rare a depth is among the reference sample's, in nats:
@@ -749,13 +812,53 @@ func (c *ContentModel) rangeSurprise(x *ContentVector) float64 {
 // fit masks x to the model's features and raises them to their floors
 // (raise), returning how far they exceed the sample's maxima in all
 // (rangeSurprise): one pass instead of three.
+//
+// It works on eight features at a time in a 64-bit word (SWAR): a loop over
+// the features costs about 5 ns per turn compiled to WebAssembly, more than
+// the work in it. Every feature and every floor and maximum is below 128
+// (maxFeature; the decoder refuses a model beyond it), so a byte's top bit
+// is free to hold the outcome of its comparison. fitRef in the tests is the
+// feature-by-feature definition.
 func (c *ContentModel) fit(x *ContentVector) (excess int) {
-	for f := range x {
-		v := max(x[f]&-uint8(c.Mask>>uint(f)&1), c.Floor[f])
+	const lanes = NContent / 8 * 8
+	sum := uint64(0) // excess per byte, summed in 16-bit lanes
+	for i := 0; i < lanes; i += 8 {
+		xm := binary.LittleEndian.Uint64(x[i:]) & binary.LittleEndian.Uint64(c.maskBytes[i:])
+		v := swarMax(xm, binary.LittleEndian.Uint64(c.Floor[i:]))
+		binary.LittleEndian.PutUint64(x[i:], v)
+		d := swarExcess(v, binary.LittleEndian.Uint64(c.Max[i:]))
+		sum += d&0x00FF00FF00FF00FF + d>>8&0x00FF00FF00FF00FF
+	}
+	excess = int(sum * 0x0001000100010001 >> 48)
+	for f := lanes; f < NContent; f++ {
+		v := max(x[f]&c.maskBytes[f], c.Floor[f])
 		x[f] = v
 		excess += max(int(v)-int(c.Max[f]), 0)
 	}
 	return excess
+}
+
+// maxFeature bounds every content feature, floor, high and maximum (the
+// largest, a count's qlog, is 60): fit and reason compare eight at once in
+// the low seven bits of each byte.
+const maxFeature = 127
+
+// swarHigh has the top bit of every byte set.
+const swarHigh = 0x8080808080808080
+
+// swarMax returns, byte by byte, the larger of a and b (every byte < 128).
+func swarMax(a, b uint64) uint64 {
+	ge := ((a | swarHigh) - b) & swarHigh // top bit set where a ≥ b
+	sel := ge >> 7 * 0xFF
+	return a&sel | b&^sel
+}
+
+// swarExcess returns, byte by byte, a - b where a ≥ b and 0 elsewhere
+// (every byte < 128).
+func swarExcess(a, b uint64) uint64 {
+	e := (a | swarHigh) - b // each byte 0x80 + a - b, no borrow between bytes
+	sel := e & swarHigh >> 7 * 0xFF
+	return e &^ swarHigh & sel
 }
 
 // rangeCost is rangeSurprise of features exceeding the maxima by excess.
@@ -768,9 +871,23 @@ func (c *ContentModel) rangeCost(excess int) float64 {
 
 // reason names the feature that drove a content surprise: the one furthest
 // above what 1 % of normal requests exceeded, else the content as a whole.
+// Eight features at a time find the words with any feature above its high
+// (see fit); only those are read feature by feature. reasonRef in the tests
+// is the definition.
 func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 	best, code := 0, ReasonContent
-	for f := range x {
+	const lanes = NContent / 8 * 8
+	for i := 0; i < lanes; i += 8 {
+		if swarExcess(binary.LittleEndian.Uint64(x[i:]), binary.LittleEndian.Uint64(c.High[i:])) == 0 {
+			continue
+		}
+		for f := i; f < i+8; f++ {
+			if d := int(x[f]) - int(c.High[f]); d > best {
+				best, code = d, ReasonContent+1+ReasonCode(f)
+			}
+		}
+	}
+	for f := lanes; f < NContent; f++ {
 		if d := int(x[f]) - int(c.High[f]); d > best {
 			best, code = d, ReasonContent+1+ReasonCode(f)
 		}
@@ -1220,6 +1337,10 @@ func (d *decoder) content() *ContentModel {
 	copy(c.Floor[:], d.b[d.off+2*NContent:])
 	d.off += 3 * NContent
 	for f := range c.High {
+		if c.Max[f] > maxFeature {
+			d.fail("content maxima", "feature %d: maximum %d above %d", f, c.Max[f], maxFeature)
+			return nil
+		}
 		if c.Floor[f] > c.High[f] || c.High[f] > c.Max[f] {
 			d.fail("content highs, maxima and floors", "feature %d: floor %d, high %d, maximum %d out of order", f, c.Floor[f], c.High[f], c.Max[f])
 			return nil

@@ -234,3 +234,98 @@ func TestContentWordRunsMatchReference(t *testing.T) {
 		checkContentVector(t, &r, nil, 0)
 	}
 }
+
+// fitRef and reasonRef are fit and reason feature by feature, as defined.
+func (c *ContentModel) fitRef(x *ContentVector) (excess int) {
+	for f := range x {
+		v := max(x[f]&-uint8(c.Mask>>uint(f)&1), c.Floor[f])
+		x[f] = v
+		excess += max(int(v)-int(c.Max[f]), 0)
+	}
+	return excess
+}
+
+func (c *ContentModel) reasonRef(x *ContentVector) ReasonCode {
+	best, code := 0, ReasonContent
+	for f := range x {
+		if d := int(x[f]) - int(c.High[f]); d > best {
+			best, code = d, ReasonContent+1+ReasonCode(f)
+		}
+	}
+	return code
+}
+
+// TestFitAndReasonMatchReference: the eight-at-a-time fit and reason equal
+// their definitions on random models and vectors across the whole range of
+// feature values (0 to maxFeature), extremes included.
+func TestFitAndReasonMatchReference(t *testing.T) {
+	g := rand.New(rand.NewPCG(7, 11))
+	val := func() uint8 {
+		switch g.IntN(4) {
+		case 0:
+			return 0
+		case 1:
+			return maxFeature
+		default:
+			return uint8(g.IntN(maxFeature + 1))
+		}
+	}
+	for i := 0; i < 20000; i++ {
+		c := &ContentModel{Mask: uint32(g.Uint64()) & allFeatures}
+		if i%3 == 0 {
+			c.Mask = allFeatures
+		}
+		for f := range c.Max {
+			a, b, d := val(), val(), val()
+			lo, hi := min(a, b, d), max(a, b, d)
+			c.Floor[f], c.High[f], c.Max[f] = lo, a+b+d-lo-hi, hi
+		}
+		c.index()
+		var x ContentVector
+		for f := range x {
+			x[f] = val()
+		}
+		if got, want := c.reason(&x), c.reasonRef(&x); got != want {
+			t.Fatalf("reason(%v) = %v, want %v (highs %v)", x, got, want, c.High)
+		}
+		y := x
+		got, want := c.fit(&x), c.fitRef(&y)
+		if got != want || x != y {
+			t.Fatalf("fit = %d %v, want %d %v", got, x, want, y)
+		}
+	}
+}
+
+// TestDepthMatchesCheckedWalk: the walk without bounds checks (on an indexed,
+// valid model) gives the depths of the checked one, and an invalid forest is
+// never walked without checks.
+func TestDepthMatchesCheckedWalk(t *testing.T) {
+	m := listFixture(t, 1)
+	c := m.Content
+	if !c.checked {
+		t.Fatal("a trained model's trees are not marked valid")
+	}
+	g := rand.New(rand.NewPCG(3, 5))
+	for i := 0; i < 5000; i++ {
+		var x ContentVector
+		for f := range x {
+			x[f] = uint8(g.IntN(maxFeature + 1))
+		}
+		if got, want := c.depth(&x), c.depthChecked(&x); got != want {
+			t.Fatalf("depth(%v) = %d, checked walk %d", x, got, want)
+		}
+	}
+	bad := [][][]ContentNode{
+		nil,
+		{{}},
+		{{{Feature: 1, Split: 1, Next: 2}, {Feature: leafFeature}}},                                // right child outside
+		{{{Feature: 1, Split: 1, Next: 1}, {Feature: leafFeature}, {Feature: leafFeature}}},        // right child is the left
+		{{{Feature: NContent, Split: 1, Next: 2}, {Feature: leafFeature}, {Feature: leafFeature}}}, // no such feature
+		{{{Feature: 1, Split: 1, Next: 2}, {Feature: leafFeature}, {Feature: 2}}},                  // last node not a leaf
+	}
+	for i, trees := range bad {
+		if validTrees(trees) {
+			t.Errorf("forest %d passes validTrees", i)
+		}
+	}
+}

@@ -194,6 +194,7 @@ func TestDecodeRejectsBadContent(t *testing.T) {
 		"spread":         func(c *ContentModel) { c.Spread = 0 },
 		"reference":      func(c *ContentModel) { c.Ref = nil },
 		"maxima":         func(c *ContentModel) { c.Max[3], c.High[3] = 1, 2 },
+		"maximum 128":    func(c *ContentModel) { c.Max[5] = maxFeature + 1 },
 		"sample size":    func(c *ContentModel) { c.N = 0 },
 	}
 	for want, corrupt := range cases {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -141,6 +142,9 @@ func BenchmarkScoreMesh(b *testing.B) {
 		reqs[i] = f.request()
 	}
 	s := new(Scratch)
+	// Training's garbage is collected first: compiled to wasm, a collection
+	// left running would keep the write barrier on through the loop.
+	runtime.GC()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
