@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"math"
 	"unsafe"
 )
@@ -155,6 +156,31 @@ func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 	return true
 }
 
+// addBody appends a body that is not a form as one value, with its
+// percent-escapes decoded (into the scratch buffer, when it has any and
+// they fit): clients and attackers send URL-encoded text under any content
+// type, and what it decodes to is what a server may act on. A '+' stays a
+// '+' (a space only in forms).
+func (s *paramScratch) addBody(b []byte) {
+	if len(b) > MaxValueBytes {
+		b = b[:MaxValueBytes]
+	}
+	if bytes.IndexByte(b, '%') >= 0 && len(s.buf)-s.used >= len(b) {
+		start := s.used
+		for i := 0; i < len(b); i++ {
+			c := b[i]
+			if c == '%' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
+				c = unhex(b[i+1])<<4 | unhex(b[i+2])
+				i += 2
+			}
+			s.buf[s.used] = c
+			s.used++
+		}
+		b = s.buf[start:s.used]
+	}
+	s.addRaw(stringBytes(bodyParam), b, false)
+}
+
 // stringBytes views a string's bytes; callers only read through it.
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
@@ -286,7 +312,7 @@ func (s *paramScratch) extract(r *Request) {
 		if hasPrefixFold(ct, "application/x-www-form-urlencoded") || !hasCT && looksLikeForm(r.Body) {
 			addQuery(s, r.Body)
 		} else {
-			s.addRaw(stringBytes(bodyParam), r.Body, false)
+			s.addBody(r.Body)
 		}
 	}
 	s.bodyTo = s.n

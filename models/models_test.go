@@ -352,3 +352,50 @@ func hasReason(v Verdict, code ReasonCode) bool {
 	}
 	return false
 }
+
+// TestExtractDecodesRawBodies checks that a body that is not a form is one
+// value with its percent-escapes decoded ('+' kept), read in place when it
+// has none, and kept as sent when the decode buffer has no room.
+func TestExtractDecodesRawBodies(t *testing.T) {
+	body := func(s *paramScratch) string {
+		for i := 0; i < s.n; i++ {
+			if string(s.params[i].name) == bodyParam {
+				return string(s.params[i].value)
+			}
+		}
+		t.Fatal("no body parameter")
+		return ""
+	}
+	var s paramScratch
+	for _, tc := range []struct{ ct, in, want string }{
+		{"application/json", `{"q":"%27%20or%201=1--+x"}`, `{"q":"' or 1=1--+x"}`},
+		{"text/plain", "pay%3D%26%26%28e", "pay=&&(e"},
+		{"text/plain", "100% sure %zz %4", "100% sure %zz %4"},
+		{"", "no escapes here", "no escapes here"},
+	} {
+		r := Request{Method: "POST", Path: "/", Body: []byte(tc.in)}
+		if tc.ct != "" {
+			r.Headers = []Header{{Name: "content-type", Value: tc.ct}}
+		}
+		s.extract(&r)
+		if got := body(&s); got != tc.want {
+			t.Errorf("body %q (%s): value %q, want %q", tc.in, tc.ct, got, tc.want)
+		}
+	}
+	// A body without escapes is a view of the request's own bytes.
+	r := Request{Method: "POST", Path: "/", Body: []byte("plain text"), Headers: []Header{{Name: "content-type", Value: "text/plain"}}}
+	s.extract(&r)
+	if v := s.params[s.bodyFrom].value; &v[0] != &r.Body[0] {
+		t.Error("a body without escapes was copied")
+	}
+	// Query values that fill the decode buffer leave the body as sent.
+	var q strings.Builder
+	for i := 0; i < 4; i++ {
+		fmt.Fprintf(&q, "v%d=%s&", i, strings.Repeat("+", MaxValueBytes)) // decoded in full
+	}
+	r = Request{Method: "POST", Path: "/", Query: q.String(), Body: []byte("a%41b"), Headers: []Header{{Name: "content-type", Value: "text/plain"}}}
+	s.extract(&r)
+	if got := body(&s); got != "a%41b" {
+		t.Errorf("with a full decode buffer, body value %q, want it as sent", got)
+	}
+}
