@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -397,5 +399,38 @@ func TestExtractDecodesRawBodies(t *testing.T) {
 	s.extract(&r)
 	if got := body(&s); got != "a%41b" {
 		t.Errorf("with a full decode buffer, body value %q, want it as sent", got)
+	}
+}
+
+// TestHeaderValuesWeighHalf checks that an odd header value costs the
+// parameter component headerWeight of what the same value costs as a query
+// parameter with the same training values.
+func TestHeaderValuesWeighHalf(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, _ := NewTrainer(cfg)
+	for i := 0; i < 400; i++ {
+		v := fmt.Sprintf("value%dx", i)
+		tr.Observe(&Request{Method: "GET", Path: "/search", Query: "q=" + v, Headers: []Header{{Name: "x-tag", Value: v}},
+			Source: "s", Destination: "d"})
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := m.Workload("d")
+	odd := "value1' OR '1'='1"
+	paramCost := func(r Request) float64 {
+		var s paramScratch
+		var v Verdict
+		tmpl := AppendTemplate(nil, r.Path)
+		ri, ok := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl))
+		w.paramSurprise(&r, &s, &v, ri, ok)
+		return v.Surprise
+	}
+	asQuery := paramCost(Request{Method: "GET", Path: "/search", Query: "q=" + url.QueryEscape(odd), Headers: []Header{{Name: "x-tag", Value: "value7x"}}, Source: "s", Destination: "d"})
+	asHeader := paramCost(Request{Method: "GET", Path: "/search", Query: "q=value7x", Headers: []Header{{Name: "x-tag", Value: odd}}, Source: "s", Destination: "d"})
+	if asQuery <= 0 || math.Abs(asHeader-headerWeight*asQuery) > 1e-9*asQuery {
+		t.Errorf("odd value costs %.4f as a header, %.4f as a parameter: want %v of it", asHeader, asQuery, headerWeight)
 	}
 }
