@@ -138,7 +138,7 @@ type contentAcc struct {
 	tokens  [nKwKinds]uint32
 	calls   int
 	// novel is the most trigrams the filter never saw in any novelWindow
-	// consecutive trigrams of one value (see novelGrams).
+	// consecutive trigrams of one value (see novelDensest).
 	novel         int
 	grams         *[gramWords]uint64 // the trigram filter, or nil
 	total, maxLen int
@@ -184,7 +184,11 @@ func (a *contentAcc) value(v []byte) {
 		a.longest = v
 	}
 	if a.grams != nil && len(v) >= 3 {
-		a.novel = max(a.novel, novelGrams(a.grams, v))
+		n := novelGrams(a.grams, v)
+		if n > 1 {
+			n = novelDensest(a.grams, v)
+		}
+		a.novel = max(a.novel, n)
 	}
 	sym, caseMix := 0, 0
 	for i := 0; i < len(v); {
@@ -319,32 +323,47 @@ func (a *contentAcc) word(w []byte) {
 	}
 }
 
-// novelGrams returns the most trigrams the filter never saw among any
+// novelGrams counts the trigrams of v (≥ 3 bytes) the filter never saw.
+func novelGrams(grams *[gramWords]uint64, v []byte) int {
+	n := 0
+	g := uint32(gramFold[v[0]])<<8 | uint32(gramFold[v[1]])
+	for _, c := range v[2:] {
+		g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
+		s := gramSlot(g)
+		n += int(^grams[s>>6] >> (s & 63) & 1)
+	}
+	return n
+}
+
+// novelDensest returns the most trigrams the filter never saw among any
 // novelWindow consecutive trigrams of v (≥ 3 bytes): how densely new
 // character sequences cluster, not how many a value has in all. A payload
 // is a short burst of sequences normal input never contains; long benign
 // text (prose, a language or a token format training saw little of) has
 // new sequences too, but spread out, and would otherwise outscore it by
-// its length alone.
-func novelGrams(grams *[gramWords]uint64, v []byte) int {
-	// win holds the last novelWindow trigrams' novelty, one bit each
-	// (newest lowest); n counts its set bits.
+// its length alone. Values with fewer than two new trigrams (most) need
+// no second look: novelGrams's count is the answer.
+func novelDensest(grams *[gramWords]uint64, v []byte) int {
+	// win holds the trigrams' novelty, one bit each (newest lowest); the
+	// count can only reach a new high where a new trigram comes in.
 	var win uint32
-	n, most := 0, 0
+	most := 0
 	g := uint32(gramFold[v[0]])<<8 | uint32(gramFold[v[1]])
 	for _, c := range v[2:] {
 		g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
 		s := gramSlot(g)
 		nov := uint32(^grams[s>>6]>>(s&63)) & 1
-		n += int(nov) - int(win>>(novelWindow-1)&1)
 		win = win<<1 | nov
-		most = max(most, n)
+		if nov != 0 {
+			most = max(most, bits.OnesCount32(win&(1<<novelWindow-1)))
+		}
 	}
 	return most
 }
 
-// novelWindow is how many consecutive trigrams novelGrams looks at: about
-// the span of one injected fragment ("' or 1=1--", "${jndi:", "<svg/onload").
+// novelWindow is how many consecutive trigrams novelDensest looks at (at
+// most 32): about the span of one injected fragment ("' or 1=1--",
+// "${jndi:", "<svg/onload").
 const novelWindow = 16
 
 // operatorNext marks, for each byte c that starts operator keywords, the

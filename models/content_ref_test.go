@@ -3,7 +3,7 @@ package models
 // The content model's feature extraction as first written, kept as the
 // reference the optimised contentVector must match bit for bit
 // (TestContentVectorMatchesReference). Unchanged but for names, and for
-// new trigrams, which count where they are densest (novelGrams): marked one
+// new trigrams, which count where they are densest (novelDensest): marked one
 // by one, then counted window by window.
 
 // refContentAcc accumulates features over the values of one request.
