@@ -357,7 +357,8 @@ func hasReason(v Verdict, code ReasonCode) bool {
 
 // TestExtractDecodesRawBodies checks that a body that is not a form is one
 // value with its percent-escapes decoded ('+' kept), read in place when it
-// has none, and kept as sent when the decode buffer has no room.
+// has none or is multipart, and kept as sent when the decode buffer has no
+// room.
 func TestExtractDecodesRawBodies(t *testing.T) {
 	body := func(s *paramScratch) string {
 		for i := 0; i < s.n; i++ {
@@ -374,6 +375,7 @@ func TestExtractDecodesRawBodies(t *testing.T) {
 		{"text/plain", "pay%3D%26%26%28e", "pay=&&(e"},
 		{"text/plain", "100% sure %zz %4", "100% sure %zz %4"},
 		{"", "no escapes here", "no escapes here"},
+		{"multipart/form-data; boundary=x", "--x\r\n\r\na%27b\r\n--x--", "--x\r\n\r\na%27b\r\n--x--"},
 	} {
 		r := Request{Method: "POST", Path: "/", Body: []byte(tc.in)}
 		if tc.ct != "" {
