@@ -361,9 +361,9 @@ func novelDensest(grams *[gramWords]uint64, v []byte) int {
 	return most
 }
 
-// novelWindow is how many consecutive trigrams novelDensest looks at (at
-// most 32): about the span of one injected fragment ("' or 1=1--",
-// "${jndi:", "<svg/onload").
+// novelWindow is how many consecutive trigrams novelDensest looks at
+// (fewer than 32, the bits of its window): about the span of one injected
+// fragment ("' or 1=1--", "${jndi:", "<svg/onload").
 const novelWindow = 16
 
 // operatorNext marks, for each byte c that starts operator keywords, the
