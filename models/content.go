@@ -135,9 +135,11 @@ func qlog(x int) uint8 {
 type contentAcc struct {
 	// classes counts bytes by class, in two halves of 32 bytes (see reset);
 	// features read those of spaces and punctuation only.
-	classes       [2][NClasses / 2]uint32
-	tokens        [nKwKinds]uint32
-	calls         int
+	classes [2][NClasses / 2]uint32
+	tokens  [nKwKinds]uint32
+	calls   int
+	// novel is the most trigrams the filter never saw in any novelWindow
+	// consecutive trigrams of one value (see novelDensest).
 	novel         int
 	grams         *[gramWords]uint64 // the trigram filter, or nil
 	total, maxLen int
@@ -183,7 +185,11 @@ func (a *contentAcc) value(v []byte) {
 		a.longest = v
 	}
 	if a.grams != nil && len(v) >= 3 {
-		a.novel += novelGrams(a.grams, v)
+		n := novelGrams(a.grams, v)
+		if n > 1 {
+			n = novelDensest(a.grams, v)
+		}
+		a.novel = max(a.novel, n)
 	}
 	sym, caseMix := 0, 0
 	for i := 0; i < len(v); {
@@ -329,6 +335,37 @@ func novelGrams(grams *[gramWords]uint64, v []byte) int {
 	}
 	return n
 }
+
+// novelDensest returns the most trigrams the filter never saw among any
+// novelWindow consecutive trigrams of v (≥ 3 bytes): how densely new
+// character sequences cluster, not how many a value has in all. A payload
+// is a short burst of sequences normal input never contains; long benign
+// text (prose, a language or a token format training saw little of) has
+// new sequences too, but spread out, and would otherwise outscore it by
+// its length alone. Values with fewer than two new trigrams (most) need
+// no second look: novelGrams's count is the answer.
+func novelDensest(grams *[gramWords]uint64, v []byte) int {
+	// win holds the trigrams' novelty, one bit each (newest lowest); the
+	// count can only reach a new high where a new trigram comes in.
+	var win uint32
+	most := 0
+	g := uint32(gramFold[v[0]])<<8 | uint32(gramFold[v[1]])
+	for _, c := range v[2:] {
+		g = (g<<8 | uint32(gramFold[c])) & 0xFFFFFF
+		s := gramSlot(g)
+		nov := uint32(^grams[s>>6]>>(s&63)) & 1
+		win = win<<1 | nov
+		if nov != 0 {
+			most = max(most, bits.OnesCount32(win&(1<<novelWindow-1)))
+		}
+	}
+	return most
+}
+
+// novelWindow is how many consecutive trigrams novelDensest looks at
+// (fewer than 32, the bits of its window): about the span of one injected
+// fragment ("' or 1=1--", "${jndi:", "<svg/onload").
+const novelWindow = 16
 
 // operatorNext marks, for each byte c that starts operator keywords, the
 // (lower-case) bytes that can follow c in one of them; every byte when a
@@ -508,8 +545,8 @@ func commonMethod(m string) bool {
 // marked in s.known (an enumerable parameter's known values) are normal by
 // the parameter model and are counted in the request-level counts only.
 //
-// With grams (the trigram filter) it also returns how many of the request's
-// trigrams the filter never saw.
+// With grams (the trigram filter) it also returns the most trigrams the
+// filter never saw in any novelWindow consecutive trigrams of one value.
 func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
 	var x ContentVector
 	novel := s.contentVector(&x, r, mask, grams, shaped)
@@ -911,7 +948,7 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped)
 	excess := c.fit(&x)
 	// How rare the request is as a whole (the forest, or beyond the sample's
-	// range), and how many of its character sequences are new.
+	// range), and how densely its character sequences are new.
 	whole := max(c.surprise(c.depth(&x)), c.rangeCost(excess))
 	fresh := c.NovelCost * float64(novel) / 3
 	sur := whole + fresh

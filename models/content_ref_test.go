@@ -2,7 +2,9 @@ package models
 
 // The content model's feature extraction as first written, kept as the
 // reference the optimised contentVector must match bit for bit
-// (TestContentVectorMatchesReference). Unchanged but for names.
+// (TestContentVectorMatchesReference). Unchanged but for names, and for
+// new trigrams, which count where they are densest (novelDensest): marked one
+// by one, then counted window by window.
 
 // refContentAcc accumulates features over the values of one request.
 type refContentAcc struct {
@@ -29,7 +31,9 @@ func (a *refContentAcc) value(v []byte) {
 	if len(v) > len(a.longest) {
 		a.longest = v
 	}
-	sym, caseMix, novel := 0, 0, 0
+	sym, caseMix := 0, 0
+	// novel marks the trigrams the filter never saw, by their last byte.
+	var novel [MaxValueBytes]bool
 	var classes [NClasses]int32
 	prev := uint32(ClassSpace)
 	// The word being read: its length and hash (lexHash), and the trigram
@@ -60,7 +64,7 @@ func (a *refContentAcc) value(v []byte) {
 			g = (g<<8 | info>>16) & 0xFFFFFF
 			if i >= 2 {
 				s := gramSlot(g)
-				novel += int(^grams[s>>6] >> (s & 63) & 1)
+				novel[i] = ^grams[s>>6]>>(s&63)&1 != 0
 			}
 		}
 		cl := info & (NClasses - 1)
@@ -102,7 +106,17 @@ func (a *refContentAcc) value(v []byte) {
 		a.classes[k] += int(n)
 	}
 	a.caseMix += caseMix
-	a.novel += novel
+	// The most new trigrams among any novelWindow consecutive ones, counted
+	// window by window.
+	for end := 2; end < len(v); end++ {
+		n := 0
+		for i := max(2, end-novelWindow+1); i <= end; i++ {
+			if novel[i] {
+				n++
+			}
+		}
+		a.novel = max(a.novel, n)
+	}
 	if wn != 0 {
 		a.word(wh, wn)
 	}
@@ -139,8 +153,8 @@ func (a *refContentAcc) word(h uint64, n int) {
 // marked in s.known (an enumerable parameter's known values) are normal by
 // the parameter model and are counted in the request-level counts only.
 //
-// With grams (the trigram filter) it also returns how many of the request's
-// trigrams the filter never saw.
+// With grams (the trigram filter) it also returns the most trigrams the
+// filter never saw in any novelWindow consecutive trigrams of one value.
 func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
 	var a refContentAcc
 	if len(grams) == gramWords {

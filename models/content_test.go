@@ -298,3 +298,25 @@ func TestShapedTrainingReadsNoBodies(t *testing.T) {
 		t.Errorf("content model misses punctuation in a query value: %+v", v)
 	}
 }
+
+// TestNovelDensestCountsTheDensestWindow checks that new trigrams count where
+// they cluster: two bursts far apart weigh as one, the same new trigrams
+// side by side as all of them.
+func TestNovelDensestCountsTheDensestWindow(t *testing.T) {
+	c := newGramCounts()
+	c.add([]byte(strings.Repeat("a", 64)))
+	grams := (*[gramWords]uint64)(c.filter())
+	a := strings.Repeat("a", 40)
+	// Each "xyz" among a's makes five new trigrams: aax axy xyz yza zaa.
+	apart := []byte(a + "xyz" + a + "xyz" + a)
+	if n, d := novelGrams(grams, apart), novelDensest(grams, apart); n != 10 || d != 5 {
+		t.Errorf("two bursts apart: %d new trigrams, %d in the densest window; want 10 and 5", n, d)
+	}
+	close := []byte(a + "xyz" + "aaaa" + "xyz" + a)
+	if n, d := novelGrams(grams, close), novelDensest(grams, close); n != 10 || d != 10 {
+		t.Errorf("two bursts together: %d new trigrams, %d in the densest window; want 10 and 10", n, d)
+	}
+	if d := novelDensest(grams, []byte(a)); d != 0 {
+		t.Errorf("nothing new: %d", d)
+	}
+}

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"math"
 	"unsafe"
 )
@@ -155,6 +156,33 @@ func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 	return true
 }
 
+// addBody appends a body that is not a form, of content type ct, as one
+// value, with its percent-escapes decoded (into the scratch buffer, when it
+// has any and they fit): clients and attackers send URL-encoded text as
+// JSON, XML, plain text or with no content type, and what it decodes to is
+// what an application that decodes it acts on. A '+' stays a '+' (a space
+// only in forms). Multipart bodies stay as sent: their parts are files and
+// field values sent raw (RFC 7578), not escaped text.
+func (s *paramScratch) addBody(b []byte, ct string) {
+	if len(b) > MaxValueBytes {
+		b = b[:MaxValueBytes]
+	}
+	if !hasPrefixFold(ct, "multipart/") && bytes.IndexByte(b, '%') >= 0 && len(s.buf)-s.used >= len(b) {
+		start := s.used
+		for i := 0; i < len(b); i++ {
+			c := b[i]
+			if c == '%' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
+				c = unhex(b[i+1])<<4 | unhex(b[i+2])
+				i += 2
+			}
+			s.buf[s.used] = c
+			s.used++
+		}
+		b = s.buf[start:s.used]
+	}
+	s.addRaw(stringBytes(bodyParam), b, false)
+}
+
 // stringBytes views a string's bytes; callers only read through it.
 func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
@@ -286,7 +314,7 @@ func (s *paramScratch) extract(r *Request) {
 		if hasPrefixFold(ct, "application/x-www-form-urlencoded") || !hasCT && looksLikeForm(r.Body) {
 			addQuery(s, r.Body)
 		} else {
-			s.addRaw(stringBytes(bodyParam), r.Body, false)
+			s.addBody(r.Body, ct)
 		}
 	}
 	s.bodyTo = s.n

@@ -6,7 +6,7 @@ package models
 // Letters are folded to lower case, digits to '0' and bytes of non-ASCII
 // text to one, so identifiers, numbers and words of every script do not fill
 // the filter. The content model counts the trigrams of a request that the
-// filter has never seen.
+// filter has never seen where they cluster most densely (novelDensest).
 
 // gramBits is log2 of the filter's size in bits: 2^17 bits, 16 KiB.
 const (

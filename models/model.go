@@ -422,6 +422,9 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 		if code == ReasonNone {
 			s.known |= 1 << uint(i)
 		}
+		if p.header {
+			sur *= headerWeight
+		}
 		if sur > worst {
 			worst, worstCode = sur, code
 		}
@@ -436,6 +439,14 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 		v.addReason(worstCode, worst)
 	}
 }
+
+// headerWeight is what a header value's surprise counts for against a
+// parameter value's. A workload's header models are learned across all its
+// callers, whose software (browsers, SDKs, proxies) writes user agents,
+// accept lists and cookies each its own way, so a header value unlike
+// training is weaker evidence than a parameter value unlike its route's.
+// The content model still reads header values in full.
+const headerWeight = 0.5
 
 // add records a component's surprise in the verdict.
 func (v *Verdict) add(code ReasonCode, surprise float64) {

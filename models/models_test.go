@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -351,4 +353,86 @@ func hasReason(v Verdict, code ReasonCode) bool {
 		}
 	}
 	return false
+}
+
+// TestExtractDecodesRawBodies checks that a body that is not a form is one
+// value with its percent-escapes decoded ('+' kept), read in place when it
+// has none or is multipart, and kept as sent when the decode buffer has no
+// room.
+func TestExtractDecodesRawBodies(t *testing.T) {
+	body := func(s *paramScratch) string {
+		for i := 0; i < s.n; i++ {
+			if string(s.params[i].name) == bodyParam {
+				return string(s.params[i].value)
+			}
+		}
+		t.Fatal("no body parameter")
+		return ""
+	}
+	var s paramScratch
+	for _, tc := range []struct{ ct, in, want string }{
+		{"application/json", `{"q":"%27%20or%201=1--+x"}`, `{"q":"' or 1=1--+x"}`},
+		{"text/plain", "pay%3D%26%26%28e", "pay=&&(e"},
+		{"text/plain", "100% sure %zz %4", "100% sure %zz %4"},
+		{"", "no escapes here", "no escapes here"},
+		{"multipart/form-data; boundary=x", "--x\r\n\r\na%27b\r\n--x--", "--x\r\n\r\na%27b\r\n--x--"},
+	} {
+		r := Request{Method: "POST", Path: "/", Body: []byte(tc.in)}
+		if tc.ct != "" {
+			r.Headers = []Header{{Name: "content-type", Value: tc.ct}}
+		}
+		s.extract(&r)
+		if got := body(&s); got != tc.want {
+			t.Errorf("body %q (%s): value %q, want %q", tc.in, tc.ct, got, tc.want)
+		}
+	}
+	// A body without escapes is a view of the request's own bytes.
+	r := Request{Method: "POST", Path: "/", Body: []byte("plain text"), Headers: []Header{{Name: "content-type", Value: "text/plain"}}}
+	s.extract(&r)
+	if v := s.params[s.bodyFrom].value; &v[0] != &r.Body[0] {
+		t.Error("a body without escapes was copied")
+	}
+	// Query values that fill the decode buffer leave the body as sent.
+	var q strings.Builder
+	for i := 0; i < 4; i++ {
+		fmt.Fprintf(&q, "v%d=%s&", i, strings.Repeat("+", MaxValueBytes)) // decoded in full
+	}
+	r = Request{Method: "POST", Path: "/", Query: q.String(), Body: []byte("a%41b"), Headers: []Header{{Name: "content-type", Value: "text/plain"}}}
+	s.extract(&r)
+	if got := body(&s); got != "a%41b" {
+		t.Errorf("with a full decode buffer, body value %q, want it as sent", got)
+	}
+}
+
+// TestHeaderValuesWeighHalf checks that an odd header value costs the
+// parameter component headerWeight of what the same value costs as a query
+// parameter with the same training values.
+func TestHeaderValuesWeighHalf(t *testing.T) {
+	cfg := DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, _ := NewTrainer(cfg)
+	for i := 0; i < 400; i++ {
+		v := fmt.Sprintf("value%dx", i)
+		tr.Observe(&Request{Method: "GET", Path: "/search", Query: "q=" + v, Headers: []Header{{Name: "x-tag", Value: v}},
+			Source: "s", Destination: "d"})
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := m.Workload("d")
+	odd := "value1' OR '1'='1"
+	paramCost := func(r Request) float64 {
+		var s paramScratch
+		var v Verdict
+		tmpl := AppendTemplate(nil, r.Path)
+		ri, ok := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl))
+		w.paramSurprise(&r, &s, &v, ri, ok)
+		return v.Surprise
+	}
+	asQuery := paramCost(Request{Method: "GET", Path: "/search", Query: "q=" + url.QueryEscape(odd), Headers: []Header{{Name: "x-tag", Value: "value7x"}}, Source: "s", Destination: "d"})
+	asHeader := paramCost(Request{Method: "GET", Path: "/search", Query: "q=value7x", Headers: []Header{{Name: "x-tag", Value: odd}}, Source: "s", Destination: "d"})
+	if asQuery <= 0 || math.Abs(asHeader-headerWeight*asQuery) > 1e-9*asQuery {
+		t.Errorf("odd value costs %.4f as a header, %.4f as a parameter: want %v of it", asHeader, asQuery, headerWeight)
+	}
 }
