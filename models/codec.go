@@ -21,7 +21,7 @@ import (
 // bumped on any change to what the stored numbers mean — the layout, but also
 // hashing, feature extraction, character classes or route templating — so a
 // filter built with other semantics refuses a model instead of misreading it.
-const CodecVersion = 5
+const CodecVersion = 6
 
 // MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
 // Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.
