@@ -156,7 +156,19 @@ func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 }
 
 // stringBytes views a string's bytes; callers only read through it.
-func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+//
+// It assembles the slice header itself rather than calling unsafe.Slice,
+// whose length check is a call to math.MulUintptr: a real function call
+// compiled to WebAssembly, made for every header and hash of every request.
+func stringBytes(s string) []byte {
+	return *(*[]byte)(unsafe.Pointer(&bytesHeader{unsafe.StringData(s), len(s), len(s)}))
+}
+
+// bytesHeader is the memory layout of a []byte.
+type bytesHeader struct {
+	data     *byte
+	len, cap int
+}
 
 // decodeIn returns in, at most limit bytes of it, decoded into the scratch
 // buffer when it needs decoding and viewed in place when it does not.
@@ -191,7 +203,7 @@ func decodeIn[T string | []byte](s *paramScratch, in T, limit int, decode bool) 
 func view[T string | []byte](in T) []byte {
 	switch v := any(in).(type) {
 	case string:
-		return unsafe.Slice(unsafe.StringData(v), len(v))
+		return stringBytes(v)
 	case []byte:
 		return v
 	}

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // GlobalWorkload names the fallback section of a model, trained over every
@@ -584,7 +583,7 @@ const (
 )
 
 func hashString(h uint64, s string) uint64 {
-	return hashBytes(h, unsafe.Slice(unsafe.StringData(s), len(s)))
+	return hashBytes(h, stringBytes(s))
 }
 
 func hashBytes(h uint64, b []byte) uint64 {
