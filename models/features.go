@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"math"
 	"unsafe"
 )
@@ -112,33 +113,37 @@ type paramScratch struct {
 	entropy entropyScratch
 }
 
-// add appends one parameter, percent-decoding name and value ('+' as space)
-// when decode is set. It reports false when the request has more parameters
-// than are examined or the decode buffer is full; what does not fit is
-// ignored.
-func add[N, V string | []byte](s *paramScratch, name N, value V, decode, header bool) bool {
+// addDecoded appends one parameter of a query or form, percent-decoding
+// name and value ('+' as space). It reports false when the request has more
+// parameters than are examined or the decode buffer is full; what does not
+// fit is ignored.
+//
+// Queries and forms reach it as []byte only: it and its helpers are plain
+// functions rather than generic over string | []byte, whose shared
+// instantiations pass a dictionary and switch on the type at run time, which
+// costs on the hot path compiled to WebAssembly.
+func (s *paramScratch) addDecoded(name, value []byte) bool {
 	if s.n == maxParams {
 		return false
 	}
-	n, ok := decodeIn(s, name, 128, decode)
+	n, ok := s.decode(name, 128)
 	if !ok {
 		return false
 	}
-	v, ok := decodeIn(s, value, MaxValueBytes, decode)
+	v, ok := s.decode(value, MaxValueBytes)
 	if !ok {
 		return false
 	}
 	// Field by field: a composite literal of a 56-byte struct is a
 	// memory.fill and a memory.copy in wasm, per parameter.
 	p := &s.params[s.n]
-	p.name, p.value, p.header = n, v, header
+	p.name, p.value, p.header = n, v, false
 	s.n++
 	return true
 }
 
 // addRaw appends one parameter whose name and value need no decoding (a
-// header, a body that is not a form): add without decoding, minus the
-// generic plumbing, which costs on the hot path compiled to WebAssembly.
+// header, a body that is not a form): addDecoded without decoding.
 func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 	if s.n == maxParams {
 		return false
@@ -150,7 +155,7 @@ func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 		value = value[:MaxValueBytes]
 	}
 	p := &s.params[s.n]
-	p.name, p.value, p.header = name, value, header // see add
+	p.name, p.value, p.header = name, value, header // see addDecoded
 	s.n++
 	return true
 }
@@ -170,14 +175,14 @@ type bytesHeader struct {
 	len, cap int
 }
 
-// decodeIn returns in, at most limit bytes of it, decoded into the scratch
+// decode returns in, at most limit bytes of it, decoded into the scratch
 // buffer when it needs decoding and viewed in place when it does not.
-func decodeIn[T string | []byte](s *paramScratch, in T, limit int, decode bool) ([]byte, bool) {
+func (s *paramScratch) decode(in []byte, limit int) ([]byte, bool) {
 	if len(in) > limit {
 		in = in[:limit]
 	}
-	if !decode || !needsDecoding(in) {
-		return view(in), true
+	if !needsDecoding(in) {
+		return in, true
 	}
 	start := s.used
 	for i := 0; i < len(in); i++ {
@@ -210,7 +215,7 @@ func view[T string | []byte](in T) []byte {
 	return nil
 }
 
-func needsDecoding[T string | []byte](in T) bool {
+func needsDecoding(in []byte) bool {
 	for i := 0; i < len(in); i++ {
 		if c := in[i]; c == '%' || c == '+' {
 			return true
@@ -219,23 +224,26 @@ func needsDecoding[T string | []byte](in T) bool {
 	return false
 }
 
-// addQuery adds every parameter of a raw query string (a=1&b=2).
-func addQuery[T string | []byte](s *paramScratch, q T) {
+// addQuery adds every parameter of a raw query string or form body
+// (a=1&b=2).
+func addQuery(s *paramScratch, q []byte) {
 	for len(q) > 0 {
-		var pair T
-		if i := indexByte(q, '&'); i >= 0 {
+		// bytes.IndexByte is assembly that compares a word at a time;
+		// compiled to WebAssembly a byte loop costs more.
+		pair := q
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
 			pair, q = q[:i], q[i+1:]
 		} else {
-			pair, q = q, q[:0]
+			q = q[:0]
 		}
 		if len(pair) == 0 {
 			continue
 		}
 		name, value := pair, pair[:0]
-		if i := indexByte(pair, '='); i >= 0 {
+		if i := bytes.IndexByte(pair, '='); i >= 0 {
 			name, value = pair[:i], pair[i+1:]
 		}
-		if !add(s, name, value, true, false) {
+		if !s.addDecoded(name, value) {
 			return
 		}
 	}
@@ -326,15 +334,6 @@ func looksLikeForm(b []byte) bool {
 		}
 	}
 	return eq
-}
-
-func indexByte[T string | []byte](s T, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func isHex(c byte) bool {
