@@ -256,16 +256,10 @@ const headerPrefix = "h:"
 // and a query parameter of the same name never meet.
 const headerKeySeed = 0x6865616465723a00 // "header:"
 
-// lookupKey is the key of a parameter's model in a workload's index.
-func (p *param) lookupKey(route uint32) uint64 {
-	if p.header {
-		return hashBytes(headerKeySeed, p.name)
-	}
-	return paramKey(route, p.name)
-}
-
 // modelKey is the key of a stored parameter model (header models are stored
-// as AnyRoute with headerPrefix on their name).
+// as AnyRoute with headerPrefix on their name). Workload.paramSurprise looks
+// a request's parameters up by the same keys: hashBytes(headerKeySeed, name)
+// for a header, paramKey(route, name) otherwise.
 func (m *ParamModel) modelKey() uint64 {
 	if m.Route == AnyRoute && len(m.Name) > len(headerPrefix) && m.Name[:len(headerPrefix)] == headerPrefix {
 		return hashString(headerKeySeed, m.Name[len(headerPrefix):])

@@ -320,7 +320,11 @@ func calibrate(surprise, base, center float64) float64 {
 	}
 	g := scoreFloor
 	if d := surprise - base; d >= 0 {
-		g = math.Max(g, d/span)
+		// math.Max(g, d/span) without its call (two, compiled to
+		// WebAssembly): g is positive, so only NaN needs its own test.
+		if x := d / span; x > g || x != x {
+			g = x
+		}
 	} else {
 		g *= math.Exp(d)
 	}
@@ -399,7 +403,16 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 		p := &s.params[i]
 		var pm *ParamModel
 		if p.header || routeKnown {
-			if idx, ok := w.paramIndex.get(p.lookupKey(ri)); ok {
+			// The key of the parameter's model (see modelKey), computed
+			// here rather than in a method: compiled to WebAssembly, a
+			// call per parameter costs.
+			var key uint64
+			if p.header {
+				key = hashBytes(headerKeySeed, p.name)
+			} else {
+				key = paramKey(ri, p.name)
+			}
+			if idx, ok := w.paramIndex.get(key); ok {
 				pm = &w.Params[idx]
 			}
 		}
@@ -416,6 +429,16 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 				continue
 			}
 			pm = &w.Params[w.anyParam]
+		}
+		// Most values of mesh traffic are ones their enumerable parameter
+		// took in training (user-agent, accept): they are told apart here
+		// (ParamModel.knownValue, written out so that the table lookup is
+		// inlined), without the call to valueSurprise, which would answer 0.
+		if len(pm.Enum) > 0 {
+			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
+				s.known |= 1 << uint(i)
+				continue
+			}
 		}
 		sur, code := pm.valueSurprise(p.value)
 		if code == ReasonNone {
