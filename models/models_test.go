@@ -57,6 +57,38 @@ func TestSegmentShapeTable(t *testing.T) {
 	}
 }
 
+// TestSkipHeader checks skipHeader's word comparisons against plain string
+// comparisons: every skipped name is skipped, and no name one byte away from
+// one (at any position, any value), nor a cut or extended one, is.
+func TestSkipHeader(t *testing.T) {
+	skipped := []string{"content-length", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+		"x-b3-sampled", "traceparent", "tracestate", "x-envoy-attempt-count", "x-forwarded-for",
+		"x-forwarded-proto", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-envoy-expected-rq-timeout-ms"}
+	want := map[string]bool{}
+	for _, n := range skipped {
+		want[n] = true
+	}
+	check := func(name string) {
+		if got := skipHeader(name); got != want[name] {
+			t.Errorf("skipHeader(%q) = %v, want %v", name, got, want[name])
+		}
+	}
+	for _, n := range append(skipped, "", "x", "user-agent", "accept", "content-type", "x-forwarded-host", "authorization") {
+		check(n)
+		check(n + "x")
+		if n != "" {
+			check(n[:len(n)-1])
+		}
+		for i := 0; i < len(n); i++ {
+			for c := 0; c < 256; c++ {
+				b := []byte(n)
+				b[i] = byte(c)
+				check(string(b))
+			}
+		}
+	}
+}
+
 func TestTemplateDoesNotAllocate(t *testing.T) {
 	buf := make([]byte, 0, MaxRouteBytes+8)
 	if n := testing.AllocsPerRun(100, func() { buf = AppendTemplate(buf[:0], "/users/42/orders/deadbeef99") }); n != 0 {
