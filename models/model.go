@@ -359,14 +359,18 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		}
 	}
 
-	if routeKnown {
+	// The numeric signals are asked for only when there is a number to
+	// judge (a request without a body, a response not yet known, add
+	// nothing): compiled to WebAssembly, the calls cost even when they do
+	// nothing.
+	if routeKnown && requestBytes(r) > 0 {
 		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
 	w.paramSurprise(r, s, v, ri, routeKnown)
 	w.contentSurprise(r, s, v)
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
-	if routeKnown {
+	if routeKnown && r.Status != 0 {
 		w.Routes[ri].Numbers.responseSurprise(r, v, &w.statusMix)
 	}
 }
