@@ -132,6 +132,29 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	}
 }
 
+// TestRecordIsAllocatedOnce checks that recordSize leaves room for a
+// typical record (the benchmark's request, with a model's version fields and
+// a form body), so encodeRecord never grows it: the line keeps the capacity
+// it was made with.
+func TestRecordIsAllocatedOnce(t *testing.T) {
+	v := recordVersion{model: []byte(`,"model":"` + strings.Repeat("7", 64) + `"`), rate: []byte(`,"sample_rate":0.05`)}
+	r := &models.Request{Method: "GET", Path: "/reviews/12345", Query: "lang=en", Source: frontend, Destination: workload}
+	for i := 2; i < len(benchHeaders); i++ {
+		r.Headers = append(r.Headers, models.Header{Name: benchHeaders[i][0], Value: benchHeaders[i][1]})
+	}
+	post := *r
+	post.Method, post.Body = "POST", []byte("stars=5&text=loved+it")
+	post.Headers = append(append([]models.Header(nil), r.Headers...), models.Header{Name: "content-type", Value: "application/x-www-form-urlencoded"})
+	for _, r := range []*models.Request{r, &post} {
+		var tbuf [models.MaxRouteBytes + 8]byte
+		want := recordSize(r, string(models.AppendTemplate(tbuf[:0], r.Path)), &v)
+		line := encodeRecord(r, 0.5, false, &v, new([]byte))
+		if cap(line) != want {
+			t.Errorf("%s record of %d bytes grew from %d to %d bytes of capacity", r.Method, len(line), want, cap(line))
+		}
+	}
+}
+
 // A hostile request (invalid UTF-8, control bytes, quotes) still ships as
 // one valid JSON line, and its shaped values keep their classes.
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {

@@ -113,33 +113,37 @@ type paramScratch struct {
 	entropy entropyScratch
 }
 
-// add appends one parameter, percent-decoding name and value ('+' as space)
-// when decode is set. It reports false when the request has more parameters
-// than are examined or the decode buffer is full; what does not fit is
-// ignored.
-func add[N, V string | []byte](s *paramScratch, name N, value V, decode, header bool) bool {
+// addDecoded appends one parameter of a query or form, percent-decoding
+// name and value ('+' as space). It reports false when the request has more
+// parameters than are examined or the decode buffer is full; what does not
+// fit is ignored.
+//
+// Queries and forms reach it as []byte only: it and its helpers are plain
+// functions rather than generic over string | []byte, whose shared
+// instantiations pass a dictionary and switch on the type at run time, which
+// costs on the hot path compiled to WebAssembly.
+func (s *paramScratch) addDecoded(name, value []byte) bool {
 	if s.n == maxParams {
 		return false
 	}
-	n, ok := decodeIn(s, name, 128, decode)
+	n, ok := s.decode(name, 128)
 	if !ok {
 		return false
 	}
-	v, ok := decodeIn(s, value, MaxValueBytes, decode)
+	v, ok := s.decode(value, MaxValueBytes)
 	if !ok {
 		return false
 	}
 	// Field by field: a composite literal of a 56-byte struct is a
 	// memory.fill and a memory.copy in wasm, per parameter.
 	p := &s.params[s.n]
-	p.name, p.value, p.header = n, v, header
+	p.name, p.value, p.header = n, v, false
 	s.n++
 	return true
 }
 
 // addRaw appends one parameter whose name and value need no decoding (a
-// header, a body that is not a form): add without decoding, minus the
-// generic plumbing, which costs on the hot path compiled to WebAssembly.
+// header, a body that is not a form): addDecoded without decoding.
 func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 	if s.n == maxParams {
 		return false
@@ -151,7 +155,7 @@ func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
 		value = value[:MaxValueBytes]
 	}
 	p := &s.params[s.n]
-	p.name, p.value, p.header = name, value, header // see add
+	p.name, p.value, p.header = name, value, header // see addDecoded
 	s.n++
 	return true
 }
@@ -184,16 +188,28 @@ func (s *paramScratch) addBody(b []byte, ct string) {
 }
 
 // stringBytes views a string's bytes; callers only read through it.
-func stringBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+//
+// It assembles the slice header itself rather than calling unsafe.Slice,
+// whose length check is a call to math.MulUintptr: a real function call
+// compiled to WebAssembly, made for every header and hash of every request.
+func stringBytes(s string) []byte {
+	return *(*[]byte)(unsafe.Pointer(&bytesHeader{unsafe.StringData(s), len(s), len(s)}))
+}
 
-// decodeIn returns in, at most limit bytes of it, decoded into the scratch
+// bytesHeader is the memory layout of a []byte.
+type bytesHeader struct {
+	data     *byte
+	len, cap int
+}
+
+// decode returns in, at most limit bytes of it, decoded into the scratch
 // buffer when it needs decoding and viewed in place when it does not.
-func decodeIn[T string | []byte](s *paramScratch, in T, limit int, decode bool) ([]byte, bool) {
+func (s *paramScratch) decode(in []byte, limit int) ([]byte, bool) {
 	if len(in) > limit {
 		in = in[:limit]
 	}
-	if !decode || !needsDecoding(in) {
-		return view(in), true
+	if !needsDecoding(in) {
+		return in, true
 	}
 	start := s.used
 	for i := 0; i < len(in); i++ {
@@ -219,14 +235,14 @@ func decodeIn[T string | []byte](s *paramScratch, in T, limit int, decode bool) 
 func view[T string | []byte](in T) []byte {
 	switch v := any(in).(type) {
 	case string:
-		return unsafe.Slice(unsafe.StringData(v), len(v))
+		return stringBytes(v)
 	case []byte:
 		return v
 	}
 	return nil
 }
 
-func needsDecoding[T string | []byte](in T) bool {
+func needsDecoding(in []byte) bool {
 	for i := 0; i < len(in); i++ {
 		if c := in[i]; c == '%' || c == '+' {
 			return true
@@ -235,23 +251,26 @@ func needsDecoding[T string | []byte](in T) bool {
 	return false
 }
 
-// addQuery adds every parameter of a raw query string (a=1&b=2).
-func addQuery[T string | []byte](s *paramScratch, q T) {
+// addQuery adds every parameter of a raw query string or form body
+// (a=1&b=2).
+func addQuery(s *paramScratch, q []byte) {
 	for len(q) > 0 {
-		var pair T
-		if i := indexByte(q, '&'); i >= 0 {
+		// bytes.IndexByte is assembly that compares a word at a time;
+		// compiled to WebAssembly a byte loop costs more.
+		pair := q
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
 			pair, q = q[:i], q[i+1:]
 		} else {
-			pair, q = q, q[:0]
+			q = q[:0]
 		}
 		if len(pair) == 0 {
 			continue
 		}
 		name, value := pair, pair[:0]
-		if i := indexByte(pair, '='); i >= 0 {
+		if i := bytes.IndexByte(pair, '='); i >= 0 {
 			name, value = pair[:i], pair[i+1:]
 		}
-		if !add(s, name, value, true, false) {
+		if !s.addDecoded(name, value) {
 			return
 		}
 	}
@@ -264,16 +283,10 @@ const headerPrefix = "h:"
 // and a query parameter of the same name never meet.
 const headerKeySeed = 0x6865616465723a00 // "header:"
 
-// lookupKey is the key of a parameter's model in a workload's index.
-func (p *param) lookupKey(route uint32) uint64 {
-	if p.header {
-		return hashBytes(headerKeySeed, p.name)
-	}
-	return paramKey(route, p.name)
-}
-
 // modelKey is the key of a stored parameter model (header models are stored
-// as AnyRoute with headerPrefix on their name).
+// as AnyRoute with headerPrefix on their name). Workload.paramSurprise looks
+// a request's parameters up by the same keys: hashBytes(headerKeySeed, name)
+// for a header, paramKey(route, name) otherwise.
 func (m *ParamModel) modelKey() uint64 {
 	if m.Route == AnyRoute && len(m.Name) > len(headerPrefix) && m.Name[:len(headerPrefix)] == headerPrefix {
 		return hashString(headerKeySeed, m.Name[len(headerPrefix):])
@@ -290,14 +303,54 @@ func SkipHeader(name string) bool { return skipHeader(name) }
 
 // skipHeader lists headers whose values carry no request semantics, or that
 // the proxy itself sets.
+//
+// It is asked of every header of every request, so it compares words, not
+// strings: after the length, a name's first and last eight bytes, one load
+// each (the names are 10 to 30 bytes long). Compiled to WebAssembly, a
+// string comparison is two calls and a byte loop, and a switch over these
+// names made about eight of them per request. A name longer than 16 bytes
+// whose ends match is confirmed whole.
 func skipHeader(name string) bool {
-	switch name {
-	case "content-length", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
-		"x-b3-sampled", "traceparent", "tracestate", "x-envoy-attempt-count", "x-forwarded-for",
-		"x-forwarded-proto", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-envoy-expected-rq-timeout-ms":
-		return true
+	n := len(name)
+	if n < 10 || n > 30 {
+		return false
+	}
+	first, last := word(name, 0), word(name, n-8)
+	switch n {
+	case 10:
+		return ends(first, last, "tracestate")
+	case 11:
+		return ends(first, last, "x-b3-spanid") || ends(first, last, "traceparent")
+	case 12:
+		return ends(first, last, "x-request-id") || ends(first, last, "x-b3-traceid") || ends(first, last, "x-b3-sampled")
+	case 14:
+		return ends(first, last, "content-length")
+	case 15:
+		return ends(first, last, "x-forwarded-for")
+	case 17:
+		return ends(first, last, "x-forwarded-proto") && name == "x-forwarded-proto" ||
+			ends(first, last, "x-b3-parentspanid") && name == "x-b3-parentspanid"
+	case 21:
+		return ends(first, last, "x-envoy-attempt-count") && name == "x-envoy-attempt-count" ||
+			ends(first, last, "x-envoy-peer-metadata") && name == "x-envoy-peer-metadata"
+	case 24:
+		return ends(first, last, "x-envoy-peer-metadata-id") && name == "x-envoy-peer-metadata-id"
+	case 30:
+		return ends(first, last, "x-envoy-expected-rq-timeout-ms") && name == "x-envoy-expected-rq-timeout-ms"
 	}
 	return false
+}
+
+// ends reports whether first and last are the first and last eight bytes of
+// lit, a name of the same length as the one they were read from.
+func ends(first, last uint64, lit string) bool {
+	return first == word(lit, 0) && last == word(lit, len(lit)-8)
+}
+
+// word reads the eight bytes of s at i, which the caller keeps within s, in
+// one load (byte order does not matter: words are only compared).
+func word(s string, i int) uint64 {
+	return *(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
 }
 
 // extract decodes every parameter of a request: query, form or other body,
@@ -342,15 +395,6 @@ func looksLikeForm(b []byte) bool {
 		}
 	}
 	return eq
-}
-
-func indexByte[T string | []byte](s T, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 func isHex(c byte) bool {

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // GlobalWorkload names the fallback section of a model, trained over every
@@ -321,7 +320,11 @@ func calibrate(surprise, base, center float64) float64 {
 	}
 	g := scoreFloor
 	if d := surprise - base; d >= 0 {
-		g = math.Max(g, d/span)
+		// math.Max(g, d/span) without its call (two, compiled to
+		// WebAssembly): g is positive, so only NaN needs its own test.
+		if x := d / span; x > g || x != x {
+			g = x
+		}
 	} else {
 		g *= math.Exp(d)
 	}
@@ -356,14 +359,18 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		}
 	}
 
-	if routeKnown {
+	// The numeric signals are asked for only when there is a number to
+	// judge (a request without a body, a response not yet known, add
+	// nothing): compiled to WebAssembly, the calls cost even when they do
+	// nothing.
+	if routeKnown && requestBytes(r) > 0 {
 		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
 	w.paramSurprise(r, s, v, ri, routeKnown)
 	w.contentSurprise(r, s, v)
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
-	if routeKnown {
+	if routeKnown && r.Status != 0 {
 		w.Routes[ri].Numbers.responseSurprise(r, v, &w.statusMix)
 	}
 }
@@ -400,7 +407,16 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 		p := &s.params[i]
 		var pm *ParamModel
 		if p.header || routeKnown {
-			if idx, ok := w.paramIndex.get(p.lookupKey(ri)); ok {
+			// The key of the parameter's model (see modelKey), computed
+			// here rather than in a method: compiled to WebAssembly, a
+			// call per parameter costs.
+			var key uint64
+			if p.header {
+				key = hashBytes(headerKeySeed, p.name)
+			} else {
+				key = paramKey(ri, p.name)
+			}
+			if idx, ok := w.paramIndex.get(key); ok {
 				pm = &w.Params[idx]
 			}
 		}
@@ -417,6 +433,16 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 				continue
 			}
 			pm = &w.Params[w.anyParam]
+		}
+		// Most values of mesh traffic are ones their enumerable parameter
+		// took in training (user-agent, accept): they are told apart here
+		// (ParamModel.knownValue, written out so that the table lookup is
+		// inlined), without the call to valueSurprise, which would answer 0.
+		if len(pm.Enum) > 0 {
+			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
+				s.known |= 1 << uint(i)
+				continue
+			}
 		}
 		sur, code := pm.valueSurprise(p.value)
 		if code == ReasonNone {
@@ -595,7 +621,7 @@ const (
 )
 
 func hashString(h uint64, s string) uint64 {
-	return hashBytes(h, unsafe.Slice(unsafe.StringData(s), len(s)))
+	return hashBytes(h, stringBytes(s))
 }
 
 func hashBytes(h uint64, b []byte) uint64 {

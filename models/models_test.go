@@ -39,6 +39,58 @@ func TestTemplate(t *testing.T) {
 	}
 }
 
+// TestSegmentShapeTable checks the table-driven segmentShape against the
+// range tests it replaced (segmentShapeLong): every byte alone and amid
+// digits, hex and mixed-case tokens, and segments near each shape's bounds.
+func TestSegmentShapeTable(t *testing.T) {
+	segs := []string{"reviews", "12345", "0b0c5a8e-9a4f-4a2e-8f58-0d7cfa0c1a6b", "0b0c5a8e-9a4f-4a2e-8f58-0d7cfa0c1a6g",
+		"0b0c5a8e99a4f-4a2e-8f58-0d7cfa0c1a6b", "80f198ee56343ba864fe8b2a57d3eff7", "deadbeef", "deadbee1", "abcdefgh",
+		"AbCdEf0123456789xy", "aaaaaaaaaaaaaaa1", "Aa1aaaaaaaaaaaaa", "AAAAAAAAAAAAAAA1", "order-2024-17", "v1x9", "a123",
+		"ab12", "1_2_3_x", "12_3_x", "1-2-3-4", "~~1", "__12", "a.b", "x%41", "héllo", "a b", "ABCDEF12",
+		"GGGGGGGGaaaaaaa1", "ggggggggAAAAAAA1", "0b0c5a8e_9a4f-4a2e-8f58-0d7cfa0c1a6b", "12__3", "1-2-3"}
+	for c := 0; c < 256; c++ {
+		b := string([]byte{byte(c)})
+		segs = append(segs, b, "12"+b+"34", "abcdef12"+b+"3456789A", "Ab"+b+"cdefgh1234567890")
+	}
+	for _, s := range segs {
+		if got, want := segmentShape(s), segmentShapeLong(s); got != want {
+			t.Errorf("segmentShape(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
+
+// TestSkipHeader checks skipHeader's word comparisons against plain string
+// comparisons: every skipped name is skipped, and no name one byte away from
+// one (at any position, any value), nor a cut or extended one, is.
+func TestSkipHeader(t *testing.T) {
+	skipped := []string{"content-length", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+		"x-b3-sampled", "traceparent", "tracestate", "x-envoy-attempt-count", "x-forwarded-for",
+		"x-forwarded-proto", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-envoy-expected-rq-timeout-ms"}
+	want := map[string]bool{}
+	for _, n := range skipped {
+		want[n] = true
+	}
+	check := func(name string) {
+		if got := skipHeader(name); got != want[name] {
+			t.Errorf("skipHeader(%q) = %v, want %v", name, got, want[name])
+		}
+	}
+	for _, n := range append(skipped, "", "x", "user-agent", "accept", "content-type", "x-forwarded-host", "authorization") {
+		check(n)
+		check(n + "x")
+		if n != "" {
+			check(n[:len(n)-1])
+		}
+		for i := 0; i < len(n); i++ {
+			for c := 0; c < 256; c++ {
+				b := []byte(n)
+				b[i] = byte(c)
+				check(string(b))
+			}
+		}
+	}
+}
+
 func TestTemplateDoesNotAllocate(t *testing.T) {
 	buf := make([]byte, 0, MaxRouteBytes+8)
 	if n := testing.AllocsPerRun(100, func() { buf = AppendTemplate(buf[:0], "/users/42/orders/deadbeef99") }); n != 0 {

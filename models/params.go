@@ -85,18 +85,20 @@ func (p *ParamModel) index(prior *[nTrans]float64) {
 	}
 }
 
+// knownValue reports whether an enumerable parameter took v in training.
+func (p *ParamModel) knownValue(v []byte) bool {
+	_, ok := p.enumSet.get(hashBytes(hashSeed, v))
+	return ok
+}
+
 // valueSurprise says how surprising a value is for this parameter, in nats,
 // and which signal dominated.
 func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 	// A value an enumerable parameter took in training is normal by
 	// definition; most headers of mesh traffic are such (user-agent, accept),
 	// and this spares scanning them.
-	var h uint64
-	if len(p.Enum) > 0 {
-		h = hashBytes(hashSeed, v)
-		if _, ok := p.enumSet.get(h); ok {
-			return 0, ReasonNone
-		}
+	if len(p.Enum) > 0 && p.knownValue(v) {
+		return 0, ReasonNone
 	}
 	// The rarest class transition the value makes, plus a share of the mean,
 	// so that one odd character and a run of them both count.

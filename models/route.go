@@ -60,7 +60,51 @@ func Template(path string) string {
 
 // segmentShape returns the placeholder for a variable-looking segment, or ""
 // for a segment that reads as a literal word.
+//
+// It counts characters by table (segmentCounts, segmentFlags) rather than
+// by a chain of range tests per character: compiled to WebAssembly, two
+// table loads cost less than the several compares and branches a letter
+// went through.
 func segmentShape(s string) string {
+	n := len(s)
+	if n == 0 || n > 0xffff {
+		// Longer segments would overflow the 16-bit counters.
+		return segmentShapeLong(s)
+	}
+	var counts uint64
+	var flags uint8
+	for i := 0; i < n; i++ {
+		c := s[i]
+		counts += segmentCounts[c]
+		flags |= segmentFlags[c]
+	}
+	if flags&segOtherChar != 0 {
+		return ""
+	}
+	digits, hexLetters := int(counts&0xffff), int(counts>>16&0xffff)
+	dashes, other := int(counts>>32&0xffff), int(counts>>48)
+	// The shapes of segmentShapeLong, which explains them; repeated rather
+	// than shared, as a call per segment would cost more than the switch
+	// (TestSegmentShapeTable holds the two to the same answers).
+	switch {
+	case digits == n:
+		return SegNumber
+	case n == 36 && dashes == 4 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-' && digits+hexLetters == 32:
+		return SegUUID
+	case n >= 8 && digits > 0 && digits+hexLetters == n:
+		return SegHex
+	case n >= 16 && digits > 0 && (flags&(segUpper|segLower) == segUpper|segLower || digits*5 >= n):
+		return SegToken
+	case n >= 4 && digits > 0 && digits*2 >= n && dashes+other <= 2:
+		return SegToken
+	}
+	return ""
+}
+
+// segmentShapeLong is segmentShape for segments of any length, counting
+// with full-size integers and range tests: the reference the table-driven
+// segmentShape follows.
+func segmentShapeLong(s string) string {
 	n := len(s)
 	if n == 0 {
 		return ""
@@ -106,3 +150,40 @@ func segmentShape(s string) string {
 	}
 	return ""
 }
+
+// segmentFlags bits: the segment has an upper-case letter, a lower-case
+// letter, or a character that makes it a literal word.
+const (
+	segUpper uint8 = 1 << iota
+	segLower
+	segOtherChar
+)
+
+// segmentCounts[c] adds one to c's 16-bit counter: digits (bits 0–15), hex
+// letters (16–31), dashes (32–47), other separators (48–63);
+// segmentFlags[c] holds c's segmentFlags bits. Both follow
+// segmentShapeLong's classes.
+var segmentCounts, segmentFlags = func() (counts [256]uint64, flags [256]uint8) {
+	for i := range counts {
+		c := byte(i)
+		switch {
+		case c >= '0' && c <= '9':
+			counts[i] = 1
+		case c >= 'a' && c <= 'f':
+			counts[i], flags[i] = 1<<16, segLower
+		case c >= 'A' && c <= 'F':
+			counts[i], flags[i] = 1<<16, segUpper
+		case c >= 'g' && c <= 'z':
+			flags[i] = segLower
+		case c >= 'G' && c <= 'Z':
+			flags[i] = segUpper
+		case c == '-':
+			counts[i] = 1 << 32
+		case c == '_' || c == '=' || c == '+' || c == '.' || c == '~' || c == '%':
+			counts[i] = 1 << 48
+		default:
+			flags[i] = segOtherChar
+		}
+	}
+	return counts, flags
+}()

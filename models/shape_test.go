@@ -17,8 +17,8 @@ func TestShapesKeepClassesAndLength(t *testing.T) {
 		}
 	}
 	var a, b paramScratch
-	addQuery(&a, "q=a%27b+c&n=12")
-	addQuery(&b, ShapeQuery("q=a%27b+c&n=12"))
+	addQuery(&a, []byte("q=a%27b+c&n=12"))
+	addQuery(&b, []byte(ShapeQuery("q=a%27b+c&n=12")))
 	if a.n != 2 || b.n != 2 {
 		t.Fatalf("params %d and %d", a.n, b.n)
 	}

@@ -167,38 +167,52 @@ func release1(b []byte) {
 // treated as empty rather than dereferenced.
 func adopt(ptr, size uint32, data **byte, n *int) {
 	*data, *n = nil, 0
+	if b := pending(ptr, size); b != nil {
+		*data, *n = &b[0], len(b)
+	}
+}
+
+// adoptSlice is adopt returning the buffer as a slice (nil when empty). It
+// reslices the buffer allocate made rather than rebuilding a slice from the
+// pointer: unsafe.Slice checks its length with a call to math.MulUintptr,
+// a real function call compiled to WebAssembly.
+func adoptSlice(ptr, size uint32) []byte { return pending(ptr, size) }
+
+// pending finds the buffer allocate made at ptr, cut to size (nil when none
+// fits), and forgets every pending buffer.
+func pending(ptr, size uint32) []byte {
+	var out []byte
 	if ptr != 0 && size != 0 {
 		for _, b := range hostBuffers {
 			if uint32(uintptr(unsafe.Pointer(&b[0]))) == ptr && int(size) <= len(b) {
-				*data, *n = &b[0], int(size)
+				out = b[:size:size]
 				break
 			}
 		}
 	}
-	clear(hostBuffers)
-	hostBuffers = hostBuffers[:0]
+	forget()
 	// A host that fails a call may leave the slots unwritten: never let the
 	// next call read this one's.
 	outPtr, outSize = 0, 0
-}
-
-// adoptSlice is adopt returning the buffer as a slice (nil when empty).
-func adoptSlice(ptr, size uint32) []byte {
-	var data *byte
-	var n int
-	adopt(ptr, size, &data, &n)
-	if data == nil {
-		return nil
-	}
-	return unsafe.Slice(data, n)
+	return out
 }
 
 // release forgets pending buffers after a host call that returns none.
 func release() {
 	if len(hostBuffers) > 0 {
-		clear(hostBuffers)
-		hostBuffers = hostBuffers[:0]
+		forget()
 	}
+}
+
+// forget drops the references to pending buffers, one store each: for the
+// one or two buffers a call leaves, clear's runtime calls (memclrHasPointers,
+// its write barrier, memclrNoHeapPointers) cost more than the stores. (The
+// compiler turns `for i := range b { b[i] = nil }` into such a clear.)
+func forget() {
+	for n := len(hostBuffers); n > 0; n-- {
+		hostBuffers[n-1] = nil
+	}
+	hostBuffers = hostBuffers[:0]
 }
 
 func ptr(b *byte) unsafe.Pointer { return unsafe.Pointer(b) }
