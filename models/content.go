@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -547,9 +548,9 @@ func commonMethod(m string) bool {
 //
 // With grams (the trigram filter) it also returns the most trigrams the
 // filter never saw in any novelWindow consecutive trigrams of one value.
-func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool) (ContentVector, int) {
 	var x ContentVector
-	novel := s.contentVector(&x, r, mask, grams, shaped)
+	novel := s.contentVector(&x, r, mask, grams, shaped, pathKnown)
 	for f := range x {
 		x[f] &= -uint8(mask >> uint(f) & 1) // without a branch
 	}
@@ -561,7 +562,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, sha
 // same pass as it raises them): in wasm, returning the vector (more than
 // 16 bytes) by value costs a memory.copy, and every loop over the features
 // tens of nanoseconds.
-func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, grams []uint64, shaped bool) int {
+func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, grams []uint64, shaped, pathKnown bool) int {
 	a := &s.content
 	var g *[gramWords]uint64
 	if len(grams) == gramWords {
@@ -576,16 +577,23 @@ func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, 
 		path = path[:MaxValueBytes]
 	}
 	x[CFPathLen] = qlog(len(path))
-	ps := 0
-	for i := 0; i < len(path); i++ {
-		ps += int(pathSymbol[path[i]])
+	if pathKnown {
+		// Normal by the route model (see knownPath): its length counts, its
+		// bytes need no look, as a known value's.
+		a.total += len(path)
+		a.maxLen = max(a.maxLen, len(path))
+	} else {
+		ps := 0
+		for i := 0; i < len(path); i++ {
+			ps += int(pathSymbol[path[i]])
+		}
+		x[CFPathSymbols] = qlog(ps)
+		// The path is read like a value, but its slashes are structure, not
+		// punctuation: the share of punctuation is measured on values only.
+		ratio := a.symRatio
+		a.value(view(path))
+		a.symRatio = ratio
 	}
-	x[CFPathSymbols] = qlog(ps)
-	// The path is read like a value, but its slashes are structure, not
-	// punctuation: the share of punctuation is measured on values only.
-	ratio := a.symRatio
-	a.value(view(path))
-	a.symRatio = ratio
 	params, headers := 0, 0
 	for i := 0; i < s.n; i++ {
 		if shaped && i >= s.bodyFrom && i < s.bodyTo {
@@ -932,10 +940,29 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 	return code
 }
 
+// knownPath reports whether a request's path needs no look from the content
+// model, as a value the parameter model knows needs none: its route is known,
+// so every literal segment is one training saw, and its variable segments are
+// numbers, hex strings or UUIDs (digits, the letters a–f, dashes), which carry
+// no payload. A token ({tok}) may hold escapes and separators, and a template
+// cut at MaxRouteBytes hides the rest of the path: those paths are read.
+// Most requests of a mesh are such (an id in a known route), and reading
+// the path was the content model's largest cost compiled to WebAssembly.
+// Training reads every path, so a known path can only lower the features,
+// which scoring raises to their floors anyway.
+func knownPath(routeKnown bool, tmpl []byte) bool {
+	return routeKnown && !bytes.Contains(tmpl, segTokenBytes) && !bytes.HasSuffix(tmpl, cutMark)
+}
+
+var (
+	segTokenBytes = []byte(SegToken)
+	cutMark       = []byte("/…")
+)
+
 // contentSurprise adds the content model's surprise to v, for a request
 // whose parameters paramSurprise has extracted (or none, when the section
 // has no parameter models).
-func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
+func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict, pathKnown bool) {
 	c := w.content
 	if c == nil || len(c.Trees) == 0 {
 		return
@@ -945,7 +972,7 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict) {
 		s.known = 0
 	}
 	var x ContentVector
-	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped)
+	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped, pathKnown)
 	excess := c.fit(&x)
 	// How rare the request is as a whole (the forest, or beyond the sample's
 	// range), and how densely its character sequences are new.
@@ -1181,7 +1208,7 @@ func (t *Trainer) trainContent(m *Model) {
 		if len(w.Params) == 0 {
 			s.extract(&req)
 		}
-		x, _ := contentVector(&req, &s, mask, nil, t.cfg.ShapedValues)
+		x, _ := contentVector(&req, &s, mask, nil, t.cfg.ShapedValues, false)
 		xs = append(xs, x)
 	}
 	m.Content = trainContent(xs, mask, t.cfg.Seed)

@@ -95,13 +95,15 @@ func checkContentVector(t testing.TB, r *Request, grams []uint64, known uint64) 
 		for _, mask := range []uint32{allFeatures, allFeatures &^ shapedMask} {
 			for _, gr := range [][]uint64{nil, grams} {
 				for _, shaped := range []bool{false, true} {
-					s.known = k
-					x, novel := contentVector(r, &s, mask, gr, shaped)
-					s.known = k
-					rx, rnovel := refContentVector(r, &s, mask, gr, shaped)
-					if x != rx || novel != rnovel {
-						t.Fatalf("request %+v (known %#x, mask %#x, grams %v, shaped %v):\n got %v, %d novel\nwant %v, %d novel",
-							r, k, mask, gr != nil, shaped, x, novel, rx, rnovel)
+					for _, pathKnown := range []bool{false, true} {
+						s.known = k
+						x, novel := contentVector(r, &s, mask, gr, shaped, pathKnown)
+						s.known = k
+						rx, rnovel := refContentVector(r, &s, mask, gr, shaped, pathKnown)
+						if x != rx || novel != rnovel {
+							t.Fatalf("request %+v (known %#x, mask %#x, grams %v, shaped %v, path known %v):\n got %v, %d novel\nwant %v, %d novel",
+								r, k, mask, gr != nil, shaped, pathKnown, x, novel, rx, rnovel)
+						}
 					}
 				}
 			}

@@ -155,7 +155,7 @@ func (a *refContentAcc) word(h uint64, n int) {
 //
 // With grams (the trigram filter) it also returns the most trigrams the
 // filter never saw in any novelWindow consecutive trigrams of one value.
-func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped bool) (ContentVector, int) {
+func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool) (ContentVector, int) {
 	var a refContentAcc
 	if len(grams) == gramWords {
 		a.grams = (*[gramWords]uint64)(grams)
@@ -169,18 +169,24 @@ func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, 
 		path = path[:MaxValueBytes]
 	}
 	x[CFPathLen] = qlog(len(path))
-	ps := 0
-	for i := 0; i < len(path); i++ {
-		if c := path[i]; classOf[c] > ClassSpace && c != '/' && c != '-' && c != '_' && c != '.' {
-			ps++
+	if pathKnown {
+		// A known path (knownPath) counts its length only.
+		a.total += len(path)
+		a.maxLen = max(a.maxLen, len(path))
+	} else {
+		ps := 0
+		for i := 0; i < len(path); i++ {
+			if c := path[i]; classOf[c] > ClassSpace && c != '/' && c != '-' && c != '_' && c != '.' {
+				ps++
+			}
 		}
+		x[CFPathSymbols] = qlog(ps)
+		// The path is read like a value, but its slashes are structure, not
+		// punctuation: the share of punctuation is measured on values only.
+		ratio := a.symRatio
+		a.value(view(path))
+		a.symRatio = ratio
 	}
-	x[CFPathSymbols] = qlog(ps)
-	// The path is read like a value, but its slashes are structure, not
-	// punctuation: the share of punctuation is measured on values only.
-	ratio := a.symRatio
-	a.value(view(path))
-	a.symRatio = ratio
 	params, headers := 0, 0
 	for i := 0; i < s.n; i++ {
 		if shaped && i >= s.bodyFrom && i < s.bodyTo {

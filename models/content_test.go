@@ -320,3 +320,28 @@ func TestNovelDensestCountsTheDensestWindow(t *testing.T) {
 		t.Errorf("nothing new: %d", d)
 	}
 }
+
+// TestKnownPath: only a known route whose variable segments are numbers,
+// hex strings or UUIDs spares the content model reading its path; a token
+// segment (which can hold escapes: "1%27" is one), an unknown route or a
+// template cut short is read.
+func TestKnownPath(t *testing.T) {
+	long := "/a/" + strings.Repeat("segment/", 40)
+	for _, c := range []struct {
+		path       string
+		routeKnown bool
+		want       bool
+	}{
+		{"/reviews/12345", true, true},
+		{"/orders/0b0c5a8e-9a4f-4a2e-8f58-0d7cfa0c1a6b/items/80f198ee56343ba8", true, true},
+		{"/healthz", true, true},
+		{"/reviews/12345", false, false},
+		{"/reviews/1%27", true, false},
+		{"/reviews/order-2024-17", true, true}, // a literal segment: the known route has it
+		{long, true, false},
+	} {
+		if got := knownPath(c.routeKnown, AppendTemplate(nil, c.path)); got != c.want {
+			t.Errorf("knownPath(%v, template of %q) = %v, want %v", c.routeKnown, c.path, got, c.want)
+		}
+	}
+}

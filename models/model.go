@@ -367,7 +367,7 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
 	w.paramSurprise(r, s, v, ri, routeKnown)
-	w.contentSurprise(r, s, v)
+	w.contentSurprise(r, s, v, knownPath(routeKnown, tmpl))
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
 	if routeKnown && r.Status != 0 {
