@@ -1,7 +1,6 @@
 package models
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -578,7 +577,7 @@ func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, 
 	}
 	x[CFPathLen] = qlog(len(path))
 	if pathKnown {
-		// Normal by the route model (see knownPath): its length counts, its
+		// Normal by the route model (see contentSurprise): its length counts, its
 		// bytes need no look, as a known value's.
 		a.total += len(path)
 		a.maxLen = max(a.maxLen, len(path))
@@ -940,28 +939,21 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 	return code
 }
 
-// knownPath reports whether a request's path needs no look from the content
-// model, as a value the parameter model knows needs none: its route is known,
-// so every literal segment is one training saw, and its variable segments are
-// numbers, hex strings or UUIDs (digits, the letters a–f, dashes), which carry
-// no payload. A token ({tok}) may hold escapes and separators, and a template
-// cut at MaxRouteBytes hides the rest of the path: those paths are read.
-// Most requests of a mesh are such (an id in a known route), and reading
-// the path was the content model's largest cost compiled to WebAssembly.
-// Training reads every path, so a known path can only lower the features,
-// which scoring raises to their floors anyway.
-func knownPath(routeKnown bool, tmpl []byte) bool {
-	return routeKnown && !bytes.Contains(tmpl, segTokenBytes) && !bytes.HasSuffix(tmpl, cutMark)
-}
-
-var (
-	segTokenBytes = []byte(SegToken)
-	cutMark       = []byte("/…")
-)
-
 // contentSurprise adds the content model's surprise to v, for a request
 // whose parameters paramSurprise has extracted (or none, when the section
 // has no parameter models).
+//
+// pathKnown says the content model need not read the path, as it does not
+// read a value the parameter model knows: the route is known, so every
+// literal segment is one training saw, and the template is plain
+// (appendTemplate: its variable segments are numbers, hex strings or UUIDs
+// — digits, the letters a–f, dashes — which carry no payload). A token
+// ({tok}) may hold escapes and separators, and a template cut at
+// MaxRouteBytes hides the rest of the path: those paths are read. Most
+// requests of a mesh have a known path (an id in a known route), and
+// reading the path was the content model's largest cost compiled to
+// WebAssembly. Training reads every path, so a known path can only lower
+// the features, which scoring raises to their floors anyway.
 func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict, pathKnown bool) {
 	c := w.content
 	if c == nil || len(c.Trees) == 0 {

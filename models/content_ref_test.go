@@ -170,7 +170,7 @@ func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, 
 	}
 	x[CFPathLen] = qlog(len(path))
 	if pathKnown {
-		// A known path (knownPath) counts its length only.
+		// A known path (see contentSurprise) counts its length only.
 		a.total += len(path)
 		a.maxLen = max(a.maxLen, len(path))
 	} else {

@@ -340,8 +340,12 @@ func TestKnownPath(t *testing.T) {
 		{"/reviews/order-2024-17", true, true}, // a literal segment: the known route has it
 		{long, true, false},
 	} {
-		if got := knownPath(c.routeKnown, AppendTemplate(nil, c.path)); got != c.want {
-			t.Errorf("knownPath(%v, template of %q) = %v, want %v", c.routeKnown, c.path, got, c.want)
+		tmpl, plain := appendTemplate(nil, c.path)
+		if string(tmpl) != Template(c.path) {
+			t.Errorf("appendTemplate(%q) = %q, Template %q", c.path, tmpl, Template(c.path))
+		}
+		if got := c.routeKnown && plain; got != c.want {
+			t.Errorf("path %q (route known %v): known path %v, want %v", c.path, c.routeKnown, got, c.want)
 		}
 	}
 }

@@ -339,7 +339,7 @@ const scoreFloor = 1e-6
 func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	// The template is built in the scratch: a zeroed local array would be a
 	// memory.fill per request in wasm.
-	tmpl := AppendTemplate(s.route[:0], r.Path)
+	tmpl, plain := appendTemplate(s.route[:0], r.Path)
 	src := hashString(hashSeed, r.Source)
 	route := hashBytes(hashString(hashSeed, r.Method), tmpl)
 
@@ -367,7 +367,7 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 		w.Routes[ri].Numbers.requestSurprise(r, v)
 	}
 	w.paramSurprise(r, s, v, ri, routeKnown)
-	w.contentSurprise(r, s, v, knownPath(routeKnown, tmpl))
+	w.contentSurprise(r, s, v, routeKnown && plain)
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
 	if routeKnown && r.Status != 0 {

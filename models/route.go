@@ -19,7 +19,18 @@ const MaxRouteBytes = 256
 
 // AppendTemplate appends the route template of path to dst.
 func AppendTemplate(dst []byte, path string) []byte {
+	dst, _ = appendTemplate(dst, path)
+	return dst
+}
+
+// appendTemplate is AppendTemplate, also reporting whether the template is
+// plain: cut nowhere, and with no token placeholder ({tok}, which can stand
+// for escapes and separators), so that its path holds nothing but the
+// template's literal segments and numbers, hex strings or UUIDs (see
+// Workload.contentSurprise).
+func appendTemplate(dst []byte, path string) ([]byte, bool) {
 	start := len(dst)
+	plain := true
 	if path == "" || path[0] != '/' {
 		dst = append(dst, '/')
 	}
@@ -27,6 +38,7 @@ func AppendTemplate(dst []byte, path string) []byte {
 	for i < len(path) {
 		if len(dst)-start >= MaxRouteBytes {
 			dst = append(dst[:start+MaxRouteBytes], "/…"...)
+			plain = false
 			break
 		}
 		if path[i] == '/' {
@@ -41,6 +53,7 @@ func AppendTemplate(dst []byte, path string) []byte {
 		seg := path[i:j]
 		if ph := segmentShape(seg); ph != "" {
 			dst = append(dst, ph...)
+			plain = plain && ph != SegToken
 		} else {
 			dst = append(dst, seg...)
 		}
@@ -48,8 +61,9 @@ func AppendTemplate(dst []byte, path string) []byte {
 	}
 	if len(dst)-start > MaxRouteBytes+len("/…") {
 		dst = append(dst[:start+MaxRouteBytes], "/…"...)
+		plain = false
 	}
-	return dst
+	return dst, plain
 }
 
 // Template returns the route template of path.
