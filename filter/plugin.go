@@ -403,11 +403,13 @@ func (h *httpContext) judge() types.Action {
 	h.scored = true
 	v := &h.verdict
 	permille := uint64(v.Score*1000 + 0.5)
-	m.score.Record(permille)
+	// The score histogram and the score header go straight to the host
+	// (goabi), not through the SDK's layers: they run for every request.
+	_ = goabi.RecordMetric(uint32(m.score), permille)
 	score := formatPermille(permille)
 	if v.Score <= s.Threshold {
 		// Upstream must only ever see meshward's own verdict headers.
-		_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
+		_ = goabi.ReplaceRequestHeader(s.ScoreHeader, score)
 		if h.forged {
 			_ = proxywasm.RemoveHttpRequestHeader(headerReason)
 		}
@@ -429,8 +431,8 @@ func (h *httpContext) judge() types.Action {
 		}
 		return types.ActionPause
 	}
-	_ = proxywasm.ReplaceHttpRequestHeader(s.ScoreHeader, score)
-	_ = proxywasm.ReplaceHttpRequestHeader(headerReason, reasons)
+	_ = goabi.ReplaceRequestHeader(s.ScoreHeader, score)
+	_ = goabi.ReplaceRequestHeader(headerReason, reasons)
 	return types.ActionContinue
 }
 

@@ -364,6 +364,15 @@ func rawHeaderPairs(mapType internal.MapType) ([]byte, internal.Status) {
 	return adoptSlice(outPtr, outSize), internal.Status(st)
 }
 
+func rawReplaceHeader(mapType internal.MapType, name, value string) internal.Status {
+	return internal.Status(proxyReplaceHeaderMapValue(uint32(mapType), unsafe.Pointer(unsafe.StringData(name)), uint32(len(name)),
+		unsafe.Pointer(unsafe.StringData(value)), uint32(len(value))))
+}
+
+func rawRecordMetric(id uint32, value uint64) internal.Status {
+	return internal.Status(proxyRecordMetric(id, value))
+}
+
 func rawProperty(path []byte) ([]byte, internal.Status) {
 	st := proxyGetProperty(ptr(&path[0]), uint32(len(path)), &outPtr, &outSize)
 	return adoptSlice(outPtr, outSize), internal.Status(st)

@@ -44,6 +44,28 @@ func RequestBody(start, maxSize int) ([]byte, error) {
 	return result(rawBuffer(internal.BufferTypeHttpRequestBody, start, maxSize))
 }
 
+// ReplaceRequestHeader is proxywasm.ReplaceHttpRequestHeader in one call:
+// the SDK's wrapper goes through three layers of calls and an interface
+// before the host call, which compiled to WebAssembly cost about as much as
+// the guest's side of the call itself.
+func ReplaceRequestHeader(name, value string) error {
+	return status(rawReplaceHeader(internal.MapTypeHttpRequestHeaders, name, value))
+}
+
+// RecordMetric is proxywasm's MetricHistogram.Record (and a gauge's Record)
+// in one call, for the same reason: id is the metric as the SDK defined it
+// (its MetricHistogram or MetricGauge value).
+func RecordMetric(id uint32, value uint64) error {
+	return status(rawRecordMetric(id, value))
+}
+
+func status(st internal.Status) error {
+	if st != internal.StatusOK {
+		return internal.StatusToError(st)
+	}
+	return nil
+}
+
 func result(b []byte, st internal.Status) ([]byte, error) {
 	if st != internal.StatusOK {
 		return nil, internal.StatusToError(st)

@@ -28,6 +28,14 @@ func rawBuffer(bufferType internal.BufferType, start, maxSize int) ([]byte, inte
 	return bytes(raw, n), st
 }
 
+func rawReplaceHeader(mapType internal.MapType, name, value string) internal.Status {
+	return internal.ProxyReplaceHeaderMapValue(mapType, internal.StringBytePtr(name), len(name), internal.StringBytePtr(value), len(value))
+}
+
+func rawRecordMetric(id uint32, value uint64) internal.Status {
+	return internal.ProxyRecordMetric(id, value)
+}
+
 func bytes(raw *byte, n int) []byte {
 	if raw == nil {
 		return nil
