@@ -354,13 +354,17 @@ func TestSourceIdentityFallbacks(t *testing.T) {
 			{"source address without port", map[string]string{"source/address": probeAddr + ":51234"}, [2]string{}, false},
 			{"unknown address", map[string]string{"source/address": "10.9.9.9:1234"}, [2]string{}, true},
 			{"peer metadata id header", nil, [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~" + probeAddr + "~shop.svc.cluster.local"}, false},
+			// Istio's peer metadata (a known caller's name here, so that it is
+			// not flagged only if it was read), before the source address.
+			{"peer metadata workload", map[string]string{"filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
+			{"peer metadata workload and namespace", map[string]string{"filter_state/downstream_peer/workload": "healthz", "filter_state/downstream_peer/namespace": "probe"}, [2]string{}, true},
 			{"no identity at all", nil, [2]string{}, true},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
 				host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeMonitor, model), props: c.props})
 				path := "/reviews/1"
-				if c.props["source/address"] == probeAddr+":51234" || c.header[0] != "" {
+				if c.props["source/address"] == probeAddr+":51234" || c.header[0] != "" || c.props["filter_state/downstream_peer/workload"] != "" {
 					path = "/healthz"
 				}
 				hs := get(path)

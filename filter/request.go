@@ -5,7 +5,6 @@ import (
 	"strings"
 	"unsafe"
 
-	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi"
 
 	"github.com/meshward/meshward/models"
@@ -119,11 +118,13 @@ func sourceIdentity(r *models.Request, bufs *hostBuffers) string {
 		bufs.keep(san)
 		return bound(bytesString(san))
 	}
-	if wl, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "workload"}); err == nil && len(wl) > 0 {
-		if ns, err := proxywasm.GetProperty([]string{"filter_state", "downstream_peer", "namespace"}); err == nil && len(ns) > 0 {
-			return bound(string(wl) + "." + string(ns))
+	if wl, err := goabi.Property(pathPeerWorkload); err == nil && len(wl) > 0 {
+		bufs.keep(wl)
+		if ns, err := goabi.Property(pathPeerNamespace); err == nil && len(ns) > 0 {
+			defer goabi.Release(ns)
+			return bound(bytesString(wl) + "." + bytesString(ns))
 		}
-		return bound(string(wl))
+		return bound(bytesString(wl))
 	}
 	// Older Istio: "sidecar~10.0.0.1~name-pod.ns~ns.svc.cluster.local".
 	if id, ok := r.Header("x-envoy-peer-metadata-id"); ok {
@@ -132,15 +133,23 @@ func sourceIdentity(r *models.Request, bufs *hostBuffers) string {
 			return bound(parts[2])
 		}
 	}
-	if addr, err := proxywasm.GetProperty([]string{"source", "address"}); err == nil && len(addr) > 0 {
-		return bound(stripPort(string(addr)))
+	if addr, err := goabi.Property(pathSourceAddress); err == nil && len(addr) > 0 {
+		bufs.keep(addr)
+		return bound(stripPort(bytesString(addr)))
 	}
 	return "unknown"
 }
 
-// pathURISAN is the property path of the peer certificate's URI SAN,
-// serialized once (segments joined by NUL).
-var pathURISAN = []byte("connection\x00uri_san_peer_certificate")
+// Property paths of the caller's identity, serialized once (segments joined
+// by NUL): the peer certificate's URI SAN, Istio's peer metadata, the source
+// address. proxywasm.GetProperty would serialize (and allocate) a path on
+// every request.
+var (
+	pathURISAN        = []byte("connection\x00uri_san_peer_certificate")
+	pathPeerWorkload  = []byte("filter_state\x00downstream_peer\x00workload")
+	pathPeerNamespace = []byte("filter_state\x00downstream_peer\x00namespace")
+	pathSourceAddress = []byte("source\x00address")
+)
 
 // bytesString views a buffer the host handed over as a string without
 // copying it, as the SDK does for headers: the buffer is fresh for this call
