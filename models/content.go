@@ -743,12 +743,13 @@ const (
 
 // depth returns the mean isolation depth of x, ×depthScale.
 //
-// The trees of an indexed model are checked (validTrees), so the walk reads
-// nodes and features without bounds checks, which compiled to WebAssembly
-// cost a fifth of it.
+// It walks only checked trees (validTrees: index() checks a decoded model,
+// training checks what it grew), so it reads nodes and features without
+// bounds checks, which compiled to WebAssembly cost a fifth of the walk;
+// contentSurprise scores nothing with a forest that failed the check.
 func (c *ContentModel) depth(x *ContentVector) int {
 	if !c.checked {
-		return c.depthChecked(x)
+		panic("models: isolation depth asked of an unchecked forest")
 	}
 	sum := 0
 	xp := unsafe.Pointer(x)
@@ -764,27 +765,6 @@ func (c *ContentModel) depth(x *ContentVector) int {
 			// Written so the compiler can choose without a branch.
 			next := uintptr(n.Next)
 			if *(*uint8)(unsafe.Add(xp, n.Feature)) < n.Split {
-				next = i + 1
-			}
-			i = next
-		}
-	}
-	return sum / len(c.Trees)
-}
-
-// depthChecked is depth for trees not known to be valid.
-func (c *ContentModel) depthChecked(x *ContentVector) int {
-	sum := 0
-	for _, t := range c.Trees {
-		i := 0
-		for {
-			n := t[i]
-			if n.Feature == leafFeature {
-				sum += int(n.Next)
-				break
-			}
-			next := int(n.Next)
-			if x[n.Feature] < n.Split {
 				next = i + 1
 			}
 			i = next
@@ -956,7 +936,8 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 // the features, which scoring raises to their floors anyway.
 func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict, pathKnown bool) {
 	c := w.content
-	if c == nil || len(c.Trees) == 0 {
+	if c == nil || !c.checked {
+		// No forest, or one that cannot be walked (validTrees).
 		return
 	}
 	if len(w.Params) == 0 {
@@ -1066,6 +1047,10 @@ func trainContent(xs []ContentVector, mask uint32, seed uint64) *ContentModel {
 		var nodes []ContentNode
 		nodes = growTree(nodes, build, idx[:psi], 0, limit, mask, &g)
 		c.Trees = append(c.Trees, nodes)
+	}
+	// growTree sends both ways forward and ends every path at a leaf.
+	if c.checked = validTrees(c.Trees); !c.checked {
+		panic("models: training grew a forest that fails validTrees")
 	}
 	depths := make([]int, len(ref))
 	for i := range ref {
