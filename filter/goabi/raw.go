@@ -67,8 +67,8 @@ func status(st internal.Status) error {
 }
 
 func result(b []byte, st internal.Status) ([]byte, error) {
-	if st != internal.StatusOK {
-		return nil, internal.StatusToError(st)
+	if err := status(st); err != nil {
+		return nil, err
 	}
 	if b == nil {
 		return nil, types.ErrorStatusNotFound
