@@ -1,0 +1,114 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/meshward/meshward/control-plane/rollout"
+	"github.com/meshward/meshward/control-plane/trainer"
+)
+
+// trainLoop runs a training round every TrainEvery.
+func (s *Server) trainLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.TrainEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if s.elector.Leading() {
+				_, _ = s.train(ctx)
+			}
+		}
+	}
+}
+
+// rolloutLoop judges the canary (on the leader) and makes what xDS serves
+// match the store (on every replica), every Rollout.CheckEvery. While the
+// store is unavailable nothing changes: xDS keeps its last good snapshot.
+func (s *Server) rolloutLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Rollout.CheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.elector.Leading() && s.cfg.Trainer.Canary {
+			d, err := rollout.Step(ctx, s.store, s.cfg.Rollout, time.Now())
+			switch {
+			case err != nil:
+				s.log.Warn("judging the canary failed", "err", err)
+			case d != nil:
+				s.decisions.WithLabelValues(d.Outcome).Inc()
+				s.log.Info("canary decided", "outcome", d.Outcome, "sha256", d.SHA256, "reason", d.Reason)
+			}
+		}
+		if err := s.sync(ctx); err != nil && ctx.Err() == nil {
+			s.syncFails.Inc()
+			s.log.Debug("xDS keeps its last snapshot", "err", err)
+		}
+		s.syncWasmPlugin(ctx)
+	}
+}
+
+// sync makes what xDS serves match the store: the model in force to every
+// node, the canary (if one is under watch) to the canary share.
+func (s *Server) sync(ctx context.Context) error {
+	if s.xds == nil {
+		return nil
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	sha, err := s.store.Current(ctx)
+	if err != nil || sha == "" {
+		return errors.Join(err, errors.New("no model in force"))
+	}
+	c, err := s.store.Canary(ctx)
+	if err != nil {
+		return err
+	}
+	csha := ""
+	if c != nil {
+		csha = c.SHA256
+	}
+	if sha == s.xds.Version() && csha == s.xds.CanaryVersion() {
+		return nil // served already: no need to fetch the models
+	}
+	stable, err := s.store.Model(ctx, sha)
+	if err != nil {
+		return err
+	}
+	var canary []byte
+	if c != nil {
+		if canary, err = s.store.Model(ctx, c.SHA256); err != nil {
+			return err
+		}
+	}
+	return s.xds.Apply(stable, canary)
+}
+
+// train runs one round, one at a time, and logs and counts its outcome.
+func (s *Server) train(ctx context.Context) (trainer.Report, error) {
+	s.trainMu.Lock()
+	defer s.trainMu.Unlock()
+	rep, err := trainer.Round(ctx, s.store, s.cfg.Trainer, time.Now())
+	switch {
+	case err != nil:
+		s.rounds.WithLabelValues("failed").Inc()
+		s.log.Warn("training round failed", "err", err)
+	case rep.Published:
+		s.rounds.WithLabelValues("published").Inc()
+		s.log.Info("model published", "sha256", rep.SHA256, "bytes", rep.Bytes, "learned", rep.Learned, "flagged_rate", rep.FlaggedRate, "canary", rep.Canary)
+		if perr := s.sync(ctx); perr != nil {
+			s.log.Error("rolling the model out over xDS failed", "err", perr)
+		}
+	default:
+		s.rounds.WithLabelValues("rejected").Inc()
+		s.log.Warn("candidate model rejected", "why", rep.Rejected, "sha256", rep.SHA256)
+	}
+	return rep, err
+}

@@ -1,0 +1,148 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/control-plane/enforce"
+	"github.com/meshward/meshward/control-plane/store"
+	"github.com/meshward/meshward/models"
+)
+
+// tee stores a batch and, when quarantines are on, appends it to the
+// observation stream the leader reads (whichever replica received it).
+type tee struct{ s *Server }
+
+func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
+	if err := t.s.store.Ingest(ctx, recs); err != nil {
+		return err
+	}
+	if t.s.cfg.Quarantine == nil {
+		return nil
+	}
+	// The records are stored: failing here must not make the filter send
+	// them again (they would be counted twice), so it is only logged.
+	if err := t.s.store.PublishBatch(ctx, recs); err != nil {
+		t.s.log.Error("records not passed to lateral-movement detection", "records", len(recs), "err", err)
+	}
+	return nil
+}
+
+// followLoop feeds the observation stream to the lateral-movement loop
+// while this replica leads, from one detection window before it took the
+// lead.
+func (s *Server) followLoop(ctx context.Context) {
+	after := ""
+	for ctx.Err() == nil {
+		if s.elector.Leading() {
+			// Detect on the model in force: when taking the lead, and
+			// whenever it changes (trained, rolled back, by any replica).
+			if err := s.detectOn(ctx); err != nil && after == "" {
+				s.log.Warn("lateral-movement detection waits for a model", "err", err)
+			}
+		}
+		loop := s.loop.Load()
+		if loop == nil || !s.elector.Leading() {
+			after = ""
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(s.cfg.TickEvery):
+			}
+			continue
+		}
+		if after == "" {
+			// A new leader replays the last detection window, so what
+			// happened just before it took the lead is not lost (the
+			// sinks are idempotent). Stream ids start with milliseconds.
+			after = strconv.FormatInt(time.Now().Add(-s.cfg.Detect.Window).UnixMilli(), 10) + "-0"
+		}
+		recs, next, err := s.store.ReadBatches(ctx, after, s.cfg.TickEvery)
+		after = next
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("observation stream", "err", err)
+			if len(recs) == 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(s.cfg.TickEvery):
+				}
+			}
+		}
+		for i := range recs {
+			r := &recs[i]
+			r.Normalize()
+			if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
+				s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
+			}
+		}
+	}
+}
+
+// tickLoop promotes and expires quarantines on the wall clock while this
+// replica leads, and makes a replica that does not lead publish the kept
+// quarantines (RBAC over xDS).
+func (s *Server) tickLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.TickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if sy, ok := s.cfg.Quarantine.(interface{ Sync(context.Context) error }); ok && !s.elector.Leading() {
+				// A replica that does not lead publishes the leader's
+				// quarantines to its own Envoys (the leader's state is
+				// what it wrote through).
+				if err := sy.Sync(ctx); err != nil {
+					s.log.Warn("quarantine sync", "err", err)
+				}
+			}
+			if loop := s.loop.Load(); loop != nil && s.elector.Leading() {
+				if err := loop.Tick(ctx, now); err != nil {
+					s.log.Warn("quarantine tick", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// detectOn (re)starts lateral-movement detection on the model in force
+// (its learned edges are what is known), unless it detects on it already.
+func (s *Server) detectOn(ctx context.Context) error {
+	if s.cfg.Quarantine == nil {
+		return nil
+	}
+	sha, err := s.store.Current(ctx)
+	if err != nil || sha == "" {
+		return errors.Join(err, errors.New("no model in force"))
+	}
+	if have, _ := s.detectSHA.Load().(string); have == sha && s.loop.Load() != nil {
+		return nil
+	}
+	b, err := s.store.Model(ctx, sha)
+	if err != nil {
+		return err
+	}
+	m, err := models.Decode(b)
+	if err != nil {
+		return err
+	}
+	if loop := s.loop.Load(); loop != nil {
+		if err := loop.SetModel(s.cfg.Detect, m); err != nil {
+			return err
+		}
+	} else {
+		loop, err := enforce.New(s.cfg.Detect, s.cfg.Rules, m, s.cfg.Quarantine, s.log)
+		if err != nil {
+			return err
+		}
+		s.loop.Store(loop)
+	}
+	s.detectSHA.Store(sha)
+	s.log.Info("lateral-movement detection on", "model", sha)
+	return nil
+}
