@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -25,15 +27,16 @@ var benchHeaders = [][2]string{
 }
 
 var (
-	passthroughOnce               sync.Once
-	passthroughVM, passthroughDir types.VMContext
-	passthroughErr                error
+	passthroughOnce sync.Once
+	passthroughPath string
+	passthroughVMs  = map[string]types.VMContext{}
+	passthroughErr  error
 )
 
 // passthroughWasm loads the do-nothing plugin built exactly like the filter
 // ($MESHWARD_PASSTHROUGH_WASM, else a fresh build) on proxytest's binding
-// and on goabi's direct one.
-func passthroughWasm(b *testing.B) (proxytestVM, directVM types.VMContext) {
+// (profile "") or on goabi's direct one under a host profile.
+func passthroughWasm(b *testing.B, profile wazerohost.Profile) types.VMContext {
 	passthroughOnce.Do(func() {
 		path := os.Getenv("MESHWARD_PASSTHROUGH_WASM")
 		if path == "" {
@@ -43,20 +46,29 @@ func passthroughWasm(b *testing.B) (proxytestVM, directVM types.VMContext) {
 				return
 			}
 			defer os.RemoveAll(dir)
-			path = filepath.Join(dir, "passthrough.wasm")
-			if passthroughErr = buildWasm(path, "./internal/passthrough"); passthroughErr != nil {
-				return
-			}
+			path = filepath.Join(os.TempDir(), "meshward-bench-passthrough.wasm")
+			passthroughErr = buildWasm(path, "./internal/passthrough")
 		}
-		if passthroughVM, passthroughErr = wasmhost.LoadVM(path); passthroughErr != nil {
-			return
-		}
-		passthroughDir, passthroughErr = wasmhost.LoadDirect(path)
+		passthroughPath = path
 	})
 	if passthroughErr != nil {
 		b.Fatal(passthroughErr)
 	}
-	return passthroughVM, passthroughDir
+	if vm, ok := passthroughVMs[string(profile)]; ok {
+		return vm
+	}
+	var vm types.VMContext
+	var err error
+	if profile == "" {
+		vm, err = wasmhost.LoadVM(passthroughPath)
+	} else {
+		vm, err = wasmhost.LoadDirect(passthroughPath, profile)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	passthroughVMs[string(profile)] = vm
+	return vm
 }
 
 // perRequest measures n requests through an emulated proxy, after
@@ -106,27 +118,32 @@ const warmRequests = 200
 // BenchmarkRequest reports the filter's cost per request (monitor mode,
 // scored against the fixture model) natively and as .wasm, and beside the
 // latter a pass-through plugin built the same way, so that own-ns/op is the
-// filter's cost on top of what any Go proxy-wasm plugin pays. "wasm" runs
-// on proxytest's wazero wrapper, whose host calls are reflective and which
-// re-creates the guest allocator function for every buffer it copies in
-// (several µs per host call that returns data); "wasm-direct" runs the same
-// files on goabi's lean binding, closer to what a native host charges.
+// filter's cost on top of what any Go proxy-wasm plugin pays. "wasm-sdk"
+// runs on proxytest's wazero wrapper, whose host calls are reflective and
+// which re-creates the guest allocator function for every buffer it copies
+// in (several µs per host call that returns data); "wasm-envoy-*" run the
+// same files on goabi's lean binding, closer to what a native host charges,
+// under each Envoy host profile; they also report the guest's linear memory
+// at the end (guest-MiB).
 func BenchmarkRequest(b *testing.B) {
 	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
 	b.Run("native", func(b *testing.B) {
 		b.ReportAllocs()
 		_, _ = perRequest(b, &vmContext{}, cfg, b.N)
 	})
-	b.Run("wasm", func(b *testing.B) {
-		filterVM := sharedWasmVM(b)
-		passVM, _ := passthroughWasm(b)
-		ownCost(b, filterVM, passVM, cfg)
+	b.Run("wasm-sdk", func(b *testing.B) {
+		ownCost(b, sharedWasmVM(b), passthroughWasm(b, ""), cfg)
 	})
-	b.Run("wasm-direct", func(b *testing.B) {
-		filterVM := sharedDirectVM(b)
-		_, passVM := passthroughWasm(b)
-		ownCost(b, filterVM, passVM, cfg)
-	})
+	for _, e := range profileEnvs() {
+		p := wazerohost.Profile(strings.TrimPrefix(e.name, "wasm-"))
+		b.Run(e.name, func(b *testing.B) {
+			vm := e.newVM(b)
+			ownCost(b, vm, passthroughWasm(b, p), cfg)
+			if m, ok := vm.(interface{ MemoryBytes() uint64 }); ok {
+				b.ReportMetric(float64(m.MemoryBytes())/(1<<20), "guest-MiB")
+			}
+		})
+	}
 }
 
 // ownCost reports the filter's and the pass-through's wall time per request

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
@@ -565,6 +566,25 @@ func TestCompiledModuleExports(t *testing.T) {
 	renamed, _ := wasmhost.Exports(cmd)
 	if len(again) != len(renamed) || again[0].Name != "_initialize" && renamed[0].Name != "_start" {
 		t.Errorf("rename changed the export count or the original")
+	}
+}
+
+// The built module imports nothing a supported Envoy's host lacks: each
+// profile registers every function it imports (Envoy refuses a module with
+// a missing import at load).
+func TestImportsWithinEveryProfile(t *testing.T) {
+	wasm, err := os.ReadFile(wasmPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range wazerohost.Profiles {
+		missing, err := p.MissingImports(wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(missing) > 0 {
+			t.Errorf("%s lacks what the filter imports: %s", p, strings.Join(missing, ", "))
+		}
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -11,9 +10,11 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshward/meshward/filter/wasmbuild"
 	"github.com/meshward/meshward/filter/wasmhost"
 )
 
@@ -50,15 +51,8 @@ func run(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// buildWasm compiles a package exactly as the Makefile does.
-func buildWasm(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building %s for wasip1: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
+// buildWasm compiles a package exactly as the Makefile does (wasmbuild).
+func buildWasm(out, pkg string) error { return wasmbuild.Build(out, pkg, wasmbuild.Options{}) }
 
 // env is one way of running the filter: natively, or as the compiled .wasm.
 type env struct {
@@ -66,10 +60,22 @@ type env struct {
 	newVM func(t testing.TB) types.VMContext
 }
 
-var envs = []env{
-	{"native", func(testing.TB) types.VMContext { return &vmContext{} }},
-	{"wasm", sharedWasmVM},
-	{"wasm-direct", sharedDirectVM},
+// envs are the ways every filter test runs: natively; as the compiled .wasm
+// on goabi's lean wazero binding under each Envoy host profile (WASI answered
+// exactly as that Envoy's proxy-wasm-cpp-host answers it, with its start-up
+// and allocation restrictions); and under proxytest's own wazero wrapper,
+// the SDK's reference binding, which checks that goabi's binding behaves as
+// the SDK's does. That last one runs on wazero's full WASI, kinder than any
+// Envoy: it proves nothing about Envoy, which the profiles do.
+var envs = append([]env{{"native", func(testing.TB) types.VMContext { return &vmContext{} }}}, append(profileEnvs(), env{"wasm-sdk", sharedWasmVM})...)
+
+// profileEnvs is one env per Envoy host profile, each with its own VM.
+func profileEnvs() []env {
+	var out []env
+	for _, p := range wazerohost.Profiles {
+		out = append(out, env{"wasm-" + string(p), sharedVM(func(path string) (types.VMContext, error) { return wasmhost.LoadDirect(path, p) })})
+	}
+	return out
 }
 
 // sharedVM returns a loader of one VM instance that every test shares.
@@ -92,10 +98,6 @@ func sharedVM(load func(path string) (types.VMContext, error)) func(testing.TB) 
 
 // sharedWasmVM is the compiled filter under proxytest's wazero wrapper.
 var sharedWasmVM = sharedVM(func(p string) (types.VMContext, error) { return wasmhost.LoadVM(p) })
-
-// sharedDirectVM is the compiled filter on goabi's lean wazero binding, the
-// one benchmarks and replay use; it must behave exactly as under proxytest.
-var sharedDirectVM = sharedVM(func(p string) (types.VMContext, error) { return wasmhost.LoadDirect(p) })
 
 // forEachEnv runs a filter test natively and against the compiled .wasm
 // under the SDK's host emulator (proxytest's wazero wrapper, and goabi's lean

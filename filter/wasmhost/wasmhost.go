@@ -125,13 +125,14 @@ func LoadVM(path string) (proxytest.WasmVMContext, error) {
 // LoadDirect reads a module from disk and runs it on goabi's lean wazero
 // binding (wazerohost) instead of proxytest's: same emulator, same module,
 // but host calls cost what a native host charges rather than a reflective
-// call each, so it is what benchmarks and replay use.
-func LoadDirect(path string) (*wazerohost.VM, error) {
+// call each, and WASI answers as the profile's Envoy does, so it is what
+// tests, benchmarks and replay use.
+func LoadDirect(path string, profile wazerohost.Profile) (*wazerohost.VM, error) {
 	wasm, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	vm, err := wazerohost.New(wasm)
+	vm, err := wazerohost.New(wasm, profile)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

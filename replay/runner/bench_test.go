@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
+
 	"bytes"
 	"runtime"
 	"strings"
@@ -74,12 +76,14 @@ func BenchmarkRunner(b *testing.B) {
 		b.ReportMetric(peakRSSMB(), "rss-MB")
 	}
 	b.Run("native", func(b *testing.B) { run(b, &Native{Model: m}) })
-	b.Run("wasm", func(b *testing.B) {
-		w, err := NewWasm(wasmPath, enc, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer w.Close()
-		run(b, w)
-	})
+	for _, p := range wazerohost.Profiles {
+		b.Run("wasm-"+string(p), func(b *testing.B) {
+			w, err := NewWasm(wasmPath, enc, 0, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Close()
+			run(b, w)
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -20,9 +21,9 @@ import (
 // host of its own (and emulated sidecars still do): the same compiled filter
 // under the SDK's host emulator (proxytest), one destination at a time. It is
 // the reference the standalone host is checked against.
-func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record) []Result {
+func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record, profile wazerohost.Profile) []Result {
 	t.Helper()
-	vm, err := wasmhost.LoadDirect(wasmPath)
+	vm, err := wasmhost.LoadDirect(wasmPath, profile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +85,12 @@ func TestStandaloneHostMatchesSDKEmulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc, _ := models.Encode(m)
-	want := sdkEmulatorRun(t, enc, recs)
-	w, err := NewWasm(wasmPath, enc, 0)
+	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) { standaloneMatchesSDK(t, enc, recs, profile) })
+}
+
+func standaloneMatchesSDK(t *testing.T, enc []byte, recs []*source.Record, profile wazerohost.Profile) {
+	want := sdkEmulatorRun(t, enc, recs, profile)
+	w, err := NewWasm(wasmPath, enc, 0, profile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,13 +132,15 @@ func TestWasmRunnerReportsARefusedConfiguration(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc, _ := models.Encode(m)
-	w, err := NewWasm(wasmPath, enc, 1.5) // a threshold must lie in (0,1]
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	_, err = w.Run(replay)
-	if err == nil || !strings.Contains(err.Error(), "threshold") {
-		t.Fatalf("got %v, want the filter's refusal naming the threshold", err)
-	}
+	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) {
+		w, err := NewWasm(wasmPath, enc, 1.5, profile) // a threshold must lie in (0,1]
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		_, err = w.Run(replay)
+		if err == nil || !strings.Contains(err.Error(), "threshold") {
+			t.Fatalf("got %v, want the filter's refusal naming the threshold", err)
+		}
+	})
 }

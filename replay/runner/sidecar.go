@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
@@ -37,9 +38,10 @@ type Sidecars struct {
 	Dropped uint64
 }
 
-// NewSidecars loads the compiled filter at path.
-func NewSidecars(path, collectorURL string) (*Sidecars, error) {
-	vm, err := wasmhost.LoadDirect(path)
+// NewSidecars loads the compiled filter at path, on a host that answers as
+// the profile says.
+func NewSidecars(path, collectorURL string, profile wazerohost.Profile) (*Sidecars, error) {
+	vm, err := wasmhost.LoadDirect(path, profile)
 	if err != nil {
 		return nil, err
 	}

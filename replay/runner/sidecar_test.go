@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
+
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -51,7 +53,7 @@ func TestSidecarsForwardToTheCollector(t *testing.T) {
 		}
 	}))
 	defer col.Close()
-	sc, err := NewSidecars(wasmPath, col.URL)
+	sc, err := NewSidecars(wasmPath, col.URL, wazerohost.DefaultProfile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ type Wasm struct {
 	cache     wazero.CompilationCache
 	model     string // base64 of the encoded model
 	threshold *float64
+	profile   wazerohost.Profile
 	// Workers is how many VMs score in parallel (default: one per CPU, at
 	// most maxWorkers).
 	Workers int
@@ -49,14 +50,15 @@ type vm struct {
 // maxWorkers bounds the VMs of one runner.
 const maxWorkers = 4
 
-// NewWasm loads the compiled filter at path, to score with the encoded model.
-// A threshold of 0 keeps the model's own.
-func NewWasm(path string, encodedModel []byte, threshold float64) (*Wasm, error) {
+// NewWasm loads the compiled filter at path, to score with the encoded model
+// on hosts that answer as the profile says. A threshold of 0 keeps the
+// model's own.
+func NewWasm(path string, encodedModel []byte, threshold float64, profile wazerohost.Profile) (*Wasm, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers)}
+	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), profile: profile}
 	w.model = (&pluginconfig.Config{}).WithModel(encodedModel).Model
 	if threshold != 0 {
 		w.threshold = &threshold
@@ -92,7 +94,7 @@ func (w *Wasm) Close() error {
 const propSAN = "connection\x00uri_san_peer_certificate"
 
 func (w *Wasm) newVM() (*vm, error) {
-	s, err := wazerohost.NewStandalone(w.wasm, w.cache, map[string][]byte{})
+	s, err := wazerohost.NewStandalone(w.wasm, w.cache, map[string][]byte{}, w.profile)
 	if err != nil {
 		return nil, err
 	}

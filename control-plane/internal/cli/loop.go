@@ -64,8 +64,12 @@ type loopSummary struct {
 }
 
 // startLoop starts the control plane and loads the filter.
-func startLoop(ctx context.Context, redisAddr, wasmPath string, seed uint64, stderr io.Writer) (*loop, error) {
-	abs, err := filepath.Abs(wasmPath)
+func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64, stderr io.Writer) (*loop, error) {
+	profile, err := wf.hostProfile()
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(wf.path)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +110,7 @@ func startLoop(ctx context.Context, redisAddr, wasmPath string, seed uint64, std
 	if redisAddr == "" {
 		l.summary.Redis = "embedded"
 	}
-	if l.sidecars, err = runner.NewSidecars(abs, l.srv.CollectorURL); err != nil {
+	if l.sidecars, err = runner.NewSidecars(abs, l.srv.CollectorURL, profile); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose --runner native)", err)
 	}
@@ -298,9 +302,9 @@ func (s *loopSummary) writeSummary(w io.Writer) {
 // runLoop runs the learning traffic and the monitored traffic through the
 // control plane; the caller closes the loop once it has recorded the
 // incidents.
-func runLoop(redisAddr, wasmPath string, seed uint64, learn, monitor []*source.Record, stderr io.Writer) (*loop, *models.Model, []runner.Result, error) {
+func runLoop(redisAddr string, wf wasmFlags, seed uint64, learn, monitor []*source.Record, stderr io.Writer) (*loop, *models.Model, []runner.Result, error) {
 	ctx := context.Background()
-	l, err := startLoop(ctx, redisAddr, wasmPath, seed, stderr)
+	l, err := startLoop(ctx, redisAddr, wf, seed, stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -319,7 +323,7 @@ func runLoop(redisAddr, wasmPath string, seed uint64, learn, monitor []*source.R
 
 // runOffline trains in process on the learning traffic and scores the rest
 // with a runner: the loop without the control plane.
-func runOffline(kind, wasmPath string, seed uint64, learn, monitor []*source.Record, stdout io.Writer) (*models.Model, string, []runner.Result, error) {
+func runOffline(kind string, wf wasmFlags, seed uint64, learn, monitor []*source.Record, stdout io.Writer) (*models.Model, string, []runner.Result, error) {
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed = seed
 	tr, err := models.NewTrainer(cfg)
@@ -334,7 +338,7 @@ func runOffline(kind, wasmPath string, seed uint64, learn, monitor []*source.Rec
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("learning from the first %d requests: %w", len(learn), err)
 	}
-	name, res, err := score(kind, wasmPath, m, 0, liveFlags{}, monitor)
+	name, res, err := score(kind, wf, m, 0, liveFlags{}, monitor)
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -15,6 +15,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
+
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/detect"
 	"github.com/meshward/meshward/control-plane/policy"
@@ -119,7 +121,37 @@ func (f *liveFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.concurrency, "concurrency", 8, "for -runner live: requests in flight at most")
 }
 
-func newRunner(kind, wasmPath string, m *models.Model, threshold float64, live liveFlags) (runner.Runner, error) {
+// wasmFlags say which compiled filter the wasm runners load, and on which
+// host profile (how the host answers WASI calls: as Envoy's does, per
+// version).
+type wasmFlags struct {
+	path    string
+	profile string
+}
+
+func (f *wasmFlags) register(fs *flag.FlagSet, usage string) {
+	fs.StringVar(&f.path, "wasm", defaultWasm, usage)
+	fs.StringVar(&f.profile, "host-profile", string(wazerohost.DefaultProfile),
+		"for the compiled filter: the Envoy host it runs on, answering WASI calls as that Envoy's Wasm host does ("+profileNames()+")")
+}
+
+func profileNames() string {
+	names := make([]string, 0, len(wazerohost.Profiles)+1)
+	for _, p := range wazerohost.Profiles {
+		names = append(names, string(p))
+	}
+	return strings.Join(append(names, string(wazerohost.Wazero)), ", ")
+}
+
+func (f wasmFlags) hostProfile() (wazerohost.Profile, error) {
+	p, err := wazerohost.ParseProfile(f.profile)
+	if err != nil {
+		return "", fmt.Errorf("%w: -host-profile: %v", ErrUsage, err)
+	}
+	return p, nil
+}
+
+func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, live liveFlags) (runner.Runner, error) {
 	switch kind {
 	case "live":
 		if live.url == "" {
@@ -136,7 +168,11 @@ func newRunner(kind, wasmPath string, m *models.Model, threshold float64, live l
 		if err != nil {
 			return nil, err
 		}
-		w, err := runner.NewWasm(wasmPath, enc, threshold)
+		profile, err := wf.hostProfile()
+		if err != nil {
+			return nil, err
+		}
+		w, err := runner.NewWasm(wf.path, enc, threshold, profile)
 		if err != nil {
 			return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose -runner native)", err)
 		}
@@ -146,8 +182,8 @@ func newRunner(kind, wasmPath string, m *models.Model, threshold float64, live l
 }
 
 // score runs the records through a runner of the given kind and closes it.
-func score(kind, wasmPath string, m *models.Model, threshold float64, live liveFlags, recs []*source.Record) (string, []runner.Result, error) {
-	run, err := newRunner(kind, wasmPath, m, threshold, live)
+func score(kind string, wf wasmFlags, m *models.Model, threshold float64, live liveFlags, recs []*source.Record) (string, []runner.Result, error) {
+	run, err := newRunner(kind, wf, m, threshold, live)
 	if err != nil {
 		return "", nil, err
 	}
@@ -163,7 +199,8 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("replay", stderr)
 	modelPath := fs.String("model", "", "the model to score with (binary, base64, or plugin config JSON); required")
 	kind := fs.String("runner", "native", "native (the models code in process), wasm (the compiled filter under the proxy-wasm host emulator) or live (a listener)")
-	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter, for -runner wasm")
+	var wf wasmFlags
+	wf.register(fs, "the compiled filter, for -runner wasm")
 	threshold := fs.Float64("threshold", 0, "flag above this score (0: the model's threshold)")
 	var lf liveFlags
 	lf.register(fs)
@@ -188,7 +225,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	name, res, err := score(*kind, *wasmPath, m, *threshold, lf, recs)
+	name, res, err := score(*kind, wf, m, *threshold, lf, recs)
 	if err != nil {
 		return err
 	}
@@ -244,7 +281,8 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	learnUntil := fs.String("learn-until", "50%", "learn from requests before this point: a share (50% or 0.5) or an RFC 3339 time")
 	outDir := fs.String("out", "", "write report.json and scores.jsonl to this directory")
 	kind := fs.String("runner", "auto", "wasm, native, or auto (wasm when the compiled filter exists)")
-	wasmPath := fs.String("wasm", defaultWasm, "the compiled filter")
+	var wf wasmFlags
+	wf.register(fs, "the compiled filter")
 	seed := fs.Uint64("seed", 1, "training seed")
 	var kf kubeFlags
 	kf.register(fs, "apply the quarantines to an API server instead of writing them as YAML")
@@ -269,7 +307,7 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	}
 	if *kind == "auto" {
 		*kind = "native"
-		if _, err := os.Stat(*wasmPath); err == nil {
+		if _, err := os.Stat(wf.path); err == nil {
 			*kind = "wasm"
 		}
 	}
@@ -280,12 +318,12 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 		lp   *loop
 	)
 	if *kind == "wasm" && !*offline {
-		if lp, m, res, err = runLoop(*redisAddr, *wasmPath, *seed, learn, monitor, stderr); err != nil {
+		if lp, m, res, err = runLoop(*redisAddr, wf, *seed, learn, monitor, stderr); err != nil {
 			return err
 		}
 		defer lp.Close()
 		name = "wasm"
-	} else if m, name, res, err = runOffline(*kind, *wasmPath, *seed, learn, monitor, stdout); err != nil {
+	} else if m, name, res, err = runOffline(*kind, wf, *seed, learn, monitor, stdout); err != nil {
 		return err
 	}
 	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)

@@ -62,7 +62,7 @@ func (m mem) out(ctx context.Context, data *byte, size int, retPtr, retSize uint
 	}
 	src := internal.RawBytePtrToByteSlice(data, size)
 	stack := [1]uint64{uint64(size)}
-	if err := m.vm.fns.alloc.CallWithStack(ctx, stack[:]); err != nil {
+	if err := m.vm.guard.alloc(ctx, m.vm.fns.alloc, stack[:]); err != nil {
 		panic(err)
 	}
 	p := uint32(stack[0])
@@ -247,7 +247,7 @@ func (vm *VM) exportHost(ctx context.Context) error {
 			fn(ctx, mem{vm: vm, mod: mod}, stack)
 		}}
 	}
-	return instantiateHost(ctx, vm.runtime, imports)
+	return instantiateHost(ctx, vm.runtime, imports, &vm.guard)
 }
 
 // hostImport is one function of the host module "env".
@@ -261,12 +261,19 @@ type hostImport struct {
 // bindings use it). An i32 argument arrives in a uint64 whose upper half is
 // undefined; it is cleared once here so no function can misread a size or
 // pointer.
-func instantiateHost(ctx context.Context, r wazero.Runtime, imports []hostImport) error {
+func instantiateHost(ctx context.Context, r wazero.Runtime, imports []hostImport, guard *callGuard) error {
 	b := r.NewHostModuleBuilder("env")
 	for _, f := range imports {
-		fn, params := f.fn, f.params
+		fn, params, name := f.fn, f.params, f.name
+		// Of the proxy-wasm calls, Envoy allows only proxy_log while the
+		// module initialises.
+		atStart := 0
+		if name == "proxy_log" {
+			atStart = gen427
+		}
 		b = b.NewFunctionBuilder().
 			WithGoModuleFunction(api.GoModuleFunc(func(ctx context.Context, mod api.Module, stack []uint64) {
+				guard.check("env", name, atStart)
 				for i, t := range params {
 					if t == i32 {
 						stack[i] = uint64(uint32(stack[i]))

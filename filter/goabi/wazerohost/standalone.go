@@ -7,11 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // Standalone runs a compiled proxy-wasm module on a host of its own: the
@@ -38,12 +38,47 @@ type Standalone struct {
 	metrics []uint64
 	names   map[string]uint32
 	// Critical and error log lines, for a refused configuration.
-	logs    []string
+	logs []string
+	// stderr keeps the first maxStderr bytes the module wrote to fd 2: the
+	// Go runtime's fatal error comes first, then its stack dumps.
+	stderr  []byte
 	nextID  uint32
 	started bool
 	pairs   []byte // scratch for serialized header maps
 	cur     *Stream
+	guard   callGuard
+	// OnLog, when set, receives every line the module logs (proxy_log) or
+	// writes to fds 1 and 2, with its proxy-wasm level (0 trace … 5
+	// critical).
+	OnLog func(level int, msg string)
+	// root is the root context whose callback is running (the effective
+	// context of an outgoing call made outside a stream).
+	root uint32
+	// callouts are the outgoing HTTP calls waiting for an answer, and
+	// answer the one being delivered.
+	callouts []Callout
+	answer   *calloutAnswer
+	nextCall uint32
 }
+
+// Callout is an HTTP call a plugin made (proxy_http_call), waiting for
+// Respond.
+type Callout struct {
+	ID        uint32
+	Root      uint32 // the root context that made it
+	Cluster   string
+	Headers   [][2]string
+	Body      []byte
+	TimeoutMS uint32
+}
+
+type calloutAnswer struct {
+	headers [][2]string
+	body    []byte
+}
+
+// maxStderr bounds the standard error a Standalone keeps.
+const maxStderr = 16 << 10
 
 // Stream is one HTTP exchange as the host sees it. The filter reads and edits
 // its header maps; after Do they hold what the proxy would forward.
@@ -64,33 +99,39 @@ const (
 	stBadArgument   = 2
 	stUnimplemented = 12
 
-	mapRequestHeaders  = 0
-	mapResponseHeaders = 2
+	mapRequestHeaders      = 0
+	mapResponseHeaders     = 2
+	mapHttpCallResponseHdr = 6
 
-	bufRequestBody  = 0
-	bufVMConfig     = 6
-	bufPluginConfig = 7
+	bufRequestBody      = 0
+	bufHttpCallResponse = 4
+	bufVMConfig         = 6
+	bufPluginConfig     = 7
 )
 
 // NewStandalone compiles (or takes from cache, when not nil) and instantiates
-// a c-shared proxy-wasm module on its own host. props are the properties the
-// host answers proxy_get_property with, keyed by path segments joined by NUL.
-func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string][]byte) (*Standalone, error) {
+// a c-shared proxy-wasm module on its own host, whose WASI answers as the
+// profile says. props are the properties the host answers
+// proxy_get_property with, keyed by path segments joined by NUL.
+func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string][]byte, p Profile) (*Standalone, error) {
 	ctx := context.Background()
-	s := &Standalone{ctx: ctx, stack: make([]uint64, 8), props: props, names: map[string]uint32{}, nextID: 1}
+	s := &Standalone{ctx: ctx, stack: make([]uint64, 8), props: props, names: map[string]uint32{}, nextID: 1,
+		guard: callGuard{gen: restrictedGen(p)}}
 	cfg := wazero.NewRuntimeConfig()
 	if cache != nil {
 		cfg = cfg.WithCompilationCache(cache)
 	}
 	s.runtime = wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, s.runtime); err != nil {
+	wh := &wasiHost{guard: &s.guard, log: s.hostLog}
+	if err := instantiateWASI(ctx, s.runtime, p, wh); err != nil {
+		s.runtime.Close(ctx)
 		return nil, err
 	}
 	if err := s.exportHost(ctx); err != nil {
 		s.runtime.Close(ctx)
 		return nil, err
 	}
-	compiled, err := s.runtime.CompileModule(ctx, wasm)
+	compiled, err := compile(ctx, s.runtime, wasm, p)
 	if err != nil {
 		s.runtime.Close(ctx)
 		return nil, err
@@ -101,7 +142,10 @@ func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string]
 	}
 	mcfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{}).
 		WithSysWalltime().WithSysNanotime()
-	if s.mod, err = s.runtime.InstantiateModule(withMemory(ctx), compiled, mcfg); err != nil {
+	s.guard.phase = phaseStarting
+	s.mod, err = s.runtime.InstantiateModule(withMemory(ctx), compiled, mcfg)
+	s.guard.phase = phaseRunning
+	if err != nil {
 		s.runtime.Close(ctx)
 		return nil, err
 	}
@@ -130,6 +174,9 @@ func (s *Standalone) Start(config []byte) (uint32, error) {
 	s.started = true
 	root := s.nextID
 	s.nextID++
+	prev := s.root
+	s.root = root
+	defer func() { s.root = prev }()
 	s.call(s.fns.contextCreate, uint64(root), 0)
 	if s.call(s.fns.configure, uint64(root), uint64(len(config))) != 1 {
 		return 0, fmt.Errorf("the plugin refused its configuration: %s", strings.Join(s.logs, "; "))
@@ -145,7 +192,9 @@ func (s *Standalone) Do(root uint32, st *Stream) {
 	id := uint64(s.nextID)
 	s.nextID++
 	s.cur = st
-	defer func() { s.cur = nil }()
+	prev := s.root
+	s.root = root
+	defer func() { s.cur, s.root = nil, prev }()
 	s.call(s.fns.contextCreate, id, uint64(root))
 	s.call(s.fns.reqHeaders, id, uint64(len(st.RequestHeaders)), b2u(len(st.RequestBody) == 0))
 	if len(st.RequestBody) > 0 && st.LocalResponse == 0 {
@@ -191,7 +240,7 @@ func (s *Standalone) out(ctx context.Context, mod api.Module, data []byte, retPt
 		return
 	}
 	stack := [1]uint64{uint64(len(data))}
-	if err := s.fns.alloc.CallWithStack(ctx, stack[:]); err != nil {
+	if err := s.guard.alloc(ctx, s.fns.alloc, stack[:]); err != nil {
 		panic(err)
 	}
 	p := uint32(stack[0])
@@ -207,8 +256,12 @@ func u32(mod api.Module, ptr uint64, v uint32) {
 	}
 }
 
-// headerMap returns the stream's map of a type, nil for any other.
+// headerMap returns the stream's map of a type (or the HTTP call answer
+// being delivered), nil for any other.
 func (s *Standalone) headerMap(t uint64) *[][2]string {
+	if t == mapHttpCallResponseHdr && s.answer != nil {
+		return &s.answer.headers
+	}
 	if s.cur == nil {
 		return nil
 	}
@@ -280,6 +333,9 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 		{"proxy_log", p(3), func(_ context.Context, mod api.Module, st []uint64) {
 			if level := st[0]; level >= 4 { // error, critical
 				s.logs = append(s.logs, string(view(mod, st[1], st[2])))
+			}
+			if s.OnLog != nil {
+				s.OnLog(int(st[0]), string(view(mod, st[1], st[2])))
 			}
 			st[0] = stOK
 		}},
@@ -383,6 +439,10 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 				}
 			case bufPluginConfig:
 				buf = s.config
+			case bufHttpCallResponse:
+				if s.answer != nil {
+					buf = s.answer.body
+				}
 			case bufVMConfig:
 			default:
 				st[0] = stUnimplemented
@@ -460,7 +520,18 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 			}
 			st[0] = stNotFound
 		}},
-		{"proxy_http_call", p(10), unimplemented},
+		{"proxy_http_call", p(10), func(_ context.Context, mod api.Module, st []uint64) {
+			hs, ok := deserializePairs(view(mod, st[2], st[3]))
+			if !ok || s.root == 0 {
+				st[0] = stBadArgument
+				return
+			}
+			s.nextCall++
+			s.callouts = append(s.callouts, Callout{ID: s.nextCall, Root: s.root, Cluster: string(view(mod, st[0], st[1])),
+				Headers: hs, Body: append([]byte(nil), view(mod, st[4], st[5])...), TimeoutMS: uint32(st[8])})
+			u32(mod, st[9], s.nextCall)
+			st[0] = stOK
+		}},
 		{"proxy_call_foreign_function", p(6), unimplemented},
 		{"proxy_get_shared_data", p(5), func(_ context.Context, _ api.Module, st []uint64) { st[0] = stNotFound }},
 		{"proxy_set_shared_data", p(5), unimplemented},
@@ -473,7 +544,7 @@ func (s *Standalone) exportHost(ctx context.Context) error {
 	for i, f := range fns {
 		imports[i] = hostImport{f.name, f.params, one, f.fn}
 	}
-	return instantiateHost(ctx, s.runtime, imports)
+	return instantiateHost(ctx, s.runtime, imports, &s.guard)
 }
 
 const stEmpty = 7
@@ -489,4 +560,84 @@ func (s *Standalone) SetPropertyString(path, value string) {
 		return
 	}
 	s.props[path] = []byte(value)
+}
+
+// hostLog is where the module's writes to fds 1 and 2 land (and the errors
+// the host logs about WASI calls it does not support): errors are kept as
+// a refused configuration's explanation, stderr's last lines for Stderr.
+func (s *Standalone) hostLog(level logLevel, msg string) {
+	if s.OnLog != nil {
+		s.OnLog(int(level), msg)
+	}
+	if level < logError || len(s.stderr) >= maxStderr {
+		return
+	}
+	s.stderr = append(s.stderr, msg[:min(len(msg), maxStderr-len(s.stderr))]...)
+	s.stderr = append(s.stderr, '\n')
+}
+
+// Stderr returns what the module wrote to standard error (the Go runtime's
+// fatal errors), up to the first 16 KiB, one write per line.
+func (s *Standalone) Stderr() string { return string(s.stderr) }
+
+// Tick fires the timer of the plugin started as root (proxy_on_tick).
+func (s *Standalone) Tick(root uint32) {
+	prev := s.root
+	s.root = root
+	defer func() { s.root = prev }()
+	s.call(s.fns.tick, uint64(root))
+}
+
+// Stop ends the plugin started as root as Envoy does when a configuration
+// update replaces it: proxy_on_done, then proxy_on_delete. Calls it made
+// that were not answered are dropped.
+func (s *Standalone) Stop(root uint32) {
+	prev := s.root
+	s.root = root
+	s.call(s.fns.done, uint64(root))
+	s.call(s.fns.delete, uint64(root))
+	s.root = prev
+	kept := s.callouts[:0]
+	for _, c := range s.callouts {
+		if c.Root != root {
+			kept = append(kept, c)
+		}
+	}
+	s.callouts = kept
+}
+
+// Callouts returns the HTTP calls made and not yet answered, and forgets
+// them: each must be answered with Respond (or is lost, as a call whose
+// cluster never answers).
+func (s *Standalone) Callouts() []Callout {
+	out := s.callouts
+	s.callouts = nil
+	return out
+}
+
+// Respond delivers the answer to a call (proxy_on_http_call_response to
+// the root context that made it). A status of 0 is a call that failed
+// without an answer (Envoy gives the plugin no headers then).
+func (s *Standalone) Respond(c Callout, status int, headers [][2]string, body []byte) {
+	a := &calloutAnswer{body: body}
+	if status != 0 {
+		a.headers = append([][2]string{{":status", strconv.Itoa(status)}}, headers...)
+	}
+	s.answer = a
+	prev := s.root
+	s.root = c.Root
+	defer func() { s.answer, s.root = nil, prev }()
+	s.call(s.fns.httpCallResponse, uint64(c.Root), uint64(c.ID), uint64(len(a.headers)), uint64(len(body)), 0)
+}
+
+// MemoryBytes returns the size of the module's linear memory.
+func (s *Standalone) MemoryBytes() uint64 { return uint64(s.mod.Memory().Size()) }
+
+// Metric returns the value of the metric the module defined with this name.
+func (s *Standalone) Metric(name string) (uint64, bool) {
+	id, ok := s.names[name]
+	if !ok {
+		return 0, false
+	}
+	return s.metrics[id], true
 }

@@ -20,8 +20,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/internal"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 )
 
@@ -35,6 +35,7 @@ type VM struct {
 	stack   []uint64 // arguments and results of guest calls from the host
 	fns     guestFns
 	rootID  uint32
+	guard   callGuard
 }
 
 type guestFns struct {
@@ -44,19 +45,27 @@ type guestFns struct {
 
 var _ types.VMContext = (*VM)(nil)
 
-// New compiles and instantiates a c-shared proxy-wasm module.
-func New(wasm []byte) (*VM, error) {
+// New compiles and instantiates a c-shared proxy-wasm module on a host
+// whose WASI answers as the profile says.
+func New(wasm []byte, p Profile) (*VM, error) {
 	ctx := context.Background()
-	vm := &VM{ctx: ctx, stack: make([]uint64, 8)}
+	vm := &VM{ctx: ctx, stack: make([]uint64, 8), guard: callGuard{gen: restrictedGen(p)}}
 	vm.runtime = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig())
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, vm.runtime); err != nil {
+	wh := &wasiHost{guard: &vm.guard, log: func(level logLevel, msg string) {
+		b := []byte(msg)
+		if len(b) > 0 {
+			internal.ProxyLog(internal.LogLevel(level), &b[0], len(b))
+		}
+	}}
+	if err := instantiateWASI(ctx, vm.runtime, p, wh); err != nil {
+		vm.runtime.Close(ctx)
 		return nil, err
 	}
 	if err := vm.exportHost(ctx); err != nil {
 		vm.runtime.Close(ctx)
 		return nil, err
 	}
-	compiled, err := vm.runtime.CompileModule(ctx, wasm)
+	compiled, err := compile(ctx, vm.runtime, wasm, p)
 	if err != nil {
 		vm.runtime.Close(ctx)
 		return nil, err
@@ -69,7 +78,9 @@ func New(wasm []byte) (*VM, error) {
 	// clock fixed at 2022, which would date every shipped record then.
 	cfg := wazero.NewModuleConfig().WithStartFunctions("_initialize").WithStderr(nopWriter{}).WithStdout(nopWriter{}).
 		WithSysWalltime().WithSysNanotime()
+	vm.guard.phase = phaseStarting
 	vm.mod, err = vm.runtime.InstantiateModule(withMemory(ctx), compiled, cfg)
+	vm.guard.phase = phaseRunning
 	if err != nil {
 		vm.runtime.Close(ctx)
 		return nil, err
@@ -98,6 +109,9 @@ func lookupGuestFns(mod api.Module) guestFns {
 
 // Close releases the runtime.
 func (vm *VM) Close() error { return vm.runtime.Close(vm.ctx) }
+
+// MemoryBytes returns the size of the module's linear memory.
+func (vm *VM) MemoryBytes() uint64 { return uint64(vm.mod.Memory().Size()) }
 
 // call invokes a guest export with up to 5 arguments and returns its first
 // result (0 when it has none). A trap is a bug in the guest or this binding
