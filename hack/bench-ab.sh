@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-ab.sh REV_A REV_B [ROUNDS]
 #
-# Compares the filter's own cost (BenchmarkRequest/wasm-direct) of two
+# Compares the filter's own cost (BenchmarkRequest/wasm-envoy-1.33, formerly wasm-direct) of two
 # revisions in the same minutes: each revision is checked out into a
 # temporary worktree and built to .wasm, then the two run in turn, ROUNDS
 # times (default 5) three runs each, with the same pass-through plugin (the
@@ -22,12 +22,17 @@ trap 'for r in a b; do git -C "$root" worktree remove --force "$tmp/$r" 2>/dev/n
 for r in a b; do
   rev=$a; [ $r = b ] && rev=$b
   git -C "$root" worktree add -q --detach "$tmp/$r" "$rev"
-  (cd "$tmp/$r" && GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o "$tmp/$r.wasm" ./filter)
+  # Built as make builds it when the revision has filter/wasmbuild.
+  if [ -d "$tmp/$r/filter/wasmbuild" ]; then
+    (cd "$tmp/$r" && go run ./filter/wasmbuild/cmd/wasmbuild -o "$tmp/$r.wasm" ./filter)
+  else
+    (cd "$tmp/$r" && GOOS=wasip1 GOARCH=wasm go build -trimpath -buildvcs=false -buildmode=c-shared -o "$tmp/$r.wasm" ./filter)
+  fi
 done
 for _ in $(seq "$rounds"); do
   for r in a b; do
     (cd "$tmp/$r" && MESHWARD_WASM=$tmp/$r.wasm MESHWARD_PASSTHROUGH_WASM=$pass GOGC=400 \
-      go test -run '^$' -bench 'Request/wasm-direct$' -benchtime 20000x -count 3 ./filter/ 2>&1 |
+      go test -run '^$' -bench 'Request/wasm-(direct|envoy-1.33)$' -benchtime 20000x -count 3 ./filter/ 2>&1 |
       grep -oE '[0-9]+ own-cpu-ns/op' | awk '{print $1}' >> "$tmp/$r.txt")
   done
 done

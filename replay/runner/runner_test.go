@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
+
 	"time"
 
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
+
+	"github.com/meshward/meshward/filter/wasmbuild"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
@@ -25,10 +28,8 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		wasmPath = filepath.Join(dir, "meshward.wasm")
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasmPath, "../../filter")
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building the filter: %v\n%s", err, out)
+		if err := wasmbuild.Build(wasmPath, "../../filter", wasmbuild.Options{}); err != nil {
+			fmt.Fprintf(os.Stderr, "building the filter: %v\n", err)
 			os.Exit(1)
 		}
 		code := m.Run()
@@ -87,8 +88,12 @@ func TestNativeAndWasmAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc, _ := models.Encode(m)
+	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) { nativeAndWasmAgree(t, m, enc, replay, profile) })
+}
+
+func nativeAndWasmAgree(t *testing.T, m *models.Model, enc []byte, replay []*source.Record, profile wazerohost.Profile) {
 	native := &Native{Model: m}
-	wasm, err := NewWasm(wasmPath, enc, 0)
+	wasm, err := NewWasm(wasmPath, enc, 0, profile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,5 +125,15 @@ func TestNativeAndWasmAgree(t *testing.T) {
 	}
 	if len(b[len(b)-1].Reasons) == 0 {
 		t.Error("no reasons read back from the filter for a flagged request")
+	}
+}
+
+// forEachProfile runs a test of the compiled filter on every Envoy host
+// profile meshward supports: each answers WASI calls as that Envoy's Wasm
+// host does.
+func forEachProfile(t *testing.T, fn func(t *testing.T, p wazerohost.Profile)) {
+	t.Helper()
+	for _, p := range wazerohost.Profiles {
+		t.Run(string(p), func(t *testing.T) { fn(t, p) })
 	}
 }

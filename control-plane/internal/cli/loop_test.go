@@ -7,13 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/filter/wasmbuild"
 	"github.com/meshward/meshward/internal/redistest"
 )
 
@@ -36,12 +36,7 @@ func testWasm(t *testing.T) string {
 			return
 		}
 		wasmBuilt = filepath.Join(dir, "meshward.wasm")
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", wasmBuilt, "../../../filter")
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			wasmErr = err
-			t.Logf("%s", out)
-		}
+		wasmErr = wasmbuild.Build(wasmBuilt, "../../../filter", wasmbuild.Options{})
 	})
 	if wasmErr != nil {
 		t.Fatalf("building the filter: %v", wasmErr)
