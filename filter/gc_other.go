@@ -9,3 +9,4 @@ type collector struct{}
 
 func (*collector) collect(string) {}
 func (*collector) tick()          {}
+func (*collector) streamDone()    {}

@@ -9,7 +9,8 @@ import (
 
 // TestGarbageIsCollectedOutsideRequests: compiled to WebAssembly, the filter
 // collects garbage itself (gc_wasip1.go): once after a configuration, and on
-// a tick only once enough has been allocated since. Natively the Go
+// a tick only once enough has been allocated since, and at the end of a
+// stream after a burst. Natively the Go
 // runtime's collector runs on its own, so only the .wasm environments run
 // this test.
 func TestGarbageIsCollectedOutsideRequests(t *testing.T) {
@@ -55,6 +56,18 @@ func TestGarbageIsCollectedOutsideRequests(t *testing.T) {
 			host.Tick()
 			if n := collections("tick"); n != 1 {
 				t.Fatalf("%d collections after one more idle tick, want still 1", n)
+			}
+			// A burst far above the budget before the next tick is collected
+			// at the end of a stream (never inside an allocation: there is
+			// no memory limit to trip one).
+			for i := 0; i < 10_000; i++ {
+				id := host.InitializeHttpContext()
+				host.CallOnRequestHeaders(id, [][2]string{{":method", "POST"}, {":path", "/reviews"}, {":authority", workload}}, false)
+				host.CallOnRequestBody(id, body, true)
+				host.CompleteHttpContext(id)
+			}
+			if n := collections("burst"); n < 1 {
+				t.Fatalf("no collection after a 40 MB burst between ticks")
 			}
 		})
 	}

@@ -23,18 +23,31 @@ import (
 //
 // So automatic collection is off, and the filter collects at points of its
 // choosing, outside requests, where runtime.GC runs a whole cycle at once:
-// after each configuration (decoding a model leaves megabytes of garbage)
-// and on a tick once enough has been allocated since the last collection.
-// A memory limit stays as a backstop against a burst between ticks.
+// after each configuration (decoding a model leaves megabytes of garbage),
+// on a tick once enough has been allocated since the last collection, and
+// at the end of a stream when a burst between two ticks allocated far more.
+//
+// There is deliberately no memory limit: a limit makes the runtime start a
+// collection inside whichever allocation crosses it, and that may be one
+// the host asked for (proxy_on_memory_allocate, to copy a configuration or
+// a header map in). Envoy's host allows only proxy_log, fd_write and
+// clock_time_get during such an allocation, and a collection ends by
+// polling the runtime's timers (poll_oneoff): in V8 that traps
+// (restricted_callback). With the percent off and no limit, the runtime
+// never collects on its own.
 func init() { debug.SetGCPercent(-1) }
 
 // gcBudgetMin is the least allocation between two collections on ticks;
 // the budget grows with the live heap (a quarter of it).
 const gcBudgetMin = 4 << 20
 
-// gcHeadroomMin is the least room above the live heap the memory limit
-// leaves; the room grows with the live heap (as much again).
-const gcHeadroomMin = 64 << 20
+// gcBurst is how many budgets a burst of streams may allocate between two
+// ticks before the end of a stream collects; gcCheckEvery is how many
+// streams pass between two looks at the allocation count.
+const (
+	gcBurst      = 8
+	gcCheckEvery = 256
+)
 
 // collector tracks allocation since the filter's last collection.
 type collector struct {
@@ -42,6 +55,7 @@ type collector struct {
 	samples   [2]rtmetrics.Sample
 	allocated uint64 // bytes allocated at the last collection
 	budget    uint64
+	streams   int // streams ended since the last look at the count
 }
 
 // collect runs a whole collection now and sets the next budget and the
@@ -52,8 +66,22 @@ func (c *collector) collect(why string) {
 	live := c.samples[1].Value.Uint64()
 	c.allocated = c.samples[0].Value.Uint64()
 	c.budget = max(gcBudgetMin, live/4)
-	debug.SetMemoryLimit(int64(2*live + gcHeadroomMin))
+	c.streams = 0
 	proxywasm.LogDebugf("meshward: collected garbage (%s): %d bytes live", why, live)
+}
+
+// streamDone collects, every gcCheckEvery streams, when the streams since
+// the last collection allocated more than gcBurst budgets: a burst the next
+// tick would come too late for.
+func (c *collector) streamDone() {
+	if c.streams++; c.streams < gcCheckEvery {
+		return
+	}
+	c.streams = 0
+	c.read()
+	if c.samples[0].Value.Uint64()-c.allocated >= gcBurst*c.budget {
+		c.collect("burst")
+	}
 }
 
 // tick collects when the allocation since the last collection exceeds the

@@ -319,6 +319,7 @@ func (h *httpContext) OnHttpStreamDone() {
 		p.enqueue(h)
 	}
 	p.recycle(h)
+	p.gc.streamDone()
 }
 
 // failOpen turns a panic into a request let through and counted unscored.
