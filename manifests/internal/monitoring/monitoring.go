@@ -147,6 +147,13 @@ var rules = []Rule{
 	{Alert: "MeshwardUnscoredTraffic", Expr: `sum by (destination_workload_namespace, destination_workload) (rate(meshward_unscored_total[10m])) / sum by (destination_workload_namespace, destination_workload) (rate(meshward_requests_total[10m])) > 0.05`, For: "15m",
 		Labels:      map[string]string{"severity": "warning"},
 		Annotations: map[string]string{"summary": "{{ $labels.destination_workload }}: over 5 % of requests unscored", "description": "The filter in {{ $labels.destination_workload }}.{{ $labels.destination_workload_namespace }} lets {{ $value | humanizePercentage }} of requests through unscored: the model has no section for the workload (train it), or the filter fails internally."}},
+	// A VM that fails (a trap, a start refused) takes the filter out of the
+	// request path without a word: failStrategy FAIL_OPEN lets traffic
+	// through, and Envoy has no stat counting such failures. What shows is
+	// the workload still serving requests while the filter counts none.
+	{Alert: "MeshwardFilterNotRunning", Expr: `(sum by (destination_workload_namespace, destination_workload) (rate(istio_requests_total{reporter="destination"}[10m])) > 0) unless on (destination_workload_namespace, destination_workload) (sum by (destination_workload_namespace, destination_workload) (rate(meshward_requests_total[10m])) > 0) and on (destination_workload_namespace, destination_workload) (sum by (destination_workload_namespace, destination_workload) (max_over_time(meshward_requests_total[1d])) > 0)`, For: "10m",
+		Labels:      map[string]string{"severity": "critical"},
+		Annotations: map[string]string{"summary": "the meshward filter has stopped counting requests on {{ $labels.destination_workload }}.{{ $labels.destination_workload_namespace }}", "description": "The workload serves requests but its filter counted none for 10 minutes, after counting some in the last day: its Wasm VM failed or did not start, and with failStrategy FAIL_OPEN traffic flows unjudged. Look for 'wasm' errors in the sidecar's log, and at envoy_wasm_envoy_wasm_runtime_v8_active and the plugin's vm_reload_failure counter; docs/operations.md has the steps."}},
 	{Alert: "MeshwardFilterConfigRejected", Expr: `sum by (destination_workload_namespace, destination_workload) (increase(meshward_config_rejected_total[15m])) > 0`,
 		Labels:      map[string]string{"severity": "warning"},
 		Annotations: map[string]string{"summary": "the filter in {{ $labels.destination_workload }} refused its configuration", "description": "The filter keeps its previous configuration and model; its log line names every bad field."}},
