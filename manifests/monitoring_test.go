@@ -4,22 +4,18 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshward/meshward/control-plane/server"
+	"github.com/meshward/meshward/filter/plugin"
 	"github.com/meshward/meshward/manifests/internal/monitoring"
 )
 
@@ -52,75 +48,23 @@ func TestGeneratedMonitoringIsCurrent(t *testing.T) {
 	}
 }
 
-// filterMetrics reads the metric names the filter defines, from its
-// source: every proxywasm.Define*Metric call's argument, resolved through
-// the package's string constants. Histograms expose _bucket, _sum and
-// _count in Envoy's Prometheus output.
+// filterMetrics returns the metric names the filter defines, as Envoy
+// exposes them: histograms as _bucket, _sum and _count.
 func filterMetrics(t *testing.T) map[string]bool {
-	names, _ := filterSource(t)
-	return names
-}
-
-// filterSource returns the filter's metric names and its string constants.
-func filterSource(t *testing.T) (map[string]bool, map[string]string) {
-	fset := token.NewFileSet()
-	files, err := filepath.Glob("../filter/*.go")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("the filter's sources: %v", err)
-	}
-	consts := map[string]string{}
-	var calls []*ast.CallExpr
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		file, err := parser.ParseFile(fset, f, nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			switch n := n.(type) {
-			case *ast.ValueSpec:
-				for i, name := range n.Names {
-					if i < len(n.Values) {
-						if lit, ok := n.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-							consts[name.Name], _ = strconv.Unquote(lit.Value)
-						}
-					}
-				}
-			case *ast.CallExpr:
-				if sel, ok := n.Fun.(*ast.SelectorExpr); ok && strings.HasPrefix(sel.Sel.Name, "Define") && strings.HasSuffix(sel.Sel.Name, "Metric") {
-					calls = append(calls, n)
-				}
-			}
-			return true
-		})
-	}
 	names := map[string]bool{}
-	for _, c := range calls {
-		fn := c.Fun.(*ast.SelectorExpr).Sel.Name
-		var name string
-		switch a := c.Args[0].(type) {
-		case *ast.Ident:
-			name = consts[a.Name]
-		case *ast.BasicLit:
-			name, _ = strconv.Unquote(a.Value)
-		}
-		if name == "" {
-			t.Fatalf("%s: cannot resolve the metric name of %s", fset.Position(c.Pos()), fn)
-		}
-		if fn == "DefineHistogramMetric" {
+	for _, m := range plugin.Metrics {
+		if m.Kind == plugin.Histogram {
 			for _, s := range []string{"_bucket", "_sum", "_count"} {
-				names[name+s] = true
+				names[m.Name+s] = true
 			}
 			continue
 		}
-		names[name] = true
+		names[m.Name] = true
 	}
 	if len(names) < 5 {
-		t.Fatalf("found only %v in the filter's sources", names)
+		t.Fatalf("the filter lists only %v", names)
 	}
-	return names, consts
+	return names
 }
 
 // istioMetrics are Istio's standard metrics the dashboard reads (they are
@@ -287,8 +231,8 @@ func TestQueriedMetricsExist(t *testing.T) {
 	telemetry := string(read(t, "istio/telemetry/telemetry.yaml"))
 	// The Telemetry tells a denial by the filter from the response details
 	// the filter gives its 403.
-	if _, consts := filterSource(t); consts["denyDetails"] == "" || !strings.Contains(telemetry, "'"+consts["denyDetails"]+"'") {
-		t.Errorf("istio/telemetry/telemetry.yaml does not match the filter's denial details %q", consts["denyDetails"])
+	if !strings.Contains(telemetry, "'"+plugin.DenyDetails+"'") {
+		t.Errorf("istio/telemetry/telemetry.yaml does not match the filter's denial details %q", plugin.DenyDetails)
 	}
 	used := map[string]bool{}
 	for _, q := range monitoring.Queries() {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/policy"
+	"github.com/meshward/meshward/filter/plugin"
 )
 
 // telemetryExpression reads the meshward_verdict tag expression.
@@ -52,7 +53,6 @@ func TestTelemetryVerdictExpression(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, consts := filterSource(t)
 	// A quarantine policy as the translator names it; Istio's RBAC filter
 	// names the policy that denied a request in the response details.
 	aps, err := policy.Istio(decide.Decision{ID: "inc-1", Principal: "spiffe://cluster.local/ns/shop/sa/cart",
@@ -69,7 +69,7 @@ func TestTelemetryVerdictExpression(t *testing.T) {
 	}{
 		{quarantine, nil, "quarantined"},
 		{"rbac_access_denied_matched_policy[ns[default]-policy[deny-all]-rule[0]]", nil, "passed"},
-		{consts["denyDetails"], map[string]string{"x-meshward-reason": "new_caller"}, "denied"},
+		{plugin.DenyDetails, map[string]string{"x-meshward-reason": "new_caller"}, "denied"},
 		{"via_upstream", map[string]string{"x-meshward-reason": "new_caller", "x-meshward-score": "0.910"}, "flagged"},
 		{"via_upstream", map[string]string{"x-meshward-score": "0.010"}, "passed"},
 	} {

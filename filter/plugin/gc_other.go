@@ -1,6 +1,6 @@
 //go:build !wasip1
 
-package main
+package plugin
 
 // collector schedules garbage collection in the filter compiled to
 // WebAssembly (gc_wasip1.go); natively, as in tests, the Go runtime's own

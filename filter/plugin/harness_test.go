@@ -1,4 +1,4 @@
-package main
+package plugin
 
 import (
 	"fmt"
@@ -41,7 +41,7 @@ func run(m *testing.M) (int, error) {
 		}
 		defer os.RemoveAll(dir)
 		wasmPath = filepath.Join(dir, "meshward.wasm")
-		if err := buildWasm(wasmPath, "."); err != nil {
+		if err := buildWasm(wasmPath, ".."); err != nil {
 			return 0, err
 		}
 	}

@@ -1,4 +1,4 @@
-package main
+package plugin
 
 import (
 	"os"
@@ -47,7 +47,7 @@ func passthroughWasm(b *testing.B, profile wazerohost.Profile) types.VMContext {
 			}
 			defer os.RemoveAll(dir)
 			path = filepath.Join(os.TempDir(), "meshward-bench-passthrough.wasm")
-			passthroughErr = buildWasm(path, "./internal/passthrough")
+			passthroughErr = buildWasm(path, "../internal/passthrough")
 		}
 		passthroughPath = path
 	})

@@ -1,4 +1,4 @@
-package main
+package plugin
 
 import (
 	"strconv"
@@ -25,12 +25,40 @@ const (
 	MetricScore = "meshward_score_permille"
 )
 
+// MetricKind is how Envoy exposes a metric.
+type MetricKind int
+
+// Metric kinds: a counter, or a histogram (exposed as _bucket, _sum and
+// _count).
+const (
+	Counter MetricKind = iota
+	Histogram
+)
+
+// Metric is one metric the filter defines.
+type Metric struct {
+	Name string
+	Kind MetricKind
+}
+
+// Metrics lists every metric the filter defines: the dashboards, alerts and
+// Istio's proxyStatsMatcher are checked against it.
+var Metrics = []Metric{
+	{MetricRequests, Counter}, {MetricFlagged, Counter}, {MetricDenied, Counter}, {MetricUnscored, Counter},
+	{MetricConfigRejected, Counter}, {MetricShipped, Counter}, {MetricDropped, Counter}, {MetricScore, Histogram},
+}
+
 // Response headers and body of a denied request.
 const (
 	headerReason = "x-meshward-reason"
 	denyBody     = "request denied by meshward: anomalous traffic for this workload\n"
-	denyDetails  = "meshward_denied"
+	// DenyDetails is the response-code details Envoy records for a request
+	// the filter denied (%RESPONSE_CODE_DETAILS% in access logs).
+	DenyDetails = "meshward_denied"
 )
+
+// NewVMContext returns the filter's VM context, for proxywasm.SetVMContext.
+func NewVMContext() types.VMContext { return &vmContext{} }
 
 type vmContext struct{ types.DefaultVMContext }
 
@@ -93,15 +121,16 @@ func (p *pluginContext) defineMetrics() {
 	if p.metrics != nil {
 		return
 	}
+	// Defined in the order of Metrics.
 	p.metrics = &metrics{
-		requests: proxywasm.DefineCounterMetric(MetricRequests),
-		flagged:  proxywasm.DefineCounterMetric(MetricFlagged),
-		denied:   proxywasm.DefineCounterMetric(MetricDenied),
-		unscored: proxywasm.DefineCounterMetric(MetricUnscored),
-		rejected: proxywasm.DefineCounterMetric(MetricConfigRejected),
-		shipped:  proxywasm.DefineCounterMetric(MetricShipped),
-		dropped:  proxywasm.DefineCounterMetric(MetricDropped),
-		score:    proxywasm.DefineHistogramMetric(MetricScore),
+		requests: proxywasm.DefineCounterMetric(Metrics[0].Name),
+		flagged:  proxywasm.DefineCounterMetric(Metrics[1].Name),
+		denied:   proxywasm.DefineCounterMetric(Metrics[2].Name),
+		unscored: proxywasm.DefineCounterMetric(Metrics[3].Name),
+		rejected: proxywasm.DefineCounterMetric(Metrics[4].Name),
+		shipped:  proxywasm.DefineCounterMetric(Metrics[5].Name),
+		dropped:  proxywasm.DefineCounterMetric(Metrics[6].Name),
+		score:    proxywasm.DefineHistogramMetric(Metrics[7].Name),
 	}
 }
 
