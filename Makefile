@@ -103,9 +103,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
-deps: ## install what tests need from Debian's packages (redis-server)
+deps: ## install what tests need from Debian's packages (redis-server, prometheus and promtool)
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || \
 	  { echo "installing redis-server (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { echo "installing prometheus (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 kube: ## build (or reuse) kube-apiserver, kubectl and etcd for the Kubernetes tests
 	GO=$(GO) hack/kube/build.sh
