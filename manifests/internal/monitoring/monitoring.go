@@ -171,14 +171,20 @@ var rules = []Rule{
 		Annotations: map[string]string{"summary": "meshward training rounds fail", "description": "The control plane's log says why (see the trainer's 'training round failed' lines)."}},
 }
 
-// workloadMetric is the metric whose destination_workload values the
-// dashboard's workload variable lists.
-const workloadMetric = "meshward_requests_total"
+// The dashboard's workload variable: it lists the values of WorkloadLabel
+// on WorkloadMetric, and panels select on it as $workload; "All" is
+// WorkloadAll.
+const (
+	WorkloadVariable = "workload"
+	WorkloadMetric   = "meshward_requests_total"
+	WorkloadLabel    = "destination_workload"
+	WorkloadAll      = ".*"
+)
 
 // Queries returns every PromQL expression of the dashboard and the rules
 // (for the workload variable, the metric it reads).
 func Queries() []string {
-	out := []string{workloadMetric}
+	out := []string{WorkloadMetric}
 	for _, r := range rows {
 		for _, p := range r.panels {
 			for _, q := range p.queries {
@@ -192,6 +198,33 @@ func Queries() []string {
 	return out
 }
 
+// PanelQuery is one query of a dashboard panel and the legend Grafana
+// draws for each series it returns ({{label}} is that series' label).
+type PanelQuery struct {
+	Row, Panel, Expr, Legend string
+}
+
+// PanelQueries returns the query of every panel, in dashboard order.
+func PanelQueries() []PanelQuery {
+	var out []PanelQuery
+	for _, r := range rows {
+		for _, p := range r.panels {
+			for _, q := range p.queries {
+				out = append(out, PanelQuery{Row: r.title, Panel: p.title, Expr: q.expr, Legend: q.legend})
+			}
+		}
+	}
+	return out
+}
+
+// Rules returns the alert rules (a copy: tests may not change what is
+// generated).
+func Rules() []Rule {
+	out := make([]Rule, len(rules))
+	copy(out, rules)
+	return out
+}
+
 // Dashboard builds the Grafana dashboard.
 func Dashboard() (dashboard.Dashboard, error) {
 	b := dashboard.NewDashboardBuilder("meshward").
@@ -202,9 +235,9 @@ func Dashboard() (dashboard.Dashboard, error) {
 		Time("now-6h", "now").
 		Tooltip(dashboard.DashboardCursorSyncCrosshair).
 		WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").Label("Data source").Type("prometheus")).
-		WithVariable(dashboard.NewQueryVariableBuilder("workload").Label("Workload").Datasource(ds).
-			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(" + workloadMetric + ", destination_workload)")}).
-			Multi(true).IncludeAll(true).AllValue(".*").Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc))
+		WithVariable(dashboard.NewQueryVariableBuilder(WorkloadVariable).Label("Workload").Datasource(ds).
+			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(" + WorkloadMetric + ", " + WorkloadLabel + ")")}).
+			Multi(true).IncludeAll(true).AllValue(WorkloadAll).Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc))
 	refID := func(i int) string { return string(rune('A' + i)) }
 	for _, r := range rows {
 		rb := dashboard.NewRowBuilder(r.title)
