@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,21 +15,40 @@ import (
 	"github.com/meshward/meshward/control-plane/trainer"
 )
 
-// statusRecorder remembers the status a handler wrote.
+// statusRecorder remembers the status a handler wrote, and its body (the
+// collector's answers are small: they list at most 20 errors).
 type statusRecorder struct {
 	http.ResponseWriter
 	code int
+	body bytes.Buffer
 }
 
 func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
 
-// countBatches wraps the collector to count batches and records.
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.body.Write(b)
+	return r.ResponseWriter.Write(b)
+}
+
+// Outcomes of meshward_collector_records_total.
+const (
+	recordsAccepted = "accepted"
+	recordsRejected = "rejected"
+)
+
+// countBatches wraps the collector to count batches, and records by the
+// outcome its answer gives (accepted: stored; rejected: invalid).
 func (s *Server) countBatches(col *collector.Collector) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/records", func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: 200}
 		col.ServeHTTP(rec, r)
 		s.batches.WithLabelValues(strconv.Itoa(rec.code)).Inc()
+		var resp collector.Response
+		if json.Unmarshal(rec.body.Bytes(), &resp) == nil {
+			s.records.WithLabelValues(recordsAccepted).Add(float64(resp.Accepted))
+			s.records.WithLabelValues(recordsRejected).Add(float64(resp.Rejected))
+		}
 	})
 	return mux
 }

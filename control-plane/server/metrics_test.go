@@ -105,3 +105,27 @@ func TestServesTheWasmFile(t *testing.T) {
 		t.Fatalf("xDS would pin sha256 %q, want the file's %x", got, sum)
 	}
 }
+
+// Records are counted by outcome, and every outcome of the collector, the
+// trainer and the canary is on /metrics from the start (at 0), so that
+// increase() sees the first event.
+func TestOutcomesCountedFromZero(t *testing.T) {
+	s := start(t, "")
+	_, m := get(t, s.AdminURL+"/metrics")
+	for _, want := range []string{`meshward_collector_records_total{outcome="accepted"} 0`, `meshward_collector_records_total{outcome="rejected"} 0`,
+		`meshward_trainer_rounds_total{outcome="failed"} 0`, `meshward_trainer_rounds_total{outcome="published"} 0`, `meshward_trainer_rounds_total{outcome="rejected"} 0`,
+		`meshward_canary_decisions_total{outcome="promoted"} 0`, `meshward_canary_decisions_total{outcome="rolled_back"} 0`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if code := ship(t, s, batch()+batch()+"{not json}\n"); code != 400 {
+		t.Fatalf("a batch with a bad line: %d, want 400", code)
+	}
+	_, m = get(t, s.AdminURL+"/metrics")
+	for _, want := range []string{`meshward_collector_records_total{outcome="accepted"} 2`, `meshward_collector_records_total{outcome="rejected"} 1`, `meshward_collector_batches_total{code="400"} 1`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -163,6 +163,18 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCanaryDecisions, Help: "Canary decisions, by outcome (promoted, rolled_back)."}, []string{"outcome"})
 	s.syncFails = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricXDSSyncFailures, Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."})
 	s.rollbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricRollbacks, Help: "Model rollbacks done by this replica (POST /api/v1/rollback)."})
+	// Every outcome is exported from the start, at 0: increase() and the
+	// alerts on it see the first one (a series that appears at 1 has not
+	// increased).
+	for _, o := range []string{recordsAccepted, recordsRejected} {
+		s.records.WithLabelValues(o)
+	}
+	for _, o := range []string{"published", "rejected", "failed"} {
+		s.rounds.WithLabelValues(o)
+	}
+	for _, o := range []string{store.Promoted, store.RolledBack} {
+		s.decisions.WithLabelValues(o)
+	}
 	s.collectors = []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.batches, s.records, s.rounds, s.decisions, s.syncFails, s.rollbacks, newState(s)}
 	s.reg.MustRegister(s.collectors...)
