@@ -310,8 +310,6 @@ func TestQueriedMetricsExist(t *testing.T) {
 		have := map[string]bool{}
 		var ls []string
 		switch {
-		case cpLabels[m] != nil || exported[m] && !filterNames[m] && !istioMetrics[m]:
-			ls = cpLabels[m]
 		case filterNames[m]:
 			ls = pmLabels
 			if strings.HasSuffix(m, "_bucket") {
@@ -319,6 +317,8 @@ func TestQueriedMetricsExist(t *testing.T) {
 			}
 		case istioMetrics[m]:
 			ls = istio
+		default:
+			ls = cpLabels[m]
 		}
 		for _, l := range ls {
 			have[l] = true
