@@ -179,6 +179,10 @@ func (s *Server) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("embedded Redis: %w", err)
 		}
+		// miniredis counts TTLs down only when told; with ClockTTL they run
+		// on the clock, so windowed keys and the leader lock expire as they
+		// do in Redis and a long-running serve does not grow without bound.
+		mr.ClockTTL(true)
 		s.embedded, addr = mr, mr.Addr()
 		s.log.Info("no Redis address given: started an embedded Redis-protocol server", "addr", addr)
 	}
