@@ -32,7 +32,7 @@ WASM_ENV   := GOOS=wasip1 GOARCH=wasm
 WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check deps kube e2e bench eval run fuzz clean image push manifests
+.PHONY: help build wasm test unit check deps kube e2e bench eval run fuzz clean image push manifests
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,6 +85,13 @@ test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
+
+# The quick loop: go test -short skips what needs a kube-apiserver (kubetest)
+# and the long soaks, each saying so; no check, no kube build, no fuzzing.
+# Redis tests still run on a real redis-server.
+unit: deps $(WASM) $(PASSWASM) ## the quick loop (go test -short): no API server, no fuzzing, no long soaks
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /e2e)
+	cd filter/goabi && $(GO) test -short -count=1 ./...
 
 FUZZTIME ?= 30s
 FUZZ_PKGS := ./models/ ./replay/source/
