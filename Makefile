@@ -94,7 +94,7 @@ unit: deps $(WASM) $(PASSWASM) ## the quick loop (go test -short): no API server
 	cd filter/goabi && $(GO) test -short -count=1 ./...
 
 FUZZTIME ?= 30s
-FUZZ_PKGS := ./models/ ./replay/source/
+FUZZ_PKGS := ./models/ ./replay/source/ ./replay/source/internal/http1/
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $(FUZZ_PKGS); do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
