@@ -55,6 +55,8 @@ func (s *bytesSource) Discard(n int) (int, error) {
 
 func (s *bytesSource) Buffered() int { return len(s.b) - s.i }
 
+var crlf = []byte("\r\n")
+
 // line is one line of input.
 type line struct {
 	off  int64  // offset of its first byte
@@ -99,11 +101,33 @@ func (lr *lineReader) next() (line, error) {
 		return l, nil
 	}
 	l := line{off: lr.off}
+	frag, err := lr.src.ReadSlice('\n')
+	if !errors.Is(err, bufio.ErrBufferFull) {
+		// The whole line in one slice (always, from bytes): no copy.
+		lr.off += int64(len(frag))
+		if err != nil && (len(frag) == 0 || !errors.Is(err, io.EOF)) {
+			return l, err
+		}
+		l.n = len(frag)
+		b := frag
+		switch {
+		case bytes.HasSuffix(b, crlf):
+			l.end, b = "\r\n", b[:len(b)-2]
+		case len(b) > 0 && b[len(b)-1] == '\n':
+			l.end, b = "\n", b[:len(b)-1]
+		}
+		l.full = int64(len(b))
+		l.long = len(b) > MaxLine
+		l.b = b[:min(len(b), MaxLine)]
+		return l, nil
+	}
 	lr.buf = lr.buf[:0]
 	var total int64
 	var last2 [2]byte
-	for {
-		frag, err := lr.src.ReadSlice('\n')
+	for first := true; ; first = false {
+		if !first {
+			frag, err = lr.src.ReadSlice('\n')
+		}
 		total += int64(len(frag))
 		if room := MaxLine + 2 - len(lr.buf); room > 0 {
 			lr.buf = append(lr.buf, frag[:min(len(frag), room)]...)
