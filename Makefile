@@ -36,7 +36,7 @@ WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 WASMBUILD  := $(GO) run ./filter/wasmbuild/cmd/wasmbuild -overlay-dir $(BUILD)/overlay
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check deps kube e2e bench eval run fuzz clean image push manifests soak
+.PHONY: help build wasm test unit check deps kube e2e bench eval run fuzz clean image push manifests soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,8 +93,15 @@ test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and
 soak: $(WASM) ## the full soak of the compiled filter on every Envoy host profile (1,000,000 requests, 100 model swaps each)
 	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 60m ./replay/soak/ -soak.requests 500000 -soak.updates 100
 
+# The quick loop: go test -short skips what needs a kube-apiserver (kubetest)
+# and the long soaks, each saying so; no check, no kube build, no fuzzing.
+# Redis tests still run on a real redis-server.
+unit: deps $(WASM) $(PASSWASM) ## the quick loop (go test -short): no API server, no fuzzing, no long soaks
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /e2e)
+	cd filter/goabi && $(GO) test -short -count=1 ./...
+
 FUZZTIME ?= 30s
-FUZZ_PKGS := ./models/ ./replay/source/
+FUZZ_PKGS := ./models/ ./replay/source/ ./replay/source/internal/http1/
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $(FUZZ_PKGS); do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \

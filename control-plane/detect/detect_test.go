@@ -2,7 +2,6 @@ package detect_test
 
 import (
 	"fmt"
-	"github.com/meshward/meshward/internal/testdata"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/decide"
 	. "github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/internal/devdata"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/gen"
 	"github.com/meshward/meshward/replay/runner"
@@ -164,7 +164,7 @@ func TestProtectedNamespaceIsNeverFenced(t *testing.T) {
 // services it never called: exactly that principal is caught, within 5 s of
 // its first new edge; the benign replay of later traces opens nothing.
 func TestTrainTicketScenario(t *testing.T) {
-	dir := testdata.Dir(t, "trainticket_traces")
+	dir := devdata.Dir(t, "trainticket_traces")
 	files, err := filepath.Glob(filepath.Join(dir, "*", "*_trace.csv.gz"))
 	if err != nil || len(files) < 20 {
 		t.Fatalf("TrainTicket traces not found under %s: %v", dir, err)

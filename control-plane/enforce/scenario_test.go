@@ -19,9 +19,9 @@ import (
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
+	"github.com/meshward/meshward/internal/devdata"
 	"github.com/meshward/meshward/internal/istiofake"
 	"github.com/meshward/meshward/internal/kubetest"
-	"github.com/meshward/meshward/internal/testdata"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
 	"github.com/meshward/meshward/replay/source"
@@ -32,7 +32,7 @@ import (
 // calling <svc>.train. The first twelve one-minute files are learned, the
 // next four replayed.
 func trainTicket(t *testing.T) (learn, replay []*source.Record) {
-	dir := testdata.Dir(t, "trainticket_traces")
+	dir := devdata.Dir(t, "trainticket_traces")
 	files, err := filepath.Glob(filepath.Join(dir, "*", "*_trace.csv.gz"))
 	if err != nil || len(files) < 16 {
 		t.Fatalf("TrainTicket traces not found under %s: %v", dir, err)

@@ -20,7 +20,7 @@ import (
 // API server, says so on /api/v1/leader, and releases the Lease on Close.
 func TestServeElectsWithLease(t *testing.T) {
 	env := kubetest.Start(t)
-	target, err := kube.Find(env.Kubeconfig)
+	target, err := kube.Find(env.Kubeconfig, false)
 	if err != nil {
 		t.Fatal(err)
 	}

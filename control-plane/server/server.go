@@ -134,6 +134,11 @@ type Server struct {
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
+
+	// clock and expireEvery drive the embedded server's TTLs
+	// (expireEmbedded); nil and 0 mean time.Now and a second.
+	clock       func() time.Time
+	expireEvery time.Duration
 }
 
 // New prepares a server; Start runs it.
@@ -256,6 +261,9 @@ func (s *Server) Start(ctx context.Context) error {
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.elected = make(chan struct{})
+	if s.embedded != nil {
+		go s.expireEmbedded(tctx)
+	}
 	go func() { s.elector.Run(tctx); close(s.elected) }()
 	if s.cfg.TrainEvery > 0 {
 		go s.trainLoop(tctx)

@@ -95,6 +95,7 @@ func AssetsDir() string {
 // the test.
 func Start(t testing.TB) *Env {
 	t.Helper()
+	skipShort(t)
 	e, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +106,16 @@ func Start(t testing.TB) *Env {
 		}
 	})
 	return e
+}
+
+// skipShort skips a test that needs the API server under go test -short
+// (make unit, the quick loop): starting etcd and kube-apiserver takes
+// seconds per package. make test runs without -short and skips nothing.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a kube-apiserver: skipped under -short (make unit); make test runs it")
+	}
 }
 
 // New starts a server that lives until Stop; Start and Shared are the usual
@@ -306,6 +317,7 @@ func Main(m *testing.M) int {
 // keep apart by namespace (Env.Namespace).
 func Shared(t testing.TB) *Env {
 	t.Helper()
+	skipShort(t)
 	shared.Lock()
 	defer shared.Unlock()
 	if !shared.inMain {

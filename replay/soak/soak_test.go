@@ -169,6 +169,9 @@ func soakConfig(t testing.TB, p wazerohost.Profile) Config {
 // then, many garbage collections — and no trap, every request scored, the
 // guest's memory steady.
 func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the soak runs in make test and make soak, not under -short (make unit)")
+	}
 	wasm := wasmFile(t)
 	for _, p := range wazerohost.Profiles {
 		t.Run(string(p), func(t *testing.T) {
@@ -236,6 +239,9 @@ func mib(ms [][]uint64) string {
 // (poll_oneoff answered ENOSYS, on which the runtime throws), and the same
 // build survives on envoy-1.39, whose host answers poll_oneoff.
 func TestUnpatchedRuntimeTrapsOnEnvoy133(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and soaks an unpatched filter: make test runs it, not -short (make unit)")
+	}
 	out := filepath.Join(t.TempDir(), "unpatched.wasm")
 	if err := wasmbuild.Build(out, "../../filter", wasmbuild.Options{Unpatched: true}); err != nil {
 		t.Fatal(err)

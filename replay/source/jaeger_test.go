@@ -5,13 +5,14 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
-	"github.com/meshward/meshward/internal/testdata"
 	"io/fs"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshward/meshward/internal/devdata"
 )
 
 const jaegerCSV = `TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration
@@ -206,8 +207,8 @@ func TestPodService(t *testing.T) {
 	}
 }
 
-// dataDir returns the shared data directory (see internal/testdata).
-func dataDir(t *testing.T) string { return testdata.Dir(t, "") }
+// dataDir returns the shared data directory (see internal/devdata).
+func dataDir(t *testing.T) string { return devdata.Dir(t, "") }
 
 // TestTrainTicketTraces reads every trace file of the TrainTicket data and
 // checks that the service graph has a sane size (the README: 28 services,

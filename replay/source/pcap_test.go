@@ -14,6 +14,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/source/internal/http1"
 )
 
 // capBuilder builds a capture in memory, one TCP segment at a time.
@@ -496,7 +497,7 @@ func TestReadPcapHTTP(t *testing.T) {
 		if len(res.recs) != 1 || res.recs[0].Request.Path != "/old" || res.recs[0].Request.ResponseBytes != 16 {
 			t.Fatalf("records %+v", res.recs)
 		}
-		if len(res.probs) != 1 || !errors.Is(res.probs[0].Err, errNoURI) {
+		if len(res.probs) != 1 || !errors.Is(res.probs[0].Err, http1.ErrNoURI) {
 			t.Errorf("problems %v", res.probs)
 		}
 	})

@@ -155,4 +155,10 @@ func TestServeBadKubeconfig(t *testing.T) {
 	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("serve with a missing kubeconfig: %v", err)
 	}
+	// serve finds the API server as every command does: $KUBECONFIG too.
+	t.Setenv("KUBECONFIG", missing)
+	err = Main([]string{"serve", "-collector-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, &out, &errOut)
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("serve with $KUBECONFIG naming a missing file: %v", err)
+	}
 }

@@ -51,6 +51,9 @@ func testWasm(t *testing.T) string {
 // so configured. It runs on the embedded Redis-protocol server and on a
 // real redis-server: one code path.
 func TestRunThroughTheControlPlane(t *testing.T) {
+	if testing.Short() {
+		t.Skip("make run's whole loop, three times over (about 20 s): skipped under -short (make unit); make test runs it")
+	}
 	wasm := testWasm(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "sample.jsonl")

@@ -51,7 +51,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Rules.MaxActive, "max-quarantines", cfg.Rules.MaxActive, "quarantines: at most this many at once")
 	qns := fs.String("quarantine-namespaces", "", "quarantines: the namespaces meshward may write AuthorizationPolicies in, comma-separated, as its Role allows (empty: all, a ClusterRole)")
 	protected := fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG): elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without either; none: a lock in Redis; serve never reads ~/.kube/config on its own)")
 	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
 	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
 	wasmPlugin := fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin whose pluginConfig the leader keeps on the model in force (model and -filter-mode; never a canary)")
@@ -65,7 +65,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		cfg.WasmPlugin.Namespace, cfg.WasmPlugin.Name = ns, name
 	}
-	target, err := kube.Find(*kubeconfig)
+	target, err := kube.Find(*kubeconfig, false)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
