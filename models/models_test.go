@@ -214,7 +214,8 @@ func TestDecodeRejects(t *testing.T) {
 	if _, err := Decode(append(append([]byte(nil), b...), 0)); err == nil || !strings.Contains(err.Error(), "truncated or padded") {
 		t.Errorf("padding: %v", err)
 	}
-	if _, err := Decode(make([]byte, MaxModelBytes+1)); !errors.Is(err, ErrModelTooLarge) {
+	big := append(append([]byte(nil), b[:headerSize]...), make([]byte, MaxMeshBytes)...)
+	if _, err := Decode(big); !errors.Is(err, ErrModelTooLarge) {
 		t.Errorf("oversize: %v", err)
 	}
 	msgs := map[string][]byte{"bad magic": append([]byte("XXXX"), b[4:]...)}

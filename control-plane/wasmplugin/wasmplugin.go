@@ -50,6 +50,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 // FieldManager is the server-side apply field manager of every write.
@@ -143,9 +144,20 @@ type Result struct {
 }
 
 // owned is the pluginConfig keys and values the writer sends for a model.
+// A WasmPlugin configures every workload it selects alike, so it carries
+// the model's fallback section, which filters accept whatever their
+// workload.
 func (w *Writer) owned(encoded []byte) (map[string]any, error) {
+	whole, err := models.Decode(encoded)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w: %w", ErrRefused, pluginconfig.ErrModel, err)
+	}
+	section, err := models.EncodeSection(whole, models.GlobalWorkload)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
 	c := w.cfg.Base
-	c.WithModel(encoded)
+	c.WithModel(section)
 	// The filter's own parser must accept what is written; the workload is
 	// the filter's node metadata, unknown here, so any name stands in.
 	if _, err := c.Settings("wasmplugin-check"); err != nil {
@@ -197,8 +209,8 @@ func (w *Writer) Apply(ctx context.Context, sha string, encoded []byte) (Result,
 		return Result{ResourceVersion: wp.ResourceVersion, ObjectBytes: size}, nil
 	}
 	if size > w.cfg.MaxObjectBytes {
-		err := fmt.Errorf("WasmPlugin %s, model %.12s (%d bytes encoded, %d in base64): %w: the object would be %d bytes, over the budget of %d (etcd refuses objects over 1.5 MiB); the model in the WasmPlugin is unchanged. Train a smaller model, or roll out by ECDS (-wasm-uri, manifests/istio-ecds)",
-			w.Ref(), sha, len(encoded), len(want["model"].(string)), ErrTooLarge, size, w.cfg.MaxObjectBytes)
+		err := fmt.Errorf("WasmPlugin %s, model %.12s (a section of %d bytes in base64): %w: the object would be %d bytes, over the budget of %d (etcd refuses objects over 1.5 MiB); the model in the WasmPlugin is unchanged. Train a smaller model, or roll out by ECDS (-wasm-uri, manifests/istio-ecds)",
+			w.Ref(), sha, len(want["model"].(string)), ErrTooLarge, size, w.cfg.MaxObjectBytes)
 		w.event(ctx, wp, corev1.EventTypeWarning, "ModelTooLarge", "RefuseModel", err.Error())
 		return Result{ObjectBytes: size}, err
 	}

@@ -57,6 +57,41 @@ func model(t testing.TB, seed uint64, dests int) ([]byte, string) {
 	return b, m.SHA256()
 }
 
+// fallbackSHA is the version of an encoded model's fallback section, the
+// one a WasmPlugin carries.
+func fallbackSHA(t testing.TB, encoded []byte) string {
+	t.Helper()
+	b, err := models.EncodeSection(mustDecode(t, encoded), models.GlobalWorkload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mustDecode(t, b).SHA256()
+}
+
+func mustDecode(t testing.TB, b []byte) *models.Model {
+	t.Helper()
+	m, err := models.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// bigModel is a real model whose fallback section is about 800 KB: many
+// long caller names.
+func bigModel(t testing.TB) ([]byte, string) {
+	w := &models.Workload{Name: models.GlobalWorkload, CalCenter: 1}
+	for i := 0; i < 200; i++ {
+		w.Sources = append(w.Sources, fmt.Sprintf("spiffe://cluster.local/ns/shop/sa/%04d-%s", i, strings.Repeat("x", 4000)))
+	}
+	m := &models.Model{Meta: models.Meta{Threshold: 0.5, TargetFPR: 0.001}, Workloads: map[string]*models.Workload{models.GlobalWorkload: w}}
+	b, err := models.Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, m.SHA256()
+}
+
 // installBase applies the real manifests/istio/base/wasmplugin.yaml into ns
 // with kubectl server-side apply, the way the README installs it.
 func installBase(t *testing.T, env *kubetest.Env, ns string) {
@@ -157,7 +192,7 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 	}
 	wp := get(t, ic, ns)
 	s := parsed(t, wp)
-	if s.Model == nil || s.Model.SHA256() != sha1 || s.Mode != pluginconfig.ModeMonitor {
+	if s.Model == nil || s.Model.SHA256() != fallbackSHA(t, m1) || s.Mode != pluginconfig.ModeMonitor {
 		t.Fatalf("read back mode %s, model %v; want monitor, %s", s.Mode, s.Model, sha1)
 	}
 	// The user's keys and labels survive, and the object's other fields.
@@ -210,7 +245,7 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 		t.Fatalf("over budget: got %v, want ErrTooLarge naming the model", err)
 	}
 	after := get(t, ic, ns)
-	if after.ResourceVersion != wp.ResourceVersion || parsed(t, after).Model.SHA256() != sha1 {
+	if after.ResourceVersion != wp.ResourceVersion || parsed(t, after).Model.SHA256() != fallbackSHA(t, m1) {
 		t.Errorf("a refused model changed the WasmPlugin")
 	}
 	if !hasEvent(t, env, ns, "ModelTooLarge", sha2[:12]) {
@@ -221,15 +256,17 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 		t.Errorf("Sync after a refusal: %+v, %v; want nothing done", r, err)
 	}
 
-	// With the default budget, a real model the filter itself would take
-	// (under models.MaxModelBytes, its config under pluginconfig's limit)
-	// but whose base64 takes the object over 1 MiB is refused too.
-	big, shaBig := model(t, 3, 8000)
-	if len(big) > models.MaxModelBytes || len(big)*4/3 < wasmplugin.DefaultMaxObjectBytes {
-		t.Fatalf("the big model is %d bytes: not between the object budget and the filter's limit", len(big))
+	// With the default budget, a model whose section the filter itself
+	// would take (under models.MaxSectionBytes, its config under
+	// pluginconfig's limit) but whose base64 takes the object over 1 MiB is
+	// refused too.
+	big, shaBig := bigModel(t)
+	bigSection, _ := models.EncodeSection(mustDecode(t, big), models.GlobalWorkload)
+	if len(bigSection) > models.MaxSectionBytes || len(bigSection)*4/3 < wasmplugin.DefaultMaxObjectBytes {
+		t.Fatalf("the big section is %d bytes: not between the object budget and the filter's limit", len(bigSection))
 	}
 	bc := pluginconfig.Config{Mode: pluginconfig.ModeMonitor}
-	if doc, _ := bc.WithModel(big).Encode(); len(doc) > pluginconfig.MaxConfigBytes {
+	if doc, _ := bc.WithModel(bigSection).Encode(); len(doc) > pluginconfig.MaxConfigBytes {
 		t.Fatalf("the big model's config is %d bytes, over the filter's limit", len(doc))
 	} else if _, err := pluginconfig.Parse(doc, "svc0.shop"); err != nil {
 		t.Fatalf("the filter refuses the big model itself: %v", err)
@@ -249,8 +286,8 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 	if r, err := w.Apply(ctx(t), sha2, m2); err != nil || !r.Written {
 		t.Fatalf("larger model within the default budget: %+v, %v", r, err)
 	}
-	if got := parsed(t, get(t, ic, ns)); got.Model.SHA256() != sha2 {
-		t.Errorf("model read back %s, want %s", got.Model.SHA256(), sha2)
+	if got := parsed(t, get(t, ic, ns)); got.Model.SHA256() != fallbackSHA(t, m2) {
+		t.Errorf("model read back %s, want the fallback section of %s", got.Model.SHA256(), sha2)
 	}
 
 	// A key dropped from the base is removed: a threshold written once,
@@ -291,7 +328,7 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 	if out, err := env.RunKubectl(ctx(t), "apply", "--server-side", "--force-conflicts", "--field-manager=kubectl", "-f", f); err != nil {
 		t.Fatalf("re-applying with --force-conflicts: %v\n%s", err, out)
 	}
-	if got := parsed(t, get(t, ic, ns)); got.Mode != pluginconfig.ModeLearn || got.Model.SHA256() != sha2 {
+	if got := parsed(t, get(t, ic, ns)); got.Mode != pluginconfig.ModeLearn || got.Model.SHA256() != fallbackSHA(t, m2) {
 		t.Errorf("after --force-conflicts: mode %s model %v; want learn and the model kept", got.Mode, got.Model)
 	}
 }

@@ -412,7 +412,11 @@ func (s *Server) publishGroup(key, group string, encoded []byte) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.Extension(group, encoded)
+	section, err := models.EncodeSection(m, group)
+	if err != nil {
+		return err
+	}
+	res, err := s.Extension(group, section)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,24 @@ func model(t testing.TB, seed uint64) ([]byte, string) {
 	return b, m.SHA256()
 }
 
+// sectionSHA is the version of a workload's section of an encoded model.
+func sectionSHA(t testing.TB, encoded []byte, workload string) string {
+	t.Helper()
+	m, err := models.Decode(encoded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := models.EncodeSection(m, workload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := models.DecodeSection(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.SHA256()
+}
+
 // startServer starts an ADS server on loopback, stopped with the test.
 func startServer(t testing.TB, canaryShare float64) *Server {
 	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}, CanaryShare: canaryShare})
@@ -129,7 +147,7 @@ func TestADSServesTheModelPerGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, s := early.recv()
-	if resp.VersionInfo != shaA || s.Model.SHA256() != shaA || s.Workload != "reviews.shop" || s.Mode != pluginconfig.ModeMonitor {
+	if resp.VersionInfo != shaA || s.Model.SHA256() != sectionSHA(t, a, "reviews.shop") || s.Workload != "reviews.shop" || s.Mode != pluginconfig.ModeMonitor {
 		t.Fatalf("first config: version %s, settings %+v", resp.VersionInfo, s)
 	}
 	early.send(resp.VersionInfo, resp.Nonce, nil) // ACK
@@ -148,7 +166,7 @@ func TestADSServesTheModelPerGroup(t *testing.T) {
 	}
 	for _, e := range []*envoy{early, late} {
 		r, s := e.recv()
-		if r.VersionInfo != shaB || s.Model.SHA256() != shaB {
+		if r.VersionInfo != shaB || s.Model.SHA256() != sectionSHA(t, b, s.Workload) {
 			t.Errorf("%s: version %s after publishing %s", e.node.Id, r.VersionInfo, shaB)
 		}
 		// The early Envoy refuses it: recorded, not retried.

@@ -35,7 +35,6 @@ func BenchmarkRunner(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
 	var capture bytes.Buffer
 	pw, err := source.NewPcapWriter(&capture)
 	if err != nil {
@@ -75,7 +74,7 @@ func BenchmarkRunner(b *testing.B) {
 	}
 	b.Run("native", func(b *testing.B) { run(b, &Native{Model: m}) })
 	b.Run("wasm", func(b *testing.B) {
-		w, err := NewWasm(wasmPath, enc, 0)
+		w, err := NewWasm(wasmPath, m, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -20,14 +20,13 @@ import (
 // host of its own (and emulated sidecars still do): the same compiled filter
 // under the SDK's host emulator (proxytest), one destination at a time. It is
 // the reference the standalone host is checked against.
-func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record) []Result {
+func sdkEmulatorRun(t *testing.T, m *models.Model, recs []*source.Record) []Result {
 	t.Helper()
 	vm, err := wasmhost.LoadDirect(wasmPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer vm.Close()
-	model := (&pluginconfig.Config{}).WithModel(encodedModel).Model
 	out := make([]Result, len(recs))
 	byDst := map[string][]int{}
 	for i, r := range recs {
@@ -38,7 +37,11 @@ func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record) []
 		if workload == "" {
 			workload = source.DefaultDestination
 		}
-		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: model, ResponseScore: true}).Encode()
+		section, err := models.EncodeSection(m, workload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, ResponseScore: true}).WithModel(section).Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,9 +86,8 @@ func TestStandaloneHostMatchesSDKEmulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
-	want := sdkEmulatorRun(t, enc, recs)
-	w, err := NewWasm(wasmPath, enc, 0)
+	want := sdkEmulatorRun(t, m, recs)
+	w, err := NewWasm(wasmPath, m, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,8 +128,7 @@ func TestWasmRunnerReportsARefusedConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
-	w, err := NewWasm(wasmPath, enc, 1.5) // a threshold must lie in (0,1]
+	w, err := NewWasm(wasmPath, m, 1.5) // a threshold must lie in (0,1]
 	if err != nil {
 		t.Fatal(err)
 	}

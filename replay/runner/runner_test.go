@@ -86,9 +86,8 @@ func TestNativeAndWasmAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
 	native := &Native{Model: m}
-	wasm, err := NewWasm(wasmPath, enc, 0)
+	wasm, err := NewWasm(wasmPath, m, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,14 +55,36 @@ func TestTrainInspectConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, err := pluginconfig.Parse(out.Bytes(), "")
-	if err != nil || s.Mode != pluginconfig.ModeEnforce || s.Section == nil {
-		t.Fatalf("config does not parse as the filter would: %v %+v", err, s)
+	if err != nil || s.Mode != pluginconfig.ModeEnforce || s.Section == nil || s.Model.SectionFor != "reviews" || len(s.Model.Workloads) != 1 {
+		t.Fatalf("config does not parse as the filter would, with the section of reviews: %v %+v", err, s)
 	}
-	// The written configuration is itself a model file for inspect.
+	// The written configuration is itself a model file for inspect, which
+	// says it holds a section.
 	cfgPath := filepath.Join(dir, "plugin.json")
 	_ = os.WriteFile(cfgPath, out.Bytes(), 0o644)
-	if err := Main([]string{"model", "inspect", cfgPath}, &bytes.Buffer{}, &errOut); err != nil {
-		t.Errorf("inspect of a plugin config: %v", err)
+	out.Reset()
+	if err := Main([]string{"model", "inspect", cfgPath}, &out, &errOut); err != nil || !strings.Contains(out.String(), "of workload reviews") {
+		t.Errorf("inspect of a plugin config: %v\n%s", err, out.String())
+	}
+	// A whole model needs -workload; a section goes in for its own workload
+	// only; a workload without a section gets the fallback.
+	if err := Main([]string{"model", "config", model}, &bytes.Buffer{}, &errOut); err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "-workload") {
+		t.Errorf("config of a whole model without -workload: %v", err)
+	}
+	out.Reset()
+	if err := Main([]string{"model", "config", cfgPath}, &out, &errOut); err != nil {
+		t.Errorf("config of a section: %v", err)
+	} else if s, err := pluginconfig.Parse(out.Bytes(), ""); err != nil || s.Workload != "reviews" {
+		t.Errorf("config of a section: %v %+v", err, s)
+	}
+	if err := Main([]string{"model", "config", "-workload", "ratings", cfgPath}, &bytes.Buffer{}, &errOut); err == nil || !strings.Contains(err.Error(), `section is for workload "reviews"`) {
+		t.Errorf("config of reviews' section for ratings: %v", err)
+	}
+	out.Reset()
+	if err := Main([]string{"model", "config", "-workload", "stranger.shop", model}, &out, &errOut); err != nil {
+		t.Errorf("config for a workload without a section: %v", err)
+	} else if s, err := pluginconfig.Parse(out.Bytes(), ""); err != nil || s.Model.SectionFor != "*" || s.Workload != "stranger.shop" {
+		t.Errorf("config for a workload without a section: %v %+v, want the fallback", err, s)
 	}
 }
 

@@ -43,6 +43,7 @@ const collectorCluster = "meshward-collector"
 // loop is a control plane started for one run.
 type loop struct {
 	srv      *server.Server
+	model    *models.Model // the model trained, whole
 	sidecars *runner.Sidecars
 	token    string
 	started  time.Time
@@ -195,6 +196,7 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	if err != nil {
 		return nil, err
 	}
+	l.model = m
 	l.summary.ModelSHA256, l.summary.ModelBytes = m.SHA256(), m.Size()
 	return m, nil
 }
@@ -250,8 +252,11 @@ func (l *loop) subscribe(workload string) ([]byte, error) {
 		return nil, fmt.Errorf("sidecar of %s: ADS: %w", workload, g.err)
 	}
 	s, err := pluginconfig.Parse(g.u.PluginConfig, "")
-	if err == nil && (s.Model == nil || s.Model.SHA256() != l.summary.ModelSHA256) {
-		err = fmt.Errorf("model %s, want the one trained (%s)", g.u.Version, l.summary.ModelSHA256)
+	if err == nil {
+		want, werr := sectionSHA(l.model, workload)
+		if err = werr; err == nil && (s.Model == nil || s.Model.SHA256() != want) {
+			err = fmt.Errorf("section %s, want the workload's section of the model trained (%s)", g.u.Version, want)
+		}
 	}
 	if err != nil {
 		_ = c.NACK(g.u, "", err)
@@ -278,10 +283,38 @@ func (l *loop) record(ctx context.Context, incidents []*detect.Incident) error {
 	if err != nil {
 		return err
 	}
-	if c, ok := v[l.summary.ModelSHA256]; ok {
-		l.summary.Verdicts = &c
+	// Each sidecar reports the version of its own section.
+	var sum store.Verdicts
+	seen := false
+	for name := range l.model.Workloads {
+		sha, err := sectionSHA(l.model, name)
+		if err != nil {
+			return err
+		}
+		if c, ok := v[sha]; ok {
+			sum.Requests += c.Requests
+			sum.Flagged += c.Flagged
+			seen = true
+		}
+		delete(v, sha)
+	}
+	if seen {
+		l.summary.Verdicts = &sum
 	}
 	return nil
+}
+
+// sectionSHA is the version of a workload's section of m.
+func sectionSHA(m *models.Model, workload string) (string, error) {
+	b, err := models.EncodeSection(m, workload)
+	if err != nil {
+		return "", err
+	}
+	s, err := models.DecodeSection(b)
+	if err != nil {
+		return "", err
+	}
+	return s.SHA256(), nil
 }
 
 // writeSummary prints the control plane's part of the summary.

@@ -132,11 +132,7 @@ func newRunner(kind, wasmPath string, m *models.Model, threshold float64, live l
 	case "native":
 		return &runner.Native{Model: m, Threshold: threshold}, nil
 	case "wasm":
-		enc, err := models.Encode(m)
-		if err != nil {
-			return nil, err
-		}
-		w, err := runner.NewWasm(wasmPath, enc, threshold)
+		w, err := runner.NewWasm(wasmPath, m, threshold)
 		if err != nil {
 			return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose -runner native)", err)
 		}
