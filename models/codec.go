@@ -378,7 +378,9 @@ func (d *decoder) workload() *Workload {
 	if d.err != nil {
 		return nil
 	}
-	w.index()
+	if !d.skipIndex {
+		w.index()
+	}
 	return w
 }
 
@@ -387,6 +389,8 @@ type decoder struct {
 	off  int
 	base int
 	err  error
+	// skipIndex leaves decoded parts unindexed (not for scoring).
+	skipIndex bool
 }
 
 func (d *decoder) fail(what, format string, args ...any) {
