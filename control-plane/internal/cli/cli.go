@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
@@ -142,6 +143,7 @@ func train(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "model.bin", "where to write the encoded model")
 	seed := fs.Uint64("seed", models.DefaultTrainConfig().Seed, "training seed (same seed and input, same bytes)")
 	fpr := fs.Float64("target-fpr", models.DefaultTrainConfig().TargetFPR, "false-positive rate the threshold is calibrated to")
+	maxSection := fs.Int("max-section-bytes", trainer.DefaultMaxSectionBytes, "the size budget of one workload's section (what its sidecars receive): sections over it are named")
 	var sf sourceFlags
 	sf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -176,9 +178,12 @@ func train(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	learned, capped, _, held := tr.Samples()
-	largest, largestOf, err := largestSection(m)
+	largest, largestOf, over, err := largestSection(m, *maxSection)
 	if err != nil {
 		return err
+	}
+	for _, o := range over {
+		fmt.Fprintf(stderr, "warning: the section of %s, over -max-section-bytes %d: its sidecars would not get it from the control plane\n", o, *maxSection)
 	}
 	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads (largest section %d bytes, %s), %d requests learned, %d held back for calibration, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
 		m.SHA256()[:12], len(b), len(m.Workloads), largest, largestOf, learned, held, capped, attacks, len(problems))
@@ -187,19 +192,32 @@ func train(args []string, stdout, stderr io.Writer) error {
 }
 
 // largestSection is the size of the largest section of m (what one
-// sidecar receives) and whose it is.
-func largestSection(m *models.Model) (int, string, error) {
+// sidecar receives) and whose it is, and the sections over budget.
+func largestSection(m *models.Model, budget int) (int, string, []string, error) {
 	size, of := 0, ""
-	for name := range m.Workloads {
+	var over []string
+	for _, name := range sortedNames(m) {
 		b, err := models.EncodeSection(m, name)
 		if err != nil {
-			return 0, "", err
+			return 0, "", nil, err
 		}
-		if len(b) > size || len(b) == size && name < of {
+		if len(b) > size {
 			size, of = len(b), name
 		}
+		if len(b) > budget {
+			over = append(over, fmt.Sprintf("%s (%d bytes)", name, len(b)))
+		}
 	}
-	return size, of, nil
+	return size, of, over, nil
+}
+
+func sortedNames(m *models.Model) []string {
+	names := make([]string, 0, len(m.Workloads))
+	for n := range m.Workloads {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // loadModel reads a model (whole, or a section) as raw codec bytes, base64
@@ -296,6 +314,7 @@ func modelConfig(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.Workload, "workload", "", "the sidecar's workload (name.namespace): its section of the model goes in the configuration; required for a whole model")
 	fs.StringVar(&c.CollectorCluster, "collector-cluster", "", "Envoy cluster of the collector")
 	threshold := fs.Float64("threshold", 0, "override the model's calibrated threshold (0: keep it)")
+	maxSection := fs.Int("max-section-bytes", trainer.DefaultMaxSectionBytes, "refuse a section over this size budget")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -327,6 +346,9 @@ func modelConfig(args []string, stdout, stderr io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if len(b) > *maxSection {
+		return fmt.Errorf("the section of %s is %d bytes, over -max-section-bytes %d", workload, len(b), *maxSection)
 	}
 	c.Mode = pluginconfig.Mode(*mode)
 	if *threshold != 0 {

@@ -178,3 +178,29 @@ func TestServeBadKubeconfig(t *testing.T) {
 		t.Errorf("serve with a missing kubeconfig: %v", err)
 	}
 }
+
+// TestSectionBudget: train names the sections over -max-section-bytes, and
+// model config refuses to print one.
+func TestSectionBudget(t *testing.T) {
+	dir := t.TempDir()
+	var in strings.Builder
+	for i := 0; i < 300; i++ {
+		fmt.Fprintf(&in, `{"src":"frontend","dst":"reviews","method":"GET","path":"/reviews/%d?lang=en"}`+"\n", i)
+	}
+	data := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(data, []byte(in.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "model.bin")
+	var out, errOut bytes.Buffer
+	if err := Main([]string{"train", "-max-section-bytes", "1024", "-out", model, data}, &out, &errOut); err != nil {
+		t.Fatalf("train: %v", err)
+	}
+	if !strings.Contains(errOut.String(), "the section of reviews") || !strings.Contains(errOut.String(), "over -max-section-bytes 1024") || !strings.Contains(out.String(), "largest section") {
+		t.Errorf("train output %q / %q", out.String(), errOut.String())
+	}
+	err := Main([]string{"model", "config", "-workload", "reviews", "-max-section-bytes", "1024", model}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "the section of reviews") || !strings.Contains(err.Error(), "over -max-section-bytes 1024") {
+		t.Errorf("model config over budget: %v", err)
+	}
+}

@@ -285,6 +285,10 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)
+	if lp != nil {
+		// Assembled from the sections served: its version is the release's.
+		rep.Model = lp.summary.ModelSHA256
+	}
 	if err := detectAndDecide(rep, m, monitor, res); err != nil {
 		return err
 	}
