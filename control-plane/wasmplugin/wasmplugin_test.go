@@ -141,7 +141,7 @@ func renamed(t testing.TB, b []byte, workload string) []byte {
 // gives the sections of its first k services to workloads reviews, ratings,
 // ... of namespace ns, and its fallback.
 func meshSections(t testing.TB, n int, names []string, ns string) map[string][]byte {
-	secs, err := meshgen.Train(n, 200*n, trainer.DefaultConfig().Train)
+	secs, err := meshgen.Train(n, 200, trainer.DefaultConfig().Train)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -290,9 +290,9 @@ func (s *Server) SectionVersion(group string) string {
 }
 
 // publishGroup sets a group's stable and canary snapshots to the sections
-// served, each only when its version differs from the snapshot's (a
-// client already at a version is sent nothing anyway; this spares building
-// the resource).
+// served, each only when its version differs from the snapshot's: a client
+// already at a version is sent nothing anyway, and this spares building the
+// resource — a release is applied to every group, and most keep theirs.
 func (s *Server) publishGroup(group string) error {
 	s.mu.Lock()
 	if s.served.stable == nil {
@@ -304,49 +304,53 @@ func (s *Server) publishGroup(group string) error {
 	if s.served.canary != nil {
 		canarySHA = s.served.canary.sectionFor(group)
 	}
-	stableEnc, okS := s.served.encoded(stableSHA)
-	canaryEnc, okC := s.served.encoded(canarySHA)
+	_, okS := s.served.sections[stableSHA]
+	_, okC := s.served.sections[canarySHA]
 	s.mu.Unlock()
 	if !okS || !okC {
 		// No section for this group, nor a fallback: it keeps what it has.
 		return nil
 	}
+	suffix := ""
+	if s.cfg.RBAC {
+		_, rv, err := s.RBACExtension(group)
+		if err != nil {
+			return err
+		}
+		suffix = "." + rv
+	}
 	var errs []error
-	built := map[string]*snapshotOf{}
+	built := map[string]*cachev3.Snapshot{}
 	for _, k := range []struct {
 		canary bool
 		sha    string
-		enc    []byte
-	}{{false, stableSHA, stableEnc}, {true, canarySHA, canaryEnc}} {
+	}{{false, stableSHA}, {true, canarySHA}} {
 		key := cacheKey(group, k.canary)
-		snap := built[k.sha]
-		if snap == nil {
-			res, err := s.Extension(group, k.enc)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			sn, err := s.snapshot(group, k.sha, res)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			snap = &snapshotOf{sn.GetVersion(extensionType), sn}
-			built[k.sha] = snap
-		}
-		if cur, err := s.cache.GetSnapshot(key); err == nil && cur.GetVersion(extensionType) == snap.version {
+		if cur, err := s.cache.GetSnapshot(key); err == nil && cur.GetVersion(extensionType) == k.sha+suffix {
 			continue
 		}
-
-		errs = append(errs, s.cache.SetSnapshot(context.Background(), key, snap.snap))
+		snap := built[k.sha]
+		if snap == nil {
+			s.mu.Lock()
+			enc, ok := s.served.encoded(k.sha)
+			s.mu.Unlock()
+			if !ok {
+				continue // replaced meanwhile; the next Apply publishes it
+			}
+			res, err := s.Extension(group, enc)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if snap, err = s.snapshot(group, k.sha, res); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			built[k.sha] = snap
+		}
+		errs = append(errs, s.cache.SetSnapshot(context.Background(), key, snap))
 	}
 	return errors.Join(errs...)
-}
-
-// snapshotOf is a snapshot built for a group, with its version.
-type snapshotOf struct {
-	version string
-	snap    *cachev3.Snapshot
 }
 
 const extensionType = resourcev3.ExtensionConfigType

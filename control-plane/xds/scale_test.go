@@ -22,7 +22,7 @@ func TestResourcesDoNotGrowWithTheMesh(t *testing.T) {
 	}
 	largest := map[int]int{}
 	for _, n := range []int{50, 1000} {
-		secs, err := meshgen.Train(n, 200*n, trainer.DefaultConfig().Train)
+		secs, err := meshgen.Train(n, 200, trainer.DefaultConfig().Train)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ package meshgen
 import (
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	"github.com/meshward/meshward/models"
 )
@@ -127,31 +128,37 @@ func Digest(services, n int) string {
 	return fmt.Sprintf("%016x", h)
 }
 
-// Train trains the whole model of a mesh of services services on
-// requests requests (seed 7, as the models benchmarks do), one workload at a
-// time as the control plane does.
-func Train(services, requests int, cfg models.TrainConfig) (*models.Sections, error) {
+// Train trains a mesh of services services (seed 7) on perService requests
+// to each, as the control plane does: one workload at a time, each finished
+// before the next, so that neither the requests nor the statistics of the
+// whole mesh are ever held at once.
+func Train(services, perService int, cfg models.TrainConfig) (*models.Sections, error) {
+	s, _, err := TrainTimed(services, perService, cfg)
+	return s, err
+}
+
+// TrainTimed is Train, also returning the time spent training (generating
+// the requests not counted: the control plane reads them from its store).
+func TrainTimed(services, perService int, cfg models.TrainConfig) (*models.Sections, time.Duration, error) {
 	f := New(services, 7)
-	index := make(map[string]int, services)
-	for i, s := range f.services {
-		index[s.name] = i
-	}
-	byDst := make([][]models.Request, services)
-	for i := 0; i < requests; i++ {
-		r := f.Request()
-		k := index[r.Destination]
-		byDst[k] = append(byDst[k], r)
-	}
 	tr, err := models.NewTrainer(cfg)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	for i, reqs := range byDst {
+	var spent time.Duration
+	reqs := make([]models.Request, perService)
+	for i := range f.services {
+		for j := range reqs {
+			reqs[j] = f.RequestTo(i)
+		}
+		start := time.Now()
 		for j := range reqs {
 			tr.Observe(&reqs[j])
 		}
-		byDst[i] = nil
 		tr.Finish(f.services[i].name)
+		spent += time.Since(start)
 	}
-	return tr.Sections()
+	start := time.Now()
+	s, err := tr.Sections()
+	return s, spent + time.Since(start), err
 }

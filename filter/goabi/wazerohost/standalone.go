@@ -116,6 +116,10 @@ func NewStandalone(wasm []byte, cache wazero.CompilationCache, props map[string]
 // Close releases the runtime.
 func (s *Standalone) Close() error { return s.runtime.Close(s.ctx) }
 
+// MemorySize returns the size of the guest's linear memory in bytes: what
+// the VM holds (a Go guest's memory grows with its heap and never shrinks).
+func (s *Standalone) MemorySize() uint32 { return s.mod.Memory().Size() }
+
 // Start starts a plugin with the given configuration, as a proxy does when
 // it loads the filter, and returns its root context's id for Do. A VM hosts
 // any number of plugins (Envoy shares one VM between plugins the same way);
