@@ -336,13 +336,23 @@ func FuzzScore(f *testing.F) {
 }
 
 func FuzzDecode(f *testing.F) {
-	b, _ := Encode(trainFixture(f, 1, nil))
+	m := trainFixture(f, 1, nil)
+	b, _ := Encode(m)
 	f.Add(b)
+	// Sections: a workload's and the fallback.
+	for _, w := range []string{"svc-0.shop", "nobody"} {
+		s, _ := EncodeSection(m, w)
+		f.Add(s)
+	}
 	f.Add([]byte("MWMD"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Decode(data)
 		if err != nil {
 			return
+		}
+		// A section decodes the same way as a filter decodes it.
+		if _, err := DecodeSection(data); (err == nil) != (m.SectionFor != "") {
+			t.Fatalf("Decode says section for %q, DecodeSection says %v", m.SectionFor, err)
 		}
 		// Whatever decodes must re-encode to the same bytes and score safely.
 		again, err := Encode(m)
