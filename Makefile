@@ -158,6 +158,15 @@ bench: deps kube $(WASM) $(PASSWASM) $(WAZERO) ## print the figures users care a
 	@$(GO) test -run '^$$' -bench 'Ingest' -benchtime 200x ./control-plane/store/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-store.txt
 	@echo "model rollout over xDS to 1,000 ADS clients (p50, p99):"
 	@$(GO) test -run '^$$' -bench 'Rollout1000' -benchtime 3x ./control-plane/xds/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-xds.txt
+	@echo "scale: meshes of 50, 1,000 and 10,000 services, 200 requests each (internal/scale; each size in its own process;"
+	@echo "  targets: training 10,000 services ≤ 60 s, one changed section to its group p99 ≤ 1 s at 1,000 ADS clients):"
+	@for n in 50 1000 10000; do \
+	  $(GO) test -run '^$$' -bench "Scale/$$n\$$" -benchtime 1x -timeout 30m ./internal/scale/ 2>&1 | grep -E '^Benchmark'; \
+	done | tee $(BUILD)/bench-scale.txt | awk 'BEGIN { \
+	    printf "%9s %12s %10s %10s %8s %9s %8s %17s %8s\n", "services", "all bytes", "largest", "config", "train s", "heap MB", "RSS MB", "1 section p50/p99", "guest MB" } \
+	  { for (i = 5; i < NF; i += 2) v[$$(i+1)] = $$i; \
+	    printf "%9d %12d %10d %10d %8.1f %9.0f %8.0f %8.0f/%4.0f ms %8.1f\n", v["services"], v["total-bytes"], v["largest-section-bytes"], \
+	      v["largest-config-bytes"], v["train-s"], v["peak-heap-MB"], v["peak-rss-MB"], v["section-p50-ms"], v["section-p99-ms"], v["guest-MB"] }'
 	@echo "quarantine: decision → AuthorizationPolicy seen on a watch of a real kube-apiserver (p50, p99; target p50 ≤ 200 ms):"
 	@$(GO) test -run '^$$' -bench 'DecisionToPolicy' -benchtime 200x ./control-plane/quarantine/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-quarantine.txt
 	@echo "reading traffic (requests/s):"

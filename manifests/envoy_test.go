@@ -292,8 +292,8 @@ func TestBrokenEnvoyConfigsFail(t *testing.T) {
 	}
 }
 
-// testModel is a small real model (the control plane refuses to serve
-// anything else).
+// testModel is the section of reviews.default of a small real model (the
+// control plane refuses to serve anything else).
 func testModel(t *testing.T) []byte {
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed, cfg.Now = 1, time.Unix(0, 0)
@@ -308,7 +308,7 @@ func testModel(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := models.Encode(m)
+	b, err := models.EncodeSection(m, "reviews.default")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,11 @@ type Model struct {
 	Workloads map[string]*Workload
 	// Content is the content model every section shares, or nil.
 	Content *ContentModel
+	// SectionFor is set on a model decoded from a section (see the codec):
+	// the workload the section is for, or GlobalWorkload for the fallback
+	// section. Workloads then holds that one part (none for an empty
+	// fallback). It is "" for a whole-mesh model.
+	SectionFor string
 
 	sha  [32]byte
 	size int

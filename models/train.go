@@ -28,6 +28,10 @@ type TrainConfig struct {
 	MaxRoutesPerWorkload  int
 	MaxSourcesPerWorkload int
 	MaxParamsPerRoute     int
+	// MaxGlobalBytes bounds the global (fallback) part's encoding: trained
+	// over every destination, it would grow with the mesh, so beyond this
+	// it keeps its most frequent callers, routes and parameters.
+	MaxGlobalBytes int
 	// Current, when set, is the model in force: requests it flags are not
 	// learned as normal, so an attack in progress cannot teach itself in.
 	Current *Model
@@ -52,6 +56,7 @@ func DefaultTrainConfig() TrainConfig {
 		MaxRoutesPerWorkload:  2000,
 		MaxSourcesPerWorkload: 2000,
 		MaxParamsPerRoute:     64,
+		MaxGlobalBytes:        24 << 10,
 	}
 }
 
@@ -76,19 +81,37 @@ func (c TrainConfig) Validate() error {
 	if c.MaxRoutesPerWorkload <= 0 || c.MaxSourcesPerWorkload <= 0 || c.MaxParamsPerRoute <= 0 {
 		errs = append(errs, errors.New("max_routes_per_workload, max_sources_per_workload and max_params_per_route must be positive"))
 	}
+	if c.MaxGlobalBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_global_bytes: %d must be at least 1024", c.MaxGlobalBytes))
+	}
 	return errors.Join(errs...)
 }
 
 // Trainer accumulates normal requests and builds a Model from them.
+//
+// Workloads train independently: Finish(dst) turns a destination's
+// statistics into its encoded part at once and lets them go, so a trainer
+// fed one destination at a time (as the control plane reads its store)
+// holds one workload's statistics, the global part's (bounded by the
+// per-workload caps), the finished parts' encodings, the held-back requests
+// (MaxHoldBack) and the content sample (2,048 requests), whatever the size
+// of the mesh. Requests may also come interleaved, as from a capture.
 type Trainer struct {
 	cfg       TrainConfig
+	current   *Model // the model in force (TrainConfig.Current, UseCurrent)
 	workloads map[string]*workloadStats
-	heldBack  []Request
-	seen      map[uint64]uint32 // occurrences per request content (heldOut)
-	samples   uint64
-	skipped   uint64
-	flagged   uint64
-	scratch   paramScratch
+	// records holds the finished workloads' parts, encoded (appendWorkload)
+	// and not yet calibrated.
+	records  map[string][]byte
+	heldBack []Request
+	// seen counts occurrences per request content (heldOut), per
+	// destination so that Finish can let them go; nSeen is their total.
+	seen    map[string]map[uint64]uint32
+	nSeen   int
+	samples uint64
+	skipped uint64
+	flagged uint64
+	scratch paramScratch
 	// lastHash is heldOut's hash of the request last observed: it orders
 	// the content model's sample (see sampleContent).
 	lastHash uint64
@@ -99,9 +122,13 @@ type Trainer struct {
 	grams gramCounts
 }
 
+// sampledRequest is a request of the content sample, until its workload
+// is finished; then its content vector.
 type sampledRequest struct {
-	hash uint64
-	req  Request
+	hash       uint64
+	req        Request
+	vec        ContentVector
+	vectorized bool
 }
 
 type workloadStats struct {
@@ -138,16 +165,27 @@ func NewTrainer(cfg TrainConfig) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Trainer{cfg: cfg, workloads: map[string]*workloadStats{}}, nil
+	return &Trainer{cfg: cfg, current: cfg.Current, workloads: map[string]*workloadStats{}, records: map[string][]byte{}}, nil
 }
+
+// UseCurrent makes m the model in force for the requests observed from now
+// on (see TrainConfig.Current): the control plane, training one workload at
+// a time, gives each its own section in force rather than holding the
+// whole model in force.
+func (t *Trainer) UseCurrent(m *Model) { t.current = m }
 
 // Observe learns one normal request, for its destination and for the global
 // fallback, or holds it back for calibration. It returns false when the
 // request was not learned (its source is over its cap, the current model
 // flags it, or it was held back).
 func (t *Trainer) Observe(r *Request) bool {
-	if t.cfg.Current != nil {
-		if v := t.cfg.Current.Score(r); v.Scored && v.Score > t.cfg.Current.Meta.Threshold {
+	if _, done := t.records[r.Destination]; done {
+		// Its part is built already (Finish): a straggler is not learned.
+		t.skipped++
+		return false
+	}
+	if t.current != nil {
+		if v := t.current.Score(r); v.Scored && v.Score > t.current.Meta.Threshold {
 			t.flagged++
 			return false
 		}
@@ -190,11 +228,21 @@ func (t *Trainer) heldOut(r *Request) bool {
 	h = hashBytes(h, r.Body)
 	var k uint32
 	if t.seen == nil {
-		t.seen = map[uint64]uint32{}
+		t.seen = map[string]map[uint64]uint32{}
 	}
-	if n, ok := t.seen[h]; ok || len(t.seen) < maxSeen {
+	seen := t.seen[r.Destination]
+	if seen == nil {
+		seen = map[uint64]uint32{}
+		t.seen[r.Destination] = seen
+	}
+	n, ok := seen[h]
+	if !ok && t.nSeen < maxSeen {
+		t.nSeen++
+		ok = true
+	}
+	if ok {
 		k = n
-		t.seen[h] = n + 1
+		seen[h] = n + 1
 	}
 	h = hashBytes(h, []byte{byte(k), byte(k >> 8), byte(k >> 16), byte(k >> 24)})
 	t.lastHash = h
@@ -278,9 +326,78 @@ func (t *Trainer) Samples() (learned, skipped, flagged, heldBack uint64) {
 	return t.samples, t.skipped, t.flagged, uint64(len(t.heldBack))
 }
 
-// Model builds the model from what was observed and calibrates it on the
-// held-back requests.
+// Finish builds dst's part from its statistics and lets them go: no
+// request to dst may come after (one that does is not learned). Sections
+// and Model finish every workload left.
+func (t *Trainer) Finish(dst string) {
+	ws := t.workloads[dst]
+	if ws == nil || dst == GlobalWorkload {
+		return
+	}
+	w := ws.build(dst)
+	t.vectorize(w)
+	t.records[dst] = appendWorkload(nil, w)
+	delete(t.workloads, dst)
+	t.nSeen -= len(t.seen[dst])
+	delete(t.seen, dst)
+}
+
+// build turns a workload's statistics into its part, indexed for scoring,
+// not yet calibrated.
+func (ws *workloadStats) build(name string) *Workload {
+	w := &Workload{Name: name}
+	srcIdx := map[string]uint32{}
+	for s := range ws.perSource {
+		srcIdx[s] = uint32(len(w.Sources))
+		w.Sources = append(w.Sources, s)
+	}
+	routeIdx := map[routeKey]uint32{}
+	for rk, rs := range ws.routes {
+		routeIdx[rk] = uint32(len(w.Routes))
+		r := Route{Method: rk.method, Template: rk.template, Count: rs.count, Numbers: rs.numbers}
+		for _, c := range rs.names {
+			r.ParamObs += c
+			if c == 1 {
+				r.ParamSingletons++
+			}
+		}
+		w.Routes = append(w.Routes, r)
+	}
+	for e, n := range ws.edges {
+		w.Edges = append(w.Edges, Edge{Source: srcIdx[e.source], Route: routeIdx[e.route], Count: n})
+	}
+	for pn, ps := range ws.params {
+		route := uint32(AnyRoute)
+		if pn.route != anyRouteKey {
+			route = routeIdx[pn.route]
+		}
+		w.Params = append(w.Params, ps.model(route, pn.name))
+	}
+	if ws.anyParam != nil {
+		w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
+	}
+	w.sortCanonical()
+	// Calibrated once every part is built (Trainer.calibrate); until then
+	// a placeholder the codec accepts.
+	w.CalBase, w.CalCenter = 0, 1
+	w.index()
+	return w
+}
+
+// Model builds the whole model from what was observed and calibrates it on
+// the held-back requests. It ends training, as Sections does.
 func (t *Trainer) Model() (*Model, error) {
+	s, err := t.Sections()
+	if err != nil {
+		return nil, err
+	}
+	return s.Model()
+}
+
+// Sections builds the model as its parts — each workload's part encoded on
+// its own, the content model once — calibrated on the held-back requests,
+// without holding every part decoded at once. It ends training.
+func (t *Trainer) Sections() (*Sections, error) {
 	if t.samples == 0 {
 		return nil, errors.New("train: no requests learned")
 	}
@@ -288,7 +405,21 @@ func (t *Trainer) Model() (*Model, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	m := &Model{
+	for _, dst := range sortedKeys(t.workloads) {
+		t.Finish(dst)
+	}
+	if ws := t.workloads[GlobalWorkload]; ws != nil {
+		g := ws.build(GlobalWorkload)
+		t.vectorize(g)
+		rec, err := pruneGlobal(g, t.cfg.MaxGlobalBytes)
+		if err != nil {
+			return nil, err
+		}
+		t.records[GlobalWorkload] = rec
+		delete(t.workloads, GlobalWorkload)
+		t.seen = nil
+	}
+	s := &Sections{
 		Meta: Meta{
 			TrainedAt: now.UTC(),
 			Samples:   t.samples,
@@ -296,50 +427,14 @@ func (t *Trainer) Model() (*Model, error) {
 			TargetFPR: t.cfg.TargetFPR,
 			Threshold: 0.5,
 		},
-		Workloads: make(map[string]*Workload, len(t.workloads)),
+		content: t.buildContent(),
+		records: t.records,
 	}
-	for name, ws := range t.workloads {
-		w := &Workload{Name: name}
-		srcIdx := map[string]uint32{}
-		for s := range ws.perSource {
-			srcIdx[s] = uint32(len(w.Sources))
-			w.Sources = append(w.Sources, s)
-		}
-		routeIdx := map[routeKey]uint32{}
-		for rk, rs := range ws.routes {
-			routeIdx[rk] = uint32(len(w.Routes))
-			r := Route{Method: rk.method, Template: rk.template, Count: rs.count, Numbers: rs.numbers}
-			for _, c := range rs.names {
-				r.ParamObs += c
-				if c == 1 {
-					r.ParamSingletons++
-				}
-			}
-			w.Routes = append(w.Routes, r)
-		}
-		for e, n := range ws.edges {
-			w.Edges = append(w.Edges, Edge{Source: srcIdx[e.source], Route: routeIdx[e.route], Count: n})
-		}
-		for pn, ps := range ws.params {
-			route := uint32(AnyRoute)
-			if pn.route != anyRouteKey {
-				route = routeIdx[pn.route]
-			}
-			w.Params = append(w.Params, ps.model(route, pn.name))
-		}
-		if ws.anyParam != nil {
-			w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
-		}
-		w.sortCanonical()
-		w.index()
-		m.Workloads[name] = w
-	}
-	t.trainContent(m)
-	t.calibrate(m)
-	if _, err := Encode(m); err != nil {
+	t.contentSample = nil
+	if err := t.calibrate(s); err != nil {
 		return nil, err
 	}
-	return m, nil
+	return s, nil
 }
 
 // minCalibration is the least number of held-back requests a workload needs
@@ -352,49 +447,71 @@ func (t *Trainer) enoughToCalibrate(n int) bool {
 	return n >= minCalibration && float64(n) >= 1/t.cfg.TargetFPR
 }
 
-// calibrate sets each workload's CalBase and CalCenter from the surprises of
+// calibrate sets each part's CalBase and CalCenter from the surprises of
 // its held-back normal requests: their median, and what TargetFPR of them
-// exceed.
-func (t *Trainer) calibrate(m *Model) {
-	per, perResp := map[string][]float64{}, map[string][]float64{}
-	var pooled, pooledResp []float64
-	var s paramScratch
+// exceed. Parts are decoded one at a time.
+func (t *Trainer) calibrate(s *Sections) error {
+	// The held-back requests by the part that scores them: their
+	// destination's, else the global one.
+	held := map[string][]int{}
 	for i := range t.heldBack {
-		r := &t.heldBack[i]
-		w := m.Workload(r.Destination)
-		if w == nil {
-			continue
+		name := t.heldBack[i].Destination
+		if _, ok := s.records[name]; !ok {
+			name = GlobalWorkload
 		}
-		// The request phase decides before a response exists.
-		req := *r
-		req.Status, req.ResponseBytes = 0, 0
-		var v Verdict
-		w.surprise(&req, &s, &v)
-		per[w.Name] = append(per[w.Name], v.Surprise)
-		pooled = append(pooled, v.Surprise)
-		// The response phase, when the response is known.
-		if r.Status != 0 {
-			var vr Verdict
-			w.surprise(r, &s, &vr)
-			perResp[w.Name] = append(perResp[w.Name], vr.Surprise)
-			pooledResp = append(pooledResp, vr.Surprise)
+		if _, ok := s.records[name]; ok {
+			held[name] = append(held[name], i)
 		}
 	}
+	per, perResp := map[string][]float64{}, map[string][]float64{}
+	var pooled, pooledResp []float64
+	var ps paramScratch
+	for _, name := range sortedKeys(held) {
+		w, err := s.Workload(name)
+		if err != nil {
+			return err
+		}
+		for _, i := range held[name] {
+			r := &t.heldBack[i]
+			// The request phase decides before a response exists.
+			req := *r
+			req.Status, req.ResponseBytes = 0, 0
+			var v Verdict
+			w.surprise(&req, &ps, &v)
+			per[name] = append(per[name], v.Surprise)
+			pooled = append(pooled, v.Surprise)
+			// The response phase, when the response is known.
+			if r.Status != 0 {
+				var vr Verdict
+				w.surprise(r, &ps, &vr)
+				perResp[name] = append(perResp[name], vr.Surprise)
+				pooledResp = append(pooledResp, vr.Surprise)
+			}
+		}
+	}
+	t.heldBack = nil
 	base, center := calibration(pooled, t.cfg.TargetFPR)
 	var rbase, rcenter float64
 	if len(pooledResp) > 0 {
 		rbase, rcenter = calibration(pooledResp, t.cfg.TargetFPR)
 	}
-	for name, w := range m.Workloads {
-		w.CalBase, w.CalCenter = base, center
-		if xs := per[name]; t.enoughToCalibrate(len(xs)) {
-			w.CalBase, w.CalCenter = calibration(xs, t.cfg.TargetFPR)
-		}
-		w.RespBase, w.RespCenter = rbase, rcenter
-		if xs := perResp[name]; t.enoughToCalibrate(len(xs)) {
-			w.RespBase, w.RespCenter = calibration(xs, t.cfg.TargetFPR)
+	for name, rec := range s.records {
+		var err error
+		s.records[name], err = rewriteRecord(rec, func(w *Workload) {
+			w.CalBase, w.CalCenter = base, center
+			if xs := per[name]; t.enoughToCalibrate(len(xs)) {
+				w.CalBase, w.CalCenter = calibration(xs, t.cfg.TargetFPR)
+			}
+			w.RespBase, w.RespCenter = rbase, rcenter
+			if xs := perResp[name]; t.enoughToCalibrate(len(xs)) {
+				w.RespBase, w.RespCenter = calibration(xs, t.cfg.TargetFPR)
+			}
+		})
+		if err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // minCalSpan is the floor of a calibration's span: a surprise less than one

@@ -151,9 +151,9 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestVersionFields: a record says which model scored it and at what share
-// it was sampled; a malformed version or rate is refused by line, and the
-// good records of the batch are counted per version.
+// TestVersionFields: a record says which model section scored it and at
+// what share it was sampled; a malformed version or rate is refused by
+// line, and the good records of the batch are counted.
 func TestVersionFields(t *testing.T) {
 	hs, st, _ := setup(t, DefaultConfig())
 	sha := strings.Repeat("0f", 32)
@@ -167,8 +167,8 @@ func TestVersionFields(t *testing.T) {
 		t.Fatalf("%d %+v", code, resp)
 	}
 	ts := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	v, err := st.VersionVerdicts(context.Background(), ts, ts)
-	if err != nil || v[sha].Requests != 5 || v[sha].Flagged != 1 {
+	v, err := st.Verdicts(context.Background(), ts, ts)
+	if err != nil || v[store.VerdictsAll].Requests != 5 || v[store.VerdictsAll].Flagged != 1 {
 		t.Errorf("verdicts %+v (%v): want 1 flagged of 5 (the unflagged record stands for 4)", v, err)
 	}
 }

@@ -2,9 +2,12 @@
 // flagged rate stays within bounds of the stable model's over the same time,
 // on enough requests; rolled back as soon as it leaves them (a
 // false-positive spike), or when it has not seen enough traffic to be judged
-// in time. The evidence is what the filters shipped: every record carries
-// the version that scored it (store.VersionVerdicts). The decision is
-// recorded in the store; xDS follows the store (the server syncs it).
+// in time. A canary is a release; it is judged on the sections it changes:
+// its own against the stable sections of the same workloads (all of them
+// when every section changed). The evidence is what the filters shipped:
+// every record carries the section that scored it (store.Verdicts counts
+// them by role). The decision is recorded in the store; xDS follows the
+// store (the server syncs it).
 package rollout
 
 import (
@@ -94,11 +97,12 @@ func Step(ctx context.Context, st *store.Store, c Config, now time.Time) (*store
 	if err != nil {
 		return nil, err
 	}
-	counts, err := st.VersionVerdicts(ctx, can.Started, now)
+	counts, err := st.Verdicts(ctx, can.Started, now)
 	if err != nil {
 		return nil, err
 	}
-	d := store.Decision{SHA256: can.SHA256, Stable: stable, Canary: counts[can.SHA256], Against: counts[stable], At: now.UTC()}
+	d := store.Decision{SHA256: can.SHA256, Stable: stable, Canary: counts[can.SHA256+"|"+store.RoleCanary],
+		Against: counts[can.SHA256+"|"+store.RoleStable], At: now.UTC()}
 	d.Outcome, d.Reason = Decide(c, d.Canary, d.Against, now.Sub(can.Started))
 	if d.Outcome == "" {
 		return nil, nil

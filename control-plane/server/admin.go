@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshward/meshward/control-plane/collector"
+	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
 )
 
@@ -74,16 +75,27 @@ func (s *Server) admin() http.Handler {
 		})
 	}
 	mux.HandleFunc("GET /api/v1/models/current", func(w http.ResponseWriter, r *http.Request) {
-		// The encoded model in force, for `meshward model config` (the
-		// WasmPlugin path of manifests/istio puts it in pluginConfig).
+		// The section a workload's sidecars receive from the release in
+		// force (?workload=name.namespace; without it, the fallback), for
+		// `meshward model config` and inspection.
 		sha, err := s.store.Current(r.Context())
 		if err == nil && sha == "" {
 			http.Error(w, "no model in force yet", http.StatusNotFound)
 			return
 		}
 		var b []byte
+		var section string
 		if err == nil {
-			b, err = s.store.Model(r.Context(), sha)
+			var rel *store.Release
+			if rel, err = s.store.Release(r.Context(), sha); err == nil {
+				name, ssha := rel.SectionFor(r.URL.Query().Get("workload"))
+				if ssha == "" {
+					http.Error(w, "the model in force has no section for this workload, nor a fallback", http.StatusNotFound)
+					return
+				}
+				section = ssha
+				b, err = s.store.Section(r.Context(), name, ssha)
+			}
 		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -91,6 +103,7 @@ func (s *Server) admin() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("X-Meshward-Model-Sha256", sha)
+		w.Header().Set("X-Meshward-Section-Sha256", section)
 		_, _ = w.Write(b)
 	})
 	mux.HandleFunc("/api/v1/models", func(w http.ResponseWriter, r *http.Request) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,13 +46,19 @@ func TestStateMetricsAndModelDownload(t *testing.T) {
 	if err := s.store.PutIncident(context.Background(), map[string]string{"principal": "x"}); err != nil {
 		t.Fatal(err)
 	}
-	code, body := get(t, s.AdminURL+"/api/v1/models/current")
-	mod, err := models.Decode([]byte(body))
-	if code != 200 || err != nil {
+	// The section a workload receives (its own, else the fallback).
+	code, body := get(t, s.AdminURL+"/api/v1/models/current?workload="+url.QueryEscape("cart.shop"))
+	sec, err := models.DecodeSection([]byte(body))
+	if code != 200 || err != nil || sec.SectionFor != "cart.shop" {
 		t.Fatalf("download: %d, %v", code, err)
 	}
+	code, body = get(t, s.AdminURL+"/api/v1/models/current?workload=stranger.shop")
+	if sec, err := models.DecodeSection([]byte(body)); code != 200 || err != nil || sec.SectionFor != models.GlobalWorkload {
+		t.Fatalf("download of the fallback: %d, %v", code, err)
+	}
+	version, _ := s.store.Current(context.Background())
 	_, m = get(t, s.AdminURL+"/metrics")
-	for _, want := range []string{`meshward_model_info{sha256="` + mod.SHA256() + `"} 1`, "meshward_models_stored 1", "meshward_incidents_total 1", `meshward_trainer_rounds_total{outcome="published"} 1`} {
+	for _, want := range []string{`meshward_model_info{sha256="` + version + `"} 1`, "meshward_models_stored 1", "meshward_incidents_total 1", `meshward_trainer_rounds_total{outcome="published"} 1`} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
 		}

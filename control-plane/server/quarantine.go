@@ -9,7 +9,6 @@ import (
 	"github.com/meshward/meshward/control-plane/detect"
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/store"
-	"github.com/meshward/meshward/models"
 )
 
 // tee stores a batch and, when quarantines are on, appends it to the
@@ -123,11 +122,7 @@ func (s *Server) detectOn(ctx context.Context) error {
 	if have, _ := s.detectSHA.Load().(string); have == sha && s.loop.Load() != nil {
 		return nil
 	}
-	b, err := s.store.Model(ctx, sha)
-	if err != nil {
-		return err
-	}
-	m, err := models.Decode(b)
+	m, err := s.store.LoadModel(ctx, sha)
 	if err != nil {
 		return err
 	}

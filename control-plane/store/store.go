@@ -2,9 +2,10 @@
 // github.com/redis/go-redis/v9, so a single server, a cluster or the
 // embedded server are one code path): windowed edge counters, per-source
 // fan-out (HyperLogLog), per-route statistics, capped sample streams for
-// training, model versions content-addressed by sha256, incidents, the
-// flagged and total requests of each model version (for canary decisions)
-// and the rollout's state (rollout.go).
+// training, model versions as releases of per-workload sections
+// (release.go), incidents, the flagged and total requests of the canary and
+// the stable sections it is compared with, and the rollout's state
+// (rollout.go).
 //
 // Every key has a bounded size or a TTL. Keys of a destination's flows carry
 // its name as a hash tag ({dst}) and a source's fan-out its principal, so a
@@ -101,6 +102,10 @@ func (r *Record) Normalize() {
 type Store struct {
 	rdb redis.UniversalClient
 	cfg Config
+	// contents caches content models read (release.go).
+	contents contentCache
+	// watch caches the canary's sections under watch (rollout.go).
+	watch watchCache
 }
 
 // ErrNotFound is returned for a missing model or key.
@@ -143,6 +148,10 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 		}
 		m[field]++
 	}
+	watch, err := s.watched(ctx)
+	if err != nil {
+		return err
+	}
 	pipe := s.rdb.Pipeline()
 	for i := range recs {
 		r := &recs[i]
@@ -160,20 +169,28 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 			count(route, "flagged")
 		}
 		if r.ModelSHA256 != "" {
-			// Flagged and total requests per model version, for the
-			// canary decision; unflagged records stand for the share
-			// the filter did not ship. One key per window for the whole
-			// mesh: a few fields per batch, and a decision reads one key
-			// per window rather than one per destination and window.
+			// Flagged and total requests scored by any section, and by
+			// the sections a canary watches (its own and the stable ones
+			// of the same workloads), for the canary decision; unflagged
+			// records stand for the share the filter did not ship. One
+			// key per window for the whole mesh, with a few fields
+			// whatever its size: a record names its section, and the
+			// canary says which ones it watches.
 			vk := s.verdictKey(w)
 			m := weights[vk]
 			if m == nil {
 				m = map[string]float64{}
 				weights[vk] = m
 			}
-			m[r.ModelSHA256+"|requests"] += r.Weight()
-			if r.Flagged {
-				count(vk, r.ModelSHA256+"|flagged")
+			fields := []string{VerdictsAll}
+			if role := watch.role(r.ModelSHA256); role != "" {
+				fields = append(fields, watch.version+"|"+role)
+			}
+			for _, f := range fields {
+				m[f+"|requests"] += r.Weight()
+				if r.Flagged {
+					count(vk, f+"|flagged")
+				}
 			}
 		}
 		if !r.Flagged {
@@ -223,7 +240,7 @@ func (s *Store) Ingest(ctx context.Context, recs []Record) error {
 	}
 	pipe.SAdd(ctx, s.cfg.Prefix+":destinations", dsts...)
 	pipe.Expire(ctx, s.cfg.Prefix+":destinations", ttl)
-	_, err := pipe.Exec(ctx)
+	_, err = pipe.Exec(ctx)
 	return err
 }
 
@@ -233,9 +250,9 @@ func (s *Store) Destinations(ctx context.Context) ([]string, error) {
 	return s.rdb.SMembers(ctx, s.cfg.Prefix+":destinations").Result()
 }
 
-// SetCurrent records which model version is in force.
+// SetCurrent records which model version (release) is in force.
 func (s *Store) SetCurrent(ctx context.Context, sha string) error {
-	if _, err := s.Model(ctx, sha); err != nil {
+	if _, err := s.Release(ctx, sha); err != nil {
 		return err
 	}
 	return s.rdb.Set(ctx, s.rolloutKey("current"), sha, 0).Err()
@@ -307,51 +324,6 @@ func (s *Store) Samples(ctx context.Context, dst string, n int64) ([]models.Requ
 		out = out[int64(len(out))-n:]
 	}
 	return out, nil
-}
-
-// PutModel stores an encoded model under its version, its sha256 (content addressing:
-// storing it twice is harmless), records it in the history, and deletes
-// versions that fall off the end of the history.
-func (s *Store) PutModel(ctx context.Context, encoded []byte) (string, error) {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return "", fmt.Errorf("refusing to store an invalid model: %w", err)
-	}
-	// The model's own sha256 (of its payload) is its version everywhere:
-	// here, in the filter's logs, and as the xDS version.
-	sha := m.SHA256()
-	history := s.cfg.Prefix + ":models"
-	if err := s.rdb.Set(ctx, s.cfg.Prefix+":model:"+sha, encoded, 0).Err(); err != nil {
-		return "", err
-	}
-	pipe := s.rdb.TxPipeline()
-	pipe.LRem(ctx, history, 0, sha)
-	pipe.LPush(ctx, history, sha)
-	old := pipe.LRange(ctx, history, s.cfg.MaxModels, -1)
-	pipe.LTrim(ctx, history, 0, s.cfg.MaxModels-1)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return "", err
-	}
-	for _, o := range old.Val() {
-		if o != sha {
-			s.rdb.Del(ctx, s.cfg.Prefix+":model:"+o)
-		}
-	}
-	return sha, nil
-}
-
-// Model returns an encoded model by sha256.
-func (s *Store) Model(ctx context.Context, sha string) ([]byte, error) {
-	b, err := s.rdb.Get(ctx, s.cfg.Prefix+":model:"+sha).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("model %s: %w", sha, ErrNotFound)
-	}
-	return b, err
-}
-
-// Models lists the stored versions, newest first.
-func (s *Store) Models(ctx context.Context) ([]string, error) {
-	return s.rdb.LRange(ctx, s.cfg.Prefix+":models", 0, -1).Result()
 }
 
 // PutIncident appends an incident (any JSON value) to the capped list.

@@ -85,45 +85,6 @@ func containsBrace(k string) bool {
 	return false
 }
 
-func TestModelsAreContentAddressedAndBounded(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.MaxModels = 3
-	s, _ := newStore(t, cfg)
-	ctx := context.Background()
-	var shas []string
-	for i := 0; i < 5; i++ {
-		tc := models.DefaultTrainConfig()
-		tc.Seed, tc.Now = uint64(i+1), time.Unix(0, 0)
-		tr, _ := models.NewTrainer(tc)
-		for j := 0; j < 50; j++ {
-			tr.Observe(&models.Request{Method: "GET", Path: fmt.Sprintf("/v%d/%d", i, j), Source: "a", Destination: "b"})
-		}
-		m, _ := tr.Model()
-		enc, _ := models.Encode(m)
-		sha, err := s.PutModel(ctx, enc)
-		if err != nil || sha != m.SHA256() && len(sha) != 64 {
-			t.Fatalf("PutModel: %s %v", sha, err)
-		}
-		if again, _ := s.PutModel(ctx, enc); again != sha {
-			t.Errorf("the same bytes got another address")
-		}
-		shas = append(shas, sha)
-	}
-	list, _ := s.Models(ctx)
-	if len(list) != 3 || list[0] != shas[4] {
-		t.Errorf("history %v, want the newest 3", list)
-	}
-	if _, err := s.Model(ctx, shas[0]); err == nil {
-		t.Error("a version off the end of the history was not deleted")
-	}
-	if b, err := s.Model(ctx, shas[4]); err != nil || len(b) == 0 {
-		t.Errorf("newest model: %v", err)
-	}
-	if _, err := s.PutModel(ctx, []byte("not a model")); err == nil {
-		t.Error("an invalid model was stored")
-	}
-}
-
 func TestIncidentsAreCapped(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxIncidents = 5

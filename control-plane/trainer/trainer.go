@@ -1,8 +1,14 @@
 // Package trainer retrains the model from the samples the collector stored,
-// gates the result, and publishes it as the version in force. The gate is
-// what keeps a bad model from rolling out: it must fit the size budget, flag
-// no more than a bounded share of recent normal traffic it did not learn
-// from, and do no worse on that traffic than the model in force.
+// gates the result, and publishes it as the version in force: a release of
+// per-workload sections (store.Release). Workloads are read and trained one
+// at a time (models.Trainer.Finish), so a round's memory does not grow with
+// the mesh but through the recent traffic the gate judges on. The gate is
+// what keeps a bad model from rolling out: every section must fit the size
+// budget (a section over it is refused, naming its workload, and that
+// workload keeps its section in force; the others are published), and the
+// candidate must flag no more than a bounded share of recent normal traffic
+// it did not learn from, and do no worse on that traffic than the model in
+// force.
 package trainer
 
 import (
@@ -10,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/meshward/meshward/control-plane/store"
@@ -26,8 +34,9 @@ type Config struct {
 	// MaxFlaggedRate is the most of that recent normal traffic a candidate
 	// may flag.
 	MaxFlaggedRate float64
-	// MaxModelBytes is the size budget (a model must fit a Kubernetes object).
-	MaxModelBytes int
+	// MaxSectionBytes is the size budget of one workload's section: what
+	// one sidecar receives (-max-section-bytes).
+	MaxSectionBytes int
 	// MinSamples is the least number of training samples overall.
 	MinSamples int
 	// Canary makes a candidate that passes the gate a canary (served to a
@@ -42,20 +51,28 @@ func DefaultConfig() Config {
 	tc := models.DefaultTrainConfig()
 	// The filter ships value shapes, not values.
 	tc.ShapedValues = true
-	return Config{SamplesPerDestination: 20_000, RecentShare: 0.1, MaxFlaggedRate: 0.01, MaxModelBytes: 256 << 10, MinSamples: 200, Train: tc}
+	return Config{SamplesPerDestination: 20_000, RecentShare: 0.1, MaxFlaggedRate: 0.01, MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, Train: tc}
 }
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.SamplesPerDestination < 10 || c.MinSamples < 1 || c.MaxModelBytes < 1024 {
-		errs = append(errs, errors.New("samples_per_destination (≥ 10), min_samples and max_model_bytes (≥ 1 KiB) must be positive"))
+	if c.SamplesPerDestination < 10 || c.MinSamples < 1 {
+		errs = append(errs, errors.New("samples_per_destination (≥ 10) and min_samples must be positive"))
+	}
+	if c.MaxSectionBytes < 1024 || c.MaxSectionBytes > models.MaxSectionBytes {
+		errs = append(errs, fmt.Errorf("-max-section-bytes %d: want 1 KiB to %d", c.MaxSectionBytes, models.MaxSectionBytes))
 	}
 	if !(c.RecentShare > 0 && c.RecentShare < 0.5) || !(c.MaxFlaggedRate > 0 && c.MaxFlaggedRate < 1) {
 		errs = append(errs, fmt.Errorf("recent_share %v must be in (0,0.5) and max_flagged_rate %v in (0,1)", c.RecentShare, c.MaxFlaggedRate))
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultMaxSectionBytes is the default section budget: a sidecar's
+// configuration stays within a small Kubernetes object, and a VM's memory
+// does not depend on the mesh.
+const DefaultMaxSectionBytes = 64 << 10
 
 // Report says what one training round did.
 type Report struct {
@@ -66,21 +83,35 @@ type Report struct {
 	// CurrentFlaggedRate is the model in force's rate on the same recent
 	// traffic (-1 when there is none).
 	CurrentFlaggedRate float64 `json:"current_flagged_rate"`
-	Bytes              int     `json:"bytes"`
-	SHA256             string  `json:"sha256,omitempty"`
+	// Sections is the number of sections of the candidate (one per
+	// workload, and the fallback); Bytes their total size, Largest the
+	// largest one's, and LargestOf whose it is.
+	Sections  int    `json:"sections"`
+	Bytes     int    `json:"bytes"`
+	Largest   int    `json:"largest"`
+	LargestOf string `json:"largest_of,omitempty"`
+	// Refused lists the sections over the budget, by workload (each keeps
+	// its section in force, or gets the fallback when it has none).
+	Refused []string `json:"refused,omitempty"`
+	// Changed is the number of sections that differ from the release in
+	// force (all of them when there is none).
+	Changed int    `json:"changed"`
+	SHA256  string `json:"sha256,omitempty"`
 	// Published is true when the candidate passed the gate and is now the
 	// version in force, or the canary when Canary is true; Rejected says
-	// why not.
+	// why not; Unchanged says it is the release in force already.
 	Published bool   `json:"published"`
 	Canary    bool   `json:"canary,omitempty"`
+	Unchanged bool   `json:"unchanged,omitempty"`
 	Rejected  string `json:"rejected,omitempty"`
 }
 
 // ErrNoData is returned when there is too little to train on.
 var ErrNoData = errors.New("too few samples to train on")
 
-// Round trains a candidate from the store's samples, gates it and, when it
-// passes, stores it and makes it the version in force.
+// Round trains a candidate from the store's samples, one destination at a
+// time, gates it and, when it passes, stores its sections and makes their
+// release the version in force (or the canary).
 func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Report, error) {
 	var rep Report
 	if err := cfg.Validate(); err != nil {
@@ -93,7 +124,7 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 		rep.Rejected = fmt.Sprintf("canary %.12s is still under watch", can.SHA256)
 		return rep, nil
 	}
-	current, err := currentModel(ctx, st)
+	cur, err := inForce(ctx, st)
 	if err != nil {
 		return rep, err
 	}
@@ -101,13 +132,15 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	if err != nil {
 		return rep, err
 	}
+	sort.Strings(dsts)
 	tc := cfg.Train
-	tc.Current, tc.Now = current, now
+	tc.Current, tc.Now = nil, now
 	tr, err := models.NewTrainer(tc)
 	if err != nil {
 		return rep, err
 	}
-	var recent []models.Request
+	recent := map[string][]models.Request{}
+	var curFlagged, nRecent int
 	for _, d := range dsts {
 		samples, err := st.Samples(ctx, d, cfg.SamplesPerDestination)
 		if err != nil {
@@ -117,55 +150,108 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 			continue
 		}
 		rep.Destinations++
+		// The section in force for d (its own, or the fallback): requests
+		// it flags are not learned, and it is judged on d's recent traffic.
+		section, err := cur.section(ctx, st, d)
+		if err != nil {
+			return rep, err
+		}
+		tr.UseCurrent(section)
 		cut := len(samples) - int(float64(len(samples))*cfg.RecentShare)
 		for i := range samples[:cut] {
 			tr.Observe(&samples[i])
 		}
-		recent = append(recent, samples[cut:]...)
+		tr.Finish(d)
+		recent[d] = samples[cut:]
+		nRecent += len(samples) - cut
+		if section != nil {
+			curFlagged += flagged(section.Workload(d), section.Meta.Threshold, recent[d])
+		}
 	}
 	learned, _, _, _ := tr.Samples()
-	rep.Learned, rep.Recent = learned, len(recent)
+	rep.Learned, rep.Recent = learned, nRecent
 	if int(learned) < cfg.MinSamples {
 		return rep, fmt.Errorf("%w: %d learned, %d needed", ErrNoData, learned, cfg.MinSamples)
 	}
-	m, err := tr.Model()
+	secs, err := tr.Sections()
 	if err != nil {
 		return rep, err
 	}
-	enc, err := models.Encode(m)
-	if err != nil {
-		return rep, err
+	candFlagged := 0
+	for d, rs := range recent {
+		w, err := secs.Workload(d)
+		if err != nil {
+			return rep, err
+		}
+		candFlagged += flagged(w, secs.Meta.Threshold, rs)
 	}
-	rep.Bytes, rep.SHA256 = len(enc), m.SHA256()
-	rep.FlaggedRate = flaggedRate(m, recent)
-	rep.CurrentFlaggedRate = -1
-	if current != nil {
-		rep.CurrentFlaggedRate = flaggedRate(current, recent)
+	rep.FlaggedRate, rep.CurrentFlaggedRate = rate(candFlagged, nRecent), -1
+	if cur.release != nil {
+		rep.CurrentFlaggedRate = rate(curFlagged, nRecent)
 	}
 	switch {
-	case len(enc) > cfg.MaxModelBytes:
-		rep.Rejected = fmt.Sprintf("%d bytes, budget %d", len(enc), cfg.MaxModelBytes)
 	case rep.FlaggedRate > cfg.MaxFlaggedRate:
 		rep.Rejected = fmt.Sprintf("flags %.3f%% of recent normal traffic, limit %.3f%%", 100*rep.FlaggedRate, 100*cfg.MaxFlaggedRate)
-	case current != nil && rep.FlaggedRate > rep.CurrentFlaggedRate+math.Max(rep.CurrentFlaggedRate/2, 2*cfg.Train.TargetFPR):
+	case cur.release != nil && rep.FlaggedRate > rep.CurrentFlaggedRate+math.Max(rep.CurrentFlaggedRate/2, 2*cfg.Train.TargetFPR):
 		// No worse than the model in force, give or take sampling noise.
 		rep.Rejected = fmt.Sprintf("flags %.3f%% of recent traffic where the model in force flags %.3f%%", 100*rep.FlaggedRate, 100*rep.CurrentFlaggedRate)
 	}
 	if rep.Rejected != "" {
 		return rep, nil
 	}
-	sha, err := st.PutModel(ctx, enc)
+
+	// Every section within the budget is stored; one over it is refused by
+	// name and its workload keeps the section in force.
+	w := st.NewRelease(secs.Meta.TrainedAt)
+	for _, name := range secs.Names() {
+		b, err := secs.Encode(name)
+		if err != nil {
+			return rep, err
+		}
+		rep.Sections++
+		rep.Bytes += len(b)
+		if len(b) > rep.Largest {
+			rep.Largest, rep.LargestOf = len(b), name
+		}
+		if len(b) > cfg.MaxSectionBytes {
+			rep.Refused = append(rep.Refused, fmt.Sprintf("%s: %d bytes, over -max-section-bytes %d", name, len(b), cfg.MaxSectionBytes))
+			if sha, ok := cur.own(name); ok {
+				if err := w.Keep(ctx, name, sha); err != nil {
+					return rep, err
+				}
+			}
+			continue
+		}
+		if _, _, err := w.Put(ctx, b); err != nil {
+			return rep, err
+		}
+	}
+	if w.Len() == 0 {
+		rep.Rejected = "every section is over -max-section-bytes: " + strings.Join(rep.Refused, "; ")
+		return rep, nil
+	}
+	version, err := w.Commit(ctx)
 	if err != nil {
 		return rep, err
 	}
-	if cfg.Canary && current != nil && current.SHA256() != sha {
-		if err := st.StartCanary(ctx, sha, now); err != nil {
+	rep.SHA256 = version
+	next, err := st.Release(ctx, version)
+	if err != nil {
+		return rep, err
+	}
+	rep.Changed = cur.changed(next)
+	switch {
+	case cur.release != nil && cur.release.Version == version:
+		rep.Unchanged = true
+		return rep, nil
+	case cfg.Canary && cur.release != nil:
+		if err := st.StartCanary(ctx, version, now); err != nil {
 			return rep, err
 		}
 		rep.Published, rep.Canary = true, true
 		return rep, nil
 	}
-	if err := st.SetCurrent(ctx, sha); err != nil {
+	if err := st.SetCurrent(ctx, version); err != nil {
 		return rep, err
 	}
 	rep.Published = true
@@ -190,32 +276,90 @@ func Rollback(ctx context.Context, st *store.Store) (string, error) {
 	return "", errors.New("no earlier version to roll back to")
 }
 
-func currentModel(ctx context.Context, st *store.Store) (*models.Model, error) {
-	sha, err := st.Current(ctx)
-	if err != nil || sha == "" {
-		return nil, err
+// current is the release in force, and its sections read so far.
+type current struct {
+	release  *store.Release
+	fallback *models.Model // decoded once: many workloads may have no section
+}
+
+func inForce(ctx context.Context, st *store.Store) (*current, error) {
+	v, err := st.Current(ctx)
+	if err != nil || v == "" {
+		return &current{}, err
 	}
-	b, err := st.Model(ctx, sha)
+	r, err := st.Release(ctx, v)
 	if err != nil {
 		return nil, err
 	}
-	return models.Decode(b)
+	return &current{release: r}, nil
 }
 
-func flaggedRate(m *models.Model, recent []models.Request) float64 {
-	if len(recent) == 0 {
+// section is the section in force for workload d, decoded (nil when no
+// model is in force).
+func (c *current) section(ctx context.Context, st *store.Store, d string) (*models.Model, error) {
+	if c.release == nil {
+		return nil, nil
+	}
+	name, sha := c.release.SectionFor(d)
+	if sha == "" {
+		return nil, nil
+	}
+	if name == models.GlobalWorkload && c.fallback != nil {
+		return c.fallback, nil
+	}
+	b, err := st.Section(ctx, name, sha)
+	if err != nil {
+		return nil, err
+	}
+	m, err := models.DecodeSection(b)
+	if err != nil {
+		return nil, err
+	}
+	if name == models.GlobalWorkload {
+		c.fallback = m
+	}
+	return m, nil
+}
+
+// own is a workload's own section in force.
+func (c *current) own(workload string) (string, bool) {
+	if c.release == nil {
+		return "", false
+	}
+	sha, ok := c.release.Sections[workload]
+	return sha, ok
+}
+
+// changed counts the sections of next that differ from those in force.
+func (c *current) changed(next *store.Release) int {
+	n := 0
+	for w, sha := range next.Sections {
+		if old, ok := c.own(w); !ok || old != sha {
+			n++
+		}
+	}
+	return n
+}
+
+// flagged counts the requests w (the candidate's or the in-force section
+// for their destination) scores above threshold.
+func flagged(w *models.Workload, threshold float64, recent []models.Request) int {
+	if w == nil {
 		return 0
 	}
 	s := new(models.Scratch)
 	n := 0
 	for i := range recent {
-		w := m.Workload(recent[i].Destination)
-		if w == nil {
-			continue
-		}
-		if v := w.ScoreWith(&recent[i], s); v.Score > m.Meta.Threshold {
+		if v := w.ScoreWith(&recent[i], s); v.Score > threshold {
 			n++
 		}
 	}
-	return float64(n) / float64(len(recent))
+	return n
+}
+
+func rate(n, of int) float64 {
+	if of == 0 {
+		return 0
+	}
+	return float64(n) / float64(of)
 }

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,11 +46,15 @@ func TestRoundPublishesAGatedModel(t *testing.T) {
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
 		t.Errorf("current %s, published %s", cur, rep.SHA256)
 	}
-	// A tight gate rejects, and the version in force stays.
+	if rep.Sections != rep.Destinations+1 || rep.Changed != rep.Sections || rep.Largest == 0 || rep.Largest > DefaultMaxSectionBytes || len(rep.Refused) != 0 {
+		t.Errorf("first round's sections: %+v", rep)
+	}
+	// A budget no section fits: each is refused by name and keeps the
+	// section in force, so the version in force stays.
 	strict := DefaultConfig()
-	strict.MaxModelBytes = 2048
+	strict.MaxSectionBytes = 1024
 	rep2, err := Round(ctx, st, strict, time.Unix(1, 0))
-	if err != nil || rep2.Published || rep2.Rejected == "" {
+	if err != nil || rep2.Published || !rep2.Unchanged || len(rep2.Refused) != rep2.Sections || !strings.Contains(rep2.Refused[0], "over -max-section-bytes 1024") {
 		t.Fatalf("over-budget round: %+v %v", rep2, err)
 	}
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
@@ -88,8 +93,7 @@ func TestPoisonIsNotLearned(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur, _ := st.Current(ctx)
-	b, _ := st.Model(ctx, cur)
-	m, err := models.Decode(b)
+	m, err := st.LoadModel(ctx, cur)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,5 +152,70 @@ func TestRoundOnRedisCluster(t *testing.T) {
 	}
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
 		t.Errorf("current %s, published %s", cur, rep.SHA256)
+	}
+}
+
+// TestSectionOverBudgetIsRefusedByName: with a budget the largest section
+// does not fit, that workload's section is refused by name and it keeps
+// the section in force; every other section is published.
+func TestSectionOverBudgetIsRefusedByName(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	first, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !first.Published {
+		t.Fatalf("%+v %v", first, err)
+	}
+	before, _ := st.Release(ctx, first.SHA256)
+	// More of the same traffic, so that the next round's sections differ.
+	more := append([]store.Record(nil), recs[:2000]...)
+	if err := st.Ingest(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxSectionBytes = first.Largest - 1
+	rep, err := Round(ctx, st, cfg, time.Unix(1, 0))
+	if err != nil || !rep.Published || len(rep.Refused) == 0 {
+		t.Fatalf("round with a tight budget: %+v %v", rep, err)
+	}
+	after, _ := st.Release(ctx, rep.SHA256)
+	for _, refusal := range rep.Refused {
+		name, _, _ := strings.Cut(refusal, ":")
+		if !strings.Contains(refusal, "over -max-section-bytes") {
+			t.Errorf("refusal %q does not say why", refusal)
+		}
+		if after.Sections[name] != before.Sections[name] {
+			t.Errorf("%s, refused, does not keep its section in force: %.12s → %.12s", name, before.Sections[name], after.Sections[name])
+		}
+	}
+	published := 0
+	for name, sha := range after.Sections {
+		if sha != before.Sections[name] {
+			published++
+		}
+	}
+	if published == 0 || published+len(rep.Refused) < len(after.Sections) {
+		t.Errorf("%d sections published beside %d refused, of %d", published, len(rep.Refused), len(after.Sections))
+	}
+}
+
+// TestRoundWithNothingToPublish: without a model in force, a budget no
+// section fits rejects the round, naming the sections.
+func TestRoundWithNothingToPublish(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxSectionBytes = 1024
+	rep, err := Round(ctx, st, cfg, time.Unix(0, 0))
+	if err != nil || rep.Published || !strings.Contains(rep.Rejected, "every section is over -max-section-bytes") || !strings.Contains(rep.Rejected, "users.shop") {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if cur, _ := st.Current(ctx); cur != "" {
+		t.Errorf("a model is in force: %s", cur)
 	}
 }

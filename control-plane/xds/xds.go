@@ -1,10 +1,13 @@
 // Package xds serves the filter's configuration to Envoys over ADS (state of
 // the world and delta, github.com/envoyproxy/go-control-plane): the meshward
 // Wasm filter as an ECDS resource (TypedExtensionConfig carrying the Wasm
-// PluginConfig, the model inside its configuration), per node group — the
-// workload and namespace from the node's metadata. The snapshot version is
-// the model's sha256. NACKs are recorded and shown, not retried: a group
-// keeps the snapshot it has until a new model is published.
+// PluginConfig, the group's model section inside its configuration), per
+// node group — the workload and namespace from the node's metadata. Each
+// group receives only its workload's section (or the fallback section), and
+// the snapshot version is that section's sha256, so a release that changes
+// one workload's section pushes to that group only (release.go). NACKs are
+// recorded and shown, not retried: a group keeps the snapshot it has until
+// its section changes.
 package xds
 
 import (
@@ -35,7 +38,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
-	"github.com/meshward/meshward/models"
 )
 
 // FilterName is the name of the ECDS resource (the filter's config_discovery
@@ -155,10 +157,7 @@ type Server struct {
 	lis    net.Listener
 	mu     sync.Mutex
 	nacks  []NACK
-	model  []byte // the stable model
-	sha    string
-	canary []byte // the canary model, while a canary is out
-	csha   string // its sha256
+	served served // the releases served (release.go)
 	groups map[string]bool
 	rbac   map[string]*rbacfilterv3.RBAC // by group; absent: empty
 	nacked chan struct{}
@@ -174,7 +173,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CanaryShare == 0 {
 		cfg.CanaryShare = 0.1
 	}
-	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1)}
+	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1), served: newServed()}
 	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
@@ -224,36 +223,14 @@ func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
 		default:
 		}
 	}
-	model, canary := s.model, s.canary
+	serving := s.served.stable != nil
 	s.mu.Unlock()
-	if isNew && model == nil && s.cfg.LearnFirst {
+	if isNew && !serving && s.cfg.LearnFirst {
 		_ = s.publishLearn(g)
 	}
-	if isNew && model != nil {
-		_ = s.publishGroup(cacheKey(g, false), g, model)
-		if canary == nil {
-			canary = model
-		}
-		_ = s.publishGroup(cacheKey(g, true), g, canary)
+	if isNew && serving {
+		_ = s.publishGroup(g)
 	}
-}
-
-// Publish makes an encoded model the configuration of every group that has
-// connected (and of every group that connects later).
-func (s *Server) Publish(encoded []byte) error {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return fmt.Errorf("refusing to publish: %w", err)
-	}
-	s.mu.Lock()
-	s.model, s.sha, s.canary, s.csha = encoded, m.SHA256(), nil, ""
-	groups := s.groupList()
-	s.mu.Unlock()
-	var errs []error
-	for _, g := range groups {
-		errs = append(errs, s.publishGroup(cacheKey(g, false), g, encoded), s.publishGroup(cacheKey(g, true), g, encoded))
-	}
-	return errors.Join(errs...)
 }
 
 func (s *Server) groupList() []string {
@@ -263,98 +240,6 @@ func (s *Server) groupList() []string {
 	}
 	sort.Strings(groups)
 	return groups
-}
-
-// PublishCanary sends a candidate model to the canary share of every
-// group's nodes (Config.CanaryShare, by a stable hash of their ids); the
-// others keep the stable model until Promote, and Rollback returns the
-// canaries to it.
-func (s *Server) PublishCanary(encoded []byte) error {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return fmt.Errorf("refusing to publish: %w", err)
-	}
-	s.mu.Lock()
-	if s.model == nil {
-		s.mu.Unlock()
-		return errors.New("a canary needs a stable model to compare with: publish one first")
-	}
-	s.canary, s.csha = encoded, m.SHA256()
-	groups := s.groupList()
-	s.mu.Unlock()
-	var errs []error
-	for _, g := range groups {
-		errs = append(errs, s.publishGroup(cacheKey(g, true), g, encoded))
-	}
-	return errors.Join(errs...)
-}
-
-// Promote makes the canary model the stable one, for every node.
-func (s *Server) Promote() error {
-	s.mu.Lock()
-	canary := s.canary
-	s.mu.Unlock()
-	if canary == nil {
-		return errors.New("no canary to promote")
-	}
-	return s.Publish(canary)
-}
-
-// Rollback returns the canary nodes to the stable model.
-func (s *Server) Rollback() error {
-	s.mu.Lock()
-	stable := s.model
-	had := s.canary != nil
-	s.canary, s.csha = nil, ""
-	groups := s.groupList()
-	s.mu.Unlock()
-	if !had {
-		return errors.New("no canary to roll back")
-	}
-	var errs []error
-	for _, g := range groups {
-		errs = append(errs, s.publishGroup(cacheKey(g, true), g, stable))
-	}
-	return errors.Join(errs...)
-}
-
-// Apply makes what is served match a desired state — the stable model and
-// the canary (nil when none) — publishing only what differs, so a replica
-// can call it every time it reads the state from the store. A nil stable
-// model changes nothing: the last good snapshot stays.
-func (s *Server) Apply(stable, canary []byte) error {
-	if stable == nil {
-		return nil
-	}
-	m, err := models.Decode(stable)
-	if err != nil {
-		return fmt.Errorf("refusing to publish: %w", err)
-	}
-	if m.SHA256() != s.Version() {
-		if err := s.Publish(stable); err != nil {
-			return err
-		}
-	}
-	switch cur := s.CanaryVersion(); {
-	case canary == nil && cur != "":
-		return s.Rollback()
-	case canary != nil:
-		c, err := models.Decode(canary)
-		if err != nil {
-			return fmt.Errorf("refusing to publish the canary: %w", err)
-		}
-		if c.SHA256() != cur && c.SHA256() != m.SHA256() {
-			return s.PublishCanary(canary)
-		}
-	}
-	return nil
-}
-
-// CanaryVersion returns the canary model's sha256 ("" when none is out).
-func (s *Server) CanaryVersion() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.csha
 }
 
 // SetRBAC makes f the quarantine rules of a group's sidecars (nil: none),
@@ -372,18 +257,15 @@ func (s *Server) SetRBAC(group string, f *rbacfilterv3.RBAC) error {
 	} else {
 		s.rbac[group] = f
 	}
-	model, canary := s.model, s.canary
+	serving := s.served.stable != nil
 	s.mu.Unlock()
-	if model == nil {
+	if !serving {
 		if s.cfg.LearnFirst {
 			return s.publishLearn(group)
 		}
 		return nil
 	}
-	if canary == nil {
-		canary = model
-	}
-	return errors.Join(s.publishGroup(cacheKey(group, false), group, model), s.publishGroup(cacheKey(group, true), group, canary))
+	return s.publishGroup(group)
 }
 
 // RBACExtension builds the ECDS resource of a group's quarantine rules.
@@ -405,22 +287,6 @@ func (s *Server) RBACExtension(group string) (*corev3.TypedExtensionConfig, stri
 	sum := sha256.Sum256(b)
 	ext := &corev3.TypedExtensionConfig{Name: RBACName, TypedConfig: tc}
 	return ext, hex.EncodeToString(sum[:6]), ext.ValidateAll()
-}
-
-func (s *Server) publishGroup(key, group string, encoded []byte) error {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return err
-	}
-	res, err := s.Extension(group, encoded)
-	if err != nil {
-		return err
-	}
-	snap, err := s.snapshot(group, m.SHA256(), res)
-	if err != nil {
-		return err
-	}
-	return s.cache.SetSnapshot(context.Background(), key, snap)
 }
 
 // snapshot is what a group's nodes are served: the filter's extension and,
@@ -457,7 +323,7 @@ func (s *Server) publishLearn(group string) error {
 	// that got in first must not be overwritten by the learn configuration.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.model != nil {
+	if s.served.stable != nil {
 		return nil
 	}
 	var errs []error
@@ -473,7 +339,7 @@ func (s *Server) publishLearn(group string) error {
 func (s *Server) Extension(group string, encoded []byte) (*corev3.TypedExtensionConfig, error) {
 	c := s.cfg.Base
 	c.Workload = group
-	if encoded == nil {
+	if encoded == nil { // the group's section (or the fallback section)
 		c.Mode = pluginconfig.ModeLearn // no model yet: learn mode needs none
 	} else {
 		c.WithModel(encoded)
@@ -525,13 +391,6 @@ func (s *Server) NACKs() []NACK {
 
 // NACKed signals (without blocking the server) when a NACK is recorded.
 func (s *Server) NACKed() <-chan struct{} { return s.nacked }
-
-// Version returns the published model's sha256 ("" before any).
-func (s *Server) Version() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sha
-}
 
 // Close stops the server.
 func (s *Server) Close() {

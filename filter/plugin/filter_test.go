@@ -52,7 +52,7 @@ func fixtureModel(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := models.Encode(m)
+	b, err := models.EncodeSection(m, workload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,8 +459,9 @@ func TestResponsePhaseRaisesTheScore(t *testing.T) {
 
 func TestUnscoredWhenModelCannotJudge(t *testing.T) {
 	// A model with a section for another workload only, and no fallback.
+	// Its section for this workload is the fallback, empty.
 	m := &models.Model{Workloads: map[string]*models.Workload{"other.ns": {Name: "other.ns", Sources: []string{"x"}, CalCenter: 1}}}
-	b, err := models.Encode(m)
+	b, err := models.EncodeSection(m, workload)
 	if err != nil {
 		t.Fatal(err)
 	}

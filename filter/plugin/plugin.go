@@ -171,7 +171,7 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 	}
 	model := "none"
 	if s.Model != nil {
-		model = s.Model.SHA256()[:12] + " (" + strconv.Itoa(s.Model.Size()) + " bytes)"
+		model = s.Model.SHA256()[:12] + " (section of " + s.Model.SectionFor + ", " + strconv.Itoa(s.Model.Size()) + " bytes)"
 	}
 	proxywasm.LogInfof("meshward: started: mode=%s workload=%s threshold=%.3f model=%s", s.Mode, s.Workload, s.Threshold, model)
 	// Decoding the configuration left garbage: collect it now, not in the

@@ -37,8 +37,9 @@ const (
 	DefaultSampleRate  = 0.05
 	DefaultMaxBuffer   = 2000
 	DefaultBatchSize   = 500
-	// MaxConfigBytes bounds the whole document (the model dominates it).
-	MaxConfigBytes = 2 * models.MaxModelBytes
+	// MaxConfigBytes bounds the whole document (the model section
+	// dominates it: base64 of up to models.MaxSectionBytes).
+	MaxConfigBytes = 2 * models.MaxSectionBytes
 )
 
 // Sentinel errors; every validation error wraps one, so callers can tell
@@ -62,8 +63,10 @@ type Config struct {
 	// Threshold overrides the model's calibrated threshold: requests scored
 	// strictly above it are flagged (monitor) or denied (enforce). In (0,1].
 	Threshold *float64 `json:"threshold,omitempty"`
-	// Model is the encoded model (models.Encode), base64 (standard
-	// alphabet). Required in monitor and enforce.
+	// Model is the workload's section of the model (models.EncodeSection;
+	// the fallback section also serves any workload), base64 (standard
+	// alphabet). Required in monitor and enforce. A whole-mesh model, or the
+	// section of another workload, is refused.
 	Model string `json:"model,omitempty"`
 	// CollectorCluster is the Envoy cluster the filter ships records to;
 	// empty ships nothing.
@@ -95,7 +98,9 @@ type Config struct {
 type Settings struct {
 	Mode      Mode
 	Threshold float64
-	Model     *models.Model // nil in learn mode without a model
+	// Model is the section decoded (Model.SectionFor says whose); nil in
+	// learn mode without a model.
+	Model *models.Model
 	// Section is the model's section for Workload (or its global fallback);
 	// nil when the model has neither, and every request is then unscored.
 	Section          *models.Workload
@@ -174,7 +179,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		raw, err := base64.StdEncoding.DecodeString(c.Model)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: not standard base64: %v", ErrModel, err))
-		} else if s.Model, err = models.Decode(raw); err != nil {
+		} else if s.Model, err = models.DecodeSection(raw); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %v", ErrModel, err))
 		}
 	} else if s.Mode == ModeMonitor || s.Mode == ModeEnforce {
@@ -210,6 +215,10 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	case len(s.Workload) > 253 || strings.ContainsFunc(s.Workload, isSpaceOrControl):
 		errs = append(errs, fmt.Errorf("%w: %q is not a workload name", ErrWorkload, s.Workload))
 	}
+	if s.Model != nil && s.Workload != "" && s.Model.SectionFor != models.GlobalWorkload && s.Model.SectionFor != s.Workload {
+		errs = append(errs, fmt.Errorf("%w: the section is for workload %q, this filter serves workload %q (each workload takes its own section: meshward model config -workload %s)",
+			ErrModel, s.Model.SectionFor, s.Workload, s.Workload))
+	}
 	if !validHeaderName(s.ScoreHeader) {
 		errs = append(errs, fmt.Errorf("%w: %q is not a lower-case HTTP header name", ErrScoreHeader, s.ScoreHeader))
 	}
@@ -223,7 +232,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 // Encode returns the configuration as the JSON document the filter reads.
 func (c *Config) Encode() ([]byte, error) { return json.Marshal(c) }
 
-// WithModel sets Model to the base64 encoding of an encoded model.
+// WithModel sets Model to the base64 encoding of an encoded section.
 func (c *Config) WithModel(encoded []byte) *Config {
 	c.Model = base64.StdEncoding.EncodeToString(encoded)
 	return c

@@ -43,6 +43,7 @@ const collectorCluster = "meshward-collector"
 // loop is a control plane started for one run.
 type loop struct {
 	srv      *server.Server
+	release  *store.Release // the model trained: its sections
 	sidecars *runner.Sidecars
 	token    string
 	started  time.Time
@@ -58,6 +59,8 @@ type loopSummary struct {
 	Training       any             `json:"training"`
 	ModelSHA256    string          `json:"model_sha256"`
 	ModelBytes     int             `json:"model_bytes"`
+	Sections       int             `json:"sections"`
+	LargestSection int             `json:"largest_section_bytes"`
 	Sidecars       int             `json:"sidecars"`
 	Verdicts       *store.Verdicts `json:"verdicts_collected,omitempty"`
 	Incidents      int             `json:"incidents_stored"`
@@ -191,15 +194,16 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	if !rep.Published {
 		return nil, fmt.Errorf("the trained model did not pass the control plane's gate: %s (--offline skips the gate)", rep.Rejected)
 	}
-	b, err := l.srv.Store().Model(ctx, rep.SHA256)
+	rel, err := l.srv.Store().Release(ctx, rep.SHA256)
 	if err != nil {
 		return nil, err
 	}
-	m, err := models.Decode(b)
+	m, err := l.srv.Store().LoadModel(ctx, rep.SHA256)
 	if err != nil {
 		return nil, err
 	}
-	l.summary.ModelSHA256, l.summary.ModelBytes = m.SHA256(), m.Size()
+	l.release = rel
+	l.summary.ModelSHA256, l.summary.ModelBytes, l.summary.Sections, l.summary.LargestSection = rep.SHA256, rel.Bytes, len(rel.Sections), rel.Largest
 	return m, nil
 }
 
@@ -254,8 +258,8 @@ func (l *loop) subscribe(workload string) ([]byte, error) {
 		return nil, fmt.Errorf("sidecar of %s: ADS: %w", workload, g.err)
 	}
 	s, err := pluginconfig.Parse(g.u.PluginConfig, "")
-	if err == nil && (s.Model == nil || s.Model.SHA256() != l.summary.ModelSHA256) {
-		err = fmt.Errorf("model %s, want the one trained (%s)", g.u.Version, l.summary.ModelSHA256)
+	if _, want := l.release.SectionFor(workload); err == nil && (s.Model == nil || s.Model.SHA256() != want) {
+		err = fmt.Errorf("section %s, want the workload's section of the model trained (%s)", g.u.Version, want)
 	}
 	if err != nil {
 		_ = c.NACK(g.u, "", err)
@@ -278,11 +282,11 @@ func (l *loop) record(ctx context.Context, incidents []*detect.Incident) error {
 		return err
 	}
 	l.summary.Incidents = len(stored)
-	v, err := st.VersionVerdicts(ctx, l.started, time.Now())
+	v, err := st.Verdicts(ctx, l.started, time.Now())
 	if err != nil {
 		return err
 	}
-	if c, ok := v[l.summary.ModelSHA256]; ok {
+	if c, ok := v[store.VerdictsAll]; ok {
 		l.summary.Verdicts = &c
 	}
 	return nil
@@ -292,7 +296,8 @@ func (l *loop) record(ctx context.Context, incidents []*detect.Incident) error {
 func (s *loopSummary) writeSummary(w io.Writer) {
 	fmt.Fprintf(w, "control plane (Redis: %s): %d learning requests shipped through the filter in learn mode; collector batches by status %v, %d records dropped\n",
 		s.Redis, s.LearnRequests, s.Batches, s.RecordsDropped)
-	fmt.Fprintf(w, "  model %.12s (%d bytes) trained from the collected samples, rolled out over xDS to %d sidecars\n", s.ModelSHA256, s.ModelBytes, s.Sidecars)
+	fmt.Fprintf(w, "  model %.12s (%d sections, %d bytes, the largest %d) trained from the collected samples, rolled out over xDS to %d sidecars, each its own section\n",
+		s.ModelSHA256, s.Sections, s.ModelBytes, s.LargestSection, s.Sidecars)
 	if s.Verdicts != nil {
 		fmt.Fprintf(w, "  the filters' records say it flagged %d of about %.0f requests (unflagged ones are sampled); incidents stored: %d\n",
 			s.Verdicts.Flagged, s.Verdicts.Requests, s.Incidents)

@@ -164,15 +164,11 @@ func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, li
 	case "native":
 		return &runner.Native{Model: m, Threshold: threshold}, nil
 	case "wasm":
-		enc, err := models.Encode(m)
-		if err != nil {
-			return nil, err
-		}
 		profile, err := wf.hostProfile()
 		if err != nil {
 			return nil, err
 		}
-		w, err := runner.NewWasm(wf.path, enc, threshold, profile)
+		w, err := runner.NewWasm(wf.path, m, threshold, profile)
 		if err != nil {
 			return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose -runner native)", err)
 		}
@@ -327,6 +323,10 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)
+	if lp != nil {
+		// Assembled from the sections served: its version is the release's.
+		rep.Model = lp.summary.ModelSHA256
+	}
 	if err := detectAndDecide(rep, m, monitor, res); err != nil {
 		return err
 	}

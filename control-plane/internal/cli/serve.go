@@ -54,7 +54,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG): elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without either; none: a lock in Redis; serve never reads ~/.kube/config on its own)")
 	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
 	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
-	wasmPlugin := fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin whose pluginConfig the leader keeps on the model in force (model and -filter-mode; never a canary)")
+	wasmPlugin := fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin template: the leader gives each workload of its namespace a WasmPlugin of its own with its section of the model in force (never a canary)")
+	fs.IntVar(&cfg.Trainer.MaxSectionBytes, "max-section-bytes", cfg.Trainer.MaxSectionBytes, "the size budget of one workload's section of the model (what one sidecar receives); a section over it is refused, naming its workload, which keeps its section in force")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
