@@ -29,6 +29,7 @@ type sourceFlags struct {
 	o          source.Overrides
 	format     string
 	identities string
+	limits     source.Limits
 }
 
 func (f *sourceFlags) register(fs *flag.FlagSet) {
@@ -37,10 +38,12 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.o.Label, "label", "", "set the label of every request (normal, or an attack label)")
 	fs.StringVar(&f.format, "format", "auto", "traffic format: auto, "+strings.Join(source.Formats(), ", "))
 	fs.StringVar(&f.identities, "identities", "", "address → workload map for captures (lines: ADDRESS NAME)")
+	fs.IntVar(&f.limits.MaxEntryBytes, "max-entry-bytes", source.DefaultMaxEntryBytes,
+		"skip (and report) a traffic file entry longer than this: a JSONL line, a HAR entry, a Jaeger JSON trace")
 }
 
 func (f *sourceFlags) options() (source.FileOptions, error) {
-	opt := source.FileOptions{Format: f.format, Overrides: f.o}
+	opt := source.FileOptions{Format: f.format, Overrides: f.o, Limits: f.limits}
 	if f.identities != "" {
 		ids, err := loadIdentities(f.identities)
 		if err != nil {
