@@ -166,6 +166,12 @@ func sortQuarantine(q *Quarantine) {
 	sort.Slice(q.Policies, func(i, j int) bool { return q.Policies[i].Target < q.Policies[j].Target })
 }
 
+// Writes says whether the applier may write policies in a namespace
+// (Config.Namespaces); enforce leaves other targets out of a decision.
+func (a *Applier) Writes(namespace string) bool {
+	return len(a.cfg.Namespaces) == 0 || slices.Contains(a.cfg.Namespaces, namespace)
+}
+
 // Active returns how many quarantines stand (decide's cap counts them).
 func (a *Applier) Active() int {
 	a.mu.Lock()

@@ -74,8 +74,13 @@ func (s *Server) followLoop(ctx context.Context) {
 		}
 		for i := range recs {
 			r := &recs[i]
-			r.Normalize()
-			if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
+			// Decisions run on the control plane's clock: when the
+			// record was received, never the time it claims.
+			at := r.Received
+			if at.IsZero() {
+				at = time.Now()
+			}
+			if _, err := loop.Observe(ctx, detect.Observation{TS: at, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
 				s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
 			}
 		}

@@ -80,6 +80,10 @@ type Record struct {
 	// absent: all), so an unflagged record stands for 1/SampleRate requests
 	// when flagged rates are estimated.
 	SampleRate float64 `json:"sample_rate,omitempty"`
+	// Received is when the control plane took the record in (ReadBatches
+	// sets it from the observation stream's entry id, which Redis assigns):
+	// the time decisions use, since TS is whatever the sender claims.
+	Received time.Time `json:"-"`
 }
 
 // Weight is how many requests a record stands for.
@@ -445,6 +449,16 @@ func (s *Store) PublishBatch(ctx context.Context, recs []Record) error {
 		Values: map[string]any{"b": b}}).Err()
 }
 
+// streamTime is the time a stream entry id (<ms>-<seq>) was assigned.
+func streamTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(n).UTC()
+}
+
 // ReadBatches returns the records of the batches after the id given,
 // waiting up to block for one (a negative block does not wait), and the id
 // to read after next. A batch
@@ -468,6 +482,10 @@ func (s *Store) ReadBatches(ctx context.Context, after string, block time.Durati
 			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
 				errs = append(errs, fmt.Errorf("observation batch %s: %w", m.ID, err))
 				continue
+			}
+			received := streamTime(m.ID)
+			for i := range recs {
+				recs[i].Received = received
 			}
 			out = append(out, recs...)
 		}

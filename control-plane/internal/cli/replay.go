@@ -337,24 +337,27 @@ func detectAndDecide(rep *report.Report, m *models.Model, recs []*source.Record,
 	if err != nil {
 		return err
 	}
-	active := 0
+	var standing []decide.Decision
+	var incs []*detect.Incident
 	for i, r := range recs {
 		inc := d.Observe(detect.Observation{TS: r.TS, Request: &r.Request, Score: res[i].Score, Flagged: res[i].Flagged, Reasons: res[i].Reasons, Pos: r.Pos})
 		if inc == nil {
 			continue
 		}
-		dec := guard.Decide(inc, active, inc.Opened)
+		// The replay's clock is the traffic file's: times are simulated.
+		dec := guard.Decide(inc, standing, inc.Opened)
 		if dec.Suppressed == "" {
-			active++
+			standing = append(standing, dec)
 		}
 		rep.Decisions = append(rep.Decisions, dec)
+		incs = append(incs, inc)
 	}
 	rep.Incidents = d.Incidents()
 	// Evidence keeps growing after an incident opens; decisions name the
 	// destinations known at the end.
 	for i := range rep.Decisions {
-		fresh := decide.Decide(rep.Incidents[i], rules, 0, rep.Decisions[i].Created)
-		rep.Decisions[i].Deny = fresh.Deny
+		fresh := decide.Decide(incs[i], rules, 0, rep.Decisions[i].Created)
+		rep.Decisions[i].Deny, rep.Decisions[i].Skipped = fresh.Deny, fresh.Skipped
 	}
 	return nil
 }
