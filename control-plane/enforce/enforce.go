@@ -34,6 +34,20 @@ type Sink interface {
 	Release(ctx context.Context, id string) error
 }
 
+// Rebuilder is a sink that reloads its state from where it writes (the API
+// server, the store, the files): a replica taking the lead does so before
+// it acts, since the last leader may have written, released or expired.
+type Rebuilder interface {
+	Rebuild(ctx context.Context) error
+}
+
+// Fenced is a sink whose every write first asks a fence (the leader
+// election's Check) and does not happen when it answers an error, so a
+// replica that lost the lead without knowing it cannot apply.
+type Fenced interface {
+	SetFence(func(context.Context) error)
+}
+
 // Namespaced is a sink that writes in some namespaces only (a Role's): a
 // target elsewhere is left out of a decision rather than failing it.
 type Namespaced interface {
@@ -58,6 +72,7 @@ type Loop struct {
 	// quarantine.
 	open     map[string]*opened
 	failures int64
+	evicted  int64     // by detectors replaced since
 	now      time.Time // the latest time seen
 }
 
@@ -105,6 +120,7 @@ func (l *Loop) SetModel(dcfg detect.Config, m *models.Model) error {
 		return err
 	}
 	l.mu.Lock()
+	l.evicted += l.det.Evicted()
 	l.det = det
 	l.mu.Unlock()
 	return nil
@@ -313,7 +329,7 @@ func (l *Loop) Held() (held int, dropped int64) {
 func (l *Loop) Evicted() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.det.Evicted()
+	return l.evicted + l.det.Evicted()
 }
 
 // Incidents returns every incident opened, in order.

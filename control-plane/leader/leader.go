@@ -60,7 +60,15 @@ type Elector struct {
 	leading  bool
 	value    string    // identity#token of the term held
 	deadline time.Time // the local deadline of the term
+	term     uint64
 	changed  chan bool
+}
+
+// Term counts the terms won.
+func (e *Elector) Term() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.term
 }
 
 // New returns an elector, or the configuration's problem.
@@ -105,6 +113,9 @@ func (e *Elector) Changes() <-chan bool { return e.changed }
 func (e *Elector) set(leading bool, value string, start time.Time) {
 	e.mu.Lock()
 	changed := e.leading != leading
+	if leading && value != e.value {
+		e.term++
+	}
 	e.leading = leading
 	if leading {
 		e.value, e.deadline = value, start.Add(e.cfg.TTL*2/3)

@@ -23,6 +23,14 @@ type Leader interface {
 	Changes() <-chan bool
 	// Run campaigns until ctx ends, then gives leadership up.
 	Run(ctx context.Context)
+	// Check asks the lock's keeper (Redis, the API server) whether this
+	// replica's term still holds it, now; a write is made only when it
+	// returns nil (fencing).
+	Check(ctx context.Context) error
+	// Term counts the terms this replica won: a change means it lost the
+	// lead and took it again, and must reload what another leader may
+	// have done meanwhile.
+	Term() uint64
 }
 
 var (
@@ -76,7 +84,15 @@ type LeaseElector struct {
 	leases  coordinationv1client.LeaseInterface
 	mu      sync.Mutex
 	leading bool
+	term    uint64
 	changed chan bool
+}
+
+// Term counts the terms won.
+func (e *LeaseElector) Term() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.term
 }
 
 // timedLock is the Lease lock, noting when the last write of the record
@@ -195,6 +211,9 @@ func (e *LeaseElector) set(leading bool, term context.Context) {
 	}
 	if e.leading == leading {
 		return
+	}
+	if leading {
+		e.term++
 	}
 	e.leading = leading
 	select {

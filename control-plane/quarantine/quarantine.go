@@ -90,6 +90,22 @@ type Applier struct {
 	state map[string]*Quarantine // by decision id
 	uids  map[Ref]types.UID      // of the objects written, for Events
 	seq   atomic.Int64           // keeps Event names unique
+	fence atomic.Pointer[func(context.Context) error]
+}
+
+// SetFence makes every write (apply, promote, release, expiry) ask f
+// first and not happen when it answers an error: the leader election's
+// check that this replica still leads.
+func (a *Applier) SetFence(f func(context.Context) error) { a.fence.Store(&f) }
+
+// fenced asks the fence, if any.
+func (a *Applier) fenced(ctx context.Context) error {
+	if f := a.fence.Load(); f != nil && *f != nil {
+		if err := (*f)(ctx); err != nil {
+			return fmt.Errorf("not written: %w", err)
+		}
+	}
+	return nil
 }
 
 // New returns an applier; Rebuild loads what the API server holds.
@@ -258,6 +274,9 @@ func (a *Applier) Apply(ctx context.Context, d decide.Decision) error {
 
 // write applies every policy of a decision and records it.
 func (a *Applier) write(ctx context.Context, d decide.Decision) ([]Ref, error) {
+	if err := a.fenced(ctx); err != nil {
+		return nil, err
+	}
 	aps, err := policy.Istio(d)
 	if err != nil {
 		return nil, err
@@ -361,6 +380,9 @@ func (a *Applier) remove(ctx context.Context, id, action string) error {
 	a.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknown, id)
+	}
+	if err := a.fenced(ctx); err != nil {
+		return err
 	}
 	var errs []error
 	for _, r := range q.Policies {

@@ -110,7 +110,15 @@ func (s *Server) admin() http.Handler {
 			s.json(w, map[string]any{"quarantines": []any{}}, nil)
 			return
 		}
-		s.json(w, map[string]any{"quarantines": s.cfg.Quarantine.Standing()}, nil)
+		// The standing quarantines, then those decided but not (wholly)
+		// written yet, each with its last write's error ("pending"), and
+		// how many decisions wait for a rate limit or cap to free.
+		out := map[string]any{"quarantines": s.cfg.Quarantine.Standing()}
+		if loop := s.loop.Load(); loop != nil {
+			out["quarantines"] = append(s.cfg.Quarantine.Standing(), loop.Pending()...)
+			out["held"], _ = loop.Held()
+		}
+		s.json(w, out, nil)
 	})
 	mux.HandleFunc("POST /api/v1/quarantines/{id}/release", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
