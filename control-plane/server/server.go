@@ -134,7 +134,7 @@ type Server struct {
 	// was rebuilt (a replica acts only in a term it rebuilt for).
 	termMu  sync.Mutex
 	rebuilt uint64
-	stop       context.CancelFunc
+	stop    context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
