@@ -97,7 +97,7 @@ func check(d decide.Decision) error {
 	var errs []error
 	if err := decide.ValidPrincipal(d.Principal); err != nil {
 		errs = append(errs, err)
-	} else if td, ns, sa := decide.ParseSPIFFE(d.Principal); d.TrustDomain != td || d.Namespace != ns || d.ServiceAccount != sa {
+	} else if td, ns, sa := decide.ParseSPIFFE(d.Principal); d.TrustDomain != "" && d.TrustDomain != td || d.Namespace != ns || d.ServiceAccount != sa {
 		errs = append(errs, fmt.Errorf("principal %q: trust domain, namespace and service account %q/%q/%q do not match it", d.Principal, d.TrustDomain, d.Namespace, d.ServiceAccount))
 	}
 	for _, t := range d.Deny {

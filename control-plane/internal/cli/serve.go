@@ -17,6 +17,7 @@ import (
 	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/control-plane/wasmplugin"
+	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
@@ -43,6 +44,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&cfg.Rollout.MaxIncrease, "canary-max-increase", cfg.Rollout.MaxIncrease, "... or the stable rate plus this, whichever is higher")
 	fs.DurationVar(&cfg.Rollout.Observe, "canary-observe", cfg.Rollout.Observe, "how long a canary is watched, at least, before promotion")
 	fs.DurationVar(&cfg.Rollout.Timeout, "canary-timeout", cfg.Rollout.Timeout, "a canary that has not scored enough requests by then is rolled back")
+	fs.DurationVar(&cfg.XDS.GroupTTL, "xds-group-ttl", xds.DefaultGroupTTL, "how long xDS keeps a node group no Envoy is connected for (metric meshward_xds_node_groups_evicted_total)")
+	fs.IntVar(&cfg.XDS.MaxGroups, "xds-max-groups", xds.DefaultMaxGroups, "at most this many node groups kept by xDS: past it the idlest is forgotten, or a new one refused when all are connected")
 	fs.BoolVar(&cfg.RBACOverXDS, "xds-rbac", false, "quarantines: deliver them as Envoy RBAC over ADS (meshes without Istio; listeners name the meshward-rbac ECDS resource)")
 	policyDir := fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
 	fs.BoolVar(&cfg.Rules.Enforce, "enforce", false, "quarantines: promote dry runs to enforcement after -promote-after (default: dry runs only)")
