@@ -313,6 +313,45 @@ func (s *Store) Samples(ctx context.Context, dst string, n int64) ([]models.Requ
 	return out, nil
 }
 
+// Sample is one stored training sample and when the store took it in.
+type Sample struct {
+	At      time.Time
+	Request models.Request
+}
+
+// samplePage is how many stream entries one read of a sample stream takes.
+const samplePage = 500
+
+// ForEachSample calls fn with every sample a destination's stream holds
+// (at most MaxSamples, the stream's cap), oldest first, a page of entries
+// at a time, so the caller decides what to keep. A stream entry that does
+// not decode is an error naming it.
+func (s *Store) ForEachSample(ctx context.Context, dst string, fn func(Sample)) error {
+	key := s.tag(dst, "samples")
+	start := "-"
+	for {
+		msgs, err := s.rdb.XRangeN(ctx, key, start, "+", samplePage).Result()
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			raw, _ := m.Values["r"].(string)
+			var qs []models.Request
+			if err := json.Unmarshal([]byte(raw), &qs); err != nil {
+				return fmt.Errorf("sample entry %s of %s: %w", m.ID, dst, err)
+			}
+			at := streamTime(m.ID)
+			for i := range qs {
+				fn(Sample{At: at, Request: qs[i]})
+			}
+		}
+		if len(msgs) < samplePage {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
 // PutModel stores an encoded model under its version, its sha256 (content addressing:
 // storing it twice is harmless), records it in the history, and deletes
 // versions that fall off the end of the history.

@@ -253,6 +253,14 @@ func (s *Server) Groups() (kept int, evicted int64) {
 	return len(s.groups), s.evicted
 }
 
+// GroupNames lists the node groups kept: the workloads whose Envoys
+// connected to this replica (a registry of the mesh, for training).
+func (s *Server) GroupNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groupList()
+}
+
 // closed notes that a stream ended; its group may expire once it has none.
 func (s *Server) closed(id int64, now time.Time) {
 	s.mu.Lock()
