@@ -145,13 +145,16 @@ func (l *Loop) Observe(ctx context.Context, o detect.Observation) (*decide.Decis
 			standing = append(standing, op.decision)
 		}
 	}
-	d := l.guard.Decide(inc, standing, o.TS)
+	// A decision is made now: the latest time the loop was given (a new
+	// leader replaying the stream decides on the present, not on when
+	// the records it replays arrived).
+	d := l.guard.Decide(inc, standing, l.now)
 	for _, p := range l.guard.TakeDropped() {
 		l.det.Forget(p)
 	}
 	l.log.Info("incident", "id", inc.ID, "principal", inc.Principal, "signals", inc.Signals,
 		"new_edges", len(inc.NewEdges), "first_new_edge", inc.FirstNewEdge, "suppressed", d.Suppressed)
-	return &d, l.decide(ctx, inc, d, o.TS)
+	return &d, l.decide(ctx, inc, d, l.now)
 }
 
 // decide records a decision and, unless suppressed, writes it.
