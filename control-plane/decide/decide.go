@@ -217,8 +217,7 @@ func NewGuard(r Rules) (*Guard, error) {
 func (g *Guard) Decide(inc *detect.Incident, standing []Decision, now time.Time) Decision {
 	for _, s := range standing {
 		if s.Principal == inc.Principal {
-			d := Decide(inc, g.Rules, 0, now)
-			return d
+			return Decide(inc, g.Rules, 0, now)
 		}
 	}
 	d := Decide(inc, g.Rules, len(standing), now)
@@ -242,7 +241,9 @@ func (g *Guard) Decide(inc *detect.Incident, standing []Decision, now time.Time)
 func (g *Guard) limit(ns string, standing []Decision, now time.Time) string {
 	keep := g.stood[:0]
 	for _, s := range g.stood {
-		if now.Sub(s.at) < g.Rules.RatePeriod && !s.at.After(now.Add(g.Rules.RatePeriod)) {
+		// Within the period; a time more than a period ahead (a clock
+		// set back) no longer counts either.
+		if now.Sub(s.at) < g.Rules.RatePeriod && s.at.Sub(now) < g.Rules.RatePeriod {
 			keep = append(keep, s)
 		}
 	}

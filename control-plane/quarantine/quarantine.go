@@ -409,6 +409,12 @@ func (a *Applier) Tick(ctx context.Context, now time.Time) error {
 	a.mu.Lock()
 	var expired, due []string
 	for id, q := range a.state {
+		if q.Decision.Expires.Sub(now) > a.cfg.Rules.TTL {
+			// No quarantine lasts longer than a TTL from now: an expiry
+			// further out (written from a time a record claimed, by an
+			// older meshward) is not believed.
+			q.Decision.Expires = now.Add(a.cfg.Rules.TTL)
+		}
 		if !now.Before(q.Decision.Expires) {
 			expired = append(expired, id)
 		} else if at, ok := decide.Promotion(q.Decision, a.cfg.Rules); ok && !now.Before(at) {

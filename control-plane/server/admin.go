@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
@@ -115,7 +116,20 @@ func (s *Server) admin() http.Handler {
 		// how many decisions wait for a rate limit or cap to free.
 		out := map[string]any{"quarantines": s.cfg.Quarantine.Standing()}
 		if loop := s.loop.Load(); loop != nil {
-			out["quarantines"] = append(s.cfg.Quarantine.Standing(), loop.Pending()...)
+			// A decision written in part stands and is pending: listed
+			// once, with its error.
+			list := loop.Pending()
+			seen := map[string]bool{}
+			for _, d := range list {
+				seen[d.ID] = true
+			}
+			for _, d := range s.cfg.Quarantine.Standing() {
+				if !seen[d.ID] {
+					list = append(list, d)
+				}
+			}
+			sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+			out["quarantines"] = list
 			out["held"], _ = loop.Held()
 		}
 		s.json(w, out, nil)

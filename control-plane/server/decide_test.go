@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/meshward/meshward/control-plane/decide"
+	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/leader"
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
@@ -304,4 +306,58 @@ func TestStaleLeaderCannotApplyKube(t *testing.T) {
 	if got := k.owned(t); len(got) != 0 {
 		t.Errorf("a stale leader wrote %v", got)
 	}
+}
+
+// refusing is a sink that refuses its first writes, then writes YAML.
+type refusing struct {
+	*enforce.Dir
+	left atomic.Int32
+}
+
+func (r *refusing) Apply(ctx context.Context, d decide.Decision) error {
+	if d.Suppressed == "" && r.left.Add(-1) >= 0 {
+		return errors.New("refused: the sink is not ready")
+	}
+	return r.Dir.Apply(ctx, d)
+}
+
+// TestPendingQuarantineIsListed: a decision whose first write is refused
+// is listed by /api/v1/quarantines with "pending": the error, counted in
+// the failures metric, and lands on a retry.
+func TestPendingQuarantineIsListed(t *testing.T) {
+	dir, err := enforce.NewDir(t.TempDir(), decide.DefaultRules(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &refusing{Dir: dir}
+	sink.left.Store(1)
+	s := startWith(t, redistest.Start(t).Addr, func(c *Config) {
+		c.Quarantine, c.TickEvery = sink, 50*time.Millisecond
+	})
+	learnWeb(t, s)
+	leaderOf(t, s)
+	var b strings.Builder
+	for _, d := range []string{"payments", "users"} {
+		b.WriteString(record(time.Now(), webP, d+".shop", 403))
+	}
+	if code := ship(t, s, b.String()); code != 200 {
+		t.Fatalf("shipping: %d", code)
+	}
+	type listed struct {
+		Quarantines []struct{ ID, Principal, Pending string }
+	}
+	var l listed
+	poll(t, 20*time.Second, "the refused decision listed as pending", func() bool {
+		_, body := get(t, s.AdminURL+"/api/v1/quarantines")
+		l = listed{}
+		return json.Unmarshal([]byte(body), &l) == nil && len(l.Quarantines) == 1 && strings.Contains(l.Quarantines[0].Pending, "refused")
+	})
+	if metric(t, s, MetricQuarantineWriteFailures) < 1 {
+		t.Error("the refused write is not counted")
+	}
+	poll(t, 20*time.Second, "the retry to land", func() bool {
+		_, body := get(t, s.AdminURL+"/api/v1/quarantines")
+		l = listed{}
+		return json.Unmarshal([]byte(body), &l) == nil && len(l.Quarantines) == 1 && l.Quarantines[0].Pending == "" && sink.Active() == 1
+	})
 }
