@@ -290,6 +290,14 @@ func (w *Workload) Score(r *Request) Verdict {
 	return v
 }
 
+// KnowsSource reports whether this section learned the source calling its
+// workload: a request from any other source is on a new edge. It does not
+// allocate.
+func (w *Workload) KnowsSource(source string) bool {
+	_, ok := w.sourceIndex.get(hashString(hashSeed, source))
+	return ok
+}
+
 // ScoreWith judges one request against this section using the caller's
 // scratch memory: a filter resolves its workload's section once and calls
 // this. It does not allocate.

@@ -104,6 +104,8 @@ type Trainer struct {
 	// and not yet calibrated.
 	records  map[string][]byte
 	heldBack []Request
+	// held counts the requests held back, after heldBack is let go.
+	held uint64
 	// seen counts occurrences per request content (heldOut), per
 	// destination so that Finish can let them go; nSeen is their total.
 	seen    map[string]map[uint64]uint32
@@ -178,7 +180,15 @@ func (t *Trainer) UseCurrent(m *Model) { t.current = m }
 // fallback, or holds it back for calibration. It returns false when the
 // request was not learned (its source is over its cap, the current model
 // flags it, or it was held back).
-func (t *Trainer) Observe(r *Request) bool {
+func (t *Trainer) Observe(r *Request) bool { return t.observeRequest(r, true) }
+
+// ObserveOwn is Observe for a request that must teach only its
+// destination's section, never the global fallback other workloads are
+// scored against: the control plane learns destinations it cannot vouch
+// for (invented by one caller) this way.
+func (t *Trainer) ObserveOwn(r *Request) bool { return t.observeRequest(r, false) }
+
+func (t *Trainer) observeRequest(r *Request, global bool) bool {
 	if _, done := t.records[r.Destination]; done {
 		// Its part is built already (Finish): a straggler is not learned.
 		t.skipped++
@@ -193,6 +203,7 @@ func (t *Trainer) Observe(r *Request) bool {
 	if t.heldOut(r) {
 		if len(t.heldBack) < t.cfg.MaxHoldBack {
 			t.heldBack = append(t.heldBack, cloneRequest(r))
+			t.held++
 			return false
 		}
 	}
@@ -203,7 +214,7 @@ func (t *Trainer) Observe(r *Request) bool {
 	rk := routeKey{method: r.Method, template: Template(r.Path)}
 	t.scratch.extract(r)
 	ok := t.observe(r, r.Destination, src, rk)
-	if r.Destination != GlobalWorkload {
+	if global && r.Destination != GlobalWorkload {
 		t.observe(r, GlobalWorkload, src, rk)
 	}
 	if ok {
@@ -323,7 +334,7 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
 // (over a cap), how many the current model flagged, and how many were held
 // back for calibration.
 func (t *Trainer) Samples() (learned, skipped, flagged, heldBack uint64) {
-	return t.samples, t.skipped, t.flagged, uint64(len(t.heldBack))
+	return t.samples, t.skipped, t.flagged, t.held
 }
 
 // Finish builds dst's part from its statistics and lets them go: no

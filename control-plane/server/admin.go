@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sort"
 	"strconv"
 	"time"
 
@@ -143,7 +144,28 @@ func (s *Server) admin() http.Handler {
 			s.json(w, map[string]any{"quarantines": []any{}}, nil)
 			return
 		}
-		s.json(w, map[string]any{"quarantines": s.cfg.Quarantine.Standing()}, nil)
+		// The standing quarantines, then those decided but not (wholly)
+		// written yet, each with its last write's error ("pending"), and
+		// how many decisions wait for a rate limit or cap to free.
+		out := map[string]any{"quarantines": s.cfg.Quarantine.Standing()}
+		if loop := s.loop.Load(); loop != nil {
+			// A decision written in part stands and is pending: listed
+			// once, with its error.
+			list := loop.Pending()
+			seen := map[string]bool{}
+			for _, d := range list {
+				seen[d.ID] = true
+			}
+			for _, d := range s.cfg.Quarantine.Standing() {
+				if !seen[d.ID] {
+					list = append(list, d)
+				}
+			}
+			sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+			out["quarantines"] = list
+			out["held"], _ = loop.Held()
+		}
+		s.json(w, out, nil)
 	})
 	mux.HandleFunc("POST /api/v1/quarantines/{id}/release", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")

@@ -106,7 +106,16 @@ func (s *Server) release(ctx context.Context, version string) (*xds.Release, err
 func (s *Server) train(ctx context.Context) (trainer.Report, error) {
 	s.trainMu.Lock()
 	defer s.trainMu.Unlock()
-	rep, err := trainer.Round(ctx, s.store, s.cfg.Trainer, time.Now())
+	cfg := s.cfg.Trainer
+	if s.xds != nil {
+		// The workloads whose Envoys connected are the mesh's: never
+		// junk, whoever calls them.
+		cfg.Registered = map[string]bool{}
+		for _, g := range s.xds.GroupNames() {
+			cfg.Registered[g] = true
+		}
+	}
+	rep, err := trainer.Round(ctx, s.store, cfg, time.Now())
 	switch {
 	case err != nil:
 		s.rounds.WithLabelValues("failed").Inc()

@@ -36,7 +36,8 @@ func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
 func (s *Server) followLoop(ctx context.Context) {
 	after := ""
 	for ctx.Err() == nil {
-		if s.elector.Leading() {
+		leading := s.leads(ctx)
+		if leading {
 			// Detect on the model in force: when taking the lead, and
 			// whenever it changes (trained, rolled back, by any replica).
 			if err := s.detectOn(ctx); err != nil && after == "" {
@@ -44,7 +45,7 @@ func (s *Server) followLoop(ctx context.Context) {
 			}
 		}
 		loop := s.loop.Load()
-		if loop == nil || !s.elector.Leading() {
+		if loop == nil || !leading {
 			after = ""
 			select {
 			case <-ctx.Done():
@@ -54,10 +55,12 @@ func (s *Server) followLoop(ctx context.Context) {
 			continue
 		}
 		if after == "" {
-			// A new leader replays the last detection window, so what
-			// happened just before it took the lead is not lost (the
-			// sinks are idempotent). Stream ids start with milliseconds.
-			after = strconv.FormatInt(time.Now().Add(-s.cfg.Detect.Window).UnixMilli(), 10) + "-0"
+			// A new leader replays the last detection horizon (what
+			// the stream still holds of it), so what happened just
+			// before it took the lead is not lost, slow fan-outs
+			// included (the sinks are idempotent). Stream ids start
+			// with milliseconds.
+			after = strconv.FormatInt(time.Now().Add(-s.cfg.Detect.Horizon).UnixMilli(), 10) + "-0"
 		}
 		recs, next, err := s.store.ReadBatches(ctx, after, s.cfg.TickEvery)
 		after = next
@@ -73,8 +76,13 @@ func (s *Server) followLoop(ctx context.Context) {
 		}
 		for i := range recs {
 			r := &recs[i]
-			r.Normalize()
-			if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
+			// Decisions run on the control plane's clock: when the
+			// record was received, never the time it claims.
+			at := r.Received
+			if at.IsZero() {
+				at = time.Now()
+			}
+			if _, err := loop.Observe(ctx, detect.Observation{TS: at, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
 				s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
 			}
 		}
@@ -100,13 +108,39 @@ func (s *Server) tickLoop(ctx context.Context) {
 					s.log.Warn("quarantine sync", "err", err)
 				}
 			}
-			if loop := s.loop.Load(); loop != nil && s.elector.Leading() {
+			if loop := s.loop.Load(); loop != nil && s.leads(ctx) {
 				if err := loop.Tick(ctx, now); err != nil {
 					s.log.Warn("quarantine tick", "err", err)
 				}
 			}
 		}
 	}
+}
+
+// leads says whether this replica leads and may act: in a term for which
+// it rebuilt its quarantine state from where the sink writes (the last
+// leader may have applied, released or expired since this replica last
+// looked). A rebuild that fails is tried again on the next call; nothing
+// is applied meanwhile.
+func (s *Server) leads(ctx context.Context) bool {
+	if !s.elector.Leading() {
+		return false
+	}
+	term := s.elector.Term()
+	s.termMu.Lock()
+	defer s.termMu.Unlock()
+	if s.rebuilt == term {
+		return true
+	}
+	if rb, ok := s.cfg.Quarantine.(enforce.Rebuilder); ok {
+		if err := rb.Rebuild(ctx); err != nil {
+			s.log.Error("took the lead, but the standing quarantines could not be read: not acting yet", "err", err)
+			return false
+		}
+		s.log.Info("took the lead: quarantine state rebuilt", "standing", s.cfg.Quarantine.Active())
+	}
+	s.rebuilt = term
+	return true
 }
 
 // detectOn (re)starts lateral-movement detection on the model in force

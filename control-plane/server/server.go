@@ -130,7 +130,11 @@ type Server struct {
 	elected    chan struct{} // closed when the elector has given leadership up
 	loop       atomic.Pointer[enforce.Loop]
 	detectSHA  atomic.Value // string: the model the loop detects on
-	stop       context.CancelFunc
+	// termMu guards rebuilt: the leadership term whose quarantine state
+	// was rebuilt (a replica acts only in a term it rebuilt for).
+	termMu  sync.Mutex
+	rebuilt uint64
+	stop    context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
@@ -254,6 +258,10 @@ func (s *Server) Start(ctx context.Context) error {
 	identity := host + "/" + strconv.Itoa(os.Getpid()) + "/" + colURL
 	if err := s.newElector(identity); err != nil {
 		return err
+	}
+	if f, ok := s.cfg.Quarantine.(enforce.Fenced); ok {
+		// Every quarantine write asks the election first.
+		f.SetFence(s.elector.Check)
 	}
 	if err := s.newWasmPlugin(identity); err != nil {
 		return err

@@ -81,6 +81,10 @@ type Record struct {
 	// absent: all), so an unflagged record stands for 1/SampleRate requests
 	// when flagged rates are estimated.
 	SampleRate float64 `json:"sample_rate,omitempty"`
+	// Received is when the control plane took the record in (ReadBatches
+	// sets it from the observation stream's entry id, which Redis assigns):
+	// the time decisions use, since TS is whatever the sender claims.
+	Received time.Time `json:"-"`
 }
 
 // Weight is how many requests a record stands for.
@@ -326,6 +330,45 @@ func (s *Store) Samples(ctx context.Context, dst string, n int64) ([]models.Requ
 	return out, nil
 }
 
+// Sample is one stored training sample and when the store took it in.
+type Sample struct {
+	At      time.Time
+	Request models.Request
+}
+
+// samplePage is how many stream entries one read of a sample stream takes.
+const samplePage = 500
+
+// ForEachSample calls fn with every sample a destination's stream holds
+// (at most MaxSamples, the stream's cap), oldest first, a page of entries
+// at a time, so the caller decides what to keep. A stream entry that does
+// not decode is an error naming it.
+func (s *Store) ForEachSample(ctx context.Context, dst string, fn func(Sample)) error {
+	key := s.tag(dst, "samples")
+	start := "-"
+	for {
+		msgs, err := s.rdb.XRangeN(ctx, key, start, "+", samplePage).Result()
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			raw, _ := m.Values["r"].(string)
+			var qs []models.Request
+			if err := json.Unmarshal([]byte(raw), &qs); err != nil {
+				return fmt.Errorf("sample entry %s of %s: %w", m.ID, dst, err)
+			}
+			at := streamTime(m.ID)
+			for i := range qs {
+				fn(Sample{At: at, Request: qs[i]})
+			}
+		}
+		if len(msgs) < samplePage {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
 // PutIncident appends an incident (any JSON value) to the capped list.
 func (s *Store) PutIncident(ctx context.Context, incident any) error {
 	b, err := json.Marshal(incident)
@@ -417,6 +460,16 @@ func (s *Store) PublishBatch(ctx context.Context, recs []Record) error {
 		Values: map[string]any{"b": b}}).Err()
 }
 
+// streamTime is the time a stream entry id (<ms>-<seq>) was assigned.
+func streamTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(n).UTC()
+}
+
 // ReadBatches returns the records of the batches after the id given,
 // waiting up to block for one (a negative block does not wait), and the id
 // to read after next. A batch
@@ -440,6 +493,10 @@ func (s *Store) ReadBatches(ctx context.Context, after string, block time.Durati
 			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
 				errs = append(errs, fmt.Errorf("observation batch %s: %w", m.ID, err))
 				continue
+			}
+			received := streamTime(m.ID)
+			for i := range recs {
+				recs[i].Received = received
 			}
 			out = append(out, recs...)
 		}

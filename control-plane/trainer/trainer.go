@@ -9,6 +9,15 @@
 // candidate must flag no more than a bounded share of recent normal traffic
 // it did not learn from, and do no worse on that traffic than the model in
 // force.
+//
+// A loud minority cannot steer it: what one source contributes to a
+// destination is capped where it is read (its oldest and its newest
+// samples, a reservoir per source), the traffic the gate judges is taken
+// across sources and time from those reservoirs (and, with a model in
+// force, only what that model does not flag), and destinations no registry
+// knows that one source alone calls (junk a workload can invent) get a
+// section of their own only as far as MaxJunkSections allows and never
+// teach the fallback other workloads are scored against.
 package trainer
 
 import (
@@ -26,10 +35,15 @@ import (
 
 // Config is everything training takes. Defaults in DefaultConfig.
 type Config struct {
-	// SamplesPerDestination bounds what one destination contributes.
+	// SamplesPerDestination bounds what one destination contributes, and
+	// SamplesPerSource what one source contributes to one destination
+	// (half its oldest samples, half its newest); past the first, each
+	// source's share shrinks to a fair one.
 	SamplesPerDestination int64
-	// RecentShare is the newest share of each destination's samples kept
-	// out of training to judge the candidate on.
+	SamplesPerSource      int64
+	// RecentShare is the share of each source's samples (spread over
+	// its reservoir, so over time) kept out of training to judge the
+	// candidate on.
 	RecentShare float64
 	// MaxFlaggedRate is the most of that recent normal traffic a candidate
 	// may flag.
@@ -43,7 +57,15 @@ type Config struct {
 	// share of the nodes and watched, see package rollout) when a model is
 	// already in force, instead of the version in force at once.
 	Canary bool
-	Train  models.TrainConfig
+	// Registered are the workloads the mesh's registry knows (the xDS
+	// node groups that connected, say); empty when there is none (or it
+	// knows nothing yet), and then no destination is junk. A destination neither registered nor called
+	// by two sources is junk:
+	// it never teaches the fallback, and at most MaxJunkSections of them
+	// (those with the most samples) get a section of their own.
+	Registered      map[string]bool
+	MaxJunkSections int
+	Train           models.TrainConfig
 }
 
 // DefaultConfig returns the defaults, in one place.
@@ -51,14 +73,15 @@ func DefaultConfig() Config {
 	tc := models.DefaultTrainConfig()
 	// The filter ships value shapes, not values.
 	tc.ShapedValues = true
-	return Config{SamplesPerDestination: 20_000, RecentShare: 0.1, MaxFlaggedRate: 0.01, MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, Train: tc}
+	return Config{SamplesPerDestination: 20_000, SamplesPerSource: 5_000, RecentShare: 0.1, MaxFlaggedRate: 0.01,
+		MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, MaxJunkSections: 200, Train: tc}
 }
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.SamplesPerDestination < 10 || c.MinSamples < 1 {
-		errs = append(errs, errors.New("samples_per_destination (≥ 10) and min_samples must be positive"))
+	if c.SamplesPerDestination < 10 || c.SamplesPerSource < 2 || c.MinSamples < 1 || c.MaxJunkSections < 0 {
+		errs = append(errs, errors.New("samples_per_destination (≥ 10), samples_per_source (≥ 2) and min_samples must be positive, max_junk_sections not negative"))
 	}
 	if c.MaxSectionBytes < 1024 || c.MaxSectionBytes > models.MaxSectionBytes {
 		errs = append(errs, fmt.Errorf("-max-section-bytes %d: want 1 KiB to %d", c.MaxSectionBytes, models.MaxSectionBytes))
@@ -97,6 +120,14 @@ type Report struct {
 	// force (all of them when there is none).
 	Changed int    `json:"changed"`
 	SHA256  string `json:"sha256,omitempty"`
+	// Capped counts the samples read but not used for a source's cap;
+	// Junk counts the junk destinations (neither registered nor called by
+	// two sources), JunkExamples names a few, and JunkLearned is how many
+	// of them got a section of their own.
+	Capped       int      `json:"capped,omitempty"`
+	Junk         int      `json:"junk,omitempty"`
+	JunkExamples []string `json:"junk_examples,omitempty"`
+	JunkLearned  int      `json:"junk_learned,omitempty"`
 	// Published is true when the candidate passed the gate and is now the
 	// version in force, or the canary when Canary is true; Rejected says
 	// why not; Unchanged says it is the release in force already.
@@ -139,34 +170,63 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	if err != nil {
 		return rep, err
 	}
-	recent := map[string][]models.Request{}
-	var curFlagged, nRecent int
+	var sets []*destination
 	for _, d := range dsts {
-		samples, err := st.Samples(ctx, d, cfg.SamplesPerDestination)
+		ds, err := read(ctx, st, d, cfg)
 		if err != nil {
 			return rep, err
 		}
-		if len(samples) == 0 {
+		if ds == nil {
 			continue
 		}
 		rep.Destinations++
+		rep.Capped += ds.capped
+		// Without a registry nothing tells an invented destination from a
+		// new workload's: only a registry's absence of d makes it junk.
+		if len(cfg.Registered) > 0 && !cfg.Registered[d] && ds.sources < 2 {
+			ds.junk = true
+			if rep.Junk++; len(rep.JunkExamples) < 10 {
+				rep.JunkExamples = append(rep.JunkExamples, d)
+			}
+		}
+		sets = append(sets, ds)
+	}
+	learnJunk := topJunk(sets, cfg.MaxJunkSections)
+	rep.JunkLearned = len(learnJunk)
+	recent := map[string][]models.Request{}
+	var curFlagged, nRecent int
+	for _, ds := range sets {
+		if ds.junk && !learnJunk[ds.name] {
+			continue
+		}
+		d := ds.name
 		// The section in force for d (its own, or the fallback): requests
-		// it flags are not learned, and it is judged on d's recent traffic.
+		// it flags are not learned, nor judged on.
 		section, err := cur.section(ctx, st, d)
 		if err != nil {
 			return rep, err
 		}
 		tr.UseCurrent(section)
-		cut := len(samples) - int(float64(len(samples))*cfg.RecentShare)
-		for i := range samples[:cut] {
-			tr.Observe(&samples[i])
+		for i := range ds.learn {
+			if ds.junk {
+				// Junk teaches its own section, never the fallback.
+				tr.ObserveOwn(&ds.learn[i])
+			} else {
+				tr.Observe(&ds.learn[i])
+			}
 		}
 		tr.Finish(d)
-		recent[d] = samples[cut:]
-		nRecent += len(samples) - cut
-		if section != nil {
-			curFlagged += flagged(section.Workload(d), section.Meta.Threshold, recent[d])
+		var judge []models.Request
+		for i := range ds.judge {
+			if section != nil {
+				if w := section.Workload(d); w != nil && w.Score(&ds.judge[i]).Score > section.Meta.Threshold {
+					continue
+				}
+			}
+			judge = append(judge, ds.judge[i])
 		}
+		recent[d] = judge
+		nRecent += len(judge)
 	}
 	learned, _, _, _ := tr.Samples()
 	rep.Learned, rep.Recent = learned, nRecent
@@ -362,4 +422,123 @@ func rate(n, of int) float64 {
 		return 0
 	}
 	return float64(n) / float64(of)
+}
+
+// destination is what training reads of one destination: each source's
+// reservoir, the samples to learn and the ones kept to judge on.
+type destination struct {
+	name         string
+	learn, judge []models.Request
+	sources      int
+	capped       int
+	junk         bool
+}
+
+// read takes a destination's samples through a reservoir per source: its
+// oldest and its newest, at most SamplesPerSource, shrunk to a fair share
+// of SamplesPerDestination when the sources together have more. Every
+// 1/RecentShare-th sample of each reservoir is kept to judge the candidate
+// on. nil when the destination has none.
+func read(ctx context.Context, st *store.Store, dst string, cfg Config) (*destination, error) {
+	per := map[string]*reservoir{}
+	var order []string
+	half := int(cfg.SamplesPerSource / 2)
+	err := st.ForEachSample(ctx, dst, func(s store.Sample) {
+		r := per[s.Request.Source]
+		if r == nil {
+			r = &reservoir{max: half}
+			per[s.Request.Source] = r
+			order = append(order, s.Request.Source)
+		}
+		r.add(s.Request)
+	})
+	if err != nil || len(per) == 0 {
+		return nil, err
+	}
+	sort.Strings(order)
+	share := fairShare(per, order, int(cfg.SamplesPerDestination))
+	ds := &destination{name: dst, sources: len(per)}
+	every := max(2, int(math.Round(1/cfg.RecentShare)))
+	for _, src := range order {
+		kept := per[src].samples(share)
+		ds.capped += per[src].seen - len(kept)
+		for i := range kept {
+			if i%every == every-1 {
+				ds.judge = append(ds.judge, kept[i])
+			} else {
+				ds.learn = append(ds.learn, kept[i])
+			}
+		}
+	}
+	return ds, nil
+}
+
+// reservoir keeps a source's first max samples and its last max.
+type reservoir struct {
+	max        int
+	oldest     []models.Request
+	newest     []models.Request // a ring once full
+	next, seen int
+}
+
+func (r *reservoir) add(q models.Request) {
+	r.seen++
+	if len(r.oldest) < r.max {
+		r.oldest = append(r.oldest, q)
+		return
+	}
+	if len(r.newest) < r.max {
+		r.newest = append(r.newest, q)
+		return
+	}
+	r.newest[r.next] = q
+	r.next = (r.next + 1) % r.max
+}
+
+// samples returns at most n of the kept samples in time order: the oldest
+// half and the newest half of them.
+func (r *reservoir) samples(n int) []models.Request {
+	newest := append(append([]models.Request(nil), r.newest[r.next:]...), r.newest[:r.next]...)
+	all := len(r.oldest) + len(newest)
+	if all <= n {
+		return append(r.oldest, newest...)
+	}
+	o := min(len(r.oldest), (n+1)/2)
+	w := min(len(newest), n-o)
+	return append(r.oldest[:o:o], newest[len(newest)-w:]...)
+}
+
+// fairShare is the most samples each source may keep so that together they
+// keep at most total: sources under it keep all theirs (water-filling).
+func fairShare(per map[string]*reservoir, order []string, total int) int {
+	sizes := make([]int, 0, len(order))
+	for _, src := range order {
+		sizes = append(sizes, len(per[src].oldest)+len(per[src].newest))
+	}
+	sort.Ints(sizes)
+	left := total
+	for i, n := range sizes {
+		fair := left / (len(sizes) - i)
+		if n > fair {
+			return max(1, fair)
+		}
+		left -= n
+	}
+	return math.MaxInt
+}
+
+// topJunk names the k junk destinations with the most samples.
+func topJunk(sets []*destination, k int) map[string]bool {
+	var junk []*destination
+	for _, ds := range sets {
+		if ds.junk {
+			junk = append(junk, ds)
+		}
+	}
+	sort.SliceStable(junk, func(i, j int) bool { return len(junk[i].learn) > len(junk[j].learn) })
+	out := map[string]bool{}
+	for _, ds := range junk[:min(k, len(junk))] {
+		out[ds.name] = true
+	}
+	return out
 }

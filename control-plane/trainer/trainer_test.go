@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -217,5 +219,186 @@ func TestRoundWithNothingToPublish(t *testing.T) {
 	}
 	if cur, _ := st.Current(ctx); cur != "" {
 		t.Errorf("a model is in force: %s", cur)
+	}
+}
+
+// ingestBatches stores records as collectors would: in batches.
+func ingestBatches(t *testing.T, st *store.Store, recs []store.Record) {
+	t.Helper()
+	for i := 0; i < len(recs); i += 500 {
+		if err := st.Ingest(context.Background(), recs[i:min(i+500, len(recs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// sections is each workload section of a model as JSON (its exported
+// fields: what it learned).
+func sections(t *testing.T, st *store.Store) map[string]string {
+	t.Helper()
+	cur, _ := st.Current(context.Background())
+	m, err := st.LoadModel(context.Background(), cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for name, w := range m.Workloads {
+		j, _ := json.Marshal(w)
+		out[name] = string(j)
+	}
+	return out
+}
+
+// TestPoisoningLeavesTheSectionsUnchanged: two stores on one real
+// redis-server learn the same traffic; one also receives 10,000 records
+// from one source, the newest of all. That round publishes (the gate is
+// not judged on the poison) and its model's sections are exactly those of
+// the model learned without it.
+func TestPoisoningLeavesTheSectionsUnchanged(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := gen.DefaultConfig()
+	cfg.Requests = 8000
+	g, _ := gen.New(cfg)
+	var first, second []store.Record
+	for i, r := range g.Generate() {
+		if r.IsAttack() {
+			continue
+		}
+		rec := store.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request}
+		if i%2 == 0 {
+			first = append(first, rec)
+		} else {
+			second = append(second, rec)
+		}
+	}
+	intruder := g.Principal("intruder")
+	var poison []store.Record
+	for i := 0; i < 10_000; i++ {
+		poison = append(poison, store.Record{TS: time.Now(), Route: "/api/v1/users/{num}/export", Request: models.Request{Method: "GET",
+			Path: fmt.Sprintf("/api/v1/users/%d/export", i), Query: "format=csv&all=true", Source: intruder, Destination: g.Workload("users"), Status: 200}})
+	}
+	ctx := context.Background()
+	var got [2]map[string]string
+	for k, prefix := range []string{"clean", "poisoned"} {
+		sc := store.DefaultConfig()
+		sc.Prefix = prefix
+		st, err := store.New(srv.Client(t), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ingestBatches(t, st, first)
+		if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+			t.Fatalf("%s: first round %+v %v", prefix, rep, err)
+		}
+		ingestBatches(t, st, second)
+		if prefix == "poisoned" {
+			ingestBatches(t, st, poison)
+		}
+		rep, err := Round(ctx, st, DefaultConfig(), time.Unix(10, 0))
+		if err != nil || !rep.Published {
+			t.Fatalf("%s: second round %+v %v", prefix, rep, err)
+		}
+		t.Logf("%s: %+v", prefix, rep)
+		got[k] = sections(t, st)
+	}
+	if len(got[0]) != len(got[1]) {
+		t.Fatalf("%d sections after the poisoning, %d without", len(got[1]), len(got[0]))
+	}
+	for name, want := range got[0] {
+		if got[1][name] != want {
+			t.Errorf("section %s changed by the poisoning", name)
+		}
+	}
+}
+
+// TestJunkDoesNotBlockPublishing: 801 destinations no registry knows, each
+// called by one forged source, do not block publishing, get at most
+// MaxJunkSections sections of their own (those with the most samples), and
+// never teach the fallback other workloads are scored against.
+func TestJunkDoesNotBlockPublishing(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	ingestBatches(t, st, recs)
+	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+		t.Fatalf("round without junk: %+v %v", rep, err)
+	}
+	clean := sections(t, st)
+	var junk []store.Record
+	for d := 0; d < 801; d++ {
+		for i := 0; i < 40; i++ {
+			junk = append(junk, store.Record{TS: time.Now(), Route: fmt.Sprintf("/j%d/{num}", i%8), Request: models.Request{Method: "GET",
+				Path: fmt.Sprintf("/j%d/%d", i%8, i), Query: fmt.Sprintf("k%d=v", i%5), Source: fmt.Sprintf("spiffe://cluster.local/ns/junk/sa/s%d", d),
+				Destination: fmt.Sprintf("junk%d.junk", d), Status: 200}})
+		}
+	}
+	ingestBatches(t, st, junk)
+	// The registry (xDS's node groups, in serve) knows the mesh's workloads.
+	cfg := DefaultConfig()
+	cfg.Registered = map[string]bool{}
+	for _, r := range recs {
+		cfg.Registered[r.Request.Destination] = true
+	}
+	rep, err := Round(ctx, st, cfg, time.Unix(1, 0))
+	if err != nil || !rep.Published {
+		t.Fatalf("round with 801 junk destinations: %+v %v", rep, err)
+	}
+	if rep.Junk < 801 || rep.JunkLearned != DefaultConfig().MaxJunkSections {
+		t.Errorf("junk %d, %d learned: want 801, of which %d get a section", rep.Junk, rep.JunkLearned, DefaultConfig().MaxJunkSections)
+	}
+	s := sections(t, st)
+	for _, r := range recs {
+		if s[r.Request.Destination] == "" {
+			t.Fatalf("the model has no section for the mesh's %s", r.Request.Destination)
+		}
+	}
+	if len(s) > len(clean)+DefaultConfig().MaxJunkSections {
+		t.Errorf("%d sections, want at most %d", len(s), len(clean)+DefaultConfig().MaxJunkSections)
+	}
+	// The fallback learned nothing of the junk: its sources and routes are
+	// the mesh's alone.
+	var global struct {
+		Sources []string
+		Routes  []struct{ Template string }
+	}
+	if err := json.Unmarshal([]byte(s[models.GlobalWorkload]), &global); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range global.Sources {
+		if strings.Contains(src, "/ns/junk/") {
+			t.Fatalf("the fallback learned the junk's caller %s", src)
+		}
+	}
+	for _, r := range global.Routes {
+		if strings.HasPrefix(r.Template, "/j") {
+			t.Fatalf("the fallback learned the junk's route %s", r.Template)
+		}
+	}
+	t.Logf("%d destinations, %d junk, %d of them learned: %d bytes, %d sections", rep.Destinations, rep.Junk, rep.JunkLearned, rep.Bytes, len(s))
+}
+
+// TestReservoirPerSource: one source's flood keeps its oldest and newest
+// samples and leaves every other source's samples in.
+func TestReservoirPerSource(t *testing.T) {
+	r := &reservoir{max: 3}
+	for i := 0; i < 100; i++ {
+		r.add(models.Request{Path: fmt.Sprint(i)})
+	}
+	var got []string
+	for _, q := range r.samples(6) {
+		got = append(got, q.Path)
+	}
+	if strings.Join(got, " ") != "0 1 2 97 98 99" || r.seen != 100 {
+		t.Errorf("kept %v of %d", got, r.seen)
+	}
+	got = nil
+	for _, q := range r.samples(3) {
+		got = append(got, q.Path)
+	}
+	if strings.Join(got, " ") != "0 1 99" {
+		t.Errorf("a share of 3 kept %v", got)
+	}
+	per := map[string]*reservoir{"quiet": {oldest: make([]models.Request, 10)}, "loud": {oldest: make([]models.Request, 500), newest: make([]models.Request, 500)}}
+	if share := fairShare(per, []string{"loud", "quiet"}, 100); share != 90 {
+		t.Errorf("fair share %d, want 90 (the quiet source keeps its 10)", share)
 	}
 }

@@ -73,7 +73,24 @@ type Config struct {
 	// so there is traffic to train the first model on. Without it such a
 	// group gets nothing until a model is published.
 	LearnFirst bool
+	// GroupTTL is how long a node group no Envoy is connected for is
+	// kept (its snapshots with it); MaxGroups bounds the groups kept:
+	// past it, a new group makes room by forgetting the group idle the
+	// longest, and is refused when every group has an Envoy connected.
+	// Zero: DefaultGroupTTL, DefaultMaxGroups.
+	GroupTTL  time.Duration
+	MaxGroups int
 }
+
+// Defaults of the node group bounds.
+const (
+	DefaultGroupTTL  = 10 * time.Minute
+	DefaultMaxGroups = 10_000
+)
+
+// ErrTooManyGroups refuses a node of a new group when MaxGroups groups all
+// have Envoys connected.
+var ErrTooManyGroups = errors.New("xds: too many node groups with Envoys connected")
 
 // LearnVersion is the snapshot version of the learn-mode configuration
 // LearnFirst serves before any model exists.
@@ -87,6 +104,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.CanaryShare >= 0 && c.CanaryShare < 1) {
 		errs = append(errs, fmt.Errorf("canary_share %v is not in [0,1)", c.CanaryShare))
+	}
+	if c.GroupTTL < 0 || c.MaxGroups < 0 {
+		errs = append(errs, fmt.Errorf("group_ttl %v and max_groups %d must not be negative", c.GroupTTL, c.MaxGroups))
 	}
 	return errors.Join(errs...)
 }
@@ -160,7 +180,12 @@ type Server struct {
 	served served // the releases served (release.go)
 	groups map[string]bool
 	rbac   map[string]*rbacfilterv3.RBAC // by group; absent: empty
-	nacked chan struct{}
+	// life is when each group last had a stream, and how many it has;
+	// streams names the group of each open stream.
+	life    map[string]*groupLife
+	streams map[int64]string
+	evicted int64
+	nacked  chan struct{}
 	// Addr is where the server listens, once started.
 	Addr string
 }
@@ -173,7 +198,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CanaryShare == 0 {
 		cfg.CanaryShare = 0.1
 	}
-	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1), served: newServed()}
+	if cfg.GroupTTL == 0 {
+		cfg.GroupTTL = DefaultGroupTTL
+	}
+	if cfg.MaxGroups == 0 {
+		cfg.MaxGroups = DefaultMaxGroups
+	}
+	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1),
+		life: map[string]*groupLife{}, streams: map[int64]string{}, served: newServed()}
 	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
@@ -186,14 +218,14 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	}
 	s.lis, s.Addr = lis, lis.Addr().String()
 	cb := serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
-			s.seen(req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
-			return nil
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			return s.seen(id, req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 		},
-		StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			s.seen(req.GetNode(), "", req.GetErrorDetail().GetMessage())
-			return nil
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			return s.seen(id, req.GetNode(), "", req.GetErrorDetail().GetMessage())
 		},
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id, time.Now()) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id, time.Now()) },
 	}
 	srv := serverv3.NewServer(ctx, s.cache, cb)
 	s.grpc = grpc.NewServer()
@@ -206,12 +238,99 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	return nil
 }
 
-// seen notes a node's group (so a published model reaches it) and records a
-// NACK.
-func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
+// groupLife is what the bounds on node groups need of one group.
+type groupLife struct {
+	streams int
+	last    time.Time // when its last stream closed
+}
+
+// Groups returns how many node groups are kept, and how many were
+// forgotten (idle past GroupTTL, or making room under MaxGroups).
+func (s *Server) Groups() (kept int, evicted int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.groups), s.evicted
+}
+
+// GroupNames lists the node groups kept: the workloads whose Envoys
+// connected to this replica (a registry of the mesh, for training).
+func (s *Server) GroupNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groupList()
+}
+
+// closed notes that a stream ended; its group may expire once it has none.
+func (s *Server) closed(id int64, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.streams[id]
+	if !ok {
+		return
+	}
+	delete(s.streams, id)
+	if l := s.life[g]; l != nil {
+		l.streams--
+		l.last = now
+	}
+}
+
+// admit makes room for a new group (s.mu held): groups idle past GroupTTL
+// are forgotten, then, at MaxGroups, the one idle the longest; with every
+// group connected, the new one is refused.
+func (s *Server) admit(g string, now time.Time) error {
+	var idlest string
+	var at time.Time
+	for name, l := range s.life {
+		if l.streams > 0 {
+			continue
+		}
+		if now.Sub(l.last) > s.cfg.GroupTTL {
+			s.forget(name)
+			continue
+		}
+		if idlest == "" || l.last.Before(at) {
+			idlest, at = name, l.last
+		}
+	}
+	if len(s.groups) < s.cfg.MaxGroups {
+		return nil
+	}
+	if idlest == "" {
+		return fmt.Errorf("%w (%d): node group %q refused", ErrTooManyGroups, s.cfg.MaxGroups, g)
+	}
+	s.forget(idlest)
+	return nil
+}
+
+// forget drops a group and its snapshots (s.mu held). Its quarantine
+// rules stay: the control plane sets them, not the Envoys.
+func (s *Server) forget(g string) {
+	delete(s.groups, g)
+	delete(s.life, g)
+	s.evicted++
+	for _, canary := range []bool{false, true} {
+		s.cache.ClearSnapshot(cacheKey(g, canary))
+	}
+}
+
+// seen notes a node's group (so a published model reaches it) and the
+// stream it came on, and records a NACK.
+func (s *Server) seen(id int64, node *corev3.Node, version, nackMsg string) error {
 	g := Group(node)
 	s.mu.Lock()
 	isNew := !s.groups[g]
+	if isNew {
+		if err := s.admit(g, time.Now()); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		s.life[g] = &groupLife{last: time.Now()}
+	}
+	if _, ok := s.streams[id]; !ok {
+		s.streams[id] = g
+		s.life[g].streams++
+	}
 	s.groups[g] = true
 	if nackMsg != "" {
 		s.nacks = append(s.nacks, NACK{Group: g, Node: node.GetId(), Version: version, Error: nackMsg, At: time.Now()})
@@ -231,6 +350,7 @@ func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
 	if isNew && serving {
 		_ = s.publishGroup(g)
 	}
+	return nil
 }
 
 func (s *Server) groupList() []string {

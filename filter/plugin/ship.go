@@ -15,7 +15,10 @@ import (
 
 // Shipping records to the collector. Each stream's record is encoded when
 // the stream ends (so the response's status and size are in it) if it was
-// flagged or falls in the sampled share; records wait in a bounded buffer;
+// flagged, is on a new edge (a source the model's section never saw
+// calling this workload, or a workload the model has no section of), or
+// falls in the sampled share: the lateral-movement detector behind the
+// collector must see every request on a new edge, a slow fan-out's too; records wait in a bounded buffer;
 // every tick one batch goes to the collector's cluster with DispatchHttpCall.
 // What does not fit the buffer is dropped and counted; a batch the collector
 // pushes back (503, or no answer) is kept and retried after a pause.
@@ -72,14 +75,23 @@ func (p *pluginContext) enqueue(h *httpContext) {
 	}
 	v := &h.verdict
 	flagged := h.scored && v.Score > s.Threshold
-	if !flagged && !p.ship.sample(s.SampleRate) {
+	// Shipped whatever the sample, a record stands for itself.
+	whole := flagged || s.SampleRate < 1 && h.scored && newEdge(s, &h.req)
+	if !whole && !p.ship.sample(s.SampleRate) {
 		return
 	}
 	if len(p.ship.buf) >= s.MaxBuffer {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.version, &p.ship.scratch))
+	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch))
+}
+
+// newEdge says whether a request is on an edge the model never learned:
+// its workload has no section of its own (the global fallback scores it),
+// or the section never saw the source.
+func newEdge(s *pluginconfig.Settings, r *models.Request) bool {
+	return s.Section == nil || s.Section.Name != s.Workload || !s.Section.KnowsSource(r.Source)
 }
 
 // recordVersion is the pre-encoded part of a record that says what it was
@@ -164,10 +176,11 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 }
 
 // encodeRecord writes one record as the collector's JSON line (store.Record).
-// An unflagged record stands for 1/sample_rate requests; a flagged one for
-// itself (all are shipped). scratch is reusable working memory for shapes;
-// the record itself is the only allocation.
-func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersion, scratch *[]byte) []byte {
+// A sampled record stands for 1/sample_rate requests; a whole one (flagged,
+// or on a new edge: all of those are shipped) for itself. scratch is
+// reusable working memory for shapes; the record itself is the only
+// allocation.
+func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *recordVersion, scratch *[]byte) []byte {
 	// Cheap encodings: time and floats are formatted without the time and
 	// strconv float code, which is slow compiled to WebAssembly; the route
 	// and the shapes are built in place rather than as strings.
@@ -184,7 +197,7 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 	b = strconv.AppendBool(b, flagged)
 	if v != nil {
 		b = append(b, v.model...)
-		if !flagged {
+		if !whole {
 			b = append(b, v.rate...)
 		}
 	}

@@ -116,7 +116,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, 0.98765, true, nil, new([]byte))
+	line := encodeRecord(r, 0.98765, true, true, nil, new([]byte))
 	var rec store.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
@@ -148,7 +148,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 	for _, r := range []*models.Request{r, &post} {
 		var tbuf [models.MaxRouteBytes + 8]byte
 		want := recordSize(r, string(models.AppendTemplate(tbuf[:0], r.Path)), &v)
-		line := encodeRecord(r, 0.5, false, &v, new([]byte))
+		line := encodeRecord(r, 0.5, false, false, &v, new([]byte))
 		if cap(line) != want {
 			t.Errorf("%s record of %d bytes grew from %d to %d bytes of capacity", r.Method, len(line), want, cap(line))
 		}
@@ -160,7 +160,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, 0.5, false, nil, new([]byte))
+	line := encodeRecord(r, 0.5, false, false, nil, new([]byte))
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}
@@ -265,6 +265,54 @@ func TestLearnModeShipsTheBodyShape(t *testing.T) {
 		}
 		if got, want := string(rec.Request.Body), models.ShapeQuery("stars=5&text=great+book"); got != want || rec.Request.RequestBytes != 23 {
 			t.Errorf("body %q (%d bytes), want the shape %q (23 bytes)", got, rec.Request.RequestBytes, want)
+		}
+	})
+}
+
+// TestNewEdgesAreShippedWhole: with a sample rate of 0 and a threshold
+// nothing reaches, requests from callers the model knows are not shipped,
+// while every request from a caller it never saw (a new edge) is, standing
+// for itself (no sample_rate): the detector behind the collector sees each
+// step of a slow fan-out, as it does replaying all the traffic.
+func TestNewEdgesAreShippedWhole(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		zero, never := 0.0, 1.0
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken,
+			SampleRate: &zero, Threshold: &never, MaxBuffer: 100, BatchSize: 100}
+		c.WithModel(fixtureModel(t))
+		conf, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, caller := range []struct {
+			principal string
+			want      int
+		}{{frontend, 0}, {attacker, 3}} {
+			t.Run(caller.principal, func(t *testing.T) {
+				host := e.mustStart(t, hostOpts{config: conf, props: peer(caller.principal)})
+				for i := 0; i < 3; i++ {
+					_, id := request(host, get("/reviews/12?lang=en"))
+					host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, true)
+					host.CompleteHttpContext(id)
+				}
+				host.Tick()
+				lines := 0
+				for _, call := range host.GetCalloutAttributesFromContext(1) {
+					for _, l := range strings.Split(strings.TrimSpace(string(call.Body)), "\n") {
+						var rec store.Record
+						if err := json.Unmarshal([]byte(l), &rec); err != nil {
+							t.Fatalf("record %q: %v", l, err)
+						}
+						if rec.Request.Source != caller.principal || rec.Flagged || rec.SampleRate != 0 || rec.Weight() != 1 {
+							t.Errorf("record %+v, want %s's, unflagged, standing for itself", rec, caller.principal)
+						}
+						lines++
+					}
+				}
+				if lines != caller.want {
+					t.Errorf("%d records shipped, want %d", lines, caller.want)
+				}
+			})
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -147,4 +148,36 @@ func FuzzReadHAR(f *testing.F) {
 			return nil
 		}, func(Problem) {})
 	})
+}
+
+// TestReadHAREntryLimit: an entry over the limit is reported and skipped
+// without being held; the entries after it are read.
+func TestReadHAREntryLimit(t *testing.T) {
+	huge := `{"request": {"method": "POST", "url": "http://a/big", "postData": {"text": "` + strings.Repeat("A", 4096) + `\"x"}}}`
+	in := `{"log": {"creator": {"name": "` + strings.Repeat("c", 5000) + `"}, "entries": [
+		{"request": {"method": "GET", "url": "http://a/first"}},
+		` + huge + `,
+		{"request": {"method": "GET", "url": "http://a/third", "headers": [{"name": "x", "value": "]}\"{["}]}}
+	], "after": 1}}`
+	var hits atomic.Int64
+	var paths []string
+	var bad []Problem
+	err := ReadHARWith(strings.NewReader(in), "f.har", Overrides{}, Limits{MaxEntryBytes: 1024, Hits: &hits}, func(r *Record) error {
+		paths = append(paths, r.Request.Path)
+		return nil
+	}, func(p Problem) { bad = append(bad, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(paths, " ") != "/first /third" || len(bad) != 1 || bad[0].Pos != "f.har:entry 2" || hits.Load() != 1 {
+		t.Errorf("read %v, problems %v, hits %d; want entry 2 skipped for its size", paths, bad, hits.Load())
+	}
+	// Under the default limit the same entry is read.
+	paths = nil
+	if err := ReadHAR(strings.NewReader(in), "f.har", Overrides{}, func(r *Record) error {
+		paths = append(paths, r.Request.Path)
+		return nil
+	}, func(p Problem) { t.Error(p) }); err != nil || len(paths) != 3 {
+		t.Errorf("default limit: %v %v", paths, err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -168,6 +169,23 @@ func TestReadJaegerJSON(t *testing.T) {
 	}
 	if j := runJaeger(jsonReader, []byte(`{"data":[{"traceID":"a","spans":[]},{"traceID":`), Overrides{}); j.err == nil || !strings.Contains(j.err.Error(), "trace 2") {
 		t.Errorf("truncated JSON: %v", j.err)
+	}
+}
+
+// TestReadJaegerJSONTraceLimit: a trace over the limit is reported and
+// skipped; the traces after it are read.
+func TestReadJaegerJSONTraceLimit(t *testing.T) {
+	big := `{"traceID":"big","spans":[],"warnings":["` + strings.Repeat("w", 8192) + `"]}`
+	in := strings.Replace(jaegerJSON, `"data":[`, `"data":[`+big+`,`, 1)
+	if in == jaegerJSON {
+		t.Fatal("fixture changed: no data array")
+	}
+	var hits atomic.Int64
+	var bad []Problem
+	st, err := ReadJaegerJSONWith(strings.NewReader(in), "t.json", Overrides{}, Limits{MaxEntryBytes: 4096, Hits: &hits},
+		func(*Record) error { return nil }, func(p Problem) { bad = append(bad, p) })
+	if err != nil || st.Edges != 2 || hits.Load() != 1 || len(bad) == 0 || bad[0].Pos != "t.json:trace 1" || !strings.Contains(bad[0].Error(), "longer than 4096") {
+		t.Errorf("stats %+v, err %v, hits %d, problems %v", st, err, hits.Load(), bad)
 	}
 }
 

@@ -31,6 +31,7 @@ type sourceFlags struct {
 	o          source.Overrides
 	format     string
 	identities string
+	limits     source.Limits
 }
 
 func (f *sourceFlags) register(fs *flag.FlagSet) {
@@ -39,10 +40,12 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.o.Label, "label", "", "set the label of every request (normal, or an attack label)")
 	fs.StringVar(&f.format, "format", "auto", "traffic format: auto, "+strings.Join(source.Formats(), ", "))
 	fs.StringVar(&f.identities, "identities", "", "address → workload map for captures (lines: ADDRESS NAME)")
+	fs.IntVar(&f.limits.MaxEntryBytes, "max-entry-bytes", source.DefaultMaxEntryBytes,
+		"skip (and report) a traffic file entry longer than this: a JSONL line, a HAR entry, a Jaeger JSON trace")
 }
 
 func (f *sourceFlags) options() (source.FileOptions, error) {
-	opt := source.FileOptions{Format: f.format, Overrides: f.o}
+	opt := source.FileOptions{Format: f.format, Overrides: f.o, Limits: f.limits}
 	if f.identities != "" {
 		ids, err := loadIdentities(f.identities)
 		if err != nil {
@@ -372,24 +375,27 @@ func detectAndDecide(rep *report.Report, m *models.Model, recs []*source.Record,
 	if err != nil {
 		return err
 	}
-	active := 0
+	var standing []decide.Decision
+	var incs []*detect.Incident
 	for i, r := range recs {
 		inc := d.Observe(detect.Observation{TS: r.TS, Request: &r.Request, Score: res[i].Score, Flagged: res[i].Flagged, Reasons: res[i].Reasons, Pos: r.Pos})
 		if inc == nil {
 			continue
 		}
-		dec := guard.Decide(inc, active, inc.Opened)
+		// The replay's clock is the traffic file's: times are simulated.
+		dec := guard.Decide(inc, standing, inc.Opened)
 		if dec.Suppressed == "" {
-			active++
+			standing = append(standing, dec)
 		}
 		rep.Decisions = append(rep.Decisions, dec)
+		incs = append(incs, inc)
 	}
 	rep.Incidents = d.Incidents()
 	// Evidence keeps growing after an incident opens; decisions name the
 	// destinations known at the end.
 	for i := range rep.Decisions {
-		fresh := decide.Decide(rep.Incidents[i], rules, 0, rep.Decisions[i].Created)
-		rep.Decisions[i].Deny = fresh.Deny
+		fresh := decide.Decide(incs[i], rules, 0, rep.Decisions[i].Created)
+		rep.Decisions[i].Deny, rep.Decisions[i].Skipped = fresh.Deny, fresh.Skipped
 	}
 	return nil
 }

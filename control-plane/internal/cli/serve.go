@@ -17,6 +17,7 @@ import (
 	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/control-plane/wasmplugin"
+	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
@@ -43,12 +44,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&cfg.Rollout.MaxIncrease, "canary-max-increase", cfg.Rollout.MaxIncrease, "... or the stable rate plus this, whichever is higher")
 	fs.DurationVar(&cfg.Rollout.Observe, "canary-observe", cfg.Rollout.Observe, "how long a canary is watched, at least, before promotion")
 	fs.DurationVar(&cfg.Rollout.Timeout, "canary-timeout", cfg.Rollout.Timeout, "a canary that has not scored enough requests by then is rolled back")
+	fs.DurationVar(&cfg.XDS.GroupTTL, "xds-group-ttl", xds.DefaultGroupTTL, "how long xDS keeps a node group no Envoy is connected for (metric meshward_xds_node_groups_evicted_total)")
+	fs.IntVar(&cfg.XDS.MaxGroups, "xds-max-groups", xds.DefaultMaxGroups, "at most this many node groups kept by xDS: past it the idlest is forgotten, or a new one refused when all are connected")
 	fs.BoolVar(&cfg.RBACOverXDS, "xds-rbac", false, "quarantines: deliver them as Envoy RBAC over ADS (meshes without Istio; listeners name the meshward-rbac ECDS resource)")
 	policyDir := fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
 	fs.BoolVar(&cfg.Rules.Enforce, "enforce", false, "quarantines: promote dry runs to enforcement after -promote-after (default: dry runs only)")
 	fs.DurationVar(&cfg.Rules.PromoteAfter, "promote-after", cfg.Rules.PromoteAfter, "quarantines: how long a dry run lasts before it is enforced (with -enforce)")
 	fs.DurationVar(&cfg.Rules.TTL, "quarantine-ttl", cfg.Rules.TTL, "quarantines: how long one lasts unless released")
 	fs.IntVar(&cfg.Rules.MaxActive, "max-quarantines", cfg.Rules.MaxActive, "quarantines: at most this many at once")
+	fs.IntVar(&cfg.Rules.MaxActivePerNamespace, "max-quarantines-per-namespace", cfg.Rules.MaxActivePerNamespace, "quarantines: at most this many at once whose sources are in one namespace")
+	fs.IntVar(&cfg.Rules.RateLimit, "decision-rate", cfg.Rules.RateLimit, "quarantines: at most this many new decisions per -decision-period (more wait until it frees)")
+	fs.IntVar(&cfg.Rules.NamespaceRateLimit, "decision-rate-per-namespace", cfg.Rules.NamespaceRateLimit, "quarantines: at most this many new decisions per -decision-period about sources of one namespace")
+	fs.DurationVar(&cfg.Rules.RatePeriod, "decision-period", cfg.Rules.RatePeriod, "quarantines: the period of -decision-rate")
+	fs.IntVar(&cfg.Rules.MaxPending, "max-pending-decisions", cfg.Rules.MaxPending, "quarantines: at most this many decisions wait for a limit to free (past it the flooding namespace's oldest is dropped; metric meshward_quarantine_held_dropped_total)")
+	fs.DurationVar(&cfg.Detect.Horizon, "detect-horizon", cfg.Detect.Horizon, "lateral movement: how long a principal's new destinations are remembered (slow fan-out)")
+	fs.IntVar(&cfg.Detect.MaxSources, "detect-max-sources", cfg.Detect.MaxSources, "lateral movement: at most this many principals followed (past it the least recently seen without an incident is forgotten; metric meshward_detector_evictions_total)")
 	qns := fs.String("quarantine-namespaces", "", "quarantines: the namespaces meshward may write AuthorizationPolicies in, comma-separated, as its Role allows (empty: all, a ClusterRole)")
 	protected := fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG): elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without either; none: a lock in Redis; serve never reads ~/.kube/config on its own)")
