@@ -21,6 +21,9 @@ const (
 	MetricDenied         = "meshward_denied_total"
 	MetricUnscored       = "meshward_unscored_total"
 	MetricConfigRejected = "meshward_config_rejected_total"
+	// MetricUnidentified counts requests whose caller nothing trustworthy
+	// named (scored as models.UnknownSource; never shipped in learn mode).
+	MetricUnidentified = "meshward_unidentified_total"
 	// MetricScore is a histogram of scores in thousandths (0–1000).
 	MetricScore = "meshward_score_permille"
 )
@@ -38,7 +41,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
-	shipped, dropped                              proxywasm.MetricCounter
+	shipped, dropped, unidentified                proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -94,14 +97,15 @@ func (p *pluginContext) defineMetrics() {
 		return
 	}
 	p.metrics = &metrics{
-		requests: proxywasm.DefineCounterMetric(MetricRequests),
-		flagged:  proxywasm.DefineCounterMetric(MetricFlagged),
-		denied:   proxywasm.DefineCounterMetric(MetricDenied),
-		unscored: proxywasm.DefineCounterMetric(MetricUnscored),
-		rejected: proxywasm.DefineCounterMetric(MetricConfigRejected),
-		shipped:  proxywasm.DefineCounterMetric(MetricShipped),
-		dropped:  proxywasm.DefineCounterMetric(MetricDropped),
-		score:    proxywasm.DefineHistogramMetric(MetricScore),
+		requests:     proxywasm.DefineCounterMetric(MetricRequests),
+		flagged:      proxywasm.DefineCounterMetric(MetricFlagged),
+		denied:       proxywasm.DefineCounterMetric(MetricDenied),
+		unscored:     proxywasm.DefineCounterMetric(MetricUnscored),
+		rejected:     proxywasm.DefineCounterMetric(MetricConfigRejected),
+		shipped:      proxywasm.DefineCounterMetric(MetricShipped),
+		dropped:      proxywasm.DefineCounterMetric(MetricDropped),
+		unidentified: proxywasm.DefineCounterMetric(MetricUnidentified),
+		score:        proxywasm.DefineHistogramMetric(MetricScore),
 	}
 }
 
@@ -246,8 +250,12 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if s.Mode == pluginconfig.ModeLearn {
 		// Learning is recording: the request is read only to be shipped.
 		if s.CollectorCluster != "" {
+			// An unidentified caller is never learned as one.
 			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader); err == nil {
-				h.learned = true
+				h.learned = h.req.Source != models.UnknownSource
+				if !h.learned {
+					m.unidentified.Increment(1)
+				}
 			}
 		}
 		return types.ActionContinue
@@ -259,6 +267,9 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		return types.ActionContinue
 	}
 	h.forged = forged
+	if h.req.Source == models.UnknownSource {
+		m.unidentified.Increment(1)
+	}
 	if s.Section == nil {
 		m.unscored.Increment(1)
 		return types.ActionContinue

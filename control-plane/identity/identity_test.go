@@ -107,14 +107,14 @@ func TestBinding(t *testing.T) {
 		want         bool
 	}{
 		{users, "users.shop", true},
-		{users, "cart.shop", false},                               // another workload
-		{users, "users.other", false},                             // another namespace
+		{users, "cart.shop", false},                                 // another workload
+		{users, "users.other", false},                               // another namespace
 		{"spiffe://evil.org/ns/shop/sa/users", "users.shop", false}, // another trust domain
 		{"spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews", "reviews-v2.bookinfo", true},
 		{"spiffe://cluster.local/ns/bookinfo/sa/reviews-v2", "reviews-v2.bookinfo", false}, // listed: only its identity
 		{"spiffe://cluster.local/ns/old/sa/legacy", "legacy", true},
-		{users, "users", false},          // no namespace, not listed
-		{users, "users.shop.x", false},   // not name.namespace
+		{users, "users", false},        // no namespace, not listed
+		{users, "users.shop.x", false}, // not name.namespace
 		{"users.shop", "users.shop", false},
 	} {
 		if got := b.Allows(c.id, c.workload); got != c.want {

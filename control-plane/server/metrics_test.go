@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,7 +36,7 @@ func TestStateMetricsAndModelDownload(t *testing.T) {
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	resp, err := http.Post(s.AdminURL+"/api/v1/train", "application/json", nil)
+	resp, err := adminPost(s.AdminURL + "/api/v1/train")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +84,8 @@ func TestServesTheWasmFile(t *testing.T) {
 	if err := os.WriteFile(wasm, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.XDS.WasmURI, cfg.WasmFile = "http://meshward.meshward-system.svc:9091/wasm/meshward.wasm", wasm
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

@@ -169,7 +169,8 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 				count(vk, r.ModelSHA256+"|flagged")
 			}
 		}
-		if !r.Flagged {
+		// Training learns normal requests, never an unidentified caller.
+		if !r.Flagged && q.Source != models.UnknownSource {
 			k := s.tag(q.Destination, "samples")
 			if samples[k] == nil {
 				sampleOrder = append(sampleOrder, k)

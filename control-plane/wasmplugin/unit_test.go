@@ -26,9 +26,10 @@ func TestParseRef(t *testing.T) {
 // refused before the API server is asked anything (no clients here).
 func TestRefusedBeforeAnyCall(t *testing.T) {
 	m, sha := model(t, 1, 1)
-	// A collector cluster without a token: the filter refuses it.
+	// A credential in the configuration: the filter refuses it, and the
+	// writer never writes it.
 	w, err := wasmplugin.NewForClients(wasmplugin.Config{Namespace: "default", Name: "meshward",
-		Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: "outbound|9090||c"}}, nil, nil, slog.New(slog.DiscardHandler))
+		Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: "outbound|9090||c", CollectorToken: strings.Repeat("t", 32)}}, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

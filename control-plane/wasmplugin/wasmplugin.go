@@ -4,12 +4,13 @@
 //
 // It writes by server-side apply, field manager "meshward", and owns only
 // the pluginConfig keys it sends: "model", plus the keys set in the base
-// configuration (by default "mode"; "collector_cluster" and
-// "collector_token" when the control plane is given a collector cluster).
+// configuration (by default "mode"; "collector_cluster" when the control
+// plane is given a collector cluster). It never writes a credential: the
+// collector authenticates sidecars by their mTLS identity.
 // The WasmPlugin CRD declares pluginConfig as an object with
 // x-kubernetes-preserve-unknown-fields, which server-side apply tracks key by
-// key (f:spec.f:pluginConfig.f:model, ...), so a user's other keys (the
-// collector token, sample_rate, ...) and the rest of the object (url, sha256,
+// key (f:spec.f:pluginConfig.f:model, ...), so a user's other keys
+// (sample_rate, ...) and the rest of the object (url, sha256,
 // labels) stay theirs. The test against a real kube-apiserver checks the
 // managed fields.
 //

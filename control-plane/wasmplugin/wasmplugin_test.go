@@ -162,7 +162,7 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 	}
 	// The user's keys and labels survive, and the object's other fields.
 	pc := wp.Spec.PluginConfig.AsMap()
-	if pc["collector_token"] != "REPLACE-WITH-THE-COLLECTOR-TOKEN" || pc["sample_rate"] != 0.05 ||
+	if pc["sample_rate"] != 0.05 ||
 		pc["collector_cluster"] != "outbound|9090||meshward.meshward-system.svc.cluster.local" {
 		t.Errorf("the user's pluginConfig keys changed: %v", pc)
 	}
@@ -174,8 +174,8 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 	if want := []string{"f:spec", "f:spec.f:pluginConfig", "f:spec.f:pluginConfig.f:mode", "f:spec.f:pluginConfig.f:model"}; strings.Join(owned, " ") != strings.Join(want, " ") {
 		t.Errorf("meshward's managed fields: %v, want %v", owned, want)
 	}
-	if k := ownedBy(t, wp, "kubectl"); !contains(k, "f:spec.f:pluginConfig.f:collector_token") || contains(k, "f:spec.f:pluginConfig.f:mode") {
-		t.Errorf("kubectl's managed fields: %v; want collector_token kept, mode taken over", k)
+	if k := ownedBy(t, wp, "kubectl"); !contains(k, "f:spec.f:pluginConfig.f:sample_rate") || contains(k, "f:spec.f:pluginConfig.f:mode") {
+		t.Errorf("kubectl's managed fields: %v; want sample_rate kept, mode taken over", k)
 	}
 	if !strings.Contains(logs.String(), `"msg":"wasmplugin: model written","audit":true`) || !strings.Contains(logs.String(), sha1) {
 		t.Errorf("no audit line for the write: %s", logs.String())

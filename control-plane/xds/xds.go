@@ -10,6 +10,7 @@ package xds
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,11 +30,13 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
 )
@@ -71,6 +74,13 @@ type Config struct {
 	// so there is traffic to train the first model on. Without it such a
 	// group gets nothing until a model is published.
 	LearnFirst bool
+	// TLS, when set, serves ADS over TLS (with a client CA: mTLS).
+	TLS *tls.Config
+	// Identity is how a client's identity is known (auth.go); a node must
+	// then be one its identity speaks for (Binding), else it gets nothing.
+	Identity Identity
+	// Binding says which workloads an identity speaks for.
+	Binding identity.Binding
 }
 
 // LearnVersion is the snapshot version of the learn-mode configuration
@@ -85,6 +95,12 @@ func (c Config) Validate() error {
 	}
 	if !(c.CanaryShare >= 0 && c.CanaryShare < 1) {
 		errs = append(errs, fmt.Errorf("canary_share %v is not in [0,1)", c.CanaryShare))
+	}
+	if c.Base.CollectorToken != "" {
+		errs = append(errs, errors.New("the plugin configuration carries a collector token: xDS serves no credential"))
+	}
+	if err := c.validateAuth(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -162,6 +178,10 @@ type Server struct {
 	groups map[string]bool
 	rbac   map[string]*rbacfilterv3.RBAC // by group; absent: empty
 	nacked chan struct{}
+	// streams are the open streams' identities; refused counts clients
+	// refused for theirs.
+	streams streamIdentities
+	refused int
 	// Addr is where the server listens, once started.
 	Addr string
 }
@@ -174,7 +194,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CanaryShare == 0 {
 		cfg.CanaryShare = 0.1
 	}
-	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1)}
+	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1),
+		streams: streamIdentities{ids: map[int64]streamID{}}}
 	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
@@ -186,18 +207,37 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		return err
 	}
 	s.lis, s.Addr = lis, lis.Addr().String()
+	// Every stream's identity is read when it opens, and every request's
+	// node checked against it before anything is served (auth.go).
 	cb := serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
+		StreamOpenFunc:        func(ctx context.Context, id int64, _ string) error { return s.opened(ctx, id) },
+		DeltaStreamOpenFunc:   func(ctx context.Context, id int64, _ string) error { return s.opened(ctx, id) },
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },
+		FetchRequestFunc: func(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+			return s.checkFetch(ctx, req.GetNode())
+		},
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if err := s.checkStream(id, req.GetNode()); err != nil {
+				return err
+			}
 			s.seen(req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 			return nil
 		},
-		StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if err := s.checkStream(id, req.GetNode()); err != nil {
+				return err
+			}
 			s.seen(req.GetNode(), "", req.GetErrorDetail().GetMessage())
 			return nil
 		},
 	}
 	srv := serverv3.NewServer(ctx, s.cache, cb)
-	s.grpc = grpc.NewServer()
+	var opts []grpc.ServerOption
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
 	// The ECDS service too: an Istio sidecar's ADS belongs to istiod, so an
 	// EnvoyFilter's config_discovery reaches meshward by a gRPC
