@@ -1,12 +1,17 @@
 package collector
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -449,3 +454,163 @@ func TestCollectorsRegister(t *testing.T) {
 	}
 	prometheus.NewRegistry().MustRegister(c.Collectors()...)
 }
+
+// gate holds every batch that reaches the store until released, so the
+// admitted batches keep their slots while the test looks.
+type gate struct {
+	Ingester
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) IngestBatch(ctx context.Context, b store.Batch) (bool, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return g.Ingester.IngestBatch(ctx, b)
+}
+
+// TestAdmissionBoundsMemory: 64 senders post 4 MiB batches at once to a
+// collector that admits 8 (its in-flight slots). The 8 admitted are read
+// and held in the store; the 56 others are refused with 503 before a byte
+// of their bodies is read, and counted as busy. The collector's live heap
+// stays within its bound (8 × 4 MiB × 4) while the 8 are held.
+func TestAdmissionBoundsMemory(t *testing.T) {
+	const senders, slots, size = 64, 8, 4 << 20
+	cfg := DefaultConfig()
+	cfg.MaxInFlight, cfg.MaxBatchBytes, cfg.MaxRecords, cfg.StoreTimeout = slots, size, 100_000, time.Minute
+	g := &gate{entered: make(chan struct{}, senders), release: make(chan struct{})}
+	f := setupWith(t, cfg, func(i Ingester) Ingester { g.Ingester = i; return g })
+	// What the collector reads of each refused batch's body.
+	var readOfRefused atomic.Int64
+	counted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cr := &countingReader{r: r.Body}
+		r.Body = cr
+		rec := &recorder{ResponseWriter: w}
+		f.col.ServeHTTP(rec, r)
+		if rec.code == http.StatusServiceUnavailable {
+			readOfRefused.Add(cr.n)
+		}
+	}))
+	t.Cleanup(counted.Close)
+	// One 4 MiB body of good records, shared by every sender (the senders'
+	// memory is not the collector's).
+	var b strings.Builder
+	rec := line("cart.shop", "/items", 0.1) + "\n"
+	for b.Len()+len(rec) <= size {
+		b.WriteString(rec)
+	}
+	body := []byte(b.String())
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: senders}}
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	codes := make(chan int, senders)
+	for i := 0; i < senders; i++ {
+		go func() {
+			req, _ := http.NewRequest("POST", counted.URL, bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+cartToken)
+			req.Header.Set(IdempotencyKeyHeader, newKey())
+			resp, err := client.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	// The 8 admitted batches reach the store, the 56 others are answered.
+	busy := 0
+	for entered, answered := 0, 0; entered < slots || answered < senders-slots; {
+		select {
+		case <-g.entered:
+			entered++
+		case c := <-codes:
+			answered++
+			// A sender still writing its body when the collector answers
+			// and closes may see the connection reset instead (0).
+			if c == http.StatusServiceUnavailable || c == 0 {
+				busy++
+			} else {
+				t.Errorf("a batch beyond the slots answered %d", c)
+			}
+		}
+	}
+	runtime.GC()
+	var held runtime.MemStats
+	runtime.ReadMemStats(&held)
+	close(g.release)
+	for i := 0; i < slots; i++ {
+		if c := <-codes; c != 200 {
+			t.Errorf("an admitted batch answered %d", c)
+		}
+	}
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if busy != senders-slots || batchRefused(f.col, BatchBusy) != float64(senders-slots) {
+		t.Errorf("busy answers %d, counted %v; want %d", busy, batchRefused(f.col, BatchBusy), senders-slots)
+	}
+	bound := uint64(slots * size * 4)
+	if live := int64(held.HeapAlloc) - int64(before.HeapAlloc); live > int64(bound) {
+		t.Errorf("live heap grew by %d MiB while %d batches were held, bound %d MiB", live>>20, slots, bound>>20)
+	}
+	// The refused batches were answered before their bodies were read.
+	if n := readOfRefused.Load(); n != 0 {
+		t.Errorf("the collector read %d bytes of the batches it refused", n)
+	}
+	t.Logf("%d × %d MiB batches, %d slots: live heap +%d MiB while held, %d MiB allocated in all", senders, size>>20, slots,
+		(int64(held.HeapAlloc)-int64(before.HeapAlloc))>>20, (after.TotalAlloc-before.TotalAlloc)>>20)
+}
+
+// TestSlowSenderTimesOut: a sender that announces a body and stalls holds
+// its slot no longer than the read timeout; it is answered 408, counted,
+// and the slot serves the next batch.
+func TestSlowSenderTimesOut(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxInFlight, cfg.ReadTimeout = 1, 300*time.Millisecond
+	f := setup(t, cfg)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: %s\r\nContent-Length: 100000\r\n\r\n{\"ts\":", cartToken, IdempotencyKeyHeader, newKey())
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || batchRefused(f.col, BatchReadTimeout) != 1 {
+		t.Errorf("a stalled sender: %d, read timeouts counted %v", resp.StatusCode, batchRefused(f.col, BatchReadTimeout))
+	}
+	if code, r, _ := post(t, f.url, cartToken, newKey(), line("cart.shop", "/a", 0.1)); code != 200 || r.Accepted != 1 {
+		t.Errorf("the next batch: %d %+v", code, r)
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.ReadCloser
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
+// recorder remembers the status written.
+type recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *recorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
+
+// The collector sets its read deadline through the wrapper.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

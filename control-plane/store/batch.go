@@ -87,6 +87,18 @@ func (w *writes) add(idempotent bool, cmd, key string, args ...any) {
 	g.guarded = g.guarded || !idempotent
 }
 
+// maxArgs bounds one write's arguments: Lua unpacks them onto its stack.
+const maxArgs = 1000
+
+// addChunked adds an idempotent write of many members, in pieces.
+func (w *writes) addChunked(cmd, key string, members []any) {
+	for len(members) > 0 {
+		n := min(len(members), maxArgs)
+		w.add(true, cmd, key, members[:n]...)
+		members = members[n:]
+	}
+}
+
 // hashTag is what Redis Cluster hashes of a key: the text between the first
 // { and the next }, when not empty; else the whole key.
 func hashTag(key string) string {
@@ -118,7 +130,8 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 	}
 	counts := map[string]map[string]int64{} // key → field → increment
 	var countOrder []string
-	fan := map[string][]any{} // key → destinations
+	fan := map[string][]any{} // key → distinct destinations
+	fanSeen := map[string]bool{}
 	var fanOrder []string
 	samples := map[string][]*models.Request{}
 	var sampleOrder []string
@@ -142,7 +155,10 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 		if fan[fk] == nil {
 			fanOrder = append(fanOrder, fk)
 		}
-		fan[fk] = append(fan[fk], q.Destination)
+		if k := fk + "\x00" + q.Destination; !fanSeen[k] {
+			fanSeen[k] = true
+			fan[fk] = append(fan[fk], q.Destination)
+		}
 		route := s.tag(q.Destination, "route", q.Method+" "+r.Route)
 		count(route, "count")
 		if q.Status >= 100 && q.Status < 600 {
@@ -208,7 +224,7 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 		wr.add(true, "EXPIRE", key, ttl)
 	}
 	for _, key := range fanOrder {
-		wr.add(true, "PFADD", key, fan[key]...)
+		wr.addChunked("PFADD", key, fan[key])
 		wr.add(true, "EXPIRE", key, ttl)
 	}
 	// The destinations seen lately, for the trainer.
@@ -221,7 +237,7 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 		}
 	}
 	dk := s.cfg.Prefix + ":destinations"
-	wr.add(true, "SADD", dk, dsts...)
+	wr.addChunked("SADD", dk, dsts)
 	wr.add(true, "EXPIRE", dk, ttl)
 	if b.Observe {
 		enc, err := json.Marshal(recs)

@@ -142,3 +142,26 @@ func TestIngestBatchCompletesAnInterruptedBatch(t *testing.T) {
 		t.Errorf("after the retry: edges %d (want 40), samples %d (36), requests %v (76), observed %d (1)", e, sm, r, o)
 	}
 }
+
+// A large batch, one source calling 3,000 destinations (members beyond
+// what one Lua call unpacks), is stored whole.
+func TestIngestBatchOfManyMembers(t *testing.T) {
+	s, _ := newStore(t, DefaultConfig())
+	ctx := context.Background()
+	t0 := time.Now().UTC()
+	var recs []Record
+	for i := 0; i < 20_000; i++ {
+		recs = append(recs, rec(t0, "spiffe://cluster.local/ns/shop/sa/scanner", fmt.Sprintf("svc-%d.shop", i%3000), "/x", 200, false))
+	}
+	if _, err := s.IngestBatch(ctx, Batch{Key: "k", Records: recs}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.FanOut(ctx, "spiffe://cluster.local/ns/shop/sa/scanner", t0, t0)
+	if err != nil || n < 2900 || n > 3100 {
+		t.Errorf("fan-out %d (%v), want about 3000", n, err)
+	}
+	dsts, err := s.Destinations(ctx)
+	if err != nil || len(dsts) != 3000 {
+		t.Errorf("%d destinations (%v), want 3000", len(dsts), err)
+	}
+}

@@ -103,7 +103,9 @@ func (o Options) serverArgs(port int) []string {
 	var args []string
 	if o.TLS != nil {
 		args = append(args, "--port", "0", "--tls-port", strconv.Itoa(port), "--tls-cert-file", o.TLS.CertFile, "--tls-key-file", o.TLS.KeyFile,
-			"--tls-ca-cert-file", o.TLS.CAFile, "--tls-auth-clients", "yes")
+			"--tls-ca-cert-file", o.TLS.CAFile, "--tls-auth-clients", "yes",
+			// Nodes of a cluster connect to each other as clients.
+			"--tls-client-cert-file", o.TLS.ClientCertFile, "--tls-client-key-file", o.TLS.ClientKeyFile)
 	} else {
 		args = append(args, "--port", strconv.Itoa(port))
 	}
@@ -254,7 +256,10 @@ func StartClusterWith(t testing.TB, o Options) *Cluster {
 	if o.Password != "" {
 		args = append(args, "--user", o.user(), "--pass", o.Password, "--no-auth-warning")
 	}
-	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+	// redis-cli waits for the nodes to join without a limit of its own.
+	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+	defer ccancel()
+	if out, err := exec.CommandContext(cctx, cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
