@@ -16,9 +16,11 @@ const redisPassword = "a-long-redis-password-for-the-tests"
 // TestServeRefusesRedisWithoutItsCredentials: against a redis-server whose
 // only user is an ACL user with a password (the default user off), serve
 // refuses to start without the credentials, or with a wrong password, and
-// says which flags to give; with them it works.
+// says which flags to give; with them it works, with the user's rights as
+// manifests/istio/controlplane/redis.yaml grants them (no dangerous
+// commands).
 func TestServeRefusesRedisWithoutItsCredentials(t *testing.T) {
-	rds := redistest.StartWith(t, redistest.Options{Password: redisPassword})
+	rds := redistest.StartWith(t, redistest.Options{Password: redisPassword, Rules: []string{"~*", "&*", "+@all", "-@dangerous"}})
 	for name, a := range map[string]RedisAuth{
 		"no credentials":    {},
 		"a wrong password":  {Username: "meshward", Password: "not-the-password"},
@@ -42,11 +44,22 @@ func TestServeRefusesRedisWithoutItsCredentials(t *testing.T) {
 		}
 	}
 	s := startWith(t, rds.Addr, func(c *Config) { c.RedisAuth = RedisAuth{Username: "meshward", Password: redisPassword} })
-	if code := ship(t, s, batch()); code != 200 {
+	var b strings.Builder
+	for i := 0; i < 400; i++ {
+		b.WriteString(batch())
+	}
+	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping with the credentials: %d", code)
 	}
 	if code, _ := get(t, s.AdminURL+"/readyz"); code != 200 {
 		t.Errorf("readyz with the credentials: %d", code)
+	}
+	eventually(t, "a leader", s.elector.Leading)
+	if rep, err := s.Train(context.Background()); err != nil || !rep.Published {
+		t.Errorf("training without dangerous commands: %+v %v", rep, err)
+	}
+	if _, m := get(t, s.AdminURL+"/metrics"); !strings.Contains(m, "meshward_redis_up 1") {
+		t.Error("metrics say Redis is down")
 	}
 }
 

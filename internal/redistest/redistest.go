@@ -44,6 +44,9 @@ type Options struct {
 	// (Username, default "meshward") the server's only user: the default
 	// user is off, so a client without these credentials gets NOAUTH.
 	Username, Password string
+	// Rules are the ACL user's rules (default: every key, channel and
+	// command: ~* &* +@all).
+	Rules []string
 	// TLS, when set, serves TLS only: no plain-text port, and a client
 	// certificate the CA issued is required.
 	TLS *TLS
@@ -110,7 +113,11 @@ func (o Options) serverArgs(port int) []string {
 		args = append(args, "--port", strconv.Itoa(port))
 	}
 	if o.Password != "" {
-		args = append(args, "--user", o.user(), "on", ">"+o.Password, "~*", "&*", "+@all", "--user", "default", "off")
+		rules := o.Rules
+		if len(rules) == 0 {
+			rules = []string{"~*", "&*", "+@all"}
+		}
+		args = append(append(append(args, "--user", o.user(), "on", ">"+o.Password), rules...), "--user", "default", "off")
 	}
 	return args
 }
