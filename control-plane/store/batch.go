@@ -31,11 +31,11 @@ type Batch struct {
 	Observe bool
 }
 
-// ingestScript applies one hash slot's share of a batch. Run by Redis, it is
-// atomic; its marker (KEYS[1] when ARGV[1] is "1") makes it idempotent: the
-// first run sets the marker and applies the writes, a later run with the
-// same marker changes nothing and returns 0. ARGV[2] is the marker's TTL
-// in seconds; then come the writes, each as command, index of its key in
+// ingestScript applies one hash slot's counting writes of a batch. Run by
+// Redis, it is atomic; its marker (KEYS[1]) makes it idempotent: the first
+// run sets the marker and applies the writes, a later run with the same
+// marker changes nothing and returns 0. ARGV[2] is the marker's TTL in
+// seconds; then come the writes, each as command, index of its key in
 // KEYS, number of arguments, arguments.
 const ingestScript = `
 if ARGV[1] == '1' and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
@@ -50,25 +50,31 @@ end
 return 1
 `
 
-// slotWrites are the writes of a batch that fall in one hash slot (one
-// hash tag, or one untagged key).
+// slotWrites are the counting writes of a batch that fall in one hash slot
+// (one hash tag, or one untagged key).
 type slotWrites struct {
-	keys    []string
-	index   map[string]int
-	args    []any
-	guarded bool // holds a write that is not idempotent by itself
+	keys  []string
+	index map[string]int
+	args  []any
 }
 
-// writes groups a batch's writes by hash slot, so that each group runs as
-// one script on one Redis Cluster node.
+// writes are a batch's writes: the counting ones (HINCRBY, HINCRBYFLOAT,
+// XADD), which must apply once, grouped by hash slot so that each group
+// runs as one guarded script on one Redis Cluster node; and the idempotent
+// ones (PFADD, SADD, EXPIRE), which may run again harmlessly and are sent
+// as they are.
 type writes struct {
 	groups map[string]*slotWrites
 	order  []string
+	plain  [][]any
 }
 
-// add appends a write; idempotent writes (PFADD, SADD, EXPIRE) need no
-// marker of their own.
+// add appends a write.
 func (w *writes) add(idempotent bool, cmd, key string, args ...any) {
+	if idempotent {
+		w.plain = append(w.plain, append([]any{cmd, key}, args...))
+		return
+	}
 	tag := hashTag(key)
 	g := w.groups[tag]
 	if g == nil {
@@ -84,10 +90,10 @@ func (w *writes) add(idempotent bool, cmd, key string, args ...any) {
 	}
 	g.args = append(g.args, cmd, i, len(args))
 	g.args = append(g.args, args...)
-	g.guarded = g.guarded || !idempotent
 }
 
-// maxArgs bounds one write's arguments: Lua unpacks them onto its stack.
+// maxArgs bounds one write's members (a command of thousands of arguments
+// holds Redis up as one).
 const maxArgs = 1000
 
 // addChunked adds an idempotent write of many members, in pieces.
@@ -253,8 +259,10 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 // arguments, not the script's text.
 var ingestSHA = func() string { h := sha1.Sum([]byte(ingestScript)); return hex.EncodeToString(h[:]) }()
 
-// runWrites runs each slot's script: in one MULTI/EXEC on a single Redis
-// (the batch is atomic), in one pipeline over the nodes of a Cluster.
+// runWrites runs each slot's script, and the idempotent writes: in one
+// MULTI/EXEC on a single Redis (the batch is atomic), in one pipeline over
+// the nodes of a Cluster. Without a key the counting writes are sent as
+// they are too.
 func (s *Store) runWrites(ctx context.Context, wr *writes, key string) (duplicate bool, err error) {
 	_, cluster := s.rdb.(*redis.ClusterClient)
 	var marker string
@@ -264,27 +272,30 @@ func (s *Store) runWrites(ctx context.Context, wr *writes, key string) (duplicat
 	}
 	markerTTL := int64(s.cfg.BatchTTL / time.Second)
 	type call struct {
-		keys    []string
-		args    []any
-		guarded bool
-		cmd     *redis.Cmd
+		keys []string
+		args []any
+		cmd  *redis.Cmd
 	}
-	calls := make([]*call, 0, len(wr.order))
+	var calls []*call
+	var counting [][]any // without a key: the counting writes, sent as they are
 	for _, tag := range wr.order {
 		g := wr.groups[tag]
-		c := &call{keys: g.keys, args: append([]any{"0", markerTTL}, g.args...)}
-		if marker != "" && g.guarded {
-			// The marker lives in the group's slot: {tag} is its hash tag.
-			c.keys = append([]string{s.cfg.Prefix + ":batch:{" + tag + "}:" + marker}, g.keys...)
-			c.args[0], c.guarded = "1", true
-			// Key indexes shift by the marker.
-			for i := 2; i < len(c.args); i += 3 + c.args[i+2].(int) {
-				c.args[i+1] = c.args[i+1].(int) + 1
+		if marker == "" {
+			for i := 0; i < len(g.args); i += 3 + g.args[i+2].(int) {
+				n := g.args[i+2].(int)
+				counting = append(counting, append([]any{g.args[i], g.keys[g.args[i+1].(int)-1]}, g.args[i+3:i+3+n]...))
 			}
+			continue
+		}
+		// The marker lives in the group's slot: {tag} is its hash tag.
+		c := &call{keys: append([]string{s.cfg.Prefix + ":batch:{" + tag + "}:" + marker}, g.keys...), args: append([]any{"1", markerTTL}, g.args...)}
+		// Key indexes shift by the marker.
+		for i := 2; i < len(c.args); i += 3 + c.args[i+2].(int) {
+			c.args[i+1] = c.args[i+1].(int) + 1
 		}
 		calls = append(calls, c)
 	}
-	if !s.scriptLoaded.Load() {
+	if len(calls) > 0 && !s.scriptLoaded.Load() {
 		if err := s.rdb.ScriptLoad(ctx, ingestScript).Err(); err != nil {
 			return false, err
 		}
@@ -296,14 +307,20 @@ func (s *Store) runWrites(ctx context.Context, wr *writes, key string) (duplicat
 	} else {
 		pipe = s.rdb.TxPipeline()
 	}
+	// The counting writes first: the EXPIREs among the others must find
+	// their keys.
 	for _, c := range calls {
 		c.cmd = pipe.EvalSha(ctx, ingestSHA, c.keys, c.args...)
+	}
+	for _, args := range append(counting, wr.plain...) {
+		pipe.Do(ctx, args...)
 	}
 	_, err = pipe.Exec(ctx)
 	if err != nil {
 		// A Redis restarted since the script was loaded runs none of the
-		// calls (NOSCRIPT): those alone run again, with the script's text.
-		// Calls that ran are not repeated.
+		// scripts (NOSCRIPT): those alone run again, with the script's
+		// text. Scripts that ran are not repeated; the idempotent writes
+		// are, harmlessly.
 		retry := s.rdb.Pipeline()
 		n := 0
 		for _, c := range calls {
@@ -315,15 +332,15 @@ func (s *Store) runWrites(ctx context.Context, wr *writes, key string) (duplicat
 		if n == 0 {
 			return false, err
 		}
+		for _, args := range wr.plain {
+			retry.Do(ctx, args...)
+		}
 		if _, err := retry.Exec(ctx); err != nil {
 			return false, err
 		}
 	}
 	dup := false
 	for _, c := range calls {
-		if !c.guarded {
-			continue
-		}
 		n, err := c.cmd.Int()
 		if err != nil {
 			return false, err
