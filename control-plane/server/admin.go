@@ -25,6 +25,10 @@ type statusRecorder struct {
 
 func (r *statusRecorder) WriteHeader(code int) { r.code = code; r.ResponseWriter.WriteHeader(code) }
 
+// Unwrap lets http.ResponseController reach the connection (the collector
+// sets its read deadline through it).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 // countBatches wraps the collector to count batches and records.
 func (s *Server) countBatches(col *collector.Collector) http.Handler {
 	mux := http.NewServeMux()

@@ -239,11 +239,14 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.store = st
-	colURL, err := s.listen(s.cfg.CollectorAddr, s.countBatches(s.collector), s.cfg.CollectorTLS)
+	// The collector bounds each admitted batch's read itself; the server's
+	// ReadTimeout is the backstop should that deadline not reach the
+	// connection.
+	colURL, err := s.listen(s.cfg.CollectorAddr, s.countBatches(s.collector), s.cfg.CollectorTLS, 10*time.Second+s.cfg.Collector.ReadTimeout)
 	if err != nil {
 		return err
 	}
-	adminURL, err := s.listen(s.cfg.AdminAddr, s.admin(), s.cfg.AdminTLS)
+	adminURL, err := s.listen(s.cfg.AdminAddr, s.admin(), s.cfg.AdminTLS, 0)
 	if err != nil {
 		return err
 	}
@@ -304,7 +307,7 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) listen(addr string, h http.Handler, tc *tls.Config) (string, error) {
+func (s *Server) listen(addr string, h http.Handler, tc *tls.Config, readTimeout time.Duration) (string, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
@@ -315,7 +318,7 @@ func (s *Server) listen(addr string, h http.Handler, tc *tls.Config) (string, er
 	}
 	// Header reads are bounded here; each admitted batch's body by the
 	// collector's own read deadline.
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute}
 	s.listeners = append(s.listeners, l)
 	s.servers = append(s.servers, srv)
 	go func() {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -249,5 +251,31 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		if _, err := New(cfg, slog.Default()); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)
 		}
+	}
+}
+
+// A sender that announces a batch and stalls is cut at the collector's read
+// timeout through serve's own listener (the deadline reaches the
+// connection through serve's wrappers), and counted.
+func TestServeCutsAStalledSender(t *testing.T) {
+	s := startWith(t, "", func(c *Config) { c.Collector.ReadTimeout = 300 * time.Millisecond })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.CollectorURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A bound on the test, not a wait: the answer comes at 300 ms.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "POST /v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: stalled-batch-0000001\r\nContent-Length: 100000\r\n\r\n{", sidecarToken("cart.shop"), collector.IdempotencyKeyHeader)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("a stalled sender: %d, want 408", resp.StatusCode)
+	}
+	if n := metric(t, s, `meshward_collector_batches_refused_total{reason="read_timeout"}`); n != 1 {
+		t.Errorf("read timeouts counted %v, want 1", n)
 	}
 }
