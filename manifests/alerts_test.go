@@ -286,6 +286,27 @@ var alertCases = []alertCase{
 			{at: "50m", alert: "MeshwardRecordsDropped"},
 		}},
 
+	{name: "records about another workload refused fire MeshwardForgedRecords; it clears 10 minutes after they stop",
+		series: []series{
+			{`meshward_collector_records_refused_total{job="meshward",reason="not_sender_workload"}`, "0x5 4x30"},
+			{`meshward_collector_records_refused_total{job="meshward",reason="ts_skew"}`, "0+3x35"},
+		},
+		evals: []eval{
+			{at: "4m", alert: "MeshwardForgedRecords"},
+			{at: "8m", alert: "MeshwardForgedRecords", firing: []firing{{}}},
+			{at: "20m", alert: "MeshwardForgedRecords"},
+		}},
+	{name: "refusals for other reasons (clock skew, syntax) leave MeshwardForgedRecords quiet",
+		series: []series{
+			{`meshward_collector_records_refused_total{job="meshward",reason="not_sender_workload"}`, "0x35"},
+			{`meshward_collector_records_refused_total{job="meshward",reason="ts_skew"}`, "0+3x35"},
+			{`meshward_collector_records_refused_total{job="meshward",reason="syntax"}`, "0+1x35"},
+		},
+		evals: []eval{
+			{at: "10m", alert: "MeshwardForgedRecords"},
+			{at: "30m", alert: "MeshwardForgedRecords"},
+		}},
+
 	{name: "the collector answering 503 for 10 minutes fires MeshwardCollectorBackpressure",
 		series: []series{
 			{`meshward_collector_batches_total{job="meshward",code="503"}`, "0x5 1+1x40"},

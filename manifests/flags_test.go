@@ -15,20 +15,32 @@ import (
 )
 
 // serveFlags reads the flags `meshward serve` defines, from its source
-// (every fs.<Type>Var(&x, "name", …) and fs.<Type>("name", …) call).
+// (every fs.<Type>Var(&x, "name", …) and fs.<Type>("name", …) call in serve,
+// and in the register method of its security flags).
 func serveFlags(t *testing.T) map[string]bool {
 	fset := token.NewFileSet()
-	file, err := parser.ParseFile(fset, filepath.Join("..", "control-plane", "internal", "cli", "serve.go"), nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	flags := map[string]bool{}
+	for _, f := range []struct{ file, fn string }{{"serve.go", "serve"}, {"security.go", "register"}} {
+		file, err := parser.ParseFile(fset, filepath.Join("..", "control-plane", "internal", "cli", f.file), nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inspectFlags(file, f.fn, flags)
+	}
+	if !flags["redis"] || !flags["wasm-uri"] || !flags["collector-identity"] {
+		t.Fatalf("serve's flags were not found in its source: %v", flags)
+	}
+	return flags
+}
+
+// inspectFlags adds the flags function fn of file defines.
+func inspectFlags(file *ast.File, name string, flags map[string]bool) {
 	ast.Inspect(file, func(n ast.Node) bool {
 		fn, ok := n.(*ast.FuncDecl)
 		if !ok {
 			return true
 		}
-		if fn.Name.Name != "serve" {
+		if fn.Name.Name != name {
 			return false
 		}
 		ast.Inspect(fn, func(n ast.Node) bool {
@@ -54,10 +66,6 @@ func serveFlags(t *testing.T) map[string]bool {
 		})
 		return false
 	})
-	if !flags["redis"] || !flags["wasm-uri"] {
-		t.Fatalf("serve's flags were not found in its source: %v", flags)
-	}
-	return flags
 }
 
 // The control plane's Deployment, as every variant renders it, runs

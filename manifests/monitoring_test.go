@@ -285,7 +285,8 @@ func TestQueriedMetricsExist(t *testing.T) {
 	exported := filterMetrics(t)
 	filterNames := filterMetrics(t)
 	cfg := server.DefaultConfig()
-	cfg.CollectorToken = "a-token-only-to-construct-the-server"
+	cfg.Collector.Identity = "xfcc"
+	cfg.Auth.Token = []byte("a-token-only-to-construct-the-server")
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -21,6 +23,8 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
+	"github.com/meshward/meshward/control-plane/collector"
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/plugin"
@@ -123,15 +127,23 @@ func checkPanelQuery(p *promtest.Server, q monitoring.PanelQuery, sel string) (i
 	return len(v), errors.Join(errs...)
 }
 
-// cpToken is the collector's bearer token in this test.
-const cpToken = "dashboard-test-token-0123"
+// cpToken is the token cart.shop's sidecar ships records with (the
+// collector's development token mode), and adminToken the admin API's
+// (Prometheus scrapes /metrics with it).
+const (
+	cpToken    = "dashboard-test-sidecar-token-0123456789"
+	adminToken = "dashboard-test-admin-token-0123456789abcdef"
+)
 
 // startControlPlane starts `meshward serve` in process: embedded store,
 // loopback listeners, xDS on (so the rollout metrics exist), no periodic
 // training.
 func startControlPlane(t *testing.T) *server.Server {
 	cfg := server.DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", cpToken
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	id, _ := identity.Binding{TrustDomain: cfg.TrustDomain}.Identity("cart.shop")
+	cfg.Collector.Identity, cfg.Collector.Tokens = collector.ModeToken, map[string]string{cpToken: id}
+	cfg.Auth.Token = []byte(adminToken)
 	cfg.XDS.WasmURI = "/etc/meshward/meshward.wasm"
 	cfg.TrainEvery = 0
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -166,6 +178,7 @@ func driveControlPlane(t *testing.T, cp *server.Server) {
 		}
 		req, _ := http.NewRequest(http.MethodPost, cp.CollectorURL+"/v1/records", strings.NewReader(b.String()))
 		req.Header.Set("Authorization", "Bearer "+cpToken)
+		req.Header.Set(collector.IdempotencyKeyHeader, fmt.Sprintf("dashboard-test-%d-%d", time.Now().UnixNano(), bad))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -192,6 +205,7 @@ func driveControlPlane(t *testing.T, cp *server.Server) {
 // report. (Where the admin API asks for credentials, they go here.)
 func train(t *testing.T, cp *server.Server) string {
 	req, _ := http.NewRequest(http.MethodPost, cp.AdminURL+"/api/v1/train", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +236,11 @@ func controlPlaneJob(t *testing.T, cp *server.Server) promtest.Job {
 	if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "http-admin" {
 		t.Fatalf("the ServiceMonitor scrapes %+v, want the admin port", sm.Spec.Endpoints)
 	}
-	return promtest.Job{Name: "meshward", MetricsPath: sm.Spec.Endpoints[0].Path,
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(adminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return promtest.Job{Name: "meshward", MetricsPath: sm.Spec.Endpoints[0].Path, BearerTokenFile: tokenFile,
 		Targets: []promtest.Target{{Addr: strings.TrimPrefix(cp.AdminURL, "http://")}}}
 }
 
@@ -368,7 +386,7 @@ func (p *envoyPod) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	p.mu.Unlock()
 	perScrape := map[string]int{
 		plugin.MetricRequests: 100, plugin.MetricFlagged: 10, plugin.MetricDenied: 2, plugin.MetricUnscored: 3,
-		plugin.MetricConfigRejected: 0, plugin.MetricShipped: 90, plugin.MetricDropped: 1,
+		plugin.MetricConfigRejected: 0, plugin.MetricShipped: 90, plugin.MetricDropped: 1, plugin.MetricUnidentified: 1,
 	}
 	var b strings.Builder
 	b.WriteString("# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{} " + strconv.Itoa(n) + "\n\n")

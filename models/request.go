@@ -15,6 +15,11 @@ import (
 // MaxBodyPrefix bounds how much of a request body a Request carries.
 const MaxBodyPrefix = 4096
 
+// UnknownSource is the source of a request whose caller nothing trustworthy
+// names (no mTLS identity, no address): never learned as a caller, so such
+// requests score as from a new caller.
+const UnknownSource = "unknown"
+
 // Header is one request header; Name is lower-case, as HTTP/2 and Envoy
 // present it.
 type Header struct {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/enforce"
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/leader"
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
@@ -54,8 +55,14 @@ func newKubeServe(t *testing.T, namespaces ...string) *kubeServe {
 // replica starts one control-plane replica; change adjusts its rules.
 func (k *kubeServe) replica(t *testing.T, change func(*Config)) *Server {
 	t.Helper()
-	cfg := DefaultConfig()
-	cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = k.redis, "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	// The sidecars of every destination these tests ship records about.
+	b := identity.Binding{TrustDomain: cfg.TrustDomain}
+	for _, w := range decideWorkloads() {
+		id, _ := b.Identity(w)
+		cfg.Collector.Tokens[sidecarToken(w)] = id
+	}
+	cfg.Redis = k.redis
 	cfg.Kube, cfg.LeaseNamespace = k.env.Config, k.lease
 	cfg.TickEvery = 50 * time.Millisecond
 	if change != nil {
@@ -75,6 +82,15 @@ func (k *kubeServe) replica(t *testing.T, change func(*Config)) *Server {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// decideWorkloads are the destinations the tests below ship records about.
+func decideWorkloads() []string {
+	out := []string{"cart.shop", "payments.shop", "users.shop", "admin.shop", "orders.shop", "stock.shop", "a.flood", "b.flood"}
+	for i := 0; i < 5; i++ {
+		out = append(out, "a.decoy"+strconv.Itoa(i), "b.decoy"+strconv.Itoa(i))
+	}
+	return out
 }
 
 // record is one shipped record; ts is what the sender claims.
@@ -155,9 +171,11 @@ func leaderOf(t *testing.T, servers ...*Server) *Server {
 
 // TestDecoysDoNotSuppressTheRealFanOutKube is the decoy probe, on a real
 // redis-server and kube-apiserver: five forged principals in five
-// namespaces, their records dated 2099, fan out first and use up the
-// overall decision rate. Their quarantines expire one TTL from now on the
-// control plane's clock, not in 2099; the real fan-out that follows is
+// namespaces, their records dated ahead (as far as the collector's skew
+// window lets a sender claim: records dated 2099 are refused there), fan
+// out first and use up the overall decision rate. Their quarantines expire
+// one TTL from now on the control plane's clock, not from the claimed
+// time; the real fan-out that follows is
 // held only until the rate period frees and is then quarantined; decoys
 // in one namespace never hold up another's.
 func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
@@ -166,12 +184,12 @@ func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
 	s := k.replica(t, func(c *Config) { c.Rules.RatePeriod = 3 * time.Second })
 	learnWeb(t, s)
 	leaderOf(t, s)
-	y2099 := time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)
+	ahead := time.Now().Add(4 * time.Minute)
 	var b strings.Builder
 	for i := 0; i < 5; i++ {
 		p := "spiffe://cluster.local/ns/decoy" + strconv.Itoa(i) + "/sa/d"
 		for _, d := range []string{"a", "b"} {
-			b.WriteString(record(y2099, p, d+".decoy"+strconv.Itoa(i), 403))
+			b.WriteString(record(ahead, p, d+".decoy"+strconv.Itoa(i), 403))
 		}
 	}
 	start := time.Now()
@@ -189,10 +207,10 @@ func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
 			t.Errorf("%s expires %s (%v): not one TTL from now", ap.Name, ap.Annotations[policy.AnnotationExpires], err)
 		}
 	}
-	// The real fan-out, its records dated 2099 too.
+	// The real fan-out, its records dated ahead too.
 	b.Reset()
 	for _, d := range []string{"payments", "users", "admin"} {
-		b.WriteString(record(y2099, webP, d+".shop", 403))
+		b.WriteString(record(ahead, webP, d+".shop", 403))
 	}
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping the fan-out: %d", code)

@@ -14,8 +14,7 @@ import (
 // passed on the server's clock (a fake one here, moved rather than waited
 // for).
 func TestEmbeddedStoreExpires(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

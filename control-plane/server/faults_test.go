@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,18 +11,6 @@ import (
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/internal/redistest"
 )
-
-// shipAnswer ships a batch and returns the status and Retry-After.
-func shipAnswer(t *testing.T, s *Server, body string) (int, string) {
-	req, _ := http.NewRequest("POST", s.CollectorURL+"/v1/records", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("Retry-After")
-}
 
 // metric reads one counter from /metrics (0 when absent).
 func metric(t *testing.T, s *Server, name string) float64 {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -38,7 +37,7 @@ func TestStateMetricsAndModelDownload(t *testing.T) {
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	resp, err := http.Post(s.AdminURL+"/api/v1/train", "application/json", nil)
+	resp, err := adminPost(s.AdminURL + "/api/v1/train")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +91,8 @@ func TestServesTheWasmFile(t *testing.T) {
 	if err := os.WriteFile(wasm, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.XDS.WasmURI, cfg.WasmFile = "http://meshward.meshward-system.svc:9091/wasm/meshward.wasm", wasm
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -119,18 +118,18 @@ func TestServesTheWasmFile(t *testing.T) {
 func TestOutcomesCountedFromZero(t *testing.T) {
 	s := start(t, "")
 	_, m := get(t, s.AdminURL+"/metrics")
-	for _, want := range []string{`meshward_collector_records_total{outcome="accepted"} 0`, `meshward_collector_records_total{outcome="rejected"} 0`,
+	for _, want := range []string{`meshward_collector_records_total{outcome="accepted"} 0`, `meshward_collector_records_total{outcome="refused"} 0`,
 		`meshward_trainer_rounds_total{outcome="failed"} 0`, `meshward_trainer_rounds_total{outcome="published"} 0`, `meshward_trainer_rounds_total{outcome="rejected"} 0`,
 		`meshward_canary_decisions_total{outcome="promoted"} 0`, `meshward_canary_decisions_total{outcome="rolled_back"} 0`} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if code := ship(t, s, batch()+batch()+"{not json}\n"); code != 400 {
+	if code := shipRaw(t, s, "cart.shop", batch()+batch()+"{not json}\n"); code != 400 {
 		t.Fatalf("a batch with a bad line: %d, want 400", code)
 	}
 	_, m = get(t, s.AdminURL+"/metrics")
-	for _, want := range []string{`meshward_collector_records_total{outcome="accepted"} 2`, `meshward_collector_records_total{outcome="rejected"} 1`, `meshward_collector_batches_total{code="400"} 1`} {
+	for _, want := range []string{`meshward_collector_records_total{outcome="accepted"} 2`, `meshward_collector_records_total{outcome="refused"} 1`, `meshward_collector_batches_total{code="400"} 1`} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("/metrics lacks %q", want)
 		}

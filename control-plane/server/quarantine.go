@@ -12,22 +12,13 @@ import (
 )
 
 // tee stores a batch and, when quarantines are on, appends it to the
-// observation stream the leader reads (whichever replica received it).
+// observation stream the leader reads (whichever replica received it), in
+// the same idempotent write: a retried batch is observed once.
 type tee struct{ s *Server }
 
-func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
-	if err := t.s.store.Ingest(ctx, recs); err != nil {
-		return err
-	}
-	if t.s.cfg.Quarantine == nil {
-		return nil
-	}
-	// The records are stored: failing here must not make the filter send
-	// them again (they would be counted twice), so it is only logged.
-	if err := t.s.store.PublishBatch(ctx, recs); err != nil {
-		t.s.log.Error("records not passed to lateral-movement detection", "records", len(recs), "err", err)
-	}
-	return nil
+func (t tee) IngestBatch(ctx context.Context, b store.Batch) (bool, error) {
+	b.Observe = t.s.cfg.Quarantine != nil
+	return t.s.store.IngestBatch(ctx, b)
 }
 
 // followLoop feeds the observation stream to the lateral-movement loop

@@ -20,8 +20,8 @@ import (
 // configuration, fast enough for tests: one-second windows, the canary
 // looked at every 20 ms.
 func startWith(t *testing.T, redisAddr string, change func(*Config)) *Server {
-	cfg := DefaultConfig()
-	cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = redisAddr, "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr = redisAddr, "127.0.0.1:0", "127.0.0.1:0"
 	cfg.XDSAddr, cfg.XDS.WasmURI = "127.0.0.1:0", "/etc/meshward/meshward.wasm"
 	cfg.XDS.CanaryShare = 0.3
 	cfg.Store.Window = time.Second

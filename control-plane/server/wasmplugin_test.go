@@ -123,8 +123,8 @@ func TestServeWritesTheWasmPlugin(t *testing.T) {
 // TestServeWasmPluginNeedsKube: -wasmplugin without an API server is a
 // clear error at start.
 func TestServeWasmPluginNeedsKube(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.CollectorAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Redis = redistest.Start(t).Addr
 	cfg.WasmPlugin = wasmplugin.Config{Namespace: "default", Name: "meshward"}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,11 +41,16 @@ type Config struct {
 	MaxModels int64
 	// MaxIncidents caps the incident list.
 	MaxIncidents int64
+	// BatchTTL is how long a batch's idempotency markers live: a retry of
+	// the batch within it is not counted again. It must outlast the
+	// collector's clock-skew window twice over (a record older than that
+	// is refused anyway).
+	BatchTTL time.Duration
 }
 
 // DefaultConfig returns the defaults, in one place.
 func DefaultConfig() Config {
-	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000}
+	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000, BatchTTL: 15 * time.Minute}
 }
 
 // Validate reports every problem with the configuration.
@@ -55,6 +61,9 @@ func (c Config) Validate() error {
 	}
 	if c.Window < time.Second || c.Retention < c.Window {
 		errs = append(errs, fmt.Errorf("window %v must be ≥ 1s and retention %v ≥ window", c.Window, c.Retention))
+	}
+	if c.BatchTTL < time.Second {
+		errs = append(errs, fmt.Errorf("batch_ttl %v must be ≥ 1s", c.BatchTTL))
 	}
 	if c.MaxSamples < 1 || c.MaxModels < 1 || c.MaxIncidents < 1 {
 		errs = append(errs, errors.New("max_samples, max_models and max_incidents must be positive"))
@@ -110,6 +119,10 @@ type Store struct {
 	contents contentCache
 	// watch caches the canary's sections under watch (rollout.go).
 	watch watchCache
+	// scriptLoaded: the ingest script was loaded (SCRIPT LOAD) once; a
+	// Redis that lost it since answers NOSCRIPT, and the script is sent
+	// again.
+	scriptLoaded atomic.Bool
 }
 
 // ErrNotFound is returned for a missing model or key.
@@ -131,120 +144,10 @@ func (s *Store) tag(name string, parts ...string) string {
 	return s.cfg.Prefix + ":{" + name + "}:" + strings.Join(parts, ":")
 }
 
-// Ingest stores a batch of records: edge counts per destination and window,
-// fan-out per source and window, route statistics, and training samples of
-// normal requests. Counts are summed within the batch first, so Redis sees
-// one command per key and field, not one per record; the batch goes in one
-// pipeline.
+// Ingest stores a batch of records without an idempotency key (see
+// IngestBatch).
 func (s *Store) Ingest(ctx context.Context, recs []Record) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	counts := map[string]map[string]int64{} // key → field → increment
-	fan := map[string][]interface{}{}       // key → destinations
-	samples := map[string][]*models.Request{}
-	weights := map[string]map[string]float64{} // key → field → weighted increment
-	count := func(key, field string) {
-		m := counts[key]
-		if m == nil {
-			m = map[string]int64{}
-			counts[key] = m
-		}
-		m[field]++
-	}
-	watch, err := s.watched(ctx)
-	if err != nil {
-		return err
-	}
-	pipe := s.rdb.Pipeline()
-	for i := range recs {
-		r := &recs[i]
-		q := &r.Request
-		w := strconv.FormatInt(s.window(r.TS), 10)
-		count(s.tag(q.Destination, "edges", w), q.Source+"|"+q.Method+"|"+r.Route)
-		fk := s.tag(q.Source, "fanout", w)
-		fan[fk] = append(fan[fk], q.Destination)
-		route := s.tag(q.Destination, "route", q.Method+" "+r.Route)
-		count(route, "count")
-		if q.Status >= 100 && q.Status < 600 {
-			count(route, "status_"+strconv.Itoa(q.Status/100)+"xx")
-		}
-		if r.Flagged {
-			count(route, "flagged")
-		}
-		if r.ModelSHA256 != "" {
-			// Flagged and total requests scored by any section, and by
-			// the sections a canary watches (its own and the stable ones
-			// of the same workloads), for the canary decision; unflagged
-			// records stand for the share the filter did not ship. One
-			// key per window for the whole mesh, with a few fields
-			// whatever its size: a record names its section, and the
-			// canary says which ones it watches.
-			vk := s.verdictKey(w)
-			m := weights[vk]
-			if m == nil {
-				m = map[string]float64{}
-				weights[vk] = m
-			}
-			fields := []string{VerdictsAll}
-			if role := watch.role(r.ModelSHA256); role != "" {
-				fields = append(fields, watch.version+"|"+role)
-			}
-			for _, f := range fields {
-				m[f+"|requests"] += r.Weight()
-				if r.Flagged {
-					count(vk, f+"|flagged")
-				}
-			}
-		}
-		if !r.Flagged {
-			k := s.tag(q.Destination, "samples")
-			samples[k] = append(samples[k], q)
-		}
-	}
-	// A batch's samples of one destination go in one stream entry; the cap
-	// counts entries, so it is divided by the batch's share.
-	for key, qs := range samples {
-		if int64(len(qs)) > s.cfg.MaxSamples {
-			qs = qs[int64(len(qs))-s.cfg.MaxSamples:]
-		}
-		b, err := json.Marshal(qs)
-		if err != nil {
-			return err
-		}
-		maxLen := max(1, s.cfg.MaxSamples/int64(len(qs)))
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: maxLen, Approx: true, Values: []string{"r", string(b)}})
-		pipe.Expire(ctx, key, s.cfg.Retention)
-	}
-	ttl := s.cfg.Retention
-	for key, fields := range counts {
-		for f, n := range fields {
-			pipe.HIncrBy(ctx, key, f, n)
-		}
-		pipe.Expire(ctx, key, ttl)
-	}
-	for key, fields := range weights {
-		for f, n := range fields {
-			pipe.HIncrByFloat(ctx, key, f, n)
-		}
-		pipe.Expire(ctx, key, ttl)
-	}
-	for key, dsts := range fan {
-		pipe.PFAdd(ctx, key, dsts...)
-		pipe.Expire(ctx, key, ttl)
-	}
-	// The destinations seen lately, for the trainer.
-	seen := map[string]bool{}
-	var dsts []interface{}
-	for i := range recs {
-		if d := recs[i].Request.Destination; !seen[d] {
-			seen[d] = true
-			dsts = append(dsts, d)
-		}
-	}
-	pipe.SAdd(ctx, s.cfg.Prefix+":destinations", dsts...)
-	pipe.Expire(ctx, s.cfg.Prefix+":destinations", ttl)
-	_, err = pipe.Exec(ctx)
+	_, err := s.IngestBatch(ctx, Batch{Records: recs})
 	return err
 }
 

@@ -64,9 +64,11 @@ func TestOwnedConfiguration(t *testing.T) {
 	if _, err := w.owned(tpl, "ratings.shop", section(t, "reviews.shop")); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `section is for workload "reviews.shop"`) {
 		t.Errorf("another workload's section: %v", err)
 	}
-	bad, _ := NewForClients(Config{Namespace: "default", Name: "meshward", Base: pluginconfig.Config{CollectorCluster: "outbound|9090||c"}}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	// A credential in the configuration: the filter refuses it, and the
+	// writer never writes it.
+	bad, _ := NewForClients(Config{Namespace: "default", Name: "meshward", Base: pluginconfig.Config{CollectorCluster: "outbound|9090||c", CollectorToken: strings.Repeat("t", 32)}}, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if _, err := bad.owned(tpl, "reviews.shop", section(t, "reviews.shop")); !errors.Is(err, ErrRefused) || !errors.Is(err, pluginconfig.ErrCollectorCluster) {
-		t.Errorf("a collector without a token: %v", err)
+		t.Errorf("a configuration carrying a collector token: %v", err)
 	}
 }
 

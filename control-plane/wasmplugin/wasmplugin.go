@@ -20,6 +20,8 @@
 // learn mode, so it ships the samples the first model is trained on. The
 // objects are labelled app.kubernetes.io/managed-by=meshward and
 // meshward.io/template=<template>; one whose workload is gone is deleted.
+// It never writes a credential: the collector authenticates sidecars by
+// their mTLS identity.
 //
 // A template attached by targetRefs (ambient mode: the namespace's
 // waypoint) selects one workload, the waypoint: meshward writes that

@@ -59,7 +59,7 @@ func TestECDSServiceServesTheModel(t *testing.T) {
 // in learn mode (shipping to the collector), then the model once published.
 func TestLearnFirst(t *testing.T) {
 	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", LearnFirst: true, Base: pluginconfig.Config{
-		Mode: pluginconfig.ModeMonitor, CollectorCluster: "meshward-collector", CollectorToken: "a-collector-token-0123"}})
+		Mode: pluginconfig.ModeMonitor, CollectorCluster: "meshward-collector"}})
 	if err != nil {
 		t.Fatal(err)
 	}

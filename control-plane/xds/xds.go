@@ -13,6 +13,7 @@ package xds
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -32,11 +33,13 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/filter/pluginconfig"
 )
 
@@ -80,6 +83,13 @@ type Config struct {
 	// Zero: DefaultGroupTTL, DefaultMaxGroups.
 	GroupTTL  time.Duration
 	MaxGroups int
+	// TLS, when set, serves ADS over TLS (with a client CA: mTLS).
+	TLS *tls.Config
+	// Identity is how a client's identity is known (auth.go); a node must
+	// then be one its identity speaks for (Binding), else it gets nothing.
+	Identity Identity
+	// Binding says which workloads an identity speaks for.
+	Binding identity.Binding
 }
 
 // Defaults of the node group bounds.
@@ -107,6 +117,12 @@ func (c Config) Validate() error {
 	}
 	if c.GroupTTL < 0 || c.MaxGroups < 0 {
 		errs = append(errs, fmt.Errorf("group_ttl %v and max_groups %d must not be negative", c.GroupTTL, c.MaxGroups))
+	}
+	if c.Base.CollectorToken != "" {
+		errs = append(errs, errors.New("the plugin configuration carries a collector token: xDS serves no credential"))
+	}
+	if err := c.validateAuth(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -181,11 +197,15 @@ type Server struct {
 	groups map[string]bool
 	rbac   map[string]*rbacfilterv3.RBAC // by group; absent: empty
 	// life is when each group last had a stream, and how many it has;
-	// streams names the group of each open stream.
-	life    map[string]*groupLife
-	streams map[int64]string
-	evicted int64
-	nacked  chan struct{}
+	// streamGroups names the group of each open stream.
+	life         map[string]*groupLife
+	streamGroups map[int64]string
+	evicted      int64
+	nacked       chan struct{}
+	// streams are the open streams' identities; refused counts clients
+	// refused for theirs.
+	streams streamIdentities
+	refused int
 	// Addr is where the server listens, once started.
 	Addr string
 }
@@ -205,7 +225,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxGroups = DefaultMaxGroups
 	}
 	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1),
-		life: map[string]*groupLife{}, streams: map[int64]string{}, served: newServed()}
+		life: map[string]*groupLife{}, streamGroups: map[int64]string{}, served: newServed(),
+		streams: streamIdentities{ids: map[int64]streamID{}}}
 	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
@@ -217,18 +238,35 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		return err
 	}
 	s.lis, s.Addr = lis, lis.Addr().String()
+	// Every stream's identity is read when it opens, and every request's
+	// node checked against it before anything is served (auth.go).
 	cb := serverv3.CallbackFuncs{
+		StreamOpenFunc:      func(ctx context.Context, id int64, _ string) error { return s.opened(ctx, id) },
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error { return s.opened(ctx, id) },
+		FetchRequestFunc: func(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+			return s.checkFetch(ctx, req.GetNode())
+		},
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if err := s.checkStream(id, req.GetNode()); err != nil {
+				return err
+			}
 			return s.seen(id, req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if err := s.checkStream(id, req.GetNode()); err != nil {
+				return err
+			}
 			return s.seen(id, req.GetNode(), "", req.GetErrorDetail().GetMessage())
 		},
-		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id, time.Now()) },
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id, time.Now()) },
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id); s.ended(id, time.Now()) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id); s.ended(id, time.Now()) },
 	}
 	srv := serverv3.NewServer(ctx, s.cache, cb)
-	s.grpc = grpc.NewServer()
+	var opts []grpc.ServerOption
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
 	// The ECDS service too: an Istio sidecar's ADS belongs to istiod, so an
 	// EnvoyFilter's config_discovery reaches meshward by a gRPC
@@ -260,15 +298,15 @@ func (s *Server) GroupNames() []string {
 	return s.groupList()
 }
 
-// closed notes that a stream ended; its group may expire once it has none.
-func (s *Server) closed(id int64, now time.Time) {
+// ended notes that a stream ended; its group may expire once it has none.
+func (s *Server) ended(id int64, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g, ok := s.streams[id]
+	g, ok := s.streamGroups[id]
 	if !ok {
 		return
 	}
-	delete(s.streams, id)
+	delete(s.streamGroups, id)
 	if l := s.life[g]; l != nil {
 		l.streams--
 		l.last = now
@@ -327,8 +365,8 @@ func (s *Server) seen(id int64, node *corev3.Node, version, nackMsg string) erro
 		}
 		s.life[g] = &groupLife{last: time.Now()}
 	}
-	if _, ok := s.streams[id]; !ok {
-		s.streams[id] = g
+	if _, ok := s.streamGroups[id]; !ok {
+		s.streamGroups[id] = g
 		s.life[g].streams++
 	}
 	s.groups[g] = true

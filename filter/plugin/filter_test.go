@@ -20,12 +20,11 @@ import (
 )
 
 const (
-	collectorToken = "test-collector-token"
-	workload       = "reviews.shop"
-	frontend       = "spiffe://cluster.local/ns/shop/sa/frontend"
-	ratings        = "spiffe://cluster.local/ns/shop/sa/ratings"
-	attacker       = "spiffe://cluster.local/ns/shop/sa/compromised"
-	probeAddr      = "10.0.0.7"
+	workload  = "reviews.shop"
+	frontend  = "spiffe://cluster.local/ns/shop/sa/frontend"
+	ratings   = "spiffe://cluster.local/ns/shop/sa/ratings"
+	attacker  = "spiffe://cluster.local/ns/shop/sa/compromised"
+	probeAddr = "10.0.0.7"
 )
 
 // fixtureModel is a small model of one workload, built by the real trainer.
@@ -69,7 +68,7 @@ func fixtureHeaders(i int) []models.Header {
 
 func config(t testing.TB, mode pluginconfig.Mode, model []byte) []byte {
 	t.Helper()
-	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken}
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector"}
 	if model != nil {
 		c.WithModel(model)
 	}
@@ -110,8 +109,11 @@ func TestBadConfigurationsAreRefused(t *testing.T) {
 		{"model truncated", `{"mode":"monitor","workload":"a","model":"` + b64(model[:30]) + `"}`, "model: invalid model", nil},
 		{"model missing in monitor", `{"mode":"monitor","workload":"a"}`, "model: required in monitor mode", nil},
 		{"model missing in enforce", `{"mode":"enforce","workload":"a"}`, "model: required in enforce mode", nil},
-		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector","collector_token":"0123456789abcdef"}`, "collector_cluster:", nil},
-		{"collector without token", `{"workload":"a","collector_cluster":"meshward-collector"}`, "collector_token must be set", nil},
+		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector"}`, "collector_cluster:", nil},
+		// No credential in a configuration: the collector knows the sidecar
+		// by its mTLS identity.
+		{"collector token", `{"workload":"a","collector_cluster":"meshward-collector","collector_token":"0123456789abcdef0123456789abcdef"}`, "collector_token is no longer accepted", nil},
+		{"sample rate below the collector's minimum", `{"workload":"a","sample_rate":0.0001}`, "shipping: sample_rate 0.0001 is not 0 or in [0.001,1]", nil},
 		{"sample rate above one", `{"workload":"a","sample_rate":1.5}`, "shipping: sample_rate 1.5", nil},
 		{"batch larger than buffer", `{"workload":"a","max_buffer":10,"batch_size":20}`, "shipping: max_buffer", nil},
 		{"workload missing", `{"mode":"learn"}`, "workload: not set", nil},
@@ -356,11 +358,16 @@ func TestSourceIdentityFallbacks(t *testing.T) {
 			{"uri san wins over address", map[string]string{"connection/uri_san_peer_certificate": frontend, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
 			{"source address without port", map[string]string{"source/address": probeAddr + ":51234"}, [2]string{}, false},
 			{"unknown address", map[string]string{"source/address": "10.9.9.9:1234"}, [2]string{}, true},
-			{"peer metadata id header", nil, [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~" + probeAddr + "~shop.svc.cluster.local"}, false},
+			// A header the client sends names nobody: the request is from an
+			// unknown caller (it would not be flagged, were the header read).
+			{"peer metadata id header", nil, [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~" + probeAddr + "~shop.svc.cluster.local"}, true},
+			{"forwarded client cert header", nil, [2]string{"x-forwarded-client-cert", "URI=" + probeAddr}, true},
 			// Istio's peer metadata (a known caller's name here, so that it is
-			// not flagged only if it was read), before the source address.
-			{"peer metadata workload", map[string]string{"filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
-			{"peer metadata workload and namespace", map[string]string{"filter_state/downstream_peer/workload": "healthz", "filter_state/downstream_peer/namespace": "probe"}, [2]string{}, true},
+			// not flagged only if it was read), before the source address,
+			// on an mTLS connection only.
+			{"peer metadata workload over mTLS", map[string]string{"connection/mtls": "\x01", "filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
+			{"peer metadata workload without mTLS", map[string]string{"connection/mtls": "\x00", "filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, true},
+			{"peer metadata workload and namespace", map[string]string{"connection/mtls": "\x01", "filter_state/downstream_peer/workload": "healthz", "filter_state/downstream_peer/namespace": "probe"}, [2]string{}, true},
 			{"no identity at all", nil, [2]string{}, true},
 		}
 		for _, c := range cases {
@@ -377,6 +384,11 @@ func TestSourceIdentityFallbacks(t *testing.T) {
 				request(host, hs)
 				if got := counter(t, host, MetricFlagged) == 1; got != c.flag {
 					t.Errorf("flagged = %v, want %v", got, c.flag)
+				}
+				// Said so: an unidentified caller is counted.
+				unidentified := c.props["connection/uri_san_peer_certificate"] == "" && c.props["source/address"] == "" && c.props["connection/mtls"] != "\x01"
+				if n := counter(t, host, MetricUnidentified); (n == 1) != unidentified {
+					t.Errorf("unidentified = %d, want %v", n, unidentified)
 				}
 			})
 		}

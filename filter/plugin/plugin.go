@@ -21,6 +21,9 @@ const (
 	MetricDenied         = "meshward_denied_total"
 	MetricUnscored       = "meshward_unscored_total"
 	MetricConfigRejected = "meshward_config_rejected_total"
+	// MetricUnidentified counts requests whose caller nothing trustworthy
+	// named (scored as models.UnknownSource; never shipped in learn mode).
+	MetricUnidentified = "meshward_unidentified_total"
 	// MetricScore is a histogram of scores in thousandths (0–1000).
 	MetricScore = "meshward_score_permille"
 )
@@ -46,6 +49,7 @@ type Metric struct {
 var Metrics = []Metric{
 	{MetricRequests, Counter}, {MetricFlagged, Counter}, {MetricDenied, Counter}, {MetricUnscored, Counter},
 	{MetricConfigRejected, Counter}, {MetricShipped, Counter}, {MetricDropped, Counter}, {MetricScore, Histogram},
+	{MetricUnidentified, Counter},
 }
 
 // Response headers and body of a denied request.
@@ -66,7 +70,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
-	shipped, dropped                              proxywasm.MetricCounter
+	shipped, dropped, unidentified                proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -123,14 +127,15 @@ func (p *pluginContext) defineMetrics() {
 	}
 	// Defined in the order of Metrics.
 	p.metrics = &metrics{
-		requests: proxywasm.DefineCounterMetric(Metrics[0].Name),
-		flagged:  proxywasm.DefineCounterMetric(Metrics[1].Name),
-		denied:   proxywasm.DefineCounterMetric(Metrics[2].Name),
-		unscored: proxywasm.DefineCounterMetric(Metrics[3].Name),
-		rejected: proxywasm.DefineCounterMetric(Metrics[4].Name),
-		shipped:  proxywasm.DefineCounterMetric(Metrics[5].Name),
-		dropped:  proxywasm.DefineCounterMetric(Metrics[6].Name),
-		score:    proxywasm.DefineHistogramMetric(Metrics[7].Name),
+		requests:     proxywasm.DefineCounterMetric(Metrics[0].Name),
+		flagged:      proxywasm.DefineCounterMetric(Metrics[1].Name),
+		denied:       proxywasm.DefineCounterMetric(Metrics[2].Name),
+		unscored:     proxywasm.DefineCounterMetric(Metrics[3].Name),
+		rejected:     proxywasm.DefineCounterMetric(Metrics[4].Name),
+		shipped:      proxywasm.DefineCounterMetric(Metrics[5].Name),
+		dropped:      proxywasm.DefineCounterMetric(Metrics[6].Name),
+		score:        proxywasm.DefineHistogramMetric(Metrics[7].Name),
+		unidentified: proxywasm.DefineCounterMetric(Metrics[8].Name),
 	}
 }
 
@@ -275,8 +280,12 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if s.Mode == pluginconfig.ModeLearn {
 		// Learning is recording: the request is read only to be shipped.
 		if s.CollectorCluster != "" {
+			// An unidentified caller is never learned as one.
 			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader); err == nil {
-				h.learned = true
+				h.learned = h.req.Source != models.UnknownSource
+				if !h.learned {
+					m.unidentified.Increment(1)
+				}
 			}
 		}
 		return types.ActionContinue
@@ -288,6 +297,9 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		return types.ActionContinue
 	}
 	h.forged = forged
+	if h.req.Source == models.UnknownSource {
+		m.unidentified.Increment(1)
+	}
 	if s.Section == nil {
 		m.unscored.Increment(1)
 		return types.ActionContinue

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"encoding/base64"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -46,9 +47,14 @@ type shipper struct {
 	version  recordVersion
 	buf      [][]byte
 	inFlight int // records in the batch being sent; 0 when none
-	pause    int // ticks to wait before the next batch
-	rng      uint64
-	scratch  []byte // shapes being encoded
+	// retryN and key are the batch pushed back last: it is sent again as
+	// it was, under the same Idempotency-Key, so the collector counts it
+	// once however often it arrives.
+	retryN  int
+	key     string
+	pause   int // ticks to wait before the next batch
+	rng     uint64
+	scratch []byte // shapes being encoded
 }
 
 // sample reports whether an unflagged record falls in the shipped share.
@@ -125,6 +131,11 @@ func (p *pluginContext) sendBatch() {
 		return
 	}
 	n := min(len(p.ship.buf), s.BatchSize)
+	if p.ship.retryN > 0 {
+		n = min(p.ship.retryN, len(p.ship.buf))
+	} else {
+		p.ship.key = batchKey()
+	}
 	size := 0
 	for _, r := range p.ship.buf[:n] {
 		size += len(r) + 1
@@ -136,8 +147,10 @@ func (p *pluginContext) sendBatch() {
 	}
 	headers := [][2]string{
 		{":method", "POST"}, {":path", collectorPath}, {":authority", "meshward-collector"},
-		{"content-type", "application/x-ndjson"}, {"authorization", "Bearer " + s.CollectorToken},
+		{"content-type", "application/x-ndjson"}, {"idempotency-key", p.ship.key},
 	}
+	// No credential: the collector knows the sidecar by its mTLS identity
+	// (the collector cluster's client certificate, or Istio's mTLS).
 	if _, err := proxywasm.DispatchHttpCall(s.CollectorCluster, headers, body, nil, s.CollectorTimeoutMS, p.onBatchAnswer); err != nil {
 		proxywasm.LogWarnf("meshward: cannot reach the collector cluster %s: %v", s.CollectorCluster, err)
 		p.ship.pause = backoffTicks
@@ -167,12 +180,29 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 	case "200", "400":
 		p.metrics.shipped.Increment(uint64(n))
 		p.ship.buf = p.ship.buf[n:]
+		p.ship.retryN = 0
 		if status == "400" {
 			proxywasm.LogWarnf("meshward: the collector refused records of a batch (%d bytes of explanation)", bodySize)
 		}
 	default:
 		p.ship.pause = backoffTicks
+		p.ship.retryN = n
 	}
+}
+
+// batchKey is a new batch's Idempotency-Key: 128 random bits (the runtime
+// seeds math/rand/v2 from the host's random_get), so two sidecars, or one
+// restarted, never reuse one.
+func batchKey() string {
+	const hex = "0123456789abcdef"
+	var b [32]byte
+	for i, r := 0, rand.Uint64(); i < 16; i, r = i+1, r>>4 {
+		b[i] = hex[r&15]
+	}
+	for i, r := 16, rand.Uint64(); i < 32; i, r = i+1, r>>4 {
+		b[i] = hex[r&15]
+	}
+	return string(b[:])
 }
 
 // encodeRecord writes one record as the collector's JSON line (store.Record).

@@ -15,7 +15,7 @@ import (
 
 func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
 	one := 1.0
-	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken,
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector",
 		SampleRate: &one, MaxBuffer: maxBuffer, BatchSize: 3}
 	if mode != pluginconfig.ModeLearn {
 		c.WithModel(fixtureModel(t))
@@ -29,8 +29,9 @@ func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
 
 // TestRecordsAreShipped sends streams through the filter, ticks, and answers
 // the collector call: batches carry the records (no body, query values as
-// shapes) with the bearer token; a 503 keeps them for a later retry; a full
-// buffer drops and counts.
+// shapes), no credential, and an Idempotency-Key; a 503 keeps them for a
+// later retry, which sends the same batch under the same key; a new batch
+// gets a new key; a full buffer drops and counts.
 func TestRecordsAreShipped(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeMonitor, 4), props: peer(frontend)})
@@ -50,8 +51,12 @@ func TestRecordsAreShipped(t *testing.T) {
 		if c.Upstream != "meshward-collector" {
 			t.Errorf("upstream %q", c.Upstream)
 		}
-		if auth, _ := header(c.Headers, "authorization"); auth != "Bearer "+collectorToken {
-			t.Errorf("authorization %q", auth)
+		if auth, ok := header(c.Headers, "authorization"); ok {
+			t.Errorf("a credential in the batch: authorization %q", auth)
+		}
+		key, _ := header(c.Headers, "idempotency-key")
+		if len(key) != 32 {
+			t.Errorf("idempotency-key %q, want 32 hex digits", key)
 		}
 		if path, _ := header(c.Headers, ":path"); path != "/v1/records" {
 			t.Errorf(":path %q", path)
@@ -87,9 +92,19 @@ func TestRecordsAreShipped(t *testing.T) {
 		if len(calls) != 2 {
 			t.Fatalf("%d calls after the pause, want the retry", len(calls))
 		}
+		if k, _ := header(calls[1].Headers, "idempotency-key"); k != key || string(calls[1].Body) != string(c.Body) {
+			t.Errorf("the retry is not the same batch: key %q (first %q), %d bytes (first %d)", k, key, len(calls[1].Body), len(c.Body))
+		}
 		host.CallOnHttpCallResponse(calls[1].CalloutID, [][2]string{{":status", "200"}}, nil, []byte(`{"accepted":3}`))
-		if n := counter(t, host, MetricShipped); n != 3 {
+		if n := counter(t, host, MetricShipped); n != 3 { // counter() ticks: the last record goes
 			t.Errorf("shipped = %d, want 3", n)
+		}
+		calls = host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 3 {
+			t.Fatalf("%d calls, want the next batch", len(calls))
+		}
+		if k, _ := header(calls[2].Headers, "idempotency-key"); k == key || len(k) != 32 {
+			t.Errorf("the next batch's key %q (the first was %q)", k, key)
 		}
 	})
 }
@@ -106,6 +121,24 @@ func TestLearnModeShipsUnscored(t *testing.T) {
 		calls := host.GetCalloutAttributesFromContext(1)
 		if len(calls) != 1 || !strings.Contains(string(calls[0].Body), `"score":0.0000,"flagged":false`) {
 			t.Errorf("learn mode shipped %+v", calls)
+		}
+	})
+}
+
+// A caller nothing trustworthy names is never learned: learn mode ships
+// nothing of it, and counts it.
+func TestLearnModeSkipsUnidentifiedCallers(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10)})
+		hs := append(get("/reviews/1"), [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~frontend-1.shop~shop.svc.cluster.local"})
+		_, id := request(host, hs)
+		host.CompleteHttpContext(id)
+		if n := counter(t, host, MetricUnidentified); n != 1 {
+			t.Errorf("unidentified = %d, want 1", n)
+		}
+		host.Tick()
+		if calls := host.GetCalloutAttributesFromContext(1); len(calls) != 0 {
+			t.Errorf("learn mode shipped an unidentified caller: %s", calls[0].Body)
 		}
 	})
 }
@@ -189,7 +222,7 @@ func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		half := 0.5
 		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
-			CollectorToken: collectorToken, SampleRate: &half, BatchSize: 100}
+			SampleRate: &half, BatchSize: 100}
 		c.WithModel(fixtureModel(t))
 		cfg, err := c.Encode()
 		if err != nil {
@@ -277,7 +310,7 @@ func TestLearnModeShipsTheBodyShape(t *testing.T) {
 func TestNewEdgesAreShippedWhole(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		zero, never := 0.0, 1.0
-		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken,
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
 			SampleRate: &zero, Threshold: &never, MaxBuffer: 100, BatchSize: 100}
 		c.WithModel(fixtureModel(t))
 		conf, err := c.Encode()

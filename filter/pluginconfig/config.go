@@ -37,6 +37,9 @@ const (
 	DefaultSampleRate  = 0.05
 	DefaultMaxBuffer   = 2000
 	DefaultBatchSize   = 500
+	// MinSampleRate is the smallest share of unflagged requests shipped
+	// (besides 0, none).
+	MinSampleRate = 0.001
 	// MaxConfigBytes bounds the whole document (the model section
 	// dominates it: base64 of up to models.MaxSectionBytes).
 	MaxConfigBytes = 2 * models.MaxSectionBytes
@@ -71,7 +74,11 @@ type Config struct {
 	// CollectorCluster is the Envoy cluster the filter ships records to;
 	// empty ships nothing.
 	CollectorCluster string `json:"collector_cluster,omitempty"`
-	// CollectorToken is the bearer token the collector expects.
+	// CollectorToken is refused: a credential never goes in a plugin
+	// configuration, which every reader of a config dump sees. The
+	// collector authenticates the sidecar by its mTLS identity instead
+	// (docs/security.md). The field remains so that a configuration
+	// still carrying one is refused by name rather than as unknown.
 	CollectorToken string `json:"collector_token,omitempty"`
 	// SampleRate is the share of unflagged requests shipped (flagged ones
 	// always are); default 0.05.
@@ -108,7 +115,6 @@ type Settings struct {
 	Workload         string
 	ScoreHeader      string
 	ResponseScore    bool
-	CollectorToken   string
 	SampleRate       float64
 	MaxBuffer        int
 	BatchSize        int
@@ -145,7 +151,6 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		Workload:           c.Workload,
 		ScoreHeader:        c.ScoreHeader,
 		ResponseScore:      c.ResponseScore,
-		CollectorToken:     c.CollectorToken,
 		SampleRate:         DefaultSampleRate,
 		MaxBuffer:          c.MaxBuffer,
 		BatchSize:          c.BatchSize,
@@ -197,14 +202,13 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	if strings.ContainsFunc(c.CollectorCluster, isSpaceOrControl) {
 		errs = append(errs, fmt.Errorf("%w: %q contains white space or control characters", ErrCollectorCluster, c.CollectorCluster))
 	}
-	if c.CollectorCluster != "" && len(c.CollectorToken) < 16 {
-		errs = append(errs, fmt.Errorf("%w: collector_token must be set (16 characters or more) to ship to %s", ErrCollectorCluster, c.CollectorCluster))
+	if c.CollectorToken != "" {
+		errs = append(errs, fmt.Errorf("%w: collector_token is no longer accepted: credentials never go in a plugin configuration (the collector authenticates the sidecar by its mTLS identity)", ErrCollectorCluster))
 	}
-	if strings.ContainsFunc(c.CollectorToken, isSpaceOrControl) {
-		errs = append(errs, fmt.Errorf("%w: collector_token contains white space or control characters", ErrCollectorCluster))
-	}
-	if !(s.SampleRate >= 0 && s.SampleRate <= 1) {
-		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not in [0,1]", ErrShipping, s.SampleRate))
+	// The collector refuses a record standing for more than 1/MinSampleRate
+	// requests.
+	if !(s.SampleRate == 0 || s.SampleRate >= MinSampleRate && s.SampleRate <= 1) {
+		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not 0 or in [%v,1]", ErrShipping, s.SampleRate, MinSampleRate))
 	}
 	if s.MaxBuffer < 1 || s.MaxBuffer > 100_000 || s.BatchSize < 1 || s.BatchSize > s.MaxBuffer {
 		errs = append(errs, fmt.Errorf("%w: max_buffer %d must be in [1,100000] and batch_size %d in [1,max_buffer]", ErrShipping, s.MaxBuffer, s.BatchSize))

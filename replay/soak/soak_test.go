@@ -73,7 +73,7 @@ func fixtures(t testing.TB) (small, large, learn []byte, traffic []*source.Recor
 		}
 		all := 1.0
 		fixture.learn, fixture.err = (&pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: workload,
-			CollectorCluster: "meshward-collector", CollectorToken: "soak-token-0123456789", SampleRate: &all}).Encode()
+			CollectorCluster: "meshward-collector", SampleRate: &all}).Encode()
 	})
 	if fixture.err != nil {
 		t.Fatal(fixture.err)
@@ -124,7 +124,7 @@ func monitorConfig(recs []*source.Record) ([]byte, error) {
 	}
 	all := 1.0
 	return (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
-		CollectorToken: "soak-token-0123456789", SampleRate: &all}).WithModel(enc).Encode()
+		SampleRate: &all}).WithModel(enc).Encode()
 }
 
 func wasmFile(t testing.TB) []byte {

@@ -43,7 +43,8 @@ Usage:
   meshward run --traffic FILE [flags]   learn from the first part of the traffic, monitor the rest, report
   meshward gen [flags]                  write labelled synthetic mesh traffic (JSONL, pcap)
   meshward serve [flags]                run the control plane (store, collector, admin)
-  meshward status [-admin URL]          what a running control plane reports
+  meshward status [-admin URL] [--token-file F]  what a running control plane reports
+  meshward secret [flags]               create a Secret with a random value unless it exists (the Redis password)
   meshward policy list|show|release|export  the quarantines held in the API server (or a YAML directory)
   meshward model inspect FILE           describe a model or a section (binary, base64, or plugin config JSON)
   meshward model config -workload W FILE  print the plugin configuration of W's sidecar (W's section of the model)
@@ -81,6 +82,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return status(args[1:], stdout, stderr)
 	case "policy":
 		return policyCmd(args[1:], stdout, stderr)
+	case "secret":
+		return secretCmd(args[1:], stdout, stderr)
 	case "image":
 		return imageCmd(args[1:], stdout, stderr)
 	case "model":

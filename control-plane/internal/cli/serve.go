@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
@@ -28,7 +29,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (host:port), or a Redis Cluster's seed nodes, comma-separated; empty starts an embedded Redis-protocol server")
 	fs.StringVar(&cfg.CollectorAddr, "collector-addr", cfg.CollectorAddr, "where the collector listens")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "where health, metrics and the JSON API listen")
-	tokenFile := fs.String("collector-token-file", "", "file holding the collector's bearer token (or $MESHWARD_COLLECTOR_TOKEN)")
+	var sec securityFlags
+	sec.register(fs, &cfg)
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", cfg.XDSAddr, "where ADS (the model rollout to Envoys) listens")
 	fs.StringVar(&cfg.XDS.WasmURI, "wasm-uri", "", "where Envoys load meshward.wasm from (a local path, or a URL with -wasm-sha256); empty turns xDS off")
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri (default: that of -wasm-file)")
@@ -93,18 +95,16 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("%w: -filter-mode %q is not learn, monitor or enforce", ErrUsage, *mode)
 	}
-	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return err
-		}
-		cfg.CollectorToken = strings.TrimSpace(string(b))
-	}
-	if cfg.XDS.Base.CollectorCluster != "" {
-		cfg.XDS.Base.CollectorToken = cfg.CollectorToken
+	if err := sec.apply(&cfg); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if cfg.XDS.WasmURI != "" && cfg.XDS.Identity == xds.IdentityNone {
+		log.Warn("xDS checks no client identity (-xds-identity=none): any client can read any workload's model; for loopback development only")
+	}
+	if cfg.Collector.Identity == collector.ModeToken {
+		log.Warn("the collector takes bearer tokens (-collector-identity=token): for local development only")
+	}
 	// Quarantines go to -policy-dir or -xds-rbac when asked, else to the
 	// API server when there is one (-kubeconfig, or in a pod).
 	switch {
@@ -147,10 +147,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 func status(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	admin := fs.String("admin", "http://127.0.0.1:9091", "the control plane's admin URL")
+	var af adminFlags
+	af.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	client, err := af.client()
+	if err != nil {
+		return err
+	}
 	resp, err := client.Get(*admin + "/readyz")
 	if err != nil {
 		return fmt.Errorf("control plane at %s: %w", *admin, err)
@@ -161,6 +166,9 @@ func status(args []string, stdout, stderr io.Writer) error {
 	for _, what := range []string{"models", "incidents", "quarantines"} {
 		resp, err := client.Get(*admin + "/api/v1/" + what)
 		if err != nil {
+			return err
+		}
+		if err := refused(resp, what); err != nil {
 			return err
 		}
 		// The answer has other fields beside the list (models: current).
@@ -186,6 +194,9 @@ func rolloutStatus(client *http.Client, admin string, stdout io.Writer) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if err := refused(resp, "rollouts"); err != nil {
+		return err
+	}
 	var r struct {
 		Current string `json:"current"`
 		Canary  *struct {

@@ -63,6 +63,8 @@ var rows = []row{
 			queries: []query{{`sum by (source_workload, source_workload_namespace, destination_workload, destination_workload_namespace) (rate(istio_requests_total{reporter="destination", meshward_verdict="denied"}[5m]))`, "{{source_workload}}.{{source_workload_namespace}} → {{destination_workload}}.{{destination_workload_namespace}}"}}},
 		{kind: "timeseries", title: "Unscored share per workload", unit: "percentunit", help: "Requests the filter let through without a score (no model section, internal error).",
 			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unscored_total[5m])) / sum by (destination_workload_namespace, destination_workload) (rate(meshward_requests_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
+		{kind: "timeseries", title: "Unidentified callers per workload", unit: "reqps", help: "Requests whose caller nothing trustworthy named (no mTLS identity, no address): scored as an unknown caller, never learned.",
+			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unidentified_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
 	}},
 	{"Scores", []panelSpec{
 		{kind: "heatmap", title: "Score distribution ($workload)", help: "Scores × 1000 of every scored request to the chosen workloads (meshward_score_permille); 500 is the calibrated threshold.", width: 12,
@@ -107,6 +109,11 @@ var rows = []row{
 			queries: []query{{`sum by (code) (rate(meshward_collector_batches_total[5m]))`, "{{code}}"}}},
 		{kind: "timeseries", title: "Records by outcome", unit: "ops", help: "Records received by the collector, by outcome.",
 			queries: []query{{`sum by (outcome) (rate(meshward_collector_records_total[5m]))`, "{{outcome}}"}}},
+		{kind: "timeseries", title: "Collector refusals by reason", unit: "ops", help: "Records refused (about another workload than the sender's, outside the clock-skew window, bad sample rate, invalid) and batches refused whole (unauthenticated, busy, too large, read timeout).",
+			queries: []query{
+				{`sum by (reason) (rate(meshward_collector_records_refused_total[5m]))`, "record: {{reason}}"},
+				{`sum by (reason) (rate(meshward_collector_batches_refused_total[5m]))`, "batch: {{reason}}"},
+			}},
 		{kind: "timeseries", title: "Records shipped and dropped by filters", unit: "ops", help: "Records the filters shipped, and dropped because their buffer was full.",
 			queries: []query{
 				{`sum(rate(meshward_records_shipped_total[5m]))`, "shipped"},
@@ -163,6 +170,9 @@ var rules = []Rule{
 	{Alert: "MeshwardCollectorBackpressure", Expr: `sum(rate(meshward_collector_batches_total{code="503"}[5m])) > 0`, For: "10m",
 		Labels:      map[string]string{"severity": "warning"},
 		Annotations: map[string]string{"summary": "the meshward collector answers 503", "description": "The collector pushes back (Redis slow, full or down); filters retry and then drop."}},
+	{Alert: "MeshwardForgedRecords", Expr: `sum(increase(meshward_collector_records_refused_total{reason="not_sender_workload"}[10m])) > 0`,
+		Labels:      map[string]string{"severity": "warning"},
+		Annotations: map[string]string{"summary": "a sidecar sent records about another workload", "description": "The collector refused records whose destination is not the sender's workload: a workload tries to poison another's model, or a workload's identity binding is wrong (-workload-identities). The collector's log and GET /metrics name the reason; nothing was stored."}},
 	{Alert: "MeshwardRedisDown", Expr: `min(meshward_redis_up) == 0`, For: "2m",
 		Labels:      map[string]string{"severity": "critical"},
 		Annotations: map[string]string{"summary": "meshward cannot reach Redis", "description": "Training and collection stop; xDS keeps serving the last model."}},
