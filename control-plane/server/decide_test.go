@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -283,7 +282,7 @@ func TestFailoverKube(t *testing.T) {
 			webID = q.ID
 		}
 	}
-	resp, err := http.Post(other.AdminURL+"/api/v1/quarantines/"+webID+"/release", "application/json", nil)
+	resp, err := adminPost(other.AdminURL + "/api/v1/quarantines/" + webID + "/release")
 	if err != nil {
 		t.Fatal(err)
 	}
