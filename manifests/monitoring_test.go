@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"gopkg.in/yaml.v3"
@@ -181,7 +182,7 @@ func (q query) matchers() []*labels.Matcher {
 	var out []*labels.Matcher
 	for _, vs := range q.selectors {
 		for _, m := range vs.LabelMatchers {
-			if m.Name != labels.MetricName {
+			if m.Name != model.MetricNameLabel {
 				out = append(out, m)
 			}
 		}
@@ -203,7 +204,7 @@ func (q query) labelUses() []labelUse {
 	var out []labelUse
 	for _, vs := range q.selectors {
 		for _, m := range vs.LabelMatchers {
-			if m.Name != labels.MetricName {
+			if m.Name != model.MetricNameLabel {
 				out = append(out, labelUse{m.Name, "selector " + vs.String(), []*parser.VectorSelector{vs}})
 			}
 		}

@@ -292,7 +292,8 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	files := append(traffic, fs.Args()...)
+	files := append([]string{}, traffic...)
+	files = append(files, fs.Args()...)
 	if len(files) == 0 {
 		return fmt.Errorf("%w: run needs --traffic FILE (make run generates one)", ErrUsage)
 	}
