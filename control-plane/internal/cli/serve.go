@@ -20,6 +20,7 @@ import (
 	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models/record"
 )
 
 // serve runs the control plane until interrupted.
@@ -137,7 +138,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "collector %s/v1/records, admin %s (Ctrl-C stops)\n", s.CollectorURL, s.AdminURL)
+	fmt.Fprintf(stdout, "collector %s%s, admin %s (Ctrl-C stops)\n", s.CollectorURL, record.Path, s.AdminURL)
 	<-ctx.Done()
 	log.Info("stopping")
 	return s.Close()
