@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshward/meshward/lateral"
 	"github.com/meshward/meshward/models"
 )
 
@@ -106,45 +107,13 @@ type Observation struct {
 	Pos     string
 }
 
-// Edge is evidence of one (new) edge: the destination and route a source used.
-type Edge struct {
-	Destination string    `json:"destination"`
-	Method      string    `json:"method"`
-	Route       string    `json:"route"`
-	Count       int       `json:"count"`
-	Statuses    []int     `json:"statuses,omitempty"`
-	First       time.Time `json:"first"`
-	Last        time.Time `json:"last"`
-}
-
-// Evidence is one request kept with an incident.
-type Evidence struct {
-	TS          time.Time `json:"ts"`
-	Destination string    `json:"destination"`
-	Request     string    `json:"request"`
-	Status      int       `json:"status,omitempty"`
-	Score       float64   `json:"score"`
-	Reasons     []string  `json:"reasons,omitempty"`
-	Pos         string    `json:"pos,omitempty"`
-}
-
-// Incident is a source principal caught moving laterally, with why.
-type Incident struct {
-	ID        string    `json:"id"`
-	Principal string    `json:"principal"`
-	Opened    time.Time `json:"opened"`
-	// FirstNewEdge is when the source first used an edge it never had.
-	FirstNewEdge time.Time `json:"first_new_edge"`
-	// Signals says which thresholds were crossed, e.g. "new_destinations=3".
-	Signals []string `json:"signals"`
-	// NewEdges lists the destinations and routes the source never used before.
-	NewEdges []Edge `json:"new_edges"`
-	// KnownDestinations are the destinations the source was learned calling.
-	KnownDestinations []string   `json:"known_destinations"`
-	Denied            int        `json:"denied_responses"`
-	Flagged           int        `json:"flagged_requests"`
-	Evidence          []Evidence `json:"evidence"`
-}
+// The values the detector hands on (lateral.Incident and what it carries),
+// named here where they are made.
+type (
+	Edge     = lateral.Edge
+	Evidence = lateral.Evidence
+	Incident = lateral.Incident
+)
 
 // Detector turns observations into incidents. It is not safe for concurrent
 // use; feed it in time order.
