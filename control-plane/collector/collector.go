@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshward/meshward/control-plane/identity"
+	"github.com/meshward/meshward/control-plane/internal/metric"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
@@ -191,9 +192,7 @@ func New(cfg Config, st Ingester) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{cfg: cfg, store: st, slots: make(chan struct{}, cfg.MaxInFlight), now: time.Now,
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRecords, Help: "Records received by the collector, by outcome (accepted, duplicate: in a batch applied before, refused)."}, []string{"outcome"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRecordsRefused, Help: "Records the collector refused, by reason (syntax, invalid, not_sender_workload, ts_skew, sample_rate)."}, []string{"reason"}),
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricBatchesRefused, Help: "Batches the collector refused whole, by reason (unauthenticated, idempotency_key, busy, too_large, too_many_records, read_timeout, read_error, store_unavailable)."}, []string{"reason"}),
+		records: defRecords.CounterVec(), refused: defRefused.CounterVec(), batches: defBatches.CounterVec(),
 	}
 	// Every outcome and reason is exported from the start, at 0: increase()
 	// and the alerts on it see the first one.
@@ -208,6 +207,19 @@ func New(cfg Config, st Ingester) (*Collector, error) {
 	}
 	return c, nil
 }
+
+// The collector's metrics, defined once (Metrics).
+var (
+	defRecords = metric.Def{Name: MetricRecords, Labels: []string{"outcome"},
+		Help: "Records received by the collector, by outcome (accepted, duplicate: in a batch applied before, refused)."}
+	defRefused = metric.Def{Name: MetricRecordsRefused, Labels: []string{"reason"},
+		Help: "Records the collector refused, by reason (syntax, invalid, not_sender_workload, ts_skew, sample_rate)."}
+	defBatches = metric.Def{Name: MetricBatchesRefused, Labels: []string{"reason"},
+		Help: "Batches the collector refused whole, by reason (unauthenticated, idempotency_key, busy, too_large, too_many_records, read_timeout, read_error, store_unavailable)."}
+)
+
+// Metrics lists the collector's metrics, as Collectors registers them.
+func Metrics() []metric.Def { return []metric.Def{defRecords, defRefused, defBatches} }
 
 // Collectors are the collector's metrics, to register on /metrics.
 func (c *Collector) Collectors() []prometheus.Collector {

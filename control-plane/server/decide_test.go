@@ -370,7 +370,7 @@ func TestPendingQuarantineIsListed(t *testing.T) {
 		l = listed{}
 		return json.Unmarshal([]byte(body), &l) == nil && len(l.Quarantines) == 1 && strings.Contains(l.Quarantines[0].Pending, "refused")
 	})
-	if metric(t, s, MetricQuarantineWriteFailures) < 1 {
+	if scrape(t, s, MetricQuarantineWriteFailures) < 1 {
 		t.Error("the refused write is not counted")
 	}
 	poll(t, 20*time.Second, "the retry to land", func() bool {

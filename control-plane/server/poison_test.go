@@ -92,7 +92,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 	// The frontend's sidecar, holding a valid identity of its own, forges
 	// 10,000 frontend → users.shop records in ten batches.
 	frontend := sidecar("frontend")
-	refusedBefore := metric(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`)
+	refusedBefore := scrape(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`)
 	for batch := 0; batch < 10; batch++ {
 		var b strings.Builder
 		for i := 0; i < 1000; i++ {
@@ -102,7 +102,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 			t.Fatalf("forged batch %d: %d %+v", batch, a.code, a.resp)
 		}
 	}
-	if n := metric(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`) - refusedBefore; n != 10_000 {
+	if n := scrape(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`) - refusedBefore; n != 10_000 {
 		t.Errorf("refused records counted %v, want 10000", n)
 	}
 	after := trainSection(t, s, "users.shop")

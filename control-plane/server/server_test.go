@@ -289,7 +289,7 @@ func TestServeCutsAStalledSender(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("a stalled sender: %d, want 408", resp.StatusCode)
 	}
-	if n := metric(t, s, `meshward_collector_batches_refused_total{reason="read_timeout"}`); n != 1 {
+	if n := scrape(t, s, `meshward_collector_batches_refused_total{reason="read_timeout"}`); n != 1 {
 		t.Errorf("read timeouts counted %v, want 1", n)
 	}
 }
