@@ -166,7 +166,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%w: -collector-max-batch-bytes (≥ 1 KiB), -collector-max-records and -collector-max-in-flight must be positive", ErrBounds))
 	}
 	if c.ReadTimeout <= 0 || c.StoreTimeout <= 0 || c.RetryAfter <= 0 || c.MaxSkew <= 0 {
-		errs = append(errs, fmt.Errorf("%w: -collector-read-timeout, -collector-max-skew, the store timeout and retry-after must be positive", ErrBounds))
+		errs = append(errs, fmt.Errorf("%w: -collector-read-timeout, -collector-max-skew, StoreTimeout and RetryAfter must be positive", ErrBounds))
 	}
 	return errors.Join(errs...)
 }

@@ -72,24 +72,28 @@ func DefaultRules() Rules {
 		NamespaceRateLimit: 2, MaxActivePerNamespace: 3, MaxPending: 64}
 }
 
-// Validate reports every problem with the rules.
+// ErrRules is wrapped by every problem Validate reports.
+var ErrRules = errors.New("quarantine rules")
+
+// Validate reports every problem with the rules, naming the flags of
+// meshward serve that set them.
 func (r Rules) Validate() error {
 	var errs []error
 	if r.MaxActive < 1 {
-		errs = append(errs, fmt.Errorf("max_active: %d must be positive", r.MaxActive))
+		errs = append(errs, fmt.Errorf("%w: -max-quarantines %d must be positive", ErrRules, r.MaxActive))
 	}
 	if r.RateLimit < 1 || r.RatePeriod <= 0 {
-		errs = append(errs, fmt.Errorf("rate_limit: %d per %v must be positive", r.RateLimit, r.RatePeriod))
+		errs = append(errs, fmt.Errorf("%w: -decision-rate %d per -decision-period %v must be positive", ErrRules, r.RateLimit, r.RatePeriod))
 	}
 	if r.PromoteAfter < 0 {
-		errs = append(errs, fmt.Errorf("promote_after: %v must not be negative", r.PromoteAfter))
+		errs = append(errs, fmt.Errorf("%w: -promote-after %v must not be negative", ErrRules, r.PromoteAfter))
 	}
 	if r.TTL <= 0 {
-		errs = append(errs, fmt.Errorf("ttl: %v must be positive", r.TTL))
+		errs = append(errs, fmt.Errorf("%w: -quarantine-ttl %v must be positive", ErrRules, r.TTL))
 	}
 	if r.NamespaceRateLimit < 1 || r.MaxActivePerNamespace < 1 || r.MaxPending < 1 {
-		errs = append(errs, fmt.Errorf("namespace_rate_limit (%d), max_active_per_namespace (%d) and max_pending (%d) must be positive",
-			r.NamespaceRateLimit, r.MaxActivePerNamespace, r.MaxPending))
+		errs = append(errs, fmt.Errorf("%w: -decision-rate-per-namespace (%d), -max-quarantines-per-namespace (%d) and -max-pending-decisions (%d) must be positive",
+			ErrRules, r.NamespaceRateLimit, r.MaxActivePerNamespace, r.MaxPending))
 	}
 	return errors.Join(errs...)
 }

@@ -192,7 +192,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if cfg.RBACOverXDS && (cfg.XDS.WasmURI == "" || cfg.Quarantine != nil) {
-		return nil, errors.New("rbac over xDS needs xDS on (a wasm URI) and no other quarantine sink")
+		return nil, errors.New("-xds-rbac needs xDS on (-wasm-uri) and no other quarantine sink (-policy-dir, an API server)")
 	}
 	cfg.XDS.RBAC = cfg.RBACOverXDS
 	if cfg.WasmFile != "" {

@@ -54,20 +54,24 @@ func DefaultConfig() Config {
 	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000, BatchTTL: 15 * time.Minute}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("store")
+
+// Validate reports every problem with the configuration (no flag sets
+// these: each is named by its field).
 func (c Config) Validate() error {
 	var errs []error
 	if c.Prefix == "" || strings.ContainsAny(c.Prefix, "{} ") {
-		errs = append(errs, fmt.Errorf("prefix: %q must be non-empty, without braces or spaces", c.Prefix))
+		errs = append(errs, fmt.Errorf("%w: Prefix %q must be non-empty, without braces or spaces", ErrConfig, c.Prefix))
 	}
 	if c.Window < time.Second || c.Retention < c.Window {
-		errs = append(errs, fmt.Errorf("window %v must be ≥ 1s and retention %v ≥ window", c.Window, c.Retention))
+		errs = append(errs, fmt.Errorf("%w: Window %v must be ≥ 1s and Retention %v ≥ Window", ErrConfig, c.Window, c.Retention))
 	}
 	if c.BatchTTL < time.Second {
-		errs = append(errs, fmt.Errorf("batch_ttl %v must be ≥ 1s", c.BatchTTL))
+		errs = append(errs, fmt.Errorf("%w: BatchTTL %v must be ≥ 1s", ErrConfig, c.BatchTTL))
 	}
 	if c.MaxSamples < 1 || c.MaxModels < 1 || c.MaxIncidents < 1 {
-		errs = append(errs, errors.New("max_samples, max_models and max_incidents must be positive"))
+		errs = append(errs, fmt.Errorf("%w: MaxSamples %d, MaxModels %d and MaxIncidents %d must be positive", ErrConfig, c.MaxSamples, c.MaxModels, c.MaxIncidents))
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +95,39 @@ func TestDeploymentsUseRealServeFlags(t *testing.T) {
 	}
 	if deployments < 5 {
 		t.Errorf("%d renderings of the control plane's Deployment, want one per installation variant (istio base, its overlays, istio-ecds)", deployments)
+	}
+}
+
+// flagName is a flag as an error names it.
+var flagName = regexp.MustCompile(`-[a-z][a-z0-9-]*[a-z0-9]`)
+
+// Bad values are refused all at once, each problem naming the flag that
+// set it, as the user typed it.
+func TestServeNamesTheFlagsOfBadValues(t *testing.T) {
+	bad := map[string]string{
+		"max-quarantines": "0", "max-quarantines-per-namespace": "0", "decision-rate": "0", "decision-rate-per-namespace": "0",
+		"promote-after": "-1s", "quarantine-ttl": "0s", "max-pending-decisions": "0",
+		"detect-horizon": "1s", "detect-max-sources": "0",
+		"canary-min-requests": "0", "canary-max-ratio": "0.5", "canary-max-increase": "2", "canary-observe": "2h", "canary-timeout": "1h",
+		"canary-share": "2", "xds-group-ttl": "-1s", "xds-max-groups": "-1", "max-section-bytes": "10",
+		"collector-max-batch-bytes": "10", "collector-max-records": "0", "collector-max-in-flight": "0",
+		"collector-read-timeout": "0s", "collector-max-skew": "0s", "trust-domain": "bad domain",
+	}
+	args := []string{"serve", "-wasm-uri", "/dev/null"}
+	for f, v := range bad {
+		args = append(args, "-"+f+"="+v)
+	}
+	err := Main(args, io.Discard, io.Discard)
+	if ExitCode(err) != 2 {
+		t.Fatalf("serve with bad values: %v, want a usage error", err)
+	}
+	named := map[string]bool{}
+	for _, n := range flagName.FindAllString(err.Error(), -1) {
+		named[n[1:]] = true
+	}
+	for f := range bad {
+		if !named[f] {
+			t.Errorf("the error does not name -%s:\n%v", f, err)
+		}
 	}
 }
