@@ -175,6 +175,9 @@ func guestMemory(tb testing.TB, m *mesh) uint64 {
 // holding the largest section of a 1,000-service mesh uses the memory one
 // holding the largest section of a 50-service mesh does, within 10 %.
 func TestGuestMemoryDoesNotGrowWithTheMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a 1,000-service mesh and runs the compiled filter on it: make test runs it, not -short (make unit)")
+	}
 	mem := map[int]uint64{}
 	for _, n := range []int{50, 1000} {
 		m := train(t, n)

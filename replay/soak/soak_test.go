@@ -292,6 +292,9 @@ func TestWorkersAgree(t *testing.T) {
 	wasm := wasmFile(t)
 	const workers, n = 4, 4000
 	for _, p := range wazerohost.Profiles {
+		if testing.Short() && p != wazerohost.Envoy133 {
+			continue // -short (make unit): the strictest profile; make test runs all
+		}
 		t.Run(string(p), func(t *testing.T) {
 			cache := wazero.NewCompilationCache()
 			defer cache.Close(context.Background())
