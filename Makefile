@@ -36,7 +36,7 @@ WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 WASMBUILD  := $(GO) run ./filter/wasmbuild/cmd/wasmbuild -overlay-dir $(BUILD)/overlay
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test unit check deps kube e2e bench eval run fuzz clean image push manifests soak
+.PHONY: help build wasm test unit check lint deps kube e2e bench eval run fuzz clean image push manifests soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,7 +85,20 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 	$(WASM_ENV) $(GO) vet ./models/...
 	$(WASM_ENV) $(GO) build ./models/... && $(WASM_ENV) $(GO) build $(WASM_FLAGS) -o /dev/null ./filter
 
-test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
+# golangci-lint, built once from the module proxy into a cache named by its
+# version (a clean clone reuses it, as it reuses the kube binaries).
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := $(HOME)/.cache/meshward/tools/golangci-lint-$(GOLANGCI_VERSION)
+$(GOLANGCI):
+	@mkdir -p $(dir $@)
+	cd $$(mktemp -d) && GOBIN=$(dir $@) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(dir $@)golangci-lint $@
+
+lint: $(GOLANGCI) ## golangci-lint with .golangci.yml (errcheck, staticcheck, unused, gocritic, govet, goimports)
+	$(GOLANGCI) run ./...
+	cd filter/goabi && $(GOLANGCI) run --config ../../.golangci.yml ./...
+
+test: check lint deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x

@@ -26,11 +26,11 @@ import (
 	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/server"
-	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/plugin"
 	"github.com/meshward/meshward/internal/promtest"
 	"github.com/meshward/meshward/manifests/internal/monitoring"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // The dashboard on a real Prometheus: Debian's prometheus scrapes a real
@@ -167,7 +167,7 @@ func driveControlPlane(t *testing.T, cp *server.Server) {
 		now := time.Now()
 		for i := 0; i < 300; i++ {
 			r := routes[i%len(routes)]
-			rec := store.Record{TSUnixNano: now.Add(time.Duration(i) * time.Millisecond).UnixNano(), Route: r, Score: 0.1,
+			rec := record.Record{TSUnixNano: now.Add(time.Duration(i) * time.Millisecond).UnixNano(), Route: r, Score: 0.1,
 				Request: models.Request{Method: "GET", Path: strings.ReplaceAll(r, "{num}", strconv.Itoa(i)), Source: callers[i%len(callers)], Destination: "cart.shop"}}
 			if err := enc.Encode(rec); err != nil {
 				t.Fatal(err)
@@ -178,7 +178,7 @@ func driveControlPlane(t *testing.T, cp *server.Server) {
 		}
 		req, _ := http.NewRequest(http.MethodPost, cp.CollectorURL+"/v1/records", strings.NewReader(b.String()))
 		req.Header.Set("Authorization", "Bearer "+cpToken)
-		req.Header.Set(collector.IdempotencyKeyHeader, fmt.Sprintf("dashboard-test-%d-%d", time.Now().UnixNano(), bad))
+		req.Header.Set(record.IdempotencyKeyHeader, fmt.Sprintf("dashboard-test-%d-%d", time.Now().UnixNano(), bad))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -33,8 +33,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshward/meshward/control-plane/identity"
+	"github.com/meshward/meshward/control-plane/internal/metric"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Mode is how the collector learns who sent a batch.
@@ -55,9 +57,6 @@ const (
 	// local development. Never put a token in a plugin configuration.
 	ModeToken Mode = "token"
 )
-
-// IdempotencyKeyHeader is the request header carrying a batch's key.
-const IdempotencyKeyHeader = "Idempotency-Key"
 
 // Metric names.
 const (
@@ -91,10 +90,6 @@ const (
 	BatchReadError        = "read_error"
 	BatchStoreUnavailable = "store_unavailable"
 )
-
-// MinSampleRate is the smallest sample_rate a record may carry: an
-// unflagged record stands for 1/sample_rate requests, at most 1,000.
-const MinSampleRate = 0.001
 
 // Config is everything the collector takes. Defaults in DefaultConfig.
 type Config struct {
@@ -171,7 +166,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%w: -collector-max-batch-bytes (≥ 1 KiB), -collector-max-records and -collector-max-in-flight must be positive", ErrBounds))
 	}
 	if c.ReadTimeout <= 0 || c.StoreTimeout <= 0 || c.RetryAfter <= 0 || c.MaxSkew <= 0 {
-		errs = append(errs, fmt.Errorf("%w: -collector-read-timeout, -collector-max-skew, the store timeout and retry-after must be positive", ErrBounds))
+		errs = append(errs, fmt.Errorf("%w: -collector-read-timeout, -collector-max-skew, StoreTimeout and RetryAfter must be positive", ErrBounds))
 	}
 	return errors.Join(errs...)
 }
@@ -197,9 +192,7 @@ func New(cfg Config, st Ingester) (*Collector, error) {
 		return nil, err
 	}
 	c := &Collector{cfg: cfg, store: st, slots: make(chan struct{}, cfg.MaxInFlight), now: time.Now,
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRecords, Help: "Records received by the collector, by outcome (accepted, duplicate: in a batch applied before, refused)."}, []string{"outcome"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRecordsRefused, Help: "Records the collector refused, by reason (syntax, invalid, not_sender_workload, ts_skew, sample_rate)."}, []string{"reason"}),
-		batches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricBatchesRefused, Help: "Batches the collector refused whole, by reason (unauthenticated, idempotency_key, busy, too_large, too_many_records, read_timeout, read_error, store_unavailable)."}, []string{"reason"}),
+		records: defRecords.CounterVec(), refused: defRefused.CounterVec(), batches: defBatches.CounterVec(),
 	}
 	// Every outcome and reason is exported from the start, at 0: increase()
 	// and the alerts on it see the first one.
@@ -214,6 +207,19 @@ func New(cfg Config, st Ingester) (*Collector, error) {
 	}
 	return c, nil
 }
+
+// The collector's metrics, defined once (Metrics).
+var (
+	defRecords = metric.Def{Name: MetricRecords, Labels: []string{"outcome"},
+		Help: "Records received by the collector, by outcome (accepted, duplicate: in a batch applied before, refused)."}
+	defRefused = metric.Def{Name: MetricRecordsRefused, Labels: []string{"reason"},
+		Help: "Records the collector refused, by reason (syntax, invalid, not_sender_workload, ts_skew, sample_rate)."}
+	defBatches = metric.Def{Name: MetricBatchesRefused, Labels: []string{"reason"},
+		Help: "Batches the collector refused whole, by reason (unauthenticated, idempotency_key, busy, too_large, too_many_records, read_timeout, read_error, store_unavailable)."}
+)
+
+// Metrics lists the collector's metrics, as Collectors registers them.
+func Metrics() []metric.Def { return []metric.Def{defRecords, defRefused, defBatches} }
 
 // Collectors are the collector's metrics, to register on /metrics.
 func (c *Collector) Collectors() []prometheus.Collector {
@@ -248,9 +254,10 @@ func (c *Collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.refuseBatch(w, http.StatusUnauthorized, BatchUnauthenticated, err.Error())
 		return
 	}
-	key := r.Header.Get(IdempotencyKeyHeader)
-	if !validKey(key) {
-		c.refuseBatch(w, http.StatusBadRequest, BatchNoKey, "an "+IdempotencyKeyHeader+" header of 16 to 128 characters [A-Za-z0-9._:-] is required, one per batch, the same on every retry")
+	key := r.Header.Get(record.IdempotencyKeyHeader)
+	if !record.ValidKey(key) {
+		c.refuseBatch(w, http.StatusBadRequest, BatchNoKey, fmt.Sprintf("an %s header of %d to %d characters [A-Za-z0-9._:-] is required, one per batch, the same on every retry",
+			record.IdempotencyKeyHeader, record.MinKeyLen, record.MaxKeyLen))
 		return
 	}
 	// Admission before reading: a slot first, so at most MaxInFlight
@@ -356,20 +363,6 @@ func (c *Collector) identify(r *http.Request) (string, error) {
 	return "", identity.ErrNoIdentity
 }
 
-// validKey accepts 16 to 128 characters of a conservative alphabet.
-func validKey(k string) bool {
-	if len(k) < 16 || len(k) > 128 {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
-			return false
-		}
-	}
-	return true
-}
-
 // read reads an admitted batch's body: at most MaxBatchBytes, within
 // ReadTimeout, into a buffer sized once when the length is announced.
 func (c *Collector) read(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -388,7 +381,7 @@ func (c *Collector) read(w http.ResponseWriter, r *http.Request) ([]byte, error)
 // parse reads JSON lines, keeping every valid record about the sender's
 // workload and describing the others by line; it counts refusals by reason.
 // ok is false when the batch holds more records than allowed.
-func (c *Collector) parse(body []byte, sender string) (recs []store.Record, refused map[string]int, errs []string, ok bool) {
+func (c *Collector) parse(body []byte, sender string) (recs []record.Record, refused map[string]int, errs []string, ok bool) {
 	refused = map[string]int{}
 	now := c.now()
 	sc := bufio.NewScanner(bytes.NewReader(body))
@@ -409,7 +402,7 @@ func (c *Collector) parse(body []byte, sender string) (recs []store.Record, refu
 		if n++; n > c.cfg.MaxRecords {
 			return nil, nil, nil, false
 		}
-		var rec store.Record
+		var rec record.Record
 		if err := json.Unmarshal(b, &rec); err != nil {
 			refuse(RefusedSyntax, err)
 			continue
@@ -441,7 +434,7 @@ const (
 
 // check validates a record: who it is about first (the binding), then its
 // time, then its numbers and fields. The reason is the first that applies.
-func (c *Collector) check(r *store.Record, sender string, now time.Time) (string, error) {
+func (c *Collector) check(r *record.Record, sender string, now time.Time) (string, error) {
 	q := &r.Request
 	if !c.cfg.Binding.Allows(sender, q.Destination) {
 		return RefusedNotSender, fmt.Errorf("destination %.256q is not the workload of the sender %s", q.Destination, sender)
@@ -454,8 +447,8 @@ func (c *Collector) check(r *store.Record, sender string, now time.Time) (string
 	}
 	// Absent (0) means every request was shipped; anything else must be a
 	// share an unflagged record can honestly stand for.
-	if r.SampleRate != 0 && !(r.SampleRate >= MinSampleRate && r.SampleRate <= 1) {
-		return RefusedSampleRate, fmt.Errorf("sample_rate %v is outside [%v, 1]", r.SampleRate, MinSampleRate)
+	if r.SampleRate != 0 && !(r.SampleRate >= record.MinSampleRate && r.SampleRate <= 1) {
+		return RefusedSampleRate, fmt.Errorf("sample_rate %v is outside [%v, 1]", r.SampleRate, record.MinSampleRate)
 	}
 	var errs []error
 	if !validMethod(q.Method) || q.Source == "" || q.Destination == "" {

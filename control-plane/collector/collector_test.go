@@ -25,6 +25,7 @@ import (
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/internal/devca"
 	"github.com/meshward/meshward/internal/redistest"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Identities of the tests: the cart workload's sidecar (cart.shop) and the
@@ -89,7 +90,7 @@ func post(t *testing.T, url, tok, key, body string) (int, Response, http.Header)
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	if key != "" {
-		req.Header.Set(IdempotencyKeyHeader, key)
+		req.Header.Set(record.IdempotencyKeyHeader, key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -368,7 +369,7 @@ func TestIdentityFromTheMesh(t *testing.T) {
 	t.Cleanup(hs.Close)
 	send := func(client *http.Client, body string) (int, error) {
 		req, _ := http.NewRequest("POST", hs.URL, strings.NewReader(body))
-		req.Header.Set(IdempotencyKeyHeader, newKey())
+		req.Header.Set(record.IdempotencyKeyHeader, newKey())
 		resp, err := client.Do(req)
 		if err != nil {
 			return 0, err
@@ -419,7 +420,7 @@ func TestIdentityFromTheMesh(t *testing.T) {
 	t.Cleanup(xs.Close)
 	xfcc := func(h string) int {
 		req, _ := http.NewRequest("POST", xs.URL, strings.NewReader(line("cart.shop", "/a", 0.1)))
-		req.Header.Set(IdempotencyKeyHeader, newKey())
+		req.Header.Set(record.IdempotencyKeyHeader, newKey())
 		if h != "" {
 			req.Header.Set("X-Forwarded-Client-Cert", h)
 		}
@@ -510,7 +511,7 @@ func TestAdmissionBoundsMemory(t *testing.T) {
 		go func() {
 			req, _ := http.NewRequest("POST", counted.URL, bytes.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+cartToken)
-			req.Header.Set(IdempotencyKeyHeader, newKey())
+			req.Header.Set(record.IdempotencyKeyHeader, newKey())
 			resp, err := client.Do(req)
 			if err != nil {
 				codes <- 0
@@ -576,7 +577,7 @@ func TestSlowSenderTimesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: %s\r\nContent-Length: 100000\r\n\r\n{\"ts\":", cartToken, IdempotencyKeyHeader, newKey())
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: %s\r\nContent-Length: 100000\r\n\r\n{\"ts\":", cartToken, record.IdempotencyKeyHeader, newKey())
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -16,17 +16,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/lateral"
 )
 
-// Mode is how a decision is applied.
-type Mode string
+// The values decide hands on (lateral.Decision and what it carries), named
+// here where they are made.
+type (
+	Mode     = lateral.Mode
+	Target   = lateral.Target
+	Decision = lateral.Decision
+)
 
 // The modes: a dry run is evaluated and logged by the mesh but denies
 // nothing; enforce denies.
 const (
-	DryRun  Mode = "dry-run"
-	Enforce Mode = "enforce"
+	DryRun  = lateral.DryRun
+	Enforce = lateral.Enforce
 )
 
 // Rules are the guard rails and lifetimes. Defaults in DefaultRules.
@@ -67,62 +72,30 @@ func DefaultRules() Rules {
 		NamespaceRateLimit: 2, MaxActivePerNamespace: 3, MaxPending: 64}
 }
 
-// Validate reports every problem with the rules.
+// ErrRules is wrapped by every problem Validate reports.
+var ErrRules = errors.New("quarantine rules")
+
+// Validate reports every problem with the rules, naming the flags of
+// meshward serve that set them.
 func (r Rules) Validate() error {
 	var errs []error
 	if r.MaxActive < 1 {
-		errs = append(errs, fmt.Errorf("max_active: %d must be positive", r.MaxActive))
+		errs = append(errs, fmt.Errorf("%w: -max-quarantines %d must be positive", ErrRules, r.MaxActive))
 	}
 	if r.RateLimit < 1 || r.RatePeriod <= 0 {
-		errs = append(errs, fmt.Errorf("rate_limit: %d per %v must be positive", r.RateLimit, r.RatePeriod))
+		errs = append(errs, fmt.Errorf("%w: -decision-rate %d per -decision-period %v must be positive", ErrRules, r.RateLimit, r.RatePeriod))
 	}
 	if r.PromoteAfter < 0 {
-		errs = append(errs, fmt.Errorf("promote_after: %v must not be negative", r.PromoteAfter))
+		errs = append(errs, fmt.Errorf("%w: -promote-after %v must not be negative", ErrRules, r.PromoteAfter))
 	}
 	if r.TTL <= 0 {
-		errs = append(errs, fmt.Errorf("ttl: %v must be positive", r.TTL))
+		errs = append(errs, fmt.Errorf("%w: -quarantine-ttl %v must be positive", ErrRules, r.TTL))
 	}
 	if r.NamespaceRateLimit < 1 || r.MaxActivePerNamespace < 1 || r.MaxPending < 1 {
-		errs = append(errs, fmt.Errorf("namespace_rate_limit (%d), max_active_per_namespace (%d) and max_pending (%d) must be positive",
-			r.NamespaceRateLimit, r.MaxActivePerNamespace, r.MaxPending))
+		errs = append(errs, fmt.Errorf("%w: -decision-rate-per-namespace (%d), -max-quarantines-per-namespace (%d) and -max-pending-decisions (%d) must be positive",
+			ErrRules, r.NamespaceRateLimit, r.MaxActivePerNamespace, r.MaxPending))
 	}
 	return errors.Join(errs...)
-}
-
-// Target is a destination workload a principal must no longer reach.
-type Target struct {
-	Workload  string `json:"workload" yaml:"workload"`
-	Name      string `json:"name" yaml:"name"`
-	Namespace string `json:"namespace" yaml:"namespace"`
-}
-
-// Decision is what meshward decided about one incident.
-type Decision struct {
-	ID        string `json:"id" yaml:"id"`
-	Principal string `json:"principal" yaml:"principal"`
-	// Namespace and ServiceAccount come from a SPIFFE principal
-	// (spiffe://<td>/ns/<ns>/sa/<sa>); empty for other identities.
-	TrustDomain    string    `json:"trust_domain,omitempty" yaml:"trust_domain,omitempty"`
-	Namespace      string    `json:"namespace,omitempty" yaml:"namespace,omitempty"`
-	ServiceAccount string    `json:"service_account,omitempty" yaml:"service_account,omitempty"`
-	Deny           []Target  `json:"deny" yaml:"deny"`
-	Mode           Mode      `json:"mode" yaml:"mode"`
-	Created        time.Time `json:"created" yaml:"created"`
-	Expires        time.Time `json:"expires" yaml:"expires"`
-	Reason         string    `json:"reason" yaml:"reason"`
-	// Suppressed says why no policy may be written (a guard rail held);
-	// empty when the decision stands.
-	Suppressed string `json:"suppressed,omitempty" yaml:"suppressed,omitempty"`
-	// Held marks a suppressed decision that a limit (rate, cap) holds
-	// back: it waits, pending, and is reconsidered when the limit frees.
-	Held bool `json:"held,omitempty" yaml:"held,omitempty"`
-	// Skipped lists the new destinations not denied, and why (a protected
-	// namespace, a name that is no workload, a namespace meshward does
-	// not write in).
-	Skipped []string `json:"skipped,omitempty" yaml:"skipped,omitempty"`
-	// Pending says why a standing decision is not (wholly) applied yet:
-	// the error of its last write, retried with backoff.
-	Pending string `json:"pending,omitempty" yaml:"pending,omitempty"`
 }
 
 // Decide turns an incident into a decision, given how many quarantines are
@@ -130,7 +103,7 @@ type Decision struct {
 // starts as a dry run; Promotion says when it may be enforced. A principal
 // that is not an exact SPIFFE identity is never denied anything, and no
 // destination in a protected namespace is ever denied to anyone.
-func Decide(inc *detect.Incident, r Rules, active int, now time.Time) Decision {
+func Decide(inc *lateral.Incident, r Rules, active int, now time.Time) Decision {
 	d := Decision{ID: inc.ID, Principal: inc.Principal, Mode: DryRun, Created: now, Expires: now.Add(r.TTL),
 		Reason: strings.Join(inc.Signals, ", ")}
 	perr := ValidPrincipal(inc.Principal)
@@ -145,7 +118,7 @@ func Decide(inc *detect.Incident, r Rules, active int, now time.Time) Decision {
 		seen[e.Destination] = true
 		name, ns := SplitWorkload(e.Destination)
 		t := Target{Workload: e.Destination, Name: name, Namespace: ns}
-		switch err := t.Validate(); {
+		switch err := ValidTarget(t); {
 		case err != nil:
 			d.Skipped = append(d.Skipped, e.Destination+": "+err.Error())
 		case contains(r.Protected, ns):
@@ -198,7 +171,7 @@ type stood struct {
 }
 
 type pending struct {
-	inc  *detect.Incident
+	inc  *lateral.Incident
 	held time.Time // first held back
 }
 
@@ -214,7 +187,7 @@ func NewGuard(r Rules) (*Guard, error) {
 // the decisions standing now. A decision about a principal already
 // standing is a merge, not a new quarantine: no limit holds it. One that a
 // limit holds is kept pending (Held) for Reconsider.
-func (g *Guard) Decide(inc *detect.Incident, standing []Decision, now time.Time) Decision {
+func (g *Guard) Decide(inc *lateral.Incident, standing []Decision, now time.Time) Decision {
 	for _, s := range standing {
 		if s.Principal == inc.Principal {
 			return Decide(inc, g.Rules, 0, now)
@@ -275,7 +248,7 @@ func (g *Guard) limit(ns string, standing []Decision, now time.Time) string {
 
 // hold keeps an incident pending; past MaxPending, the oldest pending
 // incident of the namespace with the most pending is dropped.
-func (g *Guard) hold(inc *detect.Incident, now time.Time) {
+func (g *Guard) hold(inc *lateral.Incident, now time.Time) {
 	if p := g.pending[inc.Principal]; p != nil {
 		p.inc = inc
 		return
@@ -314,9 +287,9 @@ func (g *Guard) TakeDropped() []string {
 }
 
 // Pending returns the incidents waiting for a limit to free, oldest first.
-func (g *Guard) Pending() []*detect.Incident {
+func (g *Guard) Pending() []*lateral.Incident {
 	ps := g.sortedPending(nil)
-	out := make([]*detect.Incident, len(ps))
+	out := make([]*lateral.Incident, len(ps))
 	for i, p := range ps {
 		out[i] = p.inc
 	}
@@ -454,10 +427,10 @@ func ParseSPIFFE(p string) (trustDomain, namespace, serviceAccount string) {
 	return parts[0], parts[2], parts[4]
 }
 
-// Validate checks that a target names one workload: a name usable as an
+// ValidTarget checks that a target names one workload: a name usable as an
 // app label value and a namespace that is a DNS label, consistent with
 // Workload.
-func (t Target) Validate() error {
+func ValidTarget(t Target) error {
 	name, ns := SplitWorkload(t.Workload)
 	if name != t.Name || ns != t.Namespace || !dnsLabel(t.Namespace) || !labelValue(t.Name) {
 		return fmt.Errorf("%q: %w", clip(t.Workload), ErrTarget)

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshward/meshward/lateral"
 	"github.com/meshward/meshward/models"
 )
 
@@ -72,26 +73,33 @@ func DefaultConfig() Config {
 		MaxSources: 10_000, MaxNewDestinations: 64, MaxNewEdges: 64, MaxIncidents: 10_000}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("lateral-movement detector")
+
+// Validate reports every problem with the configuration, naming the flag
+// of meshward serve that sets a value, else the field.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Window <= 0 {
-		errs = append(errs, fmt.Errorf("window: %v must be positive", c.Window))
+		errs = append(errs, fmt.Errorf("%w: Window %v must be positive", ErrConfig, c.Window))
 	}
 	if c.NewDestinations < 2 {
-		errs = append(errs, fmt.Errorf("new_destinations: %d must be at least 2 (one new dependency is a release)", c.NewDestinations))
+		errs = append(errs, fmt.Errorf("%w: NewDestinations %d must be at least 2 (one new dependency is a release)", ErrConfig, c.NewDestinations))
 	}
 	if c.DeniedBurst < 1 || c.FlaggedStreak < 1 || c.MaxEvidence < 1 {
-		errs = append(errs, errors.New("denied_burst, flagged_streak and max_evidence must be positive"))
+		errs = append(errs, fmt.Errorf("%w: DeniedBurst %d, FlaggedStreak %d and MaxEvidence %d must be positive", ErrConfig, c.DeniedBurst, c.FlaggedStreak, c.MaxEvidence))
 	}
 	if c.Horizon < c.Window {
-		errs = append(errs, fmt.Errorf("horizon: %v must be at least the window (%v)", c.Horizon, c.Window))
+		errs = append(errs, fmt.Errorf("%w: -detect-horizon %v must be at least the Window (%v)", ErrConfig, c.Horizon, c.Window))
 	}
 	if !(c.ReleaseRate > 0) || !(c.SlowPValue > 0 && c.SlowPValue < 0.5) {
-		errs = append(errs, fmt.Errorf("release_rate %v must be positive and slow_p_value %v in (0,0.5)", c.ReleaseRate, c.SlowPValue))
+		errs = append(errs, fmt.Errorf("%w: ReleaseRate %v must be positive and SlowPValue %v in (0,0.5)", ErrConfig, c.ReleaseRate, c.SlowPValue))
 	}
-	if c.MaxSources < 1 || c.MaxNewDestinations < 2 || c.MaxNewEdges < 1 || c.MaxIncidents < 1 {
-		errs = append(errs, errors.New("max_sources, max_new_edges and max_incidents must be positive, max_new_destinations at least 2"))
+	if c.MaxSources < 1 {
+		errs = append(errs, fmt.Errorf("%w: -detect-max-sources %d must be positive", ErrConfig, c.MaxSources))
+	}
+	if c.MaxNewDestinations < 2 || c.MaxNewEdges < 1 || c.MaxIncidents < 1 {
+		errs = append(errs, fmt.Errorf("%w: MaxNewEdges %d and MaxIncidents %d must be positive, MaxNewDestinations %d at least 2", ErrConfig, c.MaxNewEdges, c.MaxIncidents, c.MaxNewDestinations))
 	}
 	return errors.Join(errs...)
 }
@@ -106,45 +114,13 @@ type Observation struct {
 	Pos     string
 }
 
-// Edge is evidence of one (new) edge: the destination and route a source used.
-type Edge struct {
-	Destination string    `json:"destination"`
-	Method      string    `json:"method"`
-	Route       string    `json:"route"`
-	Count       int       `json:"count"`
-	Statuses    []int     `json:"statuses,omitempty"`
-	First       time.Time `json:"first"`
-	Last        time.Time `json:"last"`
-}
-
-// Evidence is one request kept with an incident.
-type Evidence struct {
-	TS          time.Time `json:"ts"`
-	Destination string    `json:"destination"`
-	Request     string    `json:"request"`
-	Status      int       `json:"status,omitempty"`
-	Score       float64   `json:"score"`
-	Reasons     []string  `json:"reasons,omitempty"`
-	Pos         string    `json:"pos,omitempty"`
-}
-
-// Incident is a source principal caught moving laterally, with why.
-type Incident struct {
-	ID        string    `json:"id"`
-	Principal string    `json:"principal"`
-	Opened    time.Time `json:"opened"`
-	// FirstNewEdge is when the source first used an edge it never had.
-	FirstNewEdge time.Time `json:"first_new_edge"`
-	// Signals says which thresholds were crossed, e.g. "new_destinations=3".
-	Signals []string `json:"signals"`
-	// NewEdges lists the destinations and routes the source never used before.
-	NewEdges []Edge `json:"new_edges"`
-	// KnownDestinations are the destinations the source was learned calling.
-	KnownDestinations []string   `json:"known_destinations"`
-	Denied            int        `json:"denied_responses"`
-	Flagged           int        `json:"flagged_requests"`
-	Evidence          []Evidence `json:"evidence"`
-}
+// The values the detector hands on (lateral.Incident and what it carries),
+// named here where they are made.
+type (
+	Edge     = lateral.Edge
+	Evidence = lateral.Evidence
+	Incident = lateral.Incident
+)
 
 // Detector turns observations into incidents. It is not safe for concurrent
 // use; feed it in time order.

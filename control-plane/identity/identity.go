@@ -223,11 +223,11 @@ func (b Binding) trustDomain() string {
 func (b Binding) Validate() error {
 	var errs []error
 	if !validSegment(b.trustDomain()) {
-		errs = append(errs, fmt.Errorf("%w: trust domain %q", ErrBadIdentity, b.TrustDomain))
+		errs = append(errs, fmt.Errorf("%w: -trust-domain %q", ErrBadIdentity, b.TrustDomain))
 	}
 	for w, id := range b.Workloads {
 		if _, _, _, ok := ParseSPIFFE(id); !ok {
-			errs = append(errs, fmt.Errorf("%w: workload %s: %q", ErrBadIdentity, w, id))
+			errs = append(errs, fmt.Errorf("%w: -workload-identities: workload %s: %q", ErrBadIdentity, w, id))
 		}
 	}
 	return errors.Join(errs...)

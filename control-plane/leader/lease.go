@@ -61,7 +61,7 @@ func DefaultLeaseConfig(namespace, name, identity string) LeaseConfig {
 func (c LeaseConfig) Validate() error {
 	var errs []error
 	if c.Namespace == "" || c.Name == "" || c.Identity == "" {
-		errs = append(errs, errors.New("leader: lease namespace, name and identity are required"))
+		errs = append(errs, fmt.Errorf("leader: the Lease's namespace %q (-lease-namespace), name %q (-lease-name) and holder Identity %q are required", c.Namespace, c.Name, c.Identity))
 	}
 	if c.LeaseDuration < time.Second || c.LeaseDuration%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("leader: lease duration %v must be whole seconds, at least 1s", c.LeaseDuration))

@@ -101,7 +101,7 @@ func check(d decide.Decision) error {
 		errs = append(errs, fmt.Errorf("principal %q: trust domain, namespace and service account %q/%q/%q do not match it", d.Principal, d.TrustDomain, d.Namespace, d.ServiceAccount))
 	}
 	for _, t := range d.Deny {
-		errs = append(errs, t.Validate())
+		errs = append(errs, decide.ValidTarget(t))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("decision %s: %w", d.ID, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // MaxExamples is how many examples each reason lists.
@@ -126,7 +127,7 @@ func workloadOf(d *store.Denials, active []exception.Exception, now time.Time) W
 	for r := range d.Counts[store.KindSaved] {
 		names[r] = true
 	}
-	byReason := map[string][]*store.Record{}
+	byReason := map[string][]*record.Record{}
 	for i := range d.Records {
 		if r := &d.Records[i]; r.Deny != "" {
 			byReason[r.Deny] = append(byReason[r.Deny], r)
@@ -153,7 +154,7 @@ func workloadOf(d *store.Denials, active []exception.Exception, now time.Time) W
 	return w
 }
 
-func example(r *store.Record) Example {
+func example(r *record.Record) Example {
 	at := r.TS
 	if at.IsZero() {
 		at = r.Received
@@ -162,14 +163,14 @@ func example(r *store.Record) Example {
 		Reasons: r.Reasons, Score: r.Score, Enforced: r.Enforced}
 }
 
-func evidence(dst string, r *store.Record) enforcement.Evidence {
+func evidence(dst string, r *record.Record) enforcement.Evidence {
 	return enforcement.Evidence{Workload: dst, Caller: r.Request.Source, Method: r.Request.Method, Route: r.Route,
 		Param: r.DenyParam, Shape: r.DenyShape, HaveParam: r.DenyParam != ""}
 }
 
 // granted counts, per exception in force, the kept denied records it
 // would let through.
-func granted(kept []*store.Record, code models.ReasonCode, active []exception.Exception, now time.Time) []Cover {
+func granted(kept []*record.Record, code models.ReasonCode, active []exception.Exception, now time.Time) []Cover {
 	var out []Cover
 	for i := range active {
 		e := &active[i]
@@ -192,7 +193,7 @@ func granted(kept []*store.Record, code models.ReasonCode, active []exception.Ex
 // narrowest that covers them — a parameter on its route for a value
 // reason, the reason on its route otherwise, an edge for a structural one
 // — most covering first, at most three.
-func suggest(dst string, kept []*store.Record, code models.ReasonCode, now time.Time) []Cover {
+func suggest(dst string, kept []*record.Record, code models.ReasonCode, now time.Time) []Cover {
 	type key struct{ method, route, param, caller string }
 	groups := map[key]int{}
 	for _, r := range kept {

@@ -45,17 +45,24 @@ func DefaultConfig() Config {
 	return Config{Canary: true, MinRequests: 500, MaxRatio: 2, MaxIncrease: 0.005, Observe: 10 * time.Minute, Timeout: time.Hour, CheckEvery: 15 * time.Second}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("canary rollout")
+
+// Validate reports every problem with the configuration, naming the flags
+// of meshward serve that set the values (a field without one by its name).
 func (c Config) Validate() error {
 	var errs []error
 	if !(c.MinRequests >= 1) {
-		errs = append(errs, fmt.Errorf("rollout min_requests %v: at least 1", c.MinRequests))
+		errs = append(errs, fmt.Errorf("%w: -canary-min-requests %v: at least 1", ErrConfig, c.MinRequests))
 	}
 	if !(c.MaxRatio >= 1) || !(c.MaxIncrease >= 0 && c.MaxIncrease < 1) {
-		errs = append(errs, fmt.Errorf("rollout max_ratio %v must be ≥ 1 and max_increase %v in [0,1)", c.MaxRatio, c.MaxIncrease))
+		errs = append(errs, fmt.Errorf("%w: -canary-max-ratio %v must be ≥ 1 and -canary-max-increase %v in [0,1)", ErrConfig, c.MaxRatio, c.MaxIncrease))
 	}
-	if c.Observe < 0 || c.Timeout <= c.Observe || c.CheckEvery <= 0 {
-		errs = append(errs, fmt.Errorf("rollout observe %v ≥ 0, timeout %v > observe and check_every %v > 0 are required", c.Observe, c.Timeout, c.CheckEvery))
+	if c.Observe < 0 || c.Timeout <= c.Observe {
+		errs = append(errs, fmt.Errorf("%w: -canary-observe %v must not be negative and -canary-timeout %v must be longer", ErrConfig, c.Observe, c.Timeout))
+	}
+	if c.CheckEvery <= 0 {
+		errs = append(errs, fmt.Errorf("%w: CheckEvery %v must be positive", ErrConfig, c.CheckEvery))
 	}
 	return errors.Join(errs...)
 }

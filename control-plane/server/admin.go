@@ -17,6 +17,7 @@ import (
 	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
+	"github.com/meshward/meshward/models/record"
 )
 
 // statusRecorder remembers the status a handler wrote.
@@ -35,7 +36,7 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // collector counts records itself, by outcome and refusal reason).
 func (s *Server) countBatches(col *collector.Collector) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/records", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc(record.Path, func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: 200}
 		col.ServeHTTP(rec, r)
 		s.batches.WithLabelValues(strconv.Itoa(rec.code)).Inc()

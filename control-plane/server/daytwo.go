@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/auth"
 	"github.com/meshward/meshward/control-plane/exception"
+	"github.com/meshward/meshward/control-plane/internal/metric"
 	"github.com/meshward/meshward/control-plane/preview"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/trainer"
@@ -27,6 +28,7 @@ import (
 	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Day two: the exceptions operators grant (meshward allow), what each
@@ -71,21 +73,32 @@ type readyState struct {
 	by      map[string]trainer.Readiness
 }
 
+// Day two's metrics, listed by Metrics.
+var (
+	defExceptionChanges = metric.Def{Name: MetricExceptionChanges, Labels: []string{"action"},
+		Help: "Changes to the exceptions made through this replica, by action (added, revoked, expired, refused)."}
+	defPreviewDecisions = metric.Def{Name: MetricPreviewDecisions, Labels: []string{"kind", "reason"},
+		Help: "Flagged requests the filters' records say enforce denies (kind deny: denied, or would be in monitor) or exceptions let through (kind saved), by reason, as this replica's collector received them."}
+	defExceptions = metric.Def{Name: MetricExceptions, Labels: []string{"scope"}, Help: "Exceptions in force, by scope (workload, mesh)."}
+	defReadiness  = metric.Def{Name: MetricWorkloadReadiness, Labels: []string{"workload", "verdict"},
+		Help: "1 for each workload's readiness verdict (learning, ready for monitor, ready for enforce) as the last training round assessed the model in force."}
+)
+
+func dayTwoMetrics() []metric.Def {
+	return []metric.Def{defExceptionChanges, defPreviewDecisions, defExceptions, defReadiness}
+}
+
 func (s *Server) newDayTwo() []prometheus.Collector {
-	s.day.changes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricExceptionChanges,
-		Help: "Changes to the exceptions made through this replica, by action (added, revoked, expired, refused)."}, []string{"action"})
+	s.day.changes = defExceptionChanges.CounterVec()
 	for _, a := range []string{"added", "revoked", "expired", "refused"} {
 		s.day.changes.WithLabelValues(a)
 	}
-	s.day.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricPreviewDecisions,
-		Help: "Flagged requests the filters' records say enforce denies (kind deny: denied, or would be in monitor) or exceptions let through (kind saved), by reason, as this replica's collector received them."}, []string{"kind", "reason"})
-	return []prometheus.Collector{s.day.changes, s.day.decisions, dayTwoState{s,
-		prometheus.NewDesc(MetricExceptions, "Exceptions in force, by scope (workload, mesh).", []string{"scope"}, nil),
-		prometheus.NewDesc(MetricWorkloadReadiness, "1 for each workload's readiness verdict (learning, ready for monitor, ready for enforce) as the last training round assessed the model in force.", []string{"workload", "verdict"}, nil)}}
+	s.day.decisions = defPreviewDecisions.CounterVec()
+	return []prometheus.Collector{s.day.changes, s.day.decisions, dayTwoState{s, defExceptions.Desc(), defReadiness.Desc()}}
 }
 
 // countDecisions counts the decisions of a batch the store took.
-func (s *Server) countDecisions(recs []store.Record) {
+func (s *Server) countDecisions(recs []record.Record) {
 	for i := range recs {
 		switch r := &recs[i]; {
 		case r.Deny != "":

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -93,8 +92,8 @@ func decideWorkloads() []string {
 	return out
 }
 
-// record is one shipped record; ts is what the sender claims.
-func record(ts time.Time, src, dst string, status int) string {
+// recordLine is one shipped record; ts is what the sender claims.
+func recordLine(ts time.Time, src, dst string, status int) string {
 	return `{"ts_ns":` + itoa(ts.UnixNano()) + `,"route":"/items/{num}","score":0.9,"flagged":true,"request":{"Method":"GET","Path":"/items/7","Source":"` + src +
 		`","Destination":"` + dst + `","Status":` + itoa(int64(status)) + `}}` + "\n"
 }
@@ -106,7 +105,7 @@ func learnWeb(t *testing.T, s *Server) {
 	var b strings.Builder
 	now := time.Now()
 	for i := 0; i < 400; i++ {
-		b.WriteString(strings.Replace(record(now.Add(time.Duration(i-400)*time.Millisecond), webP, "cart.shop", 200), `"score":0.9,"flagged":true`, `"score":0.1`, 1))
+		b.WriteString(strings.Replace(recordLine(now.Add(time.Duration(i-400)*time.Millisecond), webP, "cart.shop", 200), `"score":0.9,"flagged":true`, `"score":0.1`, 1))
 	}
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
@@ -189,7 +188,7 @@ func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		p := "spiffe://cluster.local/ns/decoy" + strconv.Itoa(i) + "/sa/d"
 		for _, d := range []string{"a", "b"} {
-			b.WriteString(record(ahead, p, d+".decoy"+strconv.Itoa(i), 403))
+			b.WriteString(recordLine(ahead, p, d+".decoy"+strconv.Itoa(i), 403))
 		}
 	}
 	start := time.Now()
@@ -210,7 +209,7 @@ func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
 	// The real fan-out, its records dated ahead too.
 	b.Reset()
 	for _, d := range []string{"payments", "users", "admin"} {
-		b.WriteString(record(ahead, webP, d+".shop", 403))
+		b.WriteString(recordLine(ahead, webP, d+".shop", 403))
 	}
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping the fan-out: %d", code)
@@ -222,12 +221,12 @@ func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
 	b.Reset()
 	for i := 0; i < 8; i++ {
 		for _, d := range []string{"a", "b"} {
-			b.WriteString(record(time.Now(), "spiffe://cluster.local/ns/flood/sa/f"+strconv.Itoa(i), d+".flood", 403))
+			b.WriteString(recordLine(time.Now(), "spiffe://cluster.local/ns/flood/sa/f"+strconv.Itoa(i), d+".flood", 403))
 		}
 	}
 	api := "spiffe://cluster.local/ns/shop/sa/api"
 	for _, d := range []string{"orders", "stock"} {
-		b.WriteString(record(time.Now(), api, d+".shop", 403))
+		b.WriteString(recordLine(time.Now(), api, d+".shop", 403))
 	}
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
@@ -255,10 +254,10 @@ func TestFailoverKube(t *testing.T) {
 	api := "spiffe://cluster.local/ns/shop/sa/api"
 	var batch strings.Builder
 	for _, d := range []string{"payments", "users", "admin"} {
-		batch.WriteString(record(time.Now(), webP, d+".shop", 403))
+		batch.WriteString(recordLine(time.Now(), webP, d+".shop", 403))
 	}
 	for _, d := range []string{"orders", "stock"} {
-		batch.WriteString(record(time.Now(), api, d+".shop", 403))
+		batch.WriteString(recordLine(time.Now(), api, d+".shop", 403))
 	}
 	if code := ship(t, other, batch.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
@@ -283,7 +282,7 @@ func TestFailoverKube(t *testing.T) {
 			webID = q.ID
 		}
 	}
-	resp, err := http.Post(other.AdminURL+"/api/v1/quarantines/"+webID+"/release", "application/json", nil)
+	resp, err := adminPost(other.AdminURL + "/api/v1/quarantines/" + webID + "/release")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +355,7 @@ func TestPendingQuarantineIsListed(t *testing.T) {
 	leaderOf(t, s)
 	var b strings.Builder
 	for _, d := range []string{"payments", "users"} {
-		b.WriteString(record(time.Now(), webP, d+".shop", 403))
+		b.WriteString(recordLine(time.Now(), webP, d+".shop", 403))
 	}
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
@@ -370,7 +369,7 @@ func TestPendingQuarantineIsListed(t *testing.T) {
 		l = listed{}
 		return json.Unmarshal([]byte(body), &l) == nil && len(l.Quarantines) == 1 && strings.Contains(l.Quarantines[0].Pending, "refused")
 	})
-	if metric(t, s, MetricQuarantineWriteFailures) < 1 {
+	if scrape(t, s, MetricQuarantineWriteFailures) < 1 {
 		t.Error("the refused write is not counted")
 	}
 	poll(t, 20*time.Second, "the retry to land", func() bool {

@@ -12,8 +12,8 @@ import (
 	"github.com/meshward/meshward/internal/redistest"
 )
 
-// metric reads one counter from /metrics (0 when absent).
-func metric(t *testing.T, s *Server, name string) float64 {
+// scrape reads one counter from /metrics (0 when absent).
+func scrape(t *testing.T, s *Server, name string) float64 {
 	_, body := get(t, s.AdminURL+"/metrics")
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` ([0-9.e+]+)$`).FindStringSubmatch(body)
 	if m == nil {
@@ -52,8 +52,8 @@ func TestRedisStoppedMidRun(t *testing.T) {
 	}
 	// The rollout loop fails to read the store several times over, and
 	// xDS serves on: a node connecting now gets the last good model.
-	failed := metric(t, s, "meshward_xds_sync_failures_total")
-	eventually(t, "three failed syncs", func() bool { return metric(t, s, "meshward_xds_sync_failures_total") >= failed+3 })
+	failed := scrape(t, s, "meshward_xds_sync_failures_total")
+	eventually(t, "three failed syncs", func() bool { return scrape(t, s, "meshward_xds_sync_failures_total") >= failed+3 })
 	late := connect(t, s.ADSAddr, "cart-2")
 	eventually(t, "the last good model reaching a node that connected while Redis was down", func() bool { return last(late.seen()) == A.cart })
 	if code, _ := get(t, s.AdminURL+"/healthz"); code != 200 {

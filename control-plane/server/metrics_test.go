@@ -17,8 +17,7 @@ import (
 )
 
 // The state metrics are on /metrics with the store's and xDS's truth, the
-// model in force can be downloaded, and MetricNames lists what /metrics
-// serves.
+// model in force can be downloaded, and Metrics lists what /metrics serves.
 func TestStateMetricsAndModelDownload(t *testing.T) {
 	s := start(t, "")
 	_, m := get(t, s.AdminURL+"/metrics")
@@ -62,21 +61,42 @@ func TestStateMetricsAndModelDownload(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	names := s.MetricNames()
-	for _, line := range strings.Split(m, "\n") {
-		if strings.HasPrefix(line, "# TYPE ") {
-			name := strings.Fields(line)[2]
-			if !slices.Contains(names, name) {
-				t.Errorf("/metrics serves %s, which MetricNames does not list", name)
+	// Metrics is what /metrics serves: every family of meshward's there
+	// is listed, with the label names its series have, and the runtime's
+	// standard ones are served beside them.
+	labels := MetricLabels()
+	if len(labels) != len(Metrics()) {
+		t.Errorf("Metrics lists a name twice: %d names, %d metrics", len(labels), len(Metrics()))
+	}
+	families, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	for _, f := range families {
+		served[f.GetName()] = true
+		want, ok := labels[f.GetName()]
+		if !ok {
+			if strings.HasPrefix(f.GetName(), "meshward_") {
+				t.Errorf("/metrics serves %s, which Metrics does not list", f.GetName())
+			}
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var got []string
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetName())
+			}
+			if !slices.Equal(got, slices.Sorted(slices.Values(want))) { // a series' labels come sorted
+				t.Errorf("%s: a series with labels %v, Metrics says %v", f.GetName(), got, want)
 			}
 		}
 	}
-	for _, n := range []string{MetricRollbacks, MetricCanaryActive, MetricCollectorBatch, "go_goroutines", "process_cpu_seconds_total"} {
-		if !slices.Contains(names, n) {
-			t.Errorf("MetricNames lacks %s", n)
+	for _, n := range []string{MetricRollbacks, MetricCollectorBatch, MetricTrainerRounds, MetricModelInfo, MetricRedisUp, "go_goroutines", "process_cpu_seconds_total"} {
+		if !served[n] {
+			t.Errorf("/metrics does not serve %s", n)
 		}
 	}
-	labels := s.MetricLabels()
 	if !slices.Equal(labels[MetricTrainerRounds], []string{"outcome"}) || !slices.Equal(labels[MetricModelInfo], []string{"sha256"}) || len(labels[MetricRedisUp]) != 0 {
 		t.Errorf("labels: rounds %v, model info %v, redis up %v", labels[MetricTrainerRounds], labels[MetricModelInfo], labels[MetricRedisUp])
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/meshward/meshward/internal/devca"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // TestForgedRecordsChangeNothing is the poisoning probe of issue 13 as a
@@ -53,7 +54,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 	send := func(c *http.Client, body string) answer {
 		t.Helper()
 		req, _ := http.NewRequest("POST", s.CollectorURL+"/v1/records", strings.NewReader(body))
-		req.Header.Set(collector.IdempotencyKeyHeader, fmt.Sprintf("poison-test-%016d", batchKeys.Add(1)))
+		req.Header.Set(record.IdempotencyKeyHeader, fmt.Sprintf("poison-test-%016d", batchKeys.Add(1)))
 		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -64,7 +65,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&a.resp)
 		return a
 	}
-	record := func(ts time.Time, src, route string) string {
+	line := func(ts time.Time, src, route string) string {
 		return fmt.Sprintf(`{"ts_ns":%d,"route":%q,"score":0,"request":{"Method":"GET","Path":%q,"Source":"spiffe://cluster.local/ns/shop/sa/%s","Destination":"users.shop","Status":200}}`+"\n",
 			ts.UnixNano(), route, route, src)
 	}
@@ -76,7 +77,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		var b strings.Builder
 		for i := 0; i < 500; i++ {
 			n := batch*500 + i
-			b.WriteString(record(now.Add(time.Duration(n-2000)*time.Millisecond), sources[n%4], routes[(n/4)%4]))
+			b.WriteString(line(now.Add(time.Duration(n-2000)*time.Millisecond), sources[n%4], routes[(n/4)%4]))
 		}
 		if a := send(users, b.String()); a.code != 200 || a.resp.Accepted != 500 {
 			t.Fatalf("users.shop's own records: %d %+v", a.code, a.resp)
@@ -91,17 +92,17 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 	// The frontend's sidecar, holding a valid identity of its own, forges
 	// 10,000 frontend → users.shop records in ten batches.
 	frontend := sidecar("frontend")
-	refusedBefore := metric(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`)
+	refusedBefore := scrape(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`)
 	for batch := 0; batch < 10; batch++ {
 		var b strings.Builder
 		for i := 0; i < 1000; i++ {
-			b.WriteString(record(time.Now(), "frontend", "/users/{num}/export"))
+			b.WriteString(line(time.Now(), "frontend", "/users/{num}/export"))
 		}
 		if a := send(frontend, b.String()); a.code != 400 || a.resp.Accepted != 0 || a.resp.Rejected != 1000 {
 			t.Fatalf("forged batch %d: %d %+v", batch, a.code, a.resp)
 		}
 	}
-	if n := metric(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`) - refusedBefore; n != 10_000 {
+	if n := scrape(t, s, `meshward_collector_records_refused_total{reason="not_sender_workload"}`) - refusedBefore; n != 10_000 {
 		t.Errorf("refused records counted %v, want 10000", n)
 	}
 	after := trainSection(t, s, "users.shop")

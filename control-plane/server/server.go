@@ -139,7 +139,7 @@ type Server struct {
 	decisions *prometheus.CounterVec
 	syncFails prometheus.Counter
 	rollbacks prometheus.Counter
-	// collectors is everything registered on /metrics (MetricLabels).
+	// collectors is everything registered on /metrics.
 	collectors []prometheus.Collector
 	trainMu    sync.Mutex
 	syncMu     sync.Mutex
@@ -155,8 +155,8 @@ type Server struct {
 	termMu  sync.Mutex
 	rebuilt uint64
 	// day is the exceptions, readiness and preview's state (daytwo.go).
-	day     dayTwo
-	stop    context.CancelFunc
+	day  dayTwo
+	stop context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
@@ -200,7 +200,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("-max-exceptions %d: want 1 to %d (what one filter configuration carries)", cfg.MaxExceptions, pluginconfig.MaxExceptions)
 	}
 	if cfg.RBACOverXDS && (cfg.XDS.WasmURI == "" || cfg.Quarantine != nil) {
-		return nil, errors.New("rbac over xDS needs xDS on (a wasm URI) and no other quarantine sink")
+		return nil, errors.New("-xds-rbac needs xDS on (-wasm-uri) and no other quarantine sink (-policy-dir, an API server)")
 	}
 	cfg.XDS.RBAC = cfg.RBACOverXDS
 	if cfg.WasmFile != "" {
@@ -221,11 +221,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if s.collector, err = collector.New(cfg.Collector, tee{s}); err != nil {
 		return nil, err
 	}
-	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCollectorBatch, Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
-	s.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTrainerRounds, Help: "Training rounds, by outcome (published, rejected, failed)."}, []string{"outcome"})
-	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCanaryDecisions, Help: "Canary decisions, by outcome (promoted, rolled_back)."}, []string{"outcome"})
-	s.syncFails = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricXDSSyncFailures, Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."})
-	s.rollbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricRollbacks, Help: "Model rollbacks done by this replica (POST /api/v1/rollback)."})
+	s.batches, s.rounds, s.decisions = defCollectorBatch.CounterVec(), defTrainerRounds.CounterVec(), defCanaryDecisions.CounterVec()
+	s.syncFails, s.rollbacks = defXDSSyncFailures.Counter(), defRollbacks.Counter()
 	// Every outcome is exported from the start, at 0: increase() and the
 	// alerts on it see the first one (a series that appears at 1 has not
 	// increased).

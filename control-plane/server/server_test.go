@@ -18,8 +18,8 @@ import (
 
 	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/identity"
-	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/internal/redistest"
+	"github.com/meshward/meshward/models/record"
 )
 
 // adminToken is the admin API's static token in these tests.
@@ -99,7 +99,7 @@ func shipRaw(t *testing.T, s *Server, dst, body string) int {
 	t.Helper()
 	req, _ := http.NewRequest("POST", s.CollectorURL+"/v1/records", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+sidecarToken(dst))
-	req.Header.Set(collector.IdempotencyKeyHeader, fmt.Sprintf("server-test-%016d", batchKeys.Add(1)))
+	req.Header.Set(record.IdempotencyKeyHeader, fmt.Sprintf("server-test-%016d", batchKeys.Add(1)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func shipAnswer(t *testing.T, s *Server, body string) (int, string) {
 		if strings.TrimSpace(line) == "" {
 			continue
 		}
-		var r store.Record
+		var r record.Record
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("a test record: %v: %s", err, line)
 		}
@@ -134,7 +134,7 @@ func shipAnswer(t *testing.T, s *Server, body string) (int, string) {
 	for _, d := range order {
 		req, _ := http.NewRequest("POST", s.CollectorURL+"/v1/records", strings.NewReader(byDst[d].String()))
 		req.Header.Set("Authorization", "Bearer "+sidecarToken(d))
-		req.Header.Set(collector.IdempotencyKeyHeader, fmt.Sprintf("server-test-%016d", batchKeys.Add(1)))
+		req.Header.Set(record.IdempotencyKeyHeader, fmt.Sprintf("server-test-%016d", batchKeys.Add(1)))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -280,7 +280,7 @@ func TestServeCutsAStalledSender(t *testing.T) {
 	defer conn.Close()
 	// A bound on the test, not a wait: the answer comes at 300 ms.
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	fmt.Fprintf(conn, "POST /v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: stalled-batch-0000001\r\nContent-Length: 100000\r\n\r\n{", sidecarToken("cart.shop"), collector.IdempotencyKeyHeader)
+	fmt.Fprintf(conn, "POST /v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: stalled-batch-0000001\r\nContent-Length: 100000\r\n\r\n{", sidecarToken("cart.shop"), record.IdempotencyKeyHeader)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +289,7 @@ func TestServeCutsAStalledSender(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("a stalled sender: %d, want 408", resp.StatusCode)
 	}
-	if n := metric(t, s, `meshward_collector_batches_refused_total{reason="read_timeout"}`); n != 1 {
+	if n := scrape(t, s, `meshward_collector_batches_refused_total{reason="read_timeout"}`); n != 1 {
 		t.Errorf("read timeouts counted %v, want 1", n)
 	}
 }

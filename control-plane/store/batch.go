@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Batch is one batch of records, as one sender shipped it.
@@ -24,7 +25,7 @@ type Batch struct {
 	// sender cannot claim another's. Empty: no protection (tools, tests).
 	Key string
 	// Records are the batch's records, already validated.
-	Records []Record
+	Records []record.Record
 	// Observe also appends the records to the observation stream the
 	// leader's lateral-movement detection reads (PublishBatch), exactly
 	// once with the rest.

@@ -11,13 +11,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/internal/redistest"
+	"github.com/meshward/meshward/models/record"
 )
 
 // keyedBatch is a batch of one destination's records from a few sources,
 // scored by a model version (so every kind of write is in it).
 func keyedBatch(t0 time.Time, key string) Batch {
 	sha := strings.Repeat("cd", 32)
-	var recs []Record
+	var recs []record.Record
 	for i := 0; i < 40; i++ {
 		r := rec(t0, fmt.Sprintf("spiffe://cluster.local/ns/shop/sa/src-%d", i%4), "users.shop", fmt.Sprintf("/users/%d", i), 200, i%10 == 0)
 		r.ModelSHA256 = sha
@@ -149,7 +150,7 @@ func TestIngestBatchOfManyMembers(t *testing.T) {
 	s, _ := newStore(t, DefaultConfig())
 	ctx := context.Background()
 	t0 := time.Now().UTC()
-	var recs []Record
+	var recs []record.Record
 	for i := 0; i < 20_000; i++ {
 		recs = append(recs, rec(t0, "spiffe://cluster.local/ns/shop/sa/scanner", fmt.Sprintf("svc-%d.shop", i%3000), "/x", 200, false))
 	}

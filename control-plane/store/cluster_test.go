@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/internal/redistest"
+	"github.com/meshward/meshward/models/record"
 )
 
 // TestOnRedisCluster runs the store on a three-node Redis Cluster through
@@ -26,7 +27,7 @@ func TestOnRedisCluster(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Now()
 	sha := strings.Repeat("ab", 32)
-	var batch []Record
+	var batch []record.Record
 	for i := 0; i < 600; i++ {
 		r := rec(t0, fmt.Sprintf("src-%d", i%7), fmt.Sprintf("svc-%d.shop", i%12), fmt.Sprintf("/items/%d", i), 200, i%60 == 0)
 		r.ModelSHA256 = sha

@@ -13,7 +13,7 @@ import (
 // replica polls the version and, when it moved, reads the exceptions again
 // and serves them to the filters.
 
-func (s *Store) exceptionsKey() string       { return s.cfg.Prefix + ":{exceptions}:all" }
+func (s *Store) exceptionsKey() string        { return s.cfg.Prefix + ":{exceptions}:all" }
 func (s *Store) exceptionsVersionKey() string { return s.cfg.Prefix + ":{exceptions}:version" }
 
 // ErrExists refuses an exception whose id is taken.

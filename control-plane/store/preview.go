@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/meshward/meshward/models/record"
 )
 
 // What enforce denies, or would: the records the filters shipped with a
-// decision (Record.Deny, WouldDeny), kept for meshward preview. Per
+// decision (record.Record.Deny, WouldDeny), kept for meshward preview. Per
 // destination, counts per hour and decision ({dst}:deny:<hour>, fields
 // "deny|<reason>" and "saved|<reason>"), which are exact whatever the
 // traffic, and the newest records themselves ({dst}:denied, a stream capped
@@ -39,11 +41,11 @@ const (
 func (s *Store) denyDestinationsKey() string { return s.cfg.Prefix + ":deny:destinations" }
 
 // previewWrites adds a batch's decisions to the preview's keys.
-func (s *Store) previewWrites(wr *writes, recs []Record) {
+func (s *Store) previewWrites(wr *writes, recs []record.Record) {
 	ttl := int64(s.cfg.Retention / time.Second)
 	counts := map[string]map[string]int64{}
 	var countOrder []string
-	kept := map[string][]*Record{}
+	kept := map[string][]*record.Record{}
 	var keptOrder []string
 	for i := range recs {
 		r := &recs[i]
@@ -83,7 +85,7 @@ func (s *Store) previewWrites(wr *writes, recs []Record) {
 		}
 		enc, err := json.Marshal(rs)
 		if err != nil {
-			continue // a Record always encodes
+			continue // a record.Record always encodes
 		}
 		wr.add(false, "XADD", key, "MAXLEN", "~", max(1, MaxDenied/len(rs)), "*", "r", string(enc))
 		wr.add(true, "EXPIRE", key, ttl)
@@ -106,7 +108,7 @@ type Denials struct {
 	From time.Time
 	// Records are the newest records kept (at most about MaxDenied), oldest
 	// first, each with the time the store took it in (Received).
-	Records []Record
+	Records []record.Record
 }
 
 // DenyDestinations lists the destinations with decisions kept.
@@ -152,7 +154,7 @@ func (s *Store) Denials(ctx context.Context, dst string, since, until time.Time)
 	}
 	for _, m := range msgs {
 		raw, _ := m.Values["r"].(string)
-		var recs []Record
+		var recs []record.Record
 		if err := json.Unmarshal([]byte(raw), &recs); err != nil {
 			return nil, fmt.Errorf("denied entry %s of %s: %w", m.ID, dst, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // trained is a small real model of dests destinations; seeds give distinct
@@ -210,7 +211,7 @@ func TestCanaryVerdictsByRole(t *testing.T) {
 	if len(c.Watch) != 2 || c.Watch[r2.Sections["svc-1.shop"]] != RoleCanary || c.Watch[r1.Sections["svc-1.shop"]] != RoleStable {
 		t.Fatalf("watch %v", c.Watch)
 	}
-	var batch []Record
+	var batch []record.Record
 	add := func(dst, sha string, n int, flagged bool) {
 		for i := 0; i < n; i++ {
 			r := rec(t0, "a", dst, "/x", 200, flagged)

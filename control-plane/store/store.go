@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Config is everything the store takes. Defaults in DefaultConfig.
@@ -53,76 +54,26 @@ func DefaultConfig() Config {
 	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000, BatchTTL: 15 * time.Minute}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("store")
+
+// Validate reports every problem with the configuration (no flag sets
+// these: each is named by its field).
 func (c Config) Validate() error {
 	var errs []error
 	if c.Prefix == "" || strings.ContainsAny(c.Prefix, "{} ") {
-		errs = append(errs, fmt.Errorf("prefix: %q must be non-empty, without braces or spaces", c.Prefix))
+		errs = append(errs, fmt.Errorf("%w: Prefix %q must be non-empty, without braces or spaces", ErrConfig, c.Prefix))
 	}
 	if c.Window < time.Second || c.Retention < c.Window {
-		errs = append(errs, fmt.Errorf("window %v must be ≥ 1s and retention %v ≥ window", c.Window, c.Retention))
+		errs = append(errs, fmt.Errorf("%w: Window %v must be ≥ 1s and Retention %v ≥ Window", ErrConfig, c.Window, c.Retention))
 	}
 	if c.BatchTTL < time.Second {
-		errs = append(errs, fmt.Errorf("batch_ttl %v must be ≥ 1s", c.BatchTTL))
+		errs = append(errs, fmt.Errorf("%w: BatchTTL %v must be ≥ 1s", ErrConfig, c.BatchTTL))
 	}
 	if c.MaxSamples < 1 || c.MaxModels < 1 || c.MaxIncidents < 1 {
-		errs = append(errs, errors.New("max_samples, max_models and max_incidents must be positive"))
+		errs = append(errs, fmt.Errorf("%w: MaxSamples %d, MaxModels %d and MaxIncidents %d must be positive", ErrConfig, c.MaxSamples, c.MaxModels, c.MaxIncidents))
 	}
 	return errors.Join(errs...)
-}
-
-// Record is what the collector stores of one request: its edge, route,
-// what training needs (no raw body; query values hashed by the filter),
-// and its verdict.
-type Record struct {
-	TS time.Time `json:"ts"`
-	// TSUnixNano is TS as Unix nanoseconds, which the filter sends because
-	// it is cheap to write; Normalize moves it into TS.
-	TSUnixNano int64          `json:"ts_ns,omitempty"`
-	Request    models.Request `json:"request"`
-	Route      string         `json:"route"`
-	Score      float64        `json:"score"`
-	Flagged    bool           `json:"flagged"`
-	// ModelSHA256 is the version of the model that scored the request
-	// (empty in learn mode).
-	ModelSHA256 string `json:"model,omitempty"`
-	// SampleRate is the share of unflagged requests the filter ships (0 or
-	// absent: all), so an unflagged record stands for 1/SampleRate requests
-	// when flagged rates are estimated.
-	SampleRate float64 `json:"sample_rate,omitempty"`
-	// The policy's decision about a request flagged at the request phase
-	// (the filter's graduated enforcement and exceptions, package
-	// enforcement): its reasons; the reason enforce denies it for (Deny;
-	// Enforced when the filter did), or would have but for the exceptions
-	// (WouldDeny); the exceptions that set a reason aside; the parameter
-	// and value shape behind a value reason. The collector checks them;
-	// meshward preview counts them (preview.go).
-	Reasons   []string `json:"reasons,omitempty"`
-	Deny      string   `json:"deny,omitempty"`
-	Enforced  bool     `json:"enforced,omitempty"`
-	WouldDeny string   `json:"would_deny,omitempty"`
-	Excepted  []string `json:"excepted,omitempty"`
-	DenyParam string   `json:"deny_param,omitempty"`
-	DenyShape string   `json:"deny_shape,omitempty"`
-	// Received is when the control plane took the record in (ReadBatches
-	// sets it from the observation stream's entry id, which Redis assigns):
-	// the time decisions use, since TS is whatever the sender claims.
-	Received time.Time `json:"-"`
-}
-
-// Weight is how many requests a record stands for.
-func (r *Record) Weight() float64 {
-	if r.Flagged || r.SampleRate <= 0 || r.SampleRate >= 1 {
-		return 1
-	}
-	return 1 / r.SampleRate
-}
-
-// Normalize fills TS from TSUnixNano when only the latter is set.
-func (r *Record) Normalize() {
-	if r.TS.IsZero() && r.TSUnixNano > 0 {
-		r.TS = time.Unix(0, r.TSUnixNano).UTC()
-	}
 }
 
 // Store is the Redis-backed store. It is safe for concurrent use.
@@ -160,7 +111,7 @@ func (s *Store) tag(name string, parts ...string) string {
 
 // Ingest stores a batch of records without an idempotency key (see
 // IngestBatch).
-func (s *Store) Ingest(ctx context.Context, recs []Record) error {
+func (s *Store) Ingest(ctx context.Context, recs []record.Record) error {
 	_, err := s.IngestBatch(ctx, Batch{Records: recs})
 	return err
 }
@@ -365,7 +316,7 @@ func (s *Store) observationsKey() string { return s.cfg.Prefix + ":observations"
 // PublishBatch appends a batch of records to the observation stream: every
 // replica's collector does, and the leader reads the stream, so lateral
 // movement is detected over all the records whichever replica got them.
-func (s *Store) PublishBatch(ctx context.Context, recs []Record) error {
+func (s *Store) PublishBatch(ctx context.Context, recs []record.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -392,7 +343,7 @@ func streamTime(id string) time.Time {
 // to read after next. A batch
 // that does not decode is skipped (it is reported in the error, with the
 // records that did decode).
-func (s *Store) ReadBatches(ctx context.Context, after string, block time.Duration) ([]Record, string, error) {
+func (s *Store) ReadBatches(ctx context.Context, after string, block time.Duration) ([]record.Record, string, error) {
 	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.observationsKey(), after}, Block: block, Count: 100}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, after, nil
@@ -400,13 +351,13 @@ func (s *Store) ReadBatches(ctx context.Context, after string, block time.Durati
 	if err != nil {
 		return nil, after, err
 	}
-	var out []Record
+	var out []record.Record
 	var errs []error
 	for _, st := range res {
 		for _, m := range st.Messages {
 			after = m.ID
 			raw, _ := m.Values["b"].(string)
-			var recs []Record
+			var recs []record.Record
 			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
 				errs = append(errs, fmt.Errorf("observation batch %s: %w", m.ID, err))
 				continue

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 func newStore(t testing.TB, cfg Config) (*Store, *redistest.Server) {
@@ -25,8 +26,8 @@ func newStore(t testing.TB, cfg Config) (*Store, *redistest.Server) {
 	return s, srv
 }
 
-func rec(ts time.Time, src, dst, path string, status int, flagged bool) Record {
-	return Record{TS: ts, Route: models.Template(path), Flagged: flagged,
+func rec(ts time.Time, src, dst, path string, status int, flagged bool) record.Record {
+	return record.Record{TS: ts, Route: models.Template(path), Flagged: flagged,
 		Request: models.Request{Method: "GET", Path: path, Source: src, Destination: dst, Status: status}}
 }
 
@@ -36,7 +37,7 @@ func TestIngestAggregates(t *testing.T) {
 	s, _ := newStore(t, cfg)
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	var batch []Record
+	var batch []record.Record
 	for i := 0; i < 500; i++ {
 		batch = append(batch, rec(t0.Add(time.Duration(i)*10*time.Millisecond), "frontend", "cart.shop", fmt.Sprintf("/items/%d", i), 200, false))
 	}
@@ -106,7 +107,7 @@ func TestRedisGoneAndBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Stop()
-	if err := s.Ingest(ctx, []Record{rec(time.Now(), "a", "b", "/", 200, false)}); err == nil {
+	if err := s.Ingest(ctx, []record.Record{rec(time.Now(), "a", "b", "/", 200, false)}); err == nil {
 		t.Fatal("ingest into a stopped Redis reported success")
 	}
 }
@@ -127,7 +128,7 @@ func BenchmarkIngest(b *testing.B) {
 	s, srv := newStore(b, DefaultConfig())
 	ctx := context.Background()
 	t0 := time.Now()
-	batch := make([]Record, 1000)
+	batch := make([]record.Record, 1000)
 	for i := range batch {
 		batch[i] = rec(t0, fmt.Sprintf("src-%d", i%50), fmt.Sprintf("dst-%d.shop", i%20), fmt.Sprintf("/api/v1/items/%d", i), 200, i%100 == 0)
 		// As a monitoring filter ships them: the model's version, and the
@@ -174,13 +175,13 @@ func TestObservationStream(t *testing.T) {
 	s, srv := newStore(t, DefaultConfig())
 	ctx := context.Background()
 	t0 := time.Now().UTC()
-	if err := s.PublishBatch(ctx, []Record{rec(t0, "a", "b.shop", "/x", 200, false), rec(t0, "a", "c.shop", "/y", 403, true)}); err != nil {
+	if err := s.PublishBatch(ctx, []record.Record{rec(t0, "a", "b.shop", "/x", 200, false), rec(t0, "a", "c.shop", "/y", 403, true)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Client(t).XAdd(ctx, &redis.XAddArgs{Stream: s.observationsKey(), Values: map[string]any{"b": "not json"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PublishBatch(ctx, []Record{rec(t0, "d", "e.shop", "/z", 200, false)}); err != nil {
+	if err := s.PublishBatch(ctx, []record.Record{rec(t0, "d", "e.shop", "/z", 200, false)}); err != nil {
 		t.Fatal(err)
 	}
 	recs, next, err := s.ReadBatches(ctx, "0-0", -1) // -1: no BLOCK

@@ -83,17 +83,22 @@ func DefaultConfig() Config {
 		MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, MaxJunkSections: 200, Train: tc, Readiness: DefaultReadinessConfig()}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("trainer")
+
+// Validate reports every problem with the configuration, naming the flag
+// of meshward serve that sets a value, else the field.
 func (c Config) Validate() error {
 	var errs []error
 	if c.SamplesPerDestination < 10 || c.SamplesPerSource < 2 || c.MinSamples < 1 || c.MaxJunkSections < 0 {
-		errs = append(errs, errors.New("samples_per_destination (≥ 10), samples_per_source (≥ 2) and min_samples must be positive, max_junk_sections not negative"))
+		errs = append(errs, fmt.Errorf("%w: SamplesPerDestination %d (≥ 10), SamplesPerSource %d (≥ 2) and MinSamples %d must be positive, MaxJunkSections %d not negative",
+			ErrConfig, c.SamplesPerDestination, c.SamplesPerSource, c.MinSamples, c.MaxJunkSections))
 	}
 	if c.MaxSectionBytes < 1024 || c.MaxSectionBytes > models.MaxSectionBytes {
-		errs = append(errs, fmt.Errorf("-max-section-bytes %d: want 1 KiB to %d", c.MaxSectionBytes, models.MaxSectionBytes))
+		errs = append(errs, fmt.Errorf("%w: -max-section-bytes %d: want 1 KiB to %d", ErrConfig, c.MaxSectionBytes, models.MaxSectionBytes))
 	}
 	if !(c.RecentShare > 0 && c.RecentShare < 0.5) || !(c.MaxFlaggedRate > 0 && c.MaxFlaggedRate < 1) {
-		errs = append(errs, fmt.Errorf("recent_share %v must be in (0,0.5) and max_flagged_rate %v in (0,1)", c.RecentShare, c.MaxFlaggedRate))
+		errs = append(errs, fmt.Errorf("%w: RecentShare %v must be in (0,0.5) and MaxFlaggedRate %v in (0,1)", ErrConfig, c.RecentShare, c.MaxFlaggedRate))
 	}
 	errs = append(errs, c.Readiness.Validate())
 	return errors.Join(errs...)

@@ -11,10 +11,11 @@ import (
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 	"github.com/meshward/meshward/replay/gen"
 )
 
-func setup(t *testing.T) (*store.Store, *gen.Generator, []store.Record) {
+func setup(t *testing.T) (*store.Store, *gen.Generator, []record.Record) {
 	srv := redistest.Start(t)
 	st, err := store.New(srv.Client(t), store.DefaultConfig())
 	if err != nil {
@@ -23,10 +24,10 @@ func setup(t *testing.T) (*store.Store, *gen.Generator, []store.Record) {
 	cfg := gen.DefaultConfig()
 	cfg.Requests = 8000
 	g, _ := gen.New(cfg)
-	var recs []store.Record
+	var recs []record.Record
 	for _, r := range g.Generate() {
 		if !r.IsAttack() {
-			recs = append(recs, store.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request})
+			recs = append(recs, record.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request})
 		}
 	}
 	return st, g, recs
@@ -84,9 +85,9 @@ func TestPoisonIsNotLearned(t *testing.T) {
 		t.Fatalf("%+v %v", rep, err)
 	}
 	intruder := models.Request{Method: "GET", Path: "/api/v1/secrets", Source: g.Principal("intruder"), Destination: g.Workload("users"), Status: 200}
-	var poison []store.Record
+	var poison []record.Record
 	for i := 0; i < 300; i++ {
-		poison = append(poison, store.Record{TS: time.Now(), Route: "/api/v1/secrets", Request: intruder})
+		poison = append(poison, record.Record{TS: time.Now(), Route: "/api/v1/secrets", Request: intruder})
 	}
 	if err := st.Ingest(ctx, poison); err != nil {
 		t.Fatal(err)
@@ -172,7 +173,7 @@ func TestSectionOverBudgetIsRefusedByName(t *testing.T) {
 	}
 	before, _ := st.Release(ctx, first.SHA256)
 	// More of the same traffic, so that the next round's sections differ.
-	more := append([]store.Record(nil), recs[:2000]...)
+	more := append([]record.Record(nil), recs[:2000]...)
 	if err := st.Ingest(ctx, more); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +224,7 @@ func TestRoundWithNothingToPublish(t *testing.T) {
 }
 
 // ingestBatches stores records as collectors would: in batches.
-func ingestBatches(t *testing.T, st *store.Store, recs []store.Record) {
+func ingestBatches(t *testing.T, st *store.Store, recs []record.Record) {
 	t.Helper()
 	for i := 0; i < len(recs); i += 500 {
 		if err := st.Ingest(context.Background(), recs[i:min(i+500, len(recs))]); err != nil {
@@ -259,12 +260,12 @@ func TestPoisoningLeavesTheSectionsUnchanged(t *testing.T) {
 	cfg := gen.DefaultConfig()
 	cfg.Requests = 8000
 	g, _ := gen.New(cfg)
-	var first, second []store.Record
+	var first, second []record.Record
 	for i, r := range g.Generate() {
 		if r.IsAttack() {
 			continue
 		}
-		rec := store.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request}
+		rec := record.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request}
 		if i%2 == 0 {
 			first = append(first, rec)
 		} else {
@@ -272,9 +273,9 @@ func TestPoisoningLeavesTheSectionsUnchanged(t *testing.T) {
 		}
 	}
 	intruder := g.Principal("intruder")
-	var poison []store.Record
+	var poison []record.Record
 	for i := 0; i < 10_000; i++ {
-		poison = append(poison, store.Record{TS: time.Now(), Route: "/api/v1/users/{num}/export", Request: models.Request{Method: "GET",
+		poison = append(poison, record.Record{TS: time.Now(), Route: "/api/v1/users/{num}/export", Request: models.Request{Method: "GET",
 			Path: fmt.Sprintf("/api/v1/users/%d/export", i), Query: "format=csv&all=true", Source: intruder, Destination: g.Workload("users"), Status: 200}})
 	}
 	ctx := context.Background()
@@ -323,10 +324,10 @@ func TestJunkDoesNotBlockPublishing(t *testing.T) {
 		t.Fatalf("round without junk: %+v %v", rep, err)
 	}
 	clean := sections(t, st)
-	var junk []store.Record
+	var junk []record.Record
 	for d := 0; d < 801; d++ {
 		for i := 0; i < 40; i++ {
-			junk = append(junk, store.Record{TS: time.Now(), Route: fmt.Sprintf("/j%d/{num}", i%8), Request: models.Request{Method: "GET",
+			junk = append(junk, record.Record{TS: time.Now(), Route: fmt.Sprintf("/j%d/{num}", i%8), Request: models.Request{Method: "GET",
 				Path: fmt.Sprintf("/j%d/%d", i%8, i), Query: fmt.Sprintf("k%d=v", i%5), Source: fmt.Sprintf("spiffe://cluster.local/ns/junk/sa/s%d", d),
 				Destination: fmt.Sprintf("junk%d.junk", d), Status: 200}})
 		}

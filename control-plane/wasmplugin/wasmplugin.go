@@ -693,7 +693,7 @@ func ownsOnly(wp *unstructured.Unstructured, want map[string]any) bool {
 				PluginConfig map[string]json.RawMessage `json:"f:pluginConfig"`
 			} `json:"f:spec"`
 		}
-		if err := json.Unmarshal(mf.FieldsV1.Raw, &tree); err != nil {
+		if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &tree); err != nil {
 			return false
 		}
 		for k := range tree.Spec.PluginConfig {

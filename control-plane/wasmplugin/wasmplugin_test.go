@@ -436,7 +436,7 @@ func TestAttachedTemplate(t *testing.T) {
 	for _, mf := range wp.ManagedFields {
 		if mf.Manager == wasmplugin.FieldManager {
 			var tree map[string]map[string]map[string]any
-			_ = json.Unmarshal(mf.FieldsV1.Raw, &tree)
+			_ = json.Unmarshal(mf.FieldsV1.GetRawBytes(), &tree)
 			for k := range tree["f:spec"]["f:pluginConfig"] {
 				owned = append(owned, k)
 			}

@@ -106,23 +106,27 @@ var ErrTooManyGroups = errors.New("xds: too many node groups with Envoys connect
 // LearnFirst serves before any model exists.
 const LearnVersion = "learn"
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("xds")
+
+// Validate reports every problem with the configuration, naming the flags
+// of meshward serve that set the values.
 func (c Config) Validate() error {
 	var errs []error
 	if c.WasmURI == "" {
-		errs = append(errs, errors.New("wasm_uri: required (a local path, or a URL with wasm_sha256)"))
+		errs = append(errs, fmt.Errorf("%w: -wasm-uri is required (a local path, or a URL with -wasm-sha256)", ErrConfig))
 	}
 	if !(c.CanaryShare >= 0 && c.CanaryShare < 1) {
-		errs = append(errs, fmt.Errorf("canary_share %v is not in [0,1)", c.CanaryShare))
+		errs = append(errs, fmt.Errorf("%w: -canary-share %v is not in [0,1)", ErrConfig, c.CanaryShare))
 	}
 	if c.GroupTTL < 0 || c.MaxGroups < 0 {
-		errs = append(errs, fmt.Errorf("group_ttl %v and max_groups %d must not be negative", c.GroupTTL, c.MaxGroups))
+		errs = append(errs, fmt.Errorf("%w: -xds-group-ttl %v and -xds-max-groups %d must not be negative", ErrConfig, c.GroupTTL, c.MaxGroups))
 	}
 	if c.Base.CollectorToken != "" {
-		errs = append(errs, errors.New("the plugin configuration carries a collector token: xDS serves no credential"))
+		errs = append(errs, fmt.Errorf("%w: the plugin configuration carries a collector token: xDS serves no credential", ErrConfig))
 	}
 	if err := c.validateAuth(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	return errors.Join(errs...)
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models/record"
 )
 
 // enforceConfig is an enforce configuration with the given deny_reasons
@@ -237,7 +237,7 @@ func TestBadPolicyIsRefused(t *testing.T) {
 }
 
 // shippedRecord ticks, and returns the last record the filter shipped.
-func shippedRecord(t *testing.T, host proxytest.HostEmulator) store.Record {
+func shippedRecord(t *testing.T, host proxytest.HostEmulator) record.Record {
 	t.Helper()
 	host.Tick()
 	calls := host.GetCalloutAttributesFromContext(1)
@@ -245,7 +245,7 @@ func shippedRecord(t *testing.T, host proxytest.HostEmulator) store.Record {
 		t.Fatal("nothing shipped")
 	}
 	lines := strings.Split(strings.TrimSpace(string(calls[len(calls)-1].Body)), "\n")
-	var rec store.Record
+	var rec record.Record
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil {
 		t.Fatalf("record %q: %v", lines[len(lines)-1], err)
 	}

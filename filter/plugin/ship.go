@@ -1,17 +1,15 @@
 package plugin
 
 import (
-	"encoding/base64"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Shipping records to the collector. Each stream's record is encoded when
@@ -36,15 +34,16 @@ const (
 	MetricDropped = "meshward_records_dropped_total"
 )
 
-// collectorPath is the collector's batch endpoint.
-const collectorPath = "/v1/records"
+// keyHeader is the batch key's header as proxy-wasm hands headers over:
+// lower-case (HTTP/2).
+var keyHeader = strings.ToLower(record.IdempotencyKeyHeader)
 
 // shipper is the per-plugin record buffer.
 type shipper struct {
 	// version is what each record says it was scored with: the model's
 	// sha256, and the share of unflagged requests shipped, encoded once per
 	// configuration (the canary decision counts flagged rates per version).
-	version  recordVersion
+	version  record.Version
 	buf      [][]byte
 	inFlight int // records in the batch being sent; 0 when none
 	// retryN and key are the batch pushed back last: it is sent again as
@@ -106,24 +105,13 @@ func newEdge(s *pluginconfig.Settings, r *models.Request) bool {
 	return s.Section == nil || s.Section.Name != s.Workload || !s.Section.KnowsSource(r.Source)
 }
 
-// recordVersion is the pre-encoded part of a record that says what it was
-// scored with.
-type recordVersion struct {
-	// model is `,"model":"<sha256>"` (empty without a model); rate is
-	// `,"sample_rate":<share>` (empty when every request is shipped).
-	model, rate []byte
-}
-
 // newRecordVersion encodes a configuration's version fields once.
-func newRecordVersion(s *pluginconfig.Settings) recordVersion {
-	var v recordVersion
+func newRecordVersion(s *pluginconfig.Settings) record.Version {
+	sha := ""
 	if s.Model != nil {
-		v.model = append([]byte(`,"model":`), appendJSONString(nil, s.Model.SHA256())...)
+		sha = s.Model.SHA256()
 	}
-	if s.SampleRate < 1 {
-		v.rate = strconv.AppendFloat([]byte(`,"sample_rate":`), s.SampleRate, 'g', -1, 64)
-	}
-	return v
+	return record.NewVersion(sha, s.SampleRate)
 }
 
 // sendBatch dispatches the next batch, if any and none is in flight.
@@ -152,8 +140,8 @@ func (p *pluginContext) sendBatch() {
 		body = append(body, '\n')
 	}
 	headers := [][2]string{
-		{":method", "POST"}, {":path", collectorPath}, {":authority", "meshward-collector"},
-		{"content-type", "application/x-ndjson"}, {"idempotency-key", p.ship.key},
+		{":method", "POST"}, {":path", record.Path}, {":authority", "meshward-collector"},
+		{"content-type", record.ContentType}, {keyHeader, p.ship.key},
 	}
 	// No credential: the collector knows the sidecar by its mTLS identity
 	// (the collector cluster's client certificate, or Istio's mTLS).
@@ -211,84 +199,46 @@ func batchKey() string {
 	return string(b[:])
 }
 
-// encodeRecord writes one record as the collector's JSON line (store.Record).
-// A sampled record stands for 1/sample_rate requests; a whole one (flagged,
-// or on a new edge: all of those are shipped) for itself. scratch is
-// reusable working memory for shapes; the record itself is the only
-// allocation.
-func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *recordVersion, scratch *[]byte) []byte {
-	// Cheap encodings: time and floats are formatted without the time and
-	// strconv float code, which is slow compiled to WebAssembly; the route
-	// and the shapes are built in place rather than as strings.
+// encodeRecord writes one record as the collector's JSON line
+// (record.Record). A sampled record stands for 1/sample_rate requests; a
+// whole one (flagged, or on a new edge: all of those are shipped) for
+// itself. scratch is reusable working memory for shapes; the record itself
+// is the only allocation.
+func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *record.Version, scratch *[]byte) []byte {
+	// The route and the shapes are built in place rather than as strings.
 	var tbuf [models.MaxRouteBytes + 8]byte
 	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
 	b := make([]byte, 0, recordSize(r, route, v))
-	b = append(b, `{"ts_ns":`...)
-	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
-	b = append(b, `,"route":`...)
-	b = appendJSONString(b, route)
-	b = append(b, `,"score":`...)
-	b = appendFixed4(b, score)
-	b = append(b, `,"flagged":`...)
-	b = strconv.AppendBool(b, flagged)
-	if v != nil {
-		b = append(b, v.model...)
-		if !whole {
-			b = append(b, v.rate...)
-		}
-	}
-	b = append(b, `,"request":{"Method":`...)
-	b = appendJSONString(b, r.Method)
-	b = append(b, `,"Path":`...)
-	b = appendJSONString(b, route)
-	b = append(b, `,"Query":`...)
+	b = record.AppendHead(b, time.Now().UnixNano(), route, score, flagged, v, !whole)
 	sc := (*scratch)[:0]
 	if r.Query != "" {
 		sc = models.AppendShapeQuery(sc, r.Query)
 	}
-	b = appendJSONString(b, bytesString(sc))
-	b = append(b, `,"Source":`...)
-	b = appendJSONString(b, r.Source)
-	b = append(b, `,"Destination":`...)
-	b = appendJSONString(b, r.Destination)
-	b = append(b, `,"Status":`...)
-	b = strconv.AppendInt(b, int64(r.Status), 10)
-	b = append(b, `,"RequestBytes":`...)
-	b = strconv.AppendInt(b, max(r.RequestBytes, int64(len(r.Body))), 10)
-	b = append(b, `,"ResponseBytes":`...)
-	b = strconv.AppendInt(b, r.ResponseBytes, 10)
+	var body []byte
 	if len(r.Body) > 0 {
-		// The body travels as its shape, as query values do (base64: a
-		// []byte in JSON).
-		b = append(b, `,"Body":"`...)
-		b = base64.StdEncoding.AppendEncode(b, shapeBody(r))
-		b = append(b, '"')
+		// The body travels as its shape, as query values do.
+		body = shapeBody(r)
 	}
-	b = append(b, `,"Headers":[`...)
+	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
+		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body)
 	n := 0
 	for _, h := range r.Headers {
 		if models.SkipHeader(h.Name) || n == maxShippedHeaders {
 			continue
 		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		n++
-		b = append(b, `{"Name":`...)
-		b = appendJSONString(b, h.Name)
-		b = append(b, `,"Value":`...)
-		if h.Name == "content-type" && len(h.Value) <= maxContentType {
+		value := h.Value
+		if h.Name != "content-type" || len(h.Value) > maxContentType {
 			// A media type names a format, not data, and the trainer
-			// needs it to read the body as the filter will.
-			b = appendJSONString(b, h.Value)
-		} else {
+			// needs it to read the body as the filter will; any other
+			// value travels as its shape.
 			sc = models.AppendShapeValue(sc[:0], h.Value)
-			b = appendJSONString(b, bytesString(sc))
+			value = bytesString(sc)
 		}
-		b = append(b, '}')
+		b = record.AppendHeader(b, n == 0, h.Name, value)
+		n++
 	}
 	*scratch = sc
-	return append(b, "]}}"...)
+	return record.AppendEnd(b)
 }
 
 // recordSize is about the length of a request's record, so that
@@ -297,10 +247,10 @@ func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *reco
 // counts the fixed text generously and every variable part at its likely
 // size (query shapes may be percent-encoded, a body's shape is base64);
 // escaped bytes beyond that only cost a growth, as before.
-func recordSize(r *models.Request, route string, v *recordVersion) int {
+func recordSize(r *models.Request, route string, v *record.Version) int {
 	n := 320 + 2*len(route) + len(r.Method) + 3*len(r.Query) + len(r.Source) + len(r.Destination)
 	if v != nil {
-		n += len(v.model) + len(v.rate)
+		n += v.Len()
 	}
 	if len(r.Body) > 0 {
 		n += (min(len(r.Body), models.MaxBodyPrefix)*3)/2 + 16
@@ -330,57 +280,3 @@ const maxContentType = 128
 
 // maxShippedHeaders bounds the headers a record carries.
 const maxShippedHeaders = 16
-
-// appendJSONString writes s as a JSON string. Control bytes are escaped,
-// valid UTF-8 is kept, and a byte that is not valid UTF-8 becomes the code
-// point of the same number (so a hostile request cannot make the line
-// invalid JSON, and a shape's high-class bytes stay high-class).
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		// Runs of plain ASCII are copied at once.
-		j := i
-		for j < len(s) && s[j] >= 0x20 && s[j] < 0x7f && s[j] != '"' && s[j] != '\\' {
-			j++
-		}
-		b = append(b, s[i:j]...)
-		if i = j; i == len(s) {
-			break
-		}
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-			i++
-		case c < 0x20 || c == 0x7f:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-			i++
-		case c < 0x80:
-			b = append(b, c)
-			i++
-		default:
-			r, n := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && n <= 1 {
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-				i++
-				continue
-			}
-			b = append(b, s[i:i+n]...)
-			i += n
-		}
-	}
-	return append(b, '"')
-}
-
-// appendFixed4 writes x in [0,1] with four decimals.
-func appendFixed4(b []byte, x float64) []byte {
-	n := int64(x*10000 + 0.5)
-	if n >= 10000 {
-		return append(b, "1.0000"...)
-	}
-	if n < 0 {
-		n = 0
-	}
-	return append(b, '0', '.', byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
-}

@@ -8,9 +8,9 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
@@ -150,7 +150,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
 	line := encodeRecord(r, 0.98765, true, true, nil, new([]byte))
-	var rec store.Record
+	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
 	}
@@ -170,7 +170,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 // a form body), so encodeRecord never grows it: the line keeps the capacity
 // it was made with.
 func TestRecordIsAllocatedOnce(t *testing.T) {
-	v := recordVersion{model: []byte(`,"model":"` + strings.Repeat("7", 64) + `"`), rate: []byte(`,"sample_rate":0.05`)}
+	v := record.NewVersion(strings.Repeat("7", 64), 0.05)
 	r := &models.Request{Method: "GET", Path: "/reviews/12345", Query: "lang=en", Source: frontend, Destination: workload}
 	for i := 2; i < len(benchHeaders); i++ {
 		r.Headers = append(r.Headers, models.Header{Name: benchHeaders[i][0], Value: benchHeaders[i][1]})
@@ -197,7 +197,7 @@ func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}
-	var rec store.Record
+	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(string(calls[0].Body)), "\n")
 		unflagged := 0
 		for _, l := range lines {
-			var rec store.Record
+			var rec record.Record
 			if err := json.Unmarshal([]byte(l), &rec); err != nil {
 				t.Fatal(err)
 			}
@@ -289,7 +289,7 @@ func TestLearnModeShipsTheBodyShape(t *testing.T) {
 		if len(calls) != 1 {
 			t.Fatalf("%d calls", len(calls))
 		}
-		var rec store.Record
+		var rec record.Record
 		if err := json.Unmarshal(calls[0].Body[:len(calls[0].Body)-1], &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -332,7 +332,7 @@ func TestNewEdgesAreShippedWhole(t *testing.T) {
 				lines := 0
 				for _, call := range host.GetCalloutAttributesFromContext(1) {
 					for _, l := range strings.Split(strings.TrimSpace(string(call.Body)), "\n") {
-						var rec store.Record
+						var rec record.Record
 						if err := json.Unmarshal([]byte(l), &rec); err != nil {
 							t.Fatalf("record %q: %v", l, err)
 						}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Mode is what the filter does with a verdict.
@@ -38,9 +39,6 @@ const (
 	DefaultSampleRate  = 0.05
 	DefaultMaxBuffer   = 2000
 	DefaultBatchSize   = 500
-	// MinSampleRate is the smallest share of unflagged requests shipped
-	// (besides 0, none).
-	MinSampleRate = 0.001
 	// MaxConfigBytes bounds the whole document (the model section
 	// dominates it: base64 of up to models.MaxSectionBytes).
 	MaxConfigBytes = 2 * models.MaxSectionBytes
@@ -222,10 +220,10 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	if c.CollectorToken != "" {
 		errs = append(errs, fmt.Errorf("%w: collector_token is no longer accepted: credentials never go in a plugin configuration (the collector authenticates the sidecar by its mTLS identity)", ErrCollectorCluster))
 	}
-	// The collector refuses a record standing for more than 1/MinSampleRate
-	// requests.
-	if !(s.SampleRate == 0 || s.SampleRate >= MinSampleRate && s.SampleRate <= 1) {
-		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not 0 or in [%v,1]", ErrShipping, s.SampleRate, MinSampleRate))
+	// Besides 0 (none), at least the wire's minimum: the collector refuses
+	// a record standing for more than 1/record.MinSampleRate requests.
+	if !(s.SampleRate == 0 || s.SampleRate >= record.MinSampleRate && s.SampleRate <= 1) {
+		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not 0 or in [%v,1]", ErrShipping, s.SampleRate, record.MinSampleRate))
 	}
 	if s.MaxBuffer < 1 || s.MaxBuffer > 100_000 || s.BatchSize < 1 || s.BatchSize > s.MaxBuffer {
 		errs = append(errs, fmt.Errorf("%w: max_buffer %d must be in [1,100000] and batch_size %d in [1,max_buffer]", ErrShipping, s.MaxBuffer, s.BatchSize))

@@ -28,7 +28,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -269,11 +268,11 @@ func CRDPaths() ([]string, error) {
 	return paths, nil
 }
 
-// goCmd runs the go command (the one on PATH, else this toolchain's).
+// goCmd runs the go command on PATH.
 func goCmd(args ...string) (string, error) {
 	bin, err := exec.LookPath("go")
 	if err != nil {
-		bin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("the go command is not on PATH: %w", err)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(bin, args...)

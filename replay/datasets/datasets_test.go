@@ -179,7 +179,9 @@ func TestCRSRegression(t *testing.T) {
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte(strings.Join(lines, "\n") + "\n"))
+	if _, err := zw.Write([]byte(strings.Join(lines, "\n") + "\n")); err != nil {
+		t.Fatal(err)
+	}
 	zw.Close()
 	writeFile(t, dir, crsFile, gz.Bytes())
 

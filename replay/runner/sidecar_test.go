@@ -14,9 +14,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/internal/devca"
+	"github.com/meshward/meshward/models/record"
 	"github.com/meshward/meshward/replay/source"
 )
 
@@ -39,7 +39,7 @@ func TestSidecarsForwardToTheCollector(t *testing.T) {
 	var (
 		mu      sync.Mutex
 		refused int
-		recs    []store.Record
+		recs    []record.Record
 		keys    []string
 	)
 	col := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -61,7 +61,7 @@ func TestSidecarsForwardToTheCollector(t *testing.T) {
 		sc := bufio.NewScanner(bytes.NewReader(body))
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			var rec store.Record
+			var rec record.Record
 			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
 				t.Errorf("record %s: %v", sc.Bytes(), err)
 			}

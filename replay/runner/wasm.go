@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -90,7 +91,7 @@ func (w *Wasm) Close() error {
 		v.Close()
 	}
 	w.vms = nil
-	return w.cache.Close(nil)
+	return w.cache.Close(context.Background())
 }
 
 // propSAN is the property the filter reads the caller's identity from.

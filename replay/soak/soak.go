@@ -11,6 +11,7 @@ package soak
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,7 +117,7 @@ func Run(wasm []byte, c Config) (*Report, error) {
 		return nil, err
 	}
 	cache := wazero.NewCompilationCache()
-	defer cache.Close(nil)
+	defer cache.Close(context.Background())
 	reps := make([]*Report, c.VMs)
 	errs := make([]error, c.VMs)
 	var wg sync.WaitGroup

@@ -3,6 +3,7 @@ package soak
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -293,7 +294,7 @@ func TestWorkersAgree(t *testing.T) {
 	for _, p := range wazerohost.Profiles {
 		t.Run(string(p), func(t *testing.T) {
 			cache := wazero.NewCompilationCache()
-			defer cache.Close(nil)
+			defer cache.Close(context.Background())
 			start := func() (*wazerohost.Standalone, uint32) {
 				vm, err := wazerohost.NewStandalone(wasm, cache, map[string][]byte{}, p)
 				if err != nil {

@@ -2,7 +2,6 @@ package source
 
 import (
 	"bytes"
-	"compress/gzip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,11 +65,7 @@ func readAllHAR(t testing.TB, in []byte) ([]*Record, []Problem, error) {
 }
 
 func TestReadHAR(t *testing.T) {
-	var zb bytes.Buffer
-	zw := gzip.NewWriter(&zb)
-	zw.Write([]byte(harFixture))
-	zw.Close()
-	for _, in := range map[string][]byte{"plain": []byte(harFixture), "gzip": zb.Bytes()} {
+	for _, in := range map[string][]byte{"plain": []byte(harFixture), "gzip": gz([]byte(harFixture))} {
 		recs, bad, err := readAllHAR(t, in)
 		if err != nil {
 			t.Fatal(err)
@@ -118,7 +113,11 @@ func TestReadHAR(t *testing.T) {
 
 func TestReadHARBroken(t *testing.T) {
 	// Truncated in the middle of the third entry: the first two are read.
-	in := harFixture[:strings.Index(harFixture, `"method": "POST", "url": "http://api.internal/login"`)]
+	cut := strings.Index(harFixture, `"method": "POST", "url": "http://api.internal/login"`)
+	if cut < 0 {
+		t.Fatal("the fixture lost its third entry")
+	}
+	in := harFixture[:cut]
 	recs, bad, err := readAllHAR(t, []byte(in))
 	if err == nil || !strings.Contains(err.Error(), "f.har:entry 3") {
 		t.Errorf("err %v, want one at entry 3", err)
@@ -141,7 +140,7 @@ func FuzzReadHAR(f *testing.F) {
 	f.Add([]byte(`{"log":{"entries":[{"request":{"method":"GET","url":"http://a/b?c"}}]}}`))
 	f.Add([]byte(`{"log":{"entries":[1,"x",null,{"request":null}]}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		ReadHAR(bytes.NewReader(in), "f", Overrides{}, func(r *Record) error {
+		_ = ReadHAR(bytes.NewReader(in), "f", Overrides{}, func(r *Record) error {
 			if r.Request.Method == "" || !strings.HasPrefix(r.Request.Path, "/") || len(r.Request.Body) > 4096 {
 				t.Fatalf("bad record %+v", r)
 			}

@@ -188,7 +188,7 @@ func csvSpan(rec []string, need, cTrace, cSpan, cParent, cOp, cStart, cEnd, cDur
 	} else if cDur >= 0 {
 		us, err := strconv.ParseFloat(rec[cDur], 64)
 		if err != nil || us < 0 {
-			return sp, fmt.Errorf("Duration %q is not a number of microseconds", rec[cDur])
+			return sp, fmt.Errorf("column Duration: %q is not a number of microseconds", rec[cDur])
 		}
 		sp.dur = int64(us * 1e3)
 	}

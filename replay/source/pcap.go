@@ -272,7 +272,6 @@ type pcapReader struct {
 	defrag4 *ip4defrag.IPv4Defragmenter
 	defrag6 *ip6Defrag
 	now     time.Time // latest packet time
-	sweepAt time.Time
 
 	pending recordHeap
 	seq     uint64 // ties in pending

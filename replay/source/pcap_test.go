@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source/internal/http1"
 )
@@ -179,11 +180,10 @@ func (b *capBuilder) pcapng() []byte {
 
 // conversation is a client and server with their sequence numbers.
 type conversation struct {
-	b                  *capBuilder
-	cip, sip           string
-	cport, sport       uint16
-	cseq, sseq         uint32
-	handshake, started bool
+	b            *capBuilder
+	cip, sip     string
+	cport, sport uint16
+	cseq, sseq   uint32
 }
 
 func (b *capBuilder) conv(cip string, cport uint16, sip string, sport uint16) *conversation {

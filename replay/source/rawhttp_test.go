@@ -2,7 +2,6 @@ package source
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"strings"
@@ -117,11 +116,7 @@ func TestReadRawHTTPGzipAndLimits(t *testing.T) {
 	in := "\xef\xbb\xbfPUT /big HTTP/1.1\r\nContent-Length: 10000\r\n\r\n" + big +
 		"POST /big2 HTTP/1.1\n\n" + big + "\n\n" +
 		"POST /trunc HTTP/1.1\nContent-Length: 100\n\nshort"
-	var zb bytes.Buffer
-	zw := gzip.NewWriter(&zb)
-	zw.Write([]byte(in))
-	zw.Close()
-	recs, bad := readAllRaw(t, zb.Bytes(), Overrides{})
+	recs, bad := readAllRaw(t, gz([]byte(in)), Overrides{})
 	if len(recs) != 3 || len(bad) != 1 {
 		t.Fatalf("records %d problems %v", len(recs), bad)
 	}

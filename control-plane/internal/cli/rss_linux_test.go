@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,29 +50,30 @@ func hostileHAR(t *testing.T, path string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	zw, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
+	gzw, _ := gzip.NewWriterLevel(f, gzip.BestCompression)
+	zw := &stickyWriter{w: gzw}
 	entry := func(i int) string {
 		return fmt.Sprintf(`{"startedDateTime":"2026-01-01T00:00:%02dZ","request":{"method":"GET","url":"http://reviews/reviews/%d?lang=en","headers":[]},"response":{"status":200},"serverIPAddress":"reviews"}`, i%60, i)
 	}
-	io.WriteString(zw, `{"log":{"version":"1.2","entries":[`)
+	_, _ = io.WriteString(zw, `{"log":{"version":"1.2","entries":[`)
 	normal := 0
 	for i := 0; i < 300; i++ {
 		if i > 0 {
-			io.WriteString(zw, ",")
+			_, _ = io.WriteString(zw, ",")
 		}
 		if i == 100 || i == 200 {
-			io.WriteString(zw, `{"request":{"method":"POST","url":"http://reviews/upload","postData":{"text":"`)
+			_, _ = io.WriteString(zw, `{"request":{"method":"POST","url":"http://reviews/upload","postData":{"text":"`)
 			chunk := bytes.Repeat([]byte("A"), 1<<20)
 			for j := 0; j < 120; j++ {
-				zw.Write(chunk)
+				_, _ = zw.Write(chunk)
 			}
-			io.WriteString(zw, `"}},"serverIPAddress":"reviews"},`)
+			_, _ = io.WriteString(zw, `"}},"serverIPAddress":"reviews"},`)
 		}
-		io.WriteString(zw, entry(i))
+		_, _ = io.WriteString(zw, entry(i))
 		normal++
 	}
-	io.WriteString(zw, `]}}`)
-	if err := zw.Close(); err != nil {
+	_, _ = io.WriteString(zw, `]}}`)
+	if err := errors.Join(zw.err, gzw.Close()); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -127,4 +129,20 @@ func TestTrainHostileHARMemory(t *testing.T) {
 	if !strings.Contains(out.String(), "2 malformed lines skipped") || strings.Count(errOut.String(), "longer than") != 2 {
 		t.Errorf("the two oversized entries were not reported and skipped: %s / %s", out.String(), errOut.String())
 	}
+}
+
+// stickyWriter keeps the first error its writer returned, so a run of
+// writes is checked once at the end.
+type stickyWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *stickyWriter) Write(b []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(b)
+	s.err = err
+	return n, err
 }
