@@ -54,8 +54,8 @@ var (
 // patterns where * stands for any run of characters; every field given
 // must match for the exception to apply. What it sets aside: the reason it
 // names (ReasonCode); else, when it names a parameter or a shape, the value
-// reasons of that parameter; else (an edge or a route) the structural
-// reasons.
+// and content reasons of a request whose value least like its training is
+// that parameter's; else (an edge or a route) the structural reasons.
 type Rule struct {
 	// ID names the exception (lower-case letters, digits and dashes).
 	ID string `json:"id"`
@@ -336,8 +336,8 @@ func (r *Rule) Applies(ev *Evidence, now time.Time) bool {
 }
 
 // Sets returns the reasons the rule sets aside: the reason it names;
-// else, when it names a parameter or a shape, the value reasons; else
-// (an edge or a route) the structural reasons.
+// else, when it names a parameter or a shape, the value and content
+// reasons; else (an edge or a route) the structural reasons.
 func (r *Rule) Sets() models.ReasonSet {
 	if r.ReasonCode != "" {
 		var s models.ReasonSet
@@ -347,7 +347,14 @@ func (r *Rule) Sets() models.ReasonSet {
 		return s
 	}
 	if r.Param != "" || r.Shape != "" {
-		return models.ValueReasons
+		// The content model reads the whole request, and what it finds
+		// unusual in one the exception's parameter drove is that
+		// parameter's value: set aside with it. The exception applies
+		// only when its parameter is the one least like its training
+		// (Applies), so a worse value in another parameter still denies.
+		s := models.ValueReasons
+		s.Union(&models.ContentReasons)
+		return s
 	}
 	return models.StructuralReasons
 }

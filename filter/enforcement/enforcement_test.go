@@ -122,7 +122,7 @@ func TestRuleAppliesAndSets(t *testing.T) {
 	if !param.Applies(&ev, now) {
 		t.Error("a mesh-wide param exception does not apply")
 	}
-	if s := param.Sets(); !s.Has(models.ReasonValueShape) || s.Has(models.ReasonNewCaller) {
+	if s := param.Sets(); !s.Has(models.ReasonValueShape) || !s.Has(models.ReasonContent) || s.Has(models.ReasonNewCaller) {
 		t.Errorf("a param exception sets aside %v", s.Names())
 	}
 	if !param.Covers(&ev, models.ReasonValueShape, now) || param.Covers(&ev, models.ReasonNewRoute, now) {
