@@ -75,7 +75,7 @@ func (p *nativePolicies) decide(w *models.Workload, r *models.Request, s *models
 	if !d.Denied() {
 		return Result{}, false
 	}
-	res := Result{Score: v.Score, Scored: true, Flagged: true, Denied: true, DenyReason: d.Deny.String()}
+	res := Result{Score: v.Score, Scored: true, Flagged: true, Denied: true, DenyReason: d.Deny.String(), Enforcing: true}
 	for _, rs := range v.ReasonList() {
 		res.Reasons = append(res.Reasons, rs.Code.String())
 	}

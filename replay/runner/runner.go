@@ -21,6 +21,9 @@ type Result struct {
 	// Enforce), and DenyReason for which reason (one of deny_reasons).
 	Denied     bool
 	DenyReason string
+	// Enforcing says the runner judged as enforce mode does, so that
+	// Denied is an answer (false: let through), not a default.
+	Enforcing bool
 }
 
 // Runner scores a batch of records, in order.
@@ -71,7 +74,7 @@ func (n *Native) Run(recs []*source.Record) ([]Result, error) {
 			}
 		}
 		v := w.ScoreWith(&r.Request, s)
-		res := Result{Score: v.Score, Scored: true, Flagged: v.Score > th}
+		res := Result{Score: v.Score, Scored: true, Flagged: v.Score > th, Enforcing: n.Enforce != nil}
 		for _, rs := range v.ReasonList() {
 			res.Reasons = append(res.Reasons, rs.Code.String())
 		}
