@@ -169,23 +169,38 @@ func (s *Server) reloadExceptions(ctx context.Context, force bool) (bool, error)
 	return true, s.applyOverlays()
 }
 
-// reloadReadiness reads the readiness of the release in force when it
-// changed, and serves the modes it allows.
+// reloadReadiness reads the readiness of the release in force and, when
+// it changed (a new release, or a round that left the release unchanged
+// assessing it again), serves the modes it allows.
 func (s *Server) reloadReadiness(ctx context.Context) error {
 	sha, err := s.store.Current(ctx)
 	if err != nil || sha == "" {
 		return err
 	}
-	if cur := s.day.ready.Load(); cur != nil && cur.version == sha {
-		return nil
-	}
 	by, err := trainer.ReadinessOf(ctx, s.store, sha)
 	if err != nil {
 		s.log.Warn("stored readiness skipped", "err", err)
 	}
+	if cur := s.day.ready.Load(); cur != nil && cur.version == sha && sameVerdicts(cur.by, by) {
+		return nil
+	}
 	s.day.ready.Store(&readyState{version: sha, by: by})
 	s.day.wasmDirty.Store(true)
 	return s.applyOverlays()
+}
+
+// sameVerdicts says whether two readiness maps give every workload the
+// same verdict (what the modes served depend on).
+func sameVerdicts(a, b map[string]trainer.Readiness) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for w, r := range a {
+		if o, ok := b[w]; !ok || o.Verdict != r.Verdict || !o.At.Equal(r.At) {
+			return false
+		}
+	}
+	return true
 }
 
 // applyOverlays gives xDS every group's exceptions and mode.

@@ -206,3 +206,45 @@ func TestExceptionsLifecycle(t *testing.T) {
 		t.Errorf("revoking twice: %d, want 404", code)
 	}
 }
+
+// TestLearnFirstFollowsReadiness: under -filter-learn-first with enforce
+// as the mode, a workload's filters learn while its section is learning,
+// monitor once it is ready for monitor, and enforce once ready for
+// enforce, as each training round's assessment (stored with the release)
+// says; /api/v1/workloads shows the verdict and the mode.
+func TestLearnFirstFollowsReadiness(t *testing.T) {
+	redis := redistest.Start(t)
+	s := startWith(t, redis.Addr, func(c *Config) {
+		c.XDS.LearnFirst, c.XDS.Base.Mode = true, pluginconfig.ModeEnforce
+	})
+	ctx := context.Background()
+	A := putModel(t, s.store, testModel(t, 1))
+	assess := func(verdict string) {
+		t.Helper()
+		b, _ := json.Marshal(map[string]any{"workload": "cart.shop", "verdict": verdict, "reason": "test", "at": time.Now()})
+		if err := s.store.PutReadiness(ctx, A.version, map[string][]byte{"cart.shop": b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assess("learning")
+	if err := s.store.SetCurrent(ctx, A.version); err != nil {
+		t.Fatal(err)
+	}
+	sc := connectConfig(t, s.ADSAddr, "cart-1")
+	mode := func() pluginconfig.Mode {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.last.Mode
+	}
+	for _, c := range []struct {
+		verdict string
+		want    pluginconfig.Mode
+	}{{"learning", pluginconfig.ModeLearn}, {"ready for monitor", pluginconfig.ModeMonitor}, {"ready for enforce", pluginconfig.ModeEnforce}} {
+		assess(c.verdict)
+		eventually(t, "mode "+string(c.want)+" when "+c.verdict, func() bool { return mode() == c.want })
+		_, body := get(t, s.AdminURL+"/api/v1/workloads")
+		if !strings.Contains(body, `"verdict":"`+c.verdict+`"`) || !strings.Contains(body, `"mode":"`+string(c.want)+`"`) {
+			t.Errorf("workloads when %s: %s", c.verdict, body)
+		}
+	}
+}
