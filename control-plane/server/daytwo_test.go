@@ -62,7 +62,7 @@ func connectConfig(t *testing.T, addr, id string) *configSidecar {
 }
 
 // adminDo calls the admin API with a token ("" for none) and a body.
-func adminDo(t *testing.T, method, url, token, body string) (int, string) {
+func adminDo(t testing.TB, method, url, token, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	if token != "" {
