@@ -565,7 +565,7 @@ func (s *Server) workloads(ctx context.Context) ([]WorkloadStatus, error) {
 			names[e.Workload] = true
 		}
 	}
-	var out []WorkloadStatus
+	out := []WorkloadStatus{}
 	for w := range names {
 		st := WorkloadStatus{Workload: w, Exceptions: []string{}}
 		if ready != nil {
