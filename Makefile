@@ -95,8 +95,8 @@ $(GOLANGCI):
 	mv $(dir $@)golangci-lint $@
 
 lint: $(GOLANGCI) ## golangci-lint with .golangci.yml (errcheck, staticcheck, unused, gocritic, govet, goimports)
-	$(GOLANGCI) run ./...
-	cd filter/goabi && $(GOLANGCI) run --config ../../.golangci.yml ./...
+	$(GOLANGCI) run --allow-serial-runners ./...
+	cd filter/goabi && $(GOLANGCI) run --allow-serial-runners --config ../../.golangci.yml ./...
 
 test: check lint deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
@@ -149,7 +149,7 @@ bench: deps kube $(WASM) $(PASSWASM) $(WAZERO) ## print the figures users care a
 	@median() { grep -oE "[0-9.]+ $$1" | sort -n | awk '{v[NR]=$$1} END {print v[int((NR+1)/2)]}'; }; \
 	for b in wasm-envoy-1.33 wasm-envoy-1.39 wasm-sdk native; do \
 	  out=$(BUILD)/bench-filter-$$b.txt; \
-	  GOGC=400 $(GO) test -run '^$$' -bench "Request/$$b\$$" -benchmem -benchtime 20000x -count 5 ./filter/plugin/ 2>-count 5 ./filter/ 2>&11 | grep -v proxy_ > $$out; \
+	  GOGC=400 $(GO) test -run '^$$' -bench "Request/$$b\$$" -benchmem -benchtime 20000x -count 5 ./filter/plugin/ 2>&1 | grep -v proxy_ > $$out; \
 	  case $$b in \
 	  native) echo "filter, native (emulator included): $$(median ns/op < $$out) ns/request, $$(median allocs/op < $$out) allocs";; \
 	  wasm-sdk) echo "filter as .wasm on the SDK's wazero wrapper: $$(median filter-ns/op < $$out) ns/request; pass-through $$(median passthrough-ns/op < $$out) ns; own cost $$(median own-ns/op < $$out) ns";; \

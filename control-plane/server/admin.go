@@ -170,6 +170,18 @@ func (s *Server) admin() http.Handler {
 			http.Error(w, "no such quarantine: "+id, http.StatusNotFound)
 			return
 		}
+		// The release is noted before the policies go: a leader that
+		// replays the observation stream (this one, or the next after a
+		// failover) does not quarantine the principal again on the
+		// evidence the operator has just weighed.
+		for _, d := range s.cfg.Quarantine.Standing() {
+			if d.ID == id {
+				if err := s.store.NoteRelease(r.Context(), d.Principal, time.Now()); err != nil {
+					s.json(w, nil, fmt.Errorf("noting the release: %w", err))
+					return
+				}
+			}
+		}
 		err := s.cfg.Quarantine.Release(r.Context(), id)
 		s.json(w, map[string]any{"released": id}, err)
 	}))
