@@ -18,7 +18,11 @@ type tee struct{ s *Server }
 
 func (t tee) IngestBatch(ctx context.Context, b store.Batch) (bool, error) {
 	b.Observe = t.s.cfg.Quarantine != nil
-	return t.s.store.IngestBatch(ctx, b)
+	dup, err := t.s.store.IngestBatch(ctx, b)
+	if err == nil && !dup {
+		t.s.countDecisions(b.Records)
+	}
+	return dup, err
 }
 
 // followLoop feeds the observation stream to the lateral-movement loop

@@ -37,6 +37,10 @@ type Wasm struct {
 	// Workers is how many VMs score in parallel (default: one per CPU, at
 	// most maxWorkers).
 	Workers int
+	// Enforce, when set before Run, configures the filter in enforce mode
+	// with these deny_reasons and exceptions: a denied request is the
+	// filter's own 403.
+	Enforce *Enforce
 
 	mu       sync.Mutex
 	vms      []*vm             // idle VMs, kept across runs
@@ -190,7 +194,11 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 		if err != nil {
 			return err
 		}
-		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: section, Threshold: w.threshold, ResponseScore: true}).Encode()
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: section, Threshold: w.threshold, ResponseScore: true}
+		if w.Enforce != nil {
+			c.Mode, c.DenyReasons, c.Exceptions = pluginconfig.ModeEnforce, w.Enforce.DenyReasons, w.Enforce.rulesFor(workload)
+		}
+		cfg, err := c.Encode()
 		if err != nil {
 			return err
 		}
@@ -221,16 +229,37 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 			st.ResponseHeaders = respHeaders
 		}
 		vm.Do(root, &st)
+		if st.LocalResponse != 0 {
+			out[i] = deniedOf(st.LocalResponse, st.LocalHeaders)
+			out[i].Enforcing = true
+			reqHeaders, respHeaders = st.RequestHeaders, st.ResponseHeaders
+			continue
+		}
 		// With a known response, the final verdict is on the response.
 		verdict := st.RequestHeaders
 		if st.ResponseHeaders != nil {
 			verdict = st.ResponseHeaders
 		}
 		out[i] = verdictOf(verdict)
+		out[i].Enforcing = w.Enforce != nil
 		// The maps may have grown; keep their arrays for the next request.
 		reqHeaders, respHeaders = st.RequestHeaders, st.ResponseHeaders
 	}
 	return nil
+}
+
+// deniedOf reads the 403 the filter sent in enforce mode: its score, its
+// reasons and the reason it denied for (x-meshward-denied).
+func deniedOf(status uint32, headers [][2]string) Result {
+	res := verdictOf(headers)
+	res.Flagged, res.Enforcing = true, true
+	for _, h := range headers {
+		if h[0] == "x-meshward-denied" {
+			res.DenyReason = h[1]
+		}
+	}
+	res.Denied = status == 403
+	return res
 }
 
 // verdictOf reads the filter's verdict from the headers it left on the

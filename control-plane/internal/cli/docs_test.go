@@ -76,8 +76,13 @@ func live(args []string) string {
 		if strings.TrimLeft(a, "-") == "kubeconfig" || a == "-in-cluster" {
 			return "a Kubernetes cluster"
 		}
+		if strings.TrimLeft(a, "-") == "exceptions" {
+			return "a running control plane (the file is meshward allow -list -json's)"
+		}
 	}
 	switch {
+	case args[0] == "allow" || args[0] == "preview":
+		return "a running control plane"
 	case args[0] == "serve":
 		return "a control plane on fixed ports"
 	case args[0] == "status":
