@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/exception"
 	"github.com/meshward/meshward/control-plane/store"
+	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
@@ -401,5 +403,57 @@ func TestReservoirPerSource(t *testing.T) {
 	per := map[string]*reservoir{"quiet": {oldest: make([]models.Request, 10)}, "loud": {oldest: make([]models.Request, 500), newest: make([]models.Request, 500)}}
 	if share := fairShare(per, []string{"loud", "quiet"}, 100); share != 90 {
 		t.Errorf("fair share %d, want 90 (the quiet source keeps its 10)", share)
+	}
+}
+
+// TestExceptionsAreTaught: a release's new caller, which the model in
+// force flags, is not learned — until an exception in force explains it:
+// then the next round learns it (counted as taught) and stops flagging it.
+func TestExceptionsAreTaught(t *testing.T) {
+	st, g, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	// The release's requests: a new route of users, from a new caller.
+	release := models.Request{Method: "GET", Path: "/api/v1/sync/42", Source: g.Principal("orders-v2"), Destination: g.Workload("users"), Status: 200}
+	var batch []record.Record
+	for i := 0; i < 300; i++ {
+		batch = append(batch, record.Record{TS: time.Now(), Route: models.Template(release.Path), Request: release})
+	}
+	if err := st.Ingest(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	score := func() float64 {
+		t.Helper()
+		cur, _ := st.Current(ctx)
+		m, err := st.LoadModel(ctx, cur)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Score(&release).Score - m.Meta.Threshold
+	}
+	if over := score(); over <= 0 {
+		t.Fatalf("the release's new caller is not flagged by the model in force (%.3f under the threshold): the test shows nothing", -over)
+	}
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
+	if err != nil || rep.Taught != 0 {
+		t.Fatalf("a round without exceptions: %+v %v", rep, err)
+	}
+	if over := score(); over <= 0 {
+		t.Fatalf("without an exception the release's caller was learned")
+	}
+	cfg := DefaultConfig()
+	cfg.Exceptions = []exception.Exception{{Rule: enforcement.Rule{ID: "orders-release", Workload: g.Workload("users"),
+		Caller: release.Source, Expires: time.Unix(3600, 0)}, Author: "operator", Reason: "release 2"}}
+	rep, err = Round(ctx, st, cfg, time.Unix(2, 0))
+	if err != nil || rep.Taught == 0 {
+		t.Fatalf("a round with the exception taught nothing: %+v %v", rep, err)
+	}
+	if over := score(); over > 0 {
+		t.Errorf("after the exception was taught, the release still scores %.3f over the threshold (round %+v)", over, rep)
 	}
 }
