@@ -1,7 +1,6 @@
 package enforce_test
 
 import (
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -24,24 +23,7 @@ import (
 func TestTrainTicketEnforceIsGraduated(t *testing.T) {
 	learn, benign := trainTicket(t)
 	m := learnModel(t, learn)
-	callees := map[string]map[string]bool{}
-	services := map[string]bool{}
-	for _, r := range learn {
-		if callees[r.Request.Source] == nil {
-			callees[r.Request.Source] = map[string]bool{}
-		}
-		callees[r.Request.Source][r.Request.Destination] = true
-		services[r.Request.Destination] = true
-	}
-	var dsts, srcs []string
-	for d := range services {
-		dsts = append(dsts, d)
-	}
-	for s := range callees {
-		srcs = append(srcs, s)
-	}
-	sort.Strings(dsts)
-	sort.Strings(srcs)
+	callees, dsts, srcs := serviceGraph(learn)
 	start := benign[len(benign)/2].TS
 
 	traffic := append([]*source.Record(nil), benign...)
