@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,6 +115,7 @@ func TestDocumentedCommandsRun(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	t.Run("flags", func(t *testing.T) { checkDocumentedFlags(t, root, bin) })
 	wasm, err := filepath.Abs(testWasm(t))
 	if err != nil {
 		t.Fatal(err)
@@ -174,3 +176,63 @@ func checkServeFlags(t *testing.T, c docCommand, args []string) {
 		t.Errorf("%s: %s: serve takes no arguments, got %q", c.where, c.line, fs.Args())
 	}
 }
+
+// checkDocumentedFlags: every flag a documented command passes (every
+// `build/meshward` line of the README, docs/ and manifests/README.md,
+// those that need a live control plane included) is one its subcommand
+// lists in its -h.
+func checkDocumentedFlags(t *testing.T, root, bin string) {
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs = append(docs, filepath.Join(root, "README.md"), filepath.Join(root, "manifests", "README.md"))
+	known := map[string]map[string]bool{}
+	flagsOf := func(sub []string) map[string]bool {
+		key := strings.Join(sub, " ")
+		if f, ok := known[key]; ok {
+			return f
+		}
+		// -h prints the FlagSet and exits 2 (flag.ErrHelp); the listing is what counts.
+		out, _ := exec.Command(bin, append(append([]string{}, sub...), "-h")...).CombinedOutput()
+		f := map[string]bool{}
+		for _, line := range strings.Split(string(out), "\n") {
+			if m := helpFlag.FindStringSubmatch(line); m != nil {
+				f[m[1]] = true
+			}
+		}
+		if len(f) == 0 {
+			t.Errorf("meshward %s -h lists no flags:\n%s", key, out)
+		}
+		known[key] = f
+		return f
+	}
+	n := 0
+	for _, doc := range docs {
+		for _, c := range docCommands(t, doc) {
+			args := strings.Fields(strings.TrimPrefix(c.line, "build/meshward "))
+			sub := args[:1]
+			if len(args) > 1 && !strings.HasPrefix(args[1], "-") && (args[0] == "model" || args[0] == "image" || args[0] == "policy") {
+				sub = args[:2]
+			}
+			f := flagsOf(sub)
+			for _, a := range args[len(sub):] {
+				if !strings.HasPrefix(a, "-") || a == "-" {
+					continue
+				}
+				name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+				if !f[name] {
+					t.Errorf("%s: meshward %s has no flag -%s: %s", c.where, strings.Join(sub, " "), name, c.line)
+				}
+			}
+			n++
+		}
+	}
+	if n < 20 {
+		t.Fatalf("only %d documented commands found", n)
+	}
+	t.Logf("%d documented commands' flags checked against %d subcommands' -h", n, len(known))
+}
+
+// helpFlag matches a flag in a FlagSet's usage listing ("  -name value").
+var helpFlag = regexp.MustCompile(`^\s+-{1,2}([A-Za-z0-9][\w.-]*)`)
