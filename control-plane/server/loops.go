@@ -121,6 +121,8 @@ func (s *Server) train(ctx context.Context) (trainer.Report, error) {
 		s.log.Warn("training without the exceptions: not read", "err", err)
 	}
 	cfg.Exceptions = exception.Active(s.exceptionList(), time.Now())
+	// Readiness estimates what enforce would deny as the filters are told to.
+	cfg.Readiness.DenyReasons = s.cfg.XDS.Base.DenyReasons
 	rep, err := trainer.Round(ctx, s.store, cfg, time.Now())
 	if err == nil && (rep.Published || rep.Unchanged) {
 		if rerr := s.reloadReadiness(ctx); rerr != nil {

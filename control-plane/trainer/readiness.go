@@ -44,6 +44,10 @@ type ReadinessConfig struct {
 	// MaxDeniedRate is the most of the held-back normal traffic enforce
 	// may deny (graduated, the exceptions applied).
 	MaxDeniedRate float64
+	// DenyReasons are the filters' deny_reasons (serve's
+	// -filter-deny-reasons), which the denied rate is estimated with; nil:
+	// the default.
+	DenyReasons []string
 }
 
 // DefaultReadinessConfig returns the defaults, in one place.
@@ -59,7 +63,18 @@ func (c ReadinessConfig) Validate() error {
 		return fmt.Errorf("readiness: the enforce bounds must be at least the monitor ones (learned %d/%d, judged %d/%d, coverage %v/%v in [0,1]) and max_denied_rate %v in [0,1)",
 			c.MinLearned, c.EnforceLearned, c.MinJudged, c.EnforceJudged, c.MonitorCoverage, c.EnforceCoverage, c.MaxDeniedRate)
 	}
+	if _, err := c.deny(); err != nil {
+		return fmt.Errorf("readiness: %w", err)
+	}
 	return nil
+}
+
+// deny is the reason set enforce denies on.
+func (c ReadinessConfig) deny() (models.ReasonSet, error) {
+	if c.DenyReasons == nil {
+		return models.DefaultDenyReasons(), nil
+	}
+	return enforcement.ParseDenyReasons(c.DenyReasons)
 }
 
 // Readiness is one workload's assessment by a training round.
@@ -98,7 +113,11 @@ func assess(c ReadinessConfig, name string, w *models.Workload, threshold float6
 		return r
 	}
 	r.Routes, r.Callers = len(w.Routes), len(w.Sources)
-	pol := enforcement.Policy{Workload: name, Deny: models.DefaultDenyReasons(), Rules: rules}
+	deny, err := c.deny()
+	if err != nil {
+		deny = models.DefaultDenyReasons() // Validate refused it before a round
+	}
+	pol := enforcement.Policy{Workload: name, Deny: deny, Rules: rules}
 	s := new(models.Scratch)
 	known, flagged, denied := 0, 0, 0
 	for i := range judge {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/meshward/meshward/models"
 )
 
 // TestRoundAssessesReadiness: a round stores, with the release it
@@ -56,5 +58,55 @@ func TestRoundAssessesReadiness(t *testing.T) {
 		if r.Verdict != Learning || r.Reason == "" {
 			t.Errorf("under a bar of a million requests, %s is %q (%s)", r.Workload, r.Verdict, r.Reason)
 		}
+	}
+}
+
+// TestReadinessDeniesAsTheFiltersAreTold: the denied rate is estimated
+// with serve's -filter-deny-reasons, not always the default: a release's
+// new caller and route are flagged, denied by no default filter, and by
+// one told to deny structural novelty too.
+func TestReadinessDeniesAsTheFiltersAreTold(t *testing.T) {
+	_, g, recs := setup(t)
+	cfg := models.DefaultTrainConfig()
+	cfg.Now = time.Unix(0, 0)
+	tr, err := models.NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range recs {
+		tr.Observe(&recs[i].Request)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := g.Workload("users")
+	w := m.Workload(users)
+	if w == nil {
+		t.Fatalf("no section for %s", users)
+	}
+	judge := make([]models.Request, 50)
+	for i := range judge {
+		judge[i] = models.Request{Method: "GET", Path: "/api/v1/sync/42", Source: g.Principal("orders-v2"), Destination: users, Status: 200}
+	}
+	rate := func(deny []string) Readiness {
+		c := DefaultReadinessConfig()
+		c.DenyReasons = deny
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return assess(c, users, w, m.Meta.Threshold, 1000, judge, nil, time.Unix(0, 0))
+	}
+	def, strict := rate(nil), rate([]string{"default", "structure"})
+	if def.FlaggedRate == 0 {
+		t.Fatalf("the release is not flagged (%+v): the test shows nothing", def)
+	}
+	if def.DeniedRate != 0 || strict.DeniedRate == 0 {
+		t.Errorf("denied rate %v with the default deny_reasons (want 0), %v with structure too (want > 0)", def.DeniedRate, strict.DeniedRate)
+	}
+	bad := DefaultReadinessConfig()
+	bad.DenyReasons = []string{"no-such-reason"}
+	if err := bad.Validate(); err == nil {
+		t.Error("an unknown deny reason was accepted")
 	}
 }
