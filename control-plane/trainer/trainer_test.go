@@ -35,6 +35,35 @@ func setup(t *testing.T) (*store.Store, *gen.Generator, []record.Record) {
 	return st, g, recs
 }
 
+// modelInForce is a store holding the generated mesh's normal traffic and
+// the model a first round published from it.
+func modelInForce(t *testing.T) (*store.Store, *gen.Generator) {
+	t.Helper()
+	st, g, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+		t.Fatalf("first round: %+v %v", rep, err)
+	}
+	return st, g
+}
+
+// currentModel loads the model in force.
+func currentModel(t *testing.T, st *store.Store) *models.Model {
+	t.Helper()
+	cur, err := st.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.LoadModel(context.Background(), cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func TestRoundPublishesAGatedModel(t *testing.T) {
 	st, _, recs := setup(t)
 	ctx := context.Background()
@@ -78,14 +107,8 @@ func TestRoundPublishesAGatedModel(t *testing.T) {
 // TestPoisonIsNotLearned: samples from a caller the model in force flags
 // are not learned by the next round, so the caller stays flagged.
 func TestPoisonIsNotLearned(t *testing.T) {
-	st, g, recs := setup(t)
+	st, g := modelInForce(t)
 	ctx := context.Background()
-	if err := st.Ingest(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
-		t.Fatalf("%+v %v", rep, err)
-	}
 	intruder := models.Request{Method: "GET", Path: "/api/v1/secrets", Source: g.Principal("intruder"), Destination: g.Workload("users"), Status: 200}
 	var poison []record.Record
 	for i := 0; i < 300; i++ {
@@ -97,11 +120,7 @@ func TestPoisonIsNotLearned(t *testing.T) {
 	if _, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0)); err != nil {
 		t.Fatal(err)
 	}
-	cur, _ := st.Current(ctx)
-	m, err := st.LoadModel(ctx, cur)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := currentModel(t, st)
 	if v := m.Score(&intruder); v.Score <= m.Meta.Threshold {
 		t.Errorf("after poisoning, the intruder scores %.3f: it was learned", v.Score)
 	}
@@ -410,14 +429,8 @@ func TestReservoirPerSource(t *testing.T) {
 // force flags, is not learned — until an exception in force explains it:
 // then the next round learns it (counted as taught) and stops flagging it.
 func TestExceptionsAreTaught(t *testing.T) {
-	st, g, recs := setup(t)
+	st, g := modelInForce(t)
 	ctx := context.Background()
-	if err := st.Ingest(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
-		t.Fatalf("%+v %v", rep, err)
-	}
 	// The release's requests: a new route of users, from a new caller.
 	release := models.Request{Method: "GET", Path: "/api/v1/sync/42", Source: g.Principal("orders-v2"), Destination: g.Workload("users"), Status: 200}
 	var batch []record.Record
@@ -429,11 +442,7 @@ func TestExceptionsAreTaught(t *testing.T) {
 	}
 	score := func() float64 {
 		t.Helper()
-		cur, _ := st.Current(ctx)
-		m, err := st.LoadModel(ctx, cur)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := currentModel(t, st)
 		return m.Score(&release).Score - m.Meta.Threshold
 	}
 	if over := score(); over <= 0 {
