@@ -26,6 +26,15 @@ KUBE_VERSION := v1.37.2
 export MESHWARD_KUBE_CACHE ?= $(HOME)/.cache/meshward/kube-$(KUBE_VERSION)
 export MESHWARD_KUBE_ASSETS ?= $(MESHWARD_KUBE_CACHE)/bin
 
+# Compiled machine code of the .wasm files, kept between test processes
+# (filter/wasmhost.CompilationCache): compiling the filter costs seconds,
+# and dozens of processes load it. Test binaries cannot read their wazero's
+# version, so the directory is named by it here.
+ifndef MESHWARD_WASM_CACHE
+MESHWARD_WASM_CACHE := $(HOME)/.cache/meshward/wazero-$(shell $(GO) list -m -f '{{.Version}}' github.com/tetratelabs/wazero)
+endif
+export MESHWARD_WASM_CACHE
+
 WASM_ENV   := GOOS=wasip1 GOARCH=wasm
 WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 # Modules are built by filter/wasmbuild, the one way tests build them too:

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -14,6 +13,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
@@ -67,7 +67,7 @@ func NewWasm(path string, m *models.Model, threshold float64, profile wazerohost
 	if err != nil {
 		return nil, err
 	}
-	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), model: m, sections: map[string]string{}, profile: profile}
+	w := &Wasm{wasm: b, cache: wasmhost.CompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), model: m, sections: map[string]string{}, profile: profile}
 	if threshold != 0 {
 		w.threshold = &threshold
 	}
@@ -95,7 +95,7 @@ func (w *Wasm) Close() error {
 		v.Close()
 	}
 	w.vms = nil
-	return w.cache.Close(context.Background())
+	return nil // the compilation cache is the process's (wasmhost.CompilationCache): it stays open
 }
 
 // propSAN is the property the filter reads the caller's identity from.
