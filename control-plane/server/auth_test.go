@@ -114,6 +114,7 @@ func TestAdminAPIAuthOnARealAPIServer(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.Kube, cfg.Auth.Token, cfg.Quarantine = env.Config, nil, sink
+	cfg.LeaseNamespace = ns // the shared server: a Lease (and Events) of this test's own
 	s, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +222,7 @@ func TestAdminAPIAuthOnARealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(evs.Items) != 1 || evs.Items[0].Reason != "ExceptionAdded" || evs.Items[0].Regarding.Name != ns {
-		t.Errorf("the exception's Events: %+v", evs.Items)
+	if len(evs.Items) != 1 || evs.Items[0].Reason != "ExceptionAdded" || evs.Items[0].Regarding.Kind != "Lease" || evs.Items[0].Related == nil || evs.Items[0].Related.Name != ns {
+		t.Errorf("the exception's Events in %s: %+v", cfg.LeaseNamespace, evs.Items)
 	}
 }

@@ -306,12 +306,14 @@ func (s *Server) exceptionChanged(ctx context.Context, action string, e *excepti
 		return
 	}
 	// The Event goes in the control plane's namespace (where it may always
-	// write), regarding the namespace of the exception's workload (its
-	// own for a mesh-wide one).
+	// write), regarding the control plane's Lease there and related to the
+	// namespace of the exception's workload (its own for a mesh-wide one).
+	// It cannot regard the Namespace: the API server takes an Event about a
+	// cluster-scoped object only in "default" or "kube-system".
 	ns := s.cfg.LeaseNamespace
-	regarding := ns
+	related := ns
 	if _, wns, ok := strings.Cut(e.Workload, "."); ok && e.Workload != enforcement.Mesh {
-		regarding = wns[strings.LastIndexByte(wns, '.')+1:]
+		related = wns[strings.LastIndexByte(wns, '.')+1:]
 	}
 	reason := map[string]string{"added": "ExceptionAdded", "revoked": "ExceptionRevoked", "expired": "ExceptionExpired"}[action]
 	note := fmt.Sprintf("exception %s %s by %s: %s, until %s; reason: %s (author %s)", e.ID, action, by, e.Describe(), e.Expires.Format(time.RFC3339), e.Reason, e.Author)
@@ -323,7 +325,8 @@ func (s *Server) exceptionChanged(ctx context.Context, action string, e *excepti
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", e.ID, now.UnixNano()), Namespace: ns,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "meshward", "meshward.io/exception": e.ID}},
 		EventTime: metav1.NewMicroTime(now),
-		Regarding: corev1.ObjectReference{APIVersion: "v1", Kind: "Namespace", Name: regarding},
+		Regarding: corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: ns, Name: s.cfg.LeaseName},
+		Related:   &corev1.ObjectReference{APIVersion: "v1", Kind: "Namespace", Name: related},
 		Type:      corev1.EventTypeNormal, Reason: reason, Action: strings.ToUpper(action[:1]) + action[1:] + "Exception", Note: note,
 		ReportingController: "meshward.io/control-plane", ReportingInstance: s.identity(),
 	}
