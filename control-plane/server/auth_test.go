@@ -21,7 +21,6 @@ import (
 
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/enforce"
-	"github.com/meshward/meshward/internal/kubetest"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
 )
@@ -60,7 +59,7 @@ func (l *lockedBuffer) auditLines(t *testing.T) []map[string]any {
 // either, an operator can; nothing changes before the operator's call.
 // /metrics wants a token allowed get on /metrics; the probes stay open.
 func TestAdminAPIAuthOnARealAPIServer(t *testing.T) {
-	env := kubetest.Start(t)
+	env, _ := sharedKube(t)
 	ctx := context.Background()
 	if out, err := env.RunKubectl(ctx, "apply", "-f", filepath.Join("..", "..", "manifests", "istio", "controlplane", "rbac-api.yaml")); err != nil {
 		t.Fatalf("applying the shipped ClusterRoles: %v\n%s", err, out)

@@ -14,7 +14,6 @@ import (
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
@@ -38,16 +37,7 @@ type kubeServe struct {
 }
 
 func newKubeServe(t *testing.T, namespaces ...string) *kubeServe {
-	env := kubetest.Start(t)
-	for _, ns := range namespaces {
-		if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ic, err := istioclient.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, ic := sharedKube(t, namespaces...)
 	return &kubeServe{env: env, ic: ic, redis: redistest.Start(t).Addr, lease: env.Namespace(t, "lease")}
 }
 

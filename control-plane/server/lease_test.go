@@ -12,14 +12,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshward/meshward/control-plane/kube"
-	"github.com/meshward/meshward/internal/kubetest"
 )
 
 // TestServeElectsWithLease: given a kubeconfig (as `serve -kubeconfig`
 // gets it), the control plane elects itself through a Lease in the real
 // API server, says so on /api/v1/leader, and releases the Lease on Close.
 func TestServeElectsWithLease(t *testing.T) {
-	env := kubetest.Start(t)
+	env, _ := sharedKube(t)
 	target, err := kube.Find(env.Kubeconfig, false)
 	if err != nil {
 		t.Fatal(err)

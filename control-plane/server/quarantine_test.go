@@ -10,7 +10,6 @@ import (
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -19,7 +18,6 @@ import (
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
 	"github.com/meshward/meshward/internal/istiofake"
-	"github.com/meshward/meshward/internal/kubetest"
 	"github.com/meshward/meshward/internal/redistest"
 )
 
@@ -27,26 +25,19 @@ import (
 // principal shipped fanning out to destinations it never called is
 // quarantined in the API server by the leading replica.
 func TestServeQuarantines(t *testing.T) {
-	testServeQuarantines(t, istiofake.New(), kubefake.NewClientset(), nil)
+	testServeQuarantines(t, istiofake.New(), kubefake.NewClientset(), nil, "default")
 }
 
 // TestServeQuarantinesKube: the same against a real API server, which
 // also elects the leader (a Lease).
 func TestServeQuarantinesKube(t *testing.T) {
-	env := kubetest.Start(t)
-	if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ic, err := istioclient.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testServeQuarantines(t, ic, env.Clientset, env.Config)
+	env, ic := sharedKube(t, "shop")
+	testServeQuarantines(t, ic, env.Clientset, env.Config, env.Namespace(t, "lease"))
 }
 
-func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface, kube *rest.Config) {
+func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface, kube *rest.Config, leaseNamespace string) {
 	cfg := testConfig()
-	cfg.Kube = kube
+	cfg.Kube, cfg.LeaseNamespace = kube, leaseNamespace
 	cfg.CollectorAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.TickEvery = 50 * time.Millisecond
 	app, err := quarantine.New(quarantine.Config{Rules: cfg.Rules}, ic, kc, slog.New(slog.NewTextHandler(io.Discard, nil)))

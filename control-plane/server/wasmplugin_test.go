@@ -21,7 +21,6 @@ import (
 
 	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/filter/pluginconfig"
-	"github.com/meshward/meshward/internal/kubetest"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
 )
@@ -32,7 +31,7 @@ import (
 // section for: the fallback), written by the leader only (every Event names
 // the leader), and the filter's parser accepts what is there.
 func TestServeWritesTheWasmPlugin(t *testing.T) {
-	env := kubetest.Start(t)
+	env, _ := sharedKube(t)
 	ns := env.Namespace(t, "serve-wp")
 	ic, err := istioclient.NewForConfig(env.Config)
 	if err != nil {
