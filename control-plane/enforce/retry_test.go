@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -45,12 +47,30 @@ func call(at time.Time, src, dst string, status int) detect.Observation {
 	return detect.Observation{TS: at, Score: 0.9, Flagged: true, Request: &models.Request{Method: "GET", Path: "/admin", Source: src, Destination: dst, Status: status}}
 }
 
+// The package's tests share one kube-apiserver (starting one costs about
+// 6 s of a busy machine's two cores); namespaces keeps them apart.
+func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
+
+// namespaces makes the namespaces a test's identities name, unless an
+// earlier test on the shared server did (without a namespace controller a
+// namespace is never deleted), and empties them of AuthorizationPolicies
+// when the test ends, so the next test lists only its own.
 func namespaces(t *testing.T, env *kubetest.Env, names ...string) {
 	t.Helper()
+	ctx := context.Background()
+	ic, err := istioclient.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, ns := range names {
-		if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			if err := ic.SecurityV1().AuthorizationPolicies(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+				t.Errorf("emptying %s: %v", ns, err)
+			}
+		})
 	}
 }
 
@@ -73,10 +93,16 @@ func policiesIn(t *testing.T, ic istioclient.Interface, ns string) []string {
 // count), retried with backoff, and the quarantine lands once the Role is
 // bound.
 func TestRefusedWriteIsRetriedKube(t *testing.T) {
-	env := kubetest.Start(t)
+	env := kubetest.Shared(t)
 	namespaces(t, env, "shop")
 	ctx := context.Background()
 	admin := env.Clientset
+	t.Cleanup(func() { // the shared server: the next test's "meshward" has no rights
+		_ = admin.RbacV1().ClusterRoleBindings().Delete(ctx, "meshward-events", metav1.DeleteOptions{})
+		_ = admin.RbacV1().ClusterRoles().Delete(ctx, "meshward-events", metav1.DeleteOptions{})
+		_ = admin.RbacV1().RoleBindings("shop").Delete(ctx, "meshward", metav1.DeleteOptions{})
+		_ = admin.RbacV1().Roles("shop").Delete(ctx, "meshward", metav1.DeleteOptions{})
+	})
 	// meshward may write Events from the start, not AuthorizationPolicies.
 	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "meshward-events"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}}}}, metav1.CreateOptions{}); err != nil {
@@ -173,7 +199,7 @@ func TestRefusedWriteIsRetriedKube(t *testing.T) {
 // (listed as skipped), the incident is not used up, and the in-namespace
 // destinations it reaches next are fenced.
 func TestOutOfNamespaceTargetKube(t *testing.T) {
-	env := kubetest.Start(t)
+	env := kubetest.Shared(t)
 	namespaces(t, env, "shop", "other")
 	ic, err := istioclient.NewForConfig(env.Config)
 	if err != nil {

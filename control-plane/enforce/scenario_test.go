@@ -10,7 +10,6 @@ import (
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -375,12 +374,8 @@ func TestScenarioFake(t *testing.T) {
 // TestScenarioKube is the scenario against a real kube-apiserver with the
 // Istio CRDs.
 func TestScenarioKube(t *testing.T) {
-	env := kubetest.Start(t)
-	for _, ns := range []string{"train", "istio-system"} {
-		if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env := kubetest.Shared(t)
+	namespaces(t, env, "train", "istio-system")
 	ic, err := istioclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
