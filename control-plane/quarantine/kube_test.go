@@ -3,29 +3,47 @@ package quarantine
 import (
 	"context"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshward/meshward/internal/kubetest"
 )
 
-// startKube starts a real kube-apiserver (with the Istio CRDs) with the
-// given namespaces, and returns Istio and core clients on it.
+// The package's tests share one kube-apiserver (starting one costs about
+// 6 s of a busy machine's two cores); startKube keeps them apart.
+func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
+
+// startKube returns Istio and core clients on the package's real
+// kube-apiserver (with the Istio CRDs) with the given namespaces: made
+// unless an earlier test made them (without a namespace controller a
+// namespace is never deleted), emptied of AuthorizationPolicies and Events
+// when the test ends, so the next test finds only its own.
 func startKube(t testing.TB, namespaces ...string) (*kubetest.Env, istioclient.Interface) {
 	t.Helper()
-	env := kubetest.Start(t)
-	for _, ns := range namespaces {
-		if _, err := env.Clientset.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env := kubetest.Shared(t)
 	ic, err := istioclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, ns := range namespaces {
+		if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := ic.SecurityV1().AuthorizationPolicies(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+				t.Errorf("emptying %s of policies: %v", ns, err)
+			}
+			if err := env.Clientset.CoreV1().Events(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+				t.Errorf("emptying %s of Events: %v", ns, err)
+			}
+		})
 	}
 	return env, ic
 }
