@@ -107,8 +107,8 @@ lint: $(GOLANGCI) ## golangci-lint with .golangci.yml (errcheck, staticcheck, un
 	$(GOLANGCI) run --allow-serial-runners ./...
 	cd filter/goabi && $(GOLANGCI) run --allow-serial-runners --config ../../.golangci.yml ./...
 
-test: check lint deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
-	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
+test: check lint deps kube $(WASM) $(PASSWASM) $(BIN) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
+	MESHWARD_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
 

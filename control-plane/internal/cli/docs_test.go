@@ -107,13 +107,20 @@ func TestDocumentedCommandsRun(t *testing.T) {
 		t.Skip("builds the binary and runs every documented command (about a minute): skipped under -short (make unit); make test runs it")
 	}
 	root := filepath.Join("..", "..", "..")
-	bin := filepath.Join(t.TempDir(), "meshward")
-	// As `make build` builds it: static, so `image build` can pack it.
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./control-plane/cmd/meshward")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	// make test passes the binary it has just built (build/meshward);
+	// otherwise it is built here, as `make build` builds it: static, so
+	// `image build` can pack it.
+	bin, err := filepath.Abs(os.Getenv("MESHWARD_BIN"))
+	if os.Getenv("MESHWARD_BIN") == "" || err != nil {
+		bin = filepath.Join(t.TempDir(), "meshward")
+		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./control-plane/cmd/meshward")
+		build.Dir = root
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+	} else if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("MESHWARD_BIN: %v", err)
 	}
 	t.Run("flags", func(t *testing.T) { checkDocumentedFlags(t, root, bin) })
 	wasm, err := filepath.Abs(testWasm(t))
@@ -122,6 +129,7 @@ func TestDocumentedCommandsRun(t *testing.T) {
 	}
 	for _, doc := range []string{"README.md", filepath.Join("docs", "cli.md")} {
 		t.Run(filepath.Base(doc), func(t *testing.T) {
+			t.Parallel() // each document in a directory of its own
 			cmds := docCommands(t, filepath.Join(root, doc))
 			if len(cmds) < 5 {
 				t.Fatalf("%s shows %d meshward commands: the reader changed, or the document did", doc, len(cmds))
