@@ -110,7 +110,7 @@ lint: $(GOLANGCI) ## golangci-lint with .golangci.yml (errcheck, staticcheck, un
 test: check lint deps kube $(WASM) $(PASSWASM) $(BIN) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
 	MESHWARD_BIN=$(abspath $(BIN)) $(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
-	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
 
 soak: $(WASM) ## the full soak of the compiled filter on every Envoy host profile (1,000,000 requests, 100 model swaps each)
 	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 60m ./replay/soak/ -soak.requests 500000 -soak.updates 100
@@ -123,6 +123,10 @@ unit: deps $(WASM) $(PASSWASM) ## the quick loop (go test -short): no API server
 	cd filter/goabi && $(GO) test -short -count=1 ./...
 
 FUZZTIME ?= 30s
+# make test's short fuzzing: every target, this many executions each, on
+# top of the corpus the earlier runs found (kept in Go's cache); make fuzz
+# is the long run.
+TEST_FUZZTIME ?= 100000x
 FUZZ_PKGS := ./models/ ./replay/source/ ./replay/source/internal/http1/
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $(FUZZ_PKGS); do \
