@@ -3,7 +3,6 @@ package plugin
 import (
 	"encoding/base64"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -212,13 +211,13 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 		// The body travels as its shape, as query values do (base64: a
 		// []byte in JSON).
 		b = append(b, `,"Body":"`...)
-		b = base64.StdEncoding.AppendEncode(b, shapeBody(r))
+		b = base64.StdEncoding.AppendEncode(b, models.ShapeBody(r))
 		b = append(b, '"')
 	}
 	b = append(b, `,"Headers":[`...)
 	n := 0
 	for _, h := range r.Headers {
-		if models.SkipHeader(h.Name) || n == maxShippedHeaders {
+		if models.SkipHeader(h.Name) || n == models.MaxShippedHeaders {
 			continue
 		}
 		if n > 0 {
@@ -228,7 +227,7 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 		b = append(b, `{"Name":`...)
 		b = appendJSONString(b, h.Name)
 		b = append(b, `,"Value":`...)
-		if h.Name == "content-type" && len(h.Value) <= maxContentType {
+		if h.Name == "content-type" && len(h.Value) <= models.MaxShippedContentType {
 			// A media type names a format, not data, and the trainer
 			// needs it to read the body as the filter will.
 			b = appendJSONString(b, h.Value)
@@ -257,30 +256,13 @@ func recordSize(r *models.Request, route string, v *recordVersion) int {
 		n += (min(len(r.Body), models.MaxBodyPrefix)*3)/2 + 16
 	}
 	for i, h := range r.Headers {
-		if i == maxShippedHeaders {
+		if i == models.MaxShippedHeaders {
 			break
 		}
 		n += 24 + len(h.Name) + min(len(h.Value), models.MaxValueBytes)
 	}
 	return n
 }
-
-// shapeBody is the shape of a request's body: a form keeps its parameter
-// names with shaped values (models.ShapeQuery), anything else is one shaped
-// value (models.ShapeValue, capped as the model caps a value).
-func shapeBody(r *models.Request) []byte {
-	ct, _ := r.Header("content-type")
-	if len(ct) >= 33 && strings.EqualFold(ct[:33], "application/x-www-form-urlencoded") {
-		return []byte(models.ShapeQuery(string(r.Body)))
-	}
-	return []byte(models.ShapeValue(string(r.Body)))
-}
-
-// maxContentType bounds a content-type shipped as is.
-const maxContentType = 128
-
-// maxShippedHeaders bounds the headers a record carries.
-const maxShippedHeaders = 16
 
 // appendJSONString writes s as a JSON string. Control bytes are escaped,
 // valid UTF-8 is kept, and a byte that is not valid UTF-8 becomes the code
