@@ -719,7 +719,19 @@ func (a *App) attack(kind appAttack) models.Request {
 			d.path += appSuffixes[g.IntN(len(appSuffixes))]
 		}
 	case "param-tamper":
-		kv := pair()
+		// A field with a closed domain (an enumeration, a number, a code,
+		// a flag or a token) given a value outside it; free text has no
+		// domain to leave.
+		var kv *[2]string
+		for tries := 0; tries < 20 && kv == nil; tries++ {
+			c := pair()
+			if f := d.r.field(c[0]); f != nil && f.closed() {
+				kv = c
+			}
+		}
+		if kv == nil {
+			return a.attack(kind)
+		}
 		switch g.IntN(4) {
 		case 0:
 			kv[1] = "-" + fmt.Sprint(1+g.IntN(99))
@@ -748,13 +760,25 @@ func (a *App) attack(kind appAttack) models.Request {
 }
 
 // takes reports whether the route has a parameter of that name.
-func (r *appRoute) takes(name string) bool {
+func (r *appRoute) takes(name string) bool { return r.field(name) != nil }
+
+// field returns the route's parameter of that name, or nil.
+func (r *appRoute) field(name string) *field {
 	for _, fs := range [][]field{r.query, r.form} {
 		for i := range fs {
 			if fs[i].name == name {
-				return true
+				return &fs[i]
 			}
 		}
+	}
+	return nil
+}
+
+// closed reports whether the field's values come from a closed domain.
+func (f *field) closed() bool {
+	switch f.kind {
+	case kEnum, kInt, kFlag, kCode, kToken, kPath:
+		return true
 	}
 	return false
 }
