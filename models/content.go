@@ -139,8 +139,9 @@ type contentAcc struct {
 	tokens  [nKwKinds]uint32
 	calls   int
 	// novel is the most trigrams the filter never saw in any novelWindow
-	// consecutive trigrams of one value (see novelDensest).
-	novel         int
+	// consecutive trigrams of one value (see novelDensest), each priced
+	// by how open the value's parameter is (param.novelCost).
+	novel         float64
 	grams         *[gramWords]uint64 // the trigram filter, or nil
 	total, maxLen int
 	// longest is the longest value examined byte by byte.
@@ -175,7 +176,7 @@ func (a *contentAcc) class(c int) int { return int(a.classes[c>>3&1][c&7]) }
 // keyword are looked at further. Trigrams are counted in a pass of their
 // own. The result equals reading every byte for everything
 // (refContentAcc in the tests).
-func (a *contentAcc) value(v []byte) {
+func (a *contentAcc) value(v []byte, cost float64) {
 	if len(v) > MaxValueBytes {
 		v = v[:MaxValueBytes]
 	}
@@ -189,7 +190,9 @@ func (a *contentAcc) value(v []byte) {
 		if n > 1 {
 			n = novelDensest(a.grams, v)
 		}
-		a.novel = max(a.novel, n)
+		if n > 0 {
+			a.novel = max(a.novel, float64(n)*cost)
+		}
 	}
 	sym, caseMix := 0, 0
 	for i := 0; i < len(v); {
@@ -546,10 +549,12 @@ func commonMethod(m string) bool {
 // the parameter model and are counted in the request-level counts only.
 //
 // With grams (the trigram filter) it also returns the most trigrams the
-// filter never saw in any novelWindow consecutive trigrams of one value.
-func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool) (ContentVector, int) {
+// filter never saw in any novelWindow consecutive trigrams of one value,
+// times the price of one in that value (cost for the path and names, each
+// parameter's novelCost for its value).
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool, cost float64) (ContentVector, float64) {
 	var x ContentVector
-	novel := s.contentVector(&x, r, mask, grams, shaped, pathKnown)
+	novel := s.contentVector(&x, r, mask, grams, shaped, pathKnown, cost)
 	for f := range x {
 		x[f] &= -uint8(mask >> uint(f) & 1) // without a branch
 	}
@@ -561,7 +566,7 @@ func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, sha
 // same pass as it raises them): in wasm, returning the vector (more than
 // 16 bytes) by value costs a memory.copy, and every loop over the features
 // tens of nanoseconds.
-func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, grams []uint64, shaped, pathKnown bool) int {
+func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, grams []uint64, shaped, pathKnown bool, cost float64) float64 {
 	a := &s.content
 	var g *[gramWords]uint64
 	if len(grams) == gramWords {
@@ -590,7 +595,7 @@ func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, 
 		// The path is read like a value, but its slashes are structure, not
 		// punctuation: the share of punctuation is measured on values only.
 		ratio := a.symRatio
-		a.value(view(path))
+		a.value(view(path), cost)
 		a.symRatio = ratio
 	}
 	params, headers := 0, 0
@@ -604,14 +609,14 @@ func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, 
 		} else {
 			params++
 			// Names are input too: payloads hide in them.
-			a.value(p.name)
+			a.value(p.name, cost)
 		}
 		v := p.value
 		if shaped && !p.header && len(v) > maxShapedQueryValue {
 			v = v[:maxShapedQueryValue]
 		}
 		if s.known&(1<<uint(i)) == 0 {
-			a.value(v)
+			a.value(v, float64(p.novelCost))
 		} else {
 			// Known to be normal: its length counts, its bytes need no look.
 			n := min(len(v), MaxValueBytes)
@@ -943,33 +948,34 @@ func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict, path
 	if len(w.Params) == 0 {
 		s.extract(r)
 		s.known = 0
+		for i := 0; i < s.n; i++ {
+			s.params[i].novelCost = w.novelCost
+		}
 	}
 	var x ContentVector
-	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped, pathKnown)
+	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped, pathKnown, w.novelCost)
 	excess := c.fit(&x)
-	// How rare the request is as a whole (the forest, or beyond the sample's
-	// range), and how densely its character sequences are new.
+	// How rare the request is as a whole (the forest, or beyond the
+	// sample's range), plus how densely its character sequences are new
+	// (each third of a new trigram priced by its parameter's openness): one
+	// part, calibrated as one, since free text raises both at once.
 	whole := max(c.surprise(c.depth(&x)), c.rangeCost(excess))
-	fresh := c.NovelCost * float64(novel) / 3
+	fresh := novel / 3
 	sur := whole + fresh
 	if sur <= 0 {
 		return
 	}
-	v.Surprise += sur
-	// Named only when rarer than 1 % of normal requests, and more than a
-	// typical request's whole surprise.
-	if sur > contentReasonSurprise && sur > w.CalBase {
-		code := c.reason(&x)
+	// The feature that drove it is looked for only when the part will be
+	// named (judge): it costs in wasm.
+	code := ReasonContent
+	if sur >= w.contentNamedAt {
+		code = c.reason(&x)
 		if fresh > whole {
 			code = ReasonContentNovel
 		}
-		v.addReason(code, sur)
 	}
+	v.part(PartContent, code, sur)
 }
-
-// contentReasonSurprise is -ln 0.01: the content model names itself as a
-// reason for requests that isolate faster than 99 % of normal ones.
-const contentReasonSurprise = 4.605
 
 // avgDepth is c(n), the average depth of an unsuccessful search in a binary
 // search tree of n points: the depth a leaf still holding n points adds.
@@ -1141,7 +1147,7 @@ func (t *Trainer) sampleContent(r *Request) {
 		if t.grams == nil {
 			t.grams = newGramCounts()
 		}
-		t.grams.addRequest(r, &t.scratch)
+		t.grams.addRequest(r, &t.scratch, &t.owners)
 	}
 	if len(t.contentSample) >= contentSample && h >= t.contentSample[contentSample-1].hash {
 		return
@@ -1185,7 +1191,7 @@ func (t *Trainer) trainContent(m *Model) {
 		if len(w.Params) == 0 {
 			s.extract(&req)
 		}
-		x, _ := contentVector(&req, &s, mask, nil, t.cfg.ShapedValues, false)
+		x, _ := contentVector(&req, &s, mask, nil, t.cfg.ShapedValues, false, 0)
 		xs = append(xs, x)
 	}
 	m.Content = trainContent(xs, mask, t.cfg.Seed)
@@ -1194,17 +1200,10 @@ func (t *Trainer) trainContent(m *Model) {
 	}
 	if m.Content != nil && t.grams != nil {
 		m.Content.Grams = t.grams.filter()
-		var once, total float64
-		for _, n := range t.grams {
-			total += float64(n)
-			if n == 1 {
-				once++
-			}
-		}
-		m.Content.NovelCost = -math.Log((once + 1) / (total + 2))
+		m.Content.NovelCost = t.grams.novelCost()
 	}
 	for _, w := range m.Workloads {
-		w.content = m.Content
+		w.attachContent(m.Content)
 	}
 }
 

@@ -92,6 +92,9 @@ func ClassOf(c byte) int { return int(classOf[c]) }
 type param struct {
 	name, value []byte
 	header      bool // a header: name is the header name, without headerPrefix
+	// novelCost is the price of a new trigram in the value (see
+	// ParamModel.priceNovelty), set when the parameter model judged it.
+	novelCost float64
 }
 
 // paramScratch holds decoded parameters of one request. It lives in the
@@ -111,6 +114,9 @@ type paramScratch struct {
 	// content and entropy are the content model's scratch.
 	content contentAcc
 	entropy entropyScratch
+	// collect, when set (calibration), receives the surprise of every
+	// value a parameter model judged.
+	collect func(pm *ParamModel, surprise float64)
 }
 
 // addDecoded appends one parameter of a query or form, percent-decoding

@@ -41,9 +41,50 @@ type ParamModel struct {
 	Enum []uint64
 	// Singletons counts enumerated values seen exactly once (Good-Turing).
 	Singletons uint32
+	// TailMed and TailBeta are how surprising the parameter's own
+	// held-back normal values were: their median surprise, and how far
+	// beyond it they reached on average (an exponential tail). Zero when
+	// too few were held back to say (see tail).
+	TailMed, TailBeta float32
+	// GramTokens counts the character trigrams of the parameter's training
+	// values, and GramSingletons those that no other training value had:
+	// how open the parameter is to new character sequences (priceNovelty).
+	GramTokens, GramSingletons uint32
 
-	logp    [nTrans]float32 // -log p(transition), from Trans
-	enumSet table
+	logp      [nTrans]float32 // -log p(transition), from Trans
+	enumSet   table
+	novelCost float64 // a new trigram's price in this parameter's values
+	newValue  float64 // an unseen value's surprise, when enumerable
+}
+
+// tail turns a value's surprise into its tail surprise against this
+// parameter's own held-back values: ln 2 at their median, one more nat per
+// TailBeta beyond (an exponential tail). A parameter whose values spread
+// far (free text) is forgiven what one whose values never vary (an
+// identifier, an enumeration) is not.
+func (p *ParamModel) tail(s float64) float64 {
+	if p.TailBeta == 0 || s <= 0 {
+		return s
+	}
+	m := float64(p.TailMed)
+	if s <= m {
+		return math.Ln2 * s / m
+	}
+	return math.Ln2 + (s-m)/float64(p.TailBeta)
+}
+
+// minGramTokens is how many trigrams a parameter's training values must
+// have had for their novelty rate to price the parameter's.
+const minGramTokens = 1024
+
+// priceNovelty sets the price of a new trigram in this parameter's values:
+// -ln of the Good-Turing chance that its next trigram is new, from its own
+// training values; with too few of them, def.
+func (p *ParamModel) priceNovelty(def float64) {
+	p.novelCost = def
+	if p.GramTokens >= minGramTokens {
+		p.novelCost = -math.Log((float64(p.GramSingletons) + 1) / (float64(p.GramTokens) + 2))
+	}
 }
 
 // transitionSmoothing is the pseudo-count added to every transition of the
@@ -144,8 +185,7 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 	}
 	// An unseen value of an enumerable parameter (known ones returned above).
 	if len(p.Enum) > 0 {
-		pn := (float64(p.Singletons) + 1) / (float64(p.Count) + 2)
-		s := -math.Log(pn)
+		s := p.newValue
 		trans += s
 		if s > best {
 			code = ReasonNewValue
@@ -161,12 +201,21 @@ type paramStats struct {
 	kw            uint32
 	trans         [nTrans]uint32
 	values        map[uint64]uint32 // nil once the parameter is not enumerable
+	// id numbers the statistics for the trigram counts (gramCounts.owner);
+	// twin is the same parameter's statistics in the global section.
+	// any is the workload-wide statistics of the same section.
+	id                         int32
+	twin, any                  *paramStats
+	gramTokens, gramSingletons uint32
 }
 
 func newParamStats() *paramStats { return &paramStats{values: map[uint64]uint32{}} }
 
 func (s *paramStats) observe(v []byte) {
 	s.count++
+	if n := min(len(v), MaxValueBytes); n > 2 {
+		s.gramTokens += uint32(n - 2)
+	}
 	n := float64(len(v))
 	s.sumLen += n
 	s.sumSq += n * n
@@ -188,7 +237,8 @@ func (s *paramStats) observe(v []byte) {
 }
 
 func (s *paramStats) model(route uint32, name string) ParamModel {
-	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, Trans: s.trans}
+	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, Trans: s.trans,
+		GramTokens: s.gramTokens, GramSingletons: s.gramSingletons}
 	if s.count > 0 {
 		p.LenMean = s.sumLen / float64(s.count)
 		p.LenVar = math.Max(0, s.sumSq/float64(s.count)-p.LenMean*p.LenMean)

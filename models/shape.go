@@ -14,8 +14,12 @@ var classRepresentative = [NClasses]byte{
 	ClassSemicolon: ';', ClassSymbol: '!', ClassControl: 0x01, ClassHigh: 0x80,
 }
 
-// maxShapedQueryValue bounds a query value's shape.
-const maxShapedQueryValue = 64
+// maxShapedQueryValue bounds a query or form value's shape: what the
+// parameter model examines of a value, so that the model the control plane
+// trains on shapes judges lengths and transitions on what scoring reads
+// (a shape cut shorter made every longer value look too long). A record
+// stays bounded by the request: at most three bytes of shape per byte.
+const maxShapedQueryValue = MaxValueBytes
 
 // ShapeValue shapes a header value, up to MaxValueBytes (what the model
 // examines).

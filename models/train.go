@@ -96,7 +96,14 @@ type Trainer struct {
 	// a uniform sample that does not depend on the order requests came in.
 	contentSample []sampledRequest
 	// grams counts the trigrams of the requests learned.
-	grams gramCounts
+	grams *gramCounts
+	// stats lists every parameter's statistics by id; owners holds the id
+	// of each parameter of the request being learned, in its destination's
+	// section (noOwner when not learned), and ownStats those statistics.
+	stats    []*paramStats
+	credited bool
+	owners   [maxParams]int32
+	ownStats [maxParams]*paramStats
 }
 
 type sampledRequest struct {
@@ -164,9 +171,12 @@ func (t *Trainer) Observe(r *Request) bool {
 	}
 	rk := routeKey{method: r.Method, template: Template(r.Path)}
 	t.scratch.extract(r)
-	ok := t.observe(r, r.Destination, src, rk)
+	for i := range t.owners[:t.scratch.n] {
+		t.owners[i], t.ownStats[i] = noOwner, nil
+	}
+	ok := t.observe(r, r.Destination, src, rk, true)
 	if r.Destination != GlobalWorkload {
-		t.observe(r, GlobalWorkload, src, rk)
+		t.observe(r, GlobalWorkload, src, rk, false)
 	}
 	if ok {
 		t.samples++
@@ -212,7 +222,7 @@ func cloneRequest(r *Request) Request {
 	return c
 }
 
-func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
+func (t *Trainer) observe(r *Request, dst, src string, rk routeKey, own bool) bool {
 	w := t.workloads[dst]
 	if w == nil {
 		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}}
@@ -260,10 +270,19 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
 			if t.cfg.ShapedValues {
 				ps.values = nil
 			}
+			ps.id = int32(len(t.stats))
+			ps.any = w.anyParam
+			t.stats = append(t.stats, ps)
 			w.params[key] = ps
 		}
 		if !header {
 			rs.names[name]++
+		}
+		switch {
+		case own:
+			t.owners[i], t.ownStats[i] = ps.id, ps
+		case t.ownStats[i] != nil && t.ownStats[i].twin == nil:
+			t.ownStats[i].twin = ps
 		}
 		ps.observe(p.value)
 		w.anyParam.observe(p.value)
@@ -283,6 +302,10 @@ func (t *Trainer) Samples() (learned, skipped, flagged, heldBack uint64) {
 func (t *Trainer) Model() (*Model, error) {
 	if t.samples == 0 {
 		return nil, errors.New("train: no requests learned")
+	}
+	if t.grams != nil && !t.credited {
+		t.grams.credit(t.stats)
+		t.credited = true
 	}
 	now := t.cfg.Now
 	if now.IsZero() {
@@ -342,79 +365,198 @@ func (t *Trainer) Model() (*Model, error) {
 	return m, nil
 }
 
-// minCalibration is the least number of held-back requests a workload needs
-// to be calibrated on its own, whatever the target false-positive rate; it
-// also needs 1/TargetFPR of them, or the quantile it would read is noise.
-// With fewer it takes the calibration pooled over every workload.
-const minCalibration = 50
-
-func (t *Trainer) enoughToCalibrate(n int) bool {
-	return n >= minCalibration && float64(n) >= 1/t.cfg.TargetFPR
-}
-
-// calibrate sets each workload's CalBase and CalCenter from the surprises of
-// its held-back normal requests: their median, and what TargetFPR of them
-// exceed.
+// calibrate fits, on the held-back normal requests, what turns surprises
+// into scores: each parameter's tail (ParamModel.tail), then each part's
+// (Workload.Tails), then where the combined surprise of a typical request
+// lies (CalBase; CalCenter is that of a request as rare as TargetFPR). Each
+// held-back request calibrates its destination's section and the global
+// one; a section with too few held-back requests takes the global one's
+// tails. The request phase is calibrated without the response, the response
+// phase with it.
 func (t *Trainer) calibrate(m *Model) {
-	per, perResp := map[string][]float64{}, map[string][]float64{}
-	var pooled, pooledResp []float64
-	var s paramScratch
+	type sample struct {
+		w *Workload
+		r *Request
+	}
+	var samples []sample
+	global := m.Workloads[GlobalWorkload]
 	for i := range t.heldBack {
 		r := &t.heldBack[i]
 		w := m.Workload(r.Destination)
 		if w == nil {
 			continue
 		}
-		// The request phase decides before a response exists.
-		req := *r
-		req.Status, req.ResponseBytes = 0, 0
+		samples = append(samples, sample{w, r})
+		if global != nil && w != global {
+			samples = append(samples, sample{global, r})
+		}
+	}
+	var s paramScratch
+	// The request phase decides before a response exists.
+	score := func(x sample, response bool) Verdict {
+		req := *x.r
+		if !response {
+			req.Status, req.ResponseBytes = 0, 0
+		}
 		var v Verdict
-		w.surprise(&req, &s, &v)
-		per[w.Name] = append(per[w.Name], v.Surprise)
-		pooled = append(pooled, v.Surprise)
-		// The response phase, when the response is known.
-		if r.Status != 0 {
-			var vr Verdict
-			w.surprise(r, &s, &vr)
-			perResp[w.Name] = append(perResp[w.Name], vr.Surprise)
-			pooledResp = append(pooledResp, vr.Surprise)
+		x.w.surprise(&req, &s, &v)
+		return v
+	}
+	// Each parameter against its own held-back values.
+	raw := map[*ParamModel][]float64{}
+	s.collect = func(pm *ParamModel, x float64) { raw[pm] = append(raw[pm], x) }
+	for _, x := range samples {
+		score(x, false)
+	}
+	s.collect = nil
+	for pm, xs := range raw {
+		pm.TailMed, pm.TailBeta = fitParamTail(xs)
+	}
+	// Each part against its own held-back surprises.
+	parts := map[*Workload]*[NParts][]float64{}
+	for _, x := range samples {
+		ps := parts[x.w]
+		if ps == nil {
+			ps = new([NParts][]float64)
+			parts[x.w] = ps
+		}
+		v := score(x, false)
+		ps[partStructure] = append(ps[partStructure], v.Parts[PartCaller]+v.Parts[PartRoute]+v.Parts[PartEdge]+v.Parts[PartNames])
+		for p := PartValues; p < requestParts; p++ {
+			ps[p] = append(ps[p], v.Parts[p])
+		}
+		if x.r.Status != 0 {
+			v := score(x, true)
+			for p := requestParts; p < NParts; p++ {
+				ps[p] = append(ps[p], v.Parts[p])
+			}
 		}
 	}
-	base, center := calibration(pooled, t.cfg.TargetFPR)
-	var rbase, rcenter float64
-	if len(pooledResp) > 0 {
-		rbase, rcenter = calibration(pooledResp, t.cfg.TargetFPR)
-	}
-	for name, w := range m.Workloads {
-		w.CalBase, w.CalCenter = base, center
-		if xs := per[name]; t.enoughToCalibrate(len(xs)) {
-			w.CalBase, w.CalCenter = calibration(xs, t.cfg.TargetFPR)
-		}
-		w.RespBase, w.RespCenter = rbase, rcenter
-		if xs := perResp[name]; t.enoughToCalibrate(len(xs)) {
-			w.RespBase, w.RespCenter = calibration(xs, t.cfg.TargetFPR)
+	fit := func(w *Workload) {
+		ps := parts[w]
+		for p := Part(0); p < NParts; p++ {
+			if !p.calibrated() {
+				continue
+			}
+			w.Tails[p] = Tail{}
+			if ps != nil && len(ps[p]) >= minTailSample {
+				w.Tails[p] = fitTail(ps[p])
+			}
 		}
 	}
+	if global != nil {
+		fit(global)
+	}
+	for _, w := range m.Workloads {
+		if w == global {
+			continue
+		}
+		if ps := parts[w]; ps != nil && len(ps[PartValues]) >= minTailSample || global == nil {
+			fit(w)
+		} else {
+			w.Tails = global.Tails
+		}
+	}
+	// Where typical requests lie once combined.
+	per, perResp := map[*Workload][]float64{}, map[*Workload][]float64{}
+	for _, x := range samples {
+		v := score(x, false)
+		x.w.judge(&v, false)
+		per[x.w] = append(per[x.w], v.Surprise)
+		if x.r.Status != 0 {
+			v := score(x, true)
+			x.w.judge(&v, true)
+			perResp[x.w] = append(perResp[x.w], v.Surprise)
+		}
+	}
+	for _, w := range m.Workloads {
+		calibrated := w.Tails[PartValues].Slope > 0 || w.Tails[PartContent].Slope > 0
+		w.CalBase, w.CalCenter = combinedCalibration(per[w], t.cfg.TargetFPR, calibrated)
+		w.RespBase, w.RespCenter = 0, 0
+		if len(perResp[w]) > 0 {
+			w.RespBase, w.RespCenter = combinedCalibration(perResp[w], t.cfg.TargetFPR, calibrated)
+		}
+		w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
+	}
+}
+
+// minTailSample is the least number of held-back requests a section needs
+// to fit its parts' tails; with fewer, it takes the global section's, and
+// when that has fewer too, surprises stand as their models say (a Tail of
+// zeros). Fewer than 200 requests put no knot beyond the 2.5 % share and
+// fit the slope beyond the last on a handful of requests: a tail read from
+// noise would reorder the parts, not calibrate them.
+const minTailSample = 200
+
+// combinedCalibration returns where a section's combined surprises put a
+// typical request (the median of the held-back ones) and a request as rare
+// as fpr: -ln fpr when the parts are calibrated, since the combined
+// surprise is then -ln of a p-value; otherwise (too few held-back requests
+// to fit the parts' tails) read from the held-back requests' own combined
+// surprises, beyond the largest by an exponential tail fitted to the
+// largest few (their mean excess over the fifth largest). It sorts xs.
+func combinedCalibration(xs []float64, fpr float64, calibrated bool) (base, center float64) {
+	center = -math.Log(fpr)
+	if len(xs) == 0 {
+		return 0, center
+	}
+	sort.Float64s(xs)
+	base = xs[len(xs)/2]
+	if !calibrated {
+		n := len(xs)
+		k := min(n, minTailPoints)
+		u := xs[n-k]
+		var excess float64
+		for _, x := range xs[n-k:] {
+			excess += x - u
+		}
+		beta := max(excess/float64(k), minCalSpan)
+		// k of n exceed u; fpr·n would exceed u + beta·ln(k/(fpr·n)).
+		center = u + beta*math.Log(float64(k)/(fpr*float64(n)))
+	}
+	base = max(0, min(base, center-minCalSpan))
+	return base, center
+}
+
+// minParamTail is how many held-back values a parameter needs for a tail
+// of its own; with fewer, its surprises stand as they are.
+const minParamTail = 8
+
+// paramTailPrior is how many values the prior of a parameter's tail is
+// worth.
+const paramTailPrior = 64
+
+// fitParamTail returns the median of a parameter's held-back surprises and
+// their mean excess over it (at least a quarter nat), or zeros when there
+// are too few. It sorts xs.
+func fitParamTail(xs []float64) (med, beta float32) {
+	if len(xs) < minParamTail {
+		return 0, 0
+	}
+	sort.Float64s(xs)
+	m := xs[len(xs)/2]
+	var excess float64
+	var n int
+	for _, x := range xs {
+		if x > m {
+			excess += x - m
+			n++
+		}
+	}
+	b := 1.0
+	if n > 0 {
+		b = max(1, excess/float64(n))
+	}
+	// Few values say little: shrunk towards no tail (median 0, spread 1)
+	// as if paramTailPrior values had said so.
+	k := float64(len(xs))
+	m, b = m*k/(k+paramTailPrior), (b*k+paramTailPrior)/(k+paramTailPrior)
+	return float32(m), float32(b)
 }
 
 // minCalSpan is the floor of a calibration's span: a surprise less than one
 // nat above typical (an event normal traffic shows more than a third of the
 // time) never reaches the threshold on its own.
 const minCalSpan = 1.0
-
-// calibration returns the median of xs and the value a share fpr of xs
-// exceed, at least minCalSpan above the median.
-func calibration(xs []float64, fpr float64) (base, center float64) {
-	if len(xs) == 0 {
-		return 0, 3 * minCalSpan
-	}
-	sort.Float64s(xs)
-	q := func(p float64) float64 {
-		i := int(math.Ceil(p*float64(len(xs)))) - 1
-		return xs[max(0, min(len(xs)-1, i))]
-	}
-	base = q(0.5)
-	return base, math.Max(q(1-fpr), base+minCalSpan)
-}
 
 func sortStrings(s []string) { sort.Strings(s) }

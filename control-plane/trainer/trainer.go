@@ -74,6 +74,11 @@ type Report struct {
 	Published bool   `json:"published"`
 	Canary    bool   `json:"canary,omitempty"`
 	Rejected  string `json:"rejected,omitempty"`
+	// CurrentUnreadable says why the model in force could not be read (one
+	// of an older codec version, after an upgrade): the candidate is then
+	// trained and gated without it, as for a first model, and the filters
+	// keep the one they have until it is published.
+	CurrentUnreadable string `json:"current_unreadable,omitempty"`
 }
 
 // ErrNoData is returned when there is too little to train on.
@@ -94,6 +99,9 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 		return rep, nil
 	}
 	current, err := currentModel(ctx, st)
+	if errors.Is(err, models.ErrModelFormat) {
+		rep.CurrentUnreadable, current, err = err.Error(), nil, nil
+	}
 	if err != nil {
 		return rep, err
 	}

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,5 +149,43 @@ func TestRoundOnRedisCluster(t *testing.T) {
 	}
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
 		t.Errorf("current %s, published %s", cur, rep.SHA256)
+	}
+}
+
+// TestUnreadableCurrentModelDoesNotStopTraining: after an upgrade that
+// changes the codec, the model in force (written by the previous version)
+// cannot be read; training goes on without it, says why, and publishes a
+// model this version reads.
+func TestUnreadableCurrentModelDoesNotStopTraining(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	st, err := store.New(rdb, store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !rep.Published {
+		t.Fatalf("first round: %+v %v", rep, err)
+	}
+	old, err := st.Model(ctx, rep.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same model as an older codec version wrote it.
+	old[4], old[5] = byte(models.CodecVersion-1), 0
+	if err := rdb.Set(ctx, store.DefaultConfig().Prefix+":model:"+rep.SHA256, old, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep2, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
+	if err != nil || !rep2.Published || !strings.Contains(rep2.CurrentUnreadable, "codec version") {
+		t.Fatalf("round over an unreadable model in force: %+v %v", rep2, err)
+	}
+	if cur, _ := st.Current(ctx); cur != rep2.SHA256 {
+		t.Errorf("current %s, want the new model %s", cur, rep2.SHA256)
 	}
 }

@@ -224,7 +224,7 @@ func TestWriterOnRealAPIServer(t *testing.T) {
 	// With the default budget, a real model the filter itself would take
 	// (under models.MaxModelBytes, its config under pluginconfig's limit)
 	// but whose base64 takes the object over 1 MiB is refused too.
-	big, shaBig := model(t, 3, 8000)
+	big, shaBig := model(t, 3, 5200)
 	if len(big) > models.MaxModelBytes || len(big)*4/3 < wasmplugin.DefaultMaxObjectBytes {
 		t.Fatalf("the big model is %d bytes: not between the object budget and the filter's limit", len(big))
 	}
