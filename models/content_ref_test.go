@@ -191,21 +191,20 @@ func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, 
 	}
 	params, headers := 0, 0
 	for i := 0; i < s.n; i++ {
-		if shaped && i >= s.bodyFrom && i < s.bodyTo {
+		p := &s.params[i]
+		if shaped && p.body {
 			continue
 		}
-		p := &s.params[i]
 		if p.header {
-			headers++
-		} else {
+			if !p.cont {
+				headers++
+			}
+		} else if !p.cont {
 			params++
 			// Names are input too: payloads hide in them.
 			a.value(p.name, cost)
 		}
 		v := p.value
-		if shaped && !p.header && len(v) > maxShapedQueryValue {
-			v = v[:maxShapedQueryValue]
-		}
 		if s.known&(1<<uint(i)) == 0 {
 			a.value(v, p.novelCost)
 		} else {
@@ -214,6 +213,10 @@ func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, 
 			a.total += n
 			a.maxLen = max(a.maxLen, n)
 		}
+		if p.cont {
+			a.total -= min(len(v), valueOverlap)
+		}
+		a.maxLen = max(a.maxLen, p.full)
 	}
 	x[CFParams] = qlog(params)
 	x[CFHeaders] = qlog(headers)

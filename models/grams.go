@@ -86,11 +86,10 @@ func (c *gramCounts) add(v []byte, owner int32) {
 	}
 }
 
-// addRequest counts the trigrams of what the content model reads of a
-// request: its path, parameter names and values (s holds its parameters,
-// and owners the statistics id of each, or noOwner).
-func (c *gramCounts) addRequest(r *Request, s *paramScratch, owners *[maxParams]int32) {
-	c.add(view(limitPath(r.Path)), noOwner)
+// addBatch counts the trigrams of what the content model reads of a batch
+// of a request's parameters: names and values (owners holds the statistics
+// id of each, or noOwner). The path is counted with add.
+func (c *gramCounts) addBatch(s *paramScratch, owners *[maxParams]int32) {
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
 		if !p.header {

@@ -325,7 +325,31 @@ func (m *Model) Score(r *Request) Verdict {
 // Scratch is working memory for scoring one request at a time. Scoring with
 // a Scratch the caller keeps (one per goroutine, or per filter instance)
 // allocates nothing.
-type Scratch struct{ params paramScratch }
+type Scratch struct {
+	// BodyLimit is how much of a request body is read (0:
+	// DefaultBodyLimit); what lies beyond counts in the request's size
+	// only. The filter sets it from its max_body_bytes.
+	BodyLimit int
+
+	params paramScratch
+	// fed counts the body bytes fed to the request being judged; cut says
+	// the body goes on past them (Feed met the limit, or Truncate).
+	fed int
+	cut bool
+}
+
+// Truncate says the body of the request being judged goes on past what
+// was fed: the filter judges at the body limit before the rest arrives.
+// The value the body was cut in is then not judged as whole.
+func (s *Scratch) Truncate() { s.cut = true }
+
+// bodyLimit returns the body limit in force.
+func (s *Scratch) bodyLimit() int {
+	if s.BodyLimit <= 0 {
+		return DefaultBodyLimit
+	}
+	return min(s.BodyLimit, MaxBodyLimit)
+}
 
 var scratchPool = sync.Pool{New: func() any { return new(Scratch) }}
 
@@ -351,9 +375,50 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 // and reasons it resets (Reasons past NReason are left as they were): in
 // wasm, returning a Verdict by value costs a memory.copy.
 func (w *Workload) ScoreInto(r *Request, s *Scratch, v *Verdict) {
+	w.measure(r, s, v)
+	w.judge(v, r.Status != 0)
+}
+
+// measure reads a request with its body whole (up to the body limit) into
+// v's parts.
+func (w *Workload) measure(r *Request, s *Scratch, v *Verdict) {
+	w.Begin(r, s, v)
+	if len(r.Body) > 0 {
+		w.Feed(r.Body, s)
+	}
+	w.finish(r, s, v)
+}
+
+// Begin starts judging a request whose body follows in chunks (Feed; End
+// judges it): the filter reads a body as the proxy passes it, never holding
+// it. r needs no body; its headers must stay as they are until End.
+func (w *Workload) Begin(r *Request, s *Scratch, v *Verdict) {
 	v.reset()
-	w.surprise(r, &s.params, v)
-	v.Scored = true
+	s.fed, s.cut = 0, false
+	w.begin(r, &s.params, v)
+}
+
+// Feed reads the next chunk of the request's body, as far as the body
+// limit (Scratch.BodyLimit) reaches, and reports how many of its bytes it
+// read.
+func (w *Workload) Feed(chunk []byte, s *Scratch) int {
+	n := min(len(chunk), s.bodyLimit()-s.fed)
+	if n < len(chunk) {
+		s.cut = true
+	}
+	if n <= 0 {
+		return 0
+	}
+	s.fed += n
+	s.params.feed(chunk[:n])
+	return n
+}
+
+// End reads the end of the body and judges the request. Its size is
+// r.RequestBytes when set (bytes beyond the limit count there), else what
+// was fed.
+func (w *Workload) End(r *Request, s *Scratch, v *Verdict) {
+	w.finish(r, s, v)
 	w.judge(v, r.Status != 0)
 }
 
@@ -391,19 +456,21 @@ func (w *Workload) judge(v *Verdict, response bool) {
 			}
 		}
 	}
-	var tails [NParts]float64
+	// The calibrated parts' tail surprises, as float32s: eight of them fit
+	// the 32 bytes a local array may take without a memory.fill in wasm.
+	var tails [8]float32
 	for p := PartValues; p < last; p++ {
 		s := v.Parts[p]
 		if s <= 0 {
 			continue
 		}
 		t := w.Tails[p].surprise(s)
-		tails[p] = t
+		tails[p-PartValues] = float32(t)
 		if t >= reasonTail {
 			v.addReason(v.Codes[p], t)
 		}
 	}
-	v.Surprise = combine(structural, &tails, last)
+	v.Surprise = combine(structural, &tails, int(last-PartValues))
 	v.Score = calibrate(v.Surprise, base, center)
 }
 
@@ -434,8 +501,9 @@ func calibrate(surprise, base, center float64) float64 {
 // below the typical surprise: about 7e-7.
 const scoreFloor = 1e-6
 
-// surprise sums what every component finds unusual about r into v.
-func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
+// begin reads what a request says before its body: its caller, route and
+// edge, its query and headers; the body follows (paramScratch.feed).
+func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 	// The template is built in the scratch: a zeroed local array would be a
 	// memory.fill per request in wasm.
 	tmpl, plain := appendTemplate(s.route[:0], r.Path)
@@ -461,20 +529,85 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 			v.part(PartEdge, ReasonNewEdge, -math.Log(w.pNewEdge))
 		}
 	}
+	sc := &s.scorer
+	sc.w, sc.ri, sc.routeKnown = w, ri, routeKnown
+	sc.values, sc.valuesCode, sc.names = 0, ReasonNone, 0
+	switch {
+	case s.training != nil:
+		sc.content, sc.mask, sc.shaped = true, s.training.mask, s.training.shaped
+		s.contentStart(r, sc.mask, nil, false, 0)
+	case w.content != nil && w.content.checked:
+		sc.content, sc.mask, sc.shaped = true, w.content.Mask, w.content.Shaped
+		s.contentStart(r, sc.mask, w.content.Grams, routeKnown && plain, w.novelCost)
+	default:
+		sc.content = false
+	}
+	s.begin(r, sc)
+}
 
+// finish reads the end of the body and what is known of the request as a
+// whole: its size, its content, its response.
+func (w *Workload) finish(r *Request, s *Scratch, v *Verdict) {
+	p := &s.params
+	p.finish(s.cut)
+	sc := &p.scorer
+	if sc.names > 0 {
+		v.part(PartNames, ReasonNewParam, sc.names)
+	}
+	v.part(PartValues, sc.valuesCode, sc.values)
 	// The numeric signals are asked for only when there is a number to
 	// judge (a request without a body, a response not yet known, add
 	// nothing): compiled to WebAssembly, the calls cost even when they do
 	// nothing.
-	if routeKnown && requestBytes(r) > 0 {
-		w.Routes[ri].Numbers.requestSurprise(r, v)
+	if size := max(r.RequestBytes, int64(len(r.Body)), int64(s.fed)); sc.routeKnown && size > 0 {
+		w.Routes[sc.ri].Numbers.requestSurprise(size, v)
 	}
-	w.paramSurprise(r, s, v, ri, routeKnown)
-	w.contentSurprise(r, s, v, routeKnown && plain)
+	switch {
+	case p.training != nil:
+		x := &p.training.x
+		*x = ContentVector{}
+		p.contentVectorEnd(x, sc.mask)
+		for f := range x {
+			x[f] &= -uint8(sc.mask >> uint(f) & 1)
+		}
+	case sc.content:
+		w.contentEnd(p, v)
+	}
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
-	if routeKnown && r.Status != 0 {
-		w.Routes[ri].Numbers.responseSurprise(r, v, &w.statusMix)
+	if sc.routeKnown && r.Status != 0 {
+		w.Routes[sc.ri].Numbers.responseSurprise(r, v, &w.statusMix)
+	}
+	v.Scored = true
+}
+
+// scorer is the batch sink of scoring: it judges each batch's parameters
+// against the section (values, names) and reads them into the content
+// model.
+type scorer struct {
+	w                           *Workload
+	ri                          uint32
+	mask                        uint32
+	routeKnown, content, shaped bool
+	// The values and names parts so far (finish records them in the
+	// verdict, which the scratch must not point to: a verdict returned by
+	// value would move to the heap).
+	values     float64
+	valuesCode ReasonCode
+	names      float64
+}
+
+func (sc *scorer) batch(s *paramScratch, final bool) {
+	w := sc.w
+	if len(w.Params) > 0 {
+		w.paramSurprise(s, sc)
+	} else {
+		for i := 0; i < s.n; i++ {
+			s.params[i].novelCost = w.novelCost
+		}
+	}
+	if sc.content {
+		s.contentBatch(sc.mask, sc.shaped, final)
 	}
 }
 
@@ -496,11 +629,8 @@ func (w *Workload) RespondWith(r *Request, v Verdict) Verdict {
 // that parameter's own normal tail), and the names the route never had, in
 // v; it leaves in s each parameter's price of a new character trigram, for
 // the content model.
-func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uint32, routeKnown bool) {
-	if len(w.Params) == 0 {
-		return
-	}
-	s.extract(r)
+func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
+	ri, routeKnown := sc.ri, sc.routeKnown
 	var worst float64
 	var worstCode ReasonCode
 	var newParams float64
@@ -539,13 +669,14 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 		// took in training (user-agent, accept): they are told apart here
 		// (ParamModel.knownValue, written out so that the table lookup is
 		// inlined), without the call to valueSurprise, which would answer 0.
-		if len(pm.Enum) > 0 {
+		whole := p.last && !p.cont
+		if len(pm.Enum) > 0 && whole {
 			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
 				s.known |= 1 << uint(i)
 				continue
 			}
 		}
-		raw, code := pm.valueSurprise(p.value)
+		raw, code := pm.valueSurprise(p.value, p.full, whole)
 		if code == ReasonNone {
 			s.known |= 1 << uint(i)
 		}
@@ -561,10 +692,10 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 			worst, worstCode = sur, code
 		}
 	}
-	if newParams > 0 {
-		v.part(PartNames, ReasonNewParam, newParams)
+	sc.names = max(sc.names, newParams)
+	if worst > sc.values {
+		sc.values, sc.valuesCode = worst, worstCode
 	}
-	v.part(PartValues, worstCode, worst)
 }
 
 // headerWeight is what a header value's surprise counts for against a

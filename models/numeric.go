@@ -86,8 +86,7 @@ const statusPrior = 1000.0
 // next exceeds them all with probability 1/(N+1), and each doubling beyond
 // halves that again. Padding a payload past what a filter reads is how
 // size evades inspection; it cannot evade this.
-func (n *Numbers) requestSurprise(r *Request, v *Verdict) {
-	b := requestBytes(r)
+func (n *Numbers) requestSurprise(b int64, v *Verdict) {
 	if s := n.RequestBytes.surpriseAbove(b); s > 0 {
 		v.part(PartSize, ReasonRequestSize, s)
 	}

@@ -133,12 +133,15 @@ func (p *ParamModel) knownValue(v []byte) bool {
 }
 
 // valueSurprise says how surprising a value is for this parameter, in nats,
-// and which signal dominated.
-func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
+// and which signal dominated; full is the value's length so far, whole
+// says v is all of it (not a window of a longer one, see valueWindow, nor
+// a value the body limit cut): only a whole value is looked up among an
+// enumerable parameter's.
+func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, ReasonCode) {
 	// A value an enumerable parameter took in training is normal by
 	// definition; most headers of mesh traffic are such (user-agent, accept),
 	// and this spares scanning them.
-	if len(p.Enum) > 0 && p.knownValue(v) {
+	if len(p.Enum) > 0 && whole && p.knownValue(v) {
 		return 0, ReasonNone
 	}
 	// The rarest class transition the value makes, plus a share of the mean,
@@ -162,7 +165,7 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 
 	// Length beyond what the parameter's values spread to (Chebyshev).
 	if p.Count >= 8 {
-		d := float64(len(v)) - p.LenMean
+		d := float64(max(len(v), full)) - p.LenMean
 		if d > 0 {
 			varEff := math.Max(p.LenVar, 1)
 			if pr := varEff / (d * d); pr < 1 {
@@ -184,7 +187,7 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 		}
 	}
 	// An unseen value of an enumerable parameter (known ones returned above).
-	if len(p.Enum) > 0 {
+	if len(p.Enum) > 0 && whole {
 		s := p.newValue
 		trans += s
 		if s > best {
@@ -207,20 +210,24 @@ type paramStats struct {
 	id                         int32
 	twin, any                  *paramStats
 	gramTokens, gramSingletons uint32
+	// kwOpen says a window of the value being learned had keywords.
+	kwOpen bool
 }
 
 func newParamStats() *paramStats { return &paramStats{values: map[uint64]uint32{}} }
 
-func (s *paramStats) observe(v []byte) {
-	s.count++
+// observe learns one parameter's value, or one window of a long one
+// (param.cont, param.last): each window's transitions, keywords and
+// trigrams, and once the value is whole its length, whether any window had
+// keywords, and the value itself while the parameter is enumerable (a
+// value read in windows makes it not).
+func (s *paramStats) observe(p *param) {
+	v := p.value
 	if n := min(len(v), MaxValueBytes); n > 2 {
 		s.gramTokens += uint32(n - 2)
 	}
-	n := float64(len(v))
-	s.sumLen += n
-	s.sumSq += n * n
 	if countKeywords(v) > 0 {
-		s.kw++
+		s.kwOpen = true
 	}
 	prev := classStartState
 	for _, c := range v {
@@ -228,7 +235,23 @@ func (s *paramStats) observe(v []byte) {
 		s.trans[prev*NClasses+cl]++
 		prev = cl
 	}
+	if !p.last {
+		s.values = nil
+		return
+	}
+	s.count++
+	n := float64(p.full)
+	s.sumLen += n
+	s.sumSq += n * n
+	if s.kwOpen {
+		s.kw++
+		s.kwOpen = false
+	}
 	if s.values != nil {
+		if p.cont {
+			s.values = nil
+			return
+		}
 		s.values[hashBytes(hashSeed, v)]++
 		if len(s.values) > maxEnum {
 			s.values = nil

@@ -210,16 +210,32 @@ func fitTail(xs []float64) Tail {
 // strong ones add up, where a sum of surprises (Fisher) would let a
 // request's many ordinary parts dilute one strong part, and the noisiest
 // part set the tail.
-func combine(structural float64, tails *[NParts]float64, last Part) float64 {
-	best := structural
-	for p := PartValues; p < last; p++ {
-		best = max(best, tails[p])
+//
+// tails holds the tail surprises of the n calibrated parts from PartValues.
+func combine(structural float64, tails *[8]float32, n int) float64 {
+	best, silent := structural, 0
+	if structural == 0 {
+		silent++
 	}
-	// Σ e^t, factored by e^best.
-	sum := math.Exp(structural - best)
-	for p := PartValues; p < last; p++ {
-		sum += math.Exp(tails[p] - best)
+	for _, t := range tails[:n] {
+		best = max(best, float64(t))
+		if t == 0 {
+			silent++
+		}
 	}
-	k := float64(last - PartValues + 1)
-	return max(0, best+math.Log(sum/k))
+	if best == 0 {
+		return 0
+	}
+	// Σ e^t, factored by e^best; the silent parts (e^0 each) at once: an
+	// exponential costs a call in wasm.
+	sum := float64(silent) * math.Exp(-best)
+	if structural > 0 {
+		sum += math.Exp(structural - best)
+	}
+	for _, t := range tails[:n] {
+		if t > 0 {
+			sum += math.Exp(float64(t) - best)
+		}
+	}
+	return max(0, best+math.Log(sum/float64(n+1)))
 }

@@ -72,20 +72,33 @@ func TestTailIsMonotoneAndInverts(t *testing.T) {
 // the number of parts; several moderately strong ones count for more than
 // any of them; silent parts change nothing.
 func TestCombineHarmonicMean(t *testing.T) {
-	var tails [NParts]float64
-	k := float64(requestParts - PartValues + 1)
-	if s := combine(0, &tails, requestParts); s != 0 {
+	var tails [8]float32
+	n := int(requestParts - PartValues)
+	k := float64(n + 1)
+	if s := combine(0, &tails, n); s != 0 {
 		t.Errorf("nothing unusual: %v", s)
 	}
-	tails[PartContent] = 20
-	if s := combine(0, &tails, requestParts); math.Abs(s-(20-math.Log(k))) > 1e-6 {
+	tails[PartContent-PartValues] = 20
+	if s := combine(0, &tails, n); math.Abs(s-(20-math.Log(k))) > 1e-6 {
 		t.Errorf("one part at 20 nats: %v, want 20 - ln %v", s, k)
 	}
-	one := combine(9, &[NParts]float64{}, requestParts)
-	tails = [NParts]float64{}
-	tails[PartValues], tails[PartContent] = 9, 9
-	if two := combine(9, &tails, requestParts); two <= one || two > one+math.Log(3)+1e-9 {
+	one := combine(9, &[8]float32{}, n)
+	tails = [8]float32{}
+	tails[0], tails[PartContent-PartValues] = 9, 9
+	if two := combine(9, &tails, n); two <= one || two > one+math.Log(3)+1e-6 {
 		t.Errorf("three parts at 9 nats: %v; one: %v", two, one)
+	}
+	// Silent parts count as p-values of 1, at once or one by one.
+	ref := func(ts ...float64) float64 {
+		sum := 0.0
+		for _, t := range ts {
+			sum += math.Exp(t)
+		}
+		return math.Log(sum / float64(len(ts)))
+	}
+	tails = [8]float32{3, 0, 5}
+	if got, want := combine(2, &tails, n), ref(2, 3, 0, 5); math.Abs(got-want) > 1e-6 {
+		t.Errorf("combine %v, want ln(Σe^t / K) = %v", got, want)
 	}
 }
 

@@ -98,12 +98,13 @@ type Trainer struct {
 	// grams counts the trigrams of the requests learned.
 	grams *gramCounts
 	// stats lists every parameter's statistics by id; owners holds the id
-	// of each parameter of the request being learned, in its destination's
+	// of each parameter of the batch being learned, in its destination's
 	// section (noOwner when not learned), and ownStats those statistics.
 	stats    []*paramStats
 	credited bool
 	owners   [maxParams]int32
 	ownStats [maxParams]*paramStats
+	learner  learner
 }
 
 type sampledRequest struct {
@@ -170,13 +171,27 @@ func (t *Trainer) Observe(r *Request) bool {
 		src = src[:t.cfg.MaxSourceLen]
 	}
 	rk := routeKey{method: r.Method, template: Template(r.Path)}
-	t.scratch.extract(r)
-	for i := range t.owners[:t.scratch.n] {
-		t.owners[i], t.ownStats[i] = noOwner, nil
-	}
-	ok := t.observe(r, r.Destination, src, rk, true)
+	l := &t.learner
+	l.t, l.rk = t, rk
+	l.dst, l.dstRoute = t.observe(r, r.Destination, src, rk)
+	l.global, l.globalRoute = nil, nil
 	if r.Destination != GlobalWorkload {
-		t.observe(r, GlobalWorkload, src, rk, false)
+		l.global, l.globalRoute = t.observe(r, GlobalWorkload, src, rk)
+	}
+	ok := l.dst != nil
+	if ok && t.grams == nil && !t.cfg.ShapedValues {
+		t.grams = newGramCounts()
+	}
+	l.grams = ok && t.grams != nil
+	if l.grams {
+		t.grams.add(view(limitPath(r.Path)), noOwner)
+	}
+	if l.dst != nil || l.global != nil {
+		// The parameters, a batch at a time (learner.batch), the body as
+		// far as scoring reads it.
+		t.scratch.begin(r, l)
+		t.scratch.feed(r.Body[:min(len(r.Body), DefaultBodyLimit)])
+		t.scratch.finish(len(r.Body) > DefaultBodyLimit)
 	}
 	if ok {
 		t.samples++
@@ -185,6 +200,34 @@ func (t *Trainer) Observe(r *Request) bool {
 		t.skipped++
 	}
 	return ok
+}
+
+// learner is the batch sink of training: it learns each batch's parameters
+// for the request's destination and for the global section (where the
+// request was learned: dst or global nil where not), and counts their
+// trigrams.
+type learner struct {
+	t                     *Trainer
+	rk                    routeKey
+	dst, global           *workloadStats
+	dstRoute, globalRoute *routeStats
+	grams                 bool
+}
+
+func (l *learner) batch(s *paramScratch, _ bool) {
+	t := l.t
+	for i := range t.owners[:s.n] {
+		t.owners[i], t.ownStats[i] = noOwner, nil
+	}
+	if l.dst != nil {
+		t.observeParams(l.dst, l.dstRoute, l.rk, s, true)
+	}
+	if l.global != nil {
+		t.observeParams(l.global, l.globalRoute, l.rk, s, false)
+	}
+	if l.grams {
+		t.grams.addBatch(s, &t.owners)
+	}
 }
 
 // heldOut decides whether a request is kept for calibration, from a seeded
@@ -215,29 +258,40 @@ func (t *Trainer) heldOut(r *Request) bool {
 // it, repeats of new contents all go the same way.
 const maxSeen = 1 << 20
 
+// cloneRequest copies a request the trainer keeps (held back, sampled),
+// its body up to maxKeptBody: training keeps up to 50,000 requests, and
+// bodies as long as the body limit would cost gigabytes. The size it was
+// sent with stays in RequestBytes.
 func cloneRequest(r *Request) Request {
 	c := *r
 	c.Headers = append([]Header(nil), r.Headers...)
-	c.Body = append([]byte(nil), r.Body...)
+	c.RequestBytes = max(r.RequestBytes, int64(len(r.Body)))
+	c.Body = append([]byte(nil), r.Body[:min(len(r.Body), maxKeptBody)]...)
 	return c
 }
 
-func (t *Trainer) observe(r *Request, dst, src string, rk routeKey, own bool) bool {
+// maxKeptBody bounds the body of a request the trainer keeps.
+const maxKeptBody = 16 << 10
+
+// observe learns what a request says as a whole for a section (its
+// caller, route, edge and size), and returns the section's statistics and
+// the route's, or nils when the request is over a cap.
+func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) (*workloadStats, *routeStats) {
 	w := t.workloads[dst]
 	if w == nil {
 		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}}
 		t.workloads[dst] = w
 	}
 	if w.perSource[src] >= t.cfg.MaxPerSource {
-		return false
+		return nil, nil
 	}
 	if _, known := w.perSource[src]; !known && len(w.perSource) >= t.cfg.MaxSourcesPerWorkload {
-		return false
+		return nil, nil
 	}
 	rs := w.routes[rk]
 	if rs == nil {
 		if len(w.routes) >= t.cfg.MaxRoutesPerWorkload {
-			return false
+			return nil, nil
 		}
 		rs = &routeStats{names: map[string]uint32{}}
 		w.routes[rk] = rs
@@ -246,11 +300,18 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey, own bool) bo
 	rs.count++
 	rs.numbers.observe(r)
 	w.edges[edgeName{src, rk}]++
-	if w.anyParam == nil && t.scratch.n > 0 {
+	return w, rs
+}
+
+// observeParams learns a batch of a request's parameters for a section;
+// own says the section is the request's destination (whose statistics own
+// the parameters' trigrams).
+func (t *Trainer) observeParams(w *workloadStats, rs *routeStats, rk routeKey, s *paramScratch, own bool) {
+	if w.anyParam == nil && s.n > 0 {
 		w.anyParam = newParamStats()
 	}
-	for i := 0; i < t.scratch.n; i++ {
-		p := &t.scratch.params[i]
+	for i := 0; i < s.n; i++ {
+		p := &s.params[i]
 		name := string(p.name)
 		// Headers mean the same on every route: one model per workload.
 		header := p.header
@@ -275,7 +336,7 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey, own bool) bo
 			t.stats = append(t.stats, ps)
 			w.params[key] = ps
 		}
-		if !header {
+		if !header && !p.cont {
 			rs.names[name]++
 		}
 		switch {
@@ -284,10 +345,9 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey, own bool) bo
 		case t.ownStats[i] != nil && t.ownStats[i].twin == nil:
 			t.ownStats[i].twin = ps
 		}
-		ps.observe(p.value)
-		w.anyParam.observe(p.value)
+		ps.observe(p)
+		w.anyParam.observe(p)
 	}
-	return true
 }
 
 // Samples returns how many requests were learned, how many were skipped
@@ -391,7 +451,7 @@ func (t *Trainer) calibrate(m *Model) {
 			samples = append(samples, sample{global, r})
 		}
 	}
-	var s paramScratch
+	var s Scratch
 	// The request phase decides before a response exists.
 	score := func(x sample, response bool) Verdict {
 		req := *x.r
@@ -399,16 +459,16 @@ func (t *Trainer) calibrate(m *Model) {
 			req.Status, req.ResponseBytes = 0, 0
 		}
 		var v Verdict
-		x.w.surprise(&req, &s, &v)
+		x.w.measure(&req, &s, &v)
 		return v
 	}
 	// Each parameter against its own held-back values.
 	raw := map[*ParamModel][]float64{}
-	s.collect = func(pm *ParamModel, x float64) { raw[pm] = append(raw[pm], x) }
+	s.params.collect = func(pm *ParamModel, x float64) { raw[pm] = append(raw[pm], x) }
 	for _, x := range samples {
 		score(x, false)
 	}
-	s.collect = nil
+	s.params.collect = nil
 	for pm, xs := range raw {
 		pm.TailMed, pm.TailBeta = fitParamTail(xs)
 	}

@@ -434,11 +434,15 @@ func TestBodyIsJudgedOnceItArrives(t *testing.T) {
 		if onBody != types.ActionPause || host.GetSentLocalResponse(id) == nil {
 			t.Errorf("script in the form body: body action %v, local response %v", onBody, host.GetSentLocalResponse(id))
 		}
-		// A long body is judged on its first MaxBodyPrefix bytes, not held to the end.
-		long := strings.Repeat("x", models.MaxBodyPrefix)
-		_, onBody, _ = requestWithBody(host, post, "stars=4&text="+long, "tail")
-		if onBody != types.ActionContinue {
-			t.Errorf("the chunk after the prefix got %v", onBody)
+		// A body is held and read chunk by chunk to its end, then judged:
+		// a payload after a long benign start is seen.
+		id = host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, post, false)
+		if a := host.CallOnRequestBody(id, []byte("text=loved+it&"+strings.Repeat("stars=4&", 600)), false); a != types.ActionPause {
+			t.Errorf("the first 4,800 bytes of a body got %v, want it held", a)
+		}
+		if a := host.CallOnRequestBody(id, []byte("text=%3Cscript%3Edocument.location%3D%27//evil%27%2Bdocument.cookie%3C%2Fscript%3E"), true); a != types.ActionPause || host.GetSentLocalResponse(id) == nil {
+			t.Errorf("script after 4,800 benign bytes: %v, local response %v", a, host.GetSentLocalResponse(id))
 		}
 	})
 }

@@ -105,8 +105,8 @@ func load(dir, name string) ([]datasets.Example, datasets.Report, error) {
 		id := closedApp + ":" + r.Pos
 		req := r.Request
 		// As the JSONL reader keeps it.
-		if len(req.Body) > models.MaxBodyPrefix {
-			req.Body = req.Body[:models.MaxBodyPrefix]
+		if len(req.Body) > models.MaxBody {
+			req.Body = req.Body[:models.MaxBody]
 			rep.Truncated++
 		}
 		exs[i] = datasets.Example{ID: id, Request: req, Attack: r.IsAttack(), AttackType: r.AttackType, Split: datasets.SplitOf(closedApp, id)}
