@@ -101,8 +101,10 @@ func (w *Workload) attachContent(c *ContentModel) {
 	if c != nil {
 		w.novelCost = c.NovelCost
 	}
+	shaped := c != nil && c.Shaped
 	for i := range w.Params {
 		w.Params[i].priceNovelty(w.novelCost)
+		w.Params[i].shaped = shaped
 	}
 	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
 }

@@ -55,6 +55,9 @@ type ParamModel struct {
 	enumSet   table
 	novelCost float64 // a new trigram's price in this parameter's values
 	newValue  float64 // an unseen value's surprise, when enumerable
+	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
+	// in which no keyword survives: keywords are not judged then.
+	shaped bool
 }
 
 // tail turns a value's surprise into its tail surprise against this
@@ -177,8 +180,9 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, Rea
 			}
 		}
 	}
-	// Keywords, weighted by how rare they were in normal values.
-	if k := countKeywords(v); k > 0 {
+	// Keywords, weighted by how rare they were in normal values (when the
+	// values, not their shapes, were learned).
+	if k := countKeywords(v); k > 0 && !p.shaped {
 		pk := (float64(p.KeywordValues) + 1) / (float64(p.Count) + 2)
 		s := -math.Log(pk) * math.Min(float64(k), 3)
 		trans += s
