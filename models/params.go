@@ -77,8 +77,10 @@ func (p *ParamModel) tail(s float64) float64 {
 }
 
 // minGramTokens is how many trigrams a parameter's training values must
-// have had for their novelty rate to price the parameter's.
-const minGramTokens = 1024
+// have had for their novelty rate to price the parameter's: a rate of rare
+// events needs many observations (some hundreds of free-text values), and
+// read from a few it reordered more requests than it priced right.
+const minGramTokens = 16384
 
 // priceNovelty sets the price of a new trigram in this parameter's values:
 // -ln of the Good-Turing chance that its next trigram is new, from its own
