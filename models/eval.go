@@ -189,7 +189,6 @@ func bestF1(xs []Labelled) (best, cut float64) {
 			attacks++
 		}
 	}
-	cut = math.Inf(1)
 	if len(s) > 0 {
 		cut = s[0].Score
 	}
@@ -204,10 +203,12 @@ func bestF1(xs []Labelled) (best, cut float64) {
 			}
 			j++
 		}
-		// Flagging everything down to s[i].Score: the cut lies just below it.
+		// Flagging everything down to s[i].Score: the cut lies just below
+		// it (one below the lowest score when everything is flagged: a
+		// finite number, for JSON).
 		if f := ratio(2*tp, 2*tp+fp+(attacks-tp)); f > best {
 			best = f
-			cut = math.Inf(-1)
+			cut = s[len(s)-1].Score - 1
 			if j < len(s) {
 				cut = s[j].Score
 			}

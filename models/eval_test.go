@@ -23,6 +23,11 @@ func TestEvaluatePerfectAndRandom(t *testing.T) {
 	if e.AtThreshold.F1() != 1 || e.BestF1 != 1 || !(e.BestCut >= 999.0/2000 && e.BestCut < 0.9) {
 		t.Errorf("perfect separation: F1 %v, best %v at %v", e.AtThreshold.F1(), e.BestF1, e.BestCut)
 	}
+	// Every example an attack: the best cut flags them all, and is a
+	// number JSON can carry.
+	if e := Evaluate([]Labelled{{Score: 0.2, Attack: true}, {Score: 0.7, Attack: true}}, 0.5); e.BestF1 != 1 || !(e.BestCut < 0.2) || math.IsInf(e.BestCut, 0) {
+		t.Errorf("all attacks: best F1 %v at %v", e.BestF1, e.BestCut)
+	}
 	// All tied: AUC one half, nothing caught at a low false-positive rate.
 	var tied []Labelled
 	for i := 0; i < 500; i++ {
