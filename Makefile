@@ -36,7 +36,7 @@ WASM_FLAGS := -trimpath -buildvcs=false -buildmode=c-shared
 WASMBUILD  := $(GO) run ./filter/wasmbuild/cmd/wasmbuild -overlay-dir $(BUILD)/overlay
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum filter/goabi/go.mod
 
-.PHONY: help build wasm test check deps kube e2e bench eval run fuzz clean image push manifests soak
+.PHONY: help build wasm test unit check lint deps kube e2e bench eval run fuzz clean image push manifests soak
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -85,7 +85,20 @@ check: ## gofmt, go vet, and a wasip1 cross-build of models/ and filter/
 	$(WASM_ENV) $(GO) vet ./models/...
 	$(WASM_ENV) $(GO) build ./models/... && $(WASM_ENV) $(GO) build $(WASM_FLAGS) -o /dev/null ./filter
 
-test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and .wasm tests, short fuzzing
+# golangci-lint, built once from the module proxy into a cache named by its
+# version (a clean clone reuses it, as it reuses the kube binaries).
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := $(HOME)/.cache/meshward/tools/golangci-lint-$(GOLANGCI_VERSION)
+$(GOLANGCI):
+	@mkdir -p $(dir $@)
+	cd $$(mktemp -d) && GOBIN=$(dir $@) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv $(dir $@)golangci-lint $@
+
+lint: $(GOLANGCI) ## golangci-lint with .golangci.yml (errcheck, staticcheck, unused, gocritic, govet, goimports)
+	$(GOLANGCI) run ./...
+	cd filter/goabi && $(GOLANGCI) run --config ../../.golangci.yml ./...
+
+test: check lint deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=200000x
@@ -93,8 +106,15 @@ test: check deps kube $(WASM) $(PASSWASM) ## everything CI runs: check, unit and
 soak: $(WASM) ## the full soak of the compiled filter on every Envoy host profile (1,000,000 requests, 100 model swaps each)
 	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 60m ./replay/soak/ -soak.requests 500000 -soak.updates 100
 
+# The quick loop: go test -short skips what needs a kube-apiserver (kubetest)
+# and the long soaks, each saying so; no check, no kube build, no fuzzing.
+# Redis tests still run on a real redis-server.
+unit: deps $(WASM) $(PASSWASM) ## the quick loop (go test -short): no API server, no fuzzing, no long soaks
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /e2e)
+	cd filter/goabi && $(GO) test -short -count=1 ./...
+
 FUZZTIME ?= 30s
-FUZZ_PKGS := ./models/ ./replay/source/
+FUZZ_PKGS := ./models/ ./replay/source/ ./replay/source/internal/http1/
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $(FUZZ_PKGS); do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
@@ -103,9 +123,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
-deps: ## install what tests need from Debian's packages (redis-server)
+deps: ## install what tests need from Debian's packages (redis-server, prometheus and promtool)
 	@command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || \
 	  { echo "installing redis-server (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { echo "installing prometheus (Debian package)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 kube: ## build (or reuse) kube-apiserver, kubectl and etcd for the Kubernetes tests
 	GO=$(GO) hack/kube/build.sh
@@ -156,6 +178,15 @@ bench: deps kube $(WASM) $(PASSWASM) $(WAZERO) ## print the figures users care a
 	@$(GO) test -run '^$$' -bench 'Ingest' -benchtime 200x ./control-plane/store/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-store.txt
 	@echo "model rollout over xDS to 1,000 ADS clients (p50, p99):"
 	@$(GO) test -run '^$$' -bench 'Rollout1000' -benchtime 3x ./control-plane/xds/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-xds.txt
+	@echo "scale: meshes of 50, 1,000 and 10,000 services, 200 requests each (internal/scale; each size in its own process;"
+	@echo "  targets: training 10,000 services ≤ 60 s, one changed section to its group p99 ≤ 1 s at 1,000 ADS clients):"
+	@for n in 50 1000 10000; do \
+	  $(GO) test -run '^$$' -bench "Scale/$$n\$$" -benchtime 1x -timeout 30m ./internal/scale/ 2>&1 | grep -E '^Benchmark'; \
+	done | tee $(BUILD)/bench-scale.txt | awk 'BEGIN { \
+	    printf "%9s %12s %10s %10s %8s %9s %8s %17s %8s\n", "services", "all bytes", "largest", "config", "train s", "heap MB", "RSS MB", "1 section p50/p99", "guest MB" } \
+	  { for (i = 5; i < NF; i += 2) v[$$(i+1)] = $$i; \
+	    printf "%9d %12d %10d %10d %8.1f %9.0f %8.0f %8.0f/%4.0f ms %8.1f\n", v["services"], v["total-bytes"], v["largest-section-bytes"], \
+	      v["largest-config-bytes"], v["train-s"], v["peak-heap-MB"], v["peak-rss-MB"], v["section-p50-ms"], v["section-p99-ms"], v["guest-MB"] }'
 	@echo "quarantine: decision → AuthorizationPolicy seen on a watch of a real kube-apiserver (p50, p99; target p50 ≤ 200 ms):"
 	@$(GO) test -run '^$$' -bench 'DecisionToPolicy' -benchtime 200x ./control-plane/quarantine/ 2>&1 | grep -E '^Benchmark' | tee $(BUILD)/bench-quarantine.txt
 	@echo "reading traffic (requests/s):"

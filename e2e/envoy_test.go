@@ -44,7 +44,7 @@ func TestEnvoyEnforces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := models.Encode(m)
+	enc, err := models.EncodeSection(m, "e2e.test")
 	if err != nil {
 		t.Fatal(err)
 	}

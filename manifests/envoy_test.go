@@ -16,6 +16,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	wasmfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/wasm/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -188,6 +189,12 @@ func checkEnvoyFilter(doc []byte) (clusters map[string]*clusterv3.Cluster, err e
 			if err := decode(what, js, &listenerv3.Listener{}); err != nil {
 				return nil, err
 			}
+		case "NETWORK_FILTER":
+			// A MERGE patch is part of a filter: decoded strictly (field
+			// names, enums, types), not validated whole.
+			if err := protojson.Unmarshal(js, &listenerv3.Filter{}); err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
 		default:
 			return nil, fmt.Errorf("%s: no check for applyTo %s", what, p.ApplyTo)
 		}
@@ -219,8 +226,99 @@ func read(t *testing.T, path string) []byte {
 }
 
 func TestEnvoyBootstrap(t *testing.T) {
-	if err := checkBootstrap(read(t, "envoy/envoy.yaml")); err != nil {
+	doc := read(t, "envoy/envoy.yaml")
+	if err := checkBootstrap(doc); err != nil {
 		t.Fatal(err)
+	}
+	// Envoy reaches xDS and the collector over mTLS, with the workload's
+	// certificate, checking the control plane's identity.
+	js, err := yamlToJSON(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bootstrapv3.Bootstrap{}
+	if err := decode("envoy.yaml", js, b); err != nil {
+		t.Fatal(err)
+	}
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		clusters[c.GetName()] = c
+	}
+	for _, name := range []string{"meshward-xds", "meshward-collector"} {
+		if err := checkMTLS(clusters[name]); err != nil {
+			t.Errorf("cluster %s: %v", name, err)
+		}
+	}
+	if id := b.GetNode().GetId(); !strings.HasPrefix(id, "spiffe://cluster.local/ns/shop/sa/reviews/") {
+		t.Errorf("node id %q does not name the workload's identity", id)
+	}
+}
+
+// checkMTLS says whether a cluster presents a client certificate and checks
+// the control plane's SPIFFE ID.
+func checkMTLS(c *clusterv3.Cluster) error {
+	if c == nil {
+		return fmt.Errorf("missing")
+	}
+	ctx := &tlsv3.UpstreamTlsContext{}
+	if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+		return fmt.Errorf("no TLS transport socket: %v", err)
+	}
+	common := ctx.GetCommonTlsContext()
+	if len(common.GetTlsCertificateSdsSecretConfigs()) != 1 {
+		return fmt.Errorf("presents no certificate from SDS")
+	}
+	sans := common.GetCombinedValidationContext().GetDefaultValidationContext().GetMatchTypedSubjectAltNames()
+	if len(sans) != 1 || sans[0].GetMatcher().GetExact() != "spiffe://cluster.local/ns/meshward-system/sa/meshward" {
+		return fmt.Errorf("does not check the control plane's identity: %v", sans)
+	}
+	if common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig() == nil {
+		return fmt.Errorf("trusts no CA")
+	}
+	return nil
+}
+
+// The control plane's sidecar sanitizes x-forwarded-client-cert (the patch
+// decodes as Envoy's own HttpConnectionManager), and the ECDS clusters of
+// the watched namespace's sidecars reach the control plane over Istio's
+// mTLS.
+func TestMeshIdentities(t *testing.T) {
+	var doc []byte
+	for _, d := range strings.Split(string(read(t, "istio/controlplane/mesh.yaml")), "\n---\n") {
+		if strings.Contains(d, "kind: EnvoyFilter") {
+			doc = []byte(d)
+		}
+	}
+	if doc == nil {
+		t.Fatal("mesh.yaml has no EnvoyFilter")
+	}
+	if _, err := checkEnvoyFilter(doc); err != nil {
+		t.Fatal(err)
+	}
+	var ef envoyFilter
+	if err := yaml.Unmarshal(doc, &ef); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.Marshal(ef.Spec.ConfigPatches[0].Patch.Value)
+	f := &listenerv3.Filter{}
+	if err := protojson.Unmarshal(js, f); err != nil {
+		t.Fatal(err)
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	if hcm.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE_SET || !hcm.GetSetCurrentClientCertDetails().GetUri() {
+		t.Errorf("the control plane's sidecar does not replace x-forwarded-client-cert with the URI it verified: %v", hcm)
+	}
+	clusters, err := checkEnvoyFilter(read(t, "istio-ecds/envoyfilter.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"meshward-xds", "meshward-wasm"} {
+		if err := checkMTLS(clusters[name]); err != nil {
+			t.Errorf("istio-ecds cluster %s: %v", name, err)
+		}
 	}
 }
 
@@ -292,8 +390,8 @@ func TestBrokenEnvoyConfigsFail(t *testing.T) {
 	}
 }
 
-// testModel is a small real model (the control plane refuses to serve
-// anything else).
+// testModel is the section of reviews.default of a small real model (the
+// control plane refuses to serve anything else).
 func testModel(t *testing.T) []byte {
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed, cfg.Now = 1, time.Unix(0, 0)
@@ -308,7 +406,7 @@ func testModel(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := models.Encode(m)
+	b, err := models.EncodeSection(m, "reviews.default")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,8 +31,7 @@ var kustomizations = []string{
 	"istio-ecds",
 }
 
-// workdir copies manifests/ into a temporary directory and adds what a user
-// adds before applying: the model the monitor overlay puts in pluginConfig.
+// workdir copies manifests/ into a temporary directory.
 func workdir(t *testing.T) string {
 	dir := t.TempDir()
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
@@ -52,10 +51,6 @@ func workdir(t *testing.T) string {
 		return os.WriteFile(filepath.Join(dir, path), b, 0o644)
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	model := base64.StdEncoding.EncodeToString(testModel(t))
-	if err := os.WriteFile(filepath.Join(dir, "istio/overlays/monitor/model.b64"), []byte(model), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -108,8 +103,11 @@ func TestManifestsApplyOnARealAPIServer(t *testing.T) {
 	}
 }
 
-// The overlays do what they say: the rendered WasmPlugin carries a plugin
-// configuration the filter accepts, in the overlay's mode, with the model.
+// The overlays do what they say: the rendered WasmPlugin is a template
+// that selects no workload (or, ambient, is attached to the waypoint), and
+// its plugin configuration, with a workload and its section as the control
+// plane adds them, is one the filter accepts in the overlay's mode; the
+// control plane is told to write from it.
 func TestOverlaysRenderTheirMode(t *testing.T) {
 	env := cluster(t)
 	dir := workdir(t)
@@ -124,31 +122,59 @@ func TestOverlaysRenderTheirMode(t *testing.T) {
 		found := false
 		for {
 			var obj struct {
-				Kind string `yaml:"kind"`
+				Kind     string `yaml:"kind"`
+				Metadata struct {
+					Name string `yaml:"name"`
+				} `yaml:"metadata"`
 				Spec struct {
 					PluginConfig map[string]any `yaml:"pluginConfig"`
 					TargetRefs   []any          `yaml:"targetRefs"`
 					Match        []any          `yaml:"match"`
+					Selector     struct {
+						MatchLabels map[string]string `yaml:"matchLabels"`
+					} `yaml:"selector"`
+					Template struct {
+						Spec struct {
+							Containers []struct {
+								Args []string `yaml:"args"`
+							} `yaml:"containers"`
+						} `yaml:"spec"`
+					} `yaml:"template"`
 				} `yaml:"spec"`
 			}
 			if err := dec.Decode(&obj); err != nil {
 				break
 			}
+			if obj.Kind == "Deployment" && obj.Metadata.Name == "meshward" {
+				if args := strings.Join(obj.Spec.Template.Spec.Containers[0].Args, " "); !strings.Contains(args, "-wasmplugin=default/meshward") {
+					t.Errorf("%s: the control plane is not told to write the WasmPlugins (args %s)", k, args)
+				}
+			}
 			if obj.Kind != "WasmPlugin" {
 				continue
 			}
 			found = true
-			doc, _ := json.Marshal(obj.Spec.PluginConfig)
-			s, err := pluginconfig.Parse(doc, "reviews.default")
+			pc := map[string]any{"workload": "reviews.default", "model": base64.StdEncoding.EncodeToString(testModel(t))}
+			for key, v := range obj.Spec.PluginConfig {
+				if key != "workload" && key != "model" {
+					pc[key] = v
+				}
+			}
+			doc, _ := json.Marshal(pc)
+			s, err := pluginconfig.Parse(doc, "")
 			if err != nil {
-				t.Errorf("%s: the filter would refuse the rendered pluginConfig: %v", k, err)
+				t.Errorf("%s: the filter would refuse the template's pluginConfig with a section in it: %v", k, err)
 				continue
 			}
-			if s.Mode != mode || (mode != pluginconfig.ModeLearn) != (s.Model != nil) {
-				t.Errorf("%s: mode %s, model %v; want mode %s", k, s.Mode, s.Model != nil, mode)
+			if s.Mode != mode {
+				t.Errorf("%s: mode %s; want mode %s", k, s.Mode, mode)
 			}
-			if ambient := k == "istio/overlays/ambient"; ambient != (len(obj.Spec.TargetRefs) == 1) || ambient == (len(obj.Spec.Match) == 1) {
+			ambient := k == "istio/overlays/ambient"
+			if ambient != (len(obj.Spec.TargetRefs) == 1) || ambient == (len(obj.Spec.Match) == 1) {
 				t.Errorf("%s: targetRefs %v, match %v", k, obj.Spec.TargetRefs, obj.Spec.Match)
+			}
+			if sel := obj.Spec.Selector.MatchLabels; ambient != (len(sel) == 0) || !ambient && (len(sel) != 1 || sel["meshward.io/template"] != "true") {
+				t.Errorf("%s: the template's selector %v; want none (ambient) or the one no pod carries", k, sel)
 			}
 		}
 		if !found {

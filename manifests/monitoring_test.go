@@ -4,14 +4,16 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshward/meshward/control-plane/server"
@@ -70,39 +72,6 @@ func filterMetrics(t *testing.T) map[string]bool {
 // istioMetrics are Istio's standard metrics the dashboard reads (they are
 // Istio's, not meshward's), with the labels the manifests add to them.
 var istioMetrics = map[string]bool{"istio_requests_total": true}
-
-var (
-	braces    = regexp.MustCompile(`\{[^}]*\}`)
-	grouping  = regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
-	ranges    = regexp.MustCompile(`\[[^\]]*\]`)
-	functions = regexp.MustCompile(`\b[a-zA-Z_]+\s*\(`)
-	ident     = regexp.MustCompile(`\b[a-zA-Z_:][a-zA-Z0-9_:]*\b`)
-	verdicts  = regexp.MustCompile(`meshward_verdict=~?"([^"]+)"`)
-)
-
-var (
-	selectorLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
-	groupLabels   = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)`)
-)
-
-// labelsOf returns the label names a PromQL expression selects on or
-// groups by.
-func labelsOf(expr string) []string {
-	var out []string
-	for _, sel := range braces.FindAllString(expr, -1) {
-		for _, m := range selectorLabel.FindAllStringSubmatch(sel, -1) {
-			out = append(out, m[1])
-		}
-	}
-	for _, g := range groupLabels.FindAllStringSubmatch(expr, -1) {
-		for _, l := range strings.Split(g[1], ",") {
-			if l = strings.TrimSpace(l); l != "" {
-				out = append(out, l)
-			}
-		}
-	}
-	return out
-}
 
 // istioStandardLabels are the labels of Istio's standard request metrics
 // (istio.io/latest/docs/reference/config/metrics); the Telemetry adds its tags.
@@ -166,62 +135,155 @@ func podMonitorLabels(t *testing.T) []string {
 	return out
 }
 
-// balanced checks brackets and quotes pair up (the one syntax check done
-// here: Prometheus's own parser is not among this module's dependencies).
-func balanced(expr string) error {
-	var stack []rune
-	pair := map[rune]rune{')': '(', ']': '[', '}': '{'}
-	inQuote := false
-	for _, r := range expr {
-		switch {
-		case r == '"':
-			inQuote = !inQuote
-		case inQuote:
-		case r == '(' || r == '[' || r == '{':
-			stack = append(stack, r)
-		case pair[r] != 0:
-			if len(stack) == 0 || stack[len(stack)-1] != pair[r] {
-				return fmt.Errorf("unbalanced %q", r)
-			}
-			stack = stack[:len(stack)-1]
-		}
-	}
-	if inQuote || len(stack) > 0 {
-		return fmt.Errorf("unclosed brackets %q (open quote: %v)", string(stack), inQuote)
-	}
-	return nil
+// query is what a PromQL expression reads, from the syntax tree
+// Prometheus's own parser makes of it.
+type query struct {
+	expr parser.Expr
+	// selectors are its series selectors (in matrix selectors too).
+	selectors []*parser.VectorSelector
 }
 
-// metricsOf returns the metric names a PromQL expression reads.
-func metricsOf(expr string) []string {
-	e := braces.ReplaceAllString(expr, " ")
-	e = grouping.ReplaceAllString(e, " ")
-	e = ranges.ReplaceAllString(e, " ")
-	e = functions.ReplaceAllString(e, " ")
-	var out []string
-	for _, id := range ident.FindAllString(e, -1) {
-		switch id {
-		case "and", "or", "unless", "bool", "offset":
-			continue
+// parseQuery parses a PromQL expression; a syntax error names the query.
+func parseQuery(q string) (query, error) {
+	expr, err := parser.ParseExpr(q)
+	if err != nil {
+		return query{}, fmt.Errorf("%q does not parse: %w", q, err)
+	}
+	return query{expr: expr, selectors: selectorsIn(expr)}, nil
+}
+
+// selectorsIn returns the series selectors under a node.
+func selectorsIn(n parser.Node) []*parser.VectorSelector {
+	var out []*parser.VectorSelector
+	parser.Inspect(n, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			out = append(out, vs)
 		}
-		out = append(out, id)
+		return nil
+	})
+	return out
+}
+
+// metrics returns the metric names a query reads (one per selector; empty
+// for a selector that names none).
+func (q query) metrics() []string {
+	var out []string
+	for _, vs := range q.selectors {
+		out = append(out, vs.Name)
 	}
 	return out
 }
 
+// matchers returns the label matchers of every selector, the metric name's
+// own left out.
+func (q query) matchers() []*labels.Matcher {
+	var out []*labels.Matcher
+	for _, vs := range q.selectors {
+		for _, m := range vs.LabelMatchers {
+			if m.Name != model.MetricNameLabel {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// labelUse is a label a query groups by or matches on, and the selectors
+// below the node that names it: the label must be one their series have.
+type labelUse struct {
+	label, where string
+	selectors    []*parser.VectorSelector
+}
+
+// labelUses returns the labels of every by/without grouping and every
+// on/ignoring/group_left/group_right vector matching (each side of a
+// matching must have the label), and of every matcher (its own selector).
+func (q query) labelUses() []labelUse {
+	var out []labelUse
+	for _, vs := range q.selectors {
+		for _, m := range vs.LabelMatchers {
+			if m.Name != model.MetricNameLabel {
+				out = append(out, labelUse{m.Name, "selector " + vs.String(), []*parser.VectorSelector{vs}})
+			}
+		}
+	}
+	parser.Inspect(q.expr, func(n parser.Node, _ []parser.Node) error {
+		switch n := n.(type) {
+		case *parser.AggregateExpr:
+			for _, l := range n.Grouping {
+				out = append(out, labelUse{l, "grouping of " + n.Op.String(), selectorsIn(n.Expr)})
+			}
+		case *parser.BinaryExpr:
+			if vm := n.VectorMatching; vm != nil {
+				for _, side := range []parser.Expr{n.LHS, n.RHS} {
+					for _, l := range vm.MatchingLabels {
+						out = append(out, labelUse{l, "vector matching of " + n.Op.String(), selectorsIn(side)})
+					}
+				}
+				// group_left/group_right copy these from the "one" side.
+				one := n.RHS
+				if vm.Card == parser.CardOneToMany {
+					one = n.LHS
+				}
+				for _, l := range vm.Include {
+					out = append(out, labelUse{l, "group modifier of " + n.Op.String(), selectorsIn(one)})
+				}
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// verdicts returns the verdicts the Telemetry's expression can give
+// (its quoted values).
+func verdicts(t *testing.T) map[string]bool {
+	var tel struct {
+		Spec struct {
+			Metrics []struct {
+				Overrides []struct {
+					TagOverrides map[string]struct {
+						Value string `yaml:"value"`
+					} `yaml:"tagOverrides"`
+				} `yaml:"overrides"`
+			} `yaml:"metrics"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal(read(t, "istio/telemetry/telemetry.yaml"), &tel); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, m := range tel.Spec.Metrics {
+		for _, o := range m.Overrides {
+			v, ok := o.TagOverrides["meshward_verdict"]
+			if !ok {
+				continue
+			}
+			// The results of the CEL expression's branches are its
+			// quoted literals that are not compared against.
+			for _, lit := range celResult.FindAllStringSubmatch(v.Value, -1) {
+				out[lit[1]] = true
+			}
+		}
+	}
+	if len(out) < 2 {
+		t.Fatalf("istio/telemetry/telemetry.yaml gives meshward_verdict only %v", out)
+	}
+	return out
+}
+
+// celResult finds a branch result of a CEL conditional: a quoted literal
+// after ? or :.
+var celResult = regexp.MustCompile(`[?:]\s*\(?\s*'([a-z_]+)'`)
+
 // Every metric the dashboard and the alert rules query is one the filter
 // or the control plane really exports (or Istio's standard request
-// metric), and every verdict they select is one the Telemetry produces.
+// metric), every label they select on, group by or match on is one those
+// metrics have, and every verdict they select is one the Telemetry gives.
 func TestQueriedMetricsExist(t *testing.T) {
 	exported := filterMetrics(t)
 	filterNames := filterMetrics(t)
-	cfg := server.DefaultConfig()
-	cfg.CollectorToken = "a-token-only-to-construct-the-server"
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpLabels := s.MetricLabels()
+	cpLabels := server.MetricLabels()
 	for n := range cpLabels {
 		exported[n] = true
 	}
@@ -234,52 +296,65 @@ func TestQueriedMetricsExist(t *testing.T) {
 	if !strings.Contains(telemetry, "'"+plugin.DenyDetails+"'") {
 		t.Errorf("istio/telemetry/telemetry.yaml does not match the filter's denial details %q", plugin.DenyDetails)
 	}
+	given := verdicts(t)
+	pmLabels, istio := podMonitorLabels(t), istioLabels(t)
+	// labelsOf is the labels a metric's series have once scraped.
+	labelsOf := func(m string) map[string]bool {
+		have := map[string]bool{}
+		var ls []string
+		switch {
+		case filterNames[m]:
+			ls = pmLabels
+			if strings.HasSuffix(m, "_bucket") {
+				ls = append(ls, "le")
+			}
+		case istioMetrics[m]:
+			ls = istio
+		default:
+			ls = cpLabels[m]
+		}
+		for _, l := range ls {
+			have[l] = true
+		}
+		return have
+	}
 	used := map[string]bool{}
 	for _, q := range monitoring.Queries() {
-		if err := balanced(q); err != nil {
-			t.Errorf("%q: %v", q, err)
+		pq, err := parseQuery(q)
+		if err != nil {
+			t.Error(err)
+			continue
 		}
-		ms := metricsOf(q)
+		ms := pq.metrics()
 		if len(ms) == 0 {
 			t.Errorf("no metric found in %q", q)
 		}
 		for _, m := range ms {
 			used[m] = true
 			if !exported[m] {
-				t.Errorf("%q queries %s, which neither the filter nor the control plane exports", q, m)
+				t.Errorf("%q queries %q, which neither the filter nor the control plane exports", q, m)
 			}
 		}
-		// Every label the query selects or groups by is one its metrics have.
-		have := map[string]bool{}
-		for _, m := range ms {
-			_, isCP := cpLabels[m]
-			switch {
-			case isCP:
-				for _, l := range cpLabels[m] {
-					have[l] = true
-				}
-			case filterNames[m]:
-				for _, l := range podMonitorLabels(t) {
-					have[l] = true
-				}
-				if strings.HasSuffix(m, "_bucket") {
-					have["le"] = true
-				}
-			case istioMetrics[m]:
-				for _, l := range istioLabels(t) {
-					have[l] = true
+		for _, u := range pq.labelUses() {
+			for _, vs := range u.selectors {
+				if !labelsOf(vs.Name)[u.label] {
+					t.Errorf("%q: the %s uses label %s, which %s does not have", q, u.where, u.label, vs.Name)
 				}
 			}
 		}
-		for _, l := range labelsOf(q) {
-			if !have[l] {
-				t.Errorf("%q uses label %s, which none of %v has", q, l, ms)
+		for _, m := range pq.matchers() {
+			if m.Name != "meshward_verdict" {
+				continue
 			}
-		}
-		for _, v := range verdicts.FindAllStringSubmatch(q, -1) {
-			for _, alt := range strings.Split(v[1], "|") {
-				if !strings.Contains(telemetry, "'"+alt+"'") {
-					t.Errorf("%q selects meshward_verdict %q, which istio/telemetry/telemetry.yaml never sets", q, alt)
+			// Each alternative must be a verdict the Telemetry gives (a
+			// typo in one would match nothing, silently).
+			alts := []string{m.Value}
+			if m.Type == labels.MatchRegexp || m.Type == labels.MatchNotRegexp {
+				alts = strings.Split(m.Value, "|")
+			}
+			for _, alt := range alts {
+				if !given[alt] {
+					t.Errorf("%q selects meshward_verdict %q, which istio/telemetry/telemetry.yaml never gives (it gives %v)", q, alt, sortedKeys(given))
 				}
 			}
 		}
@@ -297,18 +372,51 @@ func TestQueriedMetricsExist(t *testing.T) {
 	}
 }
 
-// The metric finder itself: it finds what a query reads, and a query on a
-// made-up metric is caught.
-func TestMetricsOf(t *testing.T) {
-	got := metricsOf(`histogram_quantile(0.99, sum by (le, destination_workload) (rate(meshward_score_permille_bucket{x="a"}[5m]))) / max(meshward_redis_up) > 0`)
-	if strings.Join(got, ",") != "meshward_score_permille_bucket,meshward_redis_up" {
-		t.Fatalf("metricsOf: %v", got)
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	if balanced(`sum(rate(x{a="(b"}[5m]))`) != nil || balanced(`sum(rate(x[5m])`) == nil || balanced(`x{a="b}`) == nil {
-		t.Fatal("balanced does not tell balanced expressions from broken ones")
+	sort.Strings(out)
+	return out
+}
+
+// The query reader itself: it finds what a query reads, groups and matches
+// by, and refuses a query that does not parse, naming it.
+func TestParseQuery(t *testing.T) {
+	q, err := parseQuery(`histogram_quantile(0.99, sum by (le, destination_workload) (rate(meshward_score_permille_bucket{x="a"}[5m]))) / on (destination_workload) group_left (sha256) max(meshward_redis_up) > 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(q.metrics(), ","); got != "meshward_score_permille_bucket,meshward_redis_up" {
+		t.Errorf("metrics: %s", got)
+	}
+	var uses []string
+	for _, u := range q.labelUses() {
+		var names []string
+		for _, vs := range u.selectors {
+			names = append(names, vs.Name)
+		}
+		uses = append(uses, u.label+"@"+strings.Join(names, "+"))
+	}
+	sort.Strings(uses)
+	want := "destination_workload@meshward_redis_up,destination_workload@meshward_score_permille_bucket,destination_workload@meshward_score_permille_bucket,le@meshward_score_permille_bucket,sha256@meshward_redis_up,x@meshward_score_permille_bucket"
+	if got := strings.Join(uses, ","); got != want {
+		t.Errorf("label uses:\n got %s\nwant %s", got, want)
+	}
+	for _, bad := range []string{`sum(rate(x[5m])`, `x{a="b}`, `sum by (a) rate(x[5m])`, `rate(x)`} {
+		if _, err := parseQuery(bad); err == nil || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	if _, err := parseQuery(`sum(rate(x{a="(b"}[5m]))`); err != nil {
+		t.Errorf("a bracket inside a string: %v", err)
 	}
 	exported := filterMetrics(t)
 	if exported["meshward_flaged_total"] || !exported["meshward_flagged_total"] {
 		t.Fatal("the filter's metric names were not read from its sources")
+	}
+	if v := verdicts(t); !v["denied"] || !v["flagged"] || !v["quarantined"] || v["meshward_denied"] {
+		t.Errorf("verdicts read from the Telemetry: %v", v)
 	}
 }

@@ -9,25 +9,72 @@ import (
 	"time"
 )
 
-// The model codec. An encoded model is
+// The model codec. A model travels in one of two kinds of encoding, with the
+// same header:
 //
-//	magic "MWMD" | version u16 | flags u16 | payload length u32 | sha256(payload) | payload
+//	magic "MWMD" | version u16 | kind u16 | payload length u32 | sha256(payload) | payload
 //
 // (integers little-endian). The payload is a sequence of uvarints, strings
-// (uvarint length + bytes) and float64s (8 bytes, little-endian). Decode
-// checks every length, index and the checksum, and rejects trailing bytes.
+// (uvarint length + bytes) and float64s (8 bytes, little-endian).
+//
+// A section (kind 2) is what a filter receives: one workload's part of a
+// model, on its own. Its payload is
+//
+//	seed uvarint | threshold f64 | target_fpr f64 | for string |
+//	records uvarint (0 or 1) | record | content
+//
+// where "for" names the workload the section is for (GlobalWorkload: the
+// fallback, which any workload without a section of its own accepts), the
+// record is that workload's part (or the fallback's; none when the model
+// has neither) and content is the content model every section of a model
+// shares. A section carries nothing about the training round besides what
+// scores with it (no training time, no mesh-wide counts), so retraining a
+// workload on the same inputs gives the same bytes, hence the same sha256:
+// the section's version, which is what xDS versions and what the filter
+// reports in its records.
+//
+// A mesh (kind 1) is a whole model, for offline use (meshward train -out,
+// replay, inspection):
+//
+//	trained_at varint | samples uvarint | seed uvarint | threshold f64 |
+//	target_fpr f64 | records uvarint | record... (sorted by name) | content
+//
+// A record (appendWorkload and decoder.workload, the one place its fields
+// are written and read) is
+//
+//	name string | sources (count, strings) | routes (count; method, template,
+//	count, param_obs, param_singletons, numbers) | edges (count; source,
+//	route, count) | params (count; see appendParam) | cal_base f64 |
+//	cal_center f64 | resp_base f64 | resp_center f64
+//
+// so a field added to every workload (a calibration per component, a
+// statistic per parameter) is added there, once, with one version bump.
+// Decode checks every length, index and the checksum, and rejects trailing
+// bytes.
 
 // CodecVersion is the version of the encoding Encode writes. It must be
 // bumped on any change to what the stored numbers mean — the layout, but also
 // hashing, feature extraction, character classes or route templating — so a
 // filter built with other semantics refuses a model instead of misreading it.
-// Version 8 added per-part tails (Workload.Tails), per-parameter tails and
-// trigram counts, and each route's largest request.
+// Version 7 made the section the unit of delivery. Version 8 added per-part
+// tails (Workload.Tails), per-parameter tails and trigram counts, each
+// route's largest request.
 const CodecVersion = 8
 
-// MaxModelBytes bounds an encoded model. A model must fit comfortably inside a
-// Kubernetes object (WasmPlugin pluginConfig), whose limit is about 1.5 MB.
-const MaxModelBytes = 1 << 20
+// The kinds of encoding (the header's u16 after the version).
+const (
+	kindMesh    = 1
+	kindSection = 2
+)
+
+// MaxSectionBytes bounds an encoded section: what a filter accepts in its
+// configuration. The control plane's own budget is smaller (trainer,
+// -max-section-bytes); this is the codec's hard limit.
+const MaxSectionBytes = 1 << 20
+
+// MaxMeshBytes bounds an encoded whole-mesh model (offline files only: a
+// filter never decodes one).
+const MaxMeshBytes = 256 << 20
 
 const (
 	headerSize   = 4 + 2 + 2 + 4 + sha256.Size
@@ -39,102 +86,211 @@ var magic = [4]byte{'M', 'W', 'M', 'D'}
 var (
 	// ErrModelFormat is wrapped by every decoding error.
 	ErrModelFormat = errors.New("invalid model")
-	// ErrModelTooLarge is returned for models over MaxModelBytes.
+	// ErrModelTooLarge is returned for encodings over MaxSectionBytes (a
+	// section) or MaxMeshBytes (a whole model).
 	ErrModelTooLarge = errors.New("model too large")
+	// ErrNotSection is returned by DecodeSection for a whole-mesh model.
+	ErrNotSection = errors.New("not a section")
 )
 
-// Encode returns the binary encoding of m and records its sha256 and size in
-// m. The output depends only on the model's content.
+// Encode returns the binary encoding of m — a whole mesh, or a section when
+// m was decoded from one (SectionFor set) — and records its sha256 and size
+// in m. The output depends only on the model's content.
 func Encode(m *Model) ([]byte, error) {
+	var out []byte
+	var err error
+	if m.SectionFor != "" {
+		out, err = encodeSection(m, m.SectionFor, m.Workloads[m.SectionFor])
+	} else {
+		out, err = encodeMesh(m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.sha = [32]byte(out[12:44])
+	m.size = len(out)
+	return out, nil
+}
+
+func encodeMesh(m *Model) ([]byte, error) {
 	p := make([]byte, 0, 4096)
 	p = binary.AppendVarint(p, m.Meta.TrainedAt.UnixNano())
 	p = binary.AppendUvarint(p, m.Meta.Samples)
 	p = binary.AppendUvarint(p, m.Meta.Seed)
 	p = appendFloat(p, m.Meta.Threshold)
 	p = appendFloat(p, m.Meta.TargetFPR)
-
 	names := sortedKeys(m.Workloads)
 	p = binary.AppendUvarint(p, uint64(len(names)))
 	for _, name := range names {
-		w := m.Workloads[name]
-		p = appendString(p, name)
-		p = binary.AppendUvarint(p, uint64(len(w.Sources)))
-		for _, s := range w.Sources {
-			p = appendString(p, s)
-		}
-		p = binary.AppendUvarint(p, uint64(len(w.Routes)))
-		for _, r := range w.Routes {
-			p = appendString(p, r.Method)
-			p = appendString(p, r.Template)
-			p = binary.AppendUvarint(p, uint64(r.Count))
-			p = binary.AppendUvarint(p, uint64(r.ParamObs))
-			p = binary.AppendUvarint(p, uint64(r.ParamSingletons))
-			p = appendNumbers(p, &r.Numbers)
-		}
-		p = binary.AppendUvarint(p, uint64(len(w.Edges)))
-		for _, e := range w.Edges {
-			p = binary.AppendUvarint(p, uint64(e.Source))
-			p = binary.AppendUvarint(p, uint64(e.Route))
-			p = binary.AppendUvarint(p, uint64(e.Count))
-		}
-		p = binary.AppendUvarint(p, uint64(len(w.Params)))
-		for i := range w.Params {
-			p = appendParam(p, &w.Params[i])
-		}
-		p = appendFloat(p, w.CalBase)
-		p = appendFloat(p, w.CalCenter)
-		p = appendFloat(p, w.RespBase)
-		p = appendFloat(p, w.RespCenter)
-		p = appendTails(p, &w.Tails)
+		p = appendWorkload(p, m.Workloads[name])
 	}
 	p = appendContent(p, m.Content)
-	if headerSize+len(p) > MaxModelBytes {
-		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrModelTooLarge, headerSize+len(p), MaxModelBytes)
+	return seal(kindMesh, p, MaxMeshBytes)
+}
+
+// EncodeSection returns the section of m a sidecar of workload receives:
+// the workload's own part if m has one, else the fallback section (its
+// global part, if any). m may be a whole model or a section; it is not
+// changed.
+func EncodeSection(m *Model, workload string) ([]byte, error) {
+	w := m.Workloads[workload]
+	if w == nil || workload == "" {
+		workload, w = GlobalWorkload, m.Workloads[GlobalWorkload]
+	}
+	return encodeSection(m, workload, w)
+}
+
+func encodeSection(m *Model, forName string, w *Workload) ([]byte, error) {
+	p := make([]byte, 0, 4096)
+	p = binary.AppendUvarint(p, m.Meta.Seed)
+	p = appendFloat(p, m.Meta.Threshold)
+	p = appendFloat(p, m.Meta.TargetFPR)
+	p = appendString(p, forName)
+	if w == nil {
+		p = binary.AppendUvarint(p, 0)
+	} else {
+		if w.Name != forName {
+			return nil, fmt.Errorf("models: the section for %q would carry the part of %q", forName, w.Name)
+		}
+		p = binary.AppendUvarint(p, 1)
+		p = appendWorkload(p, w)
+	}
+	p = appendContent(p, m.Content)
+	b, err := seal(kindSection, p, MaxSectionBytes)
+	if err != nil {
+		return nil, fmt.Errorf("section of %s: %w", forName, err)
+	}
+	return b, nil
+}
+
+// seal puts the header before a payload.
+func seal(kind uint16, p []byte, limit int) ([]byte, error) {
+	if headerSize+len(p) > limit {
+		return nil, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrModelTooLarge, headerSize+len(p), limit)
 	}
 	out := make([]byte, headerSize, headerSize+len(p))
 	copy(out, magic[:])
 	binary.LittleEndian.PutUint16(out[4:], CodecVersion)
-	binary.LittleEndian.PutUint16(out[6:], 0)
+	binary.LittleEndian.PutUint16(out[6:], kind)
 	binary.LittleEndian.PutUint32(out[8:], uint32(len(p)))
-	m.sha = sha256.Sum256(p)
-	copy(out[12:], m.sha[:])
-	out = append(out, p...)
-	m.size = len(out)
-	return out, nil
+	sum := sha256.Sum256(p)
+	copy(out[12:], sum[:])
+	return append(out, p...), nil
 }
 
-// Decode parses an encoded model. Every error wraps ErrModelFormat (or
-// ErrModelTooLarge) and says what was wrong and at which byte.
-func Decode(b []byte) (*Model, error) {
-	if len(b) > MaxModelBytes {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrModelTooLarge, len(b), MaxModelBytes)
+// appendWorkload encodes one workload's record. Its fields are written here
+// and read in decoder.workload, nowhere else.
+func appendWorkload(p []byte, w *Workload) []byte {
+	p = appendString(p, w.Name)
+	p = binary.AppendUvarint(p, uint64(len(w.Sources)))
+	for _, s := range w.Sources {
+		p = appendString(p, s)
 	}
+	p = binary.AppendUvarint(p, uint64(len(w.Routes)))
+	for _, r := range w.Routes {
+		p = appendString(p, r.Method)
+		p = appendString(p, r.Template)
+		p = binary.AppendUvarint(p, uint64(r.Count))
+		p = binary.AppendUvarint(p, uint64(r.ParamObs))
+		p = binary.AppendUvarint(p, uint64(r.ParamSingletons))
+		p = appendNumbers(p, &r.Numbers)
+	}
+	p = binary.AppendUvarint(p, uint64(len(w.Edges)))
+	for _, e := range w.Edges {
+		p = binary.AppendUvarint(p, uint64(e.Source))
+		p = binary.AppendUvarint(p, uint64(e.Route))
+		p = binary.AppendUvarint(p, uint64(e.Count))
+	}
+	p = binary.AppendUvarint(p, uint64(len(w.Params)))
+	for i := range w.Params {
+		p = appendParam(p, &w.Params[i])
+	}
+	p = appendFloat(p, w.CalBase)
+	p = appendFloat(p, w.CalCenter)
+	p = appendFloat(p, w.RespBase)
+	p = appendFloat(p, w.RespCenter)
+	return appendTails(p, &w.Tails)
+}
+
+// Decode parses an encoded model, a whole mesh or a section. Every error
+// wraps ErrModelFormat (or ErrModelTooLarge) and says what was wrong and at
+// which byte.
+func Decode(b []byte) (*Model, error) {
+	m, _, err := decode(b, false)
+	return m, err
+}
+
+// DecodeSection parses an encoded section, as a filter does: a whole-mesh
+// model is refused (ErrNotSection) before its payload is read.
+func DecodeSection(b []byte) (*Model, error) {
+	m, _, err := decode(b, true)
+	return m, err
+}
+
+// SplitSection checks an encoded section and splits it into the content
+// model's encoding (the payload's tail, shared by every section of a model)
+// and everything before it, so that a store keeps the content model once:
+// JoinSection(rest, content) gives the section back.
+func SplitSection(b []byte) (rest, content []byte, err error) {
+	_, at, err := decode(b, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b[:at], b[at:], nil
+}
+
+// JoinSection reassembles what SplitSection split and checks it.
+func JoinSection(rest, content []byte) ([]byte, error) {
+	b := make([]byte, 0, len(rest)+len(content))
+	b = append(append(b, rest...), content...)
+	if _, err := DecodeSection(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// decode parses b; contentAt is where the content model starts in b.
+func decode(b []byte, sectionOnly bool) (m *Model, contentAt int, err error) {
 	if len(b) < headerSize {
-		return nil, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrModelFormat, len(b), headerSize)
+		return nil, 0, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrModelFormat, len(b), headerSize)
 	}
 	if [4]byte(b[:4]) != magic {
-		return nil, fmt.Errorf("%w: bad magic %q (want %q)", ErrModelFormat, b[:4], magic[:])
+		return nil, 0, fmt.Errorf("%w: bad magic %q (want %q)", ErrModelFormat, b[:4], magic[:])
 	}
 	if v := binary.LittleEndian.Uint16(b[4:]); v != CodecVersion {
-		return nil, fmt.Errorf("%w: codec version %d, this build reads version %d", ErrModelFormat, v, CodecVersion)
+		hint := ""
+		if v < CodecVersion {
+			hint = " (an older model: retrain it with this version, and give each filter its workload's section: meshward model config -workload W)"
+		}
+		return nil, 0, fmt.Errorf("%w: codec version %d, this build reads version %d%s", ErrModelFormat, v, CodecVersion, hint)
 	}
-	if f := binary.LittleEndian.Uint16(b[6:]); f != 0 {
-		return nil, fmt.Errorf("%w: unknown flags %#x", ErrModelFormat, f)
+	kind := binary.LittleEndian.Uint16(b[6:])
+	switch {
+	case kind != kindMesh && kind != kindSection:
+		return nil, 0, fmt.Errorf("%w: unknown kind %d (want %d, a whole mesh, or %d, a section)", ErrModelFormat, kind, kindMesh, kindSection)
+	case kind == kindMesh && sectionOnly:
+		return nil, 0, fmt.Errorf("%w: %w: this is a whole-mesh model (%d bytes); a filter takes one workload's section: extract it with meshward model config -workload W", ErrModelFormat, ErrNotSection, len(b))
+	case kind == kindSection && len(b) > MaxSectionBytes:
+		return nil, 0, fmt.Errorf("%w: a section of %d bytes, limit %d", ErrModelTooLarge, len(b), MaxSectionBytes)
+	case len(b) > MaxMeshBytes:
+		return nil, 0, fmt.Errorf("%w: %d bytes, limit %d", ErrModelTooLarge, len(b), MaxMeshBytes)
 	}
 	n := binary.LittleEndian.Uint32(b[8:])
 	if uint64(n) != uint64(len(b)-headerSize) {
-		return nil, fmt.Errorf("%w: header says %d payload bytes, found %d (truncated or padded)", ErrModelFormat, n, len(b)-headerSize)
+		return nil, 0, fmt.Errorf("%w: header says %d payload bytes, found %d (truncated or padded)", ErrModelFormat, n, len(b)-headerSize)
 	}
 	payload := b[headerSize:]
 	sum := sha256.Sum256(payload)
 	if [32]byte(b[12:44]) != sum {
-		return nil, fmt.Errorf("%w: sha256 mismatch (corrupted)", ErrModelFormat)
+		return nil, 0, fmt.Errorf("%w: sha256 mismatch (corrupted)", ErrModelFormat)
 	}
 
 	d := decoder{b: payload, base: headerSize}
-	m := &Model{sha: sum, size: len(b), Workloads: map[string]*Workload{}}
-	m.Meta.TrainedAt = time.Unix(0, d.varint("trained_at")).UTC()
-	m.Meta.Samples = d.uvarint("samples")
+	m = &Model{sha: sum, size: len(b), Workloads: map[string]*Workload{}}
+	if kind == kindMesh {
+		m.Meta.TrainedAt = time.Unix(0, d.varint("trained_at")).UTC()
+		m.Meta.Samples = d.uvarint("samples")
+	}
 	m.Meta.Seed = d.uvarint("seed")
 	m.Meta.Threshold = d.float("threshold")
 	m.Meta.TargetFPR = d.float("target_fpr")
@@ -144,56 +300,31 @@ func Decode(b []byte) (*Model, error) {
 	if d.err == nil && !(m.Meta.TargetFPR >= 0 && m.Meta.TargetFPR <= 1) {
 		d.fail("target_fpr", "%v is outside [0,1]", m.Meta.TargetFPR)
 	}
+	if kind == kindSection {
+		m.SectionFor = d.str("section workload")
+		if d.err == nil && m.SectionFor == "" {
+			d.fail("section workload", "empty")
+		}
+	}
 	nw := d.count("workloads", 3)
+	if d.err == nil && kind == kindSection && (nw > 1 || nw == 0 && m.SectionFor != GlobalWorkload) {
+		d.fail("workloads", "a section for %q holds %d records (want 1, or 0 for the fallback)", m.SectionFor, nw)
+	}
 	prev := ""
 	for i := 0; i < nw && d.err == nil; i++ {
-		w := &Workload{Name: d.str("workload name")}
-		if d.err == nil && i > 0 && w.Name <= prev {
+		w := d.workload()
+		switch {
+		case d.err != nil:
+		case kind == kindSection && w.Name != m.SectionFor:
+			d.fail("workload name", "the section for %q holds the record of %q", m.SectionFor, w.Name)
+		case i > 0 && w.Name <= prev:
 			d.fail("workload name", "%q is out of order or repeated", w.Name)
-		}
-		prev = w.Name
-		ctx := "workload " + w.Name
-		w.Sources = make([]string, d.count(ctx+" sources", 1))
-		for j := range w.Sources {
-			w.Sources[j] = d.str(ctx + " source")
-		}
-		w.Routes = make([]Route, d.count(ctx+" routes", 40))
-		for j := range w.Routes {
-			w.Routes[j] = Route{Method: d.str(ctx + " route method"), Template: d.str(ctx + " route template"), Count: d.u32(ctx + " route count"),
-				ParamObs: d.u32(ctx + " route param_obs"), ParamSingletons: d.u32(ctx + " route param_singletons")}
-			d.numbers(&w.Routes[j].Numbers, ctx+" route "+w.Routes[j].Template)
-		}
-		w.Edges = make([]Edge, d.count(ctx+" edges", 3))
-		for j := range w.Edges {
-			e := Edge{Source: d.u32(ctx + " edge source"), Route: d.u32(ctx + " edge route"), Count: d.u32(ctx + " edge count")}
-			if d.err == nil && (int(e.Source) >= len(w.Sources) || int(e.Route) >= len(w.Routes)) {
-				d.fail(ctx+" edge", "index (%d,%d) outside %d sources × %d routes", e.Source, e.Route, len(w.Sources), len(w.Routes))
-			}
-			w.Edges[j] = e
-		}
-		w.Params = make([]ParamModel, d.count(ctx+" params", 30))
-		for j := range w.Params {
-			d.param(&w.Params[j], ctx, len(w.Routes))
-			if d.err == nil && j > 0 && !paramLess(&w.Params[j-1], &w.Params[j]) {
-				d.fail(ctx+" param", "%q on route %d is out of order or repeated", w.Params[j].Name, w.Params[j].Route)
-			}
-		}
-		w.CalBase = d.float(ctx + " calibration base")
-		w.CalCenter = d.float(ctx + " calibration center")
-		if d.err == nil && !(w.CalBase >= 0 && w.CalCenter > w.CalBase) {
-			d.fail(ctx+" calibration", "base %v and center %v must satisfy 0 ≤ base < center", w.CalBase, w.CalCenter)
-		}
-		w.RespBase = d.float(ctx + " response calibration base")
-		w.RespCenter = d.float(ctx + " response calibration center")
-		if d.err == nil && !(w.RespBase == 0 && w.RespCenter == 0 || w.RespBase >= 0 && w.RespCenter > w.RespBase) {
-			d.fail(ctx+" response calibration", "base %v and center %v must be both 0 or satisfy 0 ≤ base < center", w.RespBase, w.RespCenter)
-		}
-		d.tails(&w.Tails, ctx)
-		if d.err == nil {
-			w.index()
+		default:
+			prev = w.Name
 			m.Workloads[w.Name] = w
 		}
 	}
+	contentAt = headerSize + d.off
 	m.Content = d.content()
 	for _, w := range m.Workloads {
 		w.attachContent(m.Content)
@@ -202,9 +333,59 @@ func Decode(b []byte) (*Model, error) {
 		d.fail("end", "%d trailing bytes", len(d.b)-d.off)
 	}
 	if d.err != nil {
-		return nil, d.err
+		return nil, 0, d.err
 	}
-	return m, nil
+	return m, contentAt, nil
+}
+
+// workload decodes one record (see appendWorkload) and indexes it; nil
+// after an error.
+func (d *decoder) workload() *Workload {
+	w := &Workload{Name: d.str("workload name")}
+	ctx := "workload " + w.Name
+	w.Sources = make([]string, d.count(ctx+" sources", 1))
+	for j := range w.Sources {
+		w.Sources[j] = d.str(ctx + " source")
+	}
+	w.Routes = make([]Route, d.count(ctx+" routes", 40))
+	for j := range w.Routes {
+		w.Routes[j] = Route{Method: d.str(ctx + " route method"), Template: d.str(ctx + " route template"), Count: d.u32(ctx + " route count"),
+			ParamObs: d.u32(ctx + " route param_obs"), ParamSingletons: d.u32(ctx + " route param_singletons")}
+		d.numbers(&w.Routes[j].Numbers, ctx+" route "+w.Routes[j].Template)
+	}
+	w.Edges = make([]Edge, d.count(ctx+" edges", 3))
+	for j := range w.Edges {
+		e := Edge{Source: d.u32(ctx + " edge source"), Route: d.u32(ctx + " edge route"), Count: d.u32(ctx + " edge count")}
+		if d.err == nil && (int(e.Source) >= len(w.Sources) || int(e.Route) >= len(w.Routes)) {
+			d.fail(ctx+" edge", "index (%d,%d) outside %d sources × %d routes", e.Source, e.Route, len(w.Sources), len(w.Routes))
+		}
+		w.Edges[j] = e
+	}
+	w.Params = make([]ParamModel, d.count(ctx+" params", 30))
+	for j := range w.Params {
+		d.param(&w.Params[j], ctx, len(w.Routes))
+		if d.err == nil && j > 0 && !paramLess(&w.Params[j-1], &w.Params[j]) {
+			d.fail(ctx+" param", "%q on route %d is out of order or repeated", w.Params[j].Name, w.Params[j].Route)
+		}
+	}
+	w.CalBase = d.float(ctx + " calibration base")
+	w.CalCenter = d.float(ctx + " calibration center")
+	if d.err == nil && !(w.CalBase >= 0 && w.CalCenter > w.CalBase) {
+		d.fail(ctx+" calibration", "base %v and center %v must satisfy 0 ≤ base < center", w.CalBase, w.CalCenter)
+	}
+	w.RespBase = d.float(ctx + " response calibration base")
+	w.RespCenter = d.float(ctx + " response calibration center")
+	if d.err == nil && !(w.RespBase == 0 && w.RespCenter == 0 || w.RespBase >= 0 && w.RespCenter > w.RespBase) {
+		d.fail(ctx+" response calibration", "base %v and center %v must be both 0 or satisfy 0 ≤ base < center", w.RespBase, w.RespCenter)
+	}
+	d.tails(&w.Tails, ctx)
+	if d.err != nil {
+		return nil
+	}
+	if !d.skipIndex {
+		w.index()
+	}
+	return w
 }
 
 type decoder struct {
@@ -212,6 +393,8 @@ type decoder struct {
 	off  int
 	base int
 	err  error
+	// skipIndex leaves decoded parts unindexed (not for scoring).
+	skipIndex bool
 }
 
 func (d *decoder) fail(what, format string, args ...any) {

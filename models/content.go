@@ -1215,42 +1215,56 @@ func (t *Trainer) trimContentSample() {
 	}
 }
 
-// trainContent builds m's content model from the sample, describing each
-// sampled request as scoring will: against its section, with the values
-// that section's parameter models know by enumeration left out.
-func (t *Trainer) trainContent(m *Model) {
-	t.trimContentSample()
+// contentMask is the features the content model uses.
+func (t *Trainer) contentMask() uint32 {
 	mask := uint32(allFeatures)
 	if t.cfg.ShapedValues {
 		mask &^= shapedMask
 	}
+	return mask
+}
+
+// vectorize describes the sampled requests to w's workload as scoring will
+// (against w, with the values its parameter models know by enumeration left
+// out) and lets go of the requests: once a workload is finished its part is
+// final, so its requests' vectors are too.
+func (t *Trainer) vectorize(w *Workload) {
 	var s Scratch
-	tc := contentTraining{mask: mask, shaped: t.cfg.ShapedValues}
+	tc := contentTraining{mask: t.contentMask(), shaped: t.cfg.ShapedValues}
 	s.params.training = &tc
-	xs := make([]ContentVector, 0, len(t.contentSample))
 	for i := range t.contentSample {
-		r := &t.contentSample[i].req
-		w := m.Workload(r.Destination)
-		if w == nil {
+		e := &t.contentSample[i]
+		if e.vectorized || e.req.Destination != w.Name {
 			continue
 		}
-		req := *r
+		req := e.req
 		req.Status, req.ResponseBytes = 0, 0
 		var v Verdict
 		w.measure(&req, &s, &v)
-		xs = append(xs, tc.x)
+		e.vec = tc.x
+		e.vectorized, e.req = true, Request{}
 	}
-	m.Content = trainContent(xs, mask, t.cfg.Seed)
-	if m.Content != nil {
-		m.Content.Shaped = t.cfg.ShapedValues
+}
+
+// buildContent trains the content model on the sample's vectors (every
+// workload finished, so every sampled request vectorized).
+func (t *Trainer) buildContent() *ContentModel {
+	t.trimContentSample()
+	xs := make([]ContentVector, 0, len(t.contentSample))
+	for i := range t.contentSample {
+		if e := &t.contentSample[i]; e.vectorized {
+			xs = append(xs, e.vec)
+		}
 	}
-	if m.Content != nil && t.grams != nil {
-		m.Content.Grams = t.grams.filter()
-		m.Content.NovelCost = t.grams.novelCost()
+	c := trainContent(xs, t.contentMask(), t.cfg.Seed)
+	if c != nil {
+		c.Shaped = t.cfg.ShapedValues
 	}
-	for _, w := range m.Workloads {
-		w.attachContent(m.Content)
+	if c != nil && t.grams != nil {
+		c.Grams = t.grams.filter()
+		c.NovelCost = t.grams.novelCost()
 	}
+	return c
 }
 
 // The content model's encoding, after the workloads: a presence byte (0:

@@ -137,6 +137,22 @@ func (c *gramCounts) credit(stats []*paramStats) {
 	}
 }
 
+// creditWorkload credits, as credit does, the parameters of one section
+// (ws) finished before training ends, and marks their trigrams shared so
+// that credit does not count them again.
+func (c *gramCounts) creditWorkload(stats []*paramStats, ws *workloadStats) {
+	for s, n := range c.n {
+		if o := c.owner[s]; n == 1 && o >= 0 && stats[o] != nil && stats[o].ws == ws {
+			for _, ps := range [...]*paramStats{stats[o], stats[o].any, stats[o].twin, twinAny(stats[o])} {
+				if ps != nil {
+					ps.gramSingletons++
+				}
+			}
+			c.owner[s] = sharedOwner
+		}
+	}
+}
+
 // limitPath returns at most MaxValueBytes of a path.
 func limitPath(p string) string {
 	if len(p) > MaxValueBytes {

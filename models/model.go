@@ -34,6 +34,11 @@ type Model struct {
 	Workloads map[string]*Workload
 	// Content is the content model every section shares, or nil.
 	Content *ContentModel
+	// SectionFor is set on a model decoded from a section (see the codec):
+	// the workload the section is for, or GlobalWorkload for the fallback
+	// section. Workloads then holds that one part (none for an empty
+	// fallback). It is "" for a whole-mesh model.
+	SectionFor string
 
 	sha  [32]byte
 	size int
@@ -362,6 +367,14 @@ func (w *Workload) Score(r *Request) Verdict {
 	v := w.ScoreWith(r, s)
 	scratchPool.Put(s)
 	return v
+}
+
+// KnowsSource reports whether this section learned the source calling its
+// workload: a request from any other source is on a new edge. It does not
+// allocate.
+func (w *Workload) KnowsSource(source string) bool {
+	_, ok := w.sourceIndex.get(hashString(hashSeed, source))
+	return ok
 }
 
 // ScoreWith judges one request against this section using the caller's

@@ -212,7 +212,8 @@ func TestDecodeRejects(t *testing.T) {
 	if _, err := Decode(append(append([]byte(nil), b...), 0)); err == nil || !strings.Contains(err.Error(), "truncated or padded") {
 		t.Errorf("padding: %v", err)
 	}
-	if _, err := Decode(make([]byte, MaxModelBytes+1)); !errors.Is(err, ErrModelTooLarge) {
+	big := append(append([]byte(nil), b[:headerSize]...), make([]byte, MaxMeshBytes)...)
+	if _, err := Decode(big); !errors.Is(err, ErrModelTooLarge) {
 		t.Errorf("oversize: %v", err)
 	}
 	msgs := map[string][]byte{"bad magic": append([]byte("XXXX"), b[4:]...)}
@@ -359,13 +360,23 @@ func FuzzScore(f *testing.F) {
 }
 
 func FuzzDecode(f *testing.F) {
-	b, _ := Encode(trainFixture(f, 1, nil))
+	m := trainFixture(f, 1, nil)
+	b, _ := Encode(m)
 	f.Add(b)
+	// Sections: a workload's and the fallback.
+	for _, w := range []string{"svc-0.shop", "nobody"} {
+		s, _ := EncodeSection(m, w)
+		f.Add(s)
+	}
 	f.Add([]byte("MWMD"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Decode(data)
 		if err != nil {
 			return
+		}
+		// A section decodes the same way as a filter decodes it.
+		if _, err := DecodeSection(data); (err == nil) != (m.SectionFor != "") {
+			t.Fatalf("Decode says section for %q, DecodeSection says %v", m.SectionFor, err)
 		}
 		// Whatever decodes must re-encode to the same bytes and score safely.
 		again, err := Encode(m)

@@ -212,9 +212,11 @@ type paramStats struct {
 	values        map[uint64]uint32 // nil once the parameter is not enumerable
 	// id numbers the statistics for the trigram counts (gramCounts.owner);
 	// twin is the same parameter's statistics in the global section.
-	// any is the workload-wide statistics of the same section.
+	// any is the workload-wide statistics of the same section, ws the
+	// section's statistics.
 	id                         int32
 	twin, any                  *paramStats
+	ws                         *workloadStats
 	gramTokens, gramSingletons uint32
 	// kwOpen says a window of the value being learned had keywords.
 	kwOpen bool

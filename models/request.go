@@ -20,6 +20,11 @@ const MaxBodyPrefix = 4096
 // files carries: the most scoring reads (MaxBodyLimit).
 const MaxBody = MaxBodyLimit
 
+// UnknownSource is the source of a request whose caller nothing trustworthy
+// names (no mTLS identity, no address): never learned as a caller, so such
+// requests score as from a new caller.
+const UnknownSource = "unknown"
+
 // Header is one request header; Name is lower-case, as HTTP/2 and Envoy
 // present it.
 type Header struct {

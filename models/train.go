@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -28,6 +29,10 @@ type TrainConfig struct {
 	MaxRoutesPerWorkload  int
 	MaxSourcesPerWorkload int
 	MaxParamsPerRoute     int
+	// MaxGlobalBytes bounds the global (fallback) part's encoding: trained
+	// over every destination, it would grow with the mesh, so beyond this
+	// it keeps its most frequent callers, routes and parameters.
+	MaxGlobalBytes int
 	// Current, when set, is the model in force: requests it flags are not
 	// learned as normal, so an attack in progress cannot teach itself in.
 	Current *Model
@@ -52,6 +57,7 @@ func DefaultTrainConfig() TrainConfig {
 		MaxRoutesPerWorkload:  2000,
 		MaxSourcesPerWorkload: 2000,
 		MaxParamsPerRoute:     64,
+		MaxGlobalBytes:        24 << 10,
 	}
 }
 
@@ -76,19 +82,39 @@ func (c TrainConfig) Validate() error {
 	if c.MaxRoutesPerWorkload <= 0 || c.MaxSourcesPerWorkload <= 0 || c.MaxParamsPerRoute <= 0 {
 		errs = append(errs, errors.New("max_routes_per_workload, max_sources_per_workload and max_params_per_route must be positive"))
 	}
+	if c.MaxGlobalBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max_global_bytes: %d must be at least 1024", c.MaxGlobalBytes))
+	}
 	return errors.Join(errs...)
 }
 
 // Trainer accumulates normal requests and builds a Model from them.
+//
+// Workloads train independently: Finish(dst) turns a destination's
+// statistics into its encoded part at once and lets them go, so a trainer
+// fed one destination at a time (as the control plane reads its store)
+// holds one workload's statistics, the global part's (bounded by the
+// per-workload caps), the finished parts' encodings, the held-back requests
+// (MaxHoldBack) and the content sample (2,048 requests), whatever the size
+// of the mesh. Requests may also come interleaved, as from a capture.
 type Trainer struct {
 	cfg       TrainConfig
+	current   *Model // the model in force (TrainConfig.Current, UseCurrent)
 	workloads map[string]*workloadStats
-	heldBack  []Request
-	seen      map[uint64]uint32 // occurrences per request content (heldOut)
-	samples   uint64
-	skipped   uint64
-	flagged   uint64
-	scratch   paramScratch
+	// records holds the finished workloads' parts, encoded (appendWorkload)
+	// and not yet calibrated.
+	records  map[string][]byte
+	heldBack []Request
+	// held counts the requests held back, after heldBack is let go.
+	held uint64
+	// seen counts occurrences per request content (heldOut), per
+	// destination so that Finish can let them go; nSeen is their total.
+	seen    map[string]map[uint64]uint32
+	nSeen   int
+	samples uint64
+	skipped uint64
+	flagged uint64
+	scratch paramScratch
 	// lastHash is heldOut's hash of the request last observed: it orders
 	// the content model's sample (see sampleContent).
 	lastHash uint64
@@ -107,9 +133,13 @@ type Trainer struct {
 	learner  learner
 }
 
+// sampledRequest is a request of the content sample, until its workload
+// is finished; then its content vector.
 type sampledRequest struct {
-	hash uint64
-	req  Request
+	hash       uint64
+	req        Request
+	vec        ContentVector
+	vectorized bool
 }
 
 type workloadStats struct {
@@ -146,16 +176,35 @@ func NewTrainer(cfg TrainConfig) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Trainer{cfg: cfg, workloads: map[string]*workloadStats{}}, nil
+	return &Trainer{cfg: cfg, current: cfg.Current, workloads: map[string]*workloadStats{}, records: map[string][]byte{}}, nil
 }
+
+// UseCurrent makes m the model in force for the requests observed from now
+// on (see TrainConfig.Current): the control plane, training one workload at
+// a time, gives each its own section in force rather than holding the
+// whole model in force.
+func (t *Trainer) UseCurrent(m *Model) { t.current = m }
 
 // Observe learns one normal request, for its destination and for the global
 // fallback, or holds it back for calibration. It returns false when the
 // request was not learned (its source is over its cap, the current model
 // flags it, or it was held back).
-func (t *Trainer) Observe(r *Request) bool {
-	if t.cfg.Current != nil {
-		if v := t.cfg.Current.Score(r); v.Scored && v.Score > t.cfg.Current.Meta.Threshold {
+func (t *Trainer) Observe(r *Request) bool { return t.observeRequest(r, true) }
+
+// ObserveOwn is Observe for a request that must teach only its
+// destination's section, never the global fallback other workloads are
+// scored against: the control plane learns destinations it cannot vouch
+// for (invented by one caller) this way.
+func (t *Trainer) ObserveOwn(r *Request) bool { return t.observeRequest(r, false) }
+
+func (t *Trainer) observeRequest(r *Request, global bool) bool {
+	if _, done := t.records[r.Destination]; done {
+		// Its part is built already (Finish): a straggler is not learned.
+		t.skipped++
+		return false
+	}
+	if t.current != nil {
+		if v := t.current.Score(r); v.Scored && v.Score > t.current.Meta.Threshold {
 			t.flagged++
 			return false
 		}
@@ -163,6 +212,7 @@ func (t *Trainer) Observe(r *Request) bool {
 	if t.heldOut(r) {
 		if len(t.heldBack) < t.cfg.MaxHoldBack {
 			t.heldBack = append(t.heldBack, cloneRequest(r))
+			t.held++
 			return false
 		}
 	}
@@ -175,7 +225,7 @@ func (t *Trainer) Observe(r *Request) bool {
 	l.t, l.rk = t, rk
 	l.dst, l.dstRoute = t.observe(r, r.Destination, src, rk)
 	l.global, l.globalRoute = nil, nil
-	if r.Destination != GlobalWorkload {
+	if global && r.Destination != GlobalWorkload {
 		l.global, l.globalRoute = t.observe(r, GlobalWorkload, src, rk)
 	}
 	ok := l.dst != nil
@@ -243,11 +293,21 @@ func (t *Trainer) heldOut(r *Request) bool {
 	h = hashBytes(h, r.Body)
 	var k uint32
 	if t.seen == nil {
-		t.seen = map[uint64]uint32{}
+		t.seen = map[string]map[uint64]uint32{}
 	}
-	if n, ok := t.seen[h]; ok || len(t.seen) < maxSeen {
+	seen := t.seen[r.Destination]
+	if seen == nil {
+		seen = map[uint64]uint32{}
+		t.seen[r.Destination] = seen
+	}
+	n, ok := seen[h]
+	if !ok && t.nSeen < maxSeen {
+		t.nSeen++
+		ok = true
+	}
+	if ok {
 		k = n
-		t.seen[h] = n + 1
+		seen[h] = n + 1
 	}
 	h = hashBytes(h, []byte{byte(k), byte(k >> 8), byte(k >> 16), byte(k >> 24)})
 	t.lastHash = h
@@ -332,7 +392,7 @@ func (t *Trainer) observeParams(w *workloadStats, rs *routeStats, rk routeKey, s
 				ps.values = nil
 			}
 			ps.id = int32(len(t.stats))
-			ps.any = w.anyParam
+			ps.any, ps.ws = w.anyParam, w
 			t.stats = append(t.stats, ps)
 			w.params[key] = ps
 		}
@@ -354,12 +414,91 @@ func (t *Trainer) observeParams(w *workloadStats, rs *routeStats, rk routeKey, s
 // (over a cap), how many the current model flagged, and how many were held
 // back for calibration.
 func (t *Trainer) Samples() (learned, skipped, flagged, heldBack uint64) {
-	return t.samples, t.skipped, t.flagged, uint64(len(t.heldBack))
+	return t.samples, t.skipped, t.flagged, t.held
 }
 
-// Model builds the model from what was observed and calibrates it on the
-// held-back requests.
+// Finish builds dst's part from its statistics and lets them go: no
+// request to dst may come after (one that does is not learned). Sections
+// and Model finish every workload left.
+func (t *Trainer) Finish(dst string) {
+	ws := t.workloads[dst]
+	if ws == nil || dst == GlobalWorkload {
+		return
+	}
+	if t.grams != nil && !t.credited {
+		// Finished before the others: its parameters are credited with
+		// the trigrams only they have had so far.
+		t.grams.creditWorkload(t.stats, ws)
+	}
+	w := ws.build(dst)
+	t.vectorize(w)
+	t.records[dst] = appendWorkload(nil, w)
+	for _, ps := range ws.params {
+		// Credited: let them go (a trigram they own is never again a
+		// singleton credit would look up).
+		t.stats[ps.id] = nil
+	}
+	delete(t.workloads, dst)
+	t.nSeen -= len(t.seen[dst])
+	delete(t.seen, dst)
+}
+
+// build turns a workload's statistics into its part, indexed for scoring,
+// not yet calibrated.
+func (ws *workloadStats) build(name string) *Workload {
+	w := &Workload{Name: name}
+	srcIdx := map[string]uint32{}
+	for s := range ws.perSource {
+		srcIdx[s] = uint32(len(w.Sources))
+		w.Sources = append(w.Sources, s)
+	}
+	routeIdx := map[routeKey]uint32{}
+	for rk, rs := range ws.routes {
+		routeIdx[rk] = uint32(len(w.Routes))
+		r := Route{Method: rk.method, Template: rk.template, Count: rs.count, Numbers: rs.numbers}
+		for _, c := range rs.names {
+			r.ParamObs += c
+			if c == 1 {
+				r.ParamSingletons++
+			}
+		}
+		w.Routes = append(w.Routes, r)
+	}
+	for e, n := range ws.edges {
+		w.Edges = append(w.Edges, Edge{Source: srcIdx[e.source], Route: routeIdx[e.route], Count: n})
+	}
+	for pn, ps := range ws.params {
+		route := uint32(AnyRoute)
+		if pn.route != anyRouteKey {
+			route = routeIdx[pn.route]
+		}
+		w.Params = append(w.Params, ps.model(route, pn.name))
+	}
+	if ws.anyParam != nil {
+		w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
+	}
+	w.sortCanonical()
+	// Calibrated once every part is built (Trainer.calibrate); until then
+	// a placeholder the codec accepts.
+	w.CalBase, w.CalCenter = 0, 1
+	w.index()
+	return w
+}
+
+// Model builds the whole model from what was observed and calibrates it on
+// the held-back requests. It ends training, as Sections does.
 func (t *Trainer) Model() (*Model, error) {
+	s, err := t.Sections()
+	if err != nil {
+		return nil, err
+	}
+	return s.Model()
+}
+
+// Sections builds the model as its parts — each workload's part encoded on
+// its own, the content model once — calibrated on the held-back requests,
+// without holding every part decoded at once. It ends training.
+func (t *Trainer) Sections() (*Sections, error) {
 	if t.samples == 0 {
 		return nil, errors.New("train: no requests learned")
 	}
@@ -371,7 +510,21 @@ func (t *Trainer) Model() (*Model, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	m := &Model{
+	for _, dst := range sortedKeys(t.workloads) {
+		t.Finish(dst)
+	}
+	if ws := t.workloads[GlobalWorkload]; ws != nil {
+		g := ws.build(GlobalWorkload)
+		t.vectorize(g)
+		rec, err := pruneGlobal(g, t.cfg.MaxGlobalBytes)
+		if err != nil {
+			return nil, err
+		}
+		t.records[GlobalWorkload] = rec
+		delete(t.workloads, GlobalWorkload)
+		t.seen = nil
+	}
+	s := &Sections{
 		Meta: Meta{
 			TrainedAt: now.UTC(),
 			Samples:   t.samples,
@@ -379,164 +532,130 @@ func (t *Trainer) Model() (*Model, error) {
 			TargetFPR: t.cfg.TargetFPR,
 			Threshold: 0.5,
 		},
-		Workloads: make(map[string]*Workload, len(t.workloads)),
+		content: t.buildContent(),
+		records: t.records,
 	}
-	for name, ws := range t.workloads {
-		w := &Workload{Name: name}
-		srcIdx := map[string]uint32{}
-		for s := range ws.perSource {
-			srcIdx[s] = uint32(len(w.Sources))
-			w.Sources = append(w.Sources, s)
-		}
-		routeIdx := map[routeKey]uint32{}
-		for rk, rs := range ws.routes {
-			routeIdx[rk] = uint32(len(w.Routes))
-			r := Route{Method: rk.method, Template: rk.template, Count: rs.count, Numbers: rs.numbers}
-			for _, c := range rs.names {
-				r.ParamObs += c
-				if c == 1 {
-					r.ParamSingletons++
-				}
-			}
-			w.Routes = append(w.Routes, r)
-		}
-		for e, n := range ws.edges {
-			w.Edges = append(w.Edges, Edge{Source: srcIdx[e.source], Route: routeIdx[e.route], Count: n})
-		}
-		for pn, ps := range ws.params {
-			route := uint32(AnyRoute)
-			if pn.route != anyRouteKey {
-				route = routeIdx[pn.route]
-			}
-			w.Params = append(w.Params, ps.model(route, pn.name))
-		}
-		if ws.anyParam != nil {
-			w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
-		}
-		w.sortCanonical()
-		w.index()
-		m.Workloads[name] = w
-	}
-	t.trainContent(m)
-	t.calibrate(m)
-	if _, err := Encode(m); err != nil {
+	t.contentSample = nil
+	if err := t.calibrate(s); err != nil {
 		return nil, err
 	}
-	return m, nil
+	return s, nil
 }
 
 // calibrate fits, on the held-back normal requests, what turns surprises
 // into scores: each parameter's tail (ParamModel.tail), then each part's
 // (Workload.Tails), then where the combined surprise of a typical request
 // lies (CalBase; CalCenter is that of a request as rare as TargetFPR). Each
-// held-back request calibrates its destination's section and the global
-// one; a section with too few held-back requests takes the global one's
-// tails. The request phase is calibrated without the response, the response
-// phase with it.
-func (t *Trainer) calibrate(m *Model) {
-	type sample struct {
-		w *Workload
-		r *Request
-	}
-	var samples []sample
-	global := m.Workloads[GlobalWorkload]
+// held-back request calibrates its destination's part and the global one;
+// a part with too few held-back requests takes the global one's tails. The
+// request phase is calibrated without the response, the response phase
+// with it. Parts are decoded one at a time, the global one first.
+func (t *Trainer) calibrate(s *Sections) error {
+	// The held-back requests of each part: their destination's, and every
+	// one of them the global part's.
+	held := map[string][]*Request{}
+	_, hasGlobal := s.records[GlobalWorkload]
 	for i := range t.heldBack {
 		r := &t.heldBack[i]
-		w := m.Workload(r.Destination)
-		if w == nil {
-			continue
+		name := r.Destination
+		if _, ok := s.records[name]; ok && name != GlobalWorkload {
+			held[name] = append(held[name], r)
 		}
-		samples = append(samples, sample{w, r})
-		if global != nil && w != global {
-			samples = append(samples, sample{global, r})
+		if hasGlobal {
+			held[GlobalWorkload] = append(held[GlobalWorkload], r)
 		}
 	}
-	var s Scratch
+	var sc Scratch
+	var global *Workload
+	names := sortedKeys(s.records)
+	if hasGlobal {
+		// The global part first: the others may take its tails.
+		names = append([]string{GlobalWorkload}, slices.DeleteFunc(names, func(n string) bool { return n == GlobalWorkload })...)
+	}
+	for _, name := range names {
+		w, err := s.Workload(name)
+		if err != nil {
+			return err
+		}
+		t.calibratePart(w, held[name], global, &sc)
+		if name == GlobalWorkload {
+			global = w
+		}
+		s.records[name] = appendWorkload(nil, w)
+	}
+	t.heldBack = nil
+	return nil
+}
+
+// calibratePart calibrates one part on its held-back requests (see
+// calibrate); global is the global part, calibrated, or nil.
+func (t *Trainer) calibratePart(w *Workload, held []*Request, global *Workload, s *Scratch) {
 	// The request phase decides before a response exists.
-	score := func(x sample, response bool) Verdict {
-		req := *x.r
+	score := func(r *Request, response bool) Verdict {
+		req := *r
 		if !response {
 			req.Status, req.ResponseBytes = 0, 0
 		}
 		var v Verdict
-		x.w.measure(&req, &s, &v)
+		w.measure(&req, s, &v)
 		return v
 	}
 	// Each parameter against its own held-back values.
 	raw := map[*ParamModel][]float64{}
 	s.params.collect = func(pm *ParamModel, x float64) { raw[pm] = append(raw[pm], x) }
-	for _, x := range samples {
-		score(x, false)
+	for _, r := range held {
+		score(r, false)
 	}
 	s.params.collect = nil
 	for pm, xs := range raw {
 		pm.TailMed, pm.TailBeta = fitParamTail(xs)
 	}
 	// Each part against its own held-back surprises.
-	parts := map[*Workload]*[NParts][]float64{}
-	for _, x := range samples {
-		ps := parts[x.w]
-		if ps == nil {
-			ps = new([NParts][]float64)
-			parts[x.w] = ps
-		}
-		v := score(x, false)
+	var ps [NParts][]float64
+	for _, r := range held {
+		v := score(r, false)
 		ps[partStructure] = append(ps[partStructure], v.Parts[PartCaller]+v.Parts[PartRoute]+v.Parts[PartEdge]+v.Parts[PartNames])
 		for p := PartValues; p < requestParts; p++ {
 			ps[p] = append(ps[p], v.Parts[p])
 		}
-		if x.r.Status != 0 {
-			v := score(x, true)
+		if r.Status != 0 {
+			v := score(r, true)
 			for p := requestParts; p < NParts; p++ {
 				ps[p] = append(ps[p], v.Parts[p])
 			}
 		}
 	}
-	fit := func(w *Workload) {
-		ps := parts[w]
+	if len(ps[PartValues]) >= minTailSample || global == nil {
 		for p := Part(0); p < NParts; p++ {
 			if !p.calibrated() {
 				continue
 			}
 			w.Tails[p] = Tail{}
-			if ps != nil && len(ps[p]) >= minTailSample {
+			if len(ps[p]) >= minTailSample {
 				w.Tails[p] = fitTail(ps[p])
 			}
 		}
+	} else {
+		w.Tails = global.Tails
 	}
-	if global != nil {
-		fit(global)
-	}
-	for _, w := range m.Workloads {
-		if w == global {
-			continue
-		}
-		if ps := parts[w]; ps != nil && len(ps[PartValues]) >= minTailSample || global == nil {
-			fit(w)
-		} else {
-			w.Tails = global.Tails
-		}
-	}
+	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
 	// Where typical requests lie once combined.
-	per, perResp := map[*Workload][]float64{}, map[*Workload][]float64{}
-	for _, x := range samples {
-		v := score(x, false)
-		x.w.judge(&v, false)
-		per[x.w] = append(per[x.w], v.Surprise)
-		if x.r.Status != 0 {
-			v := score(x, true)
-			x.w.judge(&v, true)
-			perResp[x.w] = append(perResp[x.w], v.Surprise)
+	var per, perResp []float64
+	for _, r := range held {
+		v := score(r, false)
+		w.judge(&v, false)
+		per = append(per, v.Surprise)
+		if r.Status != 0 {
+			v := score(r, true)
+			w.judge(&v, true)
+			perResp = append(perResp, v.Surprise)
 		}
 	}
-	for _, w := range m.Workloads {
-		calibrated := w.Tails[PartValues].Slope > 0 || w.Tails[PartContent].Slope > 0
-		w.CalBase, w.CalCenter = combinedCalibration(per[w], t.cfg.TargetFPR, calibrated)
-		w.RespBase, w.RespCenter = 0, 0
-		if len(perResp[w]) > 0 {
-			w.RespBase, w.RespCenter = combinedCalibration(perResp[w], t.cfg.TargetFPR, calibrated)
-		}
-		w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
+	calibrated := w.Tails[PartValues].Slope > 0 || w.Tails[PartContent].Slope > 0
+	w.CalBase, w.CalCenter = combinedCalibration(per, t.cfg.TargetFPR, calibrated)
+	w.RespBase, w.RespCenter = 0, 0
+	if len(perResp) > 0 {
+		w.RespBase, w.RespCenter = combinedCalibration(perResp, t.cfg.TargetFPR, calibrated)
 	}
 }
 

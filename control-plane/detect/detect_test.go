@@ -2,14 +2,15 @@ package detect_test
 
 import (
 	"fmt"
-	"github.com/meshward/meshward/internal/testdata"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshward/meshward/control-plane/decide"
 	. "github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/internal/devdata"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/gen"
 	"github.com/meshward/meshward/replay/runner"
@@ -164,7 +165,7 @@ func TestProtectedNamespaceIsNeverFenced(t *testing.T) {
 // services it never called: exactly that principal is caught, within 5 s of
 // its first new edge; the benign replay of later traces opens nothing.
 func TestTrainTicketScenario(t *testing.T) {
-	dir := testdata.Dir(t, "trainticket_traces")
+	dir := devdata.Dir(t, "trainticket_traces")
 	files, err := filepath.Glob(filepath.Join(dir, "*", "*_trace.csv.gz"))
 	if err != nil || len(files) < 20 {
 		t.Fatalf("TrainTicket traces not found under %s: %v", dir, err)
@@ -236,4 +237,110 @@ func TestTrainTicketScenario(t *testing.T) {
 	}
 	t.Logf("TrainTicket: learned %d requests, %d services; %s caught %v after its first new edge with %v",
 		len(learn), len(services), victim, opened[0].Opened.Sub(start), opened[0].Signals)
+}
+
+// slowModel learns web calling cart only.
+func slowModel(t *testing.T) *models.Model {
+	t.Helper()
+	cfg := models.DefaultTrainConfig()
+	cfg.Now = time.Unix(0, 0)
+	tr, _ := models.NewTrainer(cfg)
+	for i := 0; i < 400; i++ {
+		tr.Observe(&models.Request{Method: "GET", Path: fmt.Sprintf("/items/%d", i), Source: "spiffe://cluster.local/ns/shop/sa/web", Destination: "cart.shop", Status: 200})
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestSlowFanOutOpensAnIncident: one new destination every three minutes
+// (simulated time) never makes two within the one-minute window, but adds
+// up over the horizon: an incident opens within the 45 minutes; one new
+// destination a minute for one destination only (a release) opens nothing.
+func TestSlowFanOutOpensAnIncident(t *testing.T) {
+	m := slowModel(t)
+	d, err := New(DefaultConfig(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := "spiffe://cluster.local/ns/shop/sa/web"
+	if need := d.SlowThreshold(web); need < 3 || need > 8 {
+		t.Errorf("slow threshold for a source calling one destination: %v", need)
+	}
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	var opened *Incident
+	for i := 0; i < 15 && opened == nil; i++ {
+		at := start.Add(time.Duration(i) * 3 * time.Minute)
+		// Ordinary traffic between the new edges.
+		for k := 0; k < 20; k++ {
+			d.Observe(Observation{TS: at.Add(time.Duration(k) * 5 * time.Second), Score: 0.1,
+				Request: &models.Request{Method: "GET", Path: "/items/1", Source: web, Destination: "cart.shop", Status: 200}})
+		}
+		opened = d.Observe(Observation{TS: at.Add(2 * time.Minute), Score: 0.95, Flagged: true,
+			Request: &models.Request{Method: "GET", Path: "/admin", Source: web, Destination: fmt.Sprintf("svc%d.shop", i), Status: 200}})
+	}
+	if opened == nil {
+		t.Fatal("a slow fan-out over 45 minutes opened no incident")
+	}
+	if !strings.Contains(strings.Join(opened.Signals, " "), "slow_new_destinations") || len(opened.NewEdges) < 3 {
+		t.Errorf("incident %+v", opened)
+	}
+	t.Logf("slow fan-out caught after %v with %v", opened.Opened.Sub(start), opened.Signals)
+
+	// A release: one new dependency, used every ten seconds for 45 minutes.
+	d, _ = New(DefaultConfig(), m)
+	for i := 0; i < 270; i++ {
+		if inc := d.Observe(Observation{TS: start.Add(time.Duration(i) * 10 * time.Second), Score: 0.9, Flagged: true,
+			Request: &models.Request{Method: "GET", Path: "/api/ratings", Source: web, Destination: "ratings.shop", Status: 200}}); inc != nil {
+			t.Fatalf("a release was taken for a slow fan-out: %v", inc.Signals)
+		}
+	}
+}
+
+// TestDetectorStateIsBounded: forged principals beyond MaxSources evict
+// the least recently seen one without an incident first; one principal's
+// new destinations and edges are capped.
+func TestDetectorStateIsBounded(t *testing.T) {
+	m := slowModel(t)
+	cfg := DefaultConfig()
+	cfg.MaxSources, cfg.MaxNewDestinations, cfg.MaxNewEdges = 50, 8, 4
+	d, err := New(cfg, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	// The real attacker fans out and gets an incident first.
+	attacker := "spiffe://cluster.local/ns/shop/sa/attacker"
+	var inc *Incident
+	for i := 0; i < 100; i++ {
+		if got := d.Observe(Observation{TS: start.Add(time.Duration(i) * time.Millisecond), Score: 0.9, Flagged: true,
+			Request: &models.Request{Method: "GET", Path: fmt.Sprintf("/r%d", i), Source: attacker, Destination: fmt.Sprintf("s%d.shop", i), Status: 403}}); got != nil {
+			inc = got
+		}
+	}
+	if inc == nil || len(inc.NewEdges) != cfg.MaxNewEdges {
+		t.Fatalf("attacker's incident %+v, want %d new edges listed", inc, cfg.MaxNewEdges)
+	}
+	// 1,000 forged principals, one request each.
+	for i := 0; i < 1000; i++ {
+		d.Observe(Observation{TS: start.Add(time.Second + time.Duration(i)*time.Millisecond), Score: 0.1,
+			Request: &models.Request{Method: "GET", Path: "/", Source: fmt.Sprintf("spiffe://cluster.local/ns/x/sa/decoy%d", i), Destination: "cart.shop", Status: 200}})
+	}
+	if d.Evicted() != 1000+1-int64(cfg.MaxSources) {
+		t.Errorf("evicted %d, want %d", d.Evicted(), 1000+1-cfg.MaxSources)
+	}
+	// The attacker, whose incident is open, was kept: its requests join it
+	// and open nothing new.
+	if got := d.Observe(Observation{TS: start.Add(2 * time.Second), Request: &models.Request{Method: "GET", Path: "/x", Source: attacker, Destination: "more.shop", Status: 403}}); got != nil {
+		t.Errorf("the attacker's state was evicted: a second incident %v", got.ID)
+	}
+	d.Forget(attacker)
+	if got := d.Observe(Observation{TS: start.Add(3 * time.Second), Request: &models.Request{Method: "GET", Path: "/x", Source: attacker, Destination: "a.shop", Status: 403}}); got != nil {
+		t.Errorf("one request after Forget opened %v", got.Signals)
+	}
+	if got := d.Observe(Observation{TS: start.Add(4 * time.Second), Request: &models.Request{Method: "GET", Path: "/x", Source: attacker, Destination: "b.shop", Status: 403}}); got == nil {
+		t.Error("after Forget, a new fan-out opened no new incident")
+	}
 }

@@ -28,6 +28,42 @@ type Dir struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	state map[string]decide.Decision
+	fence func(context.Context) error
+}
+
+// SetFence makes every change ask f first and not happen when it answers
+// an error (call before use).
+func (d *Dir) SetFence(f func(context.Context) error) {
+	d.mu.Lock()
+	d.fence = f
+	d.mu.Unlock()
+}
+
+func (d *Dir) fenced(ctx context.Context) error {
+	if d.fence == nil {
+		return nil
+	}
+	if err := d.fence(ctx); err != nil {
+		return fmt.Errorf("not written: %w", err)
+	}
+	return nil
+}
+
+// Rebuild replaces what the sink holds with the decisions the files carry
+// (a replica taking the lead reads what the last leader wrote).
+func (d *Dir) Rebuild(context.Context) error {
+	ds, err := ReadDir(d.path)
+	if err != nil {
+		return err
+	}
+	state := map[string]decide.Decision{}
+	for _, dec := range ds {
+		state[dec.ID] = dec
+	}
+	d.mu.Lock()
+	d.state = state
+	d.mu.Unlock()
+	return nil
 }
 
 // NewDir returns a sink writing under path (created if missing), with the
@@ -89,13 +125,16 @@ func ReadDir(path string) ([]decide.Decision, error) {
 func (d *Dir) file(id string) string { return filepath.Join(d.path, id+".yaml") }
 
 // Apply writes a decision's file (a suppressed decision is only logged).
-func (d *Dir) Apply(_ context.Context, dec decide.Decision) error {
+func (d *Dir) Apply(ctx context.Context, dec decide.Decision) error {
 	if dec.Suppressed != "" {
 		d.log.Info("quarantine decision", "action", "suppressed", "decision", dec.ID, "principal", dec.Principal, "suppressed", dec.Suppressed)
 		return nil
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.fenced(ctx); err != nil {
+		return err
+	}
 	for _, have := range d.state {
 		if have.Principal == dec.Principal {
 			dec = decide.Merge(have, dec)
@@ -128,9 +167,12 @@ func (d *Dir) write(dec decide.Decision, action string) error {
 }
 
 // Release removes a decision's file.
-func (d *Dir) Release(_ context.Context, id string) error {
+func (d *Dir) Release(ctx context.Context, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err := d.fenced(ctx); err != nil {
+		return err
+	}
 	return d.remove(id, "release")
 }
 
@@ -151,9 +193,20 @@ func (d *Dir) remove(id, action string) error {
 }
 
 // Tick promotes the dry runs that are due and removes what expired.
-func (d *Dir) Tick(_ context.Context, now time.Time) error {
+func (d *Dir) Tick(ctx context.Context, now time.Time) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	due := false
+	for _, dec := range d.state {
+		at, ok := decide.Promotion(dec, d.rules)
+		due = due || !now.Before(dec.Expires) || ok && !now.Before(at)
+	}
+	if !due {
+		return nil
+	}
+	if err := d.fenced(ctx); err != nil {
+		return err
+	}
 	var errs []error
 	for id, dec := range d.state {
 		if !now.Before(dec.Expires) {

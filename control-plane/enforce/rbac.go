@@ -44,7 +44,30 @@ type RBAC struct {
 	mu     sync.Mutex
 	state  map[string]decide.Decision
 	sent   map[string]bool // workloads that have rules published
+	fence  func(context.Context) error
 }
+
+// SetFence makes every change (apply, promote, release, expiry) ask f
+// first and not happen when it answers an error (call before use).
+func (r *RBAC) SetFence(f func(context.Context) error) {
+	r.mu.Lock()
+	r.fence = f
+	r.mu.Unlock()
+}
+
+// fenced asks the fence, if any (r.mu held).
+func (r *RBAC) fenced(ctx context.Context) error {
+	if r.fence == nil {
+		return nil
+	}
+	if err := r.fence(ctx); err != nil {
+		return fmt.Errorf("not written: %w", err)
+	}
+	return nil
+}
+
+// Rebuild is Sync: the kept decisions replace what this sink holds.
+func (r *RBAC) Rebuild(ctx context.Context) error { return r.Sync(ctx) }
 
 // NewRBAC returns a sink publishing through pub.
 func NewRBAC(pub RBACPublisher, rules decide.Rules, log *slog.Logger) *RBAC {
@@ -143,6 +166,9 @@ func (r *RBAC) Apply(ctx context.Context, d decide.Decision) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.fenced(ctx); err != nil {
+		return err
+	}
 	for _, have := range r.state {
 		if have.Principal == d.Principal {
 			d = decide.Merge(have, d)
@@ -164,6 +190,9 @@ func (r *RBAC) Release(ctx context.Context, id string) error {
 	if _, ok := r.state[id]; !ok {
 		return fmt.Errorf("no such quarantine: %s", id)
 	}
+	if err := r.fenced(ctx); err != nil {
+		return err
+	}
 	if err := r.forget(ctx, id); err != nil {
 		return fmt.Errorf("releasing %s: %w", id, err)
 	}
@@ -178,6 +207,17 @@ func (r *RBAC) Tick(ctx context.Context, now time.Time) error {
 	defer r.mu.Unlock()
 	changed := false
 	var errs []error
+	due := false
+	for _, d := range r.state {
+		at, ok := decide.Promotion(d, r.rules)
+		due = due || !now.Before(d.Expires) || ok && !now.Before(at)
+	}
+	if !due {
+		return nil
+	}
+	if err := r.fenced(ctx); err != nil {
+		return err
+	}
 	for id, d := range r.state {
 		if !now.Before(d.Expires) {
 			if err := r.forget(ctx, id); err != nil {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +20,9 @@ import (
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/policy"
 	"github.com/meshward/meshward/control-plane/quarantine"
+	"github.com/meshward/meshward/internal/devdata"
 	"github.com/meshward/meshward/internal/istiofake"
 	"github.com/meshward/meshward/internal/kubetest"
-	"github.com/meshward/meshward/internal/testdata"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
 	"github.com/meshward/meshward/replay/source"
@@ -32,7 +33,7 @@ import (
 // calling <svc>.train. The first twelve one-minute files are learned, the
 // next four replayed.
 func trainTicket(t *testing.T) (learn, replay []*source.Record) {
-	dir := testdata.Dir(t, "trainticket_traces")
+	dir := devdata.Dir(t, "trainticket_traces")
 	files, err := filepath.Glob(filepath.Join(dir, "*", "*_trace.csv.gz"))
 	if err != nil || len(files) < 16 {
 		t.Fatalf("TrainTicket traces not found under %s: %v", dir, err)
@@ -317,6 +318,47 @@ func testScenario(t *testing.T, ic istioclient.Interface, kc kubernetes.Interfac
 	}
 	if got := ownedPolicies(t, ic); len(got) != 0 || q.app.Active() != 0 {
 		t.Fatalf("after expiry: %v", got)
+	}
+
+	// 7. A slow fan-out: the compromised service reaches one new
+	// destination every three minutes for 45 minutes (simulated), never
+	// two within the detection window; it adds up over the horizon and is
+	// fenced.
+	slow := append([]*source.Record(nil), benign...)
+	slowStart := benign[len(benign)-1].TS.Add(time.Minute)
+	n = 0
+	for _, d := range dsts {
+		if callees[victim][d] || d == victim || n >= 15 {
+			continue
+		}
+		slow = append(slow, &source.Record{TS: slowStart.Add(time.Duration(n) * 3 * time.Minute), Label: "attack",
+			Request: models.Request{Method: "GET", Path: "/api/v1/" + d + "/query", Source: victim, Destination: d, Status: 200, ResponseBytes: 512}})
+		n++
+	}
+	if n < 10 {
+		t.Fatalf("only %d destinations %s never called", n, victim)
+	}
+	sortByTime(slow)
+	var slowAt time.Time
+	p = newReplayer(t, m, ic, kc)
+	p.check = func(r *source.Record) {
+		if slowAt.IsZero() && len(ownedPolicies(t, ic)) > 0 {
+			slowAt = r.TS
+		}
+	}
+	p.run(slow)
+	if slowAt.IsZero() {
+		t.Fatalf("a fan-out of %d destinations, one every 3 minutes, was not fenced: decisions %+v", n, p.loop.Decisions())
+	}
+	for name, v := range ownedPolicies(t, ic) {
+		if !strings.HasPrefix(v, victim) {
+			t.Errorf("slow fan-out: policy %s for %q", name, v)
+		}
+	}
+	t.Logf("slow fan-out of %s fenced %v after its first new destination", victim, slowAt.Sub(slowStart))
+	exp = p.app.List()[0].Decision.Expires
+	if err := p.loop.Tick(context.Background(), exp); err != nil {
+		t.Fatal(err)
 	}
 }
 

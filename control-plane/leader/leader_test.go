@@ -2,6 +2,7 @@ package leader
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -60,9 +61,52 @@ func TestLeaderLosesLockWhenItLapses(t *testing.T) {
 	if !a.Leading() {
 		t.Fatal("a did not take a free lock")
 	}
+	if err := a.Check(context.Background()); err != nil {
+		t.Fatalf("Check while leading: %v", err)
+	}
 	rdb.Set(context.Background(), "mw:leader", "someone-else", time.Second)
+	// Fenced at once, before a notices on its next renewal.
+	if err := a.Check(context.Background()); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Check after the lock was taken: %v", err)
+	}
 	a.step(context.Background())
 	if a.Leading() {
 		t.Error("a kept leading after losing the lock")
+	}
+}
+
+// TestLeaderLocalDeadline: a leader that cannot renew (Redis unreachable)
+// stops leading on its own clock within two thirds of the TTL, before the
+// lock lapses for the others; a later term of the same replica has a new
+// fencing token.
+func TestLeaderLocalDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	a, _ := New(rdb, Config{Key: "mw:leader", TTL: 600 * time.Millisecond, Identity: "a"})
+	a.step(context.Background())
+	first := a.value
+	if !a.Leading() || first == "" {
+		t.Fatal("a did not take a free lock")
+	}
+	start := time.Now()
+	for a.Leading() {
+		if time.Since(start) > 600*time.Millisecond {
+			t.Fatal("still leading past the lock's TTL without renewing")
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	if err := a.Check(context.Background()); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Check past the local deadline: %v", err)
+	}
+	// The lock lapses; a takes it again with another token.
+	for !a.Leading() {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("a never took the lapsed lock again")
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+		a.step(context.Background())
+	}
+	if a.value == first {
+		t.Errorf("the same fencing token %q for two terms", first)
 	}
 }

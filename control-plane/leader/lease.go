@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
@@ -21,6 +23,14 @@ type Leader interface {
 	Changes() <-chan bool
 	// Run campaigns until ctx ends, then gives leadership up.
 	Run(ctx context.Context)
+	// Check asks the lock's keeper (Redis, the API server) whether this
+	// replica's term still holds it, now; a write is made only when it
+	// returns nil (fencing).
+	Check(ctx context.Context) error
+	// Term counts the terms this replica won: a change means it lost the
+	// lead and took it again, and must reload what another leader may
+	// have done meanwhile.
+	Term() uint64
 }
 
 var (
@@ -51,7 +61,7 @@ func DefaultLeaseConfig(namespace, name, identity string) LeaseConfig {
 func (c LeaseConfig) Validate() error {
 	var errs []error
 	if c.Namespace == "" || c.Name == "" || c.Identity == "" {
-		errs = append(errs, errors.New("leader: lease namespace, name and identity are required"))
+		errs = append(errs, fmt.Errorf("leader: the Lease's namespace %q (-lease-namespace), name %q (-lease-name) and holder Identity %q are required", c.Namespace, c.Name, c.Identity))
 	}
 	if c.LeaseDuration < time.Second || c.LeaseDuration%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("leader: lease duration %v must be whole seconds, at least 1s", c.LeaseDuration))
@@ -70,9 +80,57 @@ func (c LeaseConfig) Validate() error {
 type LeaseElector struct {
 	cfg     LeaseConfig
 	lec     leaderelection.LeaderElectionConfig
+	lock    *timedLock
+	leases  coordinationv1client.LeaseInterface
 	mu      sync.Mutex
 	leading bool
+	term    uint64
 	changed chan bool
+}
+
+// Term counts the terms won.
+func (e *LeaseElector) Term() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.term
+}
+
+// timedLock is the Lease lock, noting when the last write of the record
+// that succeeded was begun: the others count the Lease's duration from
+// when they see that write, which is no earlier.
+type timedLock struct {
+	resourcelock.Interface
+	mu      sync.Mutex
+	renewed time.Time
+}
+
+func (l *timedLock) Create(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	start := time.Now()
+	err := l.Interface.Create(ctx, ler)
+	l.note(start, err, ler)
+	return err
+}
+
+func (l *timedLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	start := time.Now()
+	err := l.Interface.Update(ctx, ler)
+	l.note(start, err, ler)
+	return err
+}
+
+func (l *timedLock) note(start time.Time, err error, ler resourcelock.LeaderElectionRecord) {
+	if err != nil || ler.HolderIdentity != l.Identity() {
+		return
+	}
+	l.mu.Lock()
+	l.renewed = start
+	l.mu.Unlock()
+}
+
+func (l *timedLock) lastRenewed() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.renewed
 }
 
 // NewLease returns a Lease elector, or the configuration's problem.
@@ -85,9 +143,10 @@ func NewLease(cs kubernetes.Interface, cfg LeaseConfig) (*LeaseElector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("leader: lease %s/%s: %w", cfg.Namespace, cfg.Name, err)
 	}
-	e := &LeaseElector{cfg: cfg, changed: make(chan bool, 16)}
+	e := &LeaseElector{cfg: cfg, changed: make(chan bool, 16), lock: &timedLock{Interface: lock},
+		leases: cs.CoordinationV1().Leases(cfg.Namespace)}
 	e.lec = leaderelection.LeaderElectionConfig{
-		Lock:            lock,
+		Lock:            e.lock,
 		Name:            cfg.Namespace + "/" + cfg.Name,
 		LeaseDuration:   cfg.LeaseDuration,
 		RenewDeadline:   cfg.RenewDeadline,
@@ -112,11 +171,31 @@ func (e *LeaseElector) callbacks(run context.Context) leaderelection.LeaderElect
 	return lec
 }
 
-// Leading reports whether this replica holds the Lease now.
+// Leading reports whether this replica holds the Lease now: client-go
+// says it leads, and its last renewal began less than RenewDeadline ago on
+// the local clock — shorter than the Lease, so it stops before another
+// replica may take over, even when a renewal hangs.
 func (e *LeaseElector) Leading() bool {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.leading
+	leading := e.leading
+	e.mu.Unlock()
+	return leading && time.Since(e.lock.lastRenewed()) < e.cfg.RenewDeadline
+}
+
+// Check reads the Lease from the API server: this replica must be its
+// holder, and its local deadline not passed.
+func (e *LeaseElector) Check(ctx context.Context) error {
+	if !e.Leading() {
+		return ErrNotLeader
+	}
+	l, err := e.leases.Get(ctx, e.cfg.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("checking the leader Lease %s/%s: %w", e.cfg.Namespace, e.cfg.Name, err)
+	}
+	if h := l.Spec.HolderIdentity; h == nil || *h != e.cfg.Identity {
+		return ErrNotLeader
+	}
+	return nil
 }
 
 // Changes delivers every change of leadership (true: became leader).
@@ -132,6 +211,9 @@ func (e *LeaseElector) set(leading bool, term context.Context) {
 	}
 	if e.leading == leading {
 		return
+	}
+	if leading {
+		e.term++
 	}
 	e.leading = leading
 	select {

@@ -2,13 +2,17 @@ package leader
 
 import (
 	"context"
+	"errors"
+	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/meshward/meshward/internal/kubetest"
@@ -112,11 +116,66 @@ func TestLeaseLostWhenTaken(t *testing.T) {
 	if err != nil {
 		t.Fatalf("taking the Lease: %v", err)
 	}
+	// Before a even notices, its writes are fenced: the Lease names
+	// another holder.
+	if err := a.Check(context.Background()); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Check with the Lease taken: %v, want ErrNotLeader", err)
+	}
 	waitFor(t, a.Changes(), false, 5*time.Second)
 	if h := holder(t, env.Clientset, ns); h != "intruder" {
 		t.Errorf("a overwrote a valid Lease held by %q", h)
 	}
 }
+
+// TestLeaseLocalDeadline: a leader that cannot reach the API server any
+// more (the connection hangs) stops leading on its own clock within its
+// renew deadline, before the Lease could pass to another replica.
+func TestLeaseLocalDeadline(t *testing.T) {
+	env := kubetest.Shared(t)
+	ns := env.Namespace(t, "lease")
+	// A client whose requests go through a gate: closed, they hang.
+	var gate atomic.Bool
+	gate.Store(true)
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if !gate.Load() {
+				<-r.Context().Done()
+				return nil, r.Context().Err()
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := testLease(t, cs, ns, "a")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go a.Run(ctx)
+	waitFor(t, a.Changes(), true, 10*time.Second)
+	if err := a.Check(context.Background()); err != nil {
+		t.Fatalf("Check while leading: %v", err)
+	}
+	gate.Store(false)
+	cut := time.Now()
+	for a.Leading() {
+		if time.Since(cut) > 4*time.Second {
+			t.Fatal("still leading past the Lease duration with the API server unreachable")
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	t.Logf("stopped leading %v after the API server became unreachable (renew deadline 2 s, Lease 4 s)", time.Since(cut))
+	if err := a.Check(context.Background()); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("Check after the deadline: %v", err)
+	}
+	gate.Store(true)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestLeaseConfigValidate(t *testing.T) {
 	good := DefaultLeaseConfig("ns", "name", "me")

@@ -7,6 +7,7 @@ package policy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
@@ -52,10 +53,10 @@ func Istio(d decide.Decision) ([]*securityv1.AuthorizationPolicy, error) {
 	if d.Suppressed != "" {
 		return nil, nil
 	}
-	principal := strings.TrimPrefix(d.Principal, "spiffe://")
-	if d.Namespace == "" {
-		return nil, fmt.Errorf("decision %s: %q is not a SPIFFE principal; Istio policies need one", d.ID, d.Principal)
+	if err := check(d); err != nil {
+		return nil, err
 	}
+	principal := strings.TrimPrefix(d.Principal, "spiffe://")
 	var out []*securityv1.AuthorizationPolicy
 	for _, t := range d.Deny {
 		ap := &securityv1.AuthorizationPolicy{
@@ -87,6 +88,27 @@ func Istio(d decide.Decision) ([]*securityv1.AuthorizationPolicy, error) {
 	return out, nil
 }
 
+// check refuses a decision whose principal is not exactly one SPIFFE
+// identity, or whose targets are not workload names, whatever made it:
+// each translator checks again what decide checked, because what a
+// policy holds is matched by prefix and suffix ('*') in Istio and a wrong
+// principal denies the wrong workloads.
+func check(d decide.Decision) error {
+	var errs []error
+	if err := decide.ValidPrincipal(d.Principal); err != nil {
+		errs = append(errs, err)
+	} else if td, ns, sa := decide.ParseSPIFFE(d.Principal); d.TrustDomain != "" && d.TrustDomain != td || d.Namespace != ns || d.ServiceAccount != sa {
+		errs = append(errs, fmt.Errorf("principal %q: trust domain, namespace and service account %q/%q/%q do not match it", d.Principal, d.TrustDomain, d.Namespace, d.ServiceAccount))
+	}
+	for _, t := range d.Deny {
+		errs = append(errs, decide.ValidTarget(t))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("decision %s: %w", d.ID, err)
+	}
+	return nil
+}
+
 // FromIstio reads back the decision one of meshward's policies carries
 // (one target: the policy's). It is the translator's inverse, for
 // rebuilding state from what the API server or a GitOps directory holds.
@@ -101,6 +123,9 @@ func FromIstio(ap *securityv1.AuthorizationPolicy) (decide.Decision, error) {
 	}
 	d := decide.Decision{ID: id, Principal: principal, Mode: decide.Enforce, Created: created, Expires: expires,
 		Reason: ap.Annotations[AnnotationReason]}
+	if err := decide.ValidPrincipal(principal); err != nil {
+		return decide.Decision{}, fmt.Errorf("AuthorizationPolicy %s: %w", where, err)
+	}
 	d.TrustDomain, d.Namespace, d.ServiceAccount = decide.ParseSPIFFE(principal)
 	if ap.Annotations[AnnotationDryRun] == "true" {
 		d.Mode = decide.DryRun

@@ -30,8 +30,8 @@ func RBACFor(ds []decide.Decision) (map[string]*rbacfilterv3.RBAC, error) {
 		if d.Suppressed != "" {
 			continue
 		}
-		if d.Namespace == "" {
-			return nil, fmt.Errorf("decision %s: %q is not a SPIFFE principal; RBAC matches mTLS principals", d.ID, d.Principal)
+		if err := check(d); err != nil {
+			return nil, err
 		}
 		for _, t := range d.Deny {
 			f := out[t.Workload]

@@ -90,6 +90,22 @@ type Applier struct {
 	state map[string]*Quarantine // by decision id
 	uids  map[Ref]types.UID      // of the objects written, for Events
 	seq   atomic.Int64           // keeps Event names unique
+	fence atomic.Pointer[func(context.Context) error]
+}
+
+// SetFence makes every write (apply, promote, release, expiry) ask f
+// first and not happen when it answers an error: the leader election's
+// check that this replica still leads.
+func (a *Applier) SetFence(f func(context.Context) error) { a.fence.Store(&f) }
+
+// fenced asks the fence, if any.
+func (a *Applier) fenced(ctx context.Context) error {
+	if f := a.fence.Load(); f != nil && *f != nil {
+		if err := (*f)(ctx); err != nil {
+			return fmt.Errorf("not written: %w", err)
+		}
+	}
+	return nil
 }
 
 // New returns an applier; Rebuild loads what the API server holds.
@@ -164,6 +180,12 @@ func (a *Applier) Rebuild(ctx context.Context) error {
 func sortQuarantine(q *Quarantine) {
 	sort.Slice(q.Decision.Deny, func(i, j int) bool { return q.Decision.Deny[i].Workload < q.Decision.Deny[j].Workload })
 	sort.Slice(q.Policies, func(i, j int) bool { return q.Policies[i].Target < q.Policies[j].Target })
+}
+
+// Writes says whether the applier may write policies in a namespace
+// (Config.Namespaces); enforce leaves other targets out of a decision.
+func (a *Applier) Writes(namespace string) bool {
+	return len(a.cfg.Namespaces) == 0 || slices.Contains(a.cfg.Namespaces, namespace)
 }
 
 // Active returns how many quarantines stand (decide's cap counts them).
@@ -252,6 +274,9 @@ func (a *Applier) Apply(ctx context.Context, d decide.Decision) error {
 
 // write applies every policy of a decision and records it.
 func (a *Applier) write(ctx context.Context, d decide.Decision) ([]Ref, error) {
+	if err := a.fenced(ctx); err != nil {
+		return nil, err
+	}
 	aps, err := policy.Istio(d)
 	if err != nil {
 		return nil, err
@@ -356,6 +381,9 @@ func (a *Applier) remove(ctx context.Context, id, action string) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknown, id)
 	}
+	if err := a.fenced(ctx); err != nil {
+		return err
+	}
 	var errs []error
 	for _, r := range q.Policies {
 		err := a.istio.SecurityV1().AuthorizationPolicies(r.Namespace).Delete(ctx, r.Name, metav1.DeleteOptions{})
@@ -381,6 +409,12 @@ func (a *Applier) Tick(ctx context.Context, now time.Time) error {
 	a.mu.Lock()
 	var expired, due []string
 	for id, q := range a.state {
+		if q.Decision.Expires.Sub(now) > a.cfg.Rules.TTL {
+			// No quarantine lasts longer than a TTL from now: an expiry
+			// further out (written from a time a record claimed, by an
+			// older meshward) is not believed.
+			q.Decision.Expires = now.Add(a.cfg.Rules.TTL)
+		}
 		if !now.Before(q.Decision.Expires) {
 			expired = append(expired, id)
 		} else if at, ok := decide.Promotion(q.Decision, a.cfg.Rules); ok && !now.Before(at) {

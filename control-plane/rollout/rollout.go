@@ -2,9 +2,12 @@
 // flagged rate stays within bounds of the stable model's over the same time,
 // on enough requests; rolled back as soon as it leaves them (a
 // false-positive spike), or when it has not seen enough traffic to be judged
-// in time. The evidence is what the filters shipped: every record carries
-// the version that scored it (store.VersionVerdicts). The decision is
-// recorded in the store; xDS follows the store (the server syncs it).
+// in time. A canary is a release; it is judged on the sections it changes:
+// its own against the stable sections of the same workloads (all of them
+// when every section changed). The evidence is what the filters shipped:
+// every record carries the section that scored it (store.Verdicts counts
+// them by role). The decision is recorded in the store; xDS follows the
+// store (the server syncs it).
 package rollout
 
 import (
@@ -42,17 +45,24 @@ func DefaultConfig() Config {
 	return Config{Canary: true, MinRequests: 500, MaxRatio: 2, MaxIncrease: 0.005, Observe: 10 * time.Minute, Timeout: time.Hour, CheckEvery: 15 * time.Second}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("canary rollout")
+
+// Validate reports every problem with the configuration, naming the flags
+// of meshward serve that set the values (a field without one by its name).
 func (c Config) Validate() error {
 	var errs []error
 	if !(c.MinRequests >= 1) {
-		errs = append(errs, fmt.Errorf("rollout min_requests %v: at least 1", c.MinRequests))
+		errs = append(errs, fmt.Errorf("%w: -canary-min-requests %v: at least 1", ErrConfig, c.MinRequests))
 	}
 	if !(c.MaxRatio >= 1) || !(c.MaxIncrease >= 0 && c.MaxIncrease < 1) {
-		errs = append(errs, fmt.Errorf("rollout max_ratio %v must be ≥ 1 and max_increase %v in [0,1)", c.MaxRatio, c.MaxIncrease))
+		errs = append(errs, fmt.Errorf("%w: -canary-max-ratio %v must be ≥ 1 and -canary-max-increase %v in [0,1)", ErrConfig, c.MaxRatio, c.MaxIncrease))
 	}
-	if c.Observe < 0 || c.Timeout <= c.Observe || c.CheckEvery <= 0 {
-		errs = append(errs, fmt.Errorf("rollout observe %v ≥ 0, timeout %v > observe and check_every %v > 0 are required", c.Observe, c.Timeout, c.CheckEvery))
+	if c.Observe < 0 || c.Timeout <= c.Observe {
+		errs = append(errs, fmt.Errorf("%w: -canary-observe %v must not be negative and -canary-timeout %v must be longer", ErrConfig, c.Observe, c.Timeout))
+	}
+	if c.CheckEvery <= 0 {
+		errs = append(errs, fmt.Errorf("%w: CheckEvery %v must be positive", ErrConfig, c.CheckEvery))
 	}
 	return errors.Join(errs...)
 }
@@ -94,11 +104,12 @@ func Step(ctx context.Context, st *store.Store, c Config, now time.Time) (*store
 	if err != nil {
 		return nil, err
 	}
-	counts, err := st.VersionVerdicts(ctx, can.Started, now)
+	counts, err := st.Verdicts(ctx, can.Started, now)
 	if err != nil {
 		return nil, err
 	}
-	d := store.Decision{SHA256: can.SHA256, Stable: stable, Canary: counts[can.SHA256], Against: counts[stable], At: now.UTC()}
+	d := store.Decision{SHA256: can.SHA256, Stable: stable, Canary: counts[can.SHA256+"|"+store.RoleCanary],
+		Against: counts[can.SHA256+"|"+store.RoleStable], At: now.UTC()}
 	d.Outcome, d.Reason = Decide(c, d.Canary, d.Against, now.Sub(can.Started))
 	if d.Outcome == "" {
 		return nil, nil

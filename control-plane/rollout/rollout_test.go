@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,11 @@ func TestConfigValidate(t *testing.T) {
 	}
 	bad := Config{MinRequests: 0, MaxRatio: 0.5, MaxIncrease: 2, Observe: time.Hour, Timeout: time.Minute}
 	err := bad.Validate()
-	for _, want := range []string{"min_requests", "max_ratio", "timeout"} {
+	if !errors.Is(err, ErrConfig) {
+		t.Errorf("validation %v does not wrap ErrConfig", err)
+	}
+	// Every problem, each naming the flag that sets it (CheckEvery has none).
+	for _, want := range []string{"-canary-min-requests 0", "-canary-max-ratio 0.5", "-canary-max-increase 2", "-canary-timeout 1m0s", "CheckEvery 0s"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("validation %v does not mention %s", err, want)
 		}

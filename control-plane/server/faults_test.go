@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,20 +12,8 @@ import (
 	"github.com/meshward/meshward/internal/redistest"
 )
 
-// shipAnswer ships a batch and returns the status and Retry-After.
-func shipAnswer(t *testing.T, s *Server, body string) (int, string) {
-	req, _ := http.NewRequest("POST", s.CollectorURL+"/v1/records", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("Retry-After")
-}
-
-// metric reads one counter from /metrics (0 when absent).
-func metric(t *testing.T, s *Server, name string) float64 {
+// scrape reads one counter from /metrics (0 when absent).
+func scrape(t *testing.T, s *Server, name string) float64 {
 	_, body := get(t, s.AdminURL+"/metrics")
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` ([0-9.e+]+)$`).FindStringSubmatch(body)
 	if m == nil {
@@ -45,18 +32,12 @@ func TestRedisStoppedMidRun(t *testing.T) {
 	redis := redistest.StartWith(t, redistest.Options{Persist: true})
 	s := startWith(t, redis.Addr, nil)
 	ctx := context.Background()
-	a, shaA := testModel(t, 1)
-	b, shaB := testModel(t, 2)
-	for _, m := range [][]byte{a, b} {
-		if _, err := s.store.PutModel(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.store.SetCurrent(ctx, shaA); err != nil {
+	A, B := putModel(t, s.store, testModel(t, 1)), putModel(t, s.store, testModel(t, 2))
+	if err := s.store.SetCurrent(ctx, A.version); err != nil {
 		t.Fatal(err)
 	}
 	first := connect(t, s.ADSAddr, "cart-1")
-	eventually(t, "the model reaching the first node", func() bool { return last(first.seen()) == shaA })
+	eventually(t, "the model reaching the first node", func() bool { return last(first.seen()) == A.cart })
 	if code, _ := shipAnswer(t, s, batch()); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
@@ -71,10 +52,10 @@ func TestRedisStoppedMidRun(t *testing.T) {
 	}
 	// The rollout loop fails to read the store several times over, and
 	// xDS serves on: a node connecting now gets the last good model.
-	failed := metric(t, s, "meshward_xds_sync_failures_total")
-	eventually(t, "three failed syncs", func() bool { return metric(t, s, "meshward_xds_sync_failures_total") >= failed+3 })
+	failed := scrape(t, s, "meshward_xds_sync_failures_total")
+	eventually(t, "three failed syncs", func() bool { return scrape(t, s, "meshward_xds_sync_failures_total") >= failed+3 })
 	late := connect(t, s.ADSAddr, "cart-2")
-	eventually(t, "the last good model reaching a node that connected while Redis was down", func() bool { return last(late.seen()) == shaA })
+	eventually(t, "the last good model reaching a node that connected while Redis was down", func() bool { return last(late.seen()) == A.cart })
 	if code, _ := get(t, s.AdminURL+"/healthz"); code != 200 {
 		t.Errorf("healthz with Redis gone: %d (the process is alive)", code)
 	}
@@ -91,8 +72,8 @@ func TestRedisStoppedMidRun(t *testing.T) {
 		return c == 200 && r == 200
 	})
 	// Redis kept its data, and a change of the model in force rolls out.
-	eventually(t, "setting the model in force", func() bool { return s.store.SetCurrent(ctx, shaB) == nil })
-	eventually(t, "the new model reaching both nodes", func() bool { return last(first.seen()) == shaB && last(late.seen()) == shaB })
+	eventually(t, "setting the model in force", func() bool { return s.store.SetCurrent(ctx, B.version) == nil })
+	eventually(t, "the new model reaching both nodes", func() bool { return last(first.seen()) == B.cart && last(late.seen()) == B.cart })
 }
 
 // TestRestartLosesNothing stops a control plane in the middle of a rollout
@@ -103,26 +84,19 @@ func TestRestartLosesNothing(t *testing.T) {
 	redis := redistest.Start(t)
 	s1 := startWith(t, redis.Addr, nil)
 	ctx := context.Background()
-	a, shaA := testModel(t, 1)
-	b, shaB := testModel(t, 2)
-	c, shaC := testModel(t, 3)
-	for _, m := range [][]byte{a, b, c} {
-		if _, err := s1.store.PutModel(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s1.store.SetCurrent(ctx, shaA); err != nil {
+	A, B, C := putModel(t, s1.store, testModel(t, 1)), putModel(t, s1.store, testModel(t, 2)), putModel(t, s1.store, testModel(t, 3))
+	if err := s1.store.SetCurrent(ctx, A.version); err != nil {
 		t.Fatal(err)
 	}
 	// One canary promoted on its verdicts, the next one under watch.
-	if err := s1.store.StartCanary(ctx, shaB, time.Now()); err != nil {
+	if err := s1.store.StartCanary(ctx, B.version, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if code := ship(t, s1, verdicts(shaA, 1000, 10)+verdicts(shaB, 1000, 10)); code != 200 {
+	if code := ship(t, s1, verdicts(A.cart, 1000, 10)+verdicts(B.cart, 1000, 10)); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	eventually(t, "the promotion", func() bool { cur, _ := s1.store.Current(ctx); return cur == shaB })
-	if err := s1.store.StartCanary(ctx, shaC, time.Now()); err != nil {
+	eventually(t, "the promotion", func() bool { cur, _ := s1.store.Current(ctx); return cur == B.version })
+	if err := s1.store.StartCanary(ctx, C.version, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if err := s1.store.PutIncident(ctx, map[string]any{"source": "spiffe://cluster.local/ns/shop/sa/intruder", "evidence": []string{"new edge"}}); err != nil {
@@ -134,16 +108,16 @@ func TestRestartLosesNothing(t *testing.T) {
 
 	s2 := startWith(t, redis.Addr, nil)
 	_, models := get(t, s2.AdminURL+"/api/v1/models")
-	for _, sha := range []string{shaA, shaB, shaC} {
+	for _, sha := range []string{A.version, B.version, C.version} {
 		if !strings.Contains(models, sha) {
 			t.Errorf("model %.12s lost across the restart: %s", sha, models)
 		}
 	}
-	if !strings.Contains(models, `"current":"`+shaB+`"`) {
+	if !strings.Contains(models, `"current":"`+B.version+`"`) {
 		t.Errorf("the model in force changed across the restart: %s", models)
 	}
 	_, rollouts := get(t, s2.AdminURL+"/api/v1/rollouts")
-	if !strings.Contains(rollouts, `"canary":{"sha256":"`+shaC) || !strings.Contains(rollouts, `"outcome":"`+store.Promoted) {
+	if !strings.Contains(rollouts, `"canary":{"sha256":"`+C.version) || !strings.Contains(rollouts, `"outcome":"`+store.Promoted) {
 		t.Errorf("the rollout was lost across the restart: %s", rollouts)
 	}
 	if _, incs := get(t, s2.AdminURL+"/api/v1/incidents"); !strings.Contains(incs, "intruder") {
@@ -159,7 +133,7 @@ func TestRestartLosesNothing(t *testing.T) {
 		}
 	}
 	eventually(t, "the stable model and the canary served again", func() bool {
-		return last(stable.seen()) == shaB && last(canary.seen()) == shaC
+		return last(stable.seen()) == B.cart && last(canary.seen()) == C.cart
 	})
 }
 
@@ -182,8 +156,12 @@ func TestServeOnRedisCluster(t *testing.T) {
 	if err != nil || !rep.Published {
 		t.Fatalf("training on a cluster: %+v %v", rep, err)
 	}
+	rel, err := s.store.Release(context.Background(), rep.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
 	sc := connect(t, s.ADSAddr, "cart-1")
-	eventually(t, "the model over ADS", func() bool { return last(sc.seen()) == rep.SHA256 })
+	eventually(t, "the section of cart.shop over ADS", func() bool { return last(sc.seen()) == rel.Sections["cart.shop"] })
 	if code, _ := get(t, s.AdminURL+"/readyz"); code != 200 {
 		t.Errorf("readyz on a cluster: %d", code)
 	}

@@ -20,12 +20,12 @@ import (
 // API server, says so on /api/v1/leader, and releases the Lease on Close.
 func TestServeElectsWithLease(t *testing.T) {
 	env := kubetest.Start(t)
-	target, err := kube.Find(env.Kubeconfig)
+	target, err := kube.Find(env.Kubeconfig, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.CollectorAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Kube, cfg.LeaseNamespace = target.Config, env.Namespace(t, "serve")
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

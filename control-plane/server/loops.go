@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/rollout"
 	"github.com/meshward/meshward/control-plane/trainer"
+	"github.com/meshward/meshward/control-plane/xds"
 )
 
 // trainLoop runs a training round every TrainEvery.
@@ -55,8 +56,9 @@ func (s *Server) rolloutLoop(ctx context.Context) {
 	}
 }
 
-// sync makes what xDS serves match the store: the model in force to every
-// node, the canary (if one is under watch) to the canary share.
+// sync makes what xDS serves match the store: the release in force to
+// every node, the canary (if one is under watch) to the canary share, each
+// group its own section. Only the sections xDS does not hold are read.
 func (s *Server) sync(ctx context.Context) error {
 	if s.xds == nil {
 		return nil
@@ -76,36 +78,61 @@ func (s *Server) sync(ctx context.Context) error {
 		csha = c.SHA256
 	}
 	if sha == s.xds.Version() && csha == s.xds.CanaryVersion() {
-		return nil // served already: no need to fetch the models
+		return nil // served already: no need to read the releases
 	}
-	stable, err := s.store.Model(ctx, sha)
+	stable, err := s.release(ctx, sha)
 	if err != nil {
 		return err
 	}
-	var canary []byte
+	var canary *xds.Release
 	if c != nil {
-		if canary, err = s.store.Model(ctx, c.SHA256); err != nil {
+		if canary, err = s.release(ctx, c.SHA256); err != nil {
 			return err
 		}
 	}
-	return s.xds.Apply(stable, canary)
+	return s.xds.Apply(ctx, stable, canary, s.store)
+}
+
+// release reads a stored release as xDS serves it.
+func (s *Server) release(ctx context.Context, version string) (*xds.Release, error) {
+	r, err := s.store.Release(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	return &xds.Release{Version: r.Version, Sections: r.Sections}, nil
 }
 
 // train runs one round, one at a time, and logs and counts its outcome.
 func (s *Server) train(ctx context.Context) (trainer.Report, error) {
 	s.trainMu.Lock()
 	defer s.trainMu.Unlock()
-	rep, err := trainer.Round(ctx, s.store, s.cfg.Trainer, time.Now())
+	cfg := s.cfg.Trainer
+	if s.xds != nil {
+		// The workloads whose Envoys connected are the mesh's: never
+		// junk, whoever calls them.
+		cfg.Registered = map[string]bool{}
+		for _, g := range s.xds.GroupNames() {
+			cfg.Registered[g] = true
+		}
+	}
+	rep, err := trainer.Round(ctx, s.store, cfg, time.Now())
 	switch {
 	case err != nil:
 		s.rounds.WithLabelValues("failed").Inc()
 		s.log.Warn("training round failed", "err", err)
 	case rep.Published:
 		s.rounds.WithLabelValues("published").Inc()
-		s.log.Info("model published", "sha256", rep.SHA256, "bytes", rep.Bytes, "learned", rep.Learned, "flagged_rate", rep.FlaggedRate, "canary", rep.Canary)
+		s.log.Info("model published", "sha256", rep.SHA256, "sections", rep.Sections, "changed", rep.Changed, "bytes", rep.Bytes,
+			"largest_section", rep.Largest, "largest_of", rep.LargestOf, "learned", rep.Learned, "flagged_rate", rep.FlaggedRate, "canary", rep.Canary)
+		for _, r := range rep.Refused {
+			s.log.Warn("section refused: its workload keeps the section in force", "why", r)
+		}
 		if perr := s.sync(ctx); perr != nil {
 			s.log.Error("rolling the model out over xDS failed", "err", perr)
 		}
+	case rep.Unchanged:
+		s.rounds.WithLabelValues("unchanged").Inc()
+		s.log.Info("the model trained is the one in force", "sha256", rep.SHA256, "refused", rep.Refused)
 	default:
 		s.rounds.WithLabelValues("rejected").Inc()
 		s.log.Warn("candidate model rejected", "why", rep.Rejected, "sha256", rep.SHA256)

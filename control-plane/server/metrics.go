@@ -2,12 +2,12 @@ package server
 
 import (
 	"context"
-	"regexp"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshward/meshward/control-plane/collector"
+	"github.com/meshward/meshward/control-plane/internal/metric"
 )
 
 // Metric names of the control plane's state, read when Prometheus scrapes
@@ -25,27 +25,77 @@ const (
 	MetricTrainerRounds   = "meshward_trainer_rounds_total"
 	MetricCanaryDecisions = "meshward_canary_decisions_total"
 	MetricXDSSyncFailures = "meshward_xds_sync_failures_total"
+	// Lateral movement (the leader's; 0 elsewhere).
+	MetricQuarantineWriteFailures = "meshward_quarantine_write_failures_total"
+	MetricQuarantinePending       = "meshward_quarantine_pending"
+	MetricQuarantineHeldDropped   = "meshward_quarantine_held_dropped_total"
+	MetricDetectorEvictions       = "meshward_detector_evictions_total"
+	MetricXDSNodeGroups           = "meshward_xds_node_groups"
+	MetricXDSNodeGroupsEvicted    = "meshward_xds_node_groups_evicted_total"
 )
+
+// The control plane's own metrics, defined once: New and the state
+// collector build theirs from these, and Metrics lists them.
+var (
+	defCollectorBatch  = metric.Def{Name: MetricCollectorBatch, Labels: []string{"code"}, Help: "Batches received by the collector, by HTTP status."}
+	defTrainerRounds   = metric.Def{Name: MetricTrainerRounds, Labels: []string{"outcome"}, Help: "Training rounds, by outcome (published, rejected, failed)."}
+	defCanaryDecisions = metric.Def{Name: MetricCanaryDecisions, Labels: []string{"outcome"}, Help: "Canary decisions, by outcome (promoted, rolled_back)."}
+	defXDSSyncFailures = metric.Def{Name: MetricXDSSyncFailures, Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."}
+	defRollbacks       = metric.Def{Name: MetricRollbacks, Help: "Model rollbacks done by this replica (POST /api/v1/rollback)."}
+
+	// Read when Prometheus scrapes (state).
+	defRedisUp       = metric.Def{Name: MetricRedisUp, Help: "1 when the store (Redis) answers a PING within 2 s, else 0."}
+	defModelInfo     = metric.Def{Name: MetricModelInfo, Labels: []string{"sha256"}, Help: "The model in force (value 1), by sha256; what the filters are given."}
+	defModelsStored  = metric.Def{Name: MetricModelsStored, Help: "Model versions kept in the store's history."}
+	defIncidents     = metric.Def{Name: MetricIncidents, Help: "Lateral-movement incidents recorded in the store since it was created (shared by every replica: aggregate with max, not sum)."}
+	defXDSNACKs      = metric.Def{Name: MetricXDSNACKs, Help: "Configurations Envoys refused over xDS, among the last 100 recorded by this replica."}
+	defCanaryActive  = metric.Def{Name: MetricCanaryActive, Labels: []string{"sha256"}, Help: "1 while a canary model is out to a share of the nodes, by its sha256."}
+	defWriteFailures = metric.Def{Name: MetricQuarantineWriteFailures, Help: "Quarantine writes that failed (refused by the API server, unreachable, fenced) on this replica; each is retried with backoff."}
+	defPending       = metric.Def{Name: MetricQuarantinePending, Labels: []string{"why"}, Help: "Quarantine decisions not in force yet on the leader, by why: write (its write failed, retried), limit (a rate limit or cap holds it until it frees)."}
+	defHeldDropped   = metric.Def{Name: MetricQuarantineHeldDropped, Help: "Decisions waiting for a limit that the bound on waiting decisions (-max-pending-decisions) dropped."}
+	defEvictions     = metric.Def{Name: MetricDetectorEvictions, Help: "Principals the lateral-movement detector forgot because it follows at most -detect-max-sources."}
+	defGroups        = metric.Def{Name: MetricXDSNodeGroups, Help: "Node groups this replica's xDS server keeps (each with its snapshots)."}
+	defGroupsEvicted = metric.Def{Name: MetricXDSNodeGroupsEvicted, Help: "Node groups forgotten: idle past -xds-group-ttl, or making room under -xds-max-groups."}
+)
+
+// Metrics lists every metric of meshward's own that meshward serve exports
+// on /metrics, the collector's included, with its help and label names:
+// the dashboards and alert rules are checked against it. /metrics also
+// serves client_golang's standard Go runtime and process metrics.
+func Metrics() []metric.Def {
+	own := []metric.Def{defCollectorBatch, defTrainerRounds, defCanaryDecisions, defXDSSyncFailures, defRollbacks,
+		defRedisUp, defModelInfo, defModelsStored, defIncidents, defXDSNACKs, defCanaryActive,
+		defWriteFailures, defPending, defHeldDropped, defEvictions, defGroups, defGroupsEvicted}
+	return append(own, collector.Metrics()...)
+}
+
+// MetricLabels maps the name of each of Metrics to its label names.
+func MetricLabels() map[string][]string {
+	out := map[string][]string{}
+	for _, m := range Metrics() {
+		out[m.Name] = m.Labels
+	}
+	return out
+}
 
 // state is a collector that reads the control plane's state at scrape time.
 type state struct {
 	s                                                  *Server
 	redisUp, modelInfo, models, incidents, nacks, cary *prometheus.Desc
+	writeFails, pending, heldDropped, evictions        *prometheus.Desc
+	groups, groupsEvicted                              *prometheus.Desc
 }
 
 func newState(s *Server) *state {
 	return &state{s: s,
-		redisUp:   prometheus.NewDesc(MetricRedisUp, "1 when the store (Redis) answers a PING within 2 s, else 0.", nil, nil),
-		modelInfo: prometheus.NewDesc(MetricModelInfo, "The model in force (value 1), by sha256; what the filters are given.", []string{"sha256"}, nil),
-		models:    prometheus.NewDesc(MetricModelsStored, "Model versions kept in the store's history.", nil, nil),
-		incidents: prometheus.NewDesc(MetricIncidents, "Lateral-movement incidents recorded in the store since it was created (shared by every replica: aggregate with max, not sum).", nil, nil),
-		nacks:     prometheus.NewDesc(MetricXDSNACKs, "Configurations Envoys refused over xDS, among the last 100 recorded by this replica.", nil, nil),
-		cary:      prometheus.NewDesc(MetricCanaryActive, "1 while a canary model is out to a share of the nodes, by its sha256.", []string{"sha256"}, nil),
+		redisUp: defRedisUp.Desc(), modelInfo: defModelInfo.Desc(), models: defModelsStored.Desc(), incidents: defIncidents.Desc(),
+		nacks: defXDSNACKs.Desc(), cary: defCanaryActive.Desc(), writeFails: defWriteFailures.Desc(), pending: defPending.Desc(),
+		heldDropped: defHeldDropped.Desc(), groups: defGroups.Desc(), groupsEvicted: defGroupsEvicted.Desc(), evictions: defEvictions.Desc(),
 	}
 }
 
 func (c *state) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.redisUp, c.modelInfo, c.models, c.incidents, c.nacks, c.cary} {
+	for _, d := range []*prometheus.Desc{c.redisUp, c.modelInfo, c.models, c.incidents, c.nacks, c.cary, c.writeFails, c.pending, c.heldDropped, c.evictions, c.groups, c.groupsEvicted} {
 		ch <- d
 	}
 }
@@ -54,6 +104,20 @@ func (c *state) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	if s.rdb == nil || s.store == nil {
 		return // not started
+	}
+	if s.cfg.Quarantine != nil {
+		var fails, dropped, evicted int64
+		var writes, held int
+		if loop := s.loop.Load(); loop != nil {
+			fails, evicted = loop.Failures(), loop.Evicted()
+			held, dropped = loop.Held()
+			writes = len(loop.Pending())
+		}
+		ch <- prometheus.MustNewConstMetric(c.writeFails, prometheus.CounterValue, float64(fails))
+		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(writes), "write")
+		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(held), "limit")
+		ch <- prometheus.MustNewConstMetric(c.heldDropped, prometheus.CounterValue, float64(dropped))
+		ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(evicted))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -74,52 +138,12 @@ func (c *state) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if s.xds != nil {
+		kept, evicted := s.xds.Groups()
+		ch <- prometheus.MustNewConstMetric(c.groups, prometheus.GaugeValue, float64(kept))
+		ch <- prometheus.MustNewConstMetric(c.groupsEvicted, prometheus.CounterValue, float64(evicted))
 		ch <- prometheus.MustNewConstMetric(c.nacks, prometheus.GaugeValue, float64(len(s.xds.NACKs())))
 		if v := s.xds.CanaryVersion(); v != "" {
 			ch <- prometheus.MustNewConstMetric(c.cary, prometheus.GaugeValue, 1, v)
 		}
 	}
-}
-
-var (
-	fqName    = regexp.MustCompile(`fqName: "([^"]+)"`)
-	varLabels = regexp.MustCompile(`variableLabels: \{([^}]*)\}`)
-)
-
-// MetricLabels maps the name of every metric the control plane exports on
-// /metrics (the Go runtime's and the process's included) to its label
-// names, read from the registered collectors' descriptions, so dashboards
-// and alert rules can be checked against what really exists.
-func (s *Server) MetricLabels() map[string][]string {
-	ch := make(chan *prometheus.Desc)
-	go func() {
-		for _, c := range s.collectors {
-			c.Describe(ch)
-		}
-		close(ch)
-	}()
-	out := map[string][]string{}
-	for d := range ch {
-		m := fqName.FindStringSubmatch(d.String())
-		if m == nil {
-			continue
-		}
-		var labels []string
-		if l := varLabels.FindStringSubmatch(d.String()); l != nil && l[1] != "" {
-			labels = strings.Split(l[1], ",")
-		}
-		out[m[1]] = labels
-	}
-	return out
-}
-
-// MetricNames lists the names MetricLabels knows, sorted.
-func (s *Server) MetricNames() []string {
-	labels := s.MetricLabels()
-	out := make([]string, 0, len(labels))
-	for n := range labels {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -9,26 +9,16 @@ import (
 	"github.com/meshward/meshward/control-plane/detect"
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/store"
-	"github.com/meshward/meshward/models"
 )
 
 // tee stores a batch and, when quarantines are on, appends it to the
-// observation stream the leader reads (whichever replica received it).
+// observation stream the leader reads (whichever replica received it), in
+// the same idempotent write: a retried batch is observed once.
 type tee struct{ s *Server }
 
-func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
-	if err := t.s.store.Ingest(ctx, recs); err != nil {
-		return err
-	}
-	if t.s.cfg.Quarantine == nil {
-		return nil
-	}
-	// The records are stored: failing here must not make the filter send
-	// them again (they would be counted twice), so it is only logged.
-	if err := t.s.store.PublishBatch(ctx, recs); err != nil {
-		t.s.log.Error("records not passed to lateral-movement detection", "records", len(recs), "err", err)
-	}
-	return nil
+func (t tee) IngestBatch(ctx context.Context, b store.Batch) (bool, error) {
+	b.Observe = t.s.cfg.Quarantine != nil
+	return t.s.store.IngestBatch(ctx, b)
 }
 
 // followLoop feeds the observation stream to the lateral-movement loop
@@ -37,7 +27,8 @@ func (t tee) Ingest(ctx context.Context, recs []store.Record) error {
 func (s *Server) followLoop(ctx context.Context) {
 	after := ""
 	for ctx.Err() == nil {
-		if s.elector.Leading() {
+		leading := s.leads(ctx)
+		if leading {
 			// Detect on the model in force: when taking the lead, and
 			// whenever it changes (trained, rolled back, by any replica).
 			if err := s.detectOn(ctx); err != nil && after == "" {
@@ -45,7 +36,7 @@ func (s *Server) followLoop(ctx context.Context) {
 			}
 		}
 		loop := s.loop.Load()
-		if loop == nil || !s.elector.Leading() {
+		if loop == nil || !leading {
 			after = ""
 			select {
 			case <-ctx.Done():
@@ -55,10 +46,12 @@ func (s *Server) followLoop(ctx context.Context) {
 			continue
 		}
 		if after == "" {
-			// A new leader replays the last detection window, so what
-			// happened just before it took the lead is not lost (the
-			// sinks are idempotent). Stream ids start with milliseconds.
-			after = strconv.FormatInt(time.Now().Add(-s.cfg.Detect.Window).UnixMilli(), 10) + "-0"
+			// A new leader replays the last detection horizon (what
+			// the stream still holds of it), so what happened just
+			// before it took the lead is not lost, slow fan-outs
+			// included (the sinks are idempotent). Stream ids start
+			// with milliseconds.
+			after = strconv.FormatInt(time.Now().Add(-s.cfg.Detect.Horizon).UnixMilli(), 10) + "-0"
 		}
 		recs, next, err := s.store.ReadBatches(ctx, after, s.cfg.TickEvery)
 		after = next
@@ -74,8 +67,13 @@ func (s *Server) followLoop(ctx context.Context) {
 		}
 		for i := range recs {
 			r := &recs[i]
-			r.Normalize()
-			if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
+			// Decisions run on the control plane's clock: when the
+			// record was received, never the time it claims.
+			at := r.Received
+			if at.IsZero() {
+				at = time.Now()
+			}
+			if _, err := loop.Observe(ctx, detect.Observation{TS: at, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
 				s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)
 			}
 		}
@@ -101,13 +99,39 @@ func (s *Server) tickLoop(ctx context.Context) {
 					s.log.Warn("quarantine sync", "err", err)
 				}
 			}
-			if loop := s.loop.Load(); loop != nil && s.elector.Leading() {
+			if loop := s.loop.Load(); loop != nil && s.leads(ctx) {
 				if err := loop.Tick(ctx, now); err != nil {
 					s.log.Warn("quarantine tick", "err", err)
 				}
 			}
 		}
 	}
+}
+
+// leads says whether this replica leads and may act: in a term for which
+// it rebuilt its quarantine state from where the sink writes (the last
+// leader may have applied, released or expired since this replica last
+// looked). A rebuild that fails is tried again on the next call; nothing
+// is applied meanwhile.
+func (s *Server) leads(ctx context.Context) bool {
+	if !s.elector.Leading() {
+		return false
+	}
+	term := s.elector.Term()
+	s.termMu.Lock()
+	defer s.termMu.Unlock()
+	if s.rebuilt == term {
+		return true
+	}
+	if rb, ok := s.cfg.Quarantine.(enforce.Rebuilder); ok {
+		if err := rb.Rebuild(ctx); err != nil {
+			s.log.Error("took the lead, but the standing quarantines could not be read: not acting yet", "err", err)
+			return false
+		}
+		s.log.Info("took the lead: quarantine state rebuilt", "standing", s.cfg.Quarantine.Active())
+	}
+	s.rebuilt = term
+	return true
 }
 
 // detectOn (re)starts lateral-movement detection on the model in force
@@ -123,11 +147,7 @@ func (s *Server) detectOn(ctx context.Context) error {
 	if have, _ := s.detectSHA.Load().(string); have == sha && s.loop.Load() != nil {
 		return nil
 	}
-	b, err := s.store.Model(ctx, sha)
-	if err != nil {
-		return err
-	}
-	m, err := models.Decode(b)
+	m, err := s.store.LoadModel(ctx, sha)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -46,9 +45,9 @@ func TestServeQuarantinesKube(t *testing.T) {
 }
 
 func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface, kube *rest.Config) {
-	cfg := DefaultConfig()
+	cfg := testConfig()
 	cfg.Kube = kube
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg.CollectorAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.TickEvery = 50 * time.Millisecond
 	app, err := quarantine.New(quarantine.Config{Rules: cfg.Rules}, ic, kc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -77,7 +76,7 @@ func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.
 	if code := ship(t, s, b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	resp, err := http.Post(s.AdminURL+"/api/v1/train", "application/json", nil)
+	resp, err := adminPost(s.AdminURL + "/api/v1/train")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +125,7 @@ func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.
 	if err := json.Unmarshal([]byte(body), &list); code != 200 || err != nil || len(list.Quarantines) != 1 || list.Quarantines[0].Principal != web {
 		t.Fatalf("GET /api/v1/quarantines: %d %s", code, body)
 	}
-	resp, err = http.Post(s.AdminURL+"/api/v1/quarantines/"+list.Quarantines[0].ID+"/release", "application/json", nil)
+	resp, err = adminPost(s.AdminURL + "/api/v1/quarantines/" + list.Quarantines[0].ID + "/release")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +134,7 @@ func testServeQuarantines(t *testing.T, ic istioclient.Interface, kc kubernetes.
 	if resp.StatusCode != 200 || err != nil || len(l.Items) != 0 {
 		t.Fatalf("release: %d, %v, %d policies left", resp.StatusCode, err, len(l.Items))
 	}
-	resp, _ = http.Post(s.AdminURL+"/api/v1/quarantines/nope/release", "application/json", nil)
+	resp, _ = adminPost(s.AdminURL + "/api/v1/quarantines/nope/release")
 	resp.Body.Close()
 	if resp.StatusCode != 404 {
 		t.Errorf("releasing an unknown quarantine: %d", resp.StatusCode)
@@ -152,8 +151,8 @@ func TestQuarantineAcrossReplicas(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var servers []*Server
 	for i := 0; i < 2; i++ {
-		cfg := DefaultConfig()
-		cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = rds.Addr, "127.0.0.1:0", "127.0.0.1:0", token
+		cfg := testConfig()
+		cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr = rds.Addr, "127.0.0.1:0", "127.0.0.1:0"
 		cfg.TickEvery = 50 * time.Millisecond
 		app, err := quarantine.New(quarantine.Config{Rules: cfg.Rules}, ic, kc, log)
 		if err != nil {
@@ -183,7 +182,7 @@ func TestQuarantineAcrossReplicas(t *testing.T) {
 	if code := ship(t, servers[0], b.String()); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	resp, err := http.Post(servers[0].AdminURL+"/api/v1/train", "application/json", nil)
+	resp, err := adminPost(servers[0].AdminURL + "/api/v1/train")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,8 @@ import (
 // configuration, fast enough for tests: one-second windows, the canary
 // looked at every 20 ms.
 func startWith(t *testing.T, redisAddr string, change func(*Config)) *Server {
-	cfg := DefaultConfig()
-	cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = redisAddr, "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.Redis, cfg.CollectorAddr, cfg.AdminAddr = redisAddr, "127.0.0.1:0", "127.0.0.1:0"
 	cfg.XDSAddr, cfg.XDS.WasmURI = "127.0.0.1:0", "/etc/meshward/meshward.wasm"
 	cfg.XDS.CanaryShare = 0.3
 	cfg.Store.Window = time.Second
@@ -41,8 +41,9 @@ func startWith(t *testing.T, redisAddr string, change func(*Config)) *Server {
 	return s
 }
 
-// testModel trains a small real model; seeds give distinct versions.
-func testModel(t testing.TB, seed uint64) ([]byte, string) {
+// testModel trains a small real model of cart.shop; seeds give distinct
+// versions.
+func testModel(t testing.TB, seed uint64) []byte {
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed, cfg.Now = seed, time.Unix(0, 0)
 	tr, _ := models.NewTrainer(cfg)
@@ -54,7 +55,26 @@ func testModel(t testing.TB, seed uint64) ([]byte, string) {
 		t.Fatal(err)
 	}
 	b, _ := models.Encode(m)
-	return b, m.SHA256()
+	return b
+}
+
+// stored is a model in the store: its release's version (what the store's
+// rollout state names) and the version of cart.shop's section (what the
+// sidecars are served and the filters report).
+type stored struct{ version, cart string }
+
+// putModel stores a model of testModel as a release.
+func putModel(t testing.TB, st *store.Store, m []byte) stored {
+	t.Helper()
+	v, err := st.PutModel(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Release(context.Background(), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored{version: v, cart: r.Sections["cart.shop"]}
 }
 
 // sidecar is a real gRPC ADS client standing in for an Envoy: it ACKs every
@@ -136,15 +156,8 @@ func verdicts(sha string, requests, flagged int) string {
 func TestCanaryDecidedByFlaggedRate(t *testing.T) {
 	s := startWith(t, redistest.Start(t).Addr, nil)
 	ctx := context.Background()
-	a, shaA := testModel(t, 1)
-	b, shaB := testModel(t, 2)
-	c, shaC := testModel(t, 3)
-	for _, m := range [][]byte{a, b, c} {
-		if _, err := s.store.PutModel(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.store.SetCurrent(ctx, shaA); err != nil {
+	A, B, C := putModel(t, s.store, testModel(t, 1)), putModel(t, s.store, testModel(t, 2)), putModel(t, s.store, testModel(t, 3))
+	if err := s.store.SetCurrent(ctx, A.version); err != nil {
 		t.Fatal(err)
 	}
 	var canaries, stables []*sidecar
@@ -171,36 +184,36 @@ func TestCanaryDecidedByFlaggedRate(t *testing.T) {
 			return true
 		})
 	}
-	waitFor(all, shaA)
+	waitFor(all, A.cart)
 
 	// A canary within bounds: 1.2 % flagged where the stable model flags 1 %.
-	if err := s.store.StartCanary(ctx, shaB, time.Now()); err != nil {
+	if err := s.store.StartCanary(ctx, B.version, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(canaries, shaB)
-	if code := ship(t, s, verdicts(shaA, 1000, 10)+verdicts(shaB, 1000, 12)); code != 200 {
+	waitFor(canaries, B.cart)
+	if code := ship(t, s, verdicts(A.cart, 1000, 10)+verdicts(B.cart, 1000, 12)); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	waitFor(all, shaB)
-	if cur, _ := s.store.Current(ctx); cur != shaB {
-		t.Errorf("current %s after the promotion, want %s", cur, shaB)
+	waitFor(all, B.cart)
+	if cur, _ := s.store.Current(ctx); cur != B.version {
+		t.Errorf("current %s after the promotion, want %s", cur, B.version)
 	}
 
 	// A canary that flags 20 % where the stable model flags 1 %.
-	if err := s.store.StartCanary(ctx, shaC, time.Now()); err != nil {
+	if err := s.store.StartCanary(ctx, C.version, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(canaries, shaC)
-	if code := ship(t, s, verdicts(shaB, 1000, 10)+verdicts(shaC, 1000, 200)); code != 200 {
+	waitFor(canaries, C.cart)
+	if code := ship(t, s, verdicts(B.cart, 1000, 10)+verdicts(C.cart, 1000, 200)); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
-	waitFor(canaries, shaB)
-	if cur, _ := s.store.Current(ctx); cur != shaB {
-		t.Errorf("current %s after the rollback, want %s", cur, shaB)
+	waitFor(canaries, B.cart)
+	if cur, _ := s.store.Current(ctx); cur != B.version {
+		t.Errorf("current %s after the rollback, want %s", cur, B.version)
 	}
 	decs, err := s.store.Decisions(ctx, 10)
-	if err != nil || len(decs) != 2 || decs[0].Outcome != store.RolledBack || decs[0].SHA256 != shaC ||
-		decs[1].Outcome != store.Promoted || decs[1].SHA256 != shaB {
+	if err != nil || len(decs) != 2 || decs[0].Outcome != store.RolledBack || decs[0].SHA256 != C.version ||
+		decs[1].Outcome != store.Promoted || decs[1].SHA256 != B.version {
 		t.Fatalf("decisions %+v (%v)", decs, err)
 	}
 	if r := decs[0].Canary.Rate(); r < 0.19 || r > 0.21 {
@@ -209,16 +222,16 @@ func TestCanaryDecidedByFlaggedRate(t *testing.T) {
 	// What each node was served, in order: the stable nodes never saw a
 	// canary before its promotion, nor the rolled-back one at all.
 	for _, sc := range stables {
-		if got := strings.Join(sc.seen(), ","); got != shaA+","+shaB {
+		if got := strings.Join(sc.seen(), ","); got != A.cart+","+B.cart {
 			t.Errorf("stable node %s was served %s", sc.id, got)
 		}
 	}
 	for _, sc := range canaries {
-		if got := strings.Join(sc.seen(), ","); got != strings.Join([]string{shaA, shaB, shaC, shaB}, ",") {
+		if got := strings.Join(sc.seen(), ","); got != strings.Join([]string{A.cart, B.cart, C.cart, B.cart}, ",") {
 			t.Errorf("canary node %s was served %s", sc.id, got)
 		}
 	}
-	if _, body := get(t, s.AdminURL+"/api/v1/rollouts"); !strings.Contains(body, `"outcome":"rolled_back"`) || !strings.Contains(body, `"current":"`+shaB) {
+	if _, body := get(t, s.AdminURL+"/api/v1/rollouts"); !strings.Contains(body, `"outcome":"rolled_back"`) || !strings.Contains(body, `"current":"`+B.version) {
 		t.Errorf("rollouts API: %s", body)
 	}
 }
@@ -234,29 +247,23 @@ func TestReplicasFollowTheLeadersDecision(t *testing.T) {
 	r2 := startWith(t, addr, nil)
 	eventually(t, "one leader", func() bool { return r1.elector.Leading() != r2.elector.Leading() })
 	ctx := context.Background()
-	a, shaA := testModel(t, 1)
-	b, shaB := testModel(t, 2)
-	for _, m := range [][]byte{a, b} {
-		if _, err := r1.store.PutModel(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := r1.store.SetCurrent(ctx, shaA); err != nil {
+	A, B := putModel(t, r1.store, testModel(t, 1)), putModel(t, r1.store, testModel(t, 2))
+	if err := r1.store.SetCurrent(ctx, A.version); err != nil {
 		t.Fatal(err)
 	}
 	var all []*sidecar
 	for i := 0; i < 6; i++ {
 		all = append(all, connect(t, r1.ADSAddr, fmt.Sprintf("cart-%d", i)), connect(t, r2.ADSAddr, fmt.Sprintf("cart-%d", i)))
 	}
-	if err := r1.store.StartCanary(ctx, shaB, time.Now()); err != nil {
+	if err := r1.store.StartCanary(ctx, B.version, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if code := ship(t, r2, verdicts(shaA, 1000, 10)+verdicts(shaB, 1000, 10)); code != 200 {
+	if code := ship(t, r2, verdicts(A.cart, 1000, 10)+verdicts(B.cart, 1000, 10)); code != 200 {
 		t.Fatalf("shipping: %d", code)
 	}
 	eventually(t, "the promotion reaching the nodes of both replicas", func() bool {
 		for _, sc := range all {
-			if last(sc.seen()) != shaB {
+			if last(sc.seen()) != B.cart {
 				return false
 			}
 		}
@@ -264,5 +271,126 @@ func TestReplicasFollowTheLeadersDecision(t *testing.T) {
 	})
 	if decs, _ := r2.store.Decisions(ctx, 10); len(decs) != 1 {
 		t.Errorf("%d decisions, want exactly one (by the leader)", len(decs))
+	}
+}
+
+// TestOneChangedSectionReachesItsGroupOnly: through the store and the
+// server's sync, a new model in force whose only change is one workload's
+// section sends one update, to that workload's sidecars; the others are
+// sent nothing (the next model, which changes every section, is the next
+// thing each of them receives).
+func TestOneChangedSectionReachesItsGroupOnly(t *testing.T) {
+	s := startWith(t, redistest.Start(t).Addr, nil)
+	ctx := context.Background()
+	train := func(seed uint64) *models.Model {
+		cfg := models.DefaultTrainConfig()
+		cfg.Seed, cfg.Now = seed, time.Unix(0, 0)
+		tr, _ := models.NewTrainer(cfg)
+		for _, w := range []string{"cart.shop", "ads.shop"} {
+			for i := 0; i < 100; i++ {
+				tr.Observe(&models.Request{Method: "GET", Path: fmt.Sprintf("/r/%d", i), Source: "a", Destination: w})
+			}
+		}
+		m, err := tr.Model()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	put := func(m *models.Model) *store.Release {
+		b, err := models.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := s.store.PutModel(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := s.store.Release(ctx, v)
+		if err := s.store.SetCurrent(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	m1 := train(1)
+	r1 := put(m1)
+	var carts, ads []*sidecar
+	for i := 0; i < 3; i++ {
+		carts = append(carts, connect(t, s.ADSAddr, fmt.Sprintf("cart-%d", i)))
+		c, err := xds.Dial(s.ADSAddr, xds.Node(fmt.Sprintf("ads-%d", i), "ads", "shop"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		sc := &sidecar{id: fmt.Sprintf("ads-%d", i)}
+		go func() {
+			for {
+				u, err := c.Recv()
+				if err != nil {
+					return
+				}
+				sc.mu.Lock()
+				sc.versions = append(sc.versions, u.Version)
+				sc.mu.Unlock()
+				if c.ACK(u) != nil {
+					return
+				}
+			}
+		}()
+		ads = append(ads, sc)
+	}
+	all := append(append([]*sidecar(nil), carts...), ads...)
+	eventually(t, "the first model", func() bool {
+		for _, sc := range carts {
+			if last(sc.seen()) != r1.Sections["cart.shop"] {
+				return false
+			}
+		}
+		for _, sc := range ads {
+			if last(sc.seen()) != r1.Sections["ads.shop"] {
+				return false
+			}
+		}
+		return true
+	})
+	// Retrained: only cart's part changed.
+	w := *m1.Workloads["cart.shop"]
+	w.Routes = append([]models.Route(nil), w.Routes...)
+	w.Routes[0].Count++
+	m1.Workloads["cart.shop"] = &w
+	r2 := put(m1)
+	if r2.Sections["ads.shop"] != r1.Sections["ads.shop"] || r2.Sections["cart.shop"] == r1.Sections["cart.shop"] {
+		t.Fatal("the second model should change cart's section only")
+	}
+	eventually(t, "cart's new section", func() bool {
+		for _, sc := range carts {
+			if last(sc.seen()) != r2.Sections["cart.shop"] {
+				return false
+			}
+		}
+		return true
+	})
+	r3 := put(train(3))
+	eventually(t, "the third model everywhere", func() bool {
+		for _, sc := range all {
+			w := "cart.shop"
+			if strings.HasPrefix(sc.id, "ads") {
+				w = "ads.shop"
+			}
+			if last(sc.seen()) != r3.Sections[w] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, sc := range carts {
+		if got, want := strings.Join(sc.seen(), " "), strings.Join([]string{r1.Sections["cart.shop"], r2.Sections["cart.shop"], r3.Sections["cart.shop"]}, " "); got != want {
+			t.Errorf("%s received %s, want %s", sc.id, got, want)
+		}
+	}
+	for _, sc := range ads {
+		if got, want := strings.Join(sc.seen(), " "), strings.Join([]string{r1.Sections["ads.shop"], r3.Sections["ads.shop"]}, " "); got != want {
+			t.Errorf("%s, whose section did not change, received %s, want %s", sc.id, got, want)
+		}
 	}
 }

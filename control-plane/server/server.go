@@ -10,6 +10,7 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -27,12 +28,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/meshward/meshward/control-plane/auth"
 	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/detect"
 	"github.com/meshward/meshward/control-plane/enforce"
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/leader"
 	"github.com/meshward/meshward/control-plane/rollout"
 	"github.com/meshward/meshward/control-plane/store"
@@ -48,14 +52,26 @@ type Config struct {
 	// nodes of a Redis Cluster; empty starts an embedded server in process
 	// (one code path: go-redis either way).
 	Redis string
+	// RedisAuth are Redis' credentials and TLS.
+	RedisAuth RedisAuth
 	// CollectorAddr and AdminAddr are where the collector and the admin
 	// endpoint listen.
 	CollectorAddr, AdminAddr string
-	// CollectorToken is the bearer token filters present.
-	CollectorToken string
-	Store          store.Config
-	Collector      collector.Config
-	Trainer        trainer.Config
+	// CollectorTLS serves the collector over TLS; with Collector.Identity
+	// tls it must verify client certificates (the sidecars' identities).
+	CollectorTLS *tls.Config
+	// AdminTLS, when set, serves the admin endpoint over TLS.
+	AdminTLS *tls.Config
+	// Auth authenticates and authorizes the admin API's callers (a token,
+	// and TokenReview/SubjectAccessReview when Kube is set).
+	Auth auth.Config
+	// TrustDomain is the mesh's SPIFFE trust domain (service-account users
+	// map to spiffe://<TrustDomain>/ns/NS/sa/SA; the default workload
+	// binding).
+	TrustDomain string
+	Store       store.Config
+	Collector   collector.Config
+	Trainer     trainer.Config
 	// TrainEvery is how often the trainer runs a round (0: only on demand,
 	// POST /api/v1/train).
 	TrainEvery time.Duration
@@ -95,7 +111,7 @@ type Config struct {
 // DefaultConfig returns the defaults, in one place. Listeners bind to
 // loopback unless told otherwise.
 func DefaultConfig() Config {
-	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(),
+	return Config{CollectorAddr: "127.0.0.1:9090", AdminAddr: "127.0.0.1:9091", Store: store.DefaultConfig(), TrustDomain: identity.DefaultTrustDomain,
 		Collector: collector.DefaultConfig(), Trainer: trainer.DefaultConfig(), TrainEvery: 10 * time.Minute,
 		XDSAddr: "127.0.0.1:18000", XDS: xds.Config{Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}},
 		Rollout: rollout.DefaultConfig(),
@@ -112,14 +128,15 @@ type Server struct {
 	store     *store.Store
 	reg       *prometheus.Registry
 	batches   *prometheus.CounterVec
-	records   *prometheus.CounterVec
+	collector *collector.Collector
+	auth      *auth.Auth
 	listeners []net.Listener
 	servers   []*http.Server
 	rounds    *prometheus.CounterVec
 	decisions *prometheus.CounterVec
 	syncFails prometheus.Counter
 	rollbacks prometheus.Counter
-	// collectors is everything registered on /metrics (MetricLabels).
+	// collectors is everything registered on /metrics.
 	collectors []prometheus.Collector
 	trainMu    sync.Mutex
 	syncMu     sync.Mutex
@@ -130,20 +147,52 @@ type Server struct {
 	elected    chan struct{} // closed when the elector has given leadership up
 	loop       atomic.Pointer[enforce.Loop]
 	detectSHA  atomic.Value // string: the model the loop detects on
-	stop       context.CancelFunc
+	// termMu guards rebuilt: the leadership term whose quarantine state
+	// was rebuilt (a replica acts only in a term it rebuilt for).
+	termMu  sync.Mutex
+	rebuilt uint64
+	stop    context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
+
+	// clock and expireEvery drive the embedded server's TTLs
+	// (expireEmbedded); nil and 0 mean time.Now and a second.
+	clock       func() time.Time
+	expireEvery time.Duration
 }
 
 // New prepares a server; Start runs it.
 func New(cfg Config, log *slog.Logger) (*Server, error) {
-	cfg.Collector.Token = cfg.CollectorToken
-	if err := errors.Join(cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Trainer.Validate(), cfg.Rollout.Validate(), cfg.Detect.Validate(), cfg.Rules.Validate()); err != nil {
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = identity.DefaultTrustDomain
+	}
+	cfg.Collector.Binding.TrustDomain, cfg.XDS.Binding.TrustDomain, cfg.Auth.TrustDomain = cfg.TrustDomain, cfg.TrustDomain, cfg.TrustDomain
+	if cfg.XDS.Binding.Workloads == nil {
+		cfg.XDS.Binding.Workloads = cfg.Collector.Binding.Workloads
+	}
+	if cfg.Auth.Kube == nil && cfg.Kube != nil {
+		kc, err := kubernetes.NewForConfig(cfg.Kube)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Auth.Kube = kc
+	}
+	var errs []error
+	if cfg.Collector.Identity == collector.ModeTLS && (cfg.CollectorTLS == nil || cfg.CollectorTLS.ClientAuth != tls.RequireAndVerifyClientCert) {
+		errs = append(errs, errors.New("-collector-identity=tls needs -collector-cert, -collector-key and -collector-client-ca: the sidecars present their mesh certificates (or -collector-identity=xfcc behind an Istio sidecar; -collector-identity=token for local development)"))
+	}
+	if cfg.Store.BatchTTL < 2*cfg.Collector.MaxSkew {
+		errs = append(errs, fmt.Errorf("the store keeps batch keys %v, less than twice -collector-max-skew (%v): a late retry could count twice", cfg.Store.BatchTTL, cfg.Collector.MaxSkew))
+	}
+	if cfg.XDS.WasmURI != "" {
+		errs = append(errs, cfg.XDS.Validate())
+	}
+	if err := errors.Join(append(errs, cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Auth.Validate(), cfg.RedisAuth.validate(), cfg.Trainer.Validate(), cfg.Rollout.Validate(), cfg.Detect.Validate(), cfg.Rules.Validate())...); err != nil {
 		return nil, err
 	}
 	if cfg.RBACOverXDS && (cfg.XDS.WasmURI == "" || cfg.Quarantine != nil) {
-		return nil, errors.New("rbac over xDS needs xDS on (a wasm URI) and no other quarantine sink")
+		return nil, errors.New("-xds-rbac needs xDS on (-wasm-uri) and no other quarantine sink (-policy-dir, an API server)")
 	}
 	cfg.XDS.RBAC = cfg.RBACOverXDS
 	if cfg.WasmFile != "" {
@@ -157,14 +206,27 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	s.batches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCollectorBatch, Help: "Batches received by the collector, by HTTP status."}, []string{"code"})
-	s.records = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCollectorRecord, Help: "Records received by the collector, by outcome."}, []string{"outcome"})
-	s.rounds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricTrainerRounds, Help: "Training rounds, by outcome (published, rejected, failed)."}, []string{"outcome"})
-	s.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCanaryDecisions, Help: "Canary decisions, by outcome (promoted, rolled_back)."}, []string{"outcome"})
-	s.syncFails = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricXDSSyncFailures, Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."})
-	s.rollbacks = prometheus.NewCounter(prometheus.CounterOpts{Name: MetricRollbacks, Help: "Model rollbacks done by this replica (POST /api/v1/rollback)."})
+	var err error
+	if s.auth, err = auth.New(cfg.Auth); err != nil {
+		return nil, err
+	}
+	if s.collector, err = collector.New(cfg.Collector, tee{s}); err != nil {
+		return nil, err
+	}
+	s.batches, s.rounds, s.decisions = defCollectorBatch.CounterVec(), defTrainerRounds.CounterVec(), defCanaryDecisions.CounterVec()
+	s.syncFails, s.rollbacks = defXDSSyncFailures.Counter(), defRollbacks.Counter()
+	// Every outcome is exported from the start, at 0: increase() and the
+	// alerts on it see the first one (a series that appears at 1 has not
+	// increased).
+	for _, o := range []string{"published", "rejected", "failed"} {
+		s.rounds.WithLabelValues(o)
+	}
+	for _, o := range []string{store.Promoted, store.RolledBack} {
+		s.decisions.WithLabelValues(o)
+	}
 	s.collectors = []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		s.batches, s.records, s.rounds, s.decisions, s.syncFails, s.rollbacks, newState(s)}
+		s.batches, s.rounds, s.decisions, s.syncFails, s.rollbacks, newState(s)}
+	s.collectors = append(s.collectors, s.collector.Collectors()...)
 	s.reg.MustRegister(s.collectors...)
 	return s, nil
 }
@@ -182,21 +244,24 @@ func (s *Server) Start(ctx context.Context) error {
 		s.embedded, addr = mr, mr.Addr()
 		s.log.Info("no Redis address given: started an embedded Redis-protocol server", "addr", addr)
 	}
-	s.rdb = RedisClient(addr)
+	s.rdb = RedisClientWith(addr, s.cfg.RedisAuth)
+	if err := s.checkRedis(ctx, addr); err != nil {
+		s.rdb.Close()
+		return err
+	}
 	st, err := store.New(s.rdb, s.cfg.Store)
 	if err != nil {
 		return err
 	}
 	s.store = st
-	col, err := collector.New(s.cfg.Collector, tee{s})
+	// The collector bounds each admitted batch's read itself; the server's
+	// ReadTimeout is the backstop should that deadline not reach the
+	// connection.
+	colURL, err := s.listen(s.cfg.CollectorAddr, s.countBatches(s.collector), s.cfg.CollectorTLS, 10*time.Second+s.cfg.Collector.ReadTimeout)
 	if err != nil {
 		return err
 	}
-	colURL, err := s.listen(s.cfg.CollectorAddr, s.countBatches(col))
-	if err != nil {
-		return err
-	}
-	adminURL, err := s.listen(s.cfg.AdminAddr, s.admin())
+	adminURL, err := s.listen(s.cfg.AdminAddr, s.admin(), s.cfg.AdminTLS, 0)
 	if err != nil {
 		return err
 	}
@@ -238,12 +303,19 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.newElector(identity); err != nil {
 		return err
 	}
+	if f, ok := s.cfg.Quarantine.(enforce.Fenced); ok {
+		// Every quarantine write asks the election first.
+		f.SetFence(s.elector.Check)
+	}
 	if err := s.newWasmPlugin(identity); err != nil {
 		return err
 	}
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.elected = make(chan struct{})
+	if s.embedded != nil {
+		go s.expireEmbedded(tctx)
+	}
 	go func() { s.elector.Run(tctx); close(s.elected) }()
 	if s.cfg.TrainEvery > 0 {
 		go s.trainLoop(tctx)
@@ -257,12 +329,18 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) listen(addr string, h http.Handler) (string, error) {
+func (s *Server) listen(addr string, h http.Handler, tc *tls.Config, readTimeout time.Duration) (string, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	scheme := "http://"
+	if tc != nil {
+		l, scheme = tls.NewListener(l, tc), "https://"
+	}
+	// Header reads are bounded here; each admitted batch's body by the
+	// collector's own read deadline.
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: readTimeout, MaxHeaderBytes: 64 << 10, IdleTimeout: 2 * time.Minute}
 	s.listeners = append(s.listeners, l)
 	s.servers = append(s.servers, srv)
 	go func() {
@@ -270,7 +348,7 @@ func (s *Server) listen(addr string, h http.Handler) (string, error) {
 			s.log.Error("server stopped", "addr", l.Addr().String(), "err", err)
 		}
 	}()
-	return "http://" + l.Addr().String(), nil
+	return scheme + l.Addr().String(), nil
 }
 
 // Store is the control plane's store (for `meshward run`, which records

@@ -11,19 +11,25 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 	extensionsv1alpha1 "istio.io/api/extensions/v1alpha1"
+	typev1beta1 "istio.io/api/type/v1beta1"
 	extv1alpha1 "istio.io/client-go/pkg/apis/extensions/v1alpha1"
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/internal/kubetest"
 	"github.com/meshward/meshward/internal/redistest"
+	"github.com/meshward/meshward/models"
 )
 
 // TestServeWritesTheWasmPlugin: two replicas configured with -wasmplugin
 // share a Redis and a Lease; a model made current in the store reaches the
-// WasmPlugin's pluginConfig, written by the leader only (every Event names
+// WasmPlugin of the namespace's workload (cart, which the model has no
+// section for: the fallback), written by the leader only (every Event names
 // the leader), and the filter's parser accepts what is there.
 func TestServeWritesTheWasmPlugin(t *testing.T) {
 	env := kubetest.Start(t)
@@ -32,10 +38,18 @@ func TestServeWritesTheWasmPlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, _ := structpb.NewStruct(map[string]any{"mode": "learn", "sample_rate": 0.05})
+	pc, _ := structpb.NewStruct(map[string]any{"mode": "monitor", "sample_rate": 0.05})
 	wp := &extv1alpha1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: "meshward", Namespace: ns},
-		Spec: extensionsv1alpha1.WasmPlugin{Url: "oci://ghcr.io/meshward/meshward-wasm:0.1.0", PluginConfig: pc}}
+		Spec: extensionsv1alpha1.WasmPlugin{Url: "oci://ghcr.io/meshward/meshward-wasm:0.1.0", PluginConfig: pc,
+			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{wasmplugin.LabelTemplate: wasmplugin.TemplateSelectorValue}}}}
 	if _, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Create(context.Background(), wp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cart := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cart", Namespace: ns}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cart"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "cart"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cart", Image: "example.invalid/cart"}}}}}}
+	if _, err := env.Clientset.AppsV1().Deployments(ns).Create(context.Background(), cart, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	addr := redistest.Start(t).Addr
@@ -62,31 +76,30 @@ func TestServeWritesTheWasmPlugin(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
-	m, sha := testModel(t, 7)
-	if _, err := leader.store.PutModel(context.Background(), m); err != nil {
+	stored := putModel(t, leader.store, testModel(t, 7))
+	if err := leader.store.SetCurrent(context.Background(), stored.version); err != nil {
 		t.Fatal(err)
 	}
-	if err := leader.store.SetCurrent(context.Background(), sha); err != nil {
-		t.Fatal(err)
-	}
+	rel, _ := leader.store.Release(context.Background(), stored.version)
 	var got *pluginconfig.Settings
 	deadline = time.Now().Add(20 * time.Second)
-	for got == nil || got.Model == nil || got.Model.SHA256() != sha {
+	for got == nil || got.Model == nil || got.Model.SHA256() != rel.Sections[models.GlobalWorkload] {
 		if time.Now().After(deadline) {
-			t.Fatalf("the WasmPlugin did not get model %.12s within 20 s (last: %+v)", sha, got)
+			t.Fatalf("the WasmPlugin of cart did not get the fallback section of %.12s within 20 s (last: %+v)", stored.version, got)
 		}
-		w, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Get(context.Background(), "meshward", metav1.GetOptions{})
-		if err != nil {
+		w, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Get(context.Background(), "meshward-cart", metav1.GetOptions{})
+		if err == nil {
+			b, _ := json.Marshal(w.Spec.PluginConfig.AsMap())
+			if got, err = pluginconfig.Parse(b, ""); err != nil {
+				t.Fatalf("the filter refuses the WasmPlugin's pluginConfig: %v", err)
+			}
+		} else if !apierrors.IsNotFound(err) {
 			t.Fatal(err)
-		}
-		b, _ := json.Marshal(w.Spec.PluginConfig.AsMap())
-		if got, err = pluginconfig.Parse(b, "cart.shop"); err != nil {
-			t.Fatalf("the filter refuses the WasmPlugin's pluginConfig: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond) // poll interval
 	}
-	if got.Mode != pluginconfig.ModeMonitor || got.SampleRate != 0.05 {
-		t.Errorf("mode %s sample_rate %v; want monitor (serve's default -filter-mode) and the user's 0.05", got.Mode, got.SampleRate)
+	if got.Mode != pluginconfig.ModeMonitor || got.SampleRate != 0.05 || got.Workload != "cart."+ns {
+		t.Errorf("mode %s sample_rate %v workload %s; want the template's monitor and 0.05, and cart.%s", got.Mode, got.SampleRate, got.Workload, ns)
 	}
 	evs, err := env.Clientset.EventsV1().Events(ns).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
@@ -94,7 +107,7 @@ func TestServeWritesTheWasmPlugin(t *testing.T) {
 	}
 	n := 0
 	for _, e := range evs.Items {
-		if e.Reason != "ModelApplied" {
+		if e.Reason != "ModelApplied" || !strings.Contains(e.Note, "section "+rel.Sections[models.GlobalWorkload][:12]) {
 			continue
 		}
 		n++
@@ -103,15 +116,15 @@ func TestServeWritesTheWasmPlugin(t *testing.T) {
 		}
 	}
 	if n != 1 {
-		t.Errorf("%d ModelApplied Events, want 1 (one write)", n)
+		t.Errorf("%d ModelApplied Events with the model, want 1 (one write)", n)
 	}
 }
 
 // TestServeWasmPluginNeedsKube: -wasmplugin without an API server is a
 // clear error at start.
 func TestServeWasmPluginNeedsKube(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", token
+	cfg := testConfig()
+	cfg.CollectorAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Redis = redistest.Start(t).Addr
 	cfg.WasmPlugin = wasmplugin.Config{Namespace: "default", Name: "meshward"}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))

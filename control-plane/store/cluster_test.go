@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/internal/redistest"
-	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // TestOnRedisCluster runs the store on a three-node Redis Cluster through
@@ -27,7 +27,7 @@ func TestOnRedisCluster(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Now()
 	sha := strings.Repeat("ab", 32)
-	var batch []Record
+	var batch []record.Record
 	for i := 0; i < 600; i++ {
 		r := rec(t0, fmt.Sprintf("src-%d", i%7), fmt.Sprintf("svc-%d.shop", i%12), fmt.Sprintf("/items/%d", i), 200, i%60 == 0)
 		r.ModelSHA256 = sha
@@ -49,27 +49,27 @@ func TestOnRedisCluster(t *testing.T) {
 	if got, err := s.Samples(ctx, "svc-5.shop", 1000); err != nil || len(got) != 50 {
 		t.Errorf("samples of svc-5.shop: %d (%v), want 50", len(got), err)
 	}
-	v, err := s.VersionVerdicts(ctx, t0, t0)
-	if err != nil || v[sha].Flagged != 10 || v[sha].Requests != 10+590*2 {
+	v, err := s.Verdicts(ctx, t0, t0)
+	if err != nil || v[VerdictsAll].Flagged != 10 || v[VerdictsAll].Requests != 10+590*2 {
 		t.Errorf("verdicts %+v (%v), want 10 flagged of 1190 (sampled at 50%%)", v, err)
 	}
 
-	// Models, the rollout state (a WATCH transaction) and incidents.
+	// Releases (sections spread over the slots of their workloads), the
+	// rollout state (a WATCH transaction) and incidents.
 	var shas []string
 	for i := 0; i < 2; i++ {
-		tc := models.DefaultTrainConfig()
-		tc.Seed, tc.Now = uint64(i+1), time.Unix(0, 0)
-		tr, _ := models.NewTrainer(tc)
-		for j := 0; j < 50; j++ {
-			tr.Observe(&models.Request{Method: "GET", Path: fmt.Sprintf("/v%d/%d", i, j), Source: "a", Destination: "b"})
-		}
-		m, _ := tr.Model()
-		enc, _ := models.Encode(m)
-		got, err := s.PutModel(ctx, enc)
+		got, err := s.PutModel(ctx, encode(t, trained(t, uint64(i+1), 12)))
 		if err != nil {
 			t.Fatalf("PutModel on a cluster: %v", err)
 		}
 		shas = append(shas, got)
+	}
+	r, err := s.Release(ctx, shas[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secs, err := s.SectionsOf(ctx, r.Sections); err != nil || len(secs) != 13 {
+		t.Fatalf("the sections of a release, read back from a cluster: %d, %v", len(secs), err)
 	}
 	if err := s.SetCurrent(ctx, shas[0]); err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func TestOnRedisCluster(t *testing.T) {
 	err = rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 		keys, err := node.Keys(ctx, "*").Result()
 		for _, k := range keys {
-			if !containsBrace(k) && k != "mw:destinations" && k != "mw:models" && k != "mw:incidents" && !strings.HasPrefix(k, "mw:model:") {
+			if !containsBrace(k) && k != "mw:destinations" && k != "mw:models" && k != "mw:incidents" && !strings.HasPrefix(k, "mw:model:") && !strings.HasPrefix(k, "mw:content:") {
 				t.Errorf("key %s is not hash-tagged", k)
 			}
 		}

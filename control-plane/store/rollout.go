@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,9 +40,20 @@ func (v Verdicts) Rate() float64 {
 
 func (s *Store) verdictKey(window string) string { return s.cfg.Prefix + ":{verdicts}:" + window }
 
-// VersionVerdicts sums, per model version, the verdicts reported in the
-// windows from since to until.
-func (s *Store) VersionVerdicts(ctx context.Context, since, until time.Time) (map[string]Verdicts, error) {
+// VerdictsAll keys, in Verdicts, the requests every section scored.
+const VerdictsAll = "all"
+
+// The roles of a section a canary watches.
+const (
+	RoleCanary = "canary"
+	RoleStable = "stable"
+)
+
+// Verdicts sums the verdicts reported in the windows from since to until:
+// under VerdictsAll every section's, and under "<canary version>|canary"
+// and "<canary version>|stable" those of the sections a canary watched
+// (its changed sections, and the stable sections of the same workloads).
+func (s *Store) Verdicts(ctx context.Context, since, until time.Time) (map[string]Verdicts, error) {
 	pipe := s.rdb.Pipeline()
 	var cmds []*redis.MapStringStringCmd
 	for w := s.window(since); w <= s.window(until); w++ {
@@ -55,22 +67,23 @@ func (s *Store) VersionVerdicts(ctx context.Context, since, until time.Time) (ma
 	out := map[string]Verdicts{}
 	for _, c := range cmds {
 		for f, v := range c.Val() {
-			sha, what, ok := strings.Cut(f, "|")
-			if !ok {
+			i := strings.LastIndexByte(f, '|')
+			if i < 0 {
 				continue
 			}
+			key, what := f[:i], f[i+1:]
 			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				return nil, fmt.Errorf("verdict count %s=%q: %w", f, v, err)
 			}
-			vv := out[sha]
+			vv := out[key]
 			switch what {
 			case "requests":
 				vv.Requests += n
 			case "flagged":
 				vv.Flagged += int64(n)
 			}
-			out[sha] = vv
+			out[key] = vv
 		}
 	}
 	return out, nil
@@ -78,17 +91,65 @@ func (s *Store) VersionVerdicts(ctx context.Context, since, until time.Time) (ma
 
 // Canary is a candidate model served to a share of the nodes and watched.
 type Canary struct {
+	// SHA256 is the candidate release's version.
 	SHA256  string    `json:"sha256"`
 	Started time.Time `json:"started"`
+	// Watch holds the sections the decision compares: the candidate's
+	// sections that differ from the release in force (RoleCanary) and the
+	// sections in force of the same workloads (RoleStable), by sha256.
+	Watch map[string]string `json:"watch"`
 }
 
-// StartCanary puts a stored model under watch as the canary.
+// StartCanary puts a stored release under watch as the canary, watching
+// the sections in which it differs from the release in force.
 func (s *Store) StartCanary(ctx context.Context, sha string, now time.Time) error {
-	if _, err := s.Model(ctx, sha); err != nil {
+	can, err := s.Release(ctx, sha)
+	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(Canary{SHA256: sha, Started: now.UTC()})
-	return s.rdb.Set(ctx, s.rolloutKey("canary"), b, 0).Err()
+	c := Canary{SHA256: sha, Started: now.UTC(), Watch: map[string]string{}}
+	var stable *Release
+	if cur, err := s.Current(ctx); err != nil {
+		return err
+	} else if cur != "" {
+		if stable, err = s.Release(ctx, cur); err != nil {
+			return err
+		}
+	}
+	for w, csha := range can.Sections {
+		ssha := ""
+		if stable != nil {
+			_, ssha = stable.SectionFor(w)
+		}
+		if csha == ssha {
+			continue
+		}
+		c.Watch[csha] = RoleCanary
+		if ssha != "" {
+			c.Watch[ssha] = RoleStable
+		}
+	}
+	if stable != nil {
+		// A workload the candidate no longer has a section for gets its
+		// fallback instead of the stable section.
+		for w, ssha := range stable.Sections {
+			if _, ok := can.Sections[w]; ok {
+				continue
+			}
+			if _, csha := can.SectionFor(w); csha != ssha {
+				c.Watch[ssha] = RoleStable
+				if csha != "" {
+					c.Watch[csha] = RoleCanary
+				}
+			}
+		}
+	}
+	b, _ := json.Marshal(c)
+	pipe := s.rdb.TxPipeline()
+	pipe.Set(ctx, s.rolloutKey("canary"), b, 0)
+	pipe.Set(ctx, s.rolloutKey("canary-version"), sha, 0)
+	_, err = pipe.Exec(ctx)
+	return err
 }
 
 // Canary returns the canary under watch (nil when none).
@@ -102,9 +163,59 @@ func (s *Store) Canary(ctx context.Context) (*Canary, error) {
 	}
 	var c Canary
 	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("stored canary %q: %w", b, err)
+		return nil, fmt.Errorf("stored canary %.80q: %w", b, err)
 	}
 	return &c, nil
+}
+
+// watchSet says which role a section plays in the canary under watch.
+type watchSet struct {
+	version string
+	roles   map[string]string
+}
+
+func (w *watchSet) role(sha string) string {
+	if w == nil {
+		return ""
+	}
+	return w.roles[sha]
+}
+
+// watchCache keeps the canary's watch set between batches: the collector
+// reads the small canary-version key with every batch, and the set (up to
+// two sections per workload) only when it changed.
+type watchCache struct {
+	mu  sync.Mutex
+	set *watchSet
+}
+
+// watched returns the sections the canary under watch compares (nil when
+// none).
+func (s *Store) watched(ctx context.Context) (*watchSet, error) {
+	c := &s.watch
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, err := s.rdb.Get(ctx, s.rolloutKey("canary-version")).Result()
+	if errors.Is(err, redis.Nil) {
+		v, err = "", nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case v == "":
+		c.set = nil
+	case c.set == nil || c.set.version != v:
+		can, err := s.Canary(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.set = nil
+		if can != nil && can.SHA256 == v {
+			c.set = &watchSet{version: v, roles: can.Watch}
+		}
+	}
+	return c.set, nil
 }
 
 // Outcomes of a canary.
@@ -147,7 +258,7 @@ func (s *Store) EndCanary(ctx context.Context, d Decision) error {
 			return fmt.Errorf("canary %s is no longer under watch", d.SHA256)
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, key)
+			p.Del(ctx, key, s.rolloutKey("canary-version"))
 			if d.Outcome == Promoted {
 				p.Set(ctx, s.rolloutKey("current"), d.SHA256, 0)
 			}

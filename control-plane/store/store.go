@@ -2,9 +2,10 @@
 // github.com/redis/go-redis/v9, so a single server, a cluster or the
 // embedded server are one code path): windowed edge counters, per-source
 // fan-out (HyperLogLog), per-route statistics, capped sample streams for
-// training, model versions content-addressed by sha256, incidents, the
-// flagged and total requests of each model version (for canary decisions)
-// and the rollout's state (rollout.go).
+// training, model versions as releases of per-workload sections
+// (release.go), incidents, the flagged and total requests of the canary and
+// the stable sections it is compared with, and the rollout's state
+// (rollout.go).
 //
 // Every key has a bounded size or a TTL. Keys of a destination's flows carry
 // its name as a hash tag ({dst}) and a source's fan-out its principal, so a
@@ -18,11 +19,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Config is everything the store takes. Defaults in DefaultConfig.
@@ -39,68 +42,52 @@ type Config struct {
 	MaxModels int64
 	// MaxIncidents caps the incident list.
 	MaxIncidents int64
+	// BatchTTL is how long a batch's idempotency markers live: a retry of
+	// the batch within it is not counted again. It must outlast the
+	// collector's clock-skew window twice over (a record older than that
+	// is refused anyway).
+	BatchTTL time.Duration
 }
 
 // DefaultConfig returns the defaults, in one place.
 func DefaultConfig() Config {
-	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000}
+	return Config{Prefix: "mw", Window: time.Minute, Retention: 24 * time.Hour, MaxSamples: 50_000, MaxModels: 20, MaxIncidents: 1000, BatchTTL: 15 * time.Minute}
 }
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("store")
+
+// Validate reports every problem with the configuration (no flag sets
+// these: each is named by its field).
 func (c Config) Validate() error {
 	var errs []error
 	if c.Prefix == "" || strings.ContainsAny(c.Prefix, "{} ") {
-		errs = append(errs, fmt.Errorf("prefix: %q must be non-empty, without braces or spaces", c.Prefix))
+		errs = append(errs, fmt.Errorf("%w: Prefix %q must be non-empty, without braces or spaces", ErrConfig, c.Prefix))
 	}
 	if c.Window < time.Second || c.Retention < c.Window {
-		errs = append(errs, fmt.Errorf("window %v must be ≥ 1s and retention %v ≥ window", c.Window, c.Retention))
+		errs = append(errs, fmt.Errorf("%w: Window %v must be ≥ 1s and Retention %v ≥ Window", ErrConfig, c.Window, c.Retention))
+	}
+	if c.BatchTTL < time.Second {
+		errs = append(errs, fmt.Errorf("%w: BatchTTL %v must be ≥ 1s", ErrConfig, c.BatchTTL))
 	}
 	if c.MaxSamples < 1 || c.MaxModels < 1 || c.MaxIncidents < 1 {
-		errs = append(errs, errors.New("max_samples, max_models and max_incidents must be positive"))
+		errs = append(errs, fmt.Errorf("%w: MaxSamples %d, MaxModels %d and MaxIncidents %d must be positive", ErrConfig, c.MaxSamples, c.MaxModels, c.MaxIncidents))
 	}
 	return errors.Join(errs...)
-}
-
-// Record is what the collector stores of one request: its edge, route,
-// what training needs (no raw body; query values hashed by the filter),
-// and its verdict.
-type Record struct {
-	TS time.Time `json:"ts"`
-	// TSUnixNano is TS as Unix nanoseconds, which the filter sends because
-	// it is cheap to write; Normalize moves it into TS.
-	TSUnixNano int64          `json:"ts_ns,omitempty"`
-	Request    models.Request `json:"request"`
-	Route      string         `json:"route"`
-	Score      float64        `json:"score"`
-	Flagged    bool           `json:"flagged"`
-	// ModelSHA256 is the version of the model that scored the request
-	// (empty in learn mode).
-	ModelSHA256 string `json:"model,omitempty"`
-	// SampleRate is the share of unflagged requests the filter ships (0 or
-	// absent: all), so an unflagged record stands for 1/SampleRate requests
-	// when flagged rates are estimated.
-	SampleRate float64 `json:"sample_rate,omitempty"`
-}
-
-// Weight is how many requests a record stands for.
-func (r *Record) Weight() float64 {
-	if r.Flagged || r.SampleRate <= 0 || r.SampleRate >= 1 {
-		return 1
-	}
-	return 1 / r.SampleRate
-}
-
-// Normalize fills TS from TSUnixNano when only the latter is set.
-func (r *Record) Normalize() {
-	if r.TS.IsZero() && r.TSUnixNano > 0 {
-		r.TS = time.Unix(0, r.TSUnixNano).UTC()
-	}
 }
 
 // Store is the Redis-backed store. It is safe for concurrent use.
 type Store struct {
 	rdb redis.UniversalClient
 	cfg Config
+	// contents caches content models read (release.go).
+	contents contentCache
+	// watch caches the canary's sections under watch (rollout.go).
+	watch watchCache
+	// scriptLoaded: the ingest script was loaded (SCRIPT LOAD) once; a
+	// Redis that lost it since answers NOSCRIPT, and the script is sent
+	// again.
+	scriptLoaded atomic.Bool
 }
 
 // ErrNotFound is returned for a missing model or key.
@@ -122,108 +109,10 @@ func (s *Store) tag(name string, parts ...string) string {
 	return s.cfg.Prefix + ":{" + name + "}:" + strings.Join(parts, ":")
 }
 
-// Ingest stores a batch of records: edge counts per destination and window,
-// fan-out per source and window, route statistics, and training samples of
-// normal requests. Counts are summed within the batch first, so Redis sees
-// one command per key and field, not one per record; the batch goes in one
-// pipeline.
-func (s *Store) Ingest(ctx context.Context, recs []Record) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	counts := map[string]map[string]int64{} // key → field → increment
-	fan := map[string][]interface{}{}       // key → destinations
-	samples := map[string][]*models.Request{}
-	weights := map[string]map[string]float64{} // key → field → weighted increment
-	count := func(key, field string) {
-		m := counts[key]
-		if m == nil {
-			m = map[string]int64{}
-			counts[key] = m
-		}
-		m[field]++
-	}
-	pipe := s.rdb.Pipeline()
-	for i := range recs {
-		r := &recs[i]
-		q := &r.Request
-		w := strconv.FormatInt(s.window(r.TS), 10)
-		count(s.tag(q.Destination, "edges", w), q.Source+"|"+q.Method+"|"+r.Route)
-		fk := s.tag(q.Source, "fanout", w)
-		fan[fk] = append(fan[fk], q.Destination)
-		route := s.tag(q.Destination, "route", q.Method+" "+r.Route)
-		count(route, "count")
-		if q.Status >= 100 && q.Status < 600 {
-			count(route, "status_"+strconv.Itoa(q.Status/100)+"xx")
-		}
-		if r.Flagged {
-			count(route, "flagged")
-		}
-		if r.ModelSHA256 != "" {
-			// Flagged and total requests per model version, for the
-			// canary decision; unflagged records stand for the share
-			// the filter did not ship. One key per window for the whole
-			// mesh: a few fields per batch, and a decision reads one key
-			// per window rather than one per destination and window.
-			vk := s.verdictKey(w)
-			m := weights[vk]
-			if m == nil {
-				m = map[string]float64{}
-				weights[vk] = m
-			}
-			m[r.ModelSHA256+"|requests"] += r.Weight()
-			if r.Flagged {
-				count(vk, r.ModelSHA256+"|flagged")
-			}
-		}
-		if !r.Flagged {
-			k := s.tag(q.Destination, "samples")
-			samples[k] = append(samples[k], q)
-		}
-	}
-	// A batch's samples of one destination go in one stream entry; the cap
-	// counts entries, so it is divided by the batch's share.
-	for key, qs := range samples {
-		if int64(len(qs)) > s.cfg.MaxSamples {
-			qs = qs[int64(len(qs))-s.cfg.MaxSamples:]
-		}
-		b, err := json.Marshal(qs)
-		if err != nil {
-			return err
-		}
-		maxLen := max(1, s.cfg.MaxSamples/int64(len(qs)))
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: maxLen, Approx: true, Values: []string{"r", string(b)}})
-		pipe.Expire(ctx, key, s.cfg.Retention)
-	}
-	ttl := s.cfg.Retention
-	for key, fields := range counts {
-		for f, n := range fields {
-			pipe.HIncrBy(ctx, key, f, n)
-		}
-		pipe.Expire(ctx, key, ttl)
-	}
-	for key, fields := range weights {
-		for f, n := range fields {
-			pipe.HIncrByFloat(ctx, key, f, n)
-		}
-		pipe.Expire(ctx, key, ttl)
-	}
-	for key, dsts := range fan {
-		pipe.PFAdd(ctx, key, dsts...)
-		pipe.Expire(ctx, key, ttl)
-	}
-	// The destinations seen lately, for the trainer.
-	seen := map[string]bool{}
-	var dsts []interface{}
-	for i := range recs {
-		if d := recs[i].Request.Destination; !seen[d] {
-			seen[d] = true
-			dsts = append(dsts, d)
-		}
-	}
-	pipe.SAdd(ctx, s.cfg.Prefix+":destinations", dsts...)
-	pipe.Expire(ctx, s.cfg.Prefix+":destinations", ttl)
-	_, err := pipe.Exec(ctx)
+// Ingest stores a batch of records without an idempotency key (see
+// IngestBatch).
+func (s *Store) Ingest(ctx context.Context, recs []record.Record) error {
+	_, err := s.IngestBatch(ctx, Batch{Records: recs})
 	return err
 }
 
@@ -233,9 +122,9 @@ func (s *Store) Destinations(ctx context.Context) ([]string, error) {
 	return s.rdb.SMembers(ctx, s.cfg.Prefix+":destinations").Result()
 }
 
-// SetCurrent records which model version is in force.
+// SetCurrent records which model version (release) is in force.
 func (s *Store) SetCurrent(ctx context.Context, sha string) error {
-	if _, err := s.Model(ctx, sha); err != nil {
+	if _, err := s.Release(ctx, sha); err != nil {
 		return err
 	}
 	return s.rdb.Set(ctx, s.rolloutKey("current"), sha, 0).Err()
@@ -309,49 +198,43 @@ func (s *Store) Samples(ctx context.Context, dst string, n int64) ([]models.Requ
 	return out, nil
 }
 
-// PutModel stores an encoded model under its version, its sha256 (content addressing:
-// storing it twice is harmless), records it in the history, and deletes
-// versions that fall off the end of the history.
-func (s *Store) PutModel(ctx context.Context, encoded []byte) (string, error) {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return "", fmt.Errorf("refusing to store an invalid model: %w", err)
-	}
-	// The model's own sha256 (of its payload) is its version everywhere:
-	// here, in the filter's logs, and as the xDS version.
-	sha := m.SHA256()
-	history := s.cfg.Prefix + ":models"
-	if err := s.rdb.Set(ctx, s.cfg.Prefix+":model:"+sha, encoded, 0).Err(); err != nil {
-		return "", err
-	}
-	pipe := s.rdb.TxPipeline()
-	pipe.LRem(ctx, history, 0, sha)
-	pipe.LPush(ctx, history, sha)
-	old := pipe.LRange(ctx, history, s.cfg.MaxModels, -1)
-	pipe.LTrim(ctx, history, 0, s.cfg.MaxModels-1)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return "", err
-	}
-	for _, o := range old.Val() {
-		if o != sha {
-			s.rdb.Del(ctx, s.cfg.Prefix+":model:"+o)
+// Sample is one stored training sample and when the store took it in.
+type Sample struct {
+	At      time.Time
+	Request models.Request
+}
+
+// samplePage is how many stream entries one read of a sample stream takes.
+const samplePage = 500
+
+// ForEachSample calls fn with every sample a destination's stream holds
+// (at most MaxSamples, the stream's cap), oldest first, a page of entries
+// at a time, so the caller decides what to keep. A stream entry that does
+// not decode is an error naming it.
+func (s *Store) ForEachSample(ctx context.Context, dst string, fn func(Sample)) error {
+	key := s.tag(dst, "samples")
+	start := "-"
+	for {
+		msgs, err := s.rdb.XRangeN(ctx, key, start, "+", samplePage).Result()
+		if err != nil {
+			return err
 		}
+		for _, m := range msgs {
+			raw, _ := m.Values["r"].(string)
+			var qs []models.Request
+			if err := json.Unmarshal([]byte(raw), &qs); err != nil {
+				return fmt.Errorf("sample entry %s of %s: %w", m.ID, dst, err)
+			}
+			at := streamTime(m.ID)
+			for i := range qs {
+				fn(Sample{At: at, Request: qs[i]})
+			}
+		}
+		if len(msgs) < samplePage {
+			return nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
 	}
-	return sha, nil
-}
-
-// Model returns an encoded model by sha256.
-func (s *Store) Model(ctx context.Context, sha string) ([]byte, error) {
-	b, err := s.rdb.Get(ctx, s.cfg.Prefix+":model:"+sha).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("model %s: %w", sha, ErrNotFound)
-	}
-	return b, err
-}
-
-// Models lists the stored versions, newest first.
-func (s *Store) Models(ctx context.Context) ([]string, error) {
-	return s.rdb.LRange(ctx, s.cfg.Prefix+":models", 0, -1).Result()
 }
 
 // PutIncident appends an incident (any JSON value) to the capped list.
@@ -433,7 +316,7 @@ func (s *Store) observationsKey() string { return s.cfg.Prefix + ":observations"
 // PublishBatch appends a batch of records to the observation stream: every
 // replica's collector does, and the leader reads the stream, so lateral
 // movement is detected over all the records whichever replica got them.
-func (s *Store) PublishBatch(ctx context.Context, recs []Record) error {
+func (s *Store) PublishBatch(ctx context.Context, recs []record.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -445,12 +328,22 @@ func (s *Store) PublishBatch(ctx context.Context, recs []Record) error {
 		Values: map[string]any{"b": b}}).Err()
 }
 
+// streamTime is the time a stream entry id (<ms>-<seq>) was assigned.
+func streamTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(n).UTC()
+}
+
 // ReadBatches returns the records of the batches after the id given,
 // waiting up to block for one (a negative block does not wait), and the id
 // to read after next. A batch
 // that does not decode is skipped (it is reported in the error, with the
 // records that did decode).
-func (s *Store) ReadBatches(ctx context.Context, after string, block time.Duration) ([]Record, string, error) {
+func (s *Store) ReadBatches(ctx context.Context, after string, block time.Duration) ([]record.Record, string, error) {
 	res, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.observationsKey(), after}, Block: block, Count: 100}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, after, nil
@@ -458,16 +351,20 @@ func (s *Store) ReadBatches(ctx context.Context, after string, block time.Durati
 	if err != nil {
 		return nil, after, err
 	}
-	var out []Record
+	var out []record.Record
 	var errs []error
 	for _, st := range res {
 		for _, m := range st.Messages {
 			after = m.ID
 			raw, _ := m.Values["b"].(string)
-			var recs []Record
+			var recs []record.Record
 			if err := json.Unmarshal([]byte(raw), &recs); err != nil {
 				errs = append(errs, fmt.Errorf("observation batch %s: %w", m.ID, err))
 				continue
+			}
+			received := streamTime(m.ID)
+			for i := range recs {
+				recs[i].Received = received
 			}
 			out = append(out, recs...)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 func newStore(t testing.TB, cfg Config) (*Store, *redistest.Server) {
@@ -25,8 +26,8 @@ func newStore(t testing.TB, cfg Config) (*Store, *redistest.Server) {
 	return s, srv
 }
 
-func rec(ts time.Time, src, dst, path string, status int, flagged bool) Record {
-	return Record{TS: ts, Route: models.Template(path), Flagged: flagged,
+func rec(ts time.Time, src, dst, path string, status int, flagged bool) record.Record {
+	return record.Record{TS: ts, Route: models.Template(path), Flagged: flagged,
 		Request: models.Request{Method: "GET", Path: path, Source: src, Destination: dst, Status: status}}
 }
 
@@ -36,7 +37,7 @@ func TestIngestAggregates(t *testing.T) {
 	s, _ := newStore(t, cfg)
 	ctx := context.Background()
 	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	var batch []Record
+	var batch []record.Record
 	for i := 0; i < 500; i++ {
 		batch = append(batch, rec(t0.Add(time.Duration(i)*10*time.Millisecond), "frontend", "cart.shop", fmt.Sprintf("/items/%d", i), 200, false))
 	}
@@ -85,45 +86,6 @@ func containsBrace(k string) bool {
 	return false
 }
 
-func TestModelsAreContentAddressedAndBounded(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.MaxModels = 3
-	s, _ := newStore(t, cfg)
-	ctx := context.Background()
-	var shas []string
-	for i := 0; i < 5; i++ {
-		tc := models.DefaultTrainConfig()
-		tc.Seed, tc.Now = uint64(i+1), time.Unix(0, 0)
-		tr, _ := models.NewTrainer(tc)
-		for j := 0; j < 50; j++ {
-			tr.Observe(&models.Request{Method: "GET", Path: fmt.Sprintf("/v%d/%d", i, j), Source: "a", Destination: "b"})
-		}
-		m, _ := tr.Model()
-		enc, _ := models.Encode(m)
-		sha, err := s.PutModel(ctx, enc)
-		if err != nil || sha != m.SHA256() && len(sha) != 64 {
-			t.Fatalf("PutModel: %s %v", sha, err)
-		}
-		if again, _ := s.PutModel(ctx, enc); again != sha {
-			t.Errorf("the same bytes got another address")
-		}
-		shas = append(shas, sha)
-	}
-	list, _ := s.Models(ctx)
-	if len(list) != 3 || list[0] != shas[4] {
-		t.Errorf("history %v, want the newest 3", list)
-	}
-	if _, err := s.Model(ctx, shas[0]); err == nil {
-		t.Error("a version off the end of the history was not deleted")
-	}
-	if b, err := s.Model(ctx, shas[4]); err != nil || len(b) == 0 {
-		t.Errorf("newest model: %v", err)
-	}
-	if _, err := s.PutModel(ctx, []byte("not a model")); err == nil {
-		t.Error("an invalid model was stored")
-	}
-}
-
 func TestIncidentsAreCapped(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxIncidents = 5
@@ -145,7 +107,7 @@ func TestRedisGoneAndBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	srv.Stop()
-	if err := s.Ingest(ctx, []Record{rec(time.Now(), "a", "b", "/", 200, false)}); err == nil {
+	if err := s.Ingest(ctx, []record.Record{rec(time.Now(), "a", "b", "/", 200, false)}); err == nil {
 		t.Fatal("ingest into a stopped Redis reported success")
 	}
 }
@@ -166,7 +128,7 @@ func BenchmarkIngest(b *testing.B) {
 	s, srv := newStore(b, DefaultConfig())
 	ctx := context.Background()
 	t0 := time.Now()
-	batch := make([]Record, 1000)
+	batch := make([]record.Record, 1000)
 	for i := range batch {
 		batch[i] = rec(t0, fmt.Sprintf("src-%d", i%50), fmt.Sprintf("dst-%d.shop", i%20), fmt.Sprintf("/api/v1/items/%d", i), 200, i%100 == 0)
 		// As a monitoring filter ships them: the model's version, and the
@@ -180,7 +142,8 @@ func BenchmarkIngest(b *testing.B) {
 	start := time.Now()
 	n := 0
 	for b.Loop() {
-		if err := s.Ingest(ctx, batch); err != nil {
+		// As the collector stores a batch: once, under its sender's key.
+		if _, err := s.IngestBatch(ctx, Batch{Key: fmt.Sprintf("bench|%d", n), Records: batch}); err != nil {
 			b.Fatal(err)
 		}
 		n += len(batch)
@@ -212,13 +175,13 @@ func TestObservationStream(t *testing.T) {
 	s, srv := newStore(t, DefaultConfig())
 	ctx := context.Background()
 	t0 := time.Now().UTC()
-	if err := s.PublishBatch(ctx, []Record{rec(t0, "a", "b.shop", "/x", 200, false), rec(t0, "a", "c.shop", "/y", 403, true)}); err != nil {
+	if err := s.PublishBatch(ctx, []record.Record{rec(t0, "a", "b.shop", "/x", 200, false), rec(t0, "a", "c.shop", "/y", 403, true)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Client(t).XAdd(ctx, &redis.XAddArgs{Stream: s.observationsKey(), Values: map[string]any{"b": "not json"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PublishBatch(ctx, []Record{rec(t0, "d", "e.shop", "/z", 200, false)}); err != nil {
+	if err := s.PublishBatch(ctx, []record.Record{rec(t0, "d", "e.shop", "/z", 200, false)}); err != nil {
 		t.Fatal(err)
 	}
 	recs, next, err := s.ReadBatches(ctx, "0-0", -1) // -1: no BLOCK

@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,10 +11,11 @@ import (
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 	"github.com/meshward/meshward/replay/gen"
 )
 
-func setup(t *testing.T) (*store.Store, *gen.Generator, []store.Record) {
+func setup(t *testing.T) (*store.Store, *gen.Generator, []record.Record) {
 	srv := redistest.Start(t)
 	st, err := store.New(srv.Client(t), store.DefaultConfig())
 	if err != nil {
@@ -21,10 +24,10 @@ func setup(t *testing.T) (*store.Store, *gen.Generator, []store.Record) {
 	cfg := gen.DefaultConfig()
 	cfg.Requests = 8000
 	g, _ := gen.New(cfg)
-	var recs []store.Record
+	var recs []record.Record
 	for _, r := range g.Generate() {
 		if !r.IsAttack() {
-			recs = append(recs, store.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request})
+			recs = append(recs, record.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request})
 		}
 	}
 	return st, g, recs
@@ -46,11 +49,15 @@ func TestRoundPublishesAGatedModel(t *testing.T) {
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
 		t.Errorf("current %s, published %s", cur, rep.SHA256)
 	}
-	// A tight gate rejects, and the version in force stays.
+	if rep.Sections != rep.Destinations+1 || rep.Changed != rep.Sections || rep.Largest == 0 || rep.Largest > DefaultMaxSectionBytes || len(rep.Refused) != 0 {
+		t.Errorf("first round's sections: %+v", rep)
+	}
+	// A budget no section fits: each is refused by name and keeps the
+	// section in force, so the version in force stays.
 	strict := DefaultConfig()
-	strict.MaxModelBytes = 2048
+	strict.MaxSectionBytes = 1024
 	rep2, err := Round(ctx, st, strict, time.Unix(1, 0))
-	if err != nil || rep2.Published || rep2.Rejected == "" {
+	if err != nil || rep2.Published || !rep2.Unchanged || len(rep2.Refused) != rep2.Sections || !strings.Contains(rep2.Refused[0], "over -max-section-bytes 1024") {
 		t.Fatalf("over-budget round: %+v %v", rep2, err)
 	}
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
@@ -78,9 +85,9 @@ func TestPoisonIsNotLearned(t *testing.T) {
 		t.Fatalf("%+v %v", rep, err)
 	}
 	intruder := models.Request{Method: "GET", Path: "/api/v1/secrets", Source: g.Principal("intruder"), Destination: g.Workload("users"), Status: 200}
-	var poison []store.Record
+	var poison []record.Record
 	for i := 0; i < 300; i++ {
-		poison = append(poison, store.Record{TS: time.Now(), Route: "/api/v1/secrets", Request: intruder})
+		poison = append(poison, record.Record{TS: time.Now(), Route: "/api/v1/secrets", Request: intruder})
 	}
 	if err := st.Ingest(ctx, poison); err != nil {
 		t.Fatal(err)
@@ -89,8 +96,7 @@ func TestPoisonIsNotLearned(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur, _ := st.Current(ctx)
-	b, _ := st.Model(ctx, cur)
-	m, err := models.Decode(b)
+	m, err := st.LoadModel(ctx, cur)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +158,256 @@ func TestRoundOnRedisCluster(t *testing.T) {
 	}
 }
 
+// TestSectionOverBudgetIsRefusedByName: with a budget the largest section
+// does not fit, that workload's section is refused by name and it keeps
+// the section in force; every other section is published.
+func TestSectionOverBudgetIsRefusedByName(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	first, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !first.Published {
+		t.Fatalf("%+v %v", first, err)
+	}
+	before, _ := st.Release(ctx, first.SHA256)
+	// More of the same traffic, so that the next round's sections differ.
+	more := append([]record.Record(nil), recs[:2000]...)
+	if err := st.Ingest(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxSectionBytes = first.Largest - 1
+	rep, err := Round(ctx, st, cfg, time.Unix(1, 0))
+	if err != nil || !rep.Published || len(rep.Refused) == 0 {
+		t.Fatalf("round with a tight budget: %+v %v", rep, err)
+	}
+	after, _ := st.Release(ctx, rep.SHA256)
+	for _, refusal := range rep.Refused {
+		name, _, _ := strings.Cut(refusal, ":")
+		if !strings.Contains(refusal, "over -max-section-bytes") {
+			t.Errorf("refusal %q does not say why", refusal)
+		}
+		if after.Sections[name] != before.Sections[name] {
+			t.Errorf("%s, refused, does not keep its section in force: %.12s → %.12s", name, before.Sections[name], after.Sections[name])
+		}
+	}
+	published := 0
+	for name, sha := range after.Sections {
+		if sha != before.Sections[name] {
+			published++
+		}
+	}
+	if published == 0 || published+len(rep.Refused) < len(after.Sections) {
+		t.Errorf("%d sections published beside %d refused, of %d", published, len(rep.Refused), len(after.Sections))
+	}
+}
+
+// TestRoundWithNothingToPublish: without a model in force, a budget no
+// section fits rejects the round, naming the sections.
+func TestRoundWithNothingToPublish(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.MaxSectionBytes = 1024
+	rep, err := Round(ctx, st, cfg, time.Unix(0, 0))
+	if err != nil || rep.Published || !strings.Contains(rep.Rejected, "every section is over -max-section-bytes") || !strings.Contains(rep.Rejected, "users.shop") {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if cur, _ := st.Current(ctx); cur != "" {
+		t.Errorf("a model is in force: %s", cur)
+	}
+}
+
+// ingestBatches stores records as collectors would: in batches.
+func ingestBatches(t *testing.T, st *store.Store, recs []record.Record) {
+	t.Helper()
+	for i := 0; i < len(recs); i += 500 {
+		if err := st.Ingest(context.Background(), recs[i:min(i+500, len(recs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// sections is each workload section of a model as JSON (its exported
+// fields: what it learned).
+func sections(t *testing.T, st *store.Store) map[string]string {
+	t.Helper()
+	cur, _ := st.Current(context.Background())
+	m, err := st.LoadModel(context.Background(), cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for name, w := range m.Workloads {
+		j, _ := json.Marshal(w)
+		out[name] = string(j)
+	}
+	return out
+}
+
+// TestPoisoningLeavesTheSectionsUnchanged: two stores on one real
+// redis-server learn the same traffic; one also receives 10,000 records
+// from one source, the newest of all. That round publishes (the gate is
+// not judged on the poison) and its model's sections are exactly those of
+// the model learned without it.
+func TestPoisoningLeavesTheSectionsUnchanged(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := gen.DefaultConfig()
+	cfg.Requests = 8000
+	g, _ := gen.New(cfg)
+	var first, second []record.Record
+	for i, r := range g.Generate() {
+		if r.IsAttack() {
+			continue
+		}
+		rec := record.Record{TS: r.TS, Route: models.Template(r.Request.Path), Request: r.Request}
+		if i%2 == 0 {
+			first = append(first, rec)
+		} else {
+			second = append(second, rec)
+		}
+	}
+	intruder := g.Principal("intruder")
+	var poison []record.Record
+	for i := 0; i < 10_000; i++ {
+		poison = append(poison, record.Record{TS: time.Now(), Route: "/api/v1/users/{num}/export", Request: models.Request{Method: "GET",
+			Path: fmt.Sprintf("/api/v1/users/%d/export", i), Query: "format=csv&all=true", Source: intruder, Destination: g.Workload("users"), Status: 200}})
+	}
+	ctx := context.Background()
+	var got [2]map[string]string
+	for k, prefix := range []string{"clean", "poisoned"} {
+		sc := store.DefaultConfig()
+		sc.Prefix = prefix
+		st, err := store.New(srv.Client(t), sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ingestBatches(t, st, first)
+		if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+			t.Fatalf("%s: first round %+v %v", prefix, rep, err)
+		}
+		ingestBatches(t, st, second)
+		if prefix == "poisoned" {
+			ingestBatches(t, st, poison)
+		}
+		rep, err := Round(ctx, st, DefaultConfig(), time.Unix(10, 0))
+		if err != nil || !rep.Published {
+			t.Fatalf("%s: second round %+v %v", prefix, rep, err)
+		}
+		t.Logf("%s: %+v", prefix, rep)
+		got[k] = sections(t, st)
+	}
+	if len(got[0]) != len(got[1]) {
+		t.Fatalf("%d sections after the poisoning, %d without", len(got[1]), len(got[0]))
+	}
+	for name, want := range got[0] {
+		if got[1][name] != want {
+			t.Errorf("section %s changed by the poisoning", name)
+		}
+	}
+}
+
+// TestJunkDoesNotBlockPublishing: 801 destinations no registry knows, each
+// called by one forged source, do not block publishing, get at most
+// MaxJunkSections sections of their own (those with the most samples), and
+// never teach the fallback other workloads are scored against.
+func TestJunkDoesNotBlockPublishing(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	ingestBatches(t, st, recs)
+	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+		t.Fatalf("round without junk: %+v %v", rep, err)
+	}
+	clean := sections(t, st)
+	var junk []record.Record
+	for d := 0; d < 801; d++ {
+		for i := 0; i < 40; i++ {
+			junk = append(junk, record.Record{TS: time.Now(), Route: fmt.Sprintf("/j%d/{num}", i%8), Request: models.Request{Method: "GET",
+				Path: fmt.Sprintf("/j%d/%d", i%8, i), Query: fmt.Sprintf("k%d=v", i%5), Source: fmt.Sprintf("spiffe://cluster.local/ns/junk/sa/s%d", d),
+				Destination: fmt.Sprintf("junk%d.junk", d), Status: 200}})
+		}
+	}
+	ingestBatches(t, st, junk)
+	// The registry (xDS's node groups, in serve) knows the mesh's workloads.
+	cfg := DefaultConfig()
+	cfg.Registered = map[string]bool{}
+	for _, r := range recs {
+		cfg.Registered[r.Request.Destination] = true
+	}
+	rep, err := Round(ctx, st, cfg, time.Unix(1, 0))
+	if err != nil || !rep.Published {
+		t.Fatalf("round with 801 junk destinations: %+v %v", rep, err)
+	}
+	if rep.Junk < 801 || rep.JunkLearned != DefaultConfig().MaxJunkSections {
+		t.Errorf("junk %d, %d learned: want 801, of which %d get a section", rep.Junk, rep.JunkLearned, DefaultConfig().MaxJunkSections)
+	}
+	s := sections(t, st)
+	for _, r := range recs {
+		if s[r.Request.Destination] == "" {
+			t.Fatalf("the model has no section for the mesh's %s", r.Request.Destination)
+		}
+	}
+	if len(s) > len(clean)+DefaultConfig().MaxJunkSections {
+		t.Errorf("%d sections, want at most %d", len(s), len(clean)+DefaultConfig().MaxJunkSections)
+	}
+	// The fallback learned nothing of the junk: its sources and routes are
+	// the mesh's alone.
+	var global struct {
+		Sources []string
+		Routes  []struct{ Template string }
+	}
+	if err := json.Unmarshal([]byte(s[models.GlobalWorkload]), &global); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range global.Sources {
+		if strings.Contains(src, "/ns/junk/") {
+			t.Fatalf("the fallback learned the junk's caller %s", src)
+		}
+	}
+	for _, r := range global.Routes {
+		if strings.HasPrefix(r.Template, "/j") {
+			t.Fatalf("the fallback learned the junk's route %s", r.Template)
+		}
+	}
+	t.Logf("%d destinations, %d junk, %d of them learned: %d bytes, %d sections", rep.Destinations, rep.Junk, rep.JunkLearned, rep.Bytes, len(s))
+}
+
+// TestReservoirPerSource: one source's flood keeps its oldest and newest
+// samples and leaves every other source's samples in.
+func TestReservoirPerSource(t *testing.T) {
+	r := &reservoir{max: 3}
+	for i := 0; i < 100; i++ {
+		r.add(models.Request{Path: fmt.Sprint(i)})
+	}
+	var got []string
+	for _, q := range r.samples(6) {
+		got = append(got, q.Path)
+	}
+	if strings.Join(got, " ") != "0 1 2 97 98 99" || r.seen != 100 {
+		t.Errorf("kept %v of %d", got, r.seen)
+	}
+	got = nil
+	for _, q := range r.samples(3) {
+		got = append(got, q.Path)
+	}
+	if strings.Join(got, " ") != "0 1 99" {
+		t.Errorf("a share of 3 kept %v", got)
+	}
+	per := map[string]*reservoir{"quiet": {oldest: make([]models.Request, 10)}, "loud": {oldest: make([]models.Request, 500), newest: make([]models.Request, 500)}}
+	if share := fairShare(per, []string{"loud", "quiet"}, 100); share != 90 {
+		t.Errorf("fair share %d, want 90 (the quiet source keeps its 10)", share)
+	}
+}
+
 // TestUnreadableCurrentModelDoesNotStopTraining: after an upgrade that
-// changes the codec, the model in force (written by the previous version)
-// cannot be read; training goes on without it, says why, and publishes a
-// model this version reads.
+// changes the codec, the sections in force (written by the previous
+// version) cannot be read; training goes on without them, says why, and
+// publishes a model this version reads.
 func TestUnreadableCurrentModelDoesNotStopTraining(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
@@ -165,21 +417,28 @@ func TestUnreadableCurrentModelDoesNotStopTraining(t *testing.T) {
 	}
 	_, _, recs := setup(t)
 	ctx := context.Background()
-	if err := st.Ingest(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	ingestBatches(t, st, recs)
 	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
 	if err != nil || !rep.Published {
 		t.Fatalf("first round: %+v %v", rep, err)
 	}
-	old, err := st.Model(ctx, rep.SHA256)
+	rel, err := st.Release(ctx, rep.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The same model as an older codec version wrote it.
-	old[4], old[5] = byte(models.CodecVersion-1), 0
-	if err := rdb.Set(ctx, store.DefaultConfig().Prefix+":model:"+rep.SHA256, old, 0).Err(); err != nil {
-		t.Fatal(err)
+	// The same sections as an older codec version wrote them: a stored
+	// section is its content model's sha256 (hex), then the section
+	// without its content model, header first.
+	for name, sha := range rel.Sections {
+		key := store.DefaultConfig().Prefix + ":{" + name + "}:section:" + sha
+		b, err := rdb.Get(ctx, key).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[64+4], b[64+5] = byte(models.CodecVersion-1), 0
+		if err := rdb.Set(ctx, key, b, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rep2, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
 	if err != nil || !rep2.Published || !strings.Contains(rep2.CurrentUnreadable, "codec version") {
@@ -187,5 +446,8 @@ func TestUnreadableCurrentModelDoesNotStopTraining(t *testing.T) {
 	}
 	if cur, _ := st.Current(ctx); cur != rep2.SHA256 {
 		t.Errorf("current %s, want the new model %s", cur, rep2.SHA256)
+	}
+	if _, err := st.LoadModel(ctx, rep2.SHA256); err != nil {
+		t.Errorf("the new model does not load: %v", err)
 	}
 }

@@ -1,52 +1,91 @@
-package wasmplugin_test
+package wasmplugin
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 func TestParseRef(t *testing.T) {
-	if ns, n, err := wasmplugin.ParseRef("default/meshward"); err != nil || ns != "default" || n != "meshward" {
+	if ns, n, err := ParseRef("default/meshward"); err != nil || ns != "default" || n != "meshward" {
 		t.Errorf("default/meshward: %q %q %v", ns, n, err)
 	}
 	for _, bad := range []string{"", "meshward", "/meshward", "default/", "a/b/c"} {
-		if _, _, err := wasmplugin.ParseRef(bad); err == nil || !strings.Contains(err.Error(), "want namespace/name") {
+		if _, _, err := ParseRef(bad); err == nil || !strings.Contains(err.Error(), "want namespace/name") {
 			t.Errorf("%q: got %v, want an error", bad, err)
 		}
 	}
 }
 
-// TestRefusedBeforeAnyCall: a configuration the filter's parser refuses is
-// refused before the API server is asked anything (no clients here).
-func TestRefusedBeforeAnyCall(t *testing.T) {
-	m, sha := model(t, 1, 1)
-	// A collector cluster without a token: the filter refuses it.
-	w, err := wasmplugin.NewForClients(wasmplugin.Config{Namespace: "default", Name: "meshward",
-		Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: "outbound|9090||c"}}, nil, nil, slog.New(slog.DiscardHandler))
+// section is a real section of a small model, for workload.
+func section(t testing.TB, workload string) []byte {
+	cfg := models.DefaultTrainConfig()
+	cfg.Now = time.Unix(0, 0)
+	tr, _ := models.NewTrainer(cfg)
+	for i := 0; i < 100; i++ {
+		tr.Observe(&models.Request{Method: "GET", Path: "/r", Source: "a", Destination: workload})
+	}
+	m, err := tr.Model()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = w.Apply(context.Background(), sha, m)
-	if !errors.Is(err, wasmplugin.ErrRefused) || !errors.Is(err, pluginconfig.ErrCollectorCluster) || !strings.Contains(err.Error(), "default/meshward") {
-		t.Errorf("got %v, want ErrRefused naming the WasmPlugin and collector_cluster", err)
+	b, err := models.EncodeSection(m, workload)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err = w.Apply(context.Background(), sha, []byte("not a model"))
-	if !errors.Is(err, wasmplugin.ErrRefused) || !errors.Is(err, pluginconfig.ErrModel) {
-		t.Errorf("a corrupt model: got %v, want ErrRefused and ErrModel", err)
+	return b
+}
+
+// TestOwnedConfiguration: a workload's pluginConfig is the template's keys,
+// the base's, the workload and its section; learn mode without a section;
+// what the filter's parser refuses (a collector without a token, another
+// workload's section) is refused before any call to the API server.
+func TestOwnedConfiguration(t *testing.T) {
+	w, err := NewForClients(Config{Namespace: "default", Name: "meshward"}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The Syncer reports a refused model once, not on every tick.
-	src := &source{current: sha, models: map[string][]byte{sha: m}}
-	sy := &wasmplugin.Syncer{W: w, Src: src, Leading: func() bool { return true }}
-	if _, err := sy.Sync(context.Background()); !errors.Is(err, wasmplugin.ErrRefused) {
-		t.Fatalf("first Sync: %v, want ErrRefused", err)
+	tpl := map[string]any{"mode": "monitor", "sample_rate": 0.05, "model": "stale", "workload": "stale"}
+	pc, err := w.owned(tpl, "reviews.shop", section(t, "reviews.shop"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r, err := sy.Sync(context.Background()); err != nil || r.Written {
-		t.Errorf("second Sync: %+v, %v; want nothing", r, err)
+	if pc["mode"] != "monitor" || pc["sample_rate"] != 0.05 || pc["workload"] != "reviews.shop" || pc["model"] == "stale" {
+		t.Errorf("owned %v", pc)
+	}
+	if pc, err := w.owned(tpl, "reviews.shop", nil); err != nil || pc["mode"] != "learn" || pc["model"] != nil {
+		t.Errorf("without a section: %v %v, want learn mode and no model", pc, err)
+	}
+	if _, err := w.owned(tpl, "ratings.shop", section(t, "reviews.shop")); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `section is for workload "reviews.shop"`) {
+		t.Errorf("another workload's section: %v", err)
+	}
+	// A credential in the configuration: the filter refuses it, and the
+	// writer never writes it.
+	bad, _ := NewForClients(Config{Namespace: "default", Name: "meshward", Base: pluginconfig.Config{CollectorCluster: "outbound|9090||c", CollectorToken: strings.Repeat("t", 32)}}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if _, err := bad.owned(tpl, "reviews.shop", section(t, "reviews.shop")); !errors.Is(err, ErrRefused) || !errors.Is(err, pluginconfig.ErrCollectorCluster) {
+		t.Errorf("a configuration carrying a collector token: %v", err)
+	}
+}
+
+// TestNames: object names and label values stay valid whatever the
+// workload's name.
+func TestNames(t *testing.T) {
+	if n := objectName("meshward", "reviews"); n != "meshward-reviews" {
+		t.Errorf("name %q", n)
+	}
+	long := strings.Repeat("a", 300)
+	if n := objectName("meshward", long); len(n) > 253 || !validName(n) || n == objectName("meshward", long+"b") {
+		t.Errorf("long name %q", n)
+	}
+	if v := labelValue(long); len(v) > 63 || !validLabel(v) {
+		t.Errorf("long label %q", v)
+	}
+	if v := labelValue("reviews.shop"); v != "reviews.shop" {
+		t.Errorf("label %q", v)
 	}
 }

@@ -1,28 +1,39 @@
-// Package wasmplugin writes the model in force into an Istio WasmPlugin's
-// spec.pluginConfig, for installs where Istio (not meshward's xDS server)
-// delivers the filter (manifests/istio/).
+// Package wasmplugin delivers the model to Istio sidecars through
+// WasmPlugins, for installs where Istio (not meshward's xDS server) delivers
+// the filter (manifests/istio/). A WasmPlugin gives every workload it
+// selects the same configuration, and a filter takes only its own
+// workload's section of the model, so meshward keeps one WasmPlugin per
+// workload: no object grows with the mesh.
 //
-// It writes by server-side apply, field manager "meshward", and owns only
-// the pluginConfig keys it sends: "model", plus the keys set in the base
-// configuration (by default "mode"; "collector_cluster" and
-// "collector_token" when the control plane is given a collector cluster).
-// The WasmPlugin CRD declares pluginConfig as an object with
-// x-kubernetes-preserve-unknown-fields, which server-side apply tracks key by
-// key (f:spec.f:pluginConfig.f:model, ...), so a user's other keys (the
-// collector token, sample_rate, ...) and the rest of the object (url, sha256,
-// labels) stay theirs. The test against a real kube-apiserver checks the
-// managed fields.
+// The installer's WasmPlugin (-wasmplugin namespace/name,
+// manifests/istio/base) is the template: the module (url, sha256), phase,
+// priority, failStrategy, match and the user's pluginConfig keys (mode,
+// collector_cluster, sample_rate, ...). It selects no workload itself (its
+// selector is meshward.io/template: "true", a label no pod carries). For
+// every workload of its namespace — each Deployment, StatefulSet and
+// DaemonSet, selected by its own spec.selector.matchLabels — the leader
+// server-side applies (field manager "meshward") a WasmPlugin
+// meshward-<workload>: the template's spec with that selector, and a
+// pluginConfig of the template's keys plus "workload" and "model", the
+// workload's section of the model in force (its own, or the fallback). A
+// workload without a section yet (no model in force) gets its plugin in
+// learn mode, so it ships the samples the first model is trained on. The
+// objects are labelled app.kubernetes.io/managed-by=meshward and
+// meshward.io/template=<template>; one whose workload is gone is deleted.
+// It never writes a credential: the collector authenticates sidecars by
+// their mTLS identity.
 //
-// The writer never creates the WasmPlugin (url and sha256 are the
-// installer's) and never writes a configuration the filter's own parser
-// (filter/pluginconfig) refuses. A write happens only when a key it owns
-// differs; each one is logged as an audit line and recorded as a
-// Kubernetes Event on the WasmPlugin.
+// A template attached by targetRefs (ambient mode: the namespace's
+// waypoint) selects one workload, the waypoint: meshward writes that
+// workload's section into the template itself, owning only the keys it
+// sends ("model", "workload").
 //
-// A WasmPlugin gives every selected workload the same configuration, so
-// there is no per-node canary on this path: the control plane writes only
-// the model in force (store.Current: promoted or published stable models),
-// never a canary under watch.
+// Nothing is written that the filter's own parser (filter/pluginconfig)
+// refuses, or that takes an object over its budget; a write happens only
+// when what meshward owns differs (an annotation holds its digest), each is
+// logged as an audit line and recorded as a Kubernetes Event. A WasmPlugin
+// cannot split a workload's pods into shares, so there is no canary on this
+// path: meshward writes the release in force only.
 package wasmplugin
 
 import (
@@ -35,48 +46,80 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	extv1alpha1 "istio.io/client-go/pkg/apis/extensions/v1alpha1"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 // FieldManager is the server-side apply field manager of every write.
 const FieldManager = "meshward"
 
-// DefaultMaxObjectBytes is the budget for the whole WasmPlugin object (as
-// JSON) after a write. etcd refuses values over 1.5 MiB by default; the
-// budget leaves room for managedFields, status and Istio's own copy.
+// Labels and annotations of the WasmPlugins meshward owns.
+const (
+	LabelManagedBy  = "app.kubernetes.io/managed-by"
+	LabelTemplate   = "meshward.io/template"
+	LabelWorkload   = "meshward.io/workload"
+	AnnotationOwned = "meshward.io/owned-sha256"
+	// AnnotationWorkload holds the workload's full name (the label holds a
+	// digest of names longer than a label value may be).
+	AnnotationWorkload = "meshward.io/workload"
+	// TemplateSelectorValue is the value of LabelTemplate in a template's
+	// selector: no pod carries it, so the template itself selects nothing.
+	TemplateSelectorValue = "true"
+)
+
+// GVR is the WasmPlugin resource.
+var GVR = schema.GroupVersionResource{Group: "extensions.istio.io", Version: "v1alpha1", Resource: "wasmplugins"}
+
+// DefaultMaxObjectBytes is the budget of one WasmPlugin (as JSON). etcd
+// refuses values over 1.5 MiB; a section within the trainer's budget
+// (64 KiB) makes an object of about 90 KB.
 const DefaultMaxObjectBytes = 1 << 20
 
-// ErrTooLarge is wrapped by the error of a model that would not fit.
-var ErrTooLarge = errors.New("the model is too large for a WasmPlugin object")
+// DefaultMaxWritesPerSync bounds the writes of one Sync: a retrain of a
+// large mesh is written over a few ticks rather than in one long one.
+const DefaultMaxWritesPerSync = 200
+
+// ErrTooLarge is wrapped by the error of a section that would not fit.
+var ErrTooLarge = errors.New("the model section is too large for a WasmPlugin object")
 
 // ErrRefused is wrapped by the error of a configuration the filter's own
 // parser refuses; nothing is written.
 var ErrRefused = errors.New("the filter would refuse this pluginConfig")
 
-// Config says which WasmPlugin to write and what besides the model.
+// ErrTemplate is wrapped by the errors of a template meshward cannot use.
+var ErrTemplate = errors.New("the WasmPlugin template")
+
+// Config says which WasmPlugin is the template and what meshward writes
+// besides the sections.
 type Config struct {
-	// Namespace and Name of the WasmPlugin (ParseRef reads "ns/name").
+	// Namespace and Name of the template (ParseRef reads "ns/name").
 	Namespace, Name string
-	// Base holds the other keys written beside the model (Model is
-	// ignored); only its set fields are sent and owned.
+	// Base holds keys written beside the template's (when set: the
+	// collector cluster and token given to the control plane); Model,
+	// Workload and Mode are meshward's.
 	Base pluginconfig.Config
-	// MaxObjectBytes bounds the object after a write (default
-	// DefaultMaxObjectBytes).
+	// MaxObjectBytes bounds one WasmPlugin (default DefaultMaxObjectBytes).
 	MaxObjectBytes int
+	// MaxWritesPerSync bounds the writes of one Sync (default
+	// DefaultMaxWritesPerSync).
+	MaxWritesPerSync int
 	// Identity names this replica in Events (reportingInstance).
 	Identity string
 }
@@ -90,34 +133,54 @@ func ParseRef(ref string) (namespace, name string, err error) {
 	return ns, n, nil
 }
 
-// Writer writes models into one WasmPlugin.
+// Source is where the release in force is read (the store).
+type Source interface {
+	// Current returns the version in force ("" when none).
+	Current(ctx context.Context) (string, error)
+	// ReleaseSections returns a version's sections: workload → sha256
+	// (models.GlobalWorkload: the fallback).
+	ReleaseSections(ctx context.Context, version string) (map[string]string, error)
+	// Section returns an encoded section.
+	Section(ctx context.Context, workload, sha string) ([]byte, error)
+}
+
+// Writer keeps the WasmPlugins of a template's workloads on the release in
+// force.
 type Writer struct {
 	cfg Config
-	ic  istioclient.Interface
+	dc  dynamic.Interface
 	kc  kubernetes.Interface
+	md  metadata.Interface
 	log *slog.Logger
 }
 
 // New builds a writer reaching the API server through rc.
 func New(cfg Config, rc *rest.Config, log *slog.Logger) (*Writer, error) {
-	ic, err := istioclient.NewForConfig(rc)
+	dc, err := dynamic.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("wasmplugin: Istio client: %w", err)
+		return nil, fmt.Errorf("wasmplugin: dynamic client: %w", err)
 	}
 	kc, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("wasmplugin: Kubernetes client: %w", err)
 	}
-	return NewForClients(cfg, ic, kc, log)
+	md, err := metadata.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("wasmplugin: metadata client: %w", err)
+	}
+	return NewForClients(cfg, dc, kc, md, log)
 }
 
 // NewForClients builds a writer on given clients.
-func NewForClients(cfg Config, ic istioclient.Interface, kc kubernetes.Interface, log *slog.Logger) (*Writer, error) {
+func NewForClients(cfg Config, dc dynamic.Interface, kc kubernetes.Interface, md metadata.Interface, log *slog.Logger) (*Writer, error) {
 	if cfg.Namespace == "" || cfg.Name == "" {
 		return nil, errors.New("wasmplugin: namespace and name are required")
 	}
 	if cfg.MaxObjectBytes <= 0 {
 		cfg.MaxObjectBytes = DefaultMaxObjectBytes
+	}
+	if cfg.MaxWritesPerSync <= 0 {
+		cfg.MaxWritesPerSync = DefaultMaxWritesPerSync
 	}
 	if cfg.Identity == "" {
 		cfg.Identity = "meshward"
@@ -125,105 +188,475 @@ func NewForClients(cfg Config, ic istioclient.Interface, kc kubernetes.Interface
 	if len(cfg.Identity) > 128 {
 		cfg.Identity = cfg.Identity[:128]
 	}
-	cfg.Base.Model = ""
-	return &Writer{cfg: cfg, ic: ic, kc: kc, log: log}, nil
+	cfg.Base.Model, cfg.Base.Workload, cfg.Base.Mode = "", "", ""
+	return &Writer{cfg: cfg, dc: dc, kc: kc, md: md, log: log}, nil
 }
 
-// Ref is "namespace/name" of the WasmPlugin.
+// Ref is "namespace/name" of the template.
 func (w *Writer) Ref() string { return w.cfg.Namespace + "/" + w.cfg.Name }
 
-// Result is what Apply did.
-type Result struct {
-	// Written is false when the WasmPlugin held the model already.
-	Written bool
-	// ResourceVersion of the object after Apply.
-	ResourceVersion string
-	// ObjectBytes is the object's size as JSON with the model in.
-	ObjectBytes int
+// Target is one workload and the WasmPlugin that carries its section.
+type Target struct {
+	// Workload is the filter's workload name ("name.namespace").
+	Workload string
+	// Object is the WasmPlugin's name; Selector its workload selector
+	// (nil for the template itself, attached by targetRefs).
+	Object   string
+	Selector map[string]string
 }
 
-// owned is the pluginConfig keys and values the writer sends for a model.
-func (w *Writer) owned(encoded []byte) (map[string]any, error) {
-	c := w.cfg.Base
-	c.WithModel(encoded)
-	// The filter's own parser must accept what is written; the workload is
-	// the filter's node metadata, unknown here, so any name stands in.
-	if _, err := c.Settings("wasmplugin-check"); err != nil {
+// Result is what Sync did.
+type Result struct {
+	// Targets is the number of workloads served; Written, Deleted and
+	// Unchanged count the WasmPlugins written, deleted and left as they
+	// were; Deferred those left for the next Sync (MaxWritesPerSync).
+	Targets, Written, Deleted, Unchanged, Deferred int
+	// LargestObject is the size (JSON) of the largest object written or
+	// checked.
+	LargestObject int
+	// Errors are the targets refused (too large, refused by the filter's
+	// parser), by workload; the others are written.
+	Errors []error
+}
+
+// owned is the pluginConfig a workload's filter gets: the template's keys,
+// the base's, the workload and its section (or learn mode without one).
+func (w *Writer) owned(tpl map[string]any, workload string, section []byte) (map[string]any, error) {
+	pc := map[string]any{}
+	for k, v := range tpl {
+		pc[k] = v
+	}
+	base, err := w.cfg.Base.Encode()
+	if err != nil {
+		return nil, err
+	}
+	var bm map[string]any
+	if err := json.Unmarshal(base, &bm); err != nil {
+		return nil, err
+	}
+	for k, v := range bm {
+		pc[k] = v
+	}
+	pc["workload"] = workload
+	delete(pc, "model")
+	if section != nil {
+		pc["model"] = base64.StdEncoding.EncodeToString(section)
+	} else if m, _ := pc["mode"].(string); m != "" && m != string(pluginconfig.ModeLearn) {
+		// No model yet: learn, so that it ships what the first model is
+		// trained on (monitor and enforce need a model).
+		pc["mode"] = string(pluginconfig.ModeLearn)
+	}
+	doc, err := json.Marshal(pc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pluginconfig.Parse(doc, workload); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 	}
-	b, err := c.Encode()
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return pc, nil
 }
 
-// Apply puts the encoded model sha into the WasmPlugin's pluginConfig,
-// unless it is there already. A model that would take the object over its
-// budget is refused (ErrTooLarge) and the object is left as it was.
-func (w *Writer) Apply(ctx context.Context, sha string, encoded []byte) (Result, error) {
-	want, err := w.owned(encoded)
-	if err != nil {
-		return Result{}, fmt.Errorf("WasmPlugin %s, model %.12s: %w", w.Ref(), sha, err)
+// objectName is the WasmPlugin of a workload (DNS subdomain, 253 at most).
+func objectName(template, workload string) string {
+	n := template + "-" + strings.ToLower(workload)
+	if len(n) <= 253 && validName(n) {
+		return n
 	}
-	wp, err := w.ic.ExtensionsV1alpha1().WasmPlugins(w.cfg.Namespace).Get(ctx, w.cfg.Name, metav1.GetOptions{})
+	sum := sha256.Sum256([]byte(workload))
+	return template + "-" + hex.EncodeToString(sum[:10])
+}
+
+func validName(n string) bool {
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return n != "" && n[0] != '-' && n[len(n)-1] != '-'
+}
+
+// labelValue is a workload as a label value (63 characters at most).
+func labelValue(workload string) string {
+	if len(workload) <= 63 && validLabel(workload) {
+		return workload
+	}
+	sum := sha256.Sum256([]byte(workload))
+	return hex.EncodeToString(sum[:16])
+}
+
+func validLabel(v string) bool {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// targets lists the workloads of the template: its namespace's
+// Deployments, StatefulSets and DaemonSets, or the one its targetRefs
+// attach it to.
+func (w *Writer) targets(ctx context.Context, tpl *unstructured.Unstructured) ([]Target, error) {
+	ns := tpl.GetNamespace()
+	spec, _ := tpl.Object["spec"].(map[string]any)
+	if refs, _ := spec["targetRefs"].([]any); len(refs) > 0 {
+		if len(refs) > 1 {
+			return nil, fmt.Errorf("%w %s is attached to %d targets: a filter takes one workload's section, so attach it to one (the waypoint)", ErrTemplate, w.Ref(), len(refs))
+		}
+		ref, _ := refs[0].(map[string]any)
+		name, _ := ref["name"].(string)
+		if name == "" {
+			return nil, fmt.Errorf("%w %s: its targetRef has no name", ErrTemplate, w.Ref())
+		}
+		return []Target{{Workload: name + "." + ns, Object: tpl.GetName()}}, nil
+	}
+	sel, _ := spec["selector"].(map[string]any)
+	ml, _ := sel["matchLabels"].(map[string]any)
+	if len(ml) != 1 || ml[LabelTemplate] != TemplateSelectorValue {
+		return nil, fmt.Errorf(`%w %s selects workloads itself (selector %v): meshward gives each workload a WasmPlugin of its own, so the template must select none — set its spec.selector.matchLabels to {%s: "%s"} (manifests/istio/base), or attach it to a waypoint by targetRefs`,
+			ErrTemplate, w.Ref(), ml, LabelTemplate, TemplateSelectorValue)
+	}
+	var out []Target
+	add := func(kind, name string, s *metav1.LabelSelector) {
+		if s == nil || len(s.MatchLabels) == 0 || len(s.MatchExpressions) > 0 {
+			// A WasmPlugin selects by labels only.
+			w.log.Warn("wasmplugin: a workload whose selector is not matchLabels only gets no WasmPlugin", "kind", kind, "namespace", ns, "name", name)
+			return
+		}
+		wl := name + "." + ns
+		out = append(out, Target{Workload: wl, Object: objectName(tpl.GetName(), name), Selector: s.MatchLabels})
+	}
+	apps := w.kc.AppsV1()
+	deps, err := apps.Deployments(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing the Deployments of %s: %w", ns, err)
+	}
+	for _, d := range deps.Items {
+		add("Deployment", d.Name, d.Spec.Selector)
+	}
+	sts, err := apps.StatefulSets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing the StatefulSets of %s: %w", ns, err)
+	}
+	for _, s := range sts.Items {
+		add("StatefulSet", s.Name, s.Spec.Selector)
+	}
+	dss, err := apps.DaemonSets(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing the DaemonSets of %s: %w", ns, err)
+	}
+	for _, d := range dss.Items {
+		add("DaemonSet", d.Name, d.Spec.Selector)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Workload < out[b].Workload })
+	return out, nil
+}
+
+// desired is the WasmPlugin meshward applies for a target.
+func (w *Writer) desired(tpl *unstructured.Unstructured, t Target, pc map[string]any) map[string]any {
+	spec := map[string]any{}
+	if t.Selector == nil {
+		spec["pluginConfig"] = pc
+	} else {
+		tspec, _ := tpl.Object["spec"].(map[string]any)
+		for k, v := range tspec {
+			switch k {
+			case "selector", "targetRefs", "targetRef", "pluginConfig":
+			default:
+				spec[k] = v
+			}
+		}
+		sel := map[string]any{}
+		for k, v := range t.Selector {
+			sel[k] = v
+		}
+		spec["selector"] = map[string]any{"matchLabels": sel}
+		spec["pluginConfig"] = pc
+	}
+	sum, _ := json.Marshal(spec)
+	digest := sha256.Sum256(sum)
+	meta := map[string]any{"name": t.Object, "namespace": tpl.GetNamespace(),
+		"annotations": map[string]any{AnnotationOwned: hex.EncodeToString(digest[:])}}
+	if t.Selector != nil {
+		meta["labels"] = map[string]any{LabelManagedBy: FieldManager, LabelTemplate: tpl.GetName(), LabelWorkload: labelValue(t.Workload)}
+		meta["annotations"].(map[string]any)[AnnotationWorkload] = t.Workload
+	}
+	return map[string]any{"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin", "metadata": meta, "spec": spec}
+}
+
+// Source reads of one release, cached by version.
+type release struct {
+	version  string
+	sections map[string]string
+	encoded  map[string][]byte // by sha
+}
+
+// Syncer keeps the WasmPlugins on the release in force, on the leader only.
+type Syncer struct {
+	W   *Writer
+	Src Source
+	// Leading says whether this replica leads; only the leader writes.
+	Leading func() bool
+
+	mu      sync.Mutex
+	rel     *release
+	refused map[string]string // workload → owned digest refused already
+}
+
+// Sync writes, when this replica leads, every WasmPlugin of the template's
+// workloads that lacks its section of the release in force (or learn mode
+// before any), and deletes those of workloads gone. A target refused (too
+// large, or refused by the filter's parser) is reported in Result.Errors,
+// once per section, and left as it was; the others are written.
+func (s *Syncer) Sync(ctx context.Context) (Result, error) {
+	var res Result
+	if s.Leading != nil && !s.Leading() {
+		return res, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.W
+	tpl, err := w.dc.Resource(GVR).Namespace(w.cfg.Namespace).Get(ctx, w.cfg.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return Result{}, fmt.Errorf("WasmPlugin %s not found: install it first (kubectl apply --server-side -k manifests/istio/base); meshward only writes its pluginConfig", w.Ref())
+		return res, fmt.Errorf("WasmPlugin %s not found: install it first (kubectl apply --server-side -k manifests/istio/base); meshward writes a WasmPlugin per workload from it", w.Ref())
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("reading WasmPlugin %s: %w", w.Ref(), err)
+		return res, fmt.Errorf("reading WasmPlugin %s: %w", w.Ref(), err)
 	}
-	current := map[string]any{}
-	if wp.Spec.PluginConfig != nil {
-		current = wp.Spec.PluginConfig.AsMap()
-	}
-	// The object as it would be, to hold it to the budget.
-	next := map[string]any{}
-	for k, v := range current {
-		next[k] = v
-	}
-	for k, v := range want {
-		next[k] = v
-	}
-	size, err := objectSize(wp, next)
+	targets, err := w.targets(ctx, tpl)
 	if err != nil {
-		return Result{}, err
+		return res, err
 	}
-	if holds(current, want) && ownsOnly(wp, want) {
-		return Result{ResourceVersion: wp.ResourceVersion, ObjectBytes: size}, nil
+	res.Targets = len(targets)
+	if err := s.loadRelease(ctx); err != nil {
+		return res, err
 	}
-	if size > w.cfg.MaxObjectBytes {
-		err := fmt.Errorf("WasmPlugin %s, model %.12s (%d bytes encoded, %d in base64): %w: the object would be %d bytes, over the budget of %d (etcd refuses objects over 1.5 MiB); the model in the WasmPlugin is unchanged. Train a smaller model, or roll out by ECDS (-wasm-uri, manifests/istio-ecds)",
-			w.Ref(), sha, len(encoded), len(want["model"].(string)), ErrTooLarge, size, w.cfg.MaxObjectBytes)
-		w.event(ctx, wp, corev1.EventTypeWarning, "ModelTooLarge", "RefuseModel", err.Error())
-		return Result{ObjectBytes: size}, err
+	tplConfig, _, _ := unstructured.NestedMap(tpl.Object, "spec", "pluginConfig")
+	if len(targets) == 1 && targets[0].Selector == nil {
+		return s.syncAttached(ctx, tpl, targets[0], tplConfig, res)
 	}
-	body, err := json.Marshal(map[string]any{
-		"apiVersion": "extensions.istio.io/v1alpha1",
-		"kind":       "WasmPlugin",
-		"metadata":   map[string]any{"name": w.cfg.Name, "namespace": w.cfg.Namespace},
-		"spec":       map[string]any{"pluginConfig": want},
-	})
+	applied, err := w.managed(ctx, tpl)
 	if err != nil {
-		return Result{}, err
+		return res, err
 	}
+	if s.refused == nil {
+		s.refused = map[string]string{}
+	}
+	want := map[string]bool{}
+	for _, t := range targets {
+		want[t.Object] = true
+		section, sha, err := s.section(ctx, t.Workload)
+		if err != nil {
+			return res, err
+		}
+		pc, err := w.owned(tplConfig, t.Workload, section)
+		if err != nil {
+			res.Errors = append(res.Errors, fmt.Errorf("workload %s: %w", t.Workload, err))
+			continue
+		}
+		obj := w.desired(tpl, t, pc)
+		digest := obj["metadata"].(map[string]any)["annotations"].(map[string]any)[AnnotationOwned].(string)
+		if applied[t.Object] == digest {
+			res.Unchanged++
+			continue
+		}
+		body, err := json.Marshal(obj)
+		if err != nil {
+			return res, err
+		}
+		res.LargestObject = max(res.LargestObject, len(body))
+		if len(body) > w.cfg.MaxObjectBytes {
+			if s.refused[t.Workload] != digest {
+				s.refused[t.Workload] = digest
+				err := fmt.Errorf("workload %s, section %.12s: %w: the WasmPlugin %s would be %d bytes, over the budget of %d (etcd refuses objects over 1.5 MiB); its WasmPlugin is unchanged. Lower -max-section-bytes, or roll out by ECDS (manifests/istio-ecds)",
+					t.Workload, sha, ErrTooLarge, t.Object, len(body), w.cfg.MaxObjectBytes)
+				w.event(ctx, tpl.GetNamespace(), tpl.GetName(), string(tpl.GetUID()), corev1.EventTypeWarning, "ModelTooLarge", "RefuseModel", err.Error())
+				res.Errors = append(res.Errors, err)
+			}
+			continue
+		}
+		if res.Written >= w.cfg.MaxWritesPerSync {
+			res.Deferred++
+			continue
+		}
+		out, err := w.apply(ctx, t.Object, body)
+		if err != nil {
+			return res, fmt.Errorf("server-side apply of the WasmPlugin of %s: %w", t.Workload, err)
+		}
+		res.Written++
+		w.log.Info("wasmplugin: model written", "audit", true, "wasmplugin", tpl.GetNamespace()+"/"+t.Object, "workload", t.Workload,
+			"section_sha256", sha, "mode", pc["mode"], "object_bytes", len(body), "resource_version", out.GetResourceVersion(), "field_manager", FieldManager)
+		note := fmt.Sprintf("meshward wrote the section %.12s of workload %s (mode %v) into spec.pluginConfig", sha, t.Workload, pc["mode"])
+		if sha == "" {
+			note = fmt.Sprintf("meshward wrote the configuration of workload %s, in learn mode until a model is in force", t.Workload)
+		}
+		w.event(ctx, out.GetNamespace(), out.GetName(), string(out.GetUID()), corev1.EventTypeNormal, "ModelApplied", "ApplyModel", note)
+	}
+	for name := range applied {
+		if want[name] {
+			continue
+		}
+		err := w.dc.Resource(GVR).Namespace(tpl.GetNamespace()).Delete(ctx, name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return res, fmt.Errorf("deleting the WasmPlugin %s/%s of a workload gone: %w", tpl.GetNamespace(), name, err)
+		}
+		res.Deleted++
+		w.log.Info("wasmplugin: deleted, its workload is gone", "audit", true, "wasmplugin", tpl.GetNamespace()+"/"+name, "field_manager", FieldManager)
+	}
+	return res, nil
+}
+
+// loadRelease reads the release in force, when it changed.
+func (s *Syncer) loadRelease(ctx context.Context) error {
+	v, err := s.Src.Current(ctx)
+	if err != nil {
+		return fmt.Errorf("wasmplugin: reading the model in force: %w", err)
+	}
+	if v == "" {
+		s.rel = nil
+		return nil
+	}
+	if s.rel != nil && s.rel.version == v {
+		return nil
+	}
+	secs, err := s.Src.ReleaseSections(ctx, v)
+	if err != nil {
+		return fmt.Errorf("wasmplugin: reading release %.12s: %w", v, err)
+	}
+	s.rel = &release{version: v, sections: secs, encoded: map[string][]byte{}}
+	return nil
+}
+
+// section is a workload's section of the release in force (its own, else
+// the fallback; nil before any model).
+func (s *Syncer) section(ctx context.Context, workload string) ([]byte, string, error) {
+	if s.rel == nil {
+		return nil, "", nil
+	}
+	name := workload
+	sha, ok := s.rel.sections[name]
+	if !ok {
+		name = models.GlobalWorkload
+		if sha, ok = s.rel.sections[name]; !ok {
+			return nil, "", nil
+		}
+	}
+	if b, ok := s.rel.encoded[sha]; ok {
+		return b, sha, nil
+	}
+	b, err := s.Src.Section(ctx, name, sha)
+	if err != nil {
+		return nil, "", fmt.Errorf("wasmplugin: reading the section %.12s of %s: %w", sha, name, err)
+	}
+	s.rel.encoded[sha] = b
+	return b, sha, nil
+}
+
+// managed lists the WasmPlugins meshward made from the template, by name,
+// with the digest of what it applied (metadata only: their specs are not
+// read).
+func (w *Writer) managed(ctx context.Context, tpl *unstructured.Unstructured) (map[string]string, error) {
+	list, err := w.md.Resource(GVR).Namespace(tpl.GetNamespace()).List(ctx, metav1.ListOptions{
+		LabelSelector: LabelManagedBy + "=" + FieldManager + "," + LabelTemplate + "=" + tpl.GetName()})
+	if err != nil {
+		return nil, fmt.Errorf("listing the WasmPlugins meshward made from %s: %w", w.Ref(), err)
+	}
+	out := make(map[string]string, len(list.Items))
+	for _, o := range list.Items {
+		out[o.Name] = o.Annotations[AnnotationOwned]
+	}
+	return out, nil
+}
+
+// apply server-side applies a WasmPlugin meshward owns.
+func (w *Writer) apply(ctx context.Context, name string, body []byte) (*unstructured.Unstructured, error) {
 	force := true
-	out, err := w.ic.ExtensionsV1alpha1().WasmPlugins(w.cfg.Namespace).Patch(ctx, w.cfg.Name, types.ApplyPatchType, body,
+	return w.dc.Resource(GVR).Namespace(w.cfg.Namespace).Patch(ctx, name, types.ApplyPatchType, body,
 		metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
-	if err != nil {
-		return Result{}, fmt.Errorf("server-side apply of the model %.12s to WasmPlugin %s: %w", sha, w.Ref(), err)
+}
+
+// syncAttached writes the waypoint's section into a template attached by
+// targetRefs, owning only the keys it sends.
+func (s *Syncer) syncAttached(ctx context.Context, tpl *unstructured.Unstructured, t Target, tplConfig map[string]any, res Result) (Result, error) {
+	w := s.W
+	section, sha, err := s.section(ctx, t.Workload)
+	if err != nil || section == nil {
+		// Before any model the template, as installed, is the filter's
+		// configuration (learn mode).
+		return res, err
 	}
-	prev := modelSHA(current["model"])
-	w.log.Info("wasmplugin: model written", "audit", true, "wasmplugin", w.Ref(), "sha256", sha, "previous_sha256", prev,
-		"mode", want["mode"], "model_bytes", len(encoded), "object_bytes", size,
-		"resource_version", out.ResourceVersion, "field_manager", FieldManager)
-	w.event(ctx, out, corev1.EventTypeNormal, "ModelApplied", "ApplyModel",
-		fmt.Sprintf("meshward wrote model %.12s (was %.12s, %d bytes, mode %v) into spec.pluginConfig", sha, prev, len(encoded), want["mode"]))
-	return Result{Written: true, ResourceVersion: out.ResourceVersion, ObjectBytes: size}, nil
+	pc, err := w.owned(tplConfig, t.Workload, section)
+	if err != nil {
+		res.Errors = append(res.Errors, fmt.Errorf("workload %s: %w", t.Workload, err))
+		return res, nil
+	}
+	// Only the keys meshward sets, not the template's own.
+	send := map[string]any{"workload": pc["workload"]}
+	if m, ok := pc["model"]; ok {
+		send["model"] = m
+	}
+
+	for k := range w.baseKeys() {
+		send[k] = pc[k]
+	}
+	if holds(tplConfig, send) && ownsOnly(tpl, send) {
+		res.Unchanged++
+		return res, nil
+	}
+	next := map[string]any{}
+	for k, v := range tplConfig {
+		next[k] = v
+	}
+	for k, v := range send {
+		next[k] = v
+	}
+	size, err := objectSize(tpl, next)
+	if err != nil {
+		return res, err
+	}
+	res.LargestObject = size
+	if size > w.cfg.MaxObjectBytes {
+		err := fmt.Errorf("workload %s, section %.12s: %w: the WasmPlugin %s would be %d bytes, over the budget of %d (etcd refuses objects over 1.5 MiB); it is unchanged",
+			t.Workload, sha, ErrTooLarge, w.Ref(), size, w.cfg.MaxObjectBytes)
+		if s.refused[t.Workload] != sha {
+			if s.refused == nil {
+				s.refused = map[string]string{}
+			}
+			s.refused[t.Workload] = sha
+			w.event(ctx, tpl.GetNamespace(), tpl.GetName(), string(tpl.GetUID()), corev1.EventTypeWarning, "ModelTooLarge", "RefuseModel", err.Error())
+			res.Errors = append(res.Errors, err)
+		}
+		return res, nil
+	}
+	body, err := json.Marshal(map[string]any{"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+		"metadata": map[string]any{"name": tpl.GetName(), "namespace": tpl.GetNamespace()}, "spec": map[string]any{"pluginConfig": send}})
+	if err != nil {
+		return res, err
+	}
+	out, err := w.apply(ctx, tpl.GetName(), body)
+	if err != nil {
+		return res, fmt.Errorf("server-side apply of the section %.12s to WasmPlugin %s: %w", sha, w.Ref(), err)
+	}
+	res.Written++
+	w.log.Info("wasmplugin: model written", "audit", true, "wasmplugin", w.Ref(), "workload", t.Workload, "section_sha256", sha,
+		"object_bytes", size, "resource_version", out.GetResourceVersion(), "field_manager", FieldManager)
+	w.event(ctx, out.GetNamespace(), out.GetName(), string(out.GetUID()), corev1.EventTypeNormal, "ModelApplied", "ApplyModel",
+		fmt.Sprintf("meshward wrote the section %.12s of workload %s into spec.pluginConfig", sha, t.Workload))
+	return res, nil
+}
+
+// baseKeys are the pluginConfig keys the base configuration sets.
+func (w *Writer) baseKeys() map[string]bool {
+	b, _ := w.cfg.Base.Encode()
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	out := map[string]bool{}
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
 
 // holds reports whether current has every key of want with the same value
@@ -239,10 +672,9 @@ func holds(current, want map[string]any) bool {
 
 // ownsOnly reports whether meshward's applied fields under pluginConfig
 // are no more than the keys of want. A key it owned before and no longer
-// sends (a threshold dropped from the base, say) needs a write: server-side
-// apply then removes it.
-func ownsOnly(wp *extv1alpha1.WasmPlugin, want map[string]any) bool {
-	for _, mf := range wp.ManagedFields {
+// sends needs a write: server-side apply then removes it.
+func ownsOnly(wp *unstructured.Unstructured, want map[string]any) bool {
+	for _, mf := range wp.GetManagedFields() {
 		if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
 			continue
 		}
@@ -251,7 +683,7 @@ func ownsOnly(wp *extv1alpha1.WasmPlugin, want map[string]any) bool {
 				PluginConfig map[string]json.RawMessage `json:"f:pluginConfig"`
 			} `json:"f:spec"`
 		}
-		if err := json.Unmarshal(mf.FieldsV1.Raw, &tree); err != nil {
+		if err := json.Unmarshal(mf.FieldsV1.GetRawBytes(), &tree); err != nil {
 			return false
 		}
 		for k := range tree.Spec.PluginConfig {
@@ -267,98 +699,39 @@ func ownsOnly(wp *extv1alpha1.WasmPlugin, want map[string]any) bool {
 
 // objectSize is the length of wp as JSON with pluginConfig replaced,
 // without managedFields (the server adds its own few hundred bytes).
-func objectSize(wp *extv1alpha1.WasmPlugin, pluginConfig map[string]any) (int, error) {
+func objectSize(wp *unstructured.Unstructured, pluginConfig map[string]any) (int, error) {
 	c := wp.DeepCopy()
-	c.ManagedFields = nil
-	c.Spec.PluginConfig = nil
-	b, err := json.Marshal(c)
+	c.SetManagedFields(nil)
+	if err := unstructured.SetNestedMap(c.Object, map[string]any{}, "spec", "pluginConfig"); err != nil {
+		return 0, err
+	}
+	b, err := json.Marshal(c.Object)
 	if err != nil {
-		return 0, fmt.Errorf("measuring WasmPlugin %s/%s: %w", wp.Namespace, wp.Name, err)
+		return 0, fmt.Errorf("measuring WasmPlugin %s/%s: %w", wp.GetNamespace(), wp.GetName(), err)
 	}
 	pc, err := json.Marshal(pluginConfig)
 	if err != nil {
 		return 0, err
 	}
-	return len(b) + len(pc) + len(`,"pluginConfig":`), nil
+	return len(b) + len(pc) - 2, nil
 }
 
-// modelSHA is the sha256 of a base64 model in a pluginConfig, "" if none.
-func modelSHA(v any) string {
-	s, _ := v.(string)
-	raw, err := base64.StdEncoding.DecodeString(s)
-	if s == "" || err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(raw)
-	return hex.EncodeToString(sum[:])
-}
-
-// event records an events.k8s.io/v1 Event on the WasmPlugin. A failure is
+// event records an events.k8s.io/v1 Event on a WasmPlugin. A failure is
 // logged, never returned: the write itself has happened.
-func (w *Writer) event(ctx context.Context, wp *extv1alpha1.WasmPlugin, typ, reason, action, note string) {
+func (w *Writer) event(ctx context.Context, ns, name, uid, typ, reason, action, note string) {
 	if len(note) > 1024 {
 		note = note[:1024]
 	}
 	now := time.Now()
 	ev := &eventsv1.Event{
-		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", wp.Name, now.UnixNano()), Namespace: wp.Namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%.200s.%x", name, now.UnixNano()), Namespace: ns},
 		EventTime:  metav1.NewMicroTime(now),
 		Regarding: corev1.ObjectReference{APIVersion: "extensions.istio.io/v1alpha1", Kind: "WasmPlugin",
-			Namespace: wp.Namespace, Name: wp.Name, UID: wp.UID, ResourceVersion: wp.ResourceVersion},
+			Namespace: ns, Name: name, UID: types.UID(uid)},
 		Type: typ, Reason: reason, Action: action, Note: note,
 		ReportingController: "meshward.io/control-plane", ReportingInstance: w.cfg.Identity,
 	}
-	if _, err := w.kc.EventsV1().Events(wp.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		w.log.Warn("wasmplugin: recording the Event failed", "wasmplugin", w.Ref(), "reason", reason, "err", err)
+	if _, err := w.kc.EventsV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		w.log.Warn("wasmplugin: recording the Event failed", "wasmplugin", ns+"/"+name, "reason", reason, "err", err)
 	}
-}
-
-// Source is where the model in force is read (store.Store).
-type Source interface {
-	Current(ctx context.Context) (string, error)
-	Model(ctx context.Context, sha string) ([]byte, error)
-}
-
-// Syncer keeps the WasmPlugin on the model in force, on the leader only.
-type Syncer struct {
-	W   *Writer
-	Src Source
-	// Leading says whether this replica leads; only the leader writes.
-	Leading func() bool
-
-	mu      sync.Mutex
-	sha     string // the model cached below
-	model   []byte
-	refused string // a model refused already (reported once)
-}
-
-// Sync writes the model in force when this replica leads and the
-// WasmPlugin lacks it. Nothing in force yet is not an error. A model
-// refused once (too large, or refused by the filter's parser) is not
-// retried until the model in force changes.
-func (s *Syncer) Sync(ctx context.Context) (Result, error) {
-	if s.Leading != nil && !s.Leading() {
-		return Result{}, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sha, err := s.Src.Current(ctx)
-	if err != nil {
-		return Result{}, fmt.Errorf("wasmplugin: reading the model in force: %w", err)
-	}
-	if sha == "" || sha == s.refused {
-		return Result{}, nil
-	}
-	if sha != s.sha {
-		b, err := s.Src.Model(ctx, sha)
-		if err != nil {
-			return Result{}, fmt.Errorf("wasmplugin: reading model %.12s: %w", sha, err)
-		}
-		s.sha, s.model = sha, b
-	}
-	r, err := s.W.Apply(ctx, sha, s.model)
-	if err != nil && (errors.Is(err, ErrTooLarge) || errors.Is(err, ErrRefused)) {
-		s.refused = sha
-	}
-	return r, err
 }

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 
@@ -11,6 +12,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -33,9 +35,19 @@ func Node(id, workload, namespace string) *corev3.Node {
 	return &corev3.Node{Id: id, Metadata: md}
 }
 
-// Dial opens an ADS stream to addr as node and subscribes to the filter.
+// Dial opens an ADS stream to addr as node, in plain text, and subscribes to
+// the filter.
 func Dial(addr string, node *corev3.Node) (*Client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return dialWith(addr, node, insecure.NewCredentials())
+}
+
+// DialTLS is Dial over TLS (tc holds the client certificate, for mTLS).
+func DialTLS(addr string, node *corev3.Node, tc *tls.Config) (*Client, error) {
+	return dialWith(addr, node, credentials.NewTLS(tc))
+}
+
+func dialWith(addr string, node *corev3.Node, creds credentials.TransportCredentials) (*Client, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, err
 	}

@@ -19,10 +19,11 @@ import (
 // service, not ADS. It must get the same per-workload configuration.
 func TestECDSServiceServesTheModel(t *testing.T) {
 	srv := startServer(t, 0)
-	enc, sha := model(t, 1)
-	if err := srv.Publish(enc); err != nil {
+	r, secs := release(t, 1, "reviews.shop")
+	if err := srv.Publish(context.Background(), r, secs); err != nil {
 		t.Fatal(err)
 	}
+	sha := r.Sections["reviews.shop"]
 	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestECDSServiceServesTheModel(t *testing.T) {
 // in learn mode (shipping to the collector), then the model once published.
 func TestLearnFirst(t *testing.T) {
 	srv, err := New(Config{WasmURI: "/etc/meshward/meshward.wasm", LearnFirst: true, Base: pluginconfig.Config{
-		Mode: pluginconfig.ModeMonitor, CollectorCluster: "meshward-collector", CollectorToken: "a-collector-token-0123"}})
+		Mode: pluginconfig.ModeMonitor, CollectorCluster: "meshward-collector"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,12 +73,12 @@ func TestLearnFirst(t *testing.T) {
 		t.Fatalf("before any model: version %q, settings %+v", resp.VersionInfo, s)
 	}
 	e.send(resp.VersionInfo, resp.Nonce, nil)
-	enc, sha := model(t, 1)
-	if err := srv.Publish(enc); err != nil {
+	r, secs := release(t, 1, "reviews.shop")
+	if err := srv.Publish(context.Background(), r, secs); err != nil {
 		t.Fatal(err)
 	}
 	resp, s = e.recv()
-	if resp.VersionInfo != sha || s.Mode != pluginconfig.ModeMonitor || s.Model == nil {
+	if resp.VersionInfo != r.Sections["reviews.shop"] || s.Mode != pluginconfig.ModeMonitor || s.Model == nil {
 		t.Fatalf("after publishing: version %q, mode %s", resp.VersionInfo, s.Mode)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 // TestRBACOverADS: a quarantine reaches the target's sidecars over ADS, as
@@ -31,10 +32,12 @@ func TestRBACOverADS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	enc, sha := model(t, 1)
-	if err := srv.Publish(enc); err != nil {
+	// Neither group has a section: both are served the fallback.
+	r, secs := release(t, 1, "other.shop")
+	if err := srv.Publish(context.Background(), r, secs); err != nil {
 		t.Fatal(err)
 	}
+	sha := r.Sections[models.GlobalWorkload]
 	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

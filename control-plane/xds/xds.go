@@ -1,15 +1,19 @@
 // Package xds serves the filter's configuration to Envoys over ADS (state of
 // the world and delta, github.com/envoyproxy/go-control-plane): the meshward
 // Wasm filter as an ECDS resource (TypedExtensionConfig carrying the Wasm
-// PluginConfig, the model inside its configuration), per node group — the
-// workload and namespace from the node's metadata. The snapshot version is
-// the model's sha256. NACKs are recorded and shown, not retried: a group
-// keeps the snapshot it has until a new model is published.
+// PluginConfig, the group's model section inside its configuration), per
+// node group — the workload and namespace from the node's metadata. Each
+// group receives only its workload's section (or the fallback section), and
+// the snapshot version is that section's sha256, so a release that changes
+// one workload's section pushes to that group only (release.go). NACKs are
+// recorded and shown, not retried: a group keeps the snapshot it has until
+// its section changes.
 package xds
 
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -29,13 +33,14 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/filter/pluginconfig"
-	"github.com/meshward/meshward/models"
 )
 
 // FilterName is the name of the ECDS resource (the filter's config_discovery
@@ -71,20 +76,57 @@ type Config struct {
 	// so there is traffic to train the first model on. Without it such a
 	// group gets nothing until a model is published.
 	LearnFirst bool
+	// GroupTTL is how long a node group no Envoy is connected for is
+	// kept (its snapshots with it); MaxGroups bounds the groups kept:
+	// past it, a new group makes room by forgetting the group idle the
+	// longest, and is refused when every group has an Envoy connected.
+	// Zero: DefaultGroupTTL, DefaultMaxGroups.
+	GroupTTL  time.Duration
+	MaxGroups int
+	// TLS, when set, serves ADS over TLS (with a client CA: mTLS).
+	TLS *tls.Config
+	// Identity is how a client's identity is known (auth.go); a node must
+	// then be one its identity speaks for (Binding), else it gets nothing.
+	Identity Identity
+	// Binding says which workloads an identity speaks for.
+	Binding identity.Binding
 }
+
+// Defaults of the node group bounds.
+const (
+	DefaultGroupTTL  = 10 * time.Minute
+	DefaultMaxGroups = 10_000
+)
+
+// ErrTooManyGroups refuses a node of a new group when MaxGroups groups all
+// have Envoys connected.
+var ErrTooManyGroups = errors.New("xds: too many node groups with Envoys connected")
 
 // LearnVersion is the snapshot version of the learn-mode configuration
 // LearnFirst serves before any model exists.
 const LearnVersion = "learn"
 
-// Validate reports every problem with the configuration.
+// ErrConfig is wrapped by every problem Validate reports.
+var ErrConfig = errors.New("xds")
+
+// Validate reports every problem with the configuration, naming the flags
+// of meshward serve that set the values.
 func (c Config) Validate() error {
 	var errs []error
 	if c.WasmURI == "" {
-		errs = append(errs, errors.New("wasm_uri: required (a local path, or a URL with wasm_sha256)"))
+		errs = append(errs, fmt.Errorf("%w: -wasm-uri is required (a local path, or a URL with -wasm-sha256)", ErrConfig))
 	}
 	if !(c.CanaryShare >= 0 && c.CanaryShare < 1) {
-		errs = append(errs, fmt.Errorf("canary_share %v is not in [0,1)", c.CanaryShare))
+		errs = append(errs, fmt.Errorf("%w: -canary-share %v is not in [0,1)", ErrConfig, c.CanaryShare))
+	}
+	if c.GroupTTL < 0 || c.MaxGroups < 0 {
+		errs = append(errs, fmt.Errorf("%w: -xds-group-ttl %v and -xds-max-groups %d must not be negative", ErrConfig, c.GroupTTL, c.MaxGroups))
+	}
+	if c.Base.CollectorToken != "" {
+		errs = append(errs, fmt.Errorf("%w: the plugin configuration carries a collector token: xDS serves no credential", ErrConfig))
+	}
+	if err := c.validateAuth(); err != nil {
+		errs = append(errs, fmt.Errorf("%w: %w", ErrConfig, err))
 	}
 	return errors.Join(errs...)
 }
@@ -155,13 +197,19 @@ type Server struct {
 	lis    net.Listener
 	mu     sync.Mutex
 	nacks  []NACK
-	model  []byte // the stable model
-	sha    string
-	canary []byte // the canary model, while a canary is out
-	csha   string // its sha256
+	served served // the releases served (release.go)
 	groups map[string]bool
 	rbac   map[string]*rbacfilterv3.RBAC // by group; absent: empty
-	nacked chan struct{}
+	// life is when each group last had a stream, and how many it has;
+	// streamGroups names the group of each open stream.
+	life         map[string]*groupLife
+	streamGroups map[int64]string
+	evicted      int64
+	nacked       chan struct{}
+	// streams are the open streams' identities; refused counts clients
+	// refused for theirs.
+	streams streamIdentities
+	refused int
 	// Addr is where the server listens, once started.
 	Addr string
 }
@@ -174,7 +222,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.CanaryShare == 0 {
 		cfg.CanaryShare = 0.1
 	}
-	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1)}
+	if cfg.GroupTTL == 0 {
+		cfg.GroupTTL = DefaultGroupTTL
+	}
+	if cfg.MaxGroups == 0 {
+		cfg.MaxGroups = DefaultMaxGroups
+	}
+	s := &Server{cfg: cfg, groups: map[string]bool{}, rbac: map[string]*rbacfilterv3.RBAC{}, nacked: make(chan struct{}, 1),
+		life: map[string]*groupLife{}, streamGroups: map[int64]string{}, served: newServed(),
+		streams: streamIdentities{ids: map[int64]streamID{}}}
 	s.cache = cachev3.NewSnapshotCache(true, nodeKey{s}, nil)
 	return s, nil
 }
@@ -186,18 +242,35 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 		return err
 	}
 	s.lis, s.Addr = lis, lis.Addr().String()
+	// Every stream's identity is read when it opens, and every request's
+	// node checked against it before anything is served (auth.go).
 	cb := serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, req *discoveryv3.DiscoveryRequest) error {
-			s.seen(req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
-			return nil
+		StreamOpenFunc:      func(ctx context.Context, id int64, _ string) error { return s.opened(ctx, id) },
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error { return s.opened(ctx, id) },
+		FetchRequestFunc: func(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+			return s.checkFetch(ctx, req.GetNode())
 		},
-		StreamDeltaRequestFunc: func(_ int64, req *discoveryv3.DeltaDiscoveryRequest) error {
-			s.seen(req.GetNode(), "", req.GetErrorDetail().GetMessage())
-			return nil
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if err := s.checkStream(id, req.GetNode()); err != nil {
+				return err
+			}
+			return s.seen(id, req.GetNode(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
 		},
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if err := s.checkStream(id, req.GetNode()); err != nil {
+				return err
+			}
+			return s.seen(id, req.GetNode(), "", req.GetErrorDetail().GetMessage())
+		},
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id); s.ended(id, time.Now()) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id); s.ended(id, time.Now()) },
 	}
 	srv := serverv3.NewServer(ctx, s.cache, cb)
-	s.grpc = grpc.NewServer()
+	var opts []grpc.ServerOption
+	if s.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.TLS)))
+	}
+	s.grpc = grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
 	// The ECDS service too: an Istio sidecar's ADS belongs to istiod, so an
 	// EnvoyFilter's config_discovery reaches meshward by a gRPC
@@ -207,12 +280,99 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	return nil
 }
 
-// seen notes a node's group (so a published model reaches it) and records a
-// NACK.
-func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
+// groupLife is what the bounds on node groups need of one group.
+type groupLife struct {
+	streams int
+	last    time.Time // when its last stream closed
+}
+
+// Groups returns how many node groups are kept, and how many were
+// forgotten (idle past GroupTTL, or making room under MaxGroups).
+func (s *Server) Groups() (kept int, evicted int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.groups), s.evicted
+}
+
+// GroupNames lists the node groups kept: the workloads whose Envoys
+// connected to this replica (a registry of the mesh, for training).
+func (s *Server) GroupNames() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.groupList()
+}
+
+// ended notes that a stream ended; its group may expire once it has none.
+func (s *Server) ended(id int64, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.streamGroups[id]
+	if !ok {
+		return
+	}
+	delete(s.streamGroups, id)
+	if l := s.life[g]; l != nil {
+		l.streams--
+		l.last = now
+	}
+}
+
+// admit makes room for a new group (s.mu held): groups idle past GroupTTL
+// are forgotten, then, at MaxGroups, the one idle the longest; with every
+// group connected, the new one is refused.
+func (s *Server) admit(g string, now time.Time) error {
+	var idlest string
+	var at time.Time
+	for name, l := range s.life {
+		if l.streams > 0 {
+			continue
+		}
+		if now.Sub(l.last) > s.cfg.GroupTTL {
+			s.forget(name)
+			continue
+		}
+		if idlest == "" || l.last.Before(at) {
+			idlest, at = name, l.last
+		}
+	}
+	if len(s.groups) < s.cfg.MaxGroups {
+		return nil
+	}
+	if idlest == "" {
+		return fmt.Errorf("%w (%d): node group %q refused", ErrTooManyGroups, s.cfg.MaxGroups, g)
+	}
+	s.forget(idlest)
+	return nil
+}
+
+// forget drops a group and its snapshots (s.mu held). Its quarantine
+// rules stay: the control plane sets them, not the Envoys.
+func (s *Server) forget(g string) {
+	delete(s.groups, g)
+	delete(s.life, g)
+	s.evicted++
+	for _, canary := range []bool{false, true} {
+		s.cache.ClearSnapshot(cacheKey(g, canary))
+	}
+}
+
+// seen notes a node's group (so a published model reaches it) and the
+// stream it came on, and records a NACK.
+func (s *Server) seen(id int64, node *corev3.Node, version, nackMsg string) error {
 	g := Group(node)
 	s.mu.Lock()
 	isNew := !s.groups[g]
+	if isNew {
+		if err := s.admit(g, time.Now()); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		s.life[g] = &groupLife{last: time.Now()}
+	}
+	if _, ok := s.streamGroups[id]; !ok {
+		s.streamGroups[id] = g
+		s.life[g].streams++
+	}
 	s.groups[g] = true
 	if nackMsg != "" {
 		s.nacks = append(s.nacks, NACK{Group: g, Node: node.GetId(), Version: version, Error: nackMsg, At: time.Now()})
@@ -224,36 +384,15 @@ func (s *Server) seen(node *corev3.Node, version, nackMsg string) {
 		default:
 		}
 	}
-	model, canary := s.model, s.canary
+	serving := s.served.stable != nil
 	s.mu.Unlock()
-	if isNew && model == nil && s.cfg.LearnFirst {
+	if isNew && !serving && s.cfg.LearnFirst {
 		_ = s.publishLearn(g)
 	}
-	if isNew && model != nil {
-		_ = s.publishGroup(cacheKey(g, false), g, model)
-		if canary == nil {
-			canary = model
-		}
-		_ = s.publishGroup(cacheKey(g, true), g, canary)
+	if isNew && serving {
+		_ = s.publishGroup(g)
 	}
-}
-
-// Publish makes an encoded model the configuration of every group that has
-// connected (and of every group that connects later).
-func (s *Server) Publish(encoded []byte) error {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return fmt.Errorf("refusing to publish: %w", err)
-	}
-	s.mu.Lock()
-	s.model, s.sha, s.canary, s.csha = encoded, m.SHA256(), nil, ""
-	groups := s.groupList()
-	s.mu.Unlock()
-	var errs []error
-	for _, g := range groups {
-		errs = append(errs, s.publishGroup(cacheKey(g, false), g, encoded), s.publishGroup(cacheKey(g, true), g, encoded))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (s *Server) groupList() []string {
@@ -263,98 +402,6 @@ func (s *Server) groupList() []string {
 	}
 	sort.Strings(groups)
 	return groups
-}
-
-// PublishCanary sends a candidate model to the canary share of every
-// group's nodes (Config.CanaryShare, by a stable hash of their ids); the
-// others keep the stable model until Promote, and Rollback returns the
-// canaries to it.
-func (s *Server) PublishCanary(encoded []byte) error {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return fmt.Errorf("refusing to publish: %w", err)
-	}
-	s.mu.Lock()
-	if s.model == nil {
-		s.mu.Unlock()
-		return errors.New("a canary needs a stable model to compare with: publish one first")
-	}
-	s.canary, s.csha = encoded, m.SHA256()
-	groups := s.groupList()
-	s.mu.Unlock()
-	var errs []error
-	for _, g := range groups {
-		errs = append(errs, s.publishGroup(cacheKey(g, true), g, encoded))
-	}
-	return errors.Join(errs...)
-}
-
-// Promote makes the canary model the stable one, for every node.
-func (s *Server) Promote() error {
-	s.mu.Lock()
-	canary := s.canary
-	s.mu.Unlock()
-	if canary == nil {
-		return errors.New("no canary to promote")
-	}
-	return s.Publish(canary)
-}
-
-// Rollback returns the canary nodes to the stable model.
-func (s *Server) Rollback() error {
-	s.mu.Lock()
-	stable := s.model
-	had := s.canary != nil
-	s.canary, s.csha = nil, ""
-	groups := s.groupList()
-	s.mu.Unlock()
-	if !had {
-		return errors.New("no canary to roll back")
-	}
-	var errs []error
-	for _, g := range groups {
-		errs = append(errs, s.publishGroup(cacheKey(g, true), g, stable))
-	}
-	return errors.Join(errs...)
-}
-
-// Apply makes what is served match a desired state — the stable model and
-// the canary (nil when none) — publishing only what differs, so a replica
-// can call it every time it reads the state from the store. A nil stable
-// model changes nothing: the last good snapshot stays.
-func (s *Server) Apply(stable, canary []byte) error {
-	if stable == nil {
-		return nil
-	}
-	m, err := models.Decode(stable)
-	if err != nil {
-		return fmt.Errorf("refusing to publish: %w", err)
-	}
-	if m.SHA256() != s.Version() {
-		if err := s.Publish(stable); err != nil {
-			return err
-		}
-	}
-	switch cur := s.CanaryVersion(); {
-	case canary == nil && cur != "":
-		return s.Rollback()
-	case canary != nil:
-		c, err := models.Decode(canary)
-		if err != nil {
-			return fmt.Errorf("refusing to publish the canary: %w", err)
-		}
-		if c.SHA256() != cur && c.SHA256() != m.SHA256() {
-			return s.PublishCanary(canary)
-		}
-	}
-	return nil
-}
-
-// CanaryVersion returns the canary model's sha256 ("" when none is out).
-func (s *Server) CanaryVersion() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.csha
 }
 
 // SetRBAC makes f the quarantine rules of a group's sidecars (nil: none),
@@ -372,18 +419,15 @@ func (s *Server) SetRBAC(group string, f *rbacfilterv3.RBAC) error {
 	} else {
 		s.rbac[group] = f
 	}
-	model, canary := s.model, s.canary
+	serving := s.served.stable != nil
 	s.mu.Unlock()
-	if model == nil {
+	if !serving {
 		if s.cfg.LearnFirst {
 			return s.publishLearn(group)
 		}
 		return nil
 	}
-	if canary == nil {
-		canary = model
-	}
-	return errors.Join(s.publishGroup(cacheKey(group, false), group, model), s.publishGroup(cacheKey(group, true), group, canary))
+	return s.publishGroup(group)
 }
 
 // RBACExtension builds the ECDS resource of a group's quarantine rules.
@@ -405,22 +449,6 @@ func (s *Server) RBACExtension(group string) (*corev3.TypedExtensionConfig, stri
 	sum := sha256.Sum256(b)
 	ext := &corev3.TypedExtensionConfig{Name: RBACName, TypedConfig: tc}
 	return ext, hex.EncodeToString(sum[:6]), ext.ValidateAll()
-}
-
-func (s *Server) publishGroup(key, group string, encoded []byte) error {
-	m, err := models.Decode(encoded)
-	if err != nil {
-		return err
-	}
-	res, err := s.Extension(group, encoded)
-	if err != nil {
-		return err
-	}
-	snap, err := s.snapshot(group, m.SHA256(), res)
-	if err != nil {
-		return err
-	}
-	return s.cache.SetSnapshot(context.Background(), key, snap)
 }
 
 // snapshot is what a group's nodes are served: the filter's extension and,
@@ -457,7 +485,7 @@ func (s *Server) publishLearn(group string) error {
 	// that got in first must not be overwritten by the learn configuration.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.model != nil {
+	if s.served.stable != nil {
 		return nil
 	}
 	var errs []error
@@ -473,7 +501,7 @@ func (s *Server) publishLearn(group string) error {
 func (s *Server) Extension(group string, encoded []byte) (*corev3.TypedExtensionConfig, error) {
 	c := s.cfg.Base
 	c.Workload = group
-	if encoded == nil {
+	if encoded == nil { // the group's section (or the fallback section)
 		c.Mode = pluginconfig.ModeLearn // no model yet: learn mode needs none
 	} else {
 		c.WithModel(encoded)
@@ -525,13 +553,6 @@ func (s *Server) NACKs() []NACK {
 
 // NACKed signals (without blocking the server) when a NACK is recorded.
 func (s *Server) NACKed() <-chan struct{} { return s.nacked }
-
-// Version returns the published model's sha256 ("" before any).
-func (s *Server) Version() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sha
-}
 
 // Close stops the server.
 func (s *Server) Close() {

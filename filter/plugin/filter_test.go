@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,12 +21,11 @@ import (
 )
 
 const (
-	collectorToken = "test-collector-token"
-	workload       = "reviews.shop"
-	frontend       = "spiffe://cluster.local/ns/shop/sa/frontend"
-	ratings        = "spiffe://cluster.local/ns/shop/sa/ratings"
-	attacker       = "spiffe://cluster.local/ns/shop/sa/compromised"
-	probeAddr      = "10.0.0.7"
+	workload  = "reviews.shop"
+	frontend  = "spiffe://cluster.local/ns/shop/sa/frontend"
+	ratings   = "spiffe://cluster.local/ns/shop/sa/ratings"
+	attacker  = "spiffe://cluster.local/ns/shop/sa/compromised"
+	probeAddr = "10.0.0.7"
 )
 
 // fixtureModel is a model of one workload, built by the real trainer (once:
@@ -68,7 +69,7 @@ func trainFixture() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return models.Encode(m)
+	return models.EncodeSection(m, workload)
 }
 
 // fixtureHeaders are the headers an ordinary in-mesh client sends.
@@ -81,7 +82,7 @@ func fixtureHeaders(i int) []models.Header {
 
 func config(t testing.TB, mode pluginconfig.Mode, model []byte) []byte {
 	t.Helper()
-	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken}
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector"}
 	if model != nil {
 		c.WithModel(model)
 	}
@@ -122,8 +123,11 @@ func TestBadConfigurationsAreRefused(t *testing.T) {
 		{"model truncated", `{"mode":"monitor","workload":"a","model":"` + b64(model[:30]) + `"}`, "model: invalid model", nil},
 		{"model missing in monitor", `{"mode":"monitor","workload":"a"}`, "model: required in monitor mode", nil},
 		{"model missing in enforce", `{"mode":"enforce","workload":"a"}`, "model: required in enforce mode", nil},
-		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector","collector_token":"0123456789abcdef"}`, "collector_cluster:", nil},
-		{"collector without token", `{"workload":"a","collector_cluster":"meshward-collector"}`, "collector_token must be set", nil},
+		{"collector cluster with spaces", `{"workload":"a","collector_cluster":"meshward collector"}`, "collector_cluster:", nil},
+		// No credential in a configuration: the collector knows the sidecar
+		// by its mTLS identity.
+		{"collector token", `{"workload":"a","collector_cluster":"meshward-collector","collector_token":"0123456789abcdef0123456789abcdef"}`, "collector_token is no longer accepted", nil},
+		{"sample rate below the collector's minimum", `{"workload":"a","sample_rate":0.0001}`, "shipping: sample_rate 0.0001 is not 0 or in [0.001,1]", nil},
 		{"sample rate above one", `{"workload":"a","sample_rate":1.5}`, "shipping: sample_rate 1.5", nil},
 		{"batch larger than buffer", `{"workload":"a","max_buffer":10,"batch_size":20}`, "shipping: max_buffer", nil},
 		{"workload missing", `{"mode":"learn"}`, "workload: not set", nil},
@@ -368,11 +372,16 @@ func TestSourceIdentityFallbacks(t *testing.T) {
 			{"uri san wins over address", map[string]string{"connection/uri_san_peer_certificate": frontend, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
 			{"source address without port", map[string]string{"source/address": probeAddr + ":51234"}, [2]string{}, false},
 			{"unknown address", map[string]string{"source/address": "10.9.9.9:1234"}, [2]string{}, true},
-			{"peer metadata id header", nil, [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~" + probeAddr + "~shop.svc.cluster.local"}, false},
+			// A header the client sends names nobody: the request is from an
+			// unknown caller (it would not be flagged, were the header read).
+			{"peer metadata id header", nil, [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~" + probeAddr + "~shop.svc.cluster.local"}, true},
+			{"forwarded client cert header", nil, [2]string{"x-forwarded-client-cert", "URI=" + probeAddr}, true},
 			// Istio's peer metadata (a known caller's name here, so that it is
-			// not flagged only if it was read), before the source address.
-			{"peer metadata workload", map[string]string{"filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
-			{"peer metadata workload and namespace", map[string]string{"filter_state/downstream_peer/workload": "healthz", "filter_state/downstream_peer/namespace": "probe"}, [2]string{}, true},
+			// not flagged only if it was read), before the source address,
+			// on an mTLS connection only.
+			{"peer metadata workload over mTLS", map[string]string{"connection/mtls": "\x01", "filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, false},
+			{"peer metadata workload without mTLS", map[string]string{"connection/mtls": "\x00", "filter_state/downstream_peer/workload": probeAddr, "source/address": "10.9.9.9:1234"}, [2]string{}, true},
+			{"peer metadata workload and namespace", map[string]string{"connection/mtls": "\x01", "filter_state/downstream_peer/workload": "healthz", "filter_state/downstream_peer/namespace": "probe"}, [2]string{}, true},
 			{"no identity at all", nil, [2]string{}, true},
 		}
 		for _, c := range cases {
@@ -389,6 +398,11 @@ func TestSourceIdentityFallbacks(t *testing.T) {
 				request(host, hs)
 				if got := counter(t, host, MetricFlagged) == 1; got != c.flag {
 					t.Errorf("flagged = %v, want %v", got, c.flag)
+				}
+				// Said so: an unidentified caller is counted.
+				unidentified := c.props["connection/uri_san_peer_certificate"] == "" && c.props["source/address"] == "" && c.props["connection/mtls"] != "\x01"
+				if n := counter(t, host, MetricUnidentified); (n == 1) != unidentified {
+					t.Errorf("unidentified = %d, want %v", n, unidentified)
 				}
 			})
 		}
@@ -475,8 +489,9 @@ func TestResponsePhaseRaisesTheScore(t *testing.T) {
 
 func TestUnscoredWhenModelCannotJudge(t *testing.T) {
 	// A model with a section for another workload only, and no fallback.
+	// Its section for this workload is the fallback, empty.
 	m := &models.Model{Workloads: map[string]*models.Workload{"other.ns": {Name: "other.ns", Sources: []string{"x"}, CalCenter: 1}}}
-	b, err := models.Encode(m)
+	b, err := models.EncodeSection(m, workload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -575,15 +590,32 @@ func TestCompiledModuleExports(t *testing.T) {
 	if _, ok := have["_start"]; ok {
 		t.Error("module exports _start: it was built as a command, not -buildmode=c-shared")
 	}
-	// The rename for the emulator works on a copy only.
+	// The rename for the emulator works on a copy only: the copy exports
+	// exactly what the file does, in the same order, but for _initialize
+	// under the name _start; the file's own exports are left as they were.
 	cmd, err := wasmhost.AsCommand(wasm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := wasmhost.Exports(wasm)
-	renamed, _ := wasmhost.Exports(cmd)
-	if len(again) != len(renamed) || again[0].Name != "_initialize" && renamed[0].Name != "_start" {
-		t.Errorf("rename changed the export count or the original")
+	again, err := wasmhost.Exports(wasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed, err := wasmhost.Exports(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(again, exports) {
+		t.Errorf("AsCommand changed the original module's exports:\n%v\nwant\n%v", again, exports)
+	}
+	wantCmd := slices.Clone(exports)
+	for i := range wantCmd {
+		if wantCmd[i].Name == "_initialize" {
+			wantCmd[i].Name = "_start"
+		}
+	}
+	if !reflect.DeepEqual(renamed, wantCmd) {
+		t.Errorf("the command's exports:\n%v\nwant\n%v", renamed, wantCmd)
 	}
 }
 

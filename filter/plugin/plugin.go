@@ -26,6 +26,9 @@ const (
 	// max_headers or max_header_bytes (monitor mode, or over_limit
 	// inspect).
 	MetricUninspected = "meshward_uninspected_bytes_total"
+	// MetricUnidentified counts requests whose caller nothing trustworthy
+	// named (scored as models.UnknownSource; never shipped in learn mode).
+	MetricUnidentified = "meshward_unidentified_total"
 	// MetricScore is a histogram of scores in thousandths (0–1000).
 	MetricScore = "meshward_score_permille"
 )
@@ -52,6 +55,7 @@ var Metrics = []Metric{
 	{MetricRequests, Counter}, {MetricFlagged, Counter}, {MetricDenied, Counter}, {MetricUnscored, Counter},
 	{MetricConfigRejected, Counter}, {MetricShipped, Counter}, {MetricDropped, Counter}, {MetricScore, Histogram},
 	{MetricUninspected, Counter},
+	{MetricUnidentified, Counter},
 }
 
 // Response headers and body of a denied request.
@@ -73,7 +77,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
-	shipped, dropped, uninspected                 proxywasm.MetricCounter
+	shipped, dropped, uninspected, unidentified   proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -144,7 +148,8 @@ func (p *pluginContext) defineMetrics() {
 		dropped:  proxywasm.DefineCounterMetric(Metrics[6].Name),
 		score:    proxywasm.DefineHistogramMetric(Metrics[7].Name),
 		// The uninspected bytes are flushed with the request count.
-		uninspected: proxywasm.DefineCounterMetric(Metrics[8].Name),
+		uninspected:  proxywasm.DefineCounterMetric(Metrics[8].Name),
+		unidentified: proxywasm.DefineCounterMetric(Metrics[9].Name),
 	}
 }
 
@@ -185,7 +190,7 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 	}
 	model := "none"
 	if s.Model != nil {
-		model = s.Model.SHA256()[:12] + " (" + strconv.Itoa(s.Model.Size()) + " bytes)"
+		model = s.Model.SHA256()[:12] + " (section of " + s.Model.SectionFor + ", " + strconv.Itoa(s.Model.Size()) + " bytes)"
 	}
 	proxywasm.LogInfof("meshward: started: mode=%s workload=%s threshold=%.3f model=%s", s.Mode, s.Workload, s.Threshold, model)
 	// Decoding the configuration left garbage: collect it now, not in the
@@ -306,8 +311,12 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	if s.Mode == pluginconfig.ModeLearn {
 		// Learning is recording: the request is read only to be shipped.
 		if s.CollectorCluster != "" {
+			// An unidentified caller is never learned as one.
 			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader, lim); err == nil {
-				h.learned = true
+				h.learned = h.req.Source != models.UnknownSource
+				if !h.learned {
+					m.unidentified.Increment(1)
+				}
 			}
 		}
 		return types.ActionContinue
@@ -319,6 +328,9 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		return types.ActionContinue
 	}
 	h.forged = hr.forged
+	if h.req.Source == models.UnknownSource {
+		m.unidentified.Increment(1)
+	}
 	if hr.uninspected > 0 {
 		p.pendingUninspected += uint64(hr.uninspected)
 		h.overLimit = true

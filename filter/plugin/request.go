@@ -106,7 +106,7 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 	if !havePath {
 		return hr, errNoPath
 	}
-	r.Source = sourceIdentity(r, bufs)
+	r.Source = sourceIdentity(bufs)
 	return hr, nil
 }
 
@@ -139,41 +139,52 @@ func (k *hostBuffers) release() {
 	k.n = 0
 }
 
-// sourceIdentity names the caller: the mTLS peer's URI SAN (a SPIFFE id in a
-// mesh), else Istio's peer metadata, else the source address without port.
-func sourceIdentity(r *models.Request, bufs *hostBuffers) string {
+// sourceIdentity names the caller from what Envoy itself establishes,
+// never from a header a client can send:
+//   - the peer certificate's URI SAN (connection.uri_san_peer_certificate:
+//     set only on a TLS connection whose client certificate Envoy verified;
+//     a SPIFFE ID in a mesh);
+//   - else Istio's peer metadata in filter state (downstream_peer), but only
+//     on an mTLS connection (connection.mtls): without mTLS Istio may have
+//     taken it from x-envoy-peer-metadata headers the client sent;
+//   - else the source address without its port (source.address: the TCP
+//     peer, which a header cannot change);
+//   - else models.UnknownSource, which the model has never seen as a caller
+//     (the request is scored as a new caller and counted in
+//     meshward_unidentified_total).
+func sourceIdentity(bufs *hostBuffers) string {
 	if san, err := goabi.Property(pathURISAN); err == nil && len(san) > 0 {
 		bufs.keep(san)
 		return bound(bytesString(san))
 	}
-	if wl, err := goabi.Property(pathPeerWorkload); err == nil && len(wl) > 0 {
-		bufs.keep(wl)
-		if ns, err := goabi.Property(pathPeerNamespace); err == nil && len(ns) > 0 {
-			defer goabi.Release(ns)
-			return bound(bytesString(wl) + "." + bytesString(ns))
-		}
-		return bound(bytesString(wl))
-	}
-	// Older Istio: "sidecar~10.0.0.1~name-pod.ns~ns.svc.cluster.local".
-	if id, ok := r.Header("x-envoy-peer-metadata-id"); ok {
-		parts := strings.Split(id, "~")
-		if len(parts) >= 3 && parts[2] != "" {
-			return bound(parts[2])
+	if mtls, err := goabi.Property(pathMTLS); err == nil {
+		verified := len(mtls) == 1 && mtls[0] == 1
+		goabi.Release(mtls)
+		if verified {
+			if wl, err := goabi.Property(pathPeerWorkload); err == nil && len(wl) > 0 {
+				bufs.keep(wl)
+				if ns, err := goabi.Property(pathPeerNamespace); err == nil && len(ns) > 0 {
+					defer goabi.Release(ns)
+					return bound(bytesString(wl) + "." + bytesString(ns))
+				}
+				return bound(bytesString(wl))
+			}
 		}
 	}
 	if addr, err := goabi.Property(pathSourceAddress); err == nil && len(addr) > 0 {
 		bufs.keep(addr)
 		return bound(stripPort(bytesString(addr)))
 	}
-	return "unknown"
+	return models.UnknownSource
 }
 
 // Property paths of the caller's identity, serialized once (segments joined
-// by NUL): the peer certificate's URI SAN, Istio's peer metadata, the source
-// address. proxywasm.GetProperty would serialize (and allocate) a path on
-// every request.
+// by NUL): the peer certificate's URI SAN, whether the connection is mTLS,
+// Istio's peer metadata, the source address. proxywasm.GetProperty would
+// serialize (and allocate) a path on every request.
 var (
 	pathURISAN        = []byte("connection\x00uri_san_peer_certificate")
+	pathMTLS          = []byte("connection\x00mtls")
 	pathPeerWorkload  = []byte("filter_state\x00downstream_peer\x00workload")
 	pathPeerNamespace = []byte("filter_state\x00downstream_peer\x00namespace")
 	pathSourceAddress = []byte("source\x00address")

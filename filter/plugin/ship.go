@@ -1,20 +1,23 @@
 package plugin
 
 import (
-	"encoding/base64"
-	"strconv"
+	"math/rand/v2"
+	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Shipping records to the collector. Each stream's record is encoded when
 // the stream ends (so the response's status and size are in it) if it was
-// flagged or falls in the sampled share; records wait in a bounded buffer;
+// flagged, is on a new edge (a source the model's section never saw
+// calling this workload, or a workload the model has no section of), or
+// falls in the sampled share: the lateral-movement detector behind the
+// collector must see every request on a new edge, a slow fan-out's too; records wait in a bounded buffer;
 // every tick one batch goes to the collector's cluster with DispatchHttpCall.
 // What does not fit the buffer is dropped and counted; a batch the collector
 // pushes back (503, or no answer) is kept and retried after a pause.
@@ -31,20 +34,26 @@ const (
 	MetricDropped = "meshward_records_dropped_total"
 )
 
-// collectorPath is the collector's batch endpoint.
-const collectorPath = "/v1/records"
+// keyHeader is the batch key's header as proxy-wasm hands headers over:
+// lower-case (HTTP/2).
+var keyHeader = strings.ToLower(record.IdempotencyKeyHeader)
 
 // shipper is the per-plugin record buffer.
 type shipper struct {
 	// version is what each record says it was scored with: the model's
 	// sha256, and the share of unflagged requests shipped, encoded once per
 	// configuration (the canary decision counts flagged rates per version).
-	version  recordVersion
+	version  record.Version
 	buf      [][]byte
 	inFlight int // records in the batch being sent; 0 when none
-	pause    int // ticks to wait before the next batch
-	rng      uint64
-	scratch  []byte // shapes being encoded
+	// retryN and key are the batch pushed back last: it is sent again as
+	// it was, under the same Idempotency-Key, so the collector counts it
+	// once however often it arrives.
+	retryN  int
+	key     string
+	pause   int // ticks to wait before the next batch
+	rng     uint64
+	scratch []byte // shapes being encoded
 }
 
 // sample reports whether an unflagged record falls in the shipped share.
@@ -71,34 +80,32 @@ func (p *pluginContext) enqueue(h *httpContext) {
 	}
 	v := &h.verdict
 	flagged := h.scored && v.Score > s.Threshold
-	if !flagged && !p.ship.sample(s.SampleRate) {
+	// Shipped whatever the sample, a record stands for itself.
+	whole := flagged || s.SampleRate < 1 && h.scored && newEdge(s, &h.req)
+	if !whole && !p.ship.sample(s.SampleRate) {
 		return
 	}
 	if len(p.ship.buf) >= s.MaxBuffer {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, &p.ship.version, &p.ship.scratch))
+	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch))
 }
 
-// recordVersion is the pre-encoded part of a record that says what it was
-// scored with.
-type recordVersion struct {
-	// model is `,"model":"<sha256>"` (empty without a model); rate is
-	// `,"sample_rate":<share>` (empty when every request is shipped).
-	model, rate []byte
+// newEdge says whether a request is on an edge the model never learned:
+// its workload has no section of its own (the global fallback scores it),
+// or the section never saw the source.
+func newEdge(s *pluginconfig.Settings, r *models.Request) bool {
+	return s.Section == nil || s.Section.Name != s.Workload || !s.Section.KnowsSource(r.Source)
 }
 
 // newRecordVersion encodes a configuration's version fields once.
-func newRecordVersion(s *pluginconfig.Settings) recordVersion {
-	var v recordVersion
+func newRecordVersion(s *pluginconfig.Settings) record.Version {
+	sha := ""
 	if s.Model != nil {
-		v.model = append([]byte(`,"model":`), appendJSONString(nil, s.Model.SHA256())...)
+		sha = s.Model.SHA256()
 	}
-	if s.SampleRate < 1 {
-		v.rate = strconv.AppendFloat([]byte(`,"sample_rate":`), s.SampleRate, 'g', -1, 64)
-	}
-	return v
+	return record.NewVersion(sha, s.SampleRate)
 }
 
 // sendBatch dispatches the next batch, if any and none is in flight.
@@ -112,6 +119,11 @@ func (p *pluginContext) sendBatch() {
 		return
 	}
 	n := min(len(p.ship.buf), s.BatchSize)
+	if p.ship.retryN > 0 {
+		n = min(p.ship.retryN, len(p.ship.buf))
+	} else {
+		p.ship.key = batchKey()
+	}
 	size := 0
 	for _, r := range p.ship.buf[:n] {
 		size += len(r) + 1
@@ -122,9 +134,11 @@ func (p *pluginContext) sendBatch() {
 		body = append(body, '\n')
 	}
 	headers := [][2]string{
-		{":method", "POST"}, {":path", collectorPath}, {":authority", "meshward-collector"},
-		{"content-type", "application/x-ndjson"}, {"authorization", "Bearer " + s.CollectorToken},
+		{":method", "POST"}, {":path", record.Path}, {":authority", "meshward-collector"},
+		{"content-type", record.ContentType}, {keyHeader, p.ship.key},
 	}
+	// No credential: the collector knows the sidecar by its mTLS identity
+	// (the collector cluster's client certificate, or Istio's mTLS).
 	if _, err := proxywasm.DispatchHttpCall(s.CollectorCluster, headers, body, nil, s.CollectorTimeoutMS, p.onBatchAnswer); err != nil {
 		proxywasm.LogWarnf("meshward: cannot reach the collector cluster %s: %v", s.CollectorCluster, err)
 		p.ship.pause = backoffTicks
@@ -154,91 +168,71 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 	case "200", "400":
 		p.metrics.shipped.Increment(uint64(n))
 		p.ship.buf = p.ship.buf[n:]
+		p.ship.retryN = 0
 		if status == "400" {
 			proxywasm.LogWarnf("meshward: the collector refused records of a batch (%d bytes of explanation)", bodySize)
 		}
 	default:
 		p.ship.pause = backoffTicks
+		p.ship.retryN = n
 	}
 }
 
-// encodeRecord writes one record as the collector's JSON line (store.Record).
-// An unflagged record stands for 1/sample_rate requests; a flagged one for
-// itself (all are shipped). scratch is reusable working memory for shapes;
-// the record itself is the only allocation.
-func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersion, scratch *[]byte) []byte {
-	// Cheap encodings: time and floats are formatted without the time and
-	// strconv float code, which is slow compiled to WebAssembly; the route
-	// and the shapes are built in place rather than as strings.
+// batchKey is a new batch's Idempotency-Key: 128 random bits (the runtime
+// seeds math/rand/v2 from the host's random_get), so two sidecars, or one
+// restarted, never reuse one.
+func batchKey() string {
+	const hex = "0123456789abcdef"
+	var b [32]byte
+	for i, r := 0, rand.Uint64(); i < 16; i, r = i+1, r>>4 {
+		b[i] = hex[r&15]
+	}
+	for i, r := 16, rand.Uint64(); i < 32; i, r = i+1, r>>4 {
+		b[i] = hex[r&15]
+	}
+	return string(b[:])
+}
+
+// encodeRecord writes one record as the collector's JSON line
+// (record.Record). A sampled record stands for 1/sample_rate requests; a
+// whole one (flagged, or on a new edge: all of those are shipped) for
+// itself. scratch is reusable working memory for shapes; the record itself
+// is the only allocation.
+func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *record.Version, scratch *[]byte) []byte {
+	// The route and the shapes are built in place rather than as strings.
 	var tbuf [models.MaxRouteBytes + 8]byte
 	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
 	b := make([]byte, 0, recordSize(r, route, v))
-	b = append(b, `{"ts_ns":`...)
-	b = strconv.AppendInt(b, time.Now().UnixNano(), 10)
-	b = append(b, `,"route":`...)
-	b = appendJSONString(b, route)
-	b = append(b, `,"score":`...)
-	b = appendFixed4(b, score)
-	b = append(b, `,"flagged":`...)
-	b = strconv.AppendBool(b, flagged)
-	if v != nil {
-		b = append(b, v.model...)
-		if !flagged {
-			b = append(b, v.rate...)
-		}
-	}
-	b = append(b, `,"request":{"Method":`...)
-	b = appendJSONString(b, r.Method)
-	b = append(b, `,"Path":`...)
-	b = appendJSONString(b, route)
-	b = append(b, `,"Query":`...)
+	b = record.AppendHead(b, time.Now().UnixNano(), route, score, flagged, v, !whole)
 	sc := (*scratch)[:0]
 	if r.Query != "" {
 		sc = models.AppendShapeQuery(sc, r.Query)
 	}
-	b = appendJSONString(b, bytesString(sc))
-	b = append(b, `,"Source":`...)
-	b = appendJSONString(b, r.Source)
-	b = append(b, `,"Destination":`...)
-	b = appendJSONString(b, r.Destination)
-	b = append(b, `,"Status":`...)
-	b = strconv.AppendInt(b, int64(r.Status), 10)
-	b = append(b, `,"RequestBytes":`...)
-	b = strconv.AppendInt(b, max(r.RequestBytes, int64(len(r.Body))), 10)
-	b = append(b, `,"ResponseBytes":`...)
-	b = strconv.AppendInt(b, r.ResponseBytes, 10)
+	var body []byte
 	if len(r.Body) > 0 {
-		// The body travels as its shape, as query values do (base64: a
-		// []byte in JSON).
-		b = append(b, `,"Body":"`...)
-		b = base64.StdEncoding.AppendEncode(b, models.ShapeBody(r))
-		b = append(b, '"')
+		// The body travels as its shape, as query values do.
+		body = models.ShapeBody(r)
 	}
-	b = append(b, `,"Headers":[`...)
+	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
+		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body)
 	n := 0
 	for _, h := range r.Headers {
 		if models.SkipHeader(h.Name) || n == models.MaxShippedHeaders {
 			continue
 		}
-		if n > 0 {
-			b = append(b, ',')
-		}
-		n++
-		b = append(b, `{"Name":`...)
-		b = appendJSONString(b, h.Name)
-		b = append(b, `,"Value":`...)
-		if h.Name == "content-type" && len(h.Value) <= models.MaxShippedContentType {
+		value := h.Value
+		if h.Name != "content-type" || len(h.Value) > models.MaxShippedContentType {
 			// A media type names a format, not data, and the trainer
-			// needs it to read the body as the filter will.
-			b = appendJSONString(b, h.Value)
-		} else {
+			// needs it to read the body as the filter will; any other
+			// value travels as its shape.
 			sc = models.AppendShapeValue(sc[:0], h.Value)
-			b = appendJSONString(b, bytesString(sc))
+			value = bytesString(sc)
 		}
-		b = append(b, '}')
+		b = record.AppendHeader(b, n == 0, h.Name, value)
+		n++
 	}
 	*scratch = sc
-	return append(b, "]}}"...)
+	return record.AppendEnd(b)
 }
 
 // recordSize is about the length of a request's record, so that
@@ -247,10 +241,10 @@ func encodeRecord(r *models.Request, score float64, flagged bool, v *recordVersi
 // counts the fixed text generously and every variable part at its likely
 // size (query shapes may be percent-encoded, a body's shape is base64);
 // escaped bytes beyond that only cost a growth, as before.
-func recordSize(r *models.Request, route string, v *recordVersion) int {
+func recordSize(r *models.Request, route string, v *record.Version) int {
 	n := 320 + 2*len(route) + len(r.Method) + 3*len(r.Query) + len(r.Source) + len(r.Destination)
 	if v != nil {
-		n += len(v.model) + len(v.rate)
+		n += v.Len()
 	}
 	if len(r.Body) > 0 {
 		n += (min(len(r.Body), models.MaxBodyPrefix)*3)/2 + 16
@@ -262,58 +256,4 @@ func recordSize(r *models.Request, route string, v *recordVersion) int {
 		n += 24 + len(h.Name) + min(len(h.Value), models.MaxValueBytes)
 	}
 	return n
-}
-
-// appendJSONString writes s as a JSON string. Control bytes are escaped,
-// valid UTF-8 is kept, and a byte that is not valid UTF-8 becomes the code
-// point of the same number (so a hostile request cannot make the line
-// invalid JSON, and a shape's high-class bytes stay high-class).
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		// Runs of plain ASCII are copied at once.
-		j := i
-		for j < len(s) && s[j] >= 0x20 && s[j] < 0x7f && s[j] != '"' && s[j] != '\\' {
-			j++
-		}
-		b = append(b, s[i:j]...)
-		if i = j; i == len(s) {
-			break
-		}
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-			i++
-		case c < 0x20 || c == 0x7f:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-			i++
-		case c < 0x80:
-			b = append(b, c)
-			i++
-		default:
-			r, n := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && n <= 1 {
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-				i++
-				continue
-			}
-			b = append(b, s[i:i+n]...)
-			i += n
-		}
-	}
-	return append(b, '"')
-}
-
-// appendFixed4 writes x in [0,1] with four decimals.
-func appendFixed4(b []byte, x float64) []byte {
-	n := int64(x*10000 + 0.5)
-	if n >= 10000 {
-		return append(b, "1.0000"...)
-	}
-	if n < 0 {
-		n = 0
-	}
-	return append(b, '0', '.', byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
 }

@@ -8,14 +8,14 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
-	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
 	one := 1.0
-	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector", CollectorToken: collectorToken,
+	c := pluginconfig.Config{Mode: mode, Workload: workload, CollectorCluster: "meshward-collector",
 		SampleRate: &one, MaxBuffer: maxBuffer, BatchSize: 3}
 	if mode != pluginconfig.ModeLearn {
 		c.WithModel(fixtureModel(t))
@@ -29,8 +29,9 @@ func shipConfig(t *testing.T, mode pluginconfig.Mode, maxBuffer int) []byte {
 
 // TestRecordsAreShipped sends streams through the filter, ticks, and answers
 // the collector call: batches carry the records (no body, query values as
-// shapes) with the bearer token; a 503 keeps them for a later retry; a full
-// buffer drops and counts.
+// shapes), no credential, and an Idempotency-Key; a 503 keeps them for a
+// later retry, which sends the same batch under the same key; a new batch
+// gets a new key; a full buffer drops and counts.
 func TestRecordsAreShipped(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeMonitor, 4), props: peer(frontend)})
@@ -50,8 +51,12 @@ func TestRecordsAreShipped(t *testing.T) {
 		if c.Upstream != "meshward-collector" {
 			t.Errorf("upstream %q", c.Upstream)
 		}
-		if auth, _ := header(c.Headers, "authorization"); auth != "Bearer "+collectorToken {
-			t.Errorf("authorization %q", auth)
+		if auth, ok := header(c.Headers, "authorization"); ok {
+			t.Errorf("a credential in the batch: authorization %q", auth)
+		}
+		key, _ := header(c.Headers, "idempotency-key")
+		if len(key) != 32 {
+			t.Errorf("idempotency-key %q, want 32 hex digits", key)
 		}
 		if path, _ := header(c.Headers, ":path"); path != "/v1/records" {
 			t.Errorf(":path %q", path)
@@ -87,9 +92,19 @@ func TestRecordsAreShipped(t *testing.T) {
 		if len(calls) != 2 {
 			t.Fatalf("%d calls after the pause, want the retry", len(calls))
 		}
+		if k, _ := header(calls[1].Headers, "idempotency-key"); k != key || string(calls[1].Body) != string(c.Body) {
+			t.Errorf("the retry is not the same batch: key %q (first %q), %d bytes (first %d)", k, key, len(calls[1].Body), len(c.Body))
+		}
 		host.CallOnHttpCallResponse(calls[1].CalloutID, [][2]string{{":status", "200"}}, nil, []byte(`{"accepted":3}`))
-		if n := counter(t, host, MetricShipped); n != 3 {
+		if n := counter(t, host, MetricShipped); n != 3 { // counter() ticks: the last record goes
 			t.Errorf("shipped = %d, want 3", n)
+		}
+		calls = host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 3 {
+			t.Fatalf("%d calls, want the next batch", len(calls))
+		}
+		if k, _ := header(calls[2].Headers, "idempotency-key"); k == key || len(k) != 32 {
+			t.Errorf("the next batch's key %q (the first was %q)", k, key)
 		}
 	})
 }
@@ -110,14 +125,32 @@ func TestLearnModeShipsUnscored(t *testing.T) {
 	})
 }
 
+// A caller nothing trustworthy names is never learned: learn mode ships
+// nothing of it, and counts it.
+func TestLearnModeSkipsUnidentifiedCallers(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10)})
+		hs := append(get("/reviews/1"), [2]string{"x-envoy-peer-metadata-id", "sidecar~10.0.0.1~frontend-1.shop~shop.svc.cluster.local"})
+		_, id := request(host, hs)
+		host.CompleteHttpContext(id)
+		if n := counter(t, host, MetricUnidentified); n != 1 {
+			t.Errorf("unidentified = %d, want 1", n)
+		}
+		host.Tick()
+		if calls := host.GetCalloutAttributesFromContext(1); len(calls) != 0 {
+			t.Errorf("learn mode shipped an unidentified caller: %s", calls[0].Body)
+		}
+	})
+}
+
 // TestShippedRecordIsACollectorRecord decodes what the filter ships as the
 // collector does, so the two cannot drift.
 func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, 0.98765, true, nil, new([]byte))
-	var rec store.Record
+	line := encodeRecord(r, 0.98765, true, true, nil, new([]byte))
+	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
 	}
@@ -144,8 +177,8 @@ func TestShippedRecordIsTheShapedRequest(t *testing.T) {
 		{Method: "PUT", Path: "/r/1", Source: frontend, Destination: workload, Body: []byte(`{"a":"b c"}`),
 			Headers: []models.Header{{Name: "content-type", Value: "application/json"}, {Name: "cookie", Value: "s=1; t=2"}}},
 	} {
-		var rec store.Record
-		if err := json.Unmarshal(encodeRecord(r, 0.1, false, nil, new([]byte)), &rec); err != nil {
+		var rec record.Record
+		if err := json.Unmarshal(encodeRecord(r, 0.1, false, false, nil, new([]byte)), &rec); err != nil {
 			t.Fatal(err)
 		}
 		want := models.ShapeRequest(r)
@@ -161,7 +194,7 @@ func TestShippedRecordIsTheShapedRequest(t *testing.T) {
 // a form body), so encodeRecord never grows it: the line keeps the capacity
 // it was made with.
 func TestRecordIsAllocatedOnce(t *testing.T) {
-	v := recordVersion{model: []byte(`,"model":"` + strings.Repeat("7", 64) + `"`), rate: []byte(`,"sample_rate":0.05`)}
+	v := record.NewVersion(strings.Repeat("7", 64), 0.05)
 	r := &models.Request{Method: "GET", Path: "/reviews/12345", Query: "lang=en", Source: frontend, Destination: workload}
 	for i := 2; i < len(benchHeaders); i++ {
 		r.Headers = append(r.Headers, models.Header{Name: benchHeaders[i][0], Value: benchHeaders[i][1]})
@@ -172,7 +205,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 	for _, r := range []*models.Request{r, &post} {
 		var tbuf [models.MaxRouteBytes + 8]byte
 		want := recordSize(r, string(models.AppendTemplate(tbuf[:0], r.Path)), &v)
-		line := encodeRecord(r, 0.5, false, &v, new([]byte))
+		line := encodeRecord(r, 0.5, false, false, &v, new([]byte))
 		if cap(line) != want {
 			t.Errorf("%s record of %d bytes grew from %d to %d bytes of capacity", r.Method, len(line), want, cap(line))
 		}
@@ -184,11 +217,11 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, 0.5, false, nil, new([]byte))
+	line := encodeRecord(r, 0.5, false, false, nil, new([]byte))
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}
-	var rec store.Record
+	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +246,7 @@ func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		half := 0.5
 		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
-			CollectorToken: collectorToken, SampleRate: &half, BatchSize: 100}
+			SampleRate: &half, BatchSize: 100}
 		c.WithModel(fixtureModel(t))
 		cfg, err := c.Encode()
 		if err != nil {
@@ -238,7 +271,7 @@ func TestShippedRecordsSayWhichModelScoredThem(t *testing.T) {
 		lines := strings.Split(strings.TrimSpace(string(calls[0].Body)), "\n")
 		unflagged := 0
 		for _, l := range lines {
-			var rec store.Record
+			var rec record.Record
 			if err := json.Unmarshal([]byte(l), &rec); err != nil {
 				t.Fatal(err)
 			}
@@ -280,7 +313,7 @@ func TestLearnModeShipsTheBodyShape(t *testing.T) {
 		if len(calls) != 1 {
 			t.Fatalf("%d calls", len(calls))
 		}
-		var rec store.Record
+		var rec record.Record
 		if err := json.Unmarshal(calls[0].Body[:len(calls[0].Body)-1], &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -289,6 +322,54 @@ func TestLearnModeShipsTheBodyShape(t *testing.T) {
 		}
 		if got, want := string(rec.Request.Body), models.ShapeQuery("stars=5&text=great+book"); got != want || rec.Request.RequestBytes != 23 {
 			t.Errorf("body %q (%d bytes), want the shape %q (23 bytes)", got, rec.Request.RequestBytes, want)
+		}
+	})
+}
+
+// TestNewEdgesAreShippedWhole: with a sample rate of 0 and a threshold
+// nothing reaches, requests from callers the model knows are not shipped,
+// while every request from a caller it never saw (a new edge) is, standing
+// for itself (no sample_rate): the detector behind the collector sees each
+// step of a slow fan-out, as it does replaying all the traffic.
+func TestNewEdgesAreShippedWhole(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		zero, never := 0.0, 1.0
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
+			SampleRate: &zero, Threshold: &never, MaxBuffer: 100, BatchSize: 100}
+		c.WithModel(fixtureModel(t))
+		conf, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, caller := range []struct {
+			principal string
+			want      int
+		}{{frontend, 0}, {attacker, 3}} {
+			t.Run(caller.principal, func(t *testing.T) {
+				host := e.mustStart(t, hostOpts{config: conf, props: peer(caller.principal)})
+				for i := 0; i < 3; i++ {
+					_, id := request(host, get("/reviews/12?lang=en"))
+					host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, true)
+					host.CompleteHttpContext(id)
+				}
+				host.Tick()
+				lines := 0
+				for _, call := range host.GetCalloutAttributesFromContext(1) {
+					for _, l := range strings.Split(strings.TrimSpace(string(call.Body)), "\n") {
+						var rec record.Record
+						if err := json.Unmarshal([]byte(l), &rec); err != nil {
+							t.Fatalf("record %q: %v", l, err)
+						}
+						if rec.Request.Source != caller.principal || rec.Flagged || rec.SampleRate != 0 || rec.Weight() != 1 {
+							t.Errorf("record %+v, want %s's, unflagged, standing for itself", rec, caller.principal)
+						}
+						lines++
+					}
+				}
+				if lines != caller.want {
+					t.Errorf("%d records shipped, want %d", lines, caller.want)
+				}
+			})
 		}
 	})
 }

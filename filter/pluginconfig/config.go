@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // Mode is what the filter does with a verdict.
@@ -62,8 +63,9 @@ const (
 	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultOverLimit denies what cannot be inspected, in enforce mode.
 	DefaultOverLimit = LimitDeny
-	// MaxConfigBytes bounds the whole document (the model dominates it).
-	MaxConfigBytes = 2 * models.MaxModelBytes
+	// MaxConfigBytes bounds the whole document (the model section
+	// dominates it: base64 of up to models.MaxSectionBytes).
+	MaxConfigBytes = 2 * models.MaxSectionBytes
 )
 
 // Sentinel errors; every validation error wraps one, so callers can tell
@@ -88,13 +90,19 @@ type Config struct {
 	// Threshold overrides the model's calibrated threshold: requests scored
 	// strictly above it are flagged (monitor) or denied (enforce). In (0,1].
 	Threshold *float64 `json:"threshold,omitempty"`
-	// Model is the encoded model (models.Encode), base64 (standard
-	// alphabet). Required in monitor and enforce.
+	// Model is the workload's section of the model (models.EncodeSection;
+	// the fallback section also serves any workload), base64 (standard
+	// alphabet). Required in monitor and enforce. A whole-mesh model, or the
+	// section of another workload, is refused.
 	Model string `json:"model,omitempty"`
 	// CollectorCluster is the Envoy cluster the filter ships records to;
 	// empty ships nothing.
 	CollectorCluster string `json:"collector_cluster,omitempty"`
-	// CollectorToken is the bearer token the collector expects.
+	// CollectorToken is refused: a credential never goes in a plugin
+	// configuration, which every reader of a config dump sees. The
+	// collector authenticates the sidecar by its mTLS identity instead
+	// (docs/security.md). The field remains so that a configuration
+	// still carrying one is refused by name rather than as unknown.
 	CollectorToken string `json:"collector_token,omitempty"`
 	// SampleRate is the share of unflagged requests shipped (flagged ones
 	// always are); default 0.05.
@@ -137,7 +145,9 @@ type Config struct {
 type Settings struct {
 	Mode      Mode
 	Threshold float64
-	Model     *models.Model // nil in learn mode without a model
+	// Model is the section decoded (Model.SectionFor says whose); nil in
+	// learn mode without a model.
+	Model *models.Model
 	// Section is the model's section for Workload (or its global fallback);
 	// nil when the model has neither, and every request is then unscored.
 	Section          *models.Workload
@@ -145,7 +155,6 @@ type Settings struct {
 	Workload         string
 	ScoreHeader      string
 	ResponseScore    bool
-	CollectorToken   string
 	SampleRate       float64
 	MaxBuffer        int
 	BatchSize        int
@@ -185,7 +194,6 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		Workload:           c.Workload,
 		ScoreHeader:        c.ScoreHeader,
 		ResponseScore:      c.ResponseScore,
-		CollectorToken:     c.CollectorToken,
 		SampleRate:         DefaultSampleRate,
 		MaxBuffer:          c.MaxBuffer,
 		BatchSize:          c.BatchSize,
@@ -235,7 +243,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		raw, err := base64.StdEncoding.DecodeString(c.Model)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%w: not standard base64: %v", ErrModel, err))
-		} else if s.Model, err = models.Decode(raw); err != nil {
+		} else if s.Model, err = models.DecodeSection(raw); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %v", ErrModel, err))
 		}
 	} else if s.Mode == ModeMonitor || s.Mode == ModeEnforce {
@@ -253,14 +261,13 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	if strings.ContainsFunc(c.CollectorCluster, isSpaceOrControl) {
 		errs = append(errs, fmt.Errorf("%w: %q contains white space or control characters", ErrCollectorCluster, c.CollectorCluster))
 	}
-	if c.CollectorCluster != "" && len(c.CollectorToken) < 16 {
-		errs = append(errs, fmt.Errorf("%w: collector_token must be set (16 characters or more) to ship to %s", ErrCollectorCluster, c.CollectorCluster))
+	if c.CollectorToken != "" {
+		errs = append(errs, fmt.Errorf("%w: collector_token is no longer accepted: credentials never go in a plugin configuration (the collector authenticates the sidecar by its mTLS identity)", ErrCollectorCluster))
 	}
-	if strings.ContainsFunc(c.CollectorToken, isSpaceOrControl) {
-		errs = append(errs, fmt.Errorf("%w: collector_token contains white space or control characters", ErrCollectorCluster))
-	}
-	if !(s.SampleRate >= 0 && s.SampleRate <= 1) {
-		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not in [0,1]", ErrShipping, s.SampleRate))
+	// Besides 0 (none), at least the wire's minimum: the collector refuses
+	// a record standing for more than 1/record.MinSampleRate requests.
+	if !(s.SampleRate == 0 || s.SampleRate >= record.MinSampleRate && s.SampleRate <= 1) {
+		errs = append(errs, fmt.Errorf("%w: sample_rate %v is not 0 or in [%v,1]", ErrShipping, s.SampleRate, record.MinSampleRate))
 	}
 	if s.MaxBuffer < 1 || s.MaxBuffer > 100_000 || s.BatchSize < 1 || s.BatchSize > s.MaxBuffer {
 		errs = append(errs, fmt.Errorf("%w: max_buffer %d must be in [1,100000] and batch_size %d in [1,max_buffer]", ErrShipping, s.MaxBuffer, s.BatchSize))
@@ -285,6 +292,10 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	default:
 		errs = append(errs, fmt.Errorf("%w: over_limit %q is not one of deny, inspect", ErrLimits, s.OverLimit))
 	}
+	if s.Model != nil && s.Workload != "" && s.Model.SectionFor != models.GlobalWorkload && s.Model.SectionFor != s.Workload {
+		errs = append(errs, fmt.Errorf("%w: the section is for workload %q, this filter serves workload %q (each workload takes its own section: meshward model config -workload %s)",
+			ErrModel, s.Model.SectionFor, s.Workload, s.Workload))
+	}
 	if !validHeaderName(s.ScoreHeader) {
 		errs = append(errs, fmt.Errorf("%w: %q is not a lower-case HTTP header name", ErrScoreHeader, s.ScoreHeader))
 	}
@@ -298,7 +309,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 // Encode returns the configuration as the JSON document the filter reads.
 func (c *Config) Encode() ([]byte, error) { return json.Marshal(c) }
 
-// WithModel sets Model to the base64 encoding of an encoded model.
+// WithModel sets Model to the base64 encoding of an encoded section.
 func (c *Config) WithModel(encoded []byte) *Config {
 	c.Model = base64.StdEncoding.EncodeToString(encoded)
 	return c

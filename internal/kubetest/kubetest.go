@@ -28,7 +28,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -95,6 +94,7 @@ func AssetsDir() string {
 // the test.
 func Start(t testing.TB) *Env {
 	t.Helper()
+	skipShort(t)
 	e, err := New()
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +105,16 @@ func Start(t testing.TB) *Env {
 		}
 	})
 	return e
+}
+
+// skipShort skips a test that needs the API server under go test -short
+// (make unit, the quick loop): starting etcd and kube-apiserver takes
+// seconds per package. make test runs without -short and skips nothing.
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a kube-apiserver: skipped under -short (make unit); make test runs it")
+	}
 }
 
 // New starts a server that lives until Stop; Start and Shared are the usual
@@ -258,11 +268,11 @@ func CRDPaths() ([]string, error) {
 	return paths, nil
 }
 
-// goCmd runs the go command (the one on PATH, else this toolchain's).
+// goCmd runs the go command on PATH.
 func goCmd(args ...string) (string, error) {
 	bin, err := exec.LookPath("go")
 	if err != nil {
-		bin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("the go command is not on PATH: %w", err)
 	}
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(bin, args...)
@@ -306,6 +316,7 @@ func Main(m *testing.M) int {
 // keep apart by namespace (Env.Namespace).
 func Shared(t testing.TB) *Env {
 	t.Helper()
+	skipShort(t)
 	shared.Lock()
 	defer shared.Unlock()
 	if !shared.inMain {

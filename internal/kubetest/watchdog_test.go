@@ -15,6 +15,7 @@ import (
 // TestWatchdogKillsOrphans: a test process that dies without stopping its
 // server (here: exits at once) leaves no kube-apiserver or etcd behind.
 func TestWatchdogKillsOrphans(t *testing.T) {
+	skipShort(t) // the child starts a kube-apiserver
 	if os.Getenv("KUBETEST_ORPHAN_CHILD") == "1" {
 		e, err := New()
 		if err != nil {

@@ -8,12 +8,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/meshward/meshward/internal/testdata"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/meshward/meshward/internal/devdata"
 	"github.com/meshward/meshward/models"
 )
 
@@ -179,7 +179,9 @@ func TestCRSRegression(t *testing.T) {
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
-	zw.Write([]byte(strings.Join(lines, "\n") + "\n"))
+	if _, err := zw.Write([]byte(strings.Join(lines, "\n") + "\n")); err != nil {
+		t.Fatal(err)
+	}
 	zw.Close()
 	writeFile(t, dir, crsFile, gz.Bytes())
 
@@ -402,7 +404,7 @@ func TestEncodersAndPlacements(t *testing.T) {
 // ../shared/data beside the repository, and the test is skipped, saying
 // so, only if that directory does not exist. Only counts are logged.
 func TestRealData(t *testing.T) {
-	dir := testdata.Dir(t, "")
+	dir := devdata.Dir(t, "")
 
 	sane := map[string][2]int{
 		HTTPParams:    {20000, 21000},

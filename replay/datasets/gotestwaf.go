@@ -311,7 +311,7 @@ var placements = map[string]placement{
 			panic(err) // a constant, valid boundary
 		}
 		fw, _ := w.CreateFormField("field") // writes to a bytes.Buffer cannot fail
-		fw.Write([]byte(v))
+		_, _ = fw.Write([]byte(v))
 		w.Close()
 		return post("/", w.FormDataContentType(), b.Bytes()), ""
 	},

@@ -12,8 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshward/meshward/control-plane/decide"
-	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/lateral"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
 	"github.com/meshward/meshward/replay/source"
@@ -41,11 +40,13 @@ type Report struct {
 	// FlaggedBySource counts flagged requests per source principal.
 	FlaggedBySource map[string]int `json:"flagged_by_source"`
 	// Incidents are the lateral movements the detector caught, with their
-	// principals and evidence; Decisions what meshward decided about each,
-	// and Policies the files written for them.
-	Incidents []*detect.Incident `json:"incidents"`
-	Decisions []decide.Decision  `json:"decisions"`
-	Policies  []string           `json:"policies,omitempty"`
+	// principals and evidence; Decisions what meshward decided about them
+	// (a decision carries its incident's ID; a decision a limit held back
+	// may be followed by the one made when the limit freed), and Policies
+	// the files written for them.
+	Incidents []*lateral.Incident `json:"incidents"`
+	Decisions []lateral.Decision  `json:"decisions"`
+	Policies  []string            `json:"policies,omitempty"`
 	// ControlPlane says how the model came to the filter when the replay
 	// ran through the control plane (meshward run): records collected,
 	// the training round, the rollout over xDS.
@@ -176,17 +177,22 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	if len(r.Incidents) > 0 {
 		fmt.Fprintf(w, "  incidents: %d\n", len(r.Incidents))
-		for i, inc := range r.Incidents {
+		// The last decision about an incident is what stands of it.
+		last := map[string]lateral.Decision{}
+		for _, d := range r.Decisions {
+			last[d.ID] = d
+		}
+		for _, inc := range r.Incidents {
 			var dsts []string
 			for _, e := range inc.NewEdges {
 				dsts = append(dsts, e.Destination)
 			}
-			verdict := "policy written"
-			if i < len(r.Decisions) {
-				if s := r.Decisions[i].Suppressed; s != "" {
-					verdict = "not fenced: " + s
+			verdict := "no decision"
+			if d, ok := last[inc.ID]; ok {
+				if d.Suppressed != "" {
+					verdict = "not fenced: " + d.Suppressed
 				} else {
-					verdict = string(r.Decisions[i].Mode) + " policy"
+					verdict = string(d.Mode) + " policy"
 				}
 			}
 			fmt.Fprintf(w, "    %s at %s: %s → new %s [%s] (%s)\n", inc.Principal, inc.Opened.Format(time.RFC3339), strings.Join(inc.Signals, ", "),

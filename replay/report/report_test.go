@@ -6,7 +6,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/meshward/meshward/lateral"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
 	"github.com/meshward/meshward/replay/source"
@@ -63,5 +65,34 @@ func TestReport(t *testing.T) {
 	r.WriteSummary(&buf)
 	if !strings.Contains(buf.String(), "ROC AUC 1.0000") || !strings.Contains(buf.String(), "sqli") {
 		t.Errorf("summary:\n%s", buf.String())
+	}
+}
+
+// The summary gives each incident its last decision, found by its ID: one a
+// limit held back and let through later reads as the policy it became.
+func TestSummaryGivesEachIncidentItsLastDecision(t *testing.T) {
+	recs, res := fixture()
+	r := New("native", &models.Model{Workloads: map[string]*models.Workload{}}, 0.5, []string{"f"}, recs, res, nil, 5)
+	opened := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	r.Incidents = []*lateral.Incident{
+		{ID: "held", Principal: "spiffe://td/ns/a/sa/x", Opened: opened, Signals: []string{"new_destinations=2"}, NewEdges: []lateral.Edge{{Destination: "p.a"}, {Destination: "q.a"}}},
+		{ID: "protected", Principal: "spiffe://td/ns/kube-system/sa/y", Opened: opened, Signals: []string{"denied=3"}},
+		{ID: "undecided", Principal: "spiffe://td/ns/b/sa/z", Opened: opened},
+	}
+	r.Decisions = []lateral.Decision{
+		{ID: "protected", Suppressed: "the source's namespace kube-system is protected"},
+		{ID: "held", Suppressed: "rate limit", Held: true},
+		{ID: "held", Mode: lateral.DryRun},
+	}
+	var buf bytes.Buffer
+	r.WriteSummary(&buf)
+	for _, want := range []string{
+		"spiffe://td/ns/a/sa/x at 2025-03-01T12:00:00Z: new_destinations=2 → new p.a, q.a [dry-run policy] (held)",
+		"[not fenced: the source's namespace kube-system is protected] (protected)",
+		"[no decision] (undecided)",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, buf.String())
+		}
 	}
 }

@@ -37,7 +37,6 @@ func BenchmarkRunner(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
 	var capture bytes.Buffer
 	pw, err := source.NewPcapWriter(&capture)
 	if err != nil {
@@ -78,7 +77,7 @@ func BenchmarkRunner(b *testing.B) {
 	b.Run("native", func(b *testing.B) { run(b, &Native{Model: m}) })
 	for _, p := range wazerohost.Profiles {
 		b.Run("wasm-"+string(p), func(b *testing.B) {
-			w, err := NewWasm(wasmPath, enc, 0, p)
+			w, err := NewWasm(wasmPath, m, 0, p)
 			if err != nil {
 				b.Fatal(err)
 			}

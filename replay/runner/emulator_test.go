@@ -21,14 +21,13 @@ import (
 // host of its own (and emulated sidecars still do): the same compiled filter
 // under the SDK's host emulator (proxytest), one destination at a time. It is
 // the reference the standalone host is checked against.
-func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record, profile wazerohost.Profile) []Result {
+func sdkEmulatorRun(t *testing.T, m *models.Model, recs []*source.Record, profile wazerohost.Profile) []Result {
 	t.Helper()
 	vm, err := wasmhost.LoadDirect(wasmPath, profile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer vm.Close()
-	model := (&pluginconfig.Config{}).WithModel(encodedModel).Model
 	out := make([]Result, len(recs))
 	byDst := map[string][]int{}
 	for i, r := range recs {
@@ -39,7 +38,11 @@ func sdkEmulatorRun(t *testing.T, encodedModel []byte, recs []*source.Record, pr
 		if workload == "" {
 			workload = source.DefaultDestination
 		}
-		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: model, ResponseScore: true}).Encode()
+		section, err := models.EncodeSection(m, workload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, ResponseScore: true}).WithModel(section).Encode()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,13 +87,12 @@ func TestStandaloneHostMatchesSDKEmulator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
-	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) { standaloneMatchesSDK(t, enc, recs, profile) })
+	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) { standaloneMatchesSDK(t, m, recs, profile) })
 }
 
-func standaloneMatchesSDK(t *testing.T, enc []byte, recs []*source.Record, profile wazerohost.Profile) {
-	want := sdkEmulatorRun(t, enc, recs, profile)
-	w, err := NewWasm(wasmPath, enc, 0, profile)
+func standaloneMatchesSDK(t *testing.T, m *models.Model, recs []*source.Record, profile wazerohost.Profile) {
+	want := sdkEmulatorRun(t, m, recs, profile)
+	w, err := NewWasm(wasmPath, m, 0, profile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,9 +133,8 @@ func TestWasmRunnerReportsARefusedConfiguration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
 	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) {
-		w, err := NewWasm(wasmPath, enc, 1.5, profile) // a threshold must lie in (0,1]
+		w, err := NewWasm(wasmPath, m, 1.5, profile) // a threshold must lie in (0,1]
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -87,13 +87,12 @@ func TestNativeAndWasmAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, _ := models.Encode(m)
-	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) { nativeAndWasmAgree(t, m, enc, replay, profile) })
+	forEachProfile(t, func(t *testing.T, profile wazerohost.Profile) { nativeAndWasmAgree(t, m, replay, profile) })
 }
 
-func nativeAndWasmAgree(t *testing.T, m *models.Model, enc []byte, replay []*source.Record, profile wazerohost.Profile) {
+func nativeAndWasmAgree(t *testing.T, m *models.Model, replay []*source.Record, profile wazerohost.Profile) {
 	native := &Native{Model: m}
-	wasm, err := NewWasm(wasmPath, enc, 0, profile)
+	wasm, err := NewWasm(wasmPath, m, 0, profile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -36,6 +37,10 @@ type Sidecars struct {
 	Batches map[int]int
 	// Dropped counts the records the filters dropped (buffer full).
 	Dropped uint64
+	// ClientTLS, when set, gives the TLS configuration (a client
+	// certificate: the workload's identity) a workload's sidecar calls the
+	// collector with, as Envoy's collector cluster does with SDS.
+	ClientTLS func(workload string) (*tls.Config, error)
 }
 
 // NewSidecars loads the compiled filter at path, on a host that answers as
@@ -76,7 +81,15 @@ func (s *Sidecars) Run(workload string, pluginConfig []byte, recs []*source.Reco
 	if host.StartPlugin() != types.OnPluginStartStatusOK {
 		return nil, fmt.Errorf("the filter refused its configuration for %s: %s", workload, strings.Join(host.GetCriticalLogs(), "; "))
 	}
-	f := &forwarder{s: s, host: host}
+	f := &forwarder{s: s, host: host, client: s.client}
+	if s.ClientTLS != nil {
+		tc, err := s.ClientTLS(workload)
+		if err != nil {
+			return nil, err
+		}
+		f.client = &http.Client{Timeout: s.client.Timeout, Transport: &http.Transport{TLSClientConfig: tc}}
+		defer f.client.CloseIdleConnections()
+	}
 	out := make([]Result, len(recs))
 	for i, r := range recs {
 		res, err := serveRequest(host, workload, &r.Request)
@@ -111,9 +124,10 @@ func (s *Sidecars) Run(workload string, pluginConfig []byte, recs []*source.Reco
 
 // forwarder delivers the filter's HTTP calls.
 type forwarder struct {
-	s    *Sidecars
-	host proxytest.HostEmulator
-	done int // callouts answered
+	s      *Sidecars
+	host   proxytest.HostEmulator
+	client *http.Client
+	done   int // callouts answered
 }
 
 // tick fires the filter's timer and answers the calls it made.
@@ -149,7 +163,7 @@ func (f *forwarder) forward(c *proxytest.HttpCalloutAttribute) error {
 		return err
 	}
 	req.Header = hdr
-	resp, err := f.s.client.Do(req)
+	resp, err := f.client.Do(req)
 	if err != nil {
 		// As Envoy does when the cluster cannot be reached: a 503 to the
 		// filter, which keeps the batch for a retry.

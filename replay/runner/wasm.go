@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
 
@@ -22,20 +24,23 @@ import (
 // so that one VM per core runs in parallel (the SDK's emulator keeps its
 // state in globals and runs one VM at a time). The verdict is read back from
 // the score and reason headers the filter adds, exactly as an upstream would
-// see them (scores have three decimals). Results are in input order, whatever
+// see them (scores have three decimals). Each workload's plugin is configured
+// as its sidecar would be: with its own section of the model (the fallback
+// section for a workload without one). Results are in input order, whatever
 // the parallelism.
 type Wasm struct {
 	wasm      []byte
 	cache     wazero.CompilationCache
-	model     string // base64 of the encoded model
+	model     *models.Model
 	threshold *float64
 	profile   wazerohost.Profile
 	// Workers is how many VMs score in parallel (default: one per CPU, at
 	// most maxWorkers).
 	Workers int
 
-	mu  sync.Mutex
-	vms []*vm // idle VMs, kept across runs
+	mu       sync.Mutex
+	vms      []*vm             // idle VMs, kept across runs
+	sections map[string]string // base64 of each workload's section, encoded once
 }
 
 // vm is one VM with the plugins started in it, one per workload: a
@@ -50,16 +55,15 @@ type vm struct {
 // maxWorkers bounds the VMs of one runner.
 const maxWorkers = 4
 
-// NewWasm loads the compiled filter at path, to score with the encoded model
-// on hosts that answer as the profile says. A threshold of 0 keeps the
-// model's own.
-func NewWasm(path string, encodedModel []byte, threshold float64, profile wazerohost.Profile) (*Wasm, error) {
+// NewWasm loads the compiled filter at path, to score with m (a whole model:
+// each workload's plugin gets its section of it) on hosts that answer as the
+// profile says. A threshold of 0 keeps the model's own.
+func NewWasm(path string, m *models.Model, threshold float64, profile wazerohost.Profile) (*Wasm, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), profile: profile}
-	w.model = (&pluginconfig.Config{}).WithModel(encodedModel).Model
+	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), model: m, sections: map[string]string{}, profile: profile}
 	if threshold != 0 {
 		w.threshold = &threshold
 	}
@@ -87,7 +91,7 @@ func (w *Wasm) Close() error {
 		v.Close()
 	}
 	w.vms = nil
-	return w.cache.Close(nil)
+	return w.cache.Close(context.Background())
 }
 
 // propSAN is the property the filter reads the caller's identity from.
@@ -182,7 +186,11 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 	}
 	root, ok := vm.roots[workload]
 	if !ok {
-		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: w.model, Threshold: w.threshold, ResponseScore: true}).Encode()
+		section, err := w.section(workload)
+		if err != nil {
+			return err
+		}
+		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: section, Threshold: w.threshold, ResponseScore: true}).Encode()
 		if err != nil {
 			return err
 		}
@@ -240,4 +248,21 @@ func verdictOf(headers [][2]string) Result {
 		}
 	}
 	return res
+}
+
+// section returns a workload's section of the model, base64, encoding it
+// the first time.
+func (w *Wasm) section(workload string) (string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s, ok := w.sections[workload]; ok {
+		return s, nil
+	}
+	b, err := models.EncodeSection(w.model, workload)
+	if err != nil {
+		return "", err
+	}
+	s := (&pluginconfig.Config{}).WithModel(b).Model
+	w.sections[workload] = s
+	return s, nil
 }

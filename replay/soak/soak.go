@@ -11,6 +11,8 @@ package soak
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -86,8 +88,9 @@ func (c Config) Validate() error {
 type Report struct {
 	Requests int
 	// Scored requests carried the filter's score header upstream;
-	// Unscored did not (an internal error let them through).
-	Scored, Unscored int
+	// Unscored did not (an internal error let them through); Learned were
+	// served under a learn-mode configuration, which scores nothing.
+	Scored, Unscored, Learned int
 	// Traps counts the calls into the module that trapped (each would have
 	// taken an Envoy VM down); TrapsInRequests those of a request, which
 	// then went upstream unscored. Trapped holds the first trap's message
@@ -114,7 +117,7 @@ func Run(wasm []byte, c Config) (*Report, error) {
 		return nil, err
 	}
 	cache := wazero.NewCompilationCache()
-	defer cache.Close(nil)
+	defer cache.Close(context.Background())
 	reps := make([]*Report, c.VMs)
 	errs := make([]error, c.VMs)
 	var wg sync.WaitGroup
@@ -134,6 +137,7 @@ func Run(wasm []byte, c Config) (*Report, error) {
 		out.Requests += r.Requests
 		out.Scored += r.Scored
 		out.Unscored += r.Unscored
+		out.Learned += r.Learned
 		out.Traps += r.Traps
 		out.TrapsInRequests += r.TrapsInRequests
 		if len(out.Trapped) == 0 {
@@ -161,6 +165,8 @@ type worker struct {
 	rep   *Report
 	cfg   []byte
 	batch int
+	// learning: the configuration in force is in learn mode.
+	learning bool
 }
 
 func runVM(wasm []byte, cache wazero.CompilationCache, c Config, k int) (*Report, error) {
@@ -204,6 +210,8 @@ func runVM(wasm []byte, cache wazero.CompilationCache, c Config, k int) (*Report
 			}
 		} else if _, ok := header(st.RequestHeaders, pluginconfig.DefaultScoreHeader); ok {
 			w.rep.Scored++
+		} else if w.learning {
+			w.rep.Learned++
 		} else {
 			w.rep.Unscored++
 		}
@@ -257,6 +265,9 @@ func (w *worker) update() error {
 		}
 	}
 	w.root = root
+	var mode struct{ Mode pluginconfig.Mode }
+	_ = json.Unmarshal(w.cfg, &mode)
+	w.learning = mode.Mode == "" || mode.Mode == pluginconfig.ModeLearn
 	w.rep.Memory[0] = append(w.rep.Memory[0], w.vm.MemoryBytes())
 	return nil
 }

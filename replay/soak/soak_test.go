@@ -3,6 +3,7 @@ package soak
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -36,16 +37,17 @@ const workload = "catalog.shop"
 var (
 	fixtureOnce sync.Once
 	fixture     struct {
-		small, large []byte // plugin configurations
-		traffic      []*source.Record
-		err          error
+		small, large, learn []byte // plugin configurations
+		traffic             []*source.Record
+		err                 error
 	}
 )
 
-// fixtures are the soak's configurations — a model of the generated shop
-// and one of a 400-service mesh, tens of times larger — and its traffic:
-// the generated shop's requests, attacks included.
-func fixtures(t testing.TB) ([]byte, []byte, []*source.Record) {
+// fixtures are the soak's configurations — the workload's section of a
+// model of the generated shop, its section of a 400-service mesh where
+// every service calls it (many times larger), and learn mode without a
+// model — and its traffic: the generated shop's requests, attacks included.
+func fixtures(t testing.TB) (small, large, learn []byte, traffic []*source.Record) {
 	t.Helper()
 	fixtureOnce.Do(func() {
 		shop, err := generate(gen.DefaultConfig())
@@ -66,12 +68,18 @@ func fixtures(t testing.TB) ([]byte, []byte, []*source.Record) {
 			fixture.err = err
 			return
 		}
-		fixture.large, fixture.err = monitorConfig(mesh)
+		if fixture.large, err = monitorConfig(mesh); err != nil {
+			fixture.err = err
+			return
+		}
+		all := 1.0
+		fixture.learn, fixture.err = (&pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: workload,
+			CollectorCluster: "meshward-collector", SampleRate: &all}).Encode()
 	})
 	if fixture.err != nil {
 		t.Fatal(fixture.err)
 	}
-	return fixture.small, fixture.large, fixture.traffic
+	return fixture.small, fixture.large, fixture.learn, fixture.traffic
 }
 
 func generate(c gen.Config) ([]*source.Record, error) {
@@ -82,12 +90,13 @@ func generate(c gen.Config) ([]*source.Record, error) {
 	return g.Generate(), nil
 }
 
-// meshGraph is a service graph of n services, each calling three others.
+// meshGraph is a service graph of n services, each calling three others
+// and the soak's workload (catalog).
 func meshGraph(n int) map[string][]string {
 	g := map[string][]string{}
 	for i := range n {
 		name := func(j int) string { return fmt.Sprintf("svc-%03d", j%n) }
-		g[name(i)] = []string{name(i + 1), name(i + 7), name(i + 31)}
+		g[name(i)] = []string{name(i + 1), name(i + 7), name(i + 31), "catalog"}
 	}
 	return g
 }
@@ -110,13 +119,13 @@ func monitorConfig(recs []*source.Record) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	enc, err := models.Encode(m)
+	enc, err := models.EncodeSection(m, workload)
 	if err != nil {
 		return nil, err
 	}
 	all := 1.0
 	return (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
-		CollectorToken: "soak-token-0123456789", SampleRate: &all}).WithModel(enc).Encode()
+		SampleRate: &all}).WithModel(enc).Encode()
 }
 
 func wasmFile(t testing.TB) []byte {
@@ -152,23 +161,28 @@ func TestMain(m *testing.M) {
 }
 
 func soakConfig(t testing.TB, p wazerohost.Profile) Config {
-	small, large, traffic := fixtures(t)
+	small, large, learn, traffic := fixtures(t)
+	t.Logf("configurations: %d, %d and %d bytes", len(small), len(large), len(learn))
 	c := DefaultConfig()
 	c.Profile = p
 	c.Requests, c.Updates = *soakRequests, *soakUpdates
 	c.TickEvery = 100
-	c.Configs = [][]byte{small, large}
+	c.Configs = [][]byte{small, large, learn, large}
 	c.Traffic, c.Workload = traffic, workload
 	return c
 }
 
 // On every Envoy host profile the filter survives a soak: requests all
-// along, configuration updates swapping a small model and one tens of times
-// larger (a new root context each, the old one done and deleted), a tick
+// along, configuration updates cycling through a small section, one twice
+// as large and learn mode without a model (a new root context each, the
+// old one done and deleted), a tick
 // per simulated second shipping to a collector that pushes back now and
 // then, many garbage collections — and no trap, every request scored, the
 // guest's memory steady.
 func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the soak runs in make test and make soak, not under -short (make unit)")
+	}
 	wasm := wasmFile(t)
 	for _, p := range wazerohost.Profiles {
 		t.Run(string(p), func(t *testing.T) {
@@ -182,8 +196,8 @@ func TestSoak(t *testing.T) {
 			if rep.Traps > 0 {
 				t.Fatalf("%d traps (%d in requests): %s", rep.Traps, rep.TrapsInRequests, strings.Join(rep.Trapped, "\n"))
 			}
-			if rep.Scored != rep.Requests || rep.Unscored != 0 {
-				t.Errorf("%d of %d requests scored, %d unscored", rep.Scored, rep.Requests, rep.Unscored)
+			if rep.Scored+rep.Learned != rep.Requests || rep.Unscored != 0 || rep.Scored == 0 || rep.Learned == 0 {
+				t.Errorf("%d of %d requests scored, %d learned (learn mode), %d unscored", rep.Scored, rep.Requests, rep.Learned, rep.Unscored)
 			}
 			if want := c.VMs * (c.Updates + 1); rep.Updates != want || rep.Refused != 0 {
 				t.Errorf("%d configurations started (%d refused), want %d", rep.Updates, rep.Refused, want)
@@ -236,6 +250,9 @@ func mib(ms [][]uint64) string {
 // (poll_oneoff answered ENOSYS, on which the runtime throws), and the same
 // build survives on envoy-1.39, whose host answers poll_oneoff.
 func TestUnpatchedRuntimeTrapsOnEnvoy133(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and soaks an unpatched filter: make test runs it, not -short (make unit)")
+	}
 	out := filepath.Join(t.TempDir(), "unpatched.wasm")
 	if err := wasmbuild.Build(out, "../../filter", wasmbuild.Options{Unpatched: true}); err != nil {
 		t.Fatal(err)
@@ -271,13 +288,13 @@ func TestUnpatchedRuntimeTrapsOnEnvoy133(t *testing.T) {
 // verdict one VM alone gives it, and between them ship every request's
 // record exactly once.
 func TestWorkersAgree(t *testing.T) {
-	small, _, traffic := fixtures(t)
+	small, _, _, traffic := fixtures(t)
 	wasm := wasmFile(t)
 	const workers, n = 4, 4000
 	for _, p := range wazerohost.Profiles {
 		t.Run(string(p), func(t *testing.T) {
 			cache := wazero.NewCompilationCache()
-			defer cache.Close(nil)
+			defer cache.Close(context.Background())
 			start := func() (*wazerohost.Standalone, uint32) {
 				vm, err := wazerohost.NewStandalone(wasm, cache, map[string][]byte{}, p)
 				if err != nil {

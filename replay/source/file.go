@@ -13,6 +13,8 @@ type FileOptions struct {
 	Overrides Overrides
 	// Identities maps addresses to workload names, for captures.
 	Identities map[string]string
+	// Limits bound what one entry may make a reader hold.
+	Limits Limits
 }
 
 // Formats lists the formats ReadFile reads.
@@ -40,16 +42,16 @@ func ReadFile(path string, opt FileOptions, emit func(*Record) error, bad func(P
 	name := filepath.Base(path)
 	switch format {
 	case FormatJSONL:
-		return ReadJSONL(br, name, opt.Overrides, emit, bad)
+		return ReadJSONLWith(br, name, opt.Overrides, opt.Limits, emit, bad)
 	case FormatHAR:
-		return ReadHAR(br, name, opt.Overrides, emit, bad)
+		return ReadHARWith(br, name, opt.Overrides, opt.Limits, emit, bad)
 	case FormatRaw:
 		return ReadRawHTTP(br, name, opt.Overrides, emit, bad)
 	case FormatJaegerCSV:
 		_, err := ReadJaegerCSV(br, name, opt.Overrides, emit, bad)
 		return err
 	case FormatJaegerJSON:
-		_, err := ReadJaegerJSON(br, name, opt.Overrides, emit, bad)
+		_, err := ReadJaegerJSONWith(br, name, opt.Overrides, opt.Limits, emit, bad)
 		return err
 	case FormatPcap:
 		return readPcapFile(br, name, opt, emit, bad)

@@ -59,28 +59,37 @@ type harNV struct {
 // "host" header when there is none. Pos is "name:entry N", N counting
 // entries from 1.
 func ReadHAR(r io.Reader, name string, o Overrides, emit func(*Record) error, bad func(Problem)) error {
+	return ReadHARWith(r, name, o, Limits{}, emit, bad)
+}
+
+// ReadHARWith is ReadHAR with other limits: an entry longer than
+// lim.MaxEntryBytes (DefaultMaxEntryBytes when zero) is reported and
+// skipped without being held in memory.
+func ReadHARWith(r io.Reader, name string, o Overrides, lim Limits, emit func(*Record) error, bad func(Problem)) error {
 	in, err := gunzipMaybe(r)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	dec := json.NewDecoder(in)
-	fail := func(where string, err error) error {
-		return fmt.Errorf("%s: %s (byte %d): %w", name, where, dec.InputOffset(), err)
+	max := lim.entryBytes(DefaultMaxEntryBytes)
+	el := newElements(in, max)
+	if err := el.enter("log", "entries"); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	if err := enterObjectKey(dec, "log"); err != nil {
-		return fail("top level", err)
-	}
-	if err := enterObjectKey(dec, "entries"); err != nil {
-		return fail("log", err)
-	}
-	if err := expectDelim(dec, '['); err != nil {
-		return fail("log.entries", err)
-	}
-	for n := 1; dec.More(); n++ {
+	var buf []byte
+	for n := 1; ; n++ {
 		pos := name + ":entry " + strconv.Itoa(n)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return fmt.Errorf("%s: %w (nothing after it can be read)", pos, err)
+		raw, tooBig, ok, err := el.next(buf[:0])
+		if err != nil {
+			return fmt.Errorf("%s: %w (byte %d; nothing after it can be read)", pos, err, el.off)
+		}
+		if !ok {
+			break
+		}
+		buf = raw
+		if tooBig {
+			lim.hit()
+			bad(Problem{Pos: pos, Err: fmt.Errorf("entry longer than %d bytes: skipped", max)})
+			continue
 		}
 		rec, err := parseHAREntry(raw)
 		if err != nil {
@@ -95,64 +104,6 @@ func ReadHAR(r io.Reader, name string, o Overrides, emit func(*Record) error, ba
 	}
 	// What follows the entries (pages, comments, …) is not needed.
 	return nil
-}
-
-// enterObjectKey reads the opening of an object and skips its members up
-// to and including the key, leaving the decoder at the key's value.
-func enterObjectKey(dec *json.Decoder, key string) error {
-	if err := expectDelim(dec, '{'); err != nil {
-		return err
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if k, _ := tok.(string); k == key {
-			return nil
-		}
-		if err := skipValue(dec); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("no %q member", key)
-}
-
-func expectDelim(dec *json.Decoder, d json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if tok != d {
-		return fmt.Errorf("found %v where %q was expected", tok, string(d))
-	}
-	return nil
-}
-
-// skipValue skips one JSON value token by token, holding none of it.
-func skipValue(dec *json.Decoder) error {
-	depth := 0
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return io.ErrUnexpectedEOF
-			}
-			return err
-		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-		if depth == 0 {
-			return nil
-		}
-	}
 }
 
 func parseHAREntry(raw json.RawMessage) (*Record, error) {

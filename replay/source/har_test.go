@@ -2,8 +2,8 @@ package source
 
 import (
 	"bytes"
-	"compress/gzip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,11 +65,7 @@ func readAllHAR(t testing.TB, in []byte) ([]*Record, []Problem, error) {
 }
 
 func TestReadHAR(t *testing.T) {
-	var zb bytes.Buffer
-	zw := gzip.NewWriter(&zb)
-	zw.Write([]byte(harFixture))
-	zw.Close()
-	for _, in := range map[string][]byte{"plain": []byte(harFixture), "gzip": zb.Bytes()} {
+	for _, in := range map[string][]byte{"plain": []byte(harFixture), "gzip": gz([]byte(harFixture))} {
 		recs, bad, err := readAllHAR(t, in)
 		if err != nil {
 			t.Fatal(err)
@@ -117,7 +113,11 @@ func TestReadHAR(t *testing.T) {
 
 func TestReadHARBroken(t *testing.T) {
 	// Truncated in the middle of the third entry: the first two are read.
-	in := harFixture[:strings.Index(harFixture, `"method": "POST", "url": "http://api.internal/login"`)]
+	cut := strings.Index(harFixture, `"method": "POST", "url": "http://api.internal/login"`)
+	if cut < 0 {
+		t.Fatal("the fixture lost its third entry")
+	}
+	in := harFixture[:cut]
 	recs, bad, err := readAllHAR(t, []byte(in))
 	if err == nil || !strings.Contains(err.Error(), "f.har:entry 3") {
 		t.Errorf("err %v, want one at entry 3", err)
@@ -140,11 +140,43 @@ func FuzzReadHAR(f *testing.F) {
 	f.Add([]byte(`{"log":{"entries":[{"request":{"method":"GET","url":"http://a/b?c"}}]}}`))
 	f.Add([]byte(`{"log":{"entries":[1,"x",null,{"request":null}]}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		ReadHAR(bytes.NewReader(in), "f", Overrides{}, func(r *Record) error {
+		_ = ReadHAR(bytes.NewReader(in), "f", Overrides{}, func(r *Record) error {
 			if r.Request.Method == "" || !strings.HasPrefix(r.Request.Path, "/") || len(r.Request.Body) > 4096 {
 				t.Fatalf("bad record %+v", r)
 			}
 			return nil
 		}, func(Problem) {})
 	})
+}
+
+// TestReadHAREntryLimit: an entry over the limit is reported and skipped
+// without being held; the entries after it are read.
+func TestReadHAREntryLimit(t *testing.T) {
+	huge := `{"request": {"method": "POST", "url": "http://a/big", "postData": {"text": "` + strings.Repeat("A", 4096) + `\"x"}}}`
+	in := `{"log": {"creator": {"name": "` + strings.Repeat("c", 5000) + `"}, "entries": [
+		{"request": {"method": "GET", "url": "http://a/first"}},
+		` + huge + `,
+		{"request": {"method": "GET", "url": "http://a/third", "headers": [{"name": "x", "value": "]}\"{["}]}}
+	], "after": 1}}`
+	var hits atomic.Int64
+	var paths []string
+	var bad []Problem
+	err := ReadHARWith(strings.NewReader(in), "f.har", Overrides{}, Limits{MaxEntryBytes: 1024, Hits: &hits}, func(r *Record) error {
+		paths = append(paths, r.Request.Path)
+		return nil
+	}, func(p Problem) { bad = append(bad, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(paths, " ") != "/first /third" || len(bad) != 1 || bad[0].Pos != "f.har:entry 2" || hits.Load() != 1 {
+		t.Errorf("read %v, problems %v, hits %d; want entry 2 skipped for its size", paths, bad, hits.Load())
+	}
+	// Under the default limit the same entry is read.
+	paths = nil
+	if err := ReadHAR(strings.NewReader(in), "f.har", Overrides{}, func(r *Record) error {
+		paths = append(paths, r.Request.Path)
+		return nil
+	}, func(p Problem) { t.Error(p) }); err != nil || len(paths) != 3 {
+		t.Errorf("default limit: %v %v", paths, err)
+	}
 }

@@ -188,7 +188,7 @@ func csvSpan(rec []string, need, cTrace, cSpan, cParent, cOp, cStart, cEnd, cDur
 	} else if cDur >= 0 {
 		us, err := strconv.ParseFloat(rec[cDur], 64)
 		if err != nil || us < 0 {
-			return sp, fmt.Errorf("Duration %q is not a number of microseconds", rec[cDur])
+			return sp, fmt.Errorf("column Duration: %q is not a number of microseconds", rec[cDur])
 		}
 		sp.dur = int64(us * 1e3)
 	}
@@ -244,28 +244,45 @@ type (
 // is "GET". A malformed trace or span is reported ("name:trace N" for the
 // Nth trace, "name:trace T span S") and skipped.
 func ReadJaegerJSON(r io.Reader, name string, o Overrides, emit func(*Record) error, bad func(Problem)) (JaegerStats, error) {
+	return ReadJaegerJSONWith(r, name, o, Limits{}, emit, bad)
+}
+
+// ReadJaegerJSONWith is ReadJaegerJSON with other limits: a trace longer
+// than lim.MaxEntryBytes (DefaultMaxEntryBytes when zero) is reported and
+// skipped without being held in memory.
+func ReadJaegerJSONWith(r io.Reader, name string, o Overrides, lim Limits, emit func(*Record) error, bad func(Problem)) (JaegerStats, error) {
 	var st JaegerStats
 	in, err := gunzipMaybe(r)
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", name, err)
 	}
-	dec := json.NewDecoder(in)
-	if err := enterObjectKey(dec, "data"); err != nil {
-		return st, fmt.Errorf("%s: top level (byte %d): %w", name, dec.InputOffset(), err)
-	}
-	if err := expectDelim(dec, '['); err != nil {
-		return st, fmt.Errorf("%s: data (byte %d): %w", name, dec.InputOffset(), err)
+	max := lim.entryBytes(DefaultMaxEntryBytes)
+	el := newElements(in, max)
+	if err := el.enter("data"); err != nil {
+		return st, fmt.Errorf("%s: %w", name, err)
 	}
 	var spans []span
-	for n := 1; dec.More(); n++ {
-		var t jaegerTrace
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return st, fmt.Errorf("%s:trace %d: %w (nothing after it can be read)", name, n, err)
+	var buf []byte
+	for n := 1; ; n++ {
+		raw, tooBig, ok, err := el.next(buf[:0])
+		if err != nil {
+			return st, fmt.Errorf("%s:trace %d: %w (byte %d; nothing after it can be read)", name, n, err, el.off)
 		}
+		if !ok {
+			break
+		}
+		buf = raw
+		pos := name + ":trace " + strconv.Itoa(n)
+		if tooBig {
+			st.Bad++
+			lim.hit()
+			bad(Problem{Pos: pos, Err: fmt.Errorf("trace longer than %d bytes: skipped", max)})
+			continue
+		}
+		var t jaegerTrace
 		if err := json.Unmarshal(raw, &t); err != nil {
 			st.Bad++
-			bad(Problem{Pos: name + ":trace " + strconv.Itoa(n), Err: fmt.Errorf("not a Jaeger trace: %v", err)})
+			bad(Problem{Pos: pos, Err: fmt.Errorf("not a Jaeger trace: %v", err)})
 			continue
 		}
 		for _, js := range t.Spans {

@@ -5,13 +5,15 @@ import (
 	"compress/gzip"
 	"errors"
 	"fmt"
-	"github.com/meshward/meshward/internal/testdata"
 	"io/fs"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meshward/meshward/internal/devdata"
 )
 
 const jaegerCSV = `TraceID,SpanID,ParentID,PodName,OperationName,StartTimeUnixNano,EndTimeUnixNano,Duration
@@ -53,8 +55,9 @@ func jsonReader(in []byte, name string, o Overrides, emit func(*Record) error, b
 func gz(b []byte) []byte {
 	var zb bytes.Buffer
 	zw := gzip.NewWriter(&zb)
-	zw.Write(b)
-	zw.Close()
+	// Writes to a bytes.Buffer cannot fail.
+	_, _ = zw.Write(b)
+	_ = zw.Close()
 	return zb.Bytes()
 }
 
@@ -170,6 +173,23 @@ func TestReadJaegerJSON(t *testing.T) {
 	}
 }
 
+// TestReadJaegerJSONTraceLimit: a trace over the limit is reported and
+// skipped; the traces after it are read.
+func TestReadJaegerJSONTraceLimit(t *testing.T) {
+	big := `{"traceID":"big","spans":[],"warnings":["` + strings.Repeat("w", 8192) + `"]}`
+	in := strings.Replace(jaegerJSON, `"data":[`, `"data":[`+big+`,`, 1)
+	if in == jaegerJSON {
+		t.Fatal("fixture changed: no data array")
+	}
+	var hits atomic.Int64
+	var bad []Problem
+	st, err := ReadJaegerJSONWith(strings.NewReader(in), "t.json", Overrides{}, Limits{MaxEntryBytes: 4096, Hits: &hits},
+		func(*Record) error { return nil }, func(p Problem) { bad = append(bad, p) })
+	if err != nil || st.Edges != 2 || hits.Load() != 1 || len(bad) == 0 || bad[0].Pos != "t.json:trace 1" || !strings.Contains(bad[0].Error(), "longer than 4096") {
+		t.Errorf("stats %+v, err %v, hits %d, problems %v", st, err, hits.Load(), bad)
+	}
+}
+
 func TestJaegerEmitError(t *testing.T) {
 	stop := errors.New("stop")
 	_, err := ReadJaegerCSV(strings.NewReader(jaegerCSV), "t", Overrides{}, func(*Record) error { return stop }, func(Problem) {})
@@ -196,7 +216,7 @@ func TestPodService(t *testing.T) {
 		"":                                    "",
 		"-x2x9k":                              "-x2x9k",
 		"api-2024":                            "api-2024",
-		" ts-seat-service-5c95b49cff-tdsdz ":  "ts-seat-service",
+		" ts-seat-service-5c95b49cff-tdsdz ":  "ts-seat-service", //nolint:gocritic // surrounding spaces are the case under test
 		"payments-api-7f9c8d6b5d-zz9tw-extra": "payments-api-7f9c8d6b5d-zz9tw-extra",
 		"ts-verification-code-service-7b6dc75c45-2z9p2": "ts-verification-code-service",
 	} {
@@ -206,8 +226,8 @@ func TestPodService(t *testing.T) {
 	}
 }
 
-// dataDir returns the shared data directory (see internal/testdata).
-func dataDir(t *testing.T) string { return testdata.Dir(t, "") }
+// dataDir returns the shared data directory (see internal/devdata).
+func dataDir(t *testing.T) string { return devdata.Dir(t, "") }
 
 // TestTrainTicketTraces reads every trace file of the TrainTicket data and
 // checks that the service graph has a sane size (the README: 28 services,

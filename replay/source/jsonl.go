@@ -15,7 +15,8 @@ import (
 	"github.com/meshward/meshward/models"
 )
 
-// MaxJSONLLine bounds one JSONL record.
+// MaxJSONLLine bounds one JSONL record by default (Limits.MaxEntryBytes
+// sets another bound).
 const MaxJSONLLine = 1 << 20
 
 // jsonlRecord is the JSONL request record. Only method and path are
@@ -37,37 +38,77 @@ type jsonlRecord struct {
 }
 
 // ReadJSONL reads JSONL request records, calling emit for each good one and
-// bad for each malformed line (which is skipped). It stops early only when
-// emit returns an error or the reader fails.
+// bad for each malformed line (which is skipped). A line longer than
+// MaxJSONLLine is reported with its number and skipped too, without being
+// held in memory. It stops early only when emit returns an error or the
+// reader fails.
 func ReadJSONL(r io.Reader, name string, o Overrides, emit func(*Record) error, bad func(Problem)) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), MaxJSONLLine)
-	line := 0
-	for sc.Scan() {
-		line++
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 || b[0] == '#' {
-			continue
+	return ReadJSONLWith(r, name, o, Limits{}, emit, bad)
+}
+
+// ReadJSONLWith is ReadJSONL with other limits (a line longer than
+// lim.MaxEntryBytes is skipped).
+func ReadJSONLWith(r io.Reader, name string, o Overrides, lim Limits, emit func(*Record) error, bad func(Problem)) error {
+	maxLine := lim.entryBytes(MaxJSONLLine)
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64*1024)
+	}
+	var buf []byte
+	for line := 1; ; line++ {
+		b, tooLong, err := readLine(br, buf[:0], maxLine)
+		buf = b[:0]
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s:%d: %w", name, line, err)
+		}
+		if len(b) == 0 && !tooLong && errors.Is(err, io.EOF) {
+			return nil
 		}
 		pos := name + ":" + strconv.Itoa(line)
-		rec, err := parseJSONL(b)
-		if err != nil {
-			bad(Problem{Pos: pos, Err: err})
+		switch b = bytes.TrimSpace(b); {
+		case tooLong:
+			lim.hit()
+			bad(Problem{Pos: pos, Err: fmt.Errorf("line longer than %d bytes: skipped", maxLine)})
+		case len(b) == 0 || b[0] == '#':
+		default:
+			rec, perr := parseJSONL(b)
+			if perr != nil {
+				bad(Problem{Pos: pos, Err: perr})
+				break
+			}
+			rec.Pos = pos
+			o.Apply(rec)
+			if err := emit(rec); err != nil {
+				return err
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+	}
+}
+
+// readLine appends one line (without its newline) to buf. A line longer
+// than max is read to its end but not kept: tooLong is set and buf holds
+// what fit. err is io.EOF at the end of the input.
+func readLine(br *bufio.Reader, buf []byte, max int) (line []byte, tooLong bool, err error) {
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if !tooLong {
+			if len(buf)+len(chunk) > max+1 { // +1: the newline
+				tooLong = true
+			} else {
+				buf = append(buf, chunk...)
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
 			continue
+		case err != nil:
+			return buf, tooLong, err
 		}
-		rec.Pos = pos
-		o.Apply(rec)
-		if err := emit(rec); err != nil {
-			return err
-		}
+		return bytes.TrimSuffix(buf, []byte("\n")), tooLong, nil
 	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("%s:%d: line longer than %d bytes", name, line+1, MaxJSONLLine)
-		}
-		return fmt.Errorf("%s:%d: %w", name, line+1, err)
-	}
-	return nil
 }
 
 func parseJSONL(b []byte) (*Record, error) {

@@ -2,6 +2,7 @@ package source
 
 import (
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -55,10 +56,34 @@ func TestReadJSONL(t *testing.T) {
 	}
 }
 
+// TestReadJSONLTooLong: a line over the limit is reported with its number
+// and skipped; the lines after it are read.
 func TestReadJSONLTooLong(t *testing.T) {
-	line := `{"method":"GET","path":"/` + strings.Repeat("a", MaxJSONLLine) + `"}`
-	err := ReadJSONL(strings.NewReader(line), "big.jsonl", Overrides{}, func(*Record) error { return nil }, func(Problem) {})
-	if err == nil || !strings.Contains(err.Error(), "big.jsonl:1") {
-		t.Errorf("err %v", err)
+	in := `{"method":"GET","path":"/first"}` + "\n" +
+		`{"method":"GET","path":"/` + strings.Repeat("a", MaxJSONLLine) + `"}` + "\n" +
+		`{"method":"GET","path":"/third-one"}` + "\n" +
+		`{"method":"GET","path":"/last"}` // no newline at the end
+	var paths []string
+	var bad []Problem
+	err := ReadJSONL(strings.NewReader(in), "big.jsonl", Overrides{}, func(r *Record) error {
+		paths = append(paths, r.Request.Path)
+		return nil
+	}, func(p Problem) { bad = append(bad, p) })
+	if err != nil {
+		t.Fatalf("one long line aborted the file: %v", err)
+	}
+	if strings.Join(paths, " ") != "/first /third-one /last" {
+		t.Errorf("read %v, want the three short lines", paths)
+	}
+	if len(bad) != 1 || bad[0].Pos != "big.jsonl:2" || !strings.Contains(bad[0].Error(), "longer than") {
+		t.Errorf("problems %v, want line 2 reported as too long", bad)
+	}
+	// A smaller limit, counted.
+	var hits atomic.Int64
+	bad = nil
+	err = ReadJSONLWith(strings.NewReader(in), "small.jsonl", Overrides{}, Limits{MaxEntryBytes: 32, Hits: &hits}, func(*Record) error { return nil },
+		func(p Problem) { bad = append(bad, p) })
+	if err != nil || len(bad) != 2 || hits.Load() != 2 || bad[1].Pos != "small.jsonl:3" {
+		t.Errorf("limit 32: %v, problems %v, hits %d", err, bad, hits.Load())
 	}
 }

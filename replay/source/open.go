@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/meshward/meshward/replay/source/internal/http1"
 )
 
 // Formats recognised by Format.
@@ -155,7 +157,7 @@ func sniffText(head []byte) string {
 		case bytes.HasSuffix(bytes.TrimSpace(first), []byte("}")):
 			return FormatJSONL
 		}
-	case looksLikeRequestLine(first):
+	case http1.IsRequestLine(first):
 		return FormatRaw
 	default:
 		h := strings.ToLower(string(first))

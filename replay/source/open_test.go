@@ -11,8 +11,8 @@ func TestOpen(t *testing.T) {
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "a.txt")
 	zipped := filepath.Join(dir, "b.bin") // gzip recognised by content, not name
-	os.WriteFile(plain, []byte("GET / HTTP/1.1\n\n"), 0o644)
-	os.WriteFile(zipped, gz([]byte("GET / HTTP/1.1\n\n")), 0o644)
+	mustWrite(t, plain, []byte("GET / HTTP/1.1\n\n"))
+	mustWrite(t, zipped, gz([]byte("GET / HTTP/1.1\n\n")))
 	for _, p := range []string{plain, zipped} {
 		f, err := Open(p)
 		if err != nil {
@@ -25,7 +25,7 @@ func TestOpen(t *testing.T) {
 		}
 	}
 	bad := filepath.Join(dir, "bad.gz")
-	os.WriteFile(bad, []byte{0x1f, 0x8b, 0, 0}, 0o644)
+	mustWrite(t, bad, []byte{0x1f, 0x8b, 0, 0})
 	if _, err := Open(bad); err == nil {
 		t.Error("a broken gzip header opened without error")
 	}
@@ -69,5 +69,12 @@ func TestFormat(t *testing.T) {
 	}
 	if got := Format("x", gz([]byte("\xd4\xc3\xb2\xa1\x02\x00\x04\x00"))); got != FormatPcap {
 		t.Errorf("gzip pcap: %q", got)
+	}
+}
+
+func mustWrite(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

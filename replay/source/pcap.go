@@ -103,7 +103,10 @@ type packetSource interface {
 // bad for each malformed part (with file name and byte offset or packet
 // number in Pos), and keeps reading after errors. It returns the stats and
 // an error only for failures that stop reading (e.g. not a capture at all,
-// or emit's error).
+// or emit's error). Each TCP connection's two directions are reassembled
+// and read by the same HTTP/1 reader as ReadRawHTTP's, so a request makes
+// the same Record in either container (addresses, times and the paired
+// response aside).
 func ReadPcap(r io.Reader, name string, opt PcapOptions, emit func(*Record) error, bad func(Problem)) (PcapStats, error) {
 	p := newPcapReader(name, opt, emit, bad)
 	br := bufio.NewReaderSize(r, 1<<16)
@@ -269,7 +272,6 @@ type pcapReader struct {
 	defrag4 *ip4defrag.IPv4Defragmenter
 	defrag6 *ip6Defrag
 	now     time.Time // latest packet time
-	sweepAt time.Time
 
 	pending recordHeap
 	seq     uint64 // ties in pending

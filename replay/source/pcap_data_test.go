@@ -4,17 +4,18 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"github.com/meshward/meshward/internal/testdata"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/meshward/meshward/internal/devdata"
 )
 
-// pcapDataDir returns the shared captures (see internal/testdata).
-func pcapDataDir(t testing.TB) string { return testdata.Dir(t, "pcaps") }
+// pcapDataDir returns the shared captures (see internal/devdata).
+func pcapDataDir(t testing.TB) string { return devdata.Dir(t, "pcaps") }
 
 type pcapManifestEntry struct {
 	File         string         `json:"file"`

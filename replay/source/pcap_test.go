@@ -13,7 +13,9 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
 	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/replay/source/internal/http1"
 )
 
 // capBuilder builds a capture in memory, one TCP segment at a time.
@@ -178,11 +180,10 @@ func (b *capBuilder) pcapng() []byte {
 
 // conversation is a client and server with their sequence numbers.
 type conversation struct {
-	b                  *capBuilder
-	cip, sip           string
-	cport, sport       uint16
-	cseq, sseq         uint32
-	handshake, started bool
+	b            *capBuilder
+	cip, sip     string
+	cport, sport uint16
+	cseq, sseq   uint32
 }
 
 func (b *capBuilder) conv(cip string, cport uint16, sip string, sport uint16) *conversation {
@@ -496,7 +497,7 @@ func TestReadPcapHTTP(t *testing.T) {
 		if len(res.recs) != 1 || res.recs[0].Request.Path != "/old" || res.recs[0].Request.ResponseBytes != 16 {
 			t.Fatalf("records %+v", res.recs)
 		}
-		if len(res.probs) != 1 || !errors.Is(res.probs[0].Err, errNoURI) {
+		if len(res.probs) != 1 || !errors.Is(res.probs[0].Err, http1.ErrNoURI) {
 			t.Errorf("problems %v", res.probs)
 		}
 	})

@@ -1,7 +1,7 @@
 // Package source turns captured traffic into a stream of labelled requests.
-// Every format (JSONL today; pcap, HAR, raw HTTP and Jaeger spans to come)
-// yields the same Record, and a malformed entry is reported with its file
-// and position while the rest of the input is still read.
+// Every format (JSONL records, HAR 1.2, raw HTTP/1.x, Jaeger spans, pcap and
+// pcapng captures) yields the same Record, and a malformed entry is reported
+// with its file and position while the rest of the input is still read.
 package source
 
 import (

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
@@ -42,10 +43,11 @@ Usage:
   meshward run --traffic FILE [flags]   learn from the first part of the traffic, monitor the rest, report
   meshward gen [flags]                  write labelled synthetic mesh traffic (JSONL, pcap)
   meshward serve [flags]                run the control plane (store, collector, admin)
-  meshward status [-admin URL]          what a running control plane reports
+  meshward status [-admin URL] [--token-file F]  what a running control plane reports
+  meshward secret [flags]               create a Secret with a random value unless it exists (the Redis password)
   meshward policy list|show|release|export  the quarantines held in the API server (or a YAML directory)
-  meshward model inspect FILE           describe a model (binary, base64, or plugin config JSON)
-  meshward model config [flags] FILE    print the filter's plugin configuration for a model
+  meshward model inspect FILE           describe a model or a section (binary, base64, or plugin config JSON)
+  meshward model config -workload W FILE  print the plugin configuration of W's sidecar (W's section of the model)
   meshward image build|push [flags]     the filter's Wasm image and the control plane's image (OCI, no Docker)
   meshward version                      print the version
 
@@ -80,6 +82,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return status(args[1:], stdout, stderr)
 	case "policy":
 		return policyCmd(args[1:], stdout, stderr)
+	case "secret":
+		return secretCmd(args[1:], stdout, stderr)
 	case "image":
 		return imageCmd(args[1:], stdout, stderr)
 	case "model":
@@ -142,6 +146,7 @@ func train(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "model.bin", "where to write the encoded model")
 	seed := fs.Uint64("seed", models.DefaultTrainConfig().Seed, "training seed (same seed and input, same bytes)")
 	fpr := fs.Float64("target-fpr", models.DefaultTrainConfig().TargetFPR, "false-positive rate the threshold is calibrated to")
+	maxSection := fs.Int("max-section-bytes", trainer.DefaultMaxSectionBytes, "the size budget of one workload's section (what its sidecars receive): sections over it are named")
 	var sf sourceFlags
 	sf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -176,14 +181,50 @@ func train(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	learned, capped, _, held := tr.Samples()
-	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads, %d requests learned, %d held back for calibration, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
-		m.SHA256()[:12], len(b), len(m.Workloads), learned, held, capped, attacks, len(problems))
+	largest, largestOf, over, err := largestSection(m, *maxSection)
+	if err != nil {
+		return err
+	}
+	for _, o := range over {
+		fmt.Fprintf(stderr, "warning: the section of %s, over -max-section-bytes %d: its sidecars would not get it from the control plane\n", o, *maxSection)
+	}
+	fmt.Fprintf(stdout, "model %s: %d bytes, %d workloads (largest section %d bytes, %s), %d requests learned, %d held back for calibration, %d over a source's cap, %d attacks not learned, %d malformed lines skipped\n",
+		m.SHA256()[:12], len(b), len(m.Workloads), largest, largestOf, learned, held, capped, attacks, len(problems))
 	fmt.Fprintf(stdout, "wrote %s\n", *out)
 	return nil
 }
 
-// loadModel reads a model as raw codec bytes, base64 of them, or a plugin
-// configuration document that carries one.
+// largestSection is the size of the largest section of m (what one
+// sidecar receives) and whose it is, and the sections over budget.
+func largestSection(m *models.Model, budget int) (int, string, []string, error) {
+	size, of := 0, ""
+	var over []string
+	for _, name := range sortedNames(m) {
+		b, err := models.EncodeSection(m, name)
+		if err != nil {
+			return 0, "", nil, err
+		}
+		if len(b) > size {
+			size, of = len(b), name
+		}
+		if len(b) > budget {
+			over = append(over, fmt.Sprintf("%s (%d bytes)", name, len(b)))
+		}
+	}
+	return size, of, over, nil
+}
+
+func sortedNames(m *models.Model) []string {
+	names := make([]string, 0, len(m.Workloads))
+	for n := range m.Workloads {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// loadModel reads a model (whole, or a section) as raw codec bytes, base64
+// of them, or a plugin configuration document that carries one.
 func loadModel(name string) (*models.Model, error) {
 	b, err := os.ReadFile(name)
 	if err != nil {
@@ -235,15 +276,17 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 		Edges   int    `json:"edges"`
 	}
 	summary := struct {
-		SHA256    string    `json:"sha256"`
-		Bytes     int       `json:"bytes"`
-		TrainedAt time.Time `json:"trained_at"`
-		Samples   uint64    `json:"samples"`
-		Seed      uint64    `json:"seed"`
-		Threshold float64   `json:"threshold"`
-		TargetFPR float64   `json:"target_fpr"`
-		Workloads []wl      `json:"workloads"`
-	}{m.SHA256(), m.Size(), m.Meta.TrainedAt, m.Meta.Samples, m.Meta.Seed, m.Meta.Threshold, m.Meta.TargetFPR, nil}
+		SHA256 string `json:"sha256"`
+		Bytes  int    `json:"bytes"`
+		// SectionFor is the workload of a section ("" for a whole model).
+		SectionFor string    `json:"section_for,omitempty"`
+		TrainedAt  time.Time `json:"trained_at"`
+		Samples    uint64    `json:"samples"`
+		Seed       uint64    `json:"seed"`
+		Threshold  float64   `json:"threshold"`
+		TargetFPR  float64   `json:"target_fpr"`
+		Workloads  []wl      `json:"workloads"`
+	}{m.SHA256(), m.Size(), m.SectionFor, m.Meta.TrainedAt, m.Meta.Samples, m.Meta.Seed, m.Meta.Threshold, m.Meta.TargetFPR, nil}
 	for _, w := range m.Workloads {
 		summary.Workloads = append(summary.Workloads, wl{w.Name, len(w.Sources), len(w.Routes), len(w.Edges)})
 	}
@@ -253,8 +296,13 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(summary)
 	}
-	fmt.Fprintf(stdout, "model      %s\nsize       %d bytes\ntrained    %s on %d requests (seed %d)\nthreshold  %.3f (target false-positive rate %g)\n",
-		summary.SHA256, summary.Bytes, summary.TrainedAt.Format(time.RFC3339), summary.Samples, summary.Seed, summary.Threshold, summary.TargetFPR)
+	if m.SectionFor != "" {
+		fmt.Fprintf(stdout, "section    %s of workload %s\nsize       %d bytes\nseed       %d\nthreshold  %.3f (target false-positive rate %g)\n",
+			summary.SHA256, m.SectionFor, summary.Bytes, summary.Seed, summary.Threshold, summary.TargetFPR)
+	} else {
+		fmt.Fprintf(stdout, "model      %s\nsize       %d bytes\ntrained    %s on %d requests (seed %d)\nthreshold  %.3f (target false-positive rate %g)\n",
+			summary.SHA256, summary.Bytes, summary.TrainedAt.Format(time.RFC3339), summary.Samples, summary.Seed, summary.Threshold, summary.TargetFPR)
+	}
 	fmt.Fprintf(stdout, "%-40s %8s %8s %8s\n", "WORKLOAD", "SOURCES", "ROUTES", "EDGES")
 	for _, w := range summary.Workloads {
 		fmt.Fprintf(stdout, "%-40s %8d %8d %8d\n", w.Name, w.Sources, w.Routes, w.Edges)
@@ -266,9 +314,10 @@ func modelConfig(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model config", stderr)
 	var c pluginconfig.Config
 	mode := fs.String("mode", string(pluginconfig.ModeMonitor), "learn, monitor or enforce")
-	fs.StringVar(&c.Workload, "workload", "", "local workload identity (default: from node metadata)")
+	fs.StringVar(&c.Workload, "workload", "", "the sidecar's workload (name.namespace): its section of the model goes in the configuration; required for a whole model")
 	fs.StringVar(&c.CollectorCluster, "collector-cluster", "", "Envoy cluster of the collector")
 	threshold := fs.Float64("threshold", 0, "override the model's calibrated threshold (0: keep it)")
+	maxSection := fs.Int("max-section-bytes", trainer.DefaultMaxSectionBytes, "refuse a section over this size budget")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -279,17 +328,39 @@ func modelConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := models.Encode(m)
+	workload := c.Workload
+	var b []byte
+	switch {
+	case m.SectionFor != "":
+		// A section already: it goes in as it is, for its own workload
+		// (the fallback section for any), and the check below refuses it
+		// for another.
+		if workload == "" {
+			workload = m.SectionFor
+			if m.SectionFor != models.GlobalWorkload {
+				c.Workload = m.SectionFor
+			}
+		}
+		b, err = models.Encode(m)
+	case workload == "":
+		return fmt.Errorf("%w: %s is a whole model of %d workloads: a filter takes one workload's section; say whose with -workload NAME.NAMESPACE", ErrUsage, fs.Arg(0), len(m.Workloads))
+	default:
+		b, err = models.EncodeSection(m, workload)
+	}
 	if err != nil {
 		return err
+	}
+	if len(b) > *maxSection {
+		return fmt.Errorf("the section of %s is %d bytes, over -max-section-bytes %d", workload, len(b), *maxSection)
 	}
 	c.Mode = pluginconfig.Mode(*mode)
 	if *threshold != 0 {
 		c.Threshold = threshold
 	}
 	c.WithModel(b)
-	// Validate exactly as the filter will, so a bad document never leaves here.
-	if _, err := c.Settings("validation-placeholder"); err != nil {
+	// Validate exactly as the filter will, so a bad document never leaves
+	// here (a section given for another workload is refused by it).
+	if _, err := c.Settings(workload); err != nil {
 		return err
 	}
 	enc := json.NewEncoder(stdout)

@@ -55,14 +55,36 @@ func TestTrainInspectConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, err := pluginconfig.Parse(out.Bytes(), "")
-	if err != nil || s.Mode != pluginconfig.ModeEnforce || s.Section == nil {
-		t.Fatalf("config does not parse as the filter would: %v %+v", err, s)
+	if err != nil || s.Mode != pluginconfig.ModeEnforce || s.Section == nil || s.Model.SectionFor != "reviews" || len(s.Model.Workloads) != 1 {
+		t.Fatalf("config does not parse as the filter would, with the section of reviews: %v %+v", err, s)
 	}
-	// The written configuration is itself a model file for inspect.
+	// The written configuration is itself a model file for inspect, which
+	// says it holds a section.
 	cfgPath := filepath.Join(dir, "plugin.json")
 	_ = os.WriteFile(cfgPath, out.Bytes(), 0o644)
-	if err := Main([]string{"model", "inspect", cfgPath}, &bytes.Buffer{}, &errOut); err != nil {
-		t.Errorf("inspect of a plugin config: %v", err)
+	out.Reset()
+	if err := Main([]string{"model", "inspect", cfgPath}, &out, &errOut); err != nil || !strings.Contains(out.String(), "of workload reviews") {
+		t.Errorf("inspect of a plugin config: %v\n%s", err, out.String())
+	}
+	// A whole model needs -workload; a section goes in for its own workload
+	// only; a workload without a section gets the fallback.
+	if err := Main([]string{"model", "config", model}, &bytes.Buffer{}, &errOut); err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "-workload") {
+		t.Errorf("config of a whole model without -workload: %v", err)
+	}
+	out.Reset()
+	if err := Main([]string{"model", "config", cfgPath}, &out, &errOut); err != nil {
+		t.Errorf("config of a section: %v", err)
+	} else if s, err := pluginconfig.Parse(out.Bytes(), ""); err != nil || s.Workload != "reviews" {
+		t.Errorf("config of a section: %v %+v", err, s)
+	}
+	if err := Main([]string{"model", "config", "-workload", "ratings", cfgPath}, &bytes.Buffer{}, &errOut); err == nil || !strings.Contains(err.Error(), `section is for workload "reviews"`) {
+		t.Errorf("config of reviews' section for ratings: %v", err)
+	}
+	out.Reset()
+	if err := Main([]string{"model", "config", "-workload", "stranger.shop", model}, &out, &errOut); err != nil {
+		t.Errorf("config for a workload without a section: %v", err)
+	} else if s, err := pluginconfig.Parse(out.Bytes(), ""); err != nil || s.Model.SectionFor != "*" || s.Workload != "stranger.shop" {
+		t.Errorf("config for a workload without a section: %v %+v, want the fallback", err, s)
 	}
 }
 
@@ -154,5 +176,37 @@ func TestServeBadKubeconfig(t *testing.T) {
 	err := Main([]string{"serve", "-kubeconfig", missing, "-collector-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, &out, &errOut)
 	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
 		t.Errorf("serve with a missing kubeconfig: %v", err)
+	}
+	// serve finds the API server as every command does: $KUBECONFIG too.
+	t.Setenv("KUBECONFIG", missing)
+	err = Main([]string{"serve", "-collector-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0"}, &out, &errOut)
+	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), missing) {
+		t.Errorf("serve with $KUBECONFIG naming a missing file: %v", err)
+	}
+}
+
+// TestSectionBudget: train names the sections over -max-section-bytes, and
+// model config refuses to print one.
+func TestSectionBudget(t *testing.T) {
+	dir := t.TempDir()
+	var in strings.Builder
+	for i := 0; i < 300; i++ {
+		fmt.Fprintf(&in, `{"src":"frontend","dst":"reviews","method":"GET","path":"/reviews/%d?lang=en"}`+"\n", i)
+	}
+	data := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(data, []byte(in.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "model.bin")
+	var out, errOut bytes.Buffer
+	if err := Main([]string{"train", "-max-section-bytes", "1024", "-out", model, data}, &out, &errOut); err != nil {
+		t.Fatalf("train: %v", err)
+	}
+	if !strings.Contains(errOut.String(), "the section of reviews") || !strings.Contains(errOut.String(), "over -max-section-bytes 1024") || !strings.Contains(out.String(), "largest section") {
+		t.Errorf("train output %q / %q", out.String(), errOut.String())
+	}
+	err := Main([]string{"model", "config", "-workload", "reviews", "-max-section-bytes", "1024", model}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "the section of reviews") || !strings.Contains(err.Error(), "over -max-section-bytes 1024") {
+		t.Errorf("model config over budget: %v", err)
 	}
 }

@@ -13,9 +13,9 @@ import (
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/meshward/meshward/control-plane/decide"
+	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/quarantine"
 )
 
@@ -33,21 +33,24 @@ func (f *kubeFlags) register(fs *flag.FlagSet, what string) {
 // set says whether an API server was asked for.
 func (f *kubeFlags) set() bool { return f.kubeconfig != "" || f.inCluster }
 
-// config returns the REST configuration: in-cluster, or the kubeconfig
-// given, or $KUBECONFIG (fallback: ~/.kube/config) when none is.
+// config returns the REST configuration: the pod's service account with
+// --in-cluster, else what kube.Find finds (the --kubeconfig given,
+// $KUBECONFIG, ~/.kube/config, the service account in a pod).
 func (f *kubeFlags) config() (*rest.Config, error) {
+	var t *kube.Target
+	var err error
 	if f.inCluster {
-		return rest.InClusterConfig()
+		t, err = kube.InCluster(true)
+	} else {
+		t, err = kube.Find(f.kubeconfig, true)
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if f.kubeconfig != "" {
-		rules.ExplicitPath = f.kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, err
 	}
-	return cfg, nil
+	if t == nil {
+		return nil, errNoKube
+	}
+	return t.Config, nil
 }
 
 // applier connects to the API server and rebuilds the quarantines it holds.
@@ -86,4 +89,4 @@ func newApplier(cfg *rest.Config, rules decide.Rules, namespaces []string, log *
 // auditLog is where commands write their JSON audit lines.
 func auditLog(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
 
-var errNoKube = errors.New("no API server: give --kubeconfig (or $KUBECONFIG) or --in-cluster")
+var errNoKube = errors.New("no API server: give --kubeconfig (or set $KUBECONFIG), or run in a pod (--in-cluster)")

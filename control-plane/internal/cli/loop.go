@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,13 +11,17 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/internal/devca"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/runner"
 	"github.com/meshward/meshward/replay/source"
@@ -32,6 +37,13 @@ import (
 // model in its filter configuration; the rest of the traffic runs through
 // the filter so configured (monitor), which ships its verdicts too; the
 // incidents are recorded in the store.
+//
+// The sidecars authenticate as they would in a mesh: a throwaway CA
+// (internal/devca) issues each workload's sidecar a client certificate
+// with its SPIFFE ID; the collector and ADS listen on loopback with mTLS,
+// take the sender's identity from that certificate and accept only records
+// about, and configuration for, its own workload. Nothing is disabled for
+// the run.
 
 // runPrefix starts the keys of meshward run.
 const runPrefix = "meshward-run"
@@ -43,8 +55,10 @@ const collectorCluster = "meshward-collector"
 // loop is a control plane started for one run.
 type loop struct {
 	srv      *server.Server
+	release  *store.Release // the model trained: its sections
 	sidecars *runner.Sidecars
-	token    string
+	ca       *devca.CA
+	binding  identity.Binding
 	started  time.Time
 	summary  loopSummary
 }
@@ -58,13 +72,16 @@ type loopSummary struct {
 	Training       any             `json:"training"`
 	ModelSHA256    string          `json:"model_sha256"`
 	ModelBytes     int             `json:"model_bytes"`
+	Sections       int             `json:"sections"`
+	LargestSection int             `json:"largest_section_bytes"`
 	Sidecars       int             `json:"sidecars"`
 	Verdicts       *store.Verdicts `json:"verdicts_collected,omitempty"`
 	Incidents      int             `json:"incidents_stored"`
 }
 
-// startLoop starts the control plane and loads the filter.
-func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64, stderr io.Writer) (*loop, error) {
+// startLoop starts the control plane and loads the filter. workloads are
+// those the run's sidecars serve: each is given an identity.
+func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64, workloads []string, stderr io.Writer) (*loop, error) {
 	profile, err := wf.hostProfile()
 	if err != nil {
 		return nil, err
@@ -73,14 +90,34 @@ func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64,
 	if err != nil {
 		return nil, err
 	}
-	tok := make([]byte, 16)
-	if _, err := rand.Read(tok); err != nil {
+	l := &loop{started: time.Now(), binding: identity.Binding{TrustDomain: identity.DefaultTrustDomain, Workloads: map[string]string{}}}
+	// A workload named <name>.<namespace> is its service account's (the
+	// default binding); any other name gets an identity of its own.
+	used := map[string]bool{}
+	for _, w := range workloads {
+		if _, ok := l.binding.Identity(w); !ok {
+			l.binding.Workloads[w] = identity.SPIFFE(identity.DefaultTrustDomain, "meshward-run", serviceAccountName(w, used))
+		}
+	}
+	if l.ca, err = devca.New("meshward run"); err != nil {
 		return nil, err
 	}
-	l := &loop{token: hex.EncodeToString(tok), started: time.Now()}
+	leaf, err := l.ca.Server("", "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	mtls := &tls.Config{Certificates: []tls.Certificate{leaf.Cert}, ClientCAs: l.ca.Pool(), ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	admin := make([]byte, 32)
+	if _, err := rand.Read(admin); err != nil {
+		return nil, err
+	}
 	cfg := server.DefaultConfig()
-	cfg.Redis, cfg.CollectorToken = redisAddr, l.token
+	cfg.Redis = redisAddr
 	cfg.CollectorAddr, cfg.AdminAddr, cfg.XDSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Collector.Identity, cfg.CollectorTLS, cfg.Collector.Binding = collector.ModeTLS, mtls, l.binding
+	cfg.XDS.Identity, cfg.XDS.TLS, cfg.XDS.Binding = xds.IdentityTLS, mtls, l.binding
+	// Nobody calls the run's admin API; it is locked all the same.
+	cfg.Auth.Token = []byte(hex.EncodeToString(admin))
 	cfg.TrainEvery = 0
 	cfg.Trainer.Train.Seed = seed
 	// One model, rolled out to every sidecar at once: there is no stable
@@ -91,7 +128,7 @@ func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64,
 	// and each run starts from none (see below).
 	cfg.Store.Prefix = runPrefix
 	cfg.XDS.WasmURI = abs
-	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster, CollectorToken: l.token,
+	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster,
 		// The replay reads each verdict back from the response.
 		ResponseScore: true}
 	if redisAddr != "" {
@@ -114,7 +151,44 @@ func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64,
 		l.Close()
 		return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose --runner native)", err)
 	}
+	// Each sidecar calls the collector with its workload's certificate, as
+	// Envoy's collector cluster does with the certificate SDS gives it.
+	l.sidecars.ClientTLS = l.clientTLS
 	return l, nil
+}
+
+// clientTLS is a workload's sidecar's client configuration: its identity's
+// certificate, trusting the run's CA.
+func (l *loop) clientTLS(workload string) (*tls.Config, error) {
+	id, ok := l.binding.Identity(workload)
+	if !ok {
+		return nil, fmt.Errorf("workload %q has no identity in this run", workload)
+	}
+	leaf, err := l.ca.Client(id)
+	if err != nil {
+		return nil, err
+	}
+	return l.ca.ClientTLS(leaf), nil
+}
+
+// serviceAccountName turns a workload name into a Kubernetes name, unique
+// among those given out already.
+func serviceAccountName(w string, used map[string]bool) string {
+	b := []byte(strings.ToLower(w))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	name := strings.Trim(string(b[:min(len(b), 50)]), "-")
+	if name == "" {
+		name = "workload"
+	}
+	for i, base := 2, name; used[name]; i++ {
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
+	used[name] = true
+	return name
 }
 
 // clearRun deletes an earlier run's keys before the control plane starts
@@ -175,7 +249,7 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	ws, idx := byWorkload(normal)
 	for _, w := range ws {
 		doc, err := (&pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: w, CollectorCluster: collectorCluster,
-			CollectorToken: l.token, SampleRate: &all}).Encode()
+			SampleRate: &all}).Encode()
 		if err != nil {
 			return nil, err
 		}
@@ -191,15 +265,16 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	if !rep.Published {
 		return nil, fmt.Errorf("the trained model did not pass the control plane's gate: %s (--offline skips the gate)", rep.Rejected)
 	}
-	b, err := l.srv.Store().Model(ctx, rep.SHA256)
+	rel, err := l.srv.Store().Release(ctx, rep.SHA256)
 	if err != nil {
 		return nil, err
 	}
-	m, err := models.Decode(b)
+	m, err := l.srv.Store().LoadModel(ctx, rep.SHA256)
 	if err != nil {
 		return nil, err
 	}
-	l.summary.ModelSHA256, l.summary.ModelBytes = m.SHA256(), m.Size()
+	l.release = rel
+	l.summary.ModelSHA256, l.summary.ModelBytes, l.summary.Sections, l.summary.LargestSection = rep.SHA256, rel.Bytes, len(rel.Sections), rel.Largest
 	return m, nil
 }
 
@@ -233,7 +308,12 @@ func (l *loop) monitor(recs []*source.Record) ([]runner.Result, error) {
 // subscribe receives a workload's filter configuration over ADS, as its
 // Envoy would, and ACKs it once the filter would accept it.
 func (l *loop) subscribe(workload string) ([]byte, error) {
-	c, err := xds.Dial(l.srv.ADSAddr, xds.Node(workload+"-sidecar", workload, ""))
+	tc, err := l.clientTLS(workload)
+	if err != nil {
+		return nil, err
+	}
+	id, _ := l.binding.Identity(workload)
+	c, err := xds.DialTLS(l.srv.ADSAddr, xds.Node(id+"/"+workload+"-sidecar", workload, ""), tc)
 	if err != nil {
 		return nil, err
 	}
@@ -254,8 +334,8 @@ func (l *loop) subscribe(workload string) ([]byte, error) {
 		return nil, fmt.Errorf("sidecar of %s: ADS: %w", workload, g.err)
 	}
 	s, err := pluginconfig.Parse(g.u.PluginConfig, "")
-	if err == nil && (s.Model == nil || s.Model.SHA256() != l.summary.ModelSHA256) {
-		err = fmt.Errorf("model %s, want the one trained (%s)", g.u.Version, l.summary.ModelSHA256)
+	if _, want := l.release.SectionFor(workload); err == nil && (s.Model == nil || s.Model.SHA256() != want) {
+		err = fmt.Errorf("section %s, want the workload's section of the model trained (%s)", g.u.Version, want)
 	}
 	if err != nil {
 		_ = c.NACK(g.u, "", err)
@@ -278,11 +358,11 @@ func (l *loop) record(ctx context.Context, incidents []*detect.Incident) error {
 		return err
 	}
 	l.summary.Incidents = len(stored)
-	v, err := st.VersionVerdicts(ctx, l.started, time.Now())
+	v, err := st.Verdicts(ctx, l.started, time.Now())
 	if err != nil {
 		return err
 	}
-	if c, ok := v[l.summary.ModelSHA256]; ok {
+	if c, ok := v[store.VerdictsAll]; ok {
 		l.summary.Verdicts = &c
 	}
 	return nil
@@ -292,7 +372,8 @@ func (l *loop) record(ctx context.Context, incidents []*detect.Incident) error {
 func (s *loopSummary) writeSummary(w io.Writer) {
 	fmt.Fprintf(w, "control plane (Redis: %s): %d learning requests shipped through the filter in learn mode; collector batches by status %v, %d records dropped\n",
 		s.Redis, s.LearnRequests, s.Batches, s.RecordsDropped)
-	fmt.Fprintf(w, "  model %.12s (%d bytes) trained from the collected samples, rolled out over xDS to %d sidecars\n", s.ModelSHA256, s.ModelBytes, s.Sidecars)
+	fmt.Fprintf(w, "  model %.12s (%d sections, %d bytes, the largest %d) trained from the collected samples, rolled out over xDS to %d sidecars, each its own section\n",
+		s.ModelSHA256, s.Sections, s.ModelBytes, s.LargestSection, s.Sidecars)
 	if s.Verdicts != nil {
 		fmt.Fprintf(w, "  the filters' records say it flagged %d of about %.0f requests (unflagged ones are sampled); incidents stored: %d\n",
 			s.Verdicts.Flagged, s.Verdicts.Requests, s.Incidents)
@@ -304,7 +385,8 @@ func (s *loopSummary) writeSummary(w io.Writer) {
 // incidents.
 func runLoop(redisAddr string, wf wasmFlags, seed uint64, learn, monitor []*source.Record, stderr io.Writer) (*loop, *models.Model, []runner.Result, error) {
 	ctx := context.Background()
-	l, err := startLoop(ctx, redisAddr, wf, seed, stderr)
+	ws, _ := byWorkload(append(append([]*source.Record{}, learn...), monitor...))
+	l, err := startLoop(ctx, redisAddr, wf, seed, ws, stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/filter/wasmbuild"
 	"github.com/meshward/meshward/internal/redistest"
@@ -51,6 +52,9 @@ func testWasm(t *testing.T) string {
 // so configured. It runs on the embedded Redis-protocol server and on a
 // real redis-server: one code path.
 func TestRunThroughTheControlPlane(t *testing.T) {
+	if testing.Short() {
+		t.Skip("make run's whole loop, three times over (about 20 s): skipped under -short (make unit); make test runs it")
+	}
 	wasm := testWasm(t)
 	dir := t.TempDir()
 	data := filepath.Join(dir, "sample.jsonl")
@@ -134,10 +138,14 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 	}
 }
 
-// TestStatus reads a running control plane's admin API.
+// TestStatus reads a running control plane's admin API with the token
+// given; without credentials, or with a wrong token, it says what to give.
 func TestStatus(t *testing.T) {
+	const adminToken = "status-test-admin-token-0123456789abcdef"
 	cfg := server.DefaultConfig()
-	cfg.CollectorAddr, cfg.AdminAddr, cfg.CollectorToken = "127.0.0.1:0", "127.0.0.1:0", "status-test-token-0123"
+	cfg.CollectorAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Collector.Identity, cfg.Collector.Tokens = collector.ModeXFCC, nil
+	cfg.Auth.Token = []byte(adminToken)
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +154,23 @@ func TestStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	dir := t.TempDir()
+	good, wrong := filepath.Join(dir, "token"), filepath.Join(dir, "wrong")
+	if err := os.WriteFile(good, []byte(adminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wrong, []byte(strings.Repeat("x", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", filepath.Join(dir, "no-kubeconfig"))
+	if err := Main([]string{"status", "-admin", s.AdminURL}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--token-file") {
+		t.Errorf("status without credentials: %v", err)
+	}
+	if err := Main([]string{"status", "-admin", s.AdminURL, "--token-file", wrong}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("status with a wrong token: %v", err)
+	}
 	var out bytes.Buffer
-	if err := Main([]string{"status", "-admin", s.AdminURL}, &out, &bytes.Buffer{}); err != nil {
+	if err := Main([]string{"status", "-admin", s.AdminURL, "--token-file", good}, &out, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"ready", "models: 0", "incidents: 0", "model in force: \n"} {

@@ -74,4 +74,32 @@ func TestPolicyCommandsKube(t *testing.T) {
 	if err := Main(append([]string{"policy", "release", id}, kc...), &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 		t.Error("releasing twice succeeded")
 	}
+	// On the same API server (one start saved): meshward secret.
+	t.Run("secret", func(t *testing.T) { testSecretCommand(t, env) })
+}
+
+// testSecretCommand: meshward secret creates the Redis password Secret
+// with a random value, and a second run keeps it.
+func testSecretCommand(t *testing.T, env *kubetest.Env) {
+	args := []string{"secret", "--kubeconfig", env.Kubeconfig, "-namespace", "shop", "-name", "meshward-redis"}
+	var out bytes.Buffer
+	if err := Main(args, &out, &bytes.Buffer{}); err != nil || !strings.Contains(out.String(), "created") {
+		t.Fatalf("first run: %v %s", err, out.String())
+	}
+	s, err := env.Clientset.CoreV1().Secrets("shop").Get(context.Background(), "meshward-redis", metav1.GetOptions{})
+	if err != nil || len(s.Data["password"]) != 43 {
+		t.Fatalf("the Secret: %v, a password of %d characters (want 43: 32 random bytes)", err, len(s.Data["password"]))
+	}
+	first := string(s.Data["password"])
+	out.Reset()
+	if err := Main(args, &out, &bytes.Buffer{}); err != nil || !strings.Contains(out.String(), "kept") {
+		t.Fatalf("second run: %v %s", err, out.String())
+	}
+	s, err = env.Clientset.CoreV1().Secrets("shop").Get(context.Background(), "meshward-redis", metav1.GetOptions{})
+	if err != nil || string(s.Data["password"]) != first {
+		t.Errorf("the second run changed the password (%v)", err)
+	}
+	if err := Main([]string{"secret", "--kubeconfig", env.Kubeconfig, "-bytes", "8"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+		t.Error("an 8-byte secret was accepted")
+	}
 }

@@ -87,3 +87,85 @@ func TestRunWritesIncidentsAndPolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestRunDecidesAsTheServerDoes: run --traffic drives the control plane's
+// lateral-movement loop on the traffic's clock. Three callers of one
+// namespace fan out within a minute: the third decision waits for the
+// namespace's rate limit (two a minute) and, once a minute of traffic has
+// passed, stands; a quarantine grows as its incident reaches another
+// destination.
+func TestRunDecidesAsTheServerDoes(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	line := func(at time.Duration, caller int, dst, path string, status int) {
+		fmt.Fprintf(&b, `{"ts":%q,"src":"spiffe://cluster.local/ns/shop/sa/caller-%d","dst":%q,"method":"GET","path":%q,"status":%d}`+"\n",
+			t0.Add(at).Format(time.RFC3339Nano), caller, dst, path, status)
+	}
+	for i := 0; i < 600; i++ {
+		line(time.Duration(i)*100*time.Millisecond, i%3, "cart.shop", fmt.Sprintf("/items/%d", i), 200)
+	}
+	for c := 0; c < 3; c++ {
+		for j, dst := range []string{"payments.shop", "users.shop"} {
+			line(61*time.Second+time.Duration(c)*time.Second+time.Duration(j)*100*time.Millisecond, c, dst, "/admin", 403)
+		}
+	}
+	line(70*time.Second, 0, "admin.shop", "/admin", 403)
+	for i := 0; i < 30; i++ {
+		line(100*time.Second+time.Duration(i)*time.Second, 1, "cart.shop", fmt.Sprintf("/items/%d", i), 200)
+	}
+	data := filepath.Join(dir, "traffic.jsonl")
+	if err := os.WriteFile(data, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outDir := filepath.Join(dir, "out")
+	var out, errOut bytes.Buffer
+	if err := Main([]string{"run", "--traffic", data, "--learn-until", "2026-11-25T10:00:50Z", "--runner", "native", "--out", outDir}, &out, &errOut); err != nil {
+		t.Fatalf("run: %v\n%s", err, errOut.String())
+	}
+	var rep struct {
+		Incidents []struct{ ID, Principal string } `json:"incidents"`
+		Decisions []struct {
+			ID, Principal, Suppressed string
+			Held                      bool
+			Deny                      []struct{ Workload string }
+		} `json:"decisions"`
+		Policies []string `json:"policies"`
+	}
+	if err := json.Unmarshal(must(os.ReadFile(filepath.Join(outDir, "report.json"))), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Incidents) != 3 {
+		t.Fatalf("incidents %+v, want one per caller\n%s", rep.Incidents, out.String())
+	}
+	byPrincipal := map[string][]string{} // principal → its decisions, in order: "held", or the targets denied
+	for _, d := range rep.Decisions {
+		v := ""
+		switch {
+		case d.Held:
+			v = "held"
+		case d.Suppressed != "":
+			v = "suppressed: " + d.Suppressed
+		default:
+			for _, t := range d.Deny {
+				v += t.Workload + " "
+			}
+		}
+		byPrincipal[d.Principal] = append(byPrincipal[d.Principal], strings.TrimSpace(v))
+	}
+	want := map[string][]string{
+		"spiffe://cluster.local/ns/shop/sa/caller-0": {"admin.shop payments.shop users.shop"},
+		"spiffe://cluster.local/ns/shop/sa/caller-1": {"payments.shop users.shop"},
+		"spiffe://cluster.local/ns/shop/sa/caller-2": {"held", "payments.shop users.shop"},
+	}
+	if fmt.Sprint(byPrincipal) != fmt.Sprint(want) {
+		t.Errorf("decisions by principal:\n%v\nwant\n%v", byPrincipal, want)
+	}
+	files, _ := filepath.Glob(filepath.Join(outDir, "policies", "*.yaml"))
+	if len(files) != 3 {
+		t.Errorf("%d policy files, want one per standing quarantine: %v", len(files), files)
+	}
+	if s := out.String(); strings.Count(s, "[dry-run policy]") != 3 {
+		t.Errorf("the summary does not give each incident its standing dry run:\n%s", s)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +20,9 @@ import (
 
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/detect"
+	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/policy"
+	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/report"
 	"github.com/meshward/meshward/replay/runner"
@@ -31,6 +34,7 @@ type sourceFlags struct {
 	o          source.Overrides
 	format     string
 	identities string
+	limits     source.Limits
 }
 
 func (f *sourceFlags) register(fs *flag.FlagSet) {
@@ -39,10 +43,12 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.o.Label, "label", "", "set the label of every request (normal, or an attack label)")
 	fs.StringVar(&f.format, "format", "auto", "traffic format: auto, "+strings.Join(source.Formats(), ", "))
 	fs.StringVar(&f.identities, "identities", "", "address → workload map for captures (lines: ADDRESS NAME)")
+	fs.IntVar(&f.limits.MaxEntryBytes, "max-entry-bytes", source.DefaultMaxEntryBytes,
+		"skip (and report) a traffic file entry longer than this: a JSONL line, a HAR entry, a Jaeger JSON trace")
 }
 
 func (f *sourceFlags) options() (source.FileOptions, error) {
-	opt := source.FileOptions{Format: f.format, Overrides: f.o}
+	opt := source.FileOptions{Format: f.format, Overrides: f.o, Limits: f.limits}
 	if f.identities != "" {
 		ids, err := loadIdentities(f.identities)
 		if err != nil {
@@ -164,15 +170,11 @@ func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, li
 	case "native":
 		return &runner.Native{Model: m, Threshold: threshold}, nil
 	case "wasm":
-		enc, err := models.Encode(m)
-		if err != nil {
-			return nil, err
-		}
 		profile, err := wf.hostProfile()
 		if err != nil {
 			return nil, err
 		}
-		w, err := runner.NewWasm(wf.path, enc, threshold, profile)
+		w, err := runner.NewWasm(wf.path, m, threshold, profile)
 		if err != nil {
 			return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose -runner native)", err)
 		}
@@ -293,7 +295,8 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	files := append(traffic, fs.Args()...)
+	files := append([]string{}, traffic...)
+	files = append(files, fs.Args()...)
 	if len(files) == 0 {
 		return fmt.Errorf("%w: run needs --traffic FILE (make run generates one)", ErrUsage)
 	}
@@ -327,7 +330,12 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)
-	if err := detectAndDecide(rep, m, monitor, res); err != nil {
+	if lp != nil {
+		// Assembled from the sections served: its version is the release's.
+		rep.Model = lp.summary.ModelSHA256
+	}
+	standing, err := detectAndDecide(rep, m, monitor, res)
+	if err != nil {
 		return err
 	}
 	if lp != nil {
@@ -344,11 +352,11 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case kf.set():
-		if err := applyPolicies(rep, &kf, stderr); err != nil {
+		if err := applyPolicies(rep, standing, &kf, stderr); err != nil {
 			return err
 		}
 	case *outDir != "":
-		if err := writePolicies(rep, filepath.Join(*outDir, "policies")); err != nil {
+		if err := writePolicies(rep, standing, filepath.Join(*outDir, "policies")); err != nil {
 			return err
 		}
 	}
@@ -359,45 +367,55 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	return writeOutputs(rep, monitor, res, outputFlags{report: filepath.Join(*outDir, "report.json"), scores: filepath.Join(*outDir, "scores.jsonl"), html: filepath.Join(*outDir, "report.html")})
 }
 
-// detectAndDecide runs the lateral-movement detector over the monitored
-// traffic, in order, and decides on each incident (dry run: nothing is
-// enforced offline).
-func detectAndDecide(rep *report.Report, m *models.Model, recs []*source.Record, res []runner.Result) error {
-	d, err := detect.New(detect.DefaultConfig(), m)
-	if err != nil {
-		return err
-	}
+// detectAndDecide runs the monitored traffic, in order and on its own
+// clock, through the control plane's lateral-movement loop (enforce.Loop:
+// the detector, the guard rails, the decisions, held ones reconsidered as
+// the limits free) into a sink that applies nothing. Decisions stay dry
+// runs (the default rules never enforce). The report gets the incidents
+// and every decision made, a standing one as it stands at the end (it grew
+// with its incident); what stands is returned, for the files or the API
+// server.
+func detectAndDecide(rep *report.Report, m *models.Model, recs []*source.Record, res []runner.Result) ([]decide.Decision, error) {
 	rules := decide.DefaultRules()
-	guard, err := decide.NewGuard(rules)
+	sink := enforce.NewMemory(rules)
+	loop, err := enforce.New(detect.DefaultConfig(), rules, m, sink, slog.New(slog.DiscardHandler))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	active := 0
+	ctx := context.Background()
+	var ticked time.Time
 	for i, r := range recs {
-		inc := d.Observe(detect.Observation{TS: r.TS, Request: &r.Request, Score: res[i].Score, Flagged: res[i].Flagged, Reasons: res[i].Reasons, Pos: r.Pos})
-		if inc == nil {
-			continue
+		if _, err := loop.Observe(ctx, detect.Observation{TS: r.TS, Request: &r.Request, Score: res[i].Score, Flagged: res[i].Flagged, Reasons: res[i].Reasons, Pos: r.Pos}); err != nil {
+			return nil, err
 		}
-		dec := guard.Decide(inc, active, inc.Opened)
-		if dec.Suppressed == "" {
-			active++
+		// The loop's clock is the traffic's, ticked as often as
+		// meshward serve ticks its own.
+		if r.TS.Sub(ticked) >= server.DefaultConfig().TickEvery {
+			if err := loop.Tick(ctx, r.TS); err != nil {
+				return nil, err
+			}
+			ticked = r.TS
 		}
-		rep.Decisions = append(rep.Decisions, dec)
 	}
-	rep.Incidents = d.Incidents()
-	// Evidence keeps growing after an incident opens; decisions name the
-	// destinations known at the end.
-	for i := range rep.Decisions {
-		fresh := decide.Decide(rep.Incidents[i], rules, 0, rep.Decisions[i].Created)
-		rep.Decisions[i].Deny = fresh.Deny
+	rep.Incidents = loop.Incidents()
+	standing := sink.Standing()
+	now := map[string]decide.Decision{}
+	for _, d := range standing {
+		now[d.ID] = d
 	}
-	return nil
+	rep.Decisions = loop.Decisions()
+	for i, d := range rep.Decisions {
+		if s, ok := now[d.ID]; ok && d.Suppressed == "" {
+			rep.Decisions[i] = s
+		}
+	}
+	return standing, nil
 }
 
 // writePolicies writes the Istio AuthorizationPolicies of every standing
 // decision as YAML files, one per decision.
-func writePolicies(rep *report.Report, dir string) error {
-	for _, dec := range rep.Decisions {
+func writePolicies(rep *report.Report, standing []decide.Decision, dir string) error {
+	for _, dec := range standing {
 		aps, err := policy.Istio(dec)
 		if err != nil {
 			rep.Policies = append(rep.Policies, "not written: "+err.Error())
@@ -442,15 +460,15 @@ func writePolicies(rep *report.Report, dir string) error {
 	return nil
 }
 
-// applyPolicies applies every decision to the API server (dry runs: an
-// offline replay never enforces), audited on stderr.
-func applyPolicies(rep *report.Report, kf *kubeFlags, stderr io.Writer) error {
+// applyPolicies applies every standing decision to the API server (dry
+// runs: an offline replay never enforces), audited on stderr.
+func applyPolicies(rep *report.Report, standing []decide.Decision, kf *kubeFlags, stderr io.Writer) error {
 	a, err := kf.applier(decide.DefaultRules(), auditLog(stderr))
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, dec := range rep.Decisions {
+	for _, dec := range standing {
 		if err := a.Apply(context.Background(), dec); err != nil {
 			errs = append(errs, err)
 			rep.Policies = append(rep.Policies, "not applied: "+err.Error())

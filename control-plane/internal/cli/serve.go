@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,27 +14,36 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/collector"
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/control-plane/kube"
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/control-plane/wasmplugin"
+	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models/record"
 )
 
-// serve runs the control plane until interrupted.
-func serve(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", stderr)
-	cfg := server.DefaultConfig()
+// serveFlags are meshward serve's flags that are not fields of
+// server.Config: register defines every flag of serve, onto both.
+type serveFlags struct {
+	sec                             securityFlags
+	mode, policyDir, qns, protected *string
+	kubeconfig, leaseNS, wasmPlugin *string
+}
+
+// register defines serve's flags on fs.
+func (f *serveFlags) register(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (host:port), or a Redis Cluster's seed nodes, comma-separated; empty starts an embedded Redis-protocol server")
 	fs.StringVar(&cfg.CollectorAddr, "collector-addr", cfg.CollectorAddr, "where the collector listens")
 	fs.StringVar(&cfg.AdminAddr, "admin-addr", cfg.AdminAddr, "where health, metrics and the JSON API listen")
-	tokenFile := fs.String("collector-token-file", "", "file holding the collector's bearer token (or $MESHWARD_COLLECTOR_TOKEN)")
+	f.sec.register(fs, cfg)
 	fs.StringVar(&cfg.XDSAddr, "xds-addr", cfg.XDSAddr, "where ADS (the model rollout to Envoys) listens")
 	fs.StringVar(&cfg.XDS.WasmURI, "wasm-uri", "", "where Envoys load meshward.wasm from (a local path, or a URL with -wasm-sha256); empty turns xDS off")
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri (default: that of -wasm-file)")
 	fs.StringVar(&cfg.WasmFile, "wasm-file", "", "a meshward.wasm the admin endpoint serves at /wasm/meshward.wasm (point -wasm-uri there)")
 	fs.BoolVar(&cfg.XDS.LearnFirst, "filter-learn-first", false, "before any model exists, serve connecting Envoys the filter in learn mode (it ships samples to -filter-collector-cluster)")
-	mode := fs.String("filter-mode", string(cfg.XDS.Base.Mode), "the mode xDS gives the filters: learn, monitor or enforce")
+	f.mode = fs.String("filter-mode", string(cfg.XDS.Base.Mode), "the mode xDS gives the filters: learn, monitor or enforce")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
 	fs.BoolVar(&cfg.Rollout.Canary, "canary", cfg.Rollout.Canary, "send a newly trained model to a share of the nodes first, promoted or rolled back on its flagged rate")
@@ -43,75 +53,91 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&cfg.Rollout.MaxIncrease, "canary-max-increase", cfg.Rollout.MaxIncrease, "... or the stable rate plus this, whichever is higher")
 	fs.DurationVar(&cfg.Rollout.Observe, "canary-observe", cfg.Rollout.Observe, "how long a canary is watched, at least, before promotion")
 	fs.DurationVar(&cfg.Rollout.Timeout, "canary-timeout", cfg.Rollout.Timeout, "a canary that has not scored enough requests by then is rolled back")
+	fs.DurationVar(&cfg.XDS.GroupTTL, "xds-group-ttl", xds.DefaultGroupTTL, "how long xDS keeps a node group no Envoy is connected for (metric meshward_xds_node_groups_evicted_total)")
+	fs.IntVar(&cfg.XDS.MaxGroups, "xds-max-groups", xds.DefaultMaxGroups, "at most this many node groups kept by xDS: past it the idlest is forgotten, or a new one refused when all are connected")
 	fs.BoolVar(&cfg.RBACOverXDS, "xds-rbac", false, "quarantines: deliver them as Envoy RBAC over ADS (meshes without Istio; listeners name the meshward-rbac ECDS resource)")
-	policyDir := fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
+	f.policyDir = fs.String("policy-dir", "", "quarantines: write AuthorizationPolicy YAML files here (GitOps) instead of to an API server")
 	fs.BoolVar(&cfg.Rules.Enforce, "enforce", false, "quarantines: promote dry runs to enforcement after -promote-after (default: dry runs only)")
 	fs.DurationVar(&cfg.Rules.PromoteAfter, "promote-after", cfg.Rules.PromoteAfter, "quarantines: how long a dry run lasts before it is enforced (with -enforce)")
 	fs.DurationVar(&cfg.Rules.TTL, "quarantine-ttl", cfg.Rules.TTL, "quarantines: how long one lasts unless released")
 	fs.IntVar(&cfg.Rules.MaxActive, "max-quarantines", cfg.Rules.MaxActive, "quarantines: at most this many at once")
-	qns := fs.String("quarantine-namespaces", "", "quarantines: the namespaces meshward may write AuthorizationPolicies in, comma-separated, as its Role allows (empty: all, a ClusterRole)")
-	protected := fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
-	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file: elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without this flag; neither: a lock in Redis)")
-	leaseNS := fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
+	fs.IntVar(&cfg.Rules.MaxActivePerNamespace, "max-quarantines-per-namespace", cfg.Rules.MaxActivePerNamespace, "quarantines: at most this many at once whose sources are in one namespace")
+	fs.IntVar(&cfg.Rules.RateLimit, "decision-rate", cfg.Rules.RateLimit, "quarantines: at most this many new decisions per -decision-period (more wait until it frees)")
+	fs.IntVar(&cfg.Rules.NamespaceRateLimit, "decision-rate-per-namespace", cfg.Rules.NamespaceRateLimit, "quarantines: at most this many new decisions per -decision-period about sources of one namespace")
+	fs.DurationVar(&cfg.Rules.RatePeriod, "decision-period", cfg.Rules.RatePeriod, "quarantines: the period of -decision-rate")
+	fs.IntVar(&cfg.Rules.MaxPending, "max-pending-decisions", cfg.Rules.MaxPending, "quarantines: at most this many decisions wait for a limit to free (past it the flooding namespace's oldest is dropped; metric meshward_quarantine_held_dropped_total)")
+	fs.DurationVar(&cfg.Detect.Horizon, "detect-horizon", cfg.Detect.Horizon, "lateral movement: how long a principal's new destinations are remembered (slow fan-out)")
+	fs.IntVar(&cfg.Detect.MaxSources, "detect-max-sources", cfg.Detect.MaxSources, "lateral movement: at most this many principals followed (past it the least recently seen without an incident is forgotten; metric meshward_detector_evictions_total)")
+	f.qns = fs.String("quarantine-namespaces", "", "quarantines: the namespaces meshward may write AuthorizationPolicies in, comma-separated, as its Role allows (empty: all, a ClusterRole)")
+	f.protected = fs.String("protected", strings.Join(cfg.Rules.Protected, ","), "quarantines: namespaces never fenced (comma-separated)")
+	f.kubeconfig = fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG): elect the leader with a Kubernetes Lease, and write quarantines as AuthorizationPolicies, through it (in a pod the service account is used without either; none: a lock in Redis; serve never reads ~/.kube/config on its own)")
+	f.leaseNS = fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
 	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
-	wasmPlugin := fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin whose pluginConfig the leader keeps on the model in force (model and -filter-mode; never a canary)")
+	f.wasmPlugin = fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin template: the leader gives each workload of its namespace a WasmPlugin of its own with its section of the model in force (never a canary)")
+	fs.IntVar(&cfg.Trainer.MaxSectionBytes, "max-section-bytes", cfg.Trainer.MaxSectionBytes, "the size budget of one workload's section of the model (what one sidecar receives); a section over it is refused, naming its workload, which keeps its section in force")
+}
+
+// serve runs the control plane until interrupted.
+func serve(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	cfg := server.DefaultConfig()
+	var f serveFlags
+	f.register(fs, &cfg)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *wasmPlugin != "" {
-		ns, name, err := wasmplugin.ParseRef(*wasmPlugin)
+	if *f.wasmPlugin != "" {
+		ns, name, err := wasmplugin.ParseRef(*f.wasmPlugin)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrUsage, err)
 		}
 		cfg.WasmPlugin.Namespace, cfg.WasmPlugin.Name = ns, name
 	}
-	target, err := kube.Find(*kubeconfig)
+	target, err := kube.Find(*f.kubeconfig, false)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	if target != nil {
 		cfg.Kube, cfg.LeaseNamespace = target.Config, target.Namespace
-		if *leaseNS != "" {
-			cfg.LeaseNamespace = *leaseNS
+		if *f.leaseNS != "" {
+			cfg.LeaseNamespace = *f.leaseNS
 		}
 	}
-	cfg.Rules.Protected = strings.Split(*protected, ",")
-	cfg.XDS.Base.Mode = pluginconfig.Mode(*mode)
+	cfg.Rules.Protected = strings.Split(*f.protected, ",")
+	cfg.XDS.Base.Mode = pluginconfig.Mode(*f.mode)
 	switch cfg.XDS.Base.Mode {
 	case pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeEnforce:
 	default:
-		return fmt.Errorf("%w: -filter-mode %q is not learn, monitor or enforce", ErrUsage, *mode)
+		return fmt.Errorf("%w: -filter-mode %q is not learn, monitor or enforce", ErrUsage, *f.mode)
 	}
-	cfg.CollectorToken = strings.TrimSpace(os.Getenv("MESHWARD_COLLECTOR_TOKEN"))
-	if *tokenFile != "" {
-		b, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return err
-		}
-		cfg.CollectorToken = strings.TrimSpace(string(b))
-	}
-	if cfg.XDS.Base.CollectorCluster != "" {
-		cfg.XDS.Base.CollectorToken = cfg.CollectorToken
+	if err := f.sec.apply(&cfg); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if cfg.XDS.WasmURI != "" && cfg.XDS.Identity == xds.IdentityNone {
+		log.Warn("xDS checks no client identity (-xds-identity=none): any client can read any workload's model; for loopback development only")
+	}
+	if cfg.Collector.Identity == collector.ModeToken {
+		log.Warn("the collector takes bearer tokens (-collector-identity=token): for local development only")
+	}
 	// Quarantines go to -policy-dir or -xds-rbac when asked, else to the
 	// API server when there is one (-kubeconfig, or in a pod).
 	switch {
-	case cfg.RBACOverXDS && *policyDir != "":
+	case cfg.RBACOverXDS && *f.policyDir != "":
 		return fmt.Errorf("%w: quarantines go to one place: -policy-dir or -xds-rbac", ErrUsage)
 	case cfg.RBACOverXDS:
-	case *policyDir == "" && target != nil:
+	case *f.policyDir == "" && target != nil:
 		var namespaces []string
-		if *qns != "" {
-			namespaces = strings.Split(*qns, ",")
+		if *f.qns != "" {
+			namespaces = strings.Split(*f.qns, ",")
 		}
 		a, err := newApplier(target.Config, cfg.Rules, namespaces, log)
 		if err != nil {
 			return err
 		}
 		cfg.Quarantine = a
-	case *policyDir != "":
-		d, err := enforce.NewDir(*policyDir, cfg.Rules, log)
+	case *f.policyDir != "":
+		d, err := enforce.NewDir(*f.policyDir, cfg.Rules, log)
 		if err != nil {
 			return err
 		}
@@ -126,7 +152,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "collector %s/v1/records, admin %s (Ctrl-C stops)\n", s.CollectorURL, s.AdminURL)
+	fmt.Fprintf(stdout, "collector %s%s, admin %s (Ctrl-C stops)\n", s.CollectorURL, record.Path, s.AdminURL)
 	<-ctx.Done()
 	log.Info("stopping")
 	return s.Close()
@@ -136,10 +162,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 func status(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	admin := fs.String("admin", "http://127.0.0.1:9091", "the control plane's admin URL")
+	var af adminFlags
+	af.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: 5 * time.Second}
+	client, err := af.client()
+	if err != nil {
+		return err
+	}
 	resp, err := client.Get(*admin + "/readyz")
 	if err != nil {
 		return fmt.Errorf("control plane at %s: %w", *admin, err)
@@ -150,6 +181,9 @@ func status(args []string, stdout, stderr io.Writer) error {
 	for _, what := range []string{"models", "incidents", "quarantines"} {
 		resp, err := client.Get(*admin + "/api/v1/" + what)
 		if err != nil {
+			return err
+		}
+		if err := refused(resp, what); err != nil {
 			return err
 		}
 		// The answer has other fields beside the list (models: current).
@@ -175,6 +209,9 @@ func rolloutStatus(client *http.Client, admin string, stdout io.Writer) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if err := refused(resp, "rollouts"); err != nil {
+		return err
+	}
 	var r struct {
 		Current string `json:"current"`
 		Canary  *struct {

@@ -166,4 +166,4 @@ func compile(ctx context.Context, r wazero.Runtime, wasm []byte, p Profile) (waz
 
 // ErrMissingImport is returned for a module that imports a function its
 // host profile does not register.
-var ErrMissingImport = errors.New("Failed to load Wasm module due to a missing import")
+var ErrMissingImport = errors.New("failed to load Wasm module due to a missing import")

@@ -65,6 +65,8 @@ var rows = []row{
 			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unscored_total[5m])) / sum by (destination_workload_namespace, destination_workload) (rate(meshward_requests_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
 		{kind: "timeseries", title: "Bytes not inspected per workload", unit: "Bps", help: "Request bytes the filter let through without reading them: bodies past max_body_bytes, headers past max_headers or max_header_bytes (monitor mode, or over_limit inspect).",
 			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_uninspected_bytes_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
+		{kind: "timeseries", title: "Unidentified callers per workload", unit: "reqps", help: "Requests whose caller nothing trustworthy named (no mTLS identity, no address): scored as an unknown caller, never learned.",
+			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unidentified_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
 	}},
 	{"Scores", []panelSpec{
 		{kind: "heatmap", title: "Score distribution ($workload)", help: "Scores × 1000 of every scored request to the chosen workloads (meshward_score_permille); 500 is the calibrated threshold.", width: 12,
@@ -109,6 +111,11 @@ var rows = []row{
 			queries: []query{{`sum by (code) (rate(meshward_collector_batches_total[5m]))`, "{{code}}"}}},
 		{kind: "timeseries", title: "Records by outcome", unit: "ops", help: "Records received by the collector, by outcome.",
 			queries: []query{{`sum by (outcome) (rate(meshward_collector_records_total[5m]))`, "{{outcome}}"}}},
+		{kind: "timeseries", title: "Collector refusals by reason", unit: "ops", help: "Records refused (about another workload than the sender's, outside the clock-skew window, bad sample rate, invalid) and batches refused whole (unauthenticated, busy, too large, read timeout).",
+			queries: []query{
+				{`sum by (reason) (rate(meshward_collector_records_refused_total[5m]))`, "record: {{reason}}"},
+				{`sum by (reason) (rate(meshward_collector_batches_refused_total[5m]))`, "batch: {{reason}}"},
+			}},
 		{kind: "timeseries", title: "Records shipped and dropped by filters", unit: "ops", help: "Records the filters shipped, and dropped because their buffer was full.",
 			queries: []query{
 				{`sum(rate(meshward_records_shipped_total[5m]))`, "shipped"},
@@ -165,6 +172,9 @@ var rules = []Rule{
 	{Alert: "MeshwardCollectorBackpressure", Expr: `sum(rate(meshward_collector_batches_total{code="503"}[5m])) > 0`, For: "10m",
 		Labels:      map[string]string{"severity": "warning"},
 		Annotations: map[string]string{"summary": "the meshward collector answers 503", "description": "The collector pushes back (Redis slow, full or down); filters retry and then drop."}},
+	{Alert: "MeshwardForgedRecords", Expr: `sum(increase(meshward_collector_records_refused_total{reason="not_sender_workload"}[10m])) > 0`,
+		Labels:      map[string]string{"severity": "warning"},
+		Annotations: map[string]string{"summary": "a sidecar sent records about another workload", "description": "The collector refused records whose destination is not the sender's workload: a workload tries to poison another's model, or a workload's identity binding is wrong (-workload-identities). The collector's log and GET /metrics name the reason; nothing was stored."}},
 	{Alert: "MeshwardRedisDown", Expr: `min(meshward_redis_up) == 0`, For: "2m",
 		Labels:      map[string]string{"severity": "critical"},
 		Annotations: map[string]string{"summary": "meshward cannot reach Redis", "description": "Training and collection stop; xDS keeps serving the last model."}},
@@ -173,14 +183,20 @@ var rules = []Rule{
 		Annotations: map[string]string{"summary": "meshward training rounds fail", "description": "The control plane's log says why (see the trainer's 'training round failed' lines)."}},
 }
 
-// workloadMetric is the metric whose destination_workload values the
-// dashboard's workload variable lists.
-const workloadMetric = "meshward_requests_total"
+// The dashboard's workload variable: it lists the values of WorkloadLabel
+// on WorkloadMetric, and panels select on it as $workload; "All" is
+// WorkloadAll.
+const (
+	WorkloadVariable = "workload"
+	WorkloadMetric   = "meshward_requests_total"
+	WorkloadLabel    = "destination_workload"
+	WorkloadAll      = ".*"
+)
 
 // Queries returns every PromQL expression of the dashboard and the rules
 // (for the workload variable, the metric it reads).
 func Queries() []string {
-	out := []string{workloadMetric}
+	out := []string{WorkloadMetric}
 	for _, r := range rows {
 		for _, p := range r.panels {
 			for _, q := range p.queries {
@@ -194,8 +210,41 @@ func Queries() []string {
 	return out
 }
 
-// Dashboard builds the Grafana dashboard.
+// PanelQuery is one query of a dashboard panel and the legend Grafana
+// draws for each series it returns ({{label}} is that series' label).
+type PanelQuery struct {
+	Row, Panel, Expr, Legend string
+}
+
+// PanelQueries returns the query of every panel, in dashboard order.
+func PanelQueries() []PanelQuery {
+	var out []PanelQuery
+	for _, r := range rows {
+		for _, p := range r.panels {
+			for _, q := range p.queries {
+				out = append(out, PanelQuery{Row: r.title, Panel: p.title, Expr: q.expr, Legend: q.legend})
+			}
+		}
+	}
+	return out
+}
+
+// Rules returns the alert rules (a copy: tests may not change what is
+// generated).
+func Rules() []Rule {
+	out := make([]Rule, len(rules))
+	copy(out, rules)
+	return out
+}
+
+// Dashboard builds the Grafana dashboard. It uses the SDK's v1 dashboard
+// schema, which the SDK marks deprecated in favour of v2: v2 needs Grafana
+// 12's new dashboard API, while v1 JSON is what Grafana provisions from a
+// file or a ConfigMap today.
+//
+//nolint:staticcheck // v1 schema on purpose, see above
 func Dashboard() (dashboard.Dashboard, error) {
+	//nolint:staticcheck // v1 schema on purpose, see above
 	b := dashboard.NewDashboardBuilder("meshward").
 		Uid(UID).
 		Tags([]string{"meshward", "istio", "security"}).
@@ -204,9 +253,9 @@ func Dashboard() (dashboard.Dashboard, error) {
 		Time("now-6h", "now").
 		Tooltip(dashboard.DashboardCursorSyncCrosshair).
 		WithVariable(dashboard.NewDatasourceVariableBuilder("datasource").Label("Data source").Type("prometheus")).
-		WithVariable(dashboard.NewQueryVariableBuilder("workload").Label("Workload").Datasource(ds).
-			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(" + workloadMetric + ", destination_workload)")}).
-			Multi(true).IncludeAll(true).AllValue(".*").Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc))
+		WithVariable(dashboard.NewQueryVariableBuilder(WorkloadVariable).Label("Workload").Datasource(ds).
+			Query(dashboard.StringOrMap{String: cog.ToPtr("label_values(" + WorkloadMetric + ", " + WorkloadLabel + ")")}).
+			Multi(true).IncludeAll(true).AllValue(WorkloadAll).Refresh(dashboard.VariableRefreshOnTimeRangeChanged).Sort(dashboard.VariableSortAlphabeticalAsc))
 	refID := func(i int) string { return string(rune('A' + i)) }
 	for _, r := range rows {
 		rb := dashboard.NewRowBuilder(r.title)

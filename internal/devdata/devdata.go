@@ -1,7 +1,7 @@
-// Package testdata finds the shared development data for data-driven tests,
+// Package devdata finds the shared development data for data-driven tests,
 // through the one setting the project uses: $MESHWARD_DATA, defaulting to
 // ../shared/data beside the repository root (where CI has it).
-package testdata
+package devdata
 
 import (
 	"errors"
