@@ -61,7 +61,7 @@ func TestSegmentShapeTable(t *testing.T) {
 // comparisons: every skipped name is skipped, and no name one byte away from
 // one (at any position, any value), nor a cut or extended one, is.
 func TestSkipHeader(t *testing.T) {
-	skipped := []string{"content-length", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+	skipped := []string{"host", "content-length", "x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
 		"x-b3-sampled", "traceparent", "tracestate", "x-envoy-attempt-count", "x-forwarded-for",
 		"x-forwarded-proto", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-envoy-expected-rq-timeout-ms"}
 	want := map[string]bool{}
@@ -73,7 +73,7 @@ func TestSkipHeader(t *testing.T) {
 			t.Errorf("skipHeader(%q) = %v, want %v", name, got, want[name])
 		}
 	}
-	for _, n := range append(skipped, "", "x", "user-agent", "accept", "content-type", "x-forwarded-host", "authorization") {
+	for _, n := range append(skipped, "", "x", "hosts", "user-agent", "accept", "content-type", "x-forwarded-host", "authorization") {
 		check(n)
 		check(n + "x")
 		if n != "" {
@@ -470,6 +470,46 @@ func TestExtractDecodesRawBodies(t *testing.T) {
 		s.extract(&r)
 		if got := body(&s); got != tc.want {
 			t.Errorf("body %q (%s): value %q, want %q", tc.in, tc.ct, got, tc.want)
+		}
+	}
+}
+
+// TestHostHeaderIsAuthority: a Host header is :authority under its HTTP/1
+// name, which the model leaves out; traffic that carries it (a capture from
+// packets) scores as the same traffic without it (a JSONL capture, or
+// Envoy, which folds it into :authority), and a model learned with it
+// scores traffic without it the same way too.
+func TestHostHeaderIsAuthority(t *testing.T) {
+	withHost := func(r Request) Request {
+		r.Headers = append([]Header{{Name: "host", Value: r.Destination + ":8080"}}, r.Headers...)
+		return r
+	}
+	train := func(host bool) *Model {
+		cfg := DefaultTrainConfig()
+		cfg.Now = time.Unix(1_700_000_000, 0)
+		tr, err := NewTrainer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range fixtureRequests() {
+			if host {
+				r = withHost(r)
+			}
+			tr.Observe(&r)
+		}
+		m, err := tr.Model()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, learnedHost := range []bool{false, true} {
+		m := train(learnedHost)
+		for i, r := range fixtureRequests()[:200] {
+			a, b := m.Score(&r), m.Score(new(withHost(r)))
+			if a.Score != b.Score || a.Reasons != b.Reasons {
+				t.Fatalf("learned with host %v, request %d: %v %v without a Host header, %v %v with one", learnedHost, i, a.Score, a.Reasons, b.Score, b.Reasons)
+			}
 		}
 	}
 }
