@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 	"time"
 )
@@ -547,9 +546,11 @@ func (t *Trainer) Sections() (*Sections, error) {
 // (Workload.Tails), then where the combined surprise of a typical request
 // lies (CalBase; CalCenter is that of a request as rare as TargetFPR). Each
 // held-back request calibrates its destination's part and the global one;
-// a part with too few held-back requests takes the global one's tails. The
-// request phase is calibrated without the response, the response phase
-// with it. Parts are decoded one at a time, the global one first.
+// a part with too few held-back requests to fit tails (minTailSample) lets
+// its surprises stand and reads where a rare request lies from its own
+// held-back requests (combinedCalibration). The request phase is calibrated
+// without the response, the response phase with it. Parts are decoded one
+// at a time.
 func (t *Trainer) calibrate(s *Sections) error {
 	// The held-back requests of each part: their destination's, and every
 	// one of them the global part's.
@@ -566,21 +567,12 @@ func (t *Trainer) calibrate(s *Sections) error {
 		}
 	}
 	var sc Scratch
-	var global *Workload
-	names := sortedKeys(s.records)
-	if hasGlobal {
-		// The global part first: the others may take its tails.
-		names = append([]string{GlobalWorkload}, slices.DeleteFunc(names, func(n string) bool { return n == GlobalWorkload })...)
-	}
-	for _, name := range names {
+	for _, name := range sortedKeys(s.records) {
 		w, err := s.Workload(name)
 		if err != nil {
 			return err
 		}
-		t.calibratePart(w, held[name], global, &sc)
-		if name == GlobalWorkload {
-			global = w
-		}
+		t.calibratePart(w, held[name], &sc)
 		s.records[name] = appendWorkload(nil, w)
 	}
 	t.heldBack = nil
@@ -588,8 +580,8 @@ func (t *Trainer) calibrate(s *Sections) error {
 }
 
 // calibratePart calibrates one part on its held-back requests (see
-// calibrate); global is the global part, calibrated, or nil.
-func (t *Trainer) calibratePart(w *Workload, held []*Request, global *Workload, s *Scratch) {
+// calibrate).
+func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) {
 	// The request phase decides before a response exists.
 	score := func(r *Request, response bool) Verdict {
 		req := *r
@@ -625,18 +617,18 @@ func (t *Trainer) calibratePart(w *Workload, held []*Request, global *Workload, 
 			}
 		}
 	}
-	if len(ps[PartValues]) >= minTailSample || global == nil {
-		for p := Part(0); p < NParts; p++ {
-			if !p.calibrated() {
-				continue
-			}
-			w.Tails[p] = Tail{}
-			if len(ps[p]) >= minTailSample {
-				w.Tails[p] = fitTail(ps[p])
-			}
+	// A part's own held-back requests, or none: the global part's tails
+	// do not fit a smaller workload's surprises, which its sparser models
+	// make run higher (an error status the workload saw twice costs 4 nats
+	// where the global part, which saw it often, would call 4 nats rare).
+	for p := Part(0); p < NParts; p++ {
+		if !p.calibrated() {
+			continue
 		}
-	} else {
-		w.Tails = global.Tails
+		w.Tails[p] = Tail{}
+		if len(ps[p]) >= minTailSample {
+			w.Tails[p] = fitTail(ps[p])
+		}
 	}
 	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
 	// Where typical requests lie once combined.
@@ -660,9 +652,8 @@ func (t *Trainer) calibratePart(w *Workload, held []*Request, global *Workload, 
 }
 
 // minTailSample is the least number of held-back requests a section needs
-// to fit its parts' tails; with fewer, it takes the global section's, and
-// when that has fewer too, surprises stand as their models say (a Tail of
-// zeros). Fewer than 200 requests put no knot beyond the 2.5 % share and
+// to fit its parts' tails; with fewer, surprises stand as their models say
+// (a Tail of zeros). Fewer than 200 requests put no knot beyond the 2.5 % share and
 // fit the slope beyond the last on a handful of requests: a tail read from
 // noise would reorder the parts, not calibrate them.
 const minTailSample = 200

@@ -225,6 +225,14 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 		if err != nil {
 			return rep, err
 		}
+		if _, ok := cur.own(d); !ok {
+			// A workload without a section of its own is new to the model:
+			// the fallback flags its traffic for being new (a new caller,
+			// a new route), which is what learning it is for. Invented
+			// destinations are the junk rules' (registry, MaxJunkSections,
+			// never the fallback).
+			section = nil
+		}
 		tr.UseCurrent(section)
 		for i := range ds.learn {
 			if ds.junk {

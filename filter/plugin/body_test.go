@@ -64,7 +64,7 @@ func trainForms(padded bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return models.Encode(m)
+	return models.EncodeSection(m, workload)
 }
 
 // searchPost is a form post to the search route.
