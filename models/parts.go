@@ -69,15 +69,12 @@ func (p Part) String() string {
 	return "part"
 }
 
-// structural reports whether the part's surprise is a Good-Turing
-// probability already. The structural parts are summed, and the sum is
-// only ever lowered by its Tail (Workload.Tails[partStructure]): when
-// held-back normal requests meet new names or routes more often than
-// training's counts said, the data wins; when they never do, the
-// Good-Turing estimate stands beyond them.
-func (p Part) structural() bool { return p <= PartNames }
-
 // partStructure is where Workload.Tails keeps the structural sum's tail.
+// The structural parts (PartCaller to PartNames) are Good-Turing
+// probabilities already: they are summed, and the sum is only ever lowered
+// by its Tail: when held-back normal requests meet new names or routes more
+// often than training's counts said, the data wins; when they never do,
+// the Good-Turing estimate stands beyond them.
 const partStructure = PartCaller
 
 // calibrated reports whether the part has a Tail of its own in

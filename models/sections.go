@@ -93,17 +93,6 @@ func decodeRecord(rec []byte, index bool) (*Workload, error) {
 	return w, nil
 }
 
-// rewriteRecord decodes an encoded part, lets f change it and encodes it
-// again.
-func rewriteRecord(rec []byte, f func(*Workload)) ([]byte, error) {
-	w, err := decodeRecord(rec, false)
-	if err != nil {
-		return nil, err
-	}
-	f(w)
-	return appendWorkload(nil, w), nil
-}
-
 // pruneGlobal encodes the global part within budget bytes: trained over
 // every destination, it would grow with the mesh, so it keeps its most
 // frequent callers and routes (and the parameters of the routes kept, and
