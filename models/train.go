@@ -60,6 +60,15 @@ func DefaultTrainConfig() TrainConfig {
 	}
 }
 
+// ShapedTrainConfig is DefaultTrainConfig as the control plane trains: on
+// the value shapes filters ship, not the values (ShapedValues). Offline
+// evaluation trains the same way to measure the model a mesh runs.
+func ShapedTrainConfig() TrainConfig {
+	c := DefaultTrainConfig()
+	c.ShapedValues = true
+	return c
+}
+
 // Validate reports every problem with the configuration.
 func (c TrainConfig) Validate() error {
 	var errs []error

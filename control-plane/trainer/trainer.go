@@ -70,9 +70,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults, in one place.
 func DefaultConfig() Config {
-	tc := models.DefaultTrainConfig()
 	// The filter ships value shapes, not values.
-	tc.ShapedValues = true
+	tc := models.ShapedTrainConfig()
 	return Config{SamplesPerDestination: 20_000, SamplesPerSource: 5_000, RecentShare: 0.1, MaxFlaggedRate: 0.01,
 		MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, MaxJunkSections: 200, Train: tc}
 }

@@ -25,7 +25,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/crs"
 	"github.com/meshward/meshward/replay/datasets"
@@ -120,7 +119,7 @@ func load(dir, name string) ([]datasets.Example, datasets.Report, error) {
 func train(exs []datasets.Example, seed uint64, shaped bool) (*models.Model, *models.Trainer, error) {
 	cfg := models.DefaultTrainConfig()
 	if shaped {
-		cfg = trainer.DefaultConfig().Train
+		cfg = models.ShapedTrainConfig()
 	}
 	cfg.Seed = seed
 	cfg.Now = time.Unix(0, 0)
