@@ -238,33 +238,11 @@ func (q query) labelUses() []labelUse {
 // verdicts returns the verdicts the Telemetry's expression can give
 // (its quoted values).
 func verdicts(t *testing.T) map[string]bool {
-	var tel struct {
-		Spec struct {
-			Metrics []struct {
-				Overrides []struct {
-					TagOverrides map[string]struct {
-						Value string `yaml:"value"`
-					} `yaml:"tagOverrides"`
-				} `yaml:"overrides"`
-			} `yaml:"metrics"`
-		} `yaml:"spec"`
-	}
-	if err := yaml.Unmarshal(read(t, "istio/telemetry/telemetry.yaml"), &tel); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]bool{}
-	for _, m := range tel.Spec.Metrics {
-		for _, o := range m.Overrides {
-			v, ok := o.TagOverrides["meshward_verdict"]
-			if !ok {
-				continue
-			}
-			// The results of the CEL expression's branches are its
-			// quoted literals that are not compared against.
-			for _, lit := range celResult.FindAllStringSubmatch(v.Value, -1) {
-				out[lit[1]] = true
-			}
-		}
+	// The results of the CEL expression's branches are its quoted
+	// literals that are not compared against.
+	for _, lit := range celResult.FindAllStringSubmatch(telemetryExpression(t), -1) {
+		out[lit[1]] = true
 	}
 	if len(out) < 2 {
 		t.Fatalf("istio/telemetry/telemetry.yaml gives meshward_verdict only %v", out)

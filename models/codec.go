@@ -58,7 +58,7 @@ import (
 // filter built with other semantics refuses a model instead of misreading it.
 // Version 7 made the section the unit of delivery. Version 8 added per-part
 // tails (Workload.Tails), per-parameter tails and trigram counts, each
-// route's largest request, and leaves the host header out as :authority is.
+// route's largest request.
 const CodecVersion = 8
 
 // The kinds of encoding (the header's u16 after the version).

@@ -133,6 +133,9 @@ type paramScratch struct {
 	// collect, when set (calibration), receives the surprise of every
 	// value a parameter model judged.
 	collect func(pm *ParamModel, surprise float64)
+	// pathKnown has the content model read an unknown route's path as a
+	// known one's (Graduate, when a new route is set aside).
+	pathKnown bool
 }
 
 // stringBytes views a string's bytes; callers only read through it.

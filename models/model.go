@@ -553,7 +553,7 @@ func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 		s.contentStart(r, sc.mask, nil, false, 0)
 	case w.content != nil && w.content.checked:
 		sc.content, sc.mask, sc.shaped = true, w.content.Mask, w.content.Shaped
-		s.contentStart(r, sc.mask, w.content.Grams, routeKnown && plain, w.novelCost)
+		s.contentStart(r, sc.mask, w.content.Grams, (routeKnown || s.pathKnown) && plain, w.novelCost)
 	default:
 		sc.content = false
 	}

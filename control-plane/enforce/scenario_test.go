@@ -58,6 +58,29 @@ func trainTicket(t *testing.T) (learn, replay []*source.Record) {
 	return read(files[:12]), read(files[12:16])
 }
 
+// serviceGraph is what the learned traffic shows: each caller's callees,
+// and the destinations and callers, sorted.
+func serviceGraph(learn []*source.Record) (callees map[string]map[string]bool, dsts, srcs []string) {
+	callees = map[string]map[string]bool{}
+	services := map[string]bool{}
+	for _, r := range learn {
+		if callees[r.Request.Source] == nil {
+			callees[r.Request.Source] = map[string]bool{}
+		}
+		callees[r.Request.Source][r.Request.Destination] = true
+		services[r.Request.Destination] = true
+	}
+	for d := range services {
+		dsts = append(dsts, d)
+	}
+	for s := range callees {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(dsts)
+	sort.Strings(srcs)
+	return callees, dsts, srcs
+}
+
 func sortByTime(recs []*source.Record) {
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].TS.Before(recs[j].TS) })
 }
@@ -164,24 +187,7 @@ func ownedPolicies(t *testing.T, ic istioclient.Interface) map[string]string {
 func testScenario(t *testing.T, ic istioclient.Interface, kc kubernetes.Interface) {
 	learn, benign := trainTicket(t)
 	m := learnModel(t, learn)
-	callees := map[string]map[string]bool{}
-	services := map[string]bool{}
-	for _, r := range learn {
-		if callees[r.Request.Source] == nil {
-			callees[r.Request.Source] = map[string]bool{}
-		}
-		callees[r.Request.Source][r.Request.Destination] = true
-		services[r.Request.Destination] = true
-	}
-	var dsts, srcs []string
-	for d := range services {
-		dsts = append(dsts, d)
-	}
-	for s := range callees {
-		srcs = append(srcs, s)
-	}
-	sort.Strings(dsts)
-	sort.Strings(srcs)
+	callees, dsts, srcs := serviceGraph(learn)
 	start := benign[len(benign)/2].TS
 
 	// 1. The benign replay of the same graph writes nothing.

@@ -170,6 +170,18 @@ func (s *Server) admin() http.Handler {
 			http.Error(w, "no such quarantine: "+id, http.StatusNotFound)
 			return
 		}
+		// The release is noted before the policies go: a leader that
+		// replays the observation stream (this one, or the next after a
+		// failover) does not quarantine the principal again on the
+		// evidence the operator has just weighed.
+		for _, d := range s.cfg.Quarantine.Standing() {
+			if d.ID == id {
+				if err := s.store.NoteRelease(r.Context(), d.Principal, time.Now()); err != nil {
+					s.json(w, nil, fmt.Errorf("noting the release: %w", err))
+					return
+				}
+			}
+		}
 		err := s.cfg.Quarantine.Release(r.Context(), id)
 		s.json(w, map[string]any{"released": id}, err)
 	}))
@@ -186,6 +198,8 @@ func (s *Server) admin() http.Handler {
 		edges, err := s.store.Edges(r.Context(), dst, time.Now())
 		s.json(w, map[string]any{"destination": dst, "edges": edges}, err)
 	}))
+	// Exceptions, readiness and the preview (daytwo.go).
+	s.dayTwoRoutes(mux)
 	return mux
 }
 
@@ -256,6 +270,8 @@ func (s *Server) guard(a access, h http.HandlerFunc) http.Handler {
 			http.Error(w, "forbidden: "+why, http.StatusForbidden)
 			return
 		}
+		// The handler knows who calls (an exception's author).
+		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
 		if !a.mutating {
 			h(w, r)
 			return
@@ -264,6 +280,16 @@ func (s *Server) guard(a access, h http.HandlerFunc) http.Handler {
 		h(rec, r)
 		audit(p, true, rec.code, "")
 	})
+}
+
+// principalKey holds the authenticated caller in a guarded request's
+// context.
+type principalKey struct{}
+
+// principal returns the authenticated caller of a guarded request.
+func principal(r *http.Request) *auth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)
+	return p
 }
 
 // quarantineOf returns the standing quarantine (dry run or enforced) of a

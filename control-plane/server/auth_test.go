@@ -22,6 +22,8 @@ import (
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/enforce"
 	"github.com/meshward/meshward/internal/kubetest"
+	"github.com/meshward/meshward/models"
+	"github.com/meshward/meshward/models/record"
 )
 
 // lockedBuffer is a log sink safe for the server's goroutines.
@@ -148,6 +150,12 @@ func TestAdminAPIAuthOnARealAPIServer(t *testing.T) {
 		{"the quarantined principal, another's quarantine", "POST", web, release("intruder-1"), 403},
 		{"the quarantined principal, retraining", "POST", web, "/api/v1/train", 403},
 		{"the quarantined principal, rolling back", "POST", web, "/api/v1/rollback", 403},
+		{"the quarantined principal, an exception for itself", "POST", web, "/api/v1/exceptions", 403},
+		{"the quarantined principal, revoking an exception", "DELETE", web, "/api/v1/exceptions/any", 403},
+		{"an exception without a token", "POST", "", "/api/v1/exceptions", 401},
+		{"a viewer adds no exception", "POST", viewer, "/api/v1/exceptions", 403},
+		{"a viewer lists the exceptions", "GET", viewer, "/api/v1/exceptions", 200},
+		{"a viewer reads the workloads", "GET", viewer, "/api/v1/workloads", 200},
 		{"reads need a token", "GET", "", "/api/v1/quarantines", 401},
 		{"reads need the verb", "GET", nobody, "/api/v1/models/current", 403},
 		{"a viewer reads", "GET", viewer, "/api/v1/quarantines", 200},
@@ -192,5 +200,28 @@ func TestAdminAPIAuthOnARealAPIServer(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no audit line for the operator's release:\n%v", logs.auditLines(t))
+	}
+
+	// An operator's exception is stored, and is a Kubernetes Event.
+	if err := s.store.Ingest(ctx, []record.Record{{TS: now, Route: "/", Request: models.Request{Method: "GET", Path: "/", Source: "spiffe://cluster.local/ns/" + ns + "/sa/web", Destination: "cart." + ns}}}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", s.AdminURL+"/api/v1/exceptions", strings.NewReader(`{"id":"orders-ok","workload":"cart.`+ns+`","caller":"spiffe://cluster.local/ns/`+ns+`/sa/orders","reason":"release","ttl":"1h"}`))
+	req.Header.Set("Authorization", "Bearer "+operator)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || !strings.Contains(string(b), `"author":"system:serviceaccount:`+ns+`:operator"`) {
+		t.Fatalf("the operator's exception: %d %s", resp.StatusCode, b)
+	}
+	evs, err := kc.EventsV1().Events(cfg.LeaseNamespace).List(ctx, metav1.ListOptions{LabelSelector: "meshward.io/exception=orders-ok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs.Items) != 1 || evs.Items[0].Reason != "ExceptionAdded" || evs.Items[0].Regarding.Name != ns {
+		t.Errorf("the exception's Events: %+v", evs.Items)
 	}
 }

@@ -237,9 +237,12 @@ func TestDecoysDoNotSuppressTheRealFanOutKube(t *testing.T) {
 	}
 }
 
-// TestFailoverKube: the leader quarantines two principals and goes away;
-// the replica that takes over rebuilds from the API server before it
-// acts, lists both, releases one on request and expires the other.
+// TestFailoverKube: the leader quarantines two principals, an operator
+// releases one, and the leader goes away. The replica that takes over
+// rebuilds from the API server before it acts and replays the stream's
+// last horizon without quarantining the released principal again on the
+// evidence already weighed; it lists the other, releases it on request,
+// and expires what it quarantines itself.
 func TestFailoverKube(t *testing.T) {
 	k := newKubeServe(t, "shop")
 	ttl := func(c *Config) { c.Rules.TTL = 15 * time.Second }
@@ -265,32 +268,55 @@ func TestFailoverKube(t *testing.T) {
 	poll(t, 20*time.Second, "both quarantines applied by the first leader", func() bool {
 		return k.countFor(t, webP) == 3 && k.countFor(t, api) == 2
 	})
+	release := func(s *Server, principal string) {
+		t.Helper()
+		var list struct {
+			Quarantines []struct{ ID, Principal string }
+		}
+		id := ""
+		poll(t, 20*time.Second, "the leader to list "+principal, func() bool {
+			_, body := get(t, s.AdminURL+"/api/v1/quarantines")
+			if json.Unmarshal([]byte(body), &list) != nil {
+				return false
+			}
+			for _, q := range list.Quarantines {
+				if q.Principal == principal {
+					id = q.ID
+				}
+			}
+			return id != ""
+		})
+		resp, err := adminPost(s.AdminURL + "/api/v1/quarantines/" + id + "/release")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || k.countFor(t, principal) != 0 {
+			t.Fatalf("release of %s: %d, %d policies left", principal, resp.StatusCode, k.countFor(t, principal))
+		}
+	}
+	release(first, webP)
 	if err := first.Close(); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, 20*time.Second, "the other replica to lead", other.elector.Leading)
-	var list struct {
-		Quarantines []struct{ ID, Principal string }
+	// A fan-out after the takeover: once it is quarantined, the new
+	// leader has replayed the horizon before it (the stream is read in
+	// order), the released principal's records included.
+	cart := "spiffe://cluster.local/ns/shop/sa/cart"
+	batch.Reset()
+	for _, d := range []string{"orders", "stock"} {
+		batch.WriteString(recordLine(time.Now(), cart, d+".shop", 403))
 	}
-	poll(t, 20*time.Second, "the new leader to list both quarantines", func() bool {
-		_, body := get(t, other.AdminURL+"/api/v1/quarantines")
-		return json.Unmarshal([]byte(body), &list) == nil && len(list.Quarantines) == 2
-	})
-	var webID string
-	for _, q := range list.Quarantines {
-		if q.Principal == webP {
-			webID = q.ID
-		}
+	if code := ship(t, other, batch.String()); code != 200 {
+		t.Fatalf("shipping: %d", code)
 	}
-	resp, err := adminPost(other.AdminURL + "/api/v1/quarantines/" + webID + "/release")
-	if err != nil {
-		t.Fatal(err)
+	poll(t, 20*time.Second, "the new leader to quarantine a new fan-out", func() bool { return k.countFor(t, cart) == 2 })
+	if n := k.countFor(t, webP); n != 0 {
+		t.Fatalf("the new leader quarantined the released principal again (%d policies) on the evidence already weighed", n)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || k.countFor(t, webP) != 0 {
-		t.Fatalf("release by the new leader: %d, %d policies left", resp.StatusCode, k.countFor(t, webP))
-	}
-	poll(t, 40*time.Second, "the first leader's other quarantine to expire", func() bool { return k.countFor(t, api) == 0 })
+	release(other, api)
+	poll(t, 40*time.Second, "the new leader's quarantine to expire", func() bool { return k.countFor(t, cart) == 0 })
 }
 
 // TestStaleLeaderCannotApplyKube: a leader whose Lease another holder took

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/exception"
 	"github.com/meshward/meshward/control-plane/rollout"
 	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/control-plane/xds"
@@ -115,7 +116,19 @@ func (s *Server) train(ctx context.Context) (trainer.Report, error) {
 			cfg.Registered[g] = true
 		}
 	}
+	// What the exceptions in force let through is taught.
+	if _, err := s.reloadExceptions(ctx, false); err != nil {
+		s.log.Warn("training without the exceptions: not read", "err", err)
+	}
+	cfg.Exceptions = exception.Active(s.exceptionList(), time.Now())
+	// Readiness estimates what enforce would deny as the filters are told to.
+	cfg.Readiness.DenyReasons = s.cfg.XDS.Base.DenyReasons
 	rep, err := trainer.Round(ctx, s.store, cfg, time.Now())
+	if err == nil && (rep.Published || rep.Unchanged) {
+		if rerr := s.reloadReadiness(ctx); rerr != nil {
+			s.log.Warn("readiness not read", "err", rerr)
+		}
+	}
 	switch {
 	case err != nil:
 		s.rounds.WithLabelValues("failed").Inc()

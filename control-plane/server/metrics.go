@@ -66,6 +66,7 @@ func Metrics() []metric.Def {
 	own := []metric.Def{defCollectorBatch, defTrainerRounds, defCanaryDecisions, defXDSSyncFailures, defRollbacks,
 		defRedisUp, defModelInfo, defModelsStored, defIncidents, defXDSNACKs, defCanaryActive,
 		defWriteFailures, defPending, defHeldDropped, defEvictions, defGroups, defGroupsEvicted}
+	own = append(own, dayTwoMetrics()...)
 	return append(own, collector.Metrics()...)
 }
 

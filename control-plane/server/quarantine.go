@@ -18,7 +18,11 @@ type tee struct{ s *Server }
 
 func (t tee) IngestBatch(ctx context.Context, b store.Batch) (bool, error) {
 	b.Observe = t.s.cfg.Quarantine != nil
-	return t.s.store.IngestBatch(ctx, b)
+	dup, err := t.s.store.IngestBatch(ctx, b)
+	if err == nil && !dup {
+		t.s.countDecisions(b.Records)
+	}
+	return dup, err
 }
 
 // followLoop feeds the observation stream to the lateral-movement loop
@@ -65,6 +69,12 @@ func (s *Server) followLoop(ctx context.Context) {
 				}
 			}
 		}
+		var released map[string]time.Time
+		if len(recs) > 0 {
+			if released, err = s.store.Releases(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("reading the released quarantines", "err", err)
+			}
+		}
 		for i := range recs {
 			r := &recs[i]
 			// Decisions run on the control plane's clock: when the
@@ -72,6 +82,9 @@ func (s *Server) followLoop(ctx context.Context) {
 			at := r.Received
 			if at.IsZero() {
 				at = time.Now()
+			}
+			if rel, ok := released[r.Request.Source]; ok && !at.After(rel) {
+				continue // weighed by the operator who released it
 			}
 			if _, err := loop.Observe(ctx, detect.Observation{TS: at, Request: &r.Request, Score: r.Score, Flagged: r.Flagged}); err != nil {
 				s.log.Error("applying a quarantine failed", "principal", r.Request.Source, "err", err)

@@ -91,8 +91,12 @@ func (sc *sidecar) seen() []string {
 	return append([]string(nil), sc.versions...)
 }
 
-func connect(t *testing.T, addr, id string) *sidecar {
-	c, err := xds.Dial(addr, xds.Node(id, "cart", "shop"))
+func connect(t *testing.T, addr, id string) *sidecar { return connectAs(t, addr, id, "cart") }
+
+// connectAs is a sidecar of a workload in namespace shop that records the
+// versions it is sent and ACKs each.
+func connectAs(t *testing.T, addr, id, workload string) *sidecar {
+	c, err := xds.Dial(addr, xds.Node(id, workload, "shop"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,27 +321,7 @@ func TestOneChangedSectionReachesItsGroupOnly(t *testing.T) {
 	var carts, ads []*sidecar
 	for i := 0; i < 3; i++ {
 		carts = append(carts, connect(t, s.ADSAddr, fmt.Sprintf("cart-%d", i)))
-		c, err := xds.Dial(s.ADSAddr, xds.Node(fmt.Sprintf("ads-%d", i), "ads", "shop"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		sc := &sidecar{id: fmt.Sprintf("ads-%d", i)}
-		go func() {
-			for {
-				u, err := c.Recv()
-				if err != nil {
-					return
-				}
-				sc.mu.Lock()
-				sc.versions = append(sc.versions, u.Version)
-				sc.mu.Unlock()
-				if c.ACK(u) != nil {
-					return
-				}
-			}
-		}()
-		ads = append(ads, sc)
+		ads = append(ads, connectAs(t, s.ADSAddr, fmt.Sprintf("ads-%d", i), "ads"))
 	}
 	all := append(append([]*sidecar(nil), carts...), ads...)
 	eventually(t, "the first model", func() bool {

@@ -36,6 +36,7 @@ import (
 	"github.com/meshward/meshward/control-plane/decide"
 	"github.com/meshward/meshward/control-plane/detect"
 	"github.com/meshward/meshward/control-plane/enforce"
+	"github.com/meshward/meshward/control-plane/exception"
 	"github.com/meshward/meshward/control-plane/identity"
 	"github.com/meshward/meshward/control-plane/leader"
 	"github.com/meshward/meshward/control-plane/rollout"
@@ -106,6 +107,8 @@ type Config struct {
 	// WasmPlugin, when Name is set, is the Istio WasmPlugin the leader
 	// keeps on the model in force (package wasmplugin; needs Kube).
 	WasmPlugin wasmplugin.Config
+	// MaxExceptions caps the exceptions stored (-max-exceptions).
+	MaxExceptions int
 }
 
 // DefaultConfig returns the defaults, in one place. Listeners bind to
@@ -116,7 +119,7 @@ func DefaultConfig() Config {
 		XDSAddr: "127.0.0.1:18000", XDS: xds.Config{Base: pluginconfig.Config{Mode: pluginconfig.ModeMonitor}},
 		Rollout: rollout.DefaultConfig(),
 		Detect:  detect.DefaultConfig(), Rules: decide.DefaultRules(), TickEvery: time.Second,
-		LeaseNamespace: "default", LeaseName: "meshward-leader"}
+		LeaseNamespace: "default", LeaseName: "meshward-leader", MaxExceptions: exception.DefaultMax}
 }
 
 // Server is a running control plane.
@@ -151,7 +154,9 @@ type Server struct {
 	// was rebuilt (a replica acts only in a term it rebuilt for).
 	termMu  sync.Mutex
 	rebuilt uint64
-	stop    context.CancelFunc
+	// day is the exceptions, readiness and preview's state (daytwo.go).
+	day  dayTwo
+	stop context.CancelFunc
 	// CollectorURL and AdminURL are where the servers listen, once
 	// started; ADSAddr is where xDS does (empty when off).
 	CollectorURL, AdminURL, ADSAddr string
@@ -191,6 +196,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err := errors.Join(append(errs, cfg.Store.Validate(), cfg.Collector.Validate(), cfg.Auth.Validate(), cfg.RedisAuth.validate(), cfg.Trainer.Validate(), cfg.Rollout.Validate(), cfg.Detect.Validate(), cfg.Rules.Validate())...); err != nil {
 		return nil, err
 	}
+	if cfg.MaxExceptions < 1 || cfg.MaxExceptions > pluginconfig.MaxExceptions {
+		return nil, fmt.Errorf("-max-exceptions %d: want 1 to %d (what one filter configuration carries)", cfg.MaxExceptions, pluginconfig.MaxExceptions)
+	}
 	if cfg.RBACOverXDS && (cfg.XDS.WasmURI == "" || cfg.Quarantine != nil) {
 		return nil, errors.New("-xds-rbac needs xDS on (-wasm-uri) and no other quarantine sink (-policy-dir, an API server)")
 	}
@@ -227,6 +235,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	s.collectors = []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.batches, s.rounds, s.decisions, s.syncFails, s.rollbacks, newState(s)}
 	s.collectors = append(s.collectors, s.collector.Collectors()...)
+	s.collectors = append(s.collectors, s.newDayTwo()...)
 	s.reg.MustRegister(s.collectors...)
 	return s, nil
 }
@@ -289,8 +298,14 @@ func (s *Server) Start(ctx context.Context) error {
 			}
 			s.cfg.Quarantine = r
 		}
-		// What the last run decided (model in force, canary) is in the
-		// store: serve it again.
+		// What the last run decided (model in force, canary, exceptions,
+		// readiness) is in the store: serve it again.
+		if _, err := s.reloadExceptions(ctx, true); err != nil {
+			s.log.Warn("exceptions not read yet", "err", err)
+		}
+		if err := s.reloadReadiness(ctx); err != nil {
+			s.log.Warn("readiness not read yet", "err", err)
+		}
 		if err := s.sync(ctx); err != nil {
 			s.log.Info("nothing to serve yet", "err", err)
 		}
@@ -321,6 +336,7 @@ func (s *Server) Start(ctx context.Context) error {
 		go s.trainLoop(tctx)
 	}
 	go s.rolloutLoop(tctx)
+	go s.dayTwoLoop(tctx)
 	if s.cfg.Quarantine != nil {
 		go s.tickLoop(tctx)
 		go s.followLoop(tctx)

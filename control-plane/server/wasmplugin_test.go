@@ -118,6 +118,36 @@ func TestServeWritesTheWasmPlugin(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d ModelApplied Events with the model, want 1 (one write)", n)
 	}
+
+	// An exception granted on the other replica reaches cart's WasmPlugin
+	// (the leader writes it) without a new model, and the filter's parser
+	// accepts it there.
+	code, body := adminDo(t, "POST", other.AdminURL+"/api/v1/exceptions", adminToken,
+		`{"id":"orders-release","workload":"*","caller":"spiffe://cluster.local/ns/shop/sa/orders","reason":"release 2","ttl":"1h"}`)
+	if code != 200 && code != 201 {
+		t.Fatalf("POST /api/v1/exceptions: %d %s", code, body)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		w, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Get(context.Background(), "meshward-cart", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(w.Spec.PluginConfig.AsMap())
+		if got, err = pluginconfig.Parse(b, ""); err != nil {
+			t.Fatalf("the filter refuses the WasmPlugin's pluginConfig with an exception: %v", err)
+		}
+		if len(got.Policy.Rules) == 1 && got.Policy.Rules[0].ID == "orders-release" {
+			if got.Model == nil || got.Model.SHA256() != rel.Sections[models.GlobalWorkload] {
+				t.Errorf("the exception came with another model: %v", got.Model)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cart's WasmPlugin did not get the exception within 20 s: %+v", got.Policy.Rules)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 }
 
 // TestServeWasmPluginNeedsKube: -wasmplugin without an API server is a

@@ -204,8 +204,10 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 				}
 			}
 		}
-		// Training learns normal requests, never an unidentified caller.
-		if !r.Flagged && q.Source != models.UnknownSource {
+		// Training learns normal requests, never an unidentified caller;
+		// and a flagged request an exception set a reason of aside, which
+		// the trainer learns only if the exceptions in force explain it.
+		if (!r.Flagged || len(r.Excepted) > 0) && q.Source != models.UnknownSource {
 			k := s.tag(q.Destination, "samples")
 			if samples[k] == nil {
 				sampleOrder = append(sampleOrder, k)
@@ -246,6 +248,8 @@ func (s *Store) IngestBatch(ctx context.Context, b Batch) (duplicate bool, err e
 		wr.addChunked("PFADD", key, fan[key])
 		wr.add(true, "EXPIRE", key, ttl)
 	}
+	// What enforce denies, or would, for meshward preview (preview.go).
+	s.previewWrites(wr, recs)
 	// The destinations seen lately, for the trainer.
 	seen := map[string]bool{}
 	var dsts []any

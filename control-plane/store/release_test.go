@@ -140,10 +140,7 @@ func TestUnchangedSectionsAreShared(t *testing.T) {
 	ctx := context.Background()
 	m := trained(t, 1, 3)
 	v1, _ := s.PutModel(ctx, encode(t, m))
-	w := *m.Workloads["svc-1.shop"]
-	w.Routes = append([]models.Route(nil), w.Routes...)
-	w.Routes[0].Count++
-	m.Workloads["svc-1.shop"] = &w
+	changeSection(m, "svc-1.shop")
 	v2, err := s.PutModel(ctx, encode(t, m))
 	if err != nil || v2 == v1 {
 		t.Fatalf("%s %v", v2, err)
@@ -193,10 +190,7 @@ func TestCanaryVerdictsByRole(t *testing.T) {
 	ctx := context.Background()
 	m := trained(t, 1, 3)
 	v1, _ := s.PutModel(ctx, encode(t, m))
-	w := *m.Workloads["svc-1.shop"]
-	w.Routes = append([]models.Route(nil), w.Routes...)
-	w.Routes[0].Count++
-	m.Workloads["svc-1.shop"] = &w
+	changeSection(m, "svc-1.shop")
 	v2, _ := s.PutModel(ctx, encode(t, m))
 	r1, _ := s.Release(ctx, v1)
 	r2, _ := s.Release(ctx, v2)
@@ -242,4 +236,13 @@ func TestCanaryVerdictsByRole(t *testing.T) {
 	if len(v) != 3 {
 		t.Errorf("verdict keys %v", v)
 	}
+}
+
+// changeSection changes one workload's section a little (a route counted
+// once more), leaving the model's other sections as they were.
+func changeSection(m *models.Model, workload string) {
+	w := *m.Workloads[workload]
+	w.Routes = append([]models.Route(nil), w.Routes...)
+	w.Routes[0].Count++
+	m.Workloads[workload] = &w
 }

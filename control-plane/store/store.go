@@ -308,6 +308,53 @@ func (s *Store) Quarantines(ctx context.Context) (map[string]json.RawMessage, er
 	return out, nil
 }
 
+// releasesKept is how long a release is remembered: longer than any
+// detection horizon a new leader replays.
+const releasesKept = 24 * time.Hour
+
+// NoteRelease remembers that an operator released a principal's
+// quarantine at a time (the control plane's clock). A leader replaying the
+// observation stream (after a failover) skips that principal's records
+// received until then: the evidence the operator weighed does not
+// quarantine it again. Only the admin API writes here; entries older than
+// a day are dropped on each write.
+func (s *Store) NoteRelease(ctx context.Context, principal string, at time.Time) error {
+	key := s.tag("quarantines", "released")
+	have, err := s.rdb.HGetAll(ctx, key).Result()
+	if err != nil {
+		return err
+	}
+	var stale []string
+	for p, v := range have {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || at.Sub(time.UnixMilli(ms)) > releasesKept {
+			stale = append(stale, p)
+		}
+	}
+	pipe := s.rdb.TxPipeline()
+	if len(stale) > 0 {
+		pipe.HDel(ctx, key, stale...)
+	}
+	pipe.HSet(ctx, key, principal, strconv.FormatInt(at.UnixMilli(), 10))
+	_, err = pipe.Exec(ctx)
+	return err
+}
+
+// Releases returns when each principal's quarantine was last released.
+func (s *Store) Releases(ctx context.Context) (map[string]time.Time, error) {
+	m, err := s.rdb.HGetAll(ctx, s.tag("quarantines", "released")).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]time.Time, len(m))
+	for p, v := range m {
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+			out[p] = time.UnixMilli(ms)
+		}
+	}
+	return out, nil
+}
+
 // MaxObservationBatches caps the observation stream (approximately).
 const MaxObservationBatches = 10_000
 

@@ -196,3 +196,27 @@ func TestObservationStream(t *testing.T) {
 		t.Errorf("nothing new: %d records, %q → %q, %v", len(recs), next, again, err)
 	}
 }
+
+// A release is remembered per principal, the latest wins, and a release
+// older than a day is dropped when the next one is written.
+func TestReleasesRemembered(t *testing.T) {
+	s, _ := newStore(t, DefaultConfig())
+	ctx := context.Background()
+	now := time.UnixMilli(time.Now().UnixMilli())
+	if err := s.NoteRelease(ctx, "old", now.Add(-25*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NoteRelease(ctx, "web", now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NoteRelease(ctx, "web", now); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Releases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got["web"].Equal(now) {
+		t.Fatalf("releases = %v, want web at %v only", got, now)
+	}
+}

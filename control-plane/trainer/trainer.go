@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/exception"
 	"github.com/meshward/meshward/control-plane/store"
 	"github.com/meshward/meshward/models"
 )
@@ -66,6 +67,11 @@ type Config struct {
 	Registered      map[string]bool
 	MaxJunkSections int
 	Train           models.TrainConfig
+	// Exceptions are those in force: a request the section in force
+	// flags that they explain is learned all the same (readiness.go).
+	Exceptions []exception.Exception
+	// Readiness says when a workload is ready for monitor and enforce.
+	Readiness ReadinessConfig
 }
 
 // DefaultConfig returns the defaults, in one place.
@@ -73,7 +79,7 @@ func DefaultConfig() Config {
 	// The filter ships value shapes, not values.
 	tc := models.ShapedTrainConfig()
 	return Config{SamplesPerDestination: 20_000, SamplesPerSource: 5_000, RecentShare: 0.1, MaxFlaggedRate: 0.01,
-		MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, MaxJunkSections: 200, Train: tc}
+		MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, MaxJunkSections: 200, Train: tc, Readiness: DefaultReadinessConfig()}
 }
 
 // ErrConfig is wrapped by every problem Validate reports.
@@ -93,6 +99,7 @@ func (c Config) Validate() error {
 	if !(c.RecentShare > 0 && c.RecentShare < 0.5) || !(c.MaxFlaggedRate > 0 && c.MaxFlaggedRate < 1) {
 		errs = append(errs, fmt.Errorf("%w: RecentShare %v must be in (0,0.5) and MaxFlaggedRate %v in (0,1)", ErrConfig, c.RecentShare, c.MaxFlaggedRate))
 	}
+	errs = append(errs, c.Readiness.Validate())
 	return errors.Join(errs...)
 }
 
@@ -144,6 +151,12 @@ type Report struct {
 	// trained and gated without it, as for a first model, and the filters
 	// keep the one they have until it is published.
 	CurrentUnreadable string `json:"current_unreadable,omitempty"`
+	// Taught counts the requests the section in force flags that the
+	// exceptions in force explain, learned all the same.
+	Taught int `json:"taught,omitempty"`
+	// Readiness assesses each workload's candidate section; it is stored
+	// with a release published (or unchanged).
+	Readiness []Readiness `json:"readiness,omitempty"`
 }
 
 // ErrNoData is returned when there is too little to train on.
@@ -204,6 +217,8 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	rep.JunkLearned = len(learnJunk)
 	recent := map[string][]models.Request{}
 	var curFlagged, nRecent int
+	learnedBy := map[string]int{}
+	scratch := new(models.Scratch)
 	for _, ds := range sets {
 		if ds.junk && !learnJunk[ds.name] {
 			continue
@@ -233,14 +248,33 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 			section = nil
 		}
 		tr.UseCurrent(section)
+		rules := rulesFor(cfg.Exceptions, d, now)
+		n := 0
 		for i := range ds.learn {
+			q := &ds.learn[i]
+			if teaches(section, d, rules, q, scratch, now) {
+				// What an exception lets through is learned though the
+				// section in force flags it.
+				tr.UseCurrent(nil)
+				if tr.Observe(q) {
+					rep.Taught++
+					n++
+				}
+				tr.UseCurrent(section)
+				continue
+			}
+			ok := false
 			if ds.junk {
 				// Junk teaches its own section, never the fallback.
-				tr.ObserveOwn(&ds.learn[i])
+				ok = tr.ObserveOwn(q)
 			} else {
-				tr.Observe(&ds.learn[i])
+				ok = tr.Observe(q)
+			}
+			if ok {
+				n++
 			}
 		}
+		learnedBy[d] = n
 		tr.Finish(d)
 		var judge []models.Request
 		for i := range ds.judge {
@@ -270,6 +304,16 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 			return rep, err
 		}
 		candFlagged += flagged(w, secs.Meta.Threshold, rs)
+	}
+	for _, ds := range sets {
+		if _, ok := learnedBy[ds.name]; !ok {
+			continue
+		}
+		w, err := secs.Workload(ds.name)
+		if err != nil {
+			return rep, err
+		}
+		rep.Readiness = append(rep.Readiness, assess(cfg.Readiness, ds.name, w, secs.Meta.Threshold, learnedBy[ds.name], ds.judge, rulesFor(cfg.Exceptions, ds.name, now), now))
 	}
 	rep.FlaggedRate, rep.CurrentFlaggedRate = rate(candFlagged, nRecent), -1
 	// A release in force this build cannot read is no measure to gate on.
@@ -331,19 +375,19 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	switch {
 	case cur.release != nil && cur.release.Version == version:
 		rep.Unchanged = true
-		return rep, nil
+		return rep, putReadiness(ctx, st, next, rep.Readiness)
 	case cfg.Canary && compared:
 		if err := st.StartCanary(ctx, version, now); err != nil {
 			return rep, err
 		}
 		rep.Published, rep.Canary = true, true
-		return rep, nil
+		return rep, putReadiness(ctx, st, next, rep.Readiness)
 	}
 	if err := st.SetCurrent(ctx, version); err != nil {
 		return rep, err
 	}
 	rep.Published = true
-	return rep, nil
+	return rep, putReadiness(ctx, st, next, rep.Readiness)
 }
 
 // Rollback makes the version before the one in force current again.

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshward/meshward/control-plane/exception"
 	"github.com/meshward/meshward/control-plane/store"
+	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
@@ -32,6 +34,35 @@ func setup(t *testing.T) (*store.Store, *gen.Generator, []record.Record) {
 		}
 	}
 	return st, g, recs
+}
+
+// modelInForce is a store holding the generated mesh's normal traffic and
+// the model a first round published from it.
+func modelInForce(t *testing.T) (*store.Store, *gen.Generator) {
+	t.Helper()
+	st, g, recs := setup(t)
+	ctx := context.Background()
+	if err := st.Ingest(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
+		t.Fatalf("first round: %+v %v", rep, err)
+	}
+	return st, g
+}
+
+// currentModel loads the model in force.
+func currentModel(t *testing.T, st *store.Store) *models.Model {
+	t.Helper()
+	cur, err := st.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.LoadModel(context.Background(), cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestRoundPublishesAGatedModel(t *testing.T) {
@@ -82,14 +113,8 @@ func TestRoundPublishesAGatedModel(t *testing.T) {
 // TestPoisonIsNotLearned: samples from a caller the model in force flags
 // are not learned by the next round, so the caller stays flagged.
 func TestPoisonIsNotLearned(t *testing.T) {
-	st, g, recs := setup(t)
+	st, g := modelInForce(t)
 	ctx := context.Background()
-	if err := st.Ingest(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0)); err != nil || !rep.Published {
-		t.Fatalf("%+v %v", rep, err)
-	}
 	intruder := models.Request{Method: "GET", Path: "/api/v1/secrets", Source: g.Principal("intruder"), Destination: g.Workload("users"), Status: 200}
 	var poison []record.Record
 	for i := 0; i < 300; i++ {
@@ -101,11 +126,7 @@ func TestPoisonIsNotLearned(t *testing.T) {
 	if _, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0)); err != nil {
 		t.Fatal(err)
 	}
-	cur, _ := st.Current(ctx)
-	m, err := st.LoadModel(ctx, cur)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := currentModel(t, st)
 	if v := m.Score(&intruder); v.Score <= m.Meta.Threshold {
 		t.Errorf("after poisoning, the intruder scores %.3f: it was learned", v.Score)
 	}
@@ -481,5 +502,47 @@ func TestSameTrafficIsTheSameRelease(t *testing.T) {
 	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
 	if err != nil || rep.Published || !rep.Unchanged || rep.Changed != 0 {
 		t.Fatalf("a round on the same traffic: %+v %v", rep, err)
+	}
+}
+
+// TestExceptionsAreTaught: a release's new caller, which the model in
+// force flags, is not learned — until an exception in force explains it:
+// then the next round learns it (counted as taught) and stops flagging it.
+func TestExceptionsAreTaught(t *testing.T) {
+	st, g := modelInForce(t)
+	ctx := context.Background()
+	// The release's requests: a new route of users, from a new caller.
+	release := models.Request{Method: "GET", Path: "/api/v1/sync/42", Source: g.Principal("orders-v2"), Destination: g.Workload("users"), Status: 200}
+	var batch []record.Record
+	for i := 0; i < 300; i++ {
+		batch = append(batch, record.Record{TS: time.Now(), Route: models.Template(release.Path), Request: release})
+	}
+	if err := st.Ingest(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	score := func() float64 {
+		t.Helper()
+		m := currentModel(t, st)
+		return m.Score(&release).Score - m.Meta.Threshold
+	}
+	if over := score(); over <= 0 {
+		t.Fatalf("the release's new caller is not flagged by the model in force (%.3f under the threshold): the test shows nothing", -over)
+	}
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
+	if err != nil || rep.Taught != 0 {
+		t.Fatalf("a round without exceptions: %+v %v", rep, err)
+	}
+	if over := score(); over <= 0 {
+		t.Fatalf("without an exception the release's caller was learned")
+	}
+	cfg := DefaultConfig()
+	cfg.Exceptions = []exception.Exception{{Rule: enforcement.Rule{ID: "orders-release", Workload: g.Workload("users"),
+		Caller: release.Source, Expires: time.Unix(3600, 0)}, Author: "operator", Reason: "release 2"}}
+	rep, err = Round(ctx, st, cfg, time.Unix(2, 0))
+	if err != nil || rep.Taught == 0 {
+		t.Fatalf("a round with the exception taught nothing: %+v %v", rep, err)
+	}
+	if over := score(); over > 0 {
+		t.Errorf("after the exception was taught, the release still scores %.3f over the threshold (round %+v)", over, rep)
 	}
 }

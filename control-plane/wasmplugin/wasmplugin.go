@@ -399,6 +399,8 @@ type Syncer struct {
 	Src Source
 	// Leading says whether this replica leads; only the leader writes.
 	Leading func() bool
+	// Overlay, when set, gives each workload's exceptions (overlay.go).
+	Overlay Overlay
 
 	mu      sync.Mutex
 	rel     *release
@@ -452,6 +454,9 @@ func (s *Syncer) Sync(ctx context.Context) (Result, error) {
 			return res, err
 		}
 		pc, err := w.owned(tplConfig, t.Workload, section)
+		if err == nil {
+			pc, err = s.withOverlay(pc, t.Workload)
+		}
 		if err != nil {
 			res.Errors = append(res.Errors, fmt.Errorf("workload %s: %w", t.Workload, err))
 			continue
@@ -588,14 +593,19 @@ func (s *Syncer) syncAttached(ctx context.Context, tpl *unstructured.Unstructure
 		return res, err
 	}
 	pc, err := w.owned(tplConfig, t.Workload, section)
+	if err == nil {
+		pc, err = s.withOverlay(pc, t.Workload)
+	}
 	if err != nil {
 		res.Errors = append(res.Errors, fmt.Errorf("workload %s: %w", t.Workload, err))
 		return res, nil
 	}
 	// Only the keys meshward sets, not the template's own.
 	send := map[string]any{"workload": pc["workload"]}
-	if m, ok := pc["model"]; ok {
-		send["model"] = m
+	for _, k := range []string{"model", "exceptions"} {
+		if m, ok := pc[k]; ok {
+			send[k] = m
+		}
 	}
 
 	for k := range w.baseKeys() {

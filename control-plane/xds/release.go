@@ -311,13 +311,19 @@ func (s *Server) publishGroup(group string) error {
 		// No section for this group, nor a fallback: it keeps what it has.
 		return nil
 	}
-	suffix := ""
+	// The version names the section and what travels beside it: the
+	// group's overlay (exceptions, mode) and, with RBAC, its rules.
+	ovs := ""
+	if _, d := s.overlays.get(group); d != "" {
+		ovs = ".x" + d
+	}
+	suffix := ovs
 	if s.cfg.RBAC {
 		_, rv, err := s.RBACExtension(group)
 		if err != nil {
 			return err
 		}
-		suffix = "." + rv
+		suffix += "." + rv
 	}
 	var errs []error
 	built := map[string]*cachev3.Snapshot{}
@@ -342,7 +348,7 @@ func (s *Server) publishGroup(group string) error {
 				errs = append(errs, err)
 				continue
 			}
-			if snap, err = s.snapshot(group, k.sha, res); err != nil {
+			if snap, err = s.snapshot(group, k.sha+ovs, res); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -210,6 +210,8 @@ type Server struct {
 	// refused for theirs.
 	streams streamIdentities
 	refused int
+	// overlays are the groups' exceptions and modes (overlay.go).
+	overlays overlays
 	// Addr is where the server listens, once started.
 	Addr string
 }
@@ -350,6 +352,7 @@ func (s *Server) admit(g string, now time.Time) error {
 func (s *Server) forget(g string) {
 	delete(s.groups, g)
 	delete(s.life, g)
+	s.overlays.forget(g)
 	s.evicted++
 	for _, canary := range []bool{false, true} {
 		s.cache.ClearSnapshot(cacheKey(g, canary))
@@ -505,6 +508,11 @@ func (s *Server) Extension(group string, encoded []byte) (*corev3.TypedExtension
 		c.Mode = pluginconfig.ModeLearn // no model yet: learn mode needs none
 	} else {
 		c.WithModel(encoded)
+		ov, _ := s.overlays.get(group)
+		c.Exceptions = ov.Exceptions
+		if ov.Mode != "" {
+			c.Mode = ov.Mode
+		}
 	}
 	doc, err := c.Encode()
 	if err != nil {

@@ -188,10 +188,24 @@ func TestWorkloadFromNodeMetadata(t *testing.T) {
 	})
 }
 
+// strictConfig is an enforce configuration that also denies structural
+// novelty (deny_reasons default and structure): an unseen caller is
+// denied, which tells which configuration is in force.
+func strictConfig(t testing.TB, model []byte) []byte {
+	t.Helper()
+	c := pluginconfig.Config{Mode: pluginconfig.ModeEnforce, Workload: workload, CollectorCluster: "meshward-collector", DenyReasons: []string{"default", "structure"}}
+	c.WithModel(model)
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestBadUpdateKeepsLastGoodConfiguration(t *testing.T) {
 	model := fixtureModel(t)
 	forEachEnv(t, func(t *testing.T, e env) {
-		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, model), props: peer(attacker)})
+		host := e.mustStart(t, hostOpts{config: strictConfig(t, model), props: peer(attacker)})
 		setPluginConfig(t, host, []byte(`{"mode":"enforce","workload":"reviews.shop","model":"AAAA"}`))
 		if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {
 			t.Fatal("bad update accepted")

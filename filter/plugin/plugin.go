@@ -8,6 +8,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models"
 )
@@ -246,6 +247,7 @@ func (h *httpContext) reset() {
 	v.Score, v.Surprise, v.Scored, v.NReason = 0, 0, false, 0
 	h.waiting, h.pooled, h.forged, h.scored, h.flagged, h.learned = false, false, false, false, false, false
 	h.read, h.bodyBytes, h.overLimit, h.denied, h.section = 0, 0, false, false, nil
+	h.decision, h.enforced = enforcement.Decision{}, false
 }
 
 // nodeWorkload reads the local workload from Istio's node metadata, as
@@ -293,6 +295,10 @@ type httpContext struct {
 	verdict         models.Verdict
 	// learned marks a request read in learn mode, shipped unscored.
 	learned bool
+	// decision is the policy's answer about a flagged request; enforced
+	// says the filter denied it.
+	decision enforcement.Decision
+	enforced bool
 }
 
 // OnHttpRequestHeaders reads the request and judges it, or starts reading
@@ -590,18 +596,21 @@ func (h *httpContext) judge() types.Action {
 	m.flagged.Increment(1)
 	h.flagged = true
 	reasons := reasonList(v)
-	if s.Mode == pluginconfig.ModeEnforce {
+	// Graduated: only what the request itself shows denies, exceptions
+	// applied (graduate.go).
+	if h.decide(s, &p.scratch) && s.Mode == pluginconfig.ModeEnforce {
 		m.denied.Increment(1)
 		err := proxywasm.SendHttpResponse(403, [][2]string{
 			{"content-type", "text/plain; charset=utf-8"},
 			{s.ScoreHeader, score},
 			{headerReason, reasons},
+			{headerDenied, h.decision.Deny.String()},
 		}, []byte(denyBody), -1)
 		if err != nil {
 			proxywasm.LogErrorf("meshward: could not send the 403: %v", err)
 			return types.ActionContinue
 		}
-		h.denied = true
+		h.denied, h.enforced = true, true
 		return types.ActionPause
 	}
 	_ = goabi.ReplaceRequestHeader(s.ScoreHeader, score)

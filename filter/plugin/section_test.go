@@ -36,7 +36,7 @@ func TestOnlyItsOwnSection(t *testing.T) {
 		{"a version 6 whole model", v6, []string{"codec version 6, this build reads version " + strconv.Itoa(models.CodecVersion), "retrain"}},
 	}
 	forEachEnv(t, func(t *testing.T, e env) {
-		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeEnforce, own), props: peer(attacker)})
+		host := e.mustStart(t, hostOpts{config: strictConfig(t, own), props: peer(attacker)})
 		for i, c := range refused {
 			setPluginConfig(t, host, c.config)
 			if st := host.StartPlugin(); st != types.OnPluginStartStatusFailed {

@@ -81,7 +81,9 @@ func (p *pluginContext) enqueue(h *httpContext) {
 	v := &h.verdict
 	flagged := h.scored && v.Score > s.Threshold
 	// Shipped whatever the sample, a record stands for itself.
-	whole := flagged || s.SampleRate < 1 && h.scored && newEdge(s, &h.req)
+	// Flagged at the request phase (the policy's decision is in the record)
+	// counts too: meshward preview counts what enforce would deny.
+	whole := flagged || h.flagged || s.SampleRate < 1 && h.scored && newEdge(s, &h.req)
 	if !whole && !p.ship.sample(s.SampleRate) {
 		return
 	}
@@ -89,7 +91,11 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	p.ship.buf = append(p.ship.buf, encodeRecord(&h.req, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch))
+	rec := encodeRecord(&h.req, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch)
+	if h.flagged {
+		rec = appendDecision(rec, v, &h.decision, h.enforced)
+	}
+	p.ship.buf = append(p.ship.buf, rec)
 }
 
 // newEdge says whether a request is on an edge the model never learned:

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
 )
@@ -66,6 +67,8 @@ const (
 	// MaxConfigBytes bounds the whole document (the model section
 	// dominates it: base64 of up to models.MaxSectionBytes).
 	MaxConfigBytes = 2 * models.MaxSectionBytes
+	// MaxExceptions bounds the exceptions one configuration carries.
+	MaxExceptions = 1000
 )
 
 // Sentinel errors; every validation error wraps one, so callers can tell
@@ -80,6 +83,8 @@ var (
 	ErrScoreHeader      = errors.New("score_header")
 	ErrShipping         = errors.New("shipping")
 	ErrLimits           = errors.New("limits")
+	ErrDenyReasons      = enforcement.ErrDenyReasons
+	ErrExceptions       = errors.New("exceptions")
 )
 
 // Config is the plugin configuration as written by a person or the control
@@ -139,6 +144,15 @@ type Config struct {
 	// judges what fits. Bytes not inspected count in
 	// meshward_uninspected_bytes_total either way.
 	OverLimit LimitAction `json:"over_limit,omitempty"`
+	// DenyReasons are the reasons enforce mode denies a flagged request
+	// for (names, or the groups default, values, content, structure,
+	// size, none); absent: the graduated default (content and values, and a body
+	// far larger than its route's; never structural novelty, which the
+	// lateral-movement detector judges). ["none"] denies nothing inline.
+	DenyReasons []string `json:"deny_reasons,omitempty"`
+	// Exceptions are what operators let through (meshward allow), applied
+	// before a request is denied: the workload's own and the mesh's.
+	Exceptions []enforcement.Rule `json:"exceptions,omitempty"`
 }
 
 // Settings is a validated configuration, ready to use.
@@ -163,6 +177,9 @@ type Settings struct {
 	// The inspection limits and what enforce mode does beyond them.
 	MaxBodyBytes, MaxHeaders, MaxHeaderBytes int
 	OverLimit                                LimitAction
+	// Policy is what enforce mode denies (and monitor mode reports it
+	// would): deny_reasons and the exceptions.
+	Policy enforcement.Policy
 }
 
 // Parse decodes and validates a configuration. fallbackWorkload is used when
@@ -299,11 +316,48 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	if !validHeaderName(s.ScoreHeader) {
 		errs = append(errs, fmt.Errorf("%w: %q is not a lower-case HTTP header name", ErrScoreHeader, s.ScoreHeader))
 	}
+	errs = append(errs, c.policy(s)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	s.Section = s.Model.Workload(s.Workload)
 	return s, nil
+}
+
+// policy reads deny_reasons and the exceptions into s.Policy.
+func (c *Config) policy(s *Settings) []error {
+	var errs []error
+	s.Policy.Workload = s.Workload
+	s.Policy.Deny = models.DefaultDenyReasons()
+	if c.DenyReasons != nil {
+		set, err := enforcement.ParseDenyReasons(c.DenyReasons)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		s.Policy.Deny = set
+	}
+	if len(c.Exceptions) > MaxExceptions {
+		return append(errs, fmt.Errorf("%w: %d, at most %d", ErrExceptions, len(c.Exceptions), MaxExceptions))
+	}
+	seen := map[string]bool{}
+	for i := range c.Exceptions {
+		r := &c.Exceptions[i]
+		// An exception past its expiry is kept and ignored: the filter's
+		// clock and the control plane's differ.
+		if err := r.CheckForm(); err != nil {
+			errs = append(errs, fmt.Errorf("%w[%d]: %w", ErrExceptions, i, err))
+			continue
+		}
+		if r.Workload != enforcement.Mesh && r.Workload != s.Workload {
+			errs = append(errs, fmt.Errorf("%w[%d]: workload: %q, this filter serves %q", ErrExceptions, i, r.Workload, s.Workload))
+		}
+		if seen[r.ID] {
+			errs = append(errs, fmt.Errorf("%w[%d]: id: %q is given twice", ErrExceptions, i, r.ID))
+		}
+		seen[r.ID] = true
+	}
+	s.Policy.Rules = c.Exceptions
+	return errs
 }
 
 // Encode returns the configuration as the JSON document the filter reads.

@@ -132,7 +132,7 @@ func LoadDirect(path string, profile wazerohost.Profile) (*wazerohost.VM, error)
 	if err != nil {
 		return nil, err
 	}
-	vm, err := wazerohost.New(wasm, profile)
+	vm, err := wazerohost.NewWithCache(wasm, CompilationCache(), profile)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -26,13 +26,13 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
-	"github.com/tetratelabs/wazero"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/meshward/meshward/control-plane/trainer"
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/internal/meshgen"
 	"github.com/meshward/meshward/models"
 )
@@ -138,7 +138,7 @@ func guestMemory(tb testing.TB, m *mesh) uint64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	vm, err := wazerohost.NewStandalone(b, wazero.NewCompilationCache(), map[string][]byte{}, wazerohost.DefaultProfile)
+	vm, err := wazerohost.NewStandalone(b, wasmhost.CompilationCache(), map[string][]byte{}, wazerohost.DefaultProfile)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -175,6 +175,9 @@ func guestMemory(tb testing.TB, m *mesh) uint64 {
 // holding the largest section of a 1,000-service mesh uses the memory one
 // holding the largest section of a 50-service mesh does, within 10 %.
 func TestGuestMemoryDoesNotGrowWithTheMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a 1,000-service mesh and runs the compiled filter on it: make test runs it, not -short (make unit)")
+	}
 	mem := map[int]uint64{}
 	for _, n := range []int{50, 1000} {
 		m := train(t, n)

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/meshward/meshward/models"
 )
 
 // Writing a record. The filter writes one for each request it ships, in the
@@ -163,4 +165,61 @@ func appendFixed4(b []byte, x float64) []byte {
 		n = 0
 	}
 	return append(b, '0', '.', byte('0'+n/1000), byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
+}
+
+// Decision is what the filter's policy decided about a request flagged at
+// the request phase (package enforcement): the reason enforce denies it
+// for (Deny; ReasonNone: let through), the reason the reasons alone would
+// deny it for before the exceptions (WouldDeny), the exceptions that set a
+// reason aside, and the parameter and value shape behind a value reason.
+type Decision struct {
+	Deny, WouldDeny models.ReasonCode
+	Enforced        bool
+	Excepted        []string
+	Param, Shape    string
+	HaveParam       bool
+}
+
+// AppendDecision adds a flagged request's decision to a finished record
+// (AppendEnd's closing brace is reopened): its reasons, "deny" (and
+// "enforced" when the filter answered 403), "would_deny" (before the
+// exceptions: with no "deny", an exception saved the request), "excepted",
+// and "deny_param" with "deny_shape". A record that does not end in a
+// brace is returned as it is.
+func AppendDecision(b []byte, v *models.Verdict, d *Decision) []byte {
+	if len(b) == 0 || b[len(b)-1] != '}' {
+		return b
+	}
+	b = append(b[:len(b)-1], `,"reasons":[`...)
+	for i, r := range v.ReasonList() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, r.Code.String())
+	}
+	b = append(b, ']')
+	if d.Deny != models.ReasonNone {
+		b = appendString(append(b, `,"deny":`...), d.Deny.String())
+		if d.Enforced {
+			b = append(b, `,"enforced":true`...)
+		}
+	}
+	if d.WouldDeny != models.ReasonNone {
+		b = appendString(append(b, `,"would_deny":`...), d.WouldDeny.String())
+	}
+	if len(d.Excepted) > 0 {
+		b = append(b, `,"excepted":[`...)
+		for i, id := range d.Excepted {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, id)
+		}
+		b = append(b, ']')
+	}
+	if d.HaveParam {
+		b = appendString(append(b, `,"deny_param":`...), d.Param)
+		b = appendString(append(b, `,"deny_shape":`...), d.Shape)
+	}
+	return append(b, '}')
 }

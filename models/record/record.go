@@ -67,6 +67,22 @@ type Record struct {
 	// absent: all), so an unflagged record stands for 1/SampleRate requests
 	// when flagged rates are estimated.
 	SampleRate float64 `json:"sample_rate,omitempty"`
+	// The policy's decision about a request flagged at the request phase
+	// (the filter's graduated enforcement and exceptions, package
+	// enforcement; AppendDecision writes it): its reasons; the reason
+	// enforce denies it for (Deny; Enforced when the filter did), and the
+	// one the reasons alone deny before the exceptions (WouldDeny: set
+	// without Deny, an exception saved the request); the exceptions that set a
+	// reason aside; the parameter and value shape behind a value reason.
+	// meshward preview counts them; the trainer learns a request the
+	// exceptions explain.
+	Reasons   []string `json:"reasons,omitempty"`
+	Deny      string   `json:"deny,omitempty"`
+	Enforced  bool     `json:"enforced,omitempty"`
+	WouldDeny string   `json:"would_deny,omitempty"`
+	Excepted  []string `json:"excepted,omitempty"`
+	DenyParam string   `json:"deny_param,omitempty"`
+	DenyShape string   `json:"deny_shape,omitempty"`
 	// Received is when the control plane took the record in (the store
 	// sets it from the observation stream's entry id, which Redis assigns):
 	// the time decisions use, since TS is whatever the sender claims.

@@ -18,7 +18,11 @@ func write(b []byte, ts int64, v *Version, sampled bool) []byte {
 		503, 8, 42, []byte(models.ShapeValue("secret=1")))
 	b = AppendHeader(b, true, "content-type", "application/x-www-form-urlencoded")
 	b = AppendHeader(b, false, "user-agent", "Aa-aaaa/0.0")
-	return AppendEnd(b)
+	b = AppendEnd(b)
+	v2 := models.Verdict{NReason: 1}
+	v2.Reasons[0] = models.Reason{Code: models.ReasonKeywords, Surprise: 5}
+	return AppendDecision(b, &v2, &Decision{Deny: models.ReasonKeywords, WouldDeny: models.ReasonKeywords, Enforced: true,
+		Excepted: []string{"exc-1"}, Param: "lang", Shape: "a'", HaveParam: true})
 }
 
 // notShipped are the fields of Record and models.Request no filter writes:
@@ -46,7 +50,8 @@ func TestAppendedRecordDecodes(t *testing.T) {
 		ModelSHA256: strings.Repeat("ab", 32), SampleRate: 0.25,
 		Request: models.Request{Method: "POST", Path: "/reviews/{num}", Query: "q=a%20a", Source: "spiffe://cluster.local/ns/shop/sa/frontend",
 			Destination: "reviews.shop", Status: 503, RequestBytes: 8, ResponseBytes: 42, Body: []byte(models.ShapeValue("secret=1")),
-			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}, {Name: "user-agent", Value: "Aa-aaaa/0.0"}}}}
+			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}, {Name: "user-agent", Value: "Aa-aaaa/0.0"}}},
+		Reasons: []string{"keywords"}, Deny: "keywords", Enforced: true, WouldDeny: "keywords", Excepted: []string{"exc-1"}, DenyParam: "lang", DenyShape: "a'"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded\n%+v\nwant\n%+v\nfrom %s", got, want, line)
 	}

@@ -28,6 +28,9 @@ type Report struct {
 	Scored    int      `json:"scored"`
 	Unscored  int      `json:"unscored"`
 	Flagged   int      `json:"flagged"`
+	// Enforce is present when the runner judged as enforce mode does: what
+	// it denied (graduated deny_reasons, exceptions applied).
+	Enforce *Enforcement `json:"enforce,omitempty"`
 	// Skipped counts malformed entries by reason; Problems lists the first.
 	Skipped  map[string]int `json:"skipped"`
 	Problems []string       `json:"problems,omitempty"`
@@ -53,6 +56,15 @@ type Report struct {
 	ControlPlane any `json:"control_plane,omitempty"`
 }
 
+// Enforcement is what enforce mode denied in a replay.
+type Enforcement struct {
+	Denied int `json:"denied"`
+	// ByReason counts the denials by the reason denied for; ByDestination
+	// by workload.
+	ByReason      map[string]int `json:"by_reason"`
+	ByDestination map[string]int `json:"by_destination"`
+}
+
 // Line is one request's verdict: a line of --scores and an entry of Top.
 type Line struct {
 	Pos        string   `json:"pos"`
@@ -66,6 +78,10 @@ type Line struct {
 	Label      string   `json:"label,omitempty"`
 	AttackType string   `json:"attack_type,omitempty"`
 	Reasons    []string `json:"reasons,omitempty"`
+	// Denied is present when the runner judged as enforce mode does: true
+	// when the request was answered 403, and DenyReason the reason.
+	Denied     *bool  `json:"denied,omitempty"`
+	DenyReason string `json:"deny_reason,omitempty"`
 }
 
 // maxProblems bounds the problems a report lists (all are counted).
@@ -97,6 +113,16 @@ func New(run string, m *models.Model, threshold float64, sources []string, recs 
 			r.Flagged++
 			r.FlaggedBySource[rec.Request.Source]++
 		}
+		if v.Enforcing {
+			if r.Enforce == nil {
+				r.Enforce = &Enforcement{ByReason: map[string]int{}, ByDestination: map[string]int{}}
+			}
+			if v.Denied {
+				r.Enforce.Denied++
+				r.Enforce.ByReason[v.DenyReason]++
+				r.Enforce.ByDestination[rec.Request.Destination]++
+			}
+		}
 		if rec.Label != "" {
 			r.Labelled++
 			labelled = append(labelled, models.Labelled{Score: v.Score, Attack: rec.IsAttack(), Type: rec.AttackType})
@@ -122,8 +148,13 @@ func LineOf(rec *source.Record, v runner.Result) Line {
 	if rec.Request.Query != "" {
 		path += "?" + rec.Request.Query
 	}
-	return Line{Pos: rec.Pos, Src: rec.Request.Source, Dst: rec.Request.Destination, Method: rec.Request.Method, Path: path,
+	l := Line{Pos: rec.Pos, Src: rec.Request.Source, Dst: rec.Request.Destination, Method: rec.Request.Method, Path: path,
 		Score: math.Round(v.Score*1e4) / 1e4, Flagged: v.Flagged, Scored: v.Scored, Label: rec.Label, AttackType: rec.AttackType, Reasons: v.Reasons}
+	if v.Enforcing {
+		denied := v.Denied
+		l.Denied, l.DenyReason = &denied, v.DenyReason
+	}
+	return l
 }
 
 // problemKind reduces an error to a countable reason: its text up to the
@@ -158,6 +189,13 @@ func WriteScores(w io.Writer, recs []*source.Record, res []runner.Result) error 
 func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "replayed %d requests through the %s runner (model %.12s, threshold %.3f)\n", r.Requests, r.Runner, r.Model, r.Threshold)
 	fmt.Fprintf(w, "  scored %d, unscored %d, flagged %d (%.2f%%)\n", r.Scored, r.Unscored, r.Flagged, 100*float64(r.Flagged)/math.Max(1, float64(r.Requests)))
+	if e := r.Enforce; e != nil {
+		fmt.Fprintf(w, "  enforce: denied %d (%.2f%%)", e.Denied, 100*float64(e.Denied)/math.Max(1, float64(r.Requests)))
+		for _, k := range sortedKeys(e.ByReason) {
+			fmt.Fprintf(w, " %s ×%d;", k, e.ByReason[k])
+		}
+		fmt.Fprintln(w)
+	}
 	if n := sumValues(r.Skipped); n > 0 {
 		fmt.Fprintf(w, "  skipped %d malformed entries:", n)
 		for _, k := range sortedKeys(r.Skipped) {

@@ -17,6 +17,13 @@ type Result struct {
 	Scored bool
 	// Reasons name what drove the score, strongest first.
 	Reasons []string
+	// Denied says enforce mode answered the request 403 (runners given an
+	// Enforce), and DenyReason for which reason (one of deny_reasons).
+	Denied     bool
+	DenyReason string
+	// Enforcing says the runner judged as enforce mode does, so that
+	// Denied is an answer (false: let through), not a default.
+	Enforcing bool
 }
 
 // Runner scores a batch of records, in order.
@@ -33,6 +40,8 @@ type Runner interface {
 type Native struct {
 	Model     *models.Model
 	Threshold float64 // 0: the model's own
+	// Enforce, when set, decides as enforce mode does (enforce.go).
+	Enforce *Enforce
 }
 
 // Name implements Runner.
@@ -49,13 +58,23 @@ func (n *Native) Run(recs []*source.Record) ([]Result, error) {
 	}
 	out := make([]Result, len(recs))
 	s := new(models.Scratch)
+	policies, err := n.Enforce.policies()
+	if err != nil {
+		return nil, err
+	}
 	for i, r := range recs {
 		w := n.Model.Workload(r.Request.Destination)
 		if w == nil {
 			continue
 		}
+		if n.Enforce != nil {
+			if res, denied := policies.decide(w, &r.Request, s, th); denied {
+				out[i] = res
+				continue
+			}
+		}
 		v := w.ScoreWith(&r.Request, s)
-		res := Result{Score: v.Score, Scored: true, Flagged: v.Score > th}
+		res := Result{Score: v.Score, Scored: true, Flagged: v.Score > th, Enforcing: n.Enforce != nil}
 		for _, rs := range v.ReasonList() {
 			res.Reasons = append(res.Reasons, rs.Code.String())
 		}

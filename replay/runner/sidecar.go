@@ -3,6 +3,7 @@ package runner
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +16,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
@@ -90,9 +92,15 @@ func (s *Sidecars) Run(workload string, pluginConfig []byte, recs []*source.Reco
 		f.client = &http.Client{Timeout: s.client.Timeout, Transport: &http.Transport{TLSClientConfig: tc}}
 		defer f.client.CloseIdleConnections()
 	}
+	var mode struct {
+		Mode pluginconfig.Mode `json:"mode"`
+	}
+	_ = json.Unmarshal(pluginConfig, &mode) // the filter accepted it: it decodes
+	enforcing := mode.Mode == pluginconfig.ModeEnforce
 	out := make([]Result, len(recs))
 	for i, r := range recs {
 		res, err := serveRequest(host, workload, &r.Request)
+		res.Enforcing = enforcing
 		if err != nil {
 			return nil, err
 		}
@@ -204,6 +212,11 @@ func serveRequest(host proxytest.HostEmulator, workload string, r *models.Reques
 	host.CallOnRequestHeaders(id, hs, len(r.Body) == 0)
 	if len(r.Body) > 0 {
 		host.CallOnRequestBody(id, r.Body, true)
+	}
+	// Denied (enforce mode): the 403 is the answer, with no response phase.
+	if resp := host.GetSentLocalResponse(id); resp != nil {
+		host.CompleteHttpContext(id)
+		return deniedOf(resp.StatusCode, resp.Headers), nil
 	}
 	// With a known response, the final verdict is on the response.
 	verdict := host.GetCurrentRequestHeaders(id)

@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -14,6 +13,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
@@ -37,6 +37,10 @@ type Wasm struct {
 	// Workers is how many VMs score in parallel (default: one per CPU, at
 	// most maxWorkers).
 	Workers int
+	// Enforce, when set before Run, configures the filter in enforce mode
+	// with these deny_reasons and exceptions: a denied request is the
+	// filter's own 403.
+	Enforce *Enforce
 
 	mu       sync.Mutex
 	vms      []*vm             // idle VMs, kept across runs
@@ -63,7 +67,7 @@ func NewWasm(path string, m *models.Model, threshold float64, profile wazerohost
 	if err != nil {
 		return nil, err
 	}
-	w := &Wasm{wasm: b, cache: wazero.NewCompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), model: m, sections: map[string]string{}, profile: profile}
+	w := &Wasm{wasm: b, cache: wasmhost.CompilationCache(), Workers: min(runtime.GOMAXPROCS(0), maxWorkers), model: m, sections: map[string]string{}, profile: profile}
 	if threshold != 0 {
 		w.threshold = &threshold
 	}
@@ -91,7 +95,7 @@ func (w *Wasm) Close() error {
 		v.Close()
 	}
 	w.vms = nil
-	return w.cache.Close(context.Background())
+	return nil // the compilation cache is the process's (wasmhost.CompilationCache): it stays open
 }
 
 // propSAN is the property the filter reads the caller's identity from.
@@ -190,7 +194,11 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 		if err != nil {
 			return err
 		}
-		cfg, err := (&pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: section, Threshold: w.threshold, ResponseScore: true}).Encode()
+		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: section, Threshold: w.threshold, ResponseScore: true}
+		if w.Enforce != nil {
+			c.Mode, c.DenyReasons, c.Exceptions = pluginconfig.ModeEnforce, w.Enforce.DenyReasons, w.Enforce.rulesFor(workload)
+		}
+		cfg, err := c.Encode()
 		if err != nil {
 			return err
 		}
@@ -221,16 +229,37 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 			st.ResponseHeaders = respHeaders
 		}
 		vm.Do(root, &st)
+		if st.LocalResponse != 0 {
+			out[i] = deniedOf(st.LocalResponse, st.LocalHeaders)
+			out[i].Enforcing = true
+			reqHeaders, respHeaders = st.RequestHeaders, st.ResponseHeaders
+			continue
+		}
 		// With a known response, the final verdict is on the response.
 		verdict := st.RequestHeaders
 		if st.ResponseHeaders != nil {
 			verdict = st.ResponseHeaders
 		}
 		out[i] = verdictOf(verdict)
+		out[i].Enforcing = w.Enforce != nil
 		// The maps may have grown; keep their arrays for the next request.
 		reqHeaders, respHeaders = st.RequestHeaders, st.ResponseHeaders
 	}
 	return nil
+}
+
+// deniedOf reads the 403 the filter sent in enforce mode: its score, its
+// reasons and the reason it denied for (x-meshward-denied).
+func deniedOf(status uint32, headers [][2]string) Result {
+	res := verdictOf(headers)
+	res.Flagged, res.Enforcing = true, true
+	for _, h := range headers {
+		if h[0] == "x-meshward-denied" {
+			res.DenyReason = h[1]
+		}
+	}
+	res.Denied = status == 403
+	return res
 }
 
 // verdictOf reads the filter's verdict from the headers it left on the

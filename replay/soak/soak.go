@@ -11,7 +11,6 @@ package soak
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/replay/source"
 )
 
@@ -116,8 +116,7 @@ func Run(wasm []byte, c Config) (*Report, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	cache := wazero.NewCompilationCache()
-	defer cache.Close(context.Background())
+	cache := wasmhost.CompilationCache() // the process's: it stays open
 	reps := make([]*Report, c.VMs)
 	errs := make([]error, c.VMs)
 	var wg sync.WaitGroup

@@ -3,7 +3,6 @@ package soak
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -16,10 +15,10 @@ import (
 	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi/wazerohost"
-	"github.com/tetratelabs/wazero"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/filter/wasmbuild"
+	"github.com/meshward/meshward/filter/wasmhost"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/gen"
 	"github.com/meshward/meshward/replay/source"
@@ -292,9 +291,11 @@ func TestWorkersAgree(t *testing.T) {
 	wasm := wasmFile(t)
 	const workers, n = 4, 4000
 	for _, p := range wazerohost.Profiles {
+		if testing.Short() && p != wazerohost.Envoy133 {
+			continue // -short (make unit): the strictest profile; make test runs all
+		}
 		t.Run(string(p), func(t *testing.T) {
-			cache := wazero.NewCompilationCache()
-			defer cache.Close(context.Background())
+			cache := wasmhost.CompilationCache()
 			start := func() (*wazerohost.Standalone, uint32) {
 				vm, err := wazerohost.NewStandalone(wasm, cache, map[string][]byte{}, p)
 				if err != nil {

@@ -44,6 +44,8 @@ Usage:
   meshward gen [flags]                  write labelled synthetic mesh traffic (JSONL, pcap)
   meshward serve [flags]                run the control plane (store, collector, admin)
   meshward status [-admin URL] [--token-file F]  what a running control plane reports
+  meshward allow -workload W -reason WHY -ttl D [what]  grant an exception (-list, -revoke ID)
+  meshward preview [-mode enforce] [-since 24h]  what enforce mode would deny, from the records shipped
   meshward secret [flags]               create a Secret with a random value unless it exists (the Redis password)
   meshward policy list|show|release|export  the quarantines held in the API server (or a YAML directory)
   meshward model inspect FILE           describe a model or a section (binary, base64, or plugin config JSON)
@@ -78,6 +80,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return genTraffic(args[1:], stdout, stderr)
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "allow":
+		return allow(args[1:], stdout, stderr)
+	case "preview":
+		return previewCmd(args[1:], stdout, stderr)
 	case "status":
 		return status(args[1:], stdout, stderr)
 	case "policy":

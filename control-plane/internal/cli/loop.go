@@ -81,7 +81,7 @@ type loopSummary struct {
 
 // startLoop starts the control plane and loads the filter. workloads are
 // those the run's sidecars serve: each is given an identity.
-func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64, workloads []string, stderr io.Writer) (*loop, error) {
+func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64, enf *runner.Enforce, workloads []string, stderr io.Writer) (*loop, error) {
 	profile, err := wf.hostProfile()
 	if err != nil {
 		return nil, err
@@ -131,6 +131,10 @@ func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64,
 	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster,
 		// The replay reads each verdict back from the response.
 		ResponseScore: true}
+	if enf != nil {
+		// The filters deny as enforce mode does; the run reads each 403.
+		cfg.XDS.Base.Mode, cfg.XDS.Base.DenyReasons = pluginconfig.ModeEnforce, enf.DenyReasons
+	}
 	if redisAddr != "" {
 		if err := clearRun(ctx, redisAddr, cfg.Store); err != nil {
 			return nil, fmt.Errorf("clearing the keys of an earlier run (%s:*) on %s: %w", runPrefix, redisAddr, err)
@@ -142,6 +146,14 @@ func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64,
 	}
 	if err := l.srv.Start(ctx); err != nil {
 		return nil, err
+	}
+	if enf != nil && len(enf.Exceptions) > 0 {
+		// The exceptions in force, served with the model as meshward
+		// allow's are.
+		if err := l.srv.PutExceptions(ctx, enf.Exceptions, "meshward run"); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("-exceptions: %w", err)
+		}
 	}
 	l.summary.Redis = redisAddr
 	if redisAddr == "" {
@@ -383,10 +395,10 @@ func (s *loopSummary) writeSummary(w io.Writer) {
 // runLoop runs the learning traffic and the monitored traffic through the
 // control plane; the caller closes the loop once it has recorded the
 // incidents.
-func runLoop(redisAddr string, wf wasmFlags, seed uint64, learn, monitor []*source.Record, stderr io.Writer) (*loop, *models.Model, []runner.Result, error) {
+func runLoop(redisAddr string, wf wasmFlags, seed uint64, enf *runner.Enforce, learn, monitor []*source.Record, stderr io.Writer) (*loop, *models.Model, []runner.Result, error) {
 	ctx := context.Background()
 	ws, _ := byWorkload(append(append([]*source.Record{}, learn...), monitor...))
-	l, err := startLoop(ctx, redisAddr, wf, seed, ws, stderr)
+	l, err := startLoop(ctx, redisAddr, wf, seed, enf, ws, stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -405,7 +417,7 @@ func runLoop(redisAddr string, wf wasmFlags, seed uint64, learn, monitor []*sour
 
 // runOffline trains in process on the learning traffic and scores the rest
 // with a runner: the loop without the control plane.
-func runOffline(kind string, wf wasmFlags, seed uint64, learn, monitor []*source.Record, stdout io.Writer) (*models.Model, string, []runner.Result, error) {
+func runOffline(kind string, wf wasmFlags, seed uint64, enf *runner.Enforce, learn, monitor []*source.Record, stdout io.Writer) (*models.Model, string, []runner.Result, error) {
 	cfg := models.DefaultTrainConfig()
 	cfg.Seed = seed
 	tr, err := models.NewTrainer(cfg)
@@ -420,7 +432,7 @@ func runOffline(kind string, wf wasmFlags, seed uint64, learn, monitor []*source
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("learning from the first %d requests: %w", len(learn), err)
 	}
-	name, res, err := score(kind, wf, m, 0, liveFlags{}, monitor)
+	name, res, err := score(kind, wf, m, 0, liveFlags{}, enf, monitor)
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -157,9 +157,12 @@ func (f wasmFlags) hostProfile() (wazerohost.Profile, error) {
 	return p, nil
 }
 
-func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, live liveFlags) (runner.Runner, error) {
+func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, live liveFlags, enf *runner.Enforce) (runner.Runner, error) {
 	switch kind {
 	case "live":
+		if enf != nil {
+			return nil, fmt.Errorf("%w: -mode enforce judges with -runner native or wasm; a live listener's filter decides by its own configuration", ErrUsage)
+		}
 		if live.url == "" {
 			return nil, fmt.Errorf("%w: -runner live needs -url", ErrUsage)
 		}
@@ -168,7 +171,7 @@ func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, li
 		}
 		return &runner.Live{URL: live.url, Speed: live.speed, Concurrency: live.concurrency}, nil
 	case "native":
-		return &runner.Native{Model: m, Threshold: threshold}, nil
+		return &runner.Native{Model: m, Threshold: threshold, Enforce: enf}, nil
 	case "wasm":
 		profile, err := wf.hostProfile()
 		if err != nil {
@@ -178,14 +181,15 @@ func newRunner(kind string, wf wasmFlags, m *models.Model, threshold float64, li
 		if err != nil {
 			return nil, fmt.Errorf("wasm runner: %w (build it with make wasm, or choose -runner native)", err)
 		}
+		w.Enforce = enf
 		return w, nil
 	}
 	return nil, fmt.Errorf("%w: -runner %q: want native, wasm or live", ErrUsage, kind)
 }
 
 // score runs the records through a runner of the given kind and closes it.
-func score(kind string, wf wasmFlags, m *models.Model, threshold float64, live liveFlags, recs []*source.Record) (string, []runner.Result, error) {
-	run, err := newRunner(kind, wf, m, threshold, live)
+func score(kind string, wf wasmFlags, m *models.Model, threshold float64, live liveFlags, enf *runner.Enforce, recs []*source.Record) (string, []runner.Result, error) {
+	run, err := newRunner(kind, wf, m, threshold, live, enf)
 	if err != nil {
 		return "", nil, err
 	}
@@ -210,7 +214,13 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	sf.register(fs)
 	var of outputFlags
 	of.register(fs)
+	var ef enforceFlags
+	ef.register(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	enf, err := ef.enforce()
+	if err != nil {
 		return err
 	}
 	if *modelPath == "" || fs.NArg() == 0 {
@@ -227,7 +237,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	name, res, err := score(*kind, wf, m, *threshold, lf, recs)
+	name, res, err := score(*kind, wf, m, *threshold, lf, enf, recs)
 	if err != nil {
 		return err
 	}
@@ -292,7 +302,13 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 	redisAddr := fs.String("redis", "", "the control plane's Redis (host:port); empty starts an embedded Redis-protocol server")
 	var sf sourceFlags
 	sf.register(fs)
+	var ef enforceFlags
+	ef.register(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	enf, err := ef.enforce()
+	if err != nil {
 		return err
 	}
 	files := append([]string{}, traffic...)
@@ -321,12 +337,12 @@ func runTraffic(args []string, stdout, stderr io.Writer) error {
 		lp   *loop
 	)
 	if *kind == "wasm" && !*offline {
-		if lp, m, res, err = runLoop(*redisAddr, wf, *seed, learn, monitor, stderr); err != nil {
+		if lp, m, res, err = runLoop(*redisAddr, wf, *seed, enf, learn, monitor, stderr); err != nil {
 			return err
 		}
 		defer lp.Close()
 		name = "wasm"
-	} else if m, name, res, err = runOffline(*kind, wf, *seed, learn, monitor, stdout); err != nil {
+	} else if m, name, res, err = runOffline(*kind, wf, *seed, enf, learn, monitor, stdout); err != nil {
 		return err
 	}
 	rep := report.New(name, m, m.Meta.Threshold, files, monitor, res, problems, 20)

@@ -20,6 +20,7 @@ import (
 	"github.com/meshward/meshward/control-plane/server"
 	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/control-plane/xds"
+	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/models/record"
 )
@@ -29,6 +30,7 @@ import (
 type serveFlags struct {
 	sec                             securityFlags
 	mode, policyDir, qns, protected *string
+	denyReasons                     *string
 	kubeconfig, leaseNS, wasmPlugin *string
 }
 
@@ -44,6 +46,8 @@ func (f *serveFlags) register(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.WasmFile, "wasm-file", "", "a meshward.wasm the admin endpoint serves at /wasm/meshward.wasm (point -wasm-uri there)")
 	fs.BoolVar(&cfg.XDS.LearnFirst, "filter-learn-first", false, "before any model exists, serve connecting Envoys the filter in learn mode (it ships samples to -filter-collector-cluster)")
 	f.mode = fs.String("filter-mode", string(cfg.XDS.Base.Mode), "the mode xDS gives the filters: learn, monitor or enforce")
+	f.denyReasons = fs.String("filter-deny-reasons", "", "the reasons enforce mode denies a request for, comma-separated: reasons or the groups default, values, content, structure, size, none (empty: default — content and values, never structural novelty)")
+	fs.IntVar(&cfg.MaxExceptions, "max-exceptions", cfg.MaxExceptions, "the most exceptions (meshward allow) stored at once")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
 	fs.BoolVar(&cfg.Rollout.Canary, "canary", cfg.Rollout.Canary, "send a newly trained model to a share of the nodes first, promoted or rolled back on its flagged rate")
@@ -109,6 +113,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	case pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeEnforce:
 	default:
 		return fmt.Errorf("%w: -filter-mode %q is not learn, monitor or enforce", ErrUsage, *f.mode)
+	}
+	if *f.denyReasons != "" {
+		cfg.XDS.Base.DenyReasons = strings.Split(*f.denyReasons, ",")
+		if _, err := enforcement.ParseDenyReasons(cfg.XDS.Base.DenyReasons); err != nil {
+			return fmt.Errorf("%w: -filter-deny-reasons: %w", ErrUsage, err)
+		}
 	}
 	if err := f.sec.apply(&cfg); err != nil {
 		return err
@@ -178,7 +188,7 @@ func status(args []string, stdout, stderr io.Writer) error {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	fmt.Fprintf(stdout, "ready: %s", b)
-	for _, what := range []string{"models", "incidents", "quarantines"} {
+	for _, what := range []string{"models", "incidents", "quarantines", "exceptions"} {
 		resp, err := client.Get(*admin + "/api/v1/" + what)
 		if err != nil {
 			return err
@@ -199,7 +209,10 @@ func status(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: %d\n", what, len(list))
 	}
-	return rolloutStatus(client, *admin, stdout)
+	if err := rolloutStatus(client, *admin, stdout); err != nil {
+		return err
+	}
+	return workloadsStatus(client, *admin, stdout)
 }
 
 // rolloutStatus prints the model in force, the canary and the last decision.

@@ -48,9 +48,20 @@ var _ types.VMContext = (*VM)(nil)
 // New compiles and instantiates a c-shared proxy-wasm module on a host
 // whose WASI answers as the profile says.
 func New(wasm []byte, p Profile) (*VM, error) {
+	return NewWithCache(wasm, nil, p)
+}
+
+// NewWithCache is New taking the compiled module from cache when it holds
+// it (and leaving it there when it does not): compiling a large module costs
+// seconds, instantiating a compiled one milliseconds. A nil cache compiles.
+func NewWithCache(wasm []byte, cache wazero.CompilationCache, p Profile) (*VM, error) {
 	ctx := context.Background()
 	vm := &VM{ctx: ctx, stack: make([]uint64, 8), guard: callGuard{gen: restrictedGen(p)}}
-	vm.runtime = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig())
+	rc := wazero.NewRuntimeConfig()
+	if cache != nil {
+		rc = rc.WithCompilationCache(cache)
+	}
+	vm.runtime = wazero.NewRuntimeWithConfig(ctx, rc)
 	wh := &wasiHost{guard: &vm.guard, log: func(level logLevel, msg string) {
 		b := []byte(msg)
 		if len(b) > 0 {

@@ -98,6 +98,16 @@ var rows = []row{
 		{kind: "stat", title: "Models kept", help: "Model versions in the store's history (rollback targets).",
 			queries: []query{{`max(meshward_models_stored)`, "models"}}},
 	}},
+	{"Day two: readiness and exceptions", []panelSpec{
+		{kind: "stat", title: "Workloads by readiness", help: "Workloads per readiness verdict (learning, ready for monitor, ready for enforce) as the last training round assessed the model in force; meshward status and /api/v1/workloads give each one's reason.", width: 8,
+			queries: []query{{`count by (verdict) (meshward_workload_readiness == 1)`, "{{verdict}}"}}},
+		{kind: "stat", title: "Readiness per workload", help: "Each workload's readiness verdict; -filter-learn-first moves a workload to monitor once it is ready.", width: 16,
+			queries: []query{{`max by (workload, verdict) (meshward_workload_readiness == 1)`, "{{workload}}: {{verdict}}"}}},
+		{kind: "stat", title: "Exceptions in force", help: "Exceptions the filters apply before denying, per workload or mesh-wide (meshward allow, POST /api/v1/exceptions).", width: 8,
+			queries: []query{{`sum by (scope) (meshward_exceptions)`, "{{scope}}"}}},
+		{kind: "timeseries", title: "Exception changes", help: "Exceptions added, revoked, expired and refused, per hour (each also an audit line and a Kubernetes Event).", width: 16,
+			queries: []query{{`sum by (action) (increase(meshward_exception_changes_total[1h]))`, "{{action}}"}}},
+	}},
 	{"Incidents and quarantines", []panelSpec{
 		{kind: "stat", title: "Incidents (last 24 h)", help: "Lateral-movement incidents recorded.",
 			queries: []query{{`max(increase(meshward_incidents_total[24h]))`, "incidents"}}},
