@@ -688,6 +688,10 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 		if len(pm.Enum) > 0 && whole {
 			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
 				s.known |= 1 << uint(i)
+				if s.collect != nil {
+					// A value the parameter took is part of its tail.
+					s.collect(pm, 0)
+				}
 				continue
 			}
 		}

@@ -43,8 +43,9 @@ type ParamModel struct {
 	Singletons uint32
 	// TailMed and TailBeta are how surprising the parameter's own
 	// held-back normal values were: their median surprise, and how far
-	// beyond it they reached on average (an exponential tail). Zero when
-	// too few were held back to say (see tail).
+	// beyond it they reached on average (an exponential tail), shrunk
+	// towards the workload's (fitParamTails). Zero when the workload held
+	// back too few values to say (see tail).
 	TailMed, TailBeta float32
 	// GramTokens counts the character trigrams of the parameter's training
 	// values, and GramSingletons those that no other training value had:

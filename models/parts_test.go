@@ -307,3 +307,36 @@ func TestDecodeRejectsBadTails(t *testing.T) {
 		}
 	}
 }
+
+// TestParamTailsShrinkTowardsTheWorkload: a parameter is judged on its own
+// held-back values shrunk towards every held-back value of its workload; one
+// with none is judged on the workload's tail, not on its raw surprises (which
+// would set the values part for being uncalibrated); with too few values in
+// all, surprises stand.
+func TestParamTailsShrinkTowardsTheWorkload(t *testing.T) {
+	params := make([]ParamModel, 3)
+	free, id, unseen := &params[0], &params[1], &params[2]
+	raw := map[*ParamModel][]float64{}
+	for i := 0; i < 200; i++ {
+		raw[free] = append(raw[free], float64(i%40)) // free text: spread far
+		raw[id] = append(raw[id], 1+float64(i%3)/10) // an identifier: never far
+	}
+	fitParamTails(params, raw)
+	if !(free.tail(20) < unseen.tail(20) && unseen.tail(20) < id.tail(20)) {
+		t.Errorf("20 nats: %.2f against free text, %.2f against a parameter with no held-back values, %.2f against an identifier; want the workload's tail between its parameters'",
+			free.tail(20), unseen.tail(20), id.tail(20))
+	}
+	if unseen.TailBeta == 0 || unseen.tail(20) >= 20 {
+		t.Errorf("a parameter with no held-back values keeps its raw surprise (tail %v, %v): 20 nats → %.2f", unseen.TailMed, unseen.TailBeta, unseen.tail(20))
+	}
+	if free.TailBeta < 1 || id.TailBeta < 1 {
+		t.Errorf("spreads %v and %v: at most one nat of tail per nat of surprise", free.TailBeta, id.TailBeta)
+	}
+	few := make([]ParamModel, 2)
+	fitParamTails(few, map[*ParamModel][]float64{&few[0]: {1, 2, 3}})
+	for i := range few {
+		if few[i].TailMed != 0 || few[i].TailBeta != 0 || few[i].tail(7) != 7 {
+			t.Errorf("three values in all gave parameter %d the tail %v, %v", i, few[i].TailMed, few[i].TailBeta)
+		}
+	}
+}

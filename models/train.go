@@ -601,16 +601,14 @@ func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) {
 		w.measure(&req, s, &v)
 		return v
 	}
-	// Each parameter against its own held-back values.
+	// Each parameter against its own held-back values, and the workload's.
 	raw := map[*ParamModel][]float64{}
 	s.params.collect = func(pm *ParamModel, x float64) { raw[pm] = append(raw[pm], x) }
 	for _, r := range held {
 		score(r, false)
 	}
 	s.params.collect = nil
-	for pm, xs := range raw {
-		pm.TailMed, pm.TailBeta = fitParamTail(xs)
-	}
+	fitParamTails(w.Params, raw)
 	// Each part against its own held-back surprises.
 	var ps [NParts][]float64
 	for _, r := range held {
@@ -697,40 +695,64 @@ func combinedCalibration(xs []float64, fpr float64, calibrated bool) (base, cent
 	return base, center
 }
 
-// minParamTail is how many held-back values a parameter needs for a tail
-// of its own; with fewer, its surprises stand as they are.
+// minParamTail is how many held-back values (of all parameters) a workload
+// needs for its parameters' tails; with fewer, surprises stand as they are.
 const minParamTail = 8
 
-// paramTailPrior is how many values the prior of a parameter's tail is
-// worth.
+// paramTailPrior is how many values the prior of a parameter's tail (the
+// workload's pooled tail) is worth.
 const paramTailPrior = 64
 
-// fitParamTail returns the median of a parameter's held-back surprises and
-// their mean excess over it (at least a quarter nat), or zeros when there
-// are too few. It sorts xs.
-func fitParamTail(xs []float64) (med, beta float32) {
-	if len(xs) < minParamTail {
-		return 0, 0
+// fitParamTails sets each parameter's tail (ParamModel.tail) from its
+// held-back surprises (raw), shrunk towards the tail of every held-back
+// value of the workload pooled, as if paramTailPrior values had said so. A
+// parameter with few or no held-back values is judged on the workload's
+// scale, not on its raw surprises: the values part is the worst of a
+// request's values, and a parameter left raw beside calibrated ones would
+// set it for being uncalibrated, not unusual. With fewer than minParamTail
+// values in all, every tail is zero (surprises stand).
+func fitParamTails(params []ParamModel, raw map[*ParamModel][]float64) {
+	var all []float64
+	for i := range params {
+		all = append(all, raw[&params[i]]...)
 	}
+	if len(all) < minParamTail {
+		for i := range params {
+			params[i].TailMed, params[i].TailBeta = 0, 0
+		}
+		return
+	}
+	m0, b0 := medianExcess(all)
+	for i := range params {
+		p := &params[i]
+		m, b, k := m0, b0, 0.0
+		if xs := raw[p]; len(xs) > 0 {
+			m, b = medianExcess(xs)
+			k = float64(len(xs))
+		}
+		p.TailMed = float32((m*k + m0*paramTailPrior) / (k + paramTailPrior))
+		p.TailBeta = float32((b*k + b0*paramTailPrior) / (k + paramTailPrior))
+	}
+}
+
+// medianExcess returns the median of surprises and their mean excess over
+// it (at least a nat, one nat per nat at most: see maxSlope). It sorts xs.
+func medianExcess(xs []float64) (med, beta float64) {
 	sort.Float64s(xs)
-	m := xs[len(xs)/2]
+	med = xs[len(xs)/2]
 	var excess float64
 	var n int
 	for _, x := range xs {
-		if x > m {
-			excess += x - m
+		if x > med {
+			excess += x - med
 			n++
 		}
 	}
-	b := 1.0
+	beta = 1
 	if n > 0 {
-		b = max(1, excess/float64(n))
+		beta = max(1, excess/float64(n))
 	}
-	// Few values say little: shrunk towards no tail (median 0, spread 1)
-	// as if paramTailPrior values had said so.
-	k := float64(len(xs))
-	m, b = m*k/(k+paramTailPrior), (b*k+paramTailPrior)/(k+paramTailPrior)
-	return float32(m), float32(b)
+	return med, beta
 }
 
 // minCalSpan is the floor of a calibration's span: a surprise less than one
