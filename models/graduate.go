@@ -144,22 +144,23 @@ func ReasonNames() []string {
 // never seen is structural novelty, and so are the words of its path: when
 // the route's reason is set aside, the path is plain words (letters,
 // digits, dashes, single dots: nothing that can hide escapes or traversal)
-// and the request has no body, the content model judges the request again
-// with its path taken as known, as it judges a known route's. A request
-// with a body keeps its content part as scored: the filter reads a body
-// as it passes and cannot read it again, so that errs towards denying.
+// and the request's body is held whole (r.Body is all of r.RequestBytes:
+// the filter keeps a body's first MaxBodyPrefix bytes), the content model
+// judges the request again with its path taken as known, as it judges a
+// known route's. A request whose body was longer keeps its content part as
+// scored: the filter read that body as it passed and cannot read it again,
+// so that errs towards denying.
 func (w *Workload) Graduate(r *Request, v *Verdict, aside *ReasonSet, s *Scratch) (float64, ReasonCode) {
 	u := *v
 	if u.Parts[PartRoute] > 0 && aside.Has(u.Codes[PartRoute]) && u.Parts[PartContent] > 0 &&
-		len(r.Body) == 0 && r.RequestBytes == 0 && w.content != nil && w.content.checked {
+		int64(len(r.Body)) >= r.RequestBytes && w.content != nil && w.content.checked {
 		var buf [MaxRouteBytes + 8]byte
 		if _, plain := appendTemplate(buf[:0], r.Path); plain && wordsOnly(r.Path) {
 			var k Verdict
 			q := *r
 			q.Status, q.ResponseBytes = 0, 0
 			s.params.pathKnown = true
-			w.Begin(&q, s, &k)
-			w.finish(&q, s, &k)
+			w.measure(&q, s, &k)
 			s.params.pathKnown = false
 			u.Parts[PartContent], u.Codes[PartContent] = k.Parts[PartContent], k.Codes[PartContent]
 		}

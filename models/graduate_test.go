@@ -108,6 +108,15 @@ func TestGraduateNewRouteWords(t *testing.T) {
 	if score, code := w.Graduate(&r, &v, &structural, s); score > 0.5 {
 		t.Errorf("a new plain route, structure set aside: %v for %v (verdict %v, %+v)", score, code, v.Score, v.ReasonList())
 	}
+	// A body held whole is read again with the path (a body of words
+	// training knew).
+	r.Method, r.Body = "POST", []byte("lang=en&page=3")
+	r.RequestBytes = int64(len(r.Body))
+	v = w.ScoreWith(&r, s)
+	if score, code := w.Graduate(&r, &v, &structural, s); score > 0.5 {
+		t.Errorf("a new plain route with a small body, structure set aside: %v for %v (verdict %v, %+v)", score, code, v.Score, v.ReasonList())
+	}
+	r.Method, r.Body, r.RequestBytes = "GET", nil, 0
 	r.Path = "/api/v1/files/..%2f..%2f..%2fetc%2fpasswd"
 	v = w.ScoreWith(&r, s)
 	if score, code := w.Graduate(&r, &v, &structural, s); !(score > 0.5) {
