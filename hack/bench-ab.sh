@@ -33,7 +33,7 @@ for _ in $(seq "$rounds"); do
   for r in a b; do
     pkg=./filter/; [ -d "$tmp/$r/filter/plugin" ] && pkg=./filter/plugin/
     (cd "$tmp/$r" && MESHWARD_WASM=$tmp/$r.wasm MESHWARD_PASSTHROUGH_WASM=$pass GOGC=400 \
-      go test -run '^$' -bench 'Request/wasm-(direct|envoy-1.33)$' -benchtime 20000x -count 3 "$pkg" 2>&1 |
+      go test -run '^$' -bench '^BenchmarkRequest$/wasm-(direct|envoy-1.33)$' -benchtime 20000x -count 3 "$pkg" 2>&1 |
       grep -oE '[0-9]+ own-cpu-ns/op' | awk '{print $1}' >> "$tmp/$r.txt")
   done
 done

@@ -56,8 +56,10 @@ import (
 // bumped on any change to what the stored numbers mean — the layout, but also
 // hashing, feature extraction, character classes or route templating — so a
 // filter built with other semantics refuses a model instead of misreading it.
-// Version 7 made the section the unit of delivery.
-const CodecVersion = 7
+// Version 7 made the section the unit of delivery. Version 8 added per-part
+// tails (Workload.Tails), per-parameter tails and trigram counts, each
+// route's largest request.
+const CodecVersion = 8
 
 // The kinds of encoding (the header's u16 after the version).
 const (
@@ -206,7 +208,8 @@ func appendWorkload(p []byte, w *Workload) []byte {
 	p = appendFloat(p, w.CalBase)
 	p = appendFloat(p, w.CalCenter)
 	p = appendFloat(p, w.RespBase)
-	return appendFloat(p, w.RespCenter)
+	p = appendFloat(p, w.RespCenter)
+	return appendTails(p, &w.Tails)
 }
 
 // Decode parses an encoded model, a whole mesh or a section. Every error
@@ -324,7 +327,7 @@ func decode(b []byte, sectionOnly bool) (m *Model, contentAt int, err error) {
 	contentAt = headerSize + d.off
 	m.Content = d.content()
 	for _, w := range m.Workloads {
-		w.content = m.Content
+		w.attachContent(m.Content)
 	}
 	if d.err == nil && d.off != len(d.b) {
 		d.fail("end", "%d trailing bytes", len(d.b)-d.off)
@@ -375,6 +378,7 @@ func (d *decoder) workload() *Workload {
 	if d.err == nil && !(w.RespBase == 0 && w.RespCenter == 0 || w.RespBase >= 0 && w.RespCenter > w.RespBase) {
 		d.fail(ctx+" response calibration", "base %v and center %v must be both 0 or satisfy 0 ≤ base < center", w.RespBase, w.RespCenter)
 	}
+	d.tails(&w.Tails, ctx)
 	if d.err != nil {
 		return nil
 	}
@@ -505,7 +509,11 @@ func appendParam(p []byte, m *ParamModel) []byte {
 	for _, h := range m.Enum {
 		p = binary.LittleEndian.AppendUint64(p, h)
 	}
-	return binary.AppendUvarint(p, uint64(m.Singletons))
+	p = binary.AppendUvarint(p, uint64(m.Singletons))
+	p = appendFloat32(p, m.TailMed)
+	p = appendFloat32(p, m.TailBeta)
+	p = binary.AppendUvarint(p, uint64(m.GramTokens))
+	return binary.AppendUvarint(p, uint64(m.GramSingletons))
 }
 
 func (d *decoder) param(m *ParamModel, ctx string, routes int) {
@@ -555,6 +563,74 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 		}
 	}
 	m.Singletons = d.u32(ctx + " singletons")
+	m.TailMed = d.float32(ctx + " tail median")
+	m.TailBeta = d.float32(ctx + " tail spread")
+	if d.err == nil && (m.TailMed < 0 || m.TailBeta < 0 || m.TailBeta == 0 && m.TailMed != 0) {
+		d.fail(ctx+" tail", "median %v and spread %v: want both 0, or a median ≥ 0 and a positive spread", m.TailMed, m.TailBeta)
+	}
+	m.GramTokens = d.u32(ctx + " trigrams")
+	m.GramSingletons = d.u32(ctx + " trigrams seen once")
+	if d.err == nil && m.GramSingletons > m.GramTokens {
+		d.fail(ctx+" trigrams", "%d seen once of %d", m.GramSingletons, m.GramTokens)
+	}
+}
+
+// appendTails encodes a workload's part tails: for each calibrated part,
+// the knot count, then zero, the knots (surprise, tail surprise) and the
+// slope as float32s.
+func appendTails(p []byte, ts *[NParts]Tail) []byte {
+	for part := Part(0); part < NParts; part++ {
+		if !part.calibrated() {
+			continue
+		}
+		t := &ts[part]
+		p = binary.AppendUvarint(p, uint64(len(t.X)))
+		p = appendFloat32(p, t.Zero)
+		for i := range t.X {
+			p = appendFloat32(p, t.X[i])
+			p = appendFloat32(p, t.T[i])
+		}
+		p = appendFloat32(p, t.Slope)
+	}
+	return p
+}
+
+// tails decodes a workload's part tails, checking that each maps surprises
+// to tail surprises monotonically.
+func (d *decoder) tails(ts *[NParts]Tail, ctx string) {
+	for part := Part(0); part < NParts && d.err == nil; part++ {
+		if !part.calibrated() {
+			continue
+		}
+		c := ctx + " " + part.String() + " tail"
+		n := d.count(c, 8)
+		if d.err == nil && n > maxKnots {
+			d.fail(c, "%d knots, limit %d", n, maxKnots)
+			return
+		}
+		t := Tail{Zero: d.float32(c + " zero")}
+		if n > 0 {
+			t.X, t.T = make([]float32, n), make([]float32, n)
+		}
+		for i := 0; i < n; i++ {
+			t.X[i], t.T[i] = d.float32(c+" knot"), d.float32(c+" knot")
+		}
+		t.Slope = d.float32(c + " slope")
+		if d.err != nil {
+			return
+		}
+		prevX, prevT := float32(0), t.Zero
+		ok := t.Zero >= 0 && t.Slope >= 0 && t.Slope <= maxSlope && (t.Slope > 0 || n == 0 && t.Zero == 0)
+		for i := 0; i < n && ok; i++ {
+			ok = t.X[i] > prevX && t.T[i] >= prevT
+			prevX, prevT = t.X[i], t.T[i]
+		}
+		if !ok {
+			d.fail(c, "zero %v, knots %v → %v, slope %v: not a tail", t.Zero, t.X, t.T, t.Slope)
+			return
+		}
+		ts[part] = t
+	}
 }
 
 func appendNumbers(p []byte, n *Numbers) []byte {
@@ -566,7 +642,7 @@ func appendNumbers(p []byte, n *Numbers) []byte {
 	for _, c := range n.Status {
 		p = binary.AppendUvarint(p, uint64(c))
 	}
-	return p
+	return binary.AppendUvarint(p, n.MaxRequestBytes)
 }
 
 func (d *decoder) numbers(n *Numbers, ctx string) {
@@ -581,6 +657,7 @@ func (d *decoder) numbers(n *Numbers, ctx string) {
 	for i := range n.Status {
 		n.Status[i] = d.u32(ctx + " status count")
 	}
+	n.MaxRequestBytes = d.uvarint(ctx + " largest request")
 }
 
 func paramLess(a, b *ParamModel) bool {
@@ -593,6 +670,26 @@ func paramLess(a, b *ParamModel) bool {
 func appendString(p []byte, s string) []byte {
 	p = binary.AppendUvarint(p, uint64(len(s)))
 	return append(p, s...)
+}
+
+func appendFloat32(p []byte, f float32) []byte {
+	return binary.LittleEndian.AppendUint32(p, math.Float32bits(f))
+}
+
+func (d *decoder) float32(what string) float32 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b)-d.off < 4 {
+		d.fail(what, "truncated float")
+		return 0
+	}
+	f := math.Float32frombits(binary.LittleEndian.Uint32(d.b[d.off:]))
+	d.off += 4
+	if f != f || math.IsInf(float64(f), 0) {
+		d.fail(what, "not a finite number")
+	}
+	return f
 }
 
 func appendFloat(p []byte, f float64) []byte {

@@ -139,15 +139,30 @@ type contentAcc struct {
 	tokens  [nKwKinds]uint32
 	calls   int
 	// novel is the most trigrams the filter never saw in any novelWindow
-	// consecutive trigrams of one value (see novelDensest).
-	novel         int
+	// consecutive trigrams of one value (see novelDensest), each priced
+	// by how open the value's parameter is (param.novelCost).
+	novel         float64
 	grams         *[gramWords]uint64 // the trigram filter, or nil
 	total, maxLen int
-	// longest is the longest value examined byte by byte.
+	// longest is the longest value examined byte by byte since its entropy
+	// was last measured (longestEntropy), longestLen the length of the
+	// longest of the request, and entropy that one's.
 	longest          []byte
+	longestLen       int
+	entropy          int
 	symRatio         int
 	caseMix, escapes int
 	encoded          int
+	// What the content model reads of a request besides its values: its
+	// method, its path's length and punctuation, its parameter and header
+	// counts; the price of a new trigram in the path and names; the
+	// features in use.
+	method, pathLen, pathSymbols int
+	params, headers              int
+	cost                         float64
+	mask                         uint32
+	// scratch counts bytes for entropy.
+	scratch entropyScratch
 }
 
 // reset empties a for a request, with the trigram filter grams (or nil).
@@ -158,8 +173,9 @@ func (a *contentAcc) reset(grams *[gramWords]uint64) {
 	a.calls, a.novel = 0, 0
 	a.grams = grams
 	a.total, a.maxLen = 0, 0
-	a.longest = nil
+	a.longest, a.longestLen, a.entropy = nil, 0, 0
 	a.symRatio, a.caseMix, a.escapes, a.encoded = 0, 0, 0, 0
+	a.method, a.pathLen, a.pathSymbols, a.params, a.headers = 0, 0, 0, 0, 0
 }
 
 // class returns the count of bytes of class c.
@@ -175,21 +191,23 @@ func (a *contentAcc) class(c int) int { return int(a.classes[c>>3&1][c&7]) }
 // keyword are looked at further. Trigrams are counted in a pass of their
 // own. The result equals reading every byte for everything
 // (refContentAcc in the tests).
-func (a *contentAcc) value(v []byte) {
+func (a *contentAcc) value(v []byte, cost float64) {
 	if len(v) > MaxValueBytes {
 		v = v[:MaxValueBytes]
 	}
 	a.total += len(v)
 	a.maxLen = max(a.maxLen, len(v))
-	if len(v) > len(a.longest) {
-		a.longest = v
+	if len(v) > a.longestLen {
+		a.longest, a.longestLen = v, len(v)
 	}
 	if a.grams != nil && len(v) >= 3 {
 		n := novelGrams(a.grams, v)
 		if n > 1 {
 			n = novelDensest(a.grams, v)
 		}
-		a.novel = max(a.novel, n)
+		if n > 0 {
+			a.novel = max(a.novel, float64(n)*cost)
+		}
 	}
 	sym, caseMix := 0, 0
 	for i := 0; i < len(v); {
@@ -541,44 +559,59 @@ func commonMethod(m string) bool {
 	return false
 }
 
-// contentVector describes a request whose parameters are in s; the values
-// marked in s.known (an enumerable parameter's known values) are normal by
-// the parameter model and are counted in the request-level counts only.
+// contentVector describes a request whose parameters are in s (one
+// batch, extracted); the values marked in s.known (an enumerable
+// parameter's known values) are normal by the parameter model and are
+// counted in the request-level counts only.
 //
 // With grams (the trigram filter) it also returns the most trigrams the
-// filter never saw in any novelWindow consecutive trigrams of one value.
-func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool) (ContentVector, int) {
+// filter never saw in any novelWindow consecutive trigrams of one value,
+// times the price of one in that value (cost for the path and names, each
+// parameter's novelCost for its value).
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool, cost float64) (ContentVector, float64) {
 	var x ContentVector
-	novel := s.contentVector(&x, r, mask, grams, shaped, pathKnown)
+	s.contentStart(r, mask, grams, pathKnown, cost)
+	s.contentBatch(mask, shaped, true)
+	novel := s.contentVectorEnd(&x, mask)
 	for f := range x {
 		x[f] &= -uint8(mask >> uint(f) & 1) // without a branch
 	}
 	return x, novel
 }
 
-// contentVector is contentVector writing into x, which must be zero, and
-// leaving the features outside mask unmasked (scoring masks them in the
-// same pass as it raises them): in wasm, returning the vector (more than
-// 16 bytes) by value costs a memory.copy, and every loop over the features
-// tens of nanoseconds.
-func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, grams []uint64, shaped, pathKnown bool) int {
+// contentTraining asks scoring for a request's content features rather than
+// its content surprise: training describes its sample of requests as
+// scoring will, against the section's parameter models, before the
+// content model exists. Every path is read.
+type contentTraining struct {
+	mask   uint32
+	shaped bool
+	// x receives the request's features.
+	x ContentVector
+}
+
+// contentStart starts reading a request into the content model: its
+// method and path. Its parameters follow a batch at a time (contentBatch);
+// contentVectorEnd writes the features.
+func (s *paramScratch) contentStart(r *Request, mask uint32, grams []uint64, pathKnown bool, cost float64) {
 	a := &s.content
 	var g *[gramWords]uint64
 	if len(grams) == gramWords {
 		g = (*[gramWords]uint64)(grams)
 	}
 	a.reset(g)
+	a.cost = cost
 	if !commonMethod(r.Method) {
-		x[CFMethod] = 1
+		a.method = 1
 	}
 	path := r.Path
 	if len(path) > MaxValueBytes {
 		path = path[:MaxValueBytes]
 	}
-	x[CFPathLen] = qlog(len(path))
+	a.pathLen = len(path)
 	if pathKnown {
-		// Normal by the route model (see contentSurprise): its length counts, its
-		// bytes need no look, as a known value's.
+		// Normal by the route model (see contentEnd): its length counts,
+		// its bytes need no look, as a known value's.
 		a.total += len(path)
 		a.maxLen = max(a.maxLen, len(path))
 	} else {
@@ -586,46 +619,84 @@ func (s *paramScratch) contentVector(x *ContentVector, r *Request, mask uint32, 
 		for i := 0; i < len(path); i++ {
 			ps += int(pathSymbol[path[i]])
 		}
-		x[CFPathSymbols] = qlog(ps)
+		a.pathSymbols = ps
 		// The path is read like a value, but its slashes are structure, not
 		// punctuation: the share of punctuation is measured on values only.
 		ratio := a.symRatio
-		a.value(view(path))
+		a.value(view(path), cost)
 		a.symRatio = ratio
 	}
-	params, headers := 0, 0
+	a.mask = mask
+}
+
+// contentBatch reads a batch of parameters into the content model. Values
+// read from the body are left out when the model was trained on shapes
+// (shaped): shapes of bodies have no content to learn. final says no batch
+// follows.
+func (s *paramScratch) contentBatch(mask uint32, shaped, final bool) {
+	a := &s.content
 	for i := 0; i < s.n; i++ {
-		if shaped && i >= s.bodyFrom && i < s.bodyTo {
+		p := &s.params[i]
+		if shaped && p.body {
 			continue
 		}
-		p := &s.params[i]
 		if p.header {
-			headers++
-		} else {
-			params++
+			if !p.cont {
+				a.headers++
+			}
+		} else if !p.cont {
+			a.params++
 			// Names are input too: payloads hide in them.
-			a.value(p.name)
+			a.value(p.name, a.cost)
 		}
 		v := p.value
-		if shaped && !p.header && len(v) > maxShapedQueryValue {
-			v = v[:maxShapedQueryValue]
-		}
 		if s.known&(1<<uint(i)) == 0 {
-			a.value(v)
+			a.value(v, p.novelCost)
 		} else {
 			// Known to be normal: its length counts, its bytes need no look.
 			n := min(len(v), MaxValueBytes)
 			a.total += n
 			a.maxLen = max(a.maxLen, n)
 		}
+		if p.cont {
+			// A window repeats the end of the one before it.
+			a.total -= min(len(v), valueOverlap)
+		}
+		a.maxLen = max(a.maxLen, p.full)
 	}
-	x[CFParams] = qlog(params)
-	x[CFHeaders] = qlog(headers)
+	// The longest value read byte by byte may be a view of this batch's
+	// memory, which the next batch reuses: its entropy is measured now,
+	// or at the end after the last batch (contentVectorEnd).
+	if !final {
+		a.longestEntropy()
+	}
+}
+
+// longestEntropy measures the entropy of the longest value read so far,
+// when a new one was found (and the model has the feature).
+func (a *contentAcc) longestEntropy() {
+	if a.longest == nil {
+		return
+	}
+	if a.mask&(1<<CFEntropy) != 0 {
+		a.entropy = a.scratch.entropy2(a.longest)
+	}
+	a.longest = nil
+}
+
+// contentVectorEnd writes the request's features into x (which must be
+// zero), leaving the features outside mask unmasked (fit masks them).
+func (s *paramScratch) contentVectorEnd(x *ContentVector, mask uint32) float64 {
+	a := &s.content
+	a.longestEntropy()
+	x[CFMethod] = uint8(a.method)
+	x[CFPathLen] = qlog(a.pathLen)
+	x[CFPathSymbols] = qlog(a.pathSymbols)
+	x[CFParams] = qlog(a.params)
+	x[CFHeaders] = qlog(a.headers)
 	x[CFTotalBytes] = qlog(a.total)
 	x[CFMaxValueLen] = qlog(a.maxLen)
-	if mask&(1<<CFEntropy) != 0 {
-		x[CFEntropy] = uint8(s.entropy.entropy2(a.longest))
-	}
+	x[CFEntropy] = uint8(a.entropy)
 	x[CFSymbolRatio] = uint8(a.symRatio)
 	x[CFQuotes] = qlog(a.class(ClassQuote))
 	x[CFAngles] = qlog(a.class(ClassAngle))
@@ -919,13 +990,12 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 	return code
 }
 
-// contentSurprise adds the content model's surprise to v, for a request
-// whose parameters paramSurprise has extracted (or none, when the section
-// has no parameter models).
+// contentEnd completes the content model's reading of a request (see
+// contentBegin) and records its part in v.
 //
-// pathKnown says the content model need not read the path, as it does not
-// read a value the parameter model knows: the route is known, so every
-// literal segment is one training saw, and the template is plain
+// The path of a known route need not be read (contentBegin's pathKnown),
+// as a value the parameter model knows is not: the route is known, so
+// every literal segment is one training saw, and the template is plain
 // (appendTemplate: its variable segments are numbers, hex strings or UUIDs
 // — digits, the letters a–f, dashes — which carry no payload). A token
 // ({tok}) may hold escapes and separators, and a template cut at
@@ -934,42 +1004,32 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 // reading the path was the content model's largest cost compiled to
 // WebAssembly. Training reads every path, so a known path can only lower
 // the features, which scoring raises to their floors anyway.
-func (w *Workload) contentSurprise(r *Request, s *paramScratch, v *Verdict, pathKnown bool) {
+func (w *Workload) contentEnd(s *paramScratch, v *Verdict) {
 	c := w.content
-	if c == nil || !c.checked {
-		// No forest, or one that cannot be walked (validTrees).
-		return
-	}
-	if len(w.Params) == 0 {
-		s.extract(r)
-		s.known = 0
-	}
 	var x ContentVector
-	novel := s.contentVector(&x, r, c.Mask, c.Grams, c.Shaped, pathKnown)
+	novel := s.contentVectorEnd(&x, c.Mask)
 	excess := c.fit(&x)
-	// How rare the request is as a whole (the forest, or beyond the sample's
-	// range), and how densely its character sequences are new.
+	// How rare the request is as a whole (the forest, or beyond the
+	// sample's range), plus how densely its character sequences are new
+	// (each third of a new trigram priced by its parameter's openness): one
+	// part, calibrated as one, since free text raises both at once.
 	whole := max(c.surprise(c.depth(&x)), c.rangeCost(excess))
-	fresh := c.NovelCost * float64(novel) / 3
+	fresh := novel / 3
 	sur := whole + fresh
 	if sur <= 0 {
 		return
 	}
-	v.Surprise += sur
-	// Named only when rarer than 1 % of normal requests, and more than a
-	// typical request's whole surprise.
-	if sur > contentReasonSurprise && sur > w.CalBase {
-		code := c.reason(&x)
+	// The feature that drove it is looked for only when the part will be
+	// named (judge): it costs in wasm.
+	code := ReasonContent
+	if sur >= w.contentNamedAt {
+		code = c.reason(&x)
 		if fresh > whole {
 			code = ReasonContentNovel
 		}
-		v.addReason(code, sur)
 	}
+	v.part(PartContent, code, sur)
 }
-
-// contentReasonSurprise is -ln 0.01: the content model names itself as a
-// reason for requests that isolate faster than 99 % of normal ones.
-const contentReasonSurprise = 4.605
 
 // avgDepth is c(n), the average depth of an unsuccessful search in a binary
 // search tree of n points: the depth a leaf still holding n points adds.
@@ -1137,12 +1197,6 @@ func growTree(nodes []ContentNode, xs []ContentVector, idx []int, depth, limit i
 // contentSample smallest seen (a bottom-k sample).
 func (t *Trainer) sampleContent(r *Request) {
 	h := t.lastHash
-	if !t.cfg.ShapedValues {
-		if t.grams == nil {
-			t.grams = newGramCounts()
-		}
-		t.grams.addRequest(r, &t.scratch)
-	}
 	if len(t.contentSample) >= contentSample && h >= t.contentSample[contentSample-1].hash {
 		return
 	}
@@ -1175,8 +1229,9 @@ func (t *Trainer) contentMask() uint32 {
 // out) and lets go of the requests: once a workload is finished its part is
 // final, so its requests' vectors are too.
 func (t *Trainer) vectorize(w *Workload) {
-	mask := t.contentMask()
-	var s paramScratch
+	var s Scratch
+	tc := contentTraining{mask: t.contentMask(), shaped: t.cfg.ShapedValues}
+	s.params.training = &tc
 	for i := range t.contentSample {
 		e := &t.contentSample[i]
 		if e.vectorized || e.req.Destination != w.Name {
@@ -1185,11 +1240,8 @@ func (t *Trainer) vectorize(w *Workload) {
 		req := e.req
 		req.Status, req.ResponseBytes = 0, 0
 		var v Verdict
-		w.surprise(&req, &s, &v)
-		if len(w.Params) == 0 {
-			s.extract(&req)
-		}
-		e.vec, _ = contentVector(&req, &s, mask, nil, t.cfg.ShapedValues, false)
+		w.measure(&req, &s, &v)
+		e.vec = tc.x
 		e.vectorized, e.req = true, Request{}
 	}
 }
@@ -1210,14 +1262,7 @@ func (t *Trainer) buildContent() *ContentModel {
 	}
 	if c != nil && t.grams != nil {
 		c.Grams = t.grams.filter()
-		var once, total float64
-		for _, n := range t.grams {
-			total += float64(n)
-			if n == 1 {
-				once++
-			}
-		}
-		c.NovelCost = -math.Log((once + 1) / (total + 2))
+		c.NovelCost = t.grams.novelCost()
 	}
 	return c
 }

@@ -20,13 +20,13 @@ func BenchmarkContent(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			r := &reqs[i%len(reqs)]
 			s.extract(r)
-			contentVector(r, &s, m.Content.Mask, m.Content.Grams, false, false)
+			contentVector(r, &s, m.Content.Mask, m.Content.Grams, false, false, m.Content.NovelCost)
 		}
 	})
 	xs := make([]ContentVector, len(reqs))
 	for i := range reqs {
 		s.extract(&reqs[i])
-		xs[i], _ = contentVector(&reqs[i], &s, m.Content.Mask, m.Content.Grams, false, false)
+		xs[i], _ = contentVector(&reqs[i], &s, m.Content.Mask, m.Content.Grams, false, false, m.Content.NovelCost)
 	}
 	b.Run("forest", func(b *testing.B) {
 		b.ReportAllocs()
@@ -57,11 +57,11 @@ func BenchmarkScoreMeshContentShare(b *testing.B) {
 	b.Run("with", run)
 	b.Run("without", func(b *testing.B) {
 		for _, w := range m.Workloads {
-			w.content = nil
+			w.attachContent(nil)
 		}
 		defer func() {
 			for _, w := range m.Workloads {
-				w.content = m.Content
+				w.attachContent(m.Content)
 			}
 		}()
 		run(b)

@@ -91,17 +91,21 @@ func checkContentVector(t testing.TB, r *Request, grams []uint64, known uint64) 
 	t.Helper()
 	var s paramScratch
 	s.extract(r)
+	// Each parameter prices new trigrams its own way (priceNovelty).
+	for i := 0; i < s.n; i++ {
+		s.params[i].novelCost = float64(1 + (known>>uint(i%64))&7)
+	}
 	for _, k := range []uint64{0, known} {
 		for _, mask := range []uint32{allFeatures, allFeatures &^ shapedMask} {
 			for _, gr := range [][]uint64{nil, grams} {
 				for _, shaped := range []bool{false, true} {
 					for _, pathKnown := range []bool{false, true} {
 						s.known = k
-						x, novel := contentVector(r, &s, mask, gr, shaped, pathKnown)
+						x, novel := contentVector(r, &s, mask, gr, shaped, pathKnown, 2.5)
 						s.known = k
-						rx, rnovel := refContentVector(r, &s, mask, gr, shaped, pathKnown)
+						rx, rnovel := refContentVector(r, &s, mask, gr, shaped, pathKnown, 2.5)
 						if x != rx || novel != rnovel {
-							t.Fatalf("request %+v (known %#x, mask %#x, grams %v, shaped %v, path known %v):\n got %v, %d novel\nwant %v, %d novel",
+							t.Fatalf("request %+v (known %#x, mask %#x, grams %v, shaped %v, path known %v):\n got %v, %v novel\nwant %v, %v novel",
 								r, k, mask, gr != nil, shaped, pathKnown, x, novel, rx, rnovel)
 						}
 					}

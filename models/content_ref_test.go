@@ -11,7 +11,7 @@ type refContentAcc struct {
 	classes       [NClasses]int
 	tokens        [nKwKinds]int
 	calls         int
-	novel         int
+	novel         float64
 	grams         *[gramWords]uint64 // the trigram filter, or nil
 	total, maxLen int
 	// longest is the longest value examined byte by byte.
@@ -22,7 +22,7 @@ type refContentAcc struct {
 }
 
 // value adds one value's bytes to the accumulator.
-func (a *refContentAcc) value(v []byte) {
+func (a *refContentAcc) value(v []byte, cost float64) {
 	if len(v) > MaxValueBytes {
 		v = v[:MaxValueBytes]
 	}
@@ -115,7 +115,9 @@ func (a *refContentAcc) value(v []byte) {
 				n++
 			}
 		}
-		a.novel = max(a.novel, n)
+		if n > 0 {
+			a.novel = max(a.novel, float64(n)*cost)
+		}
 	}
 	if wn != 0 {
 		a.word(wh, wn)
@@ -155,7 +157,7 @@ func (a *refContentAcc) word(h uint64, n int) {
 //
 // With grams (the trigram filter) it also returns the most trigrams the
 // filter never saw in any novelWindow consecutive trigrams of one value.
-func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool) (ContentVector, int) {
+func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool, cost float64) (ContentVector, float64) {
 	var a refContentAcc
 	if len(grams) == gramWords {
 		a.grams = (*[gramWords]uint64)(grams)
@@ -184,34 +186,37 @@ func refContentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, 
 		// The path is read like a value, but its slashes are structure, not
 		// punctuation: the share of punctuation is measured on values only.
 		ratio := a.symRatio
-		a.value(view(path))
+		a.value(view(path), cost)
 		a.symRatio = ratio
 	}
 	params, headers := 0, 0
 	for i := 0; i < s.n; i++ {
-		if shaped && i >= s.bodyFrom && i < s.bodyTo {
+		p := &s.params[i]
+		if shaped && p.body {
 			continue
 		}
-		p := &s.params[i]
 		if p.header {
-			headers++
-		} else {
+			if !p.cont {
+				headers++
+			}
+		} else if !p.cont {
 			params++
 			// Names are input too: payloads hide in them.
-			a.value(p.name)
+			a.value(p.name, cost)
 		}
 		v := p.value
-		if shaped && !p.header && len(v) > maxShapedQueryValue {
-			v = v[:maxShapedQueryValue]
-		}
 		if s.known&(1<<uint(i)) == 0 {
-			a.value(v)
+			a.value(v, p.novelCost)
 		} else {
 			// Known to be normal: its length counts, its bytes need no look.
 			n := min(len(v), MaxValueBytes)
 			a.total += n
 			a.maxLen = max(a.maxLen, n)
 		}
+		if p.cont {
+			a.total -= min(len(v), valueOverlap)
+		}
+		a.maxLen = max(a.maxLen, p.full)
 	}
 	x[CFParams] = qlog(params)
 	x[CFHeaders] = qlog(headers)

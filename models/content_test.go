@@ -24,7 +24,7 @@ func TestKeywordKinds(t *testing.T) {
 		}
 	}
 	var a contentAcc
-	a.value([]byte("' union select 1 -- ; cat /etc/passwd ../../ <script> Runtime.getRuntime()"))
+	a.value([]byte("' union select 1 -- ; cat /etc/passwd ../../ <script> Runtime.getRuntime()"), 1)
 	for k, n := range a.tokens {
 		if n == 0 {
 			t.Errorf("kind %d counted nothing in a value with every kind: %v", k, a.tokens)
@@ -116,9 +116,9 @@ func TestContentModelSeesWhatParamsMiss(t *testing.T) {
 	polluted.Query = "sort=asc&q=red+shoes" + strings.Repeat("&page=3", 40)
 	withContent := m.Score(&polluted)
 	c := w.content
-	w.content = nil
+	w.attachContent(nil)
 	without := m.Score(&polluted)
-	w.content = c
+	w.attachContent(c)
 	if without.Score > m.Meta.Threshold {
 		t.Errorf("the parameter model alone flags parameter pollution (the fixture no longer shows what it should): %+v", without)
 	}
@@ -304,7 +304,7 @@ func TestShapedTrainingReadsNoBodies(t *testing.T) {
 // side by side as all of them.
 func TestNovelDensestCountsTheDensestWindow(t *testing.T) {
 	c := newGramCounts()
-	c.add([]byte(strings.Repeat("a", 64)))
+	c.add([]byte(strings.Repeat("a", 64)), noOwner)
 	grams := (*[gramWords]uint64)(c.filter())
 	a := strings.Repeat("a", 40)
 	// Each "xyz" among a's makes five new trigrams: aax axy xyz yza zaa.

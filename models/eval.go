@@ -26,6 +26,10 @@ func (c Confusion) Recall() float64 { return ratio(c.TP, c.TP+c.FN) }
 // FPR returns FP/(FP+TN), or 0 when there was no normal traffic.
 func (c Confusion) FPR() float64 { return ratio(c.FP, c.FP+c.TN) }
 
+// F1 returns the harmonic mean of precision and recall, 2TP/(2TP+FP+FN),
+// or 0 when nothing was flagged and there were no attacks.
+func (c Confusion) F1() float64 { return ratio(2*c.TP, 2*c.TP+c.FP+c.FN) }
+
 func ratio(a, b int) float64 {
 	if b == 0 {
 		return 0
@@ -50,6 +54,11 @@ type Evaluation struct {
 	TPRAt01, TPRAt1 float64
 	Threshold       float64
 	AtThreshold     Confusion
+	// BestF1 is the highest F1 of any cut (flag = score > BestCut): what a
+	// threshold chosen on these very labels would reach, the figure
+	// published detectors report. AtThreshold.F1() is what the detector's
+	// own threshold reaches.
+	BestF1, BestCut float64
 	PerType         []TypeRecall
 }
 
@@ -78,6 +87,7 @@ func Evaluate(xs []Labelled, threshold float64) Evaluation {
 	}
 	e.ROCAUC = rocAUC(xs)
 	e.PRAUC = averagePrecision(xs)
+	e.BestF1, e.BestCut = bestF1(xs)
 	sort.Float64s(neg)
 	t01, t1 := ThresholdAtFPR(neg, 0.001), ThresholdAtFPR(neg, 0.01)
 	e.TPRAt01, e.TPRAt1 = tprAbove(xs, t01), tprAbove(xs, t1)
@@ -166,6 +176,46 @@ func rocAUC(xs []Labelled) float64 {
 		return math.NaN()
 	}
 	return (rankSum - pos*(pos+1)/2) / (pos * neg)
+}
+
+// bestF1 returns the highest F1 over every cut between distinct scores
+// (flag = score > cut), and that cut.
+func bestF1(xs []Labelled) (best, cut float64) {
+	s := append([]Labelled(nil), xs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].Score > s[j].Score })
+	var attacks int
+	for _, x := range s {
+		if x.Attack {
+			attacks++
+		}
+	}
+	if len(s) > 0 {
+		cut = s[0].Score
+	}
+	tp, fp := 0, 0
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j].Score == s[i].Score {
+			if s[j].Attack {
+				tp++
+			} else {
+				fp++
+			}
+			j++
+		}
+		// Flagging everything down to s[i].Score: the cut lies just below
+		// it (one below the lowest score when everything is flagged: a
+		// finite number, for JSON).
+		if f := ratio(2*tp, 2*tp+fp+(attacks-tp)); f > best {
+			best = f
+			cut = s[len(s)-1].Score - 1
+			if j < len(s) {
+				cut = s[j].Score
+			}
+		}
+		i = j
+	}
+	return best, cut
 }
 
 // averagePrecision is the area under the precision–recall curve, stepwise,

@@ -20,6 +20,14 @@ func TestEvaluatePerfectAndRandom(t *testing.T) {
 	if e.AtThreshold != (Confusion{TP: 100, TN: 1000}) {
 		t.Errorf("confusion %+v", e.AtThreshold)
 	}
+	if e.AtThreshold.F1() != 1 || e.BestF1 != 1 || !(e.BestCut >= 999.0/2000 && e.BestCut < 0.9) {
+		t.Errorf("perfect separation: F1 %v, best %v at %v", e.AtThreshold.F1(), e.BestF1, e.BestCut)
+	}
+	// Every example an attack: the best cut flags them all, and is a
+	// number JSON can carry.
+	if e := Evaluate([]Labelled{{Score: 0.2, Attack: true}, {Score: 0.7, Attack: true}}, 0.5); e.BestF1 != 1 || !(e.BestCut < 0.2) || math.IsInf(e.BestCut, 0) {
+		t.Errorf("all attacks: best F1 %v at %v", e.BestF1, e.BestCut)
+	}
 	// All tied: AUC one half, nothing caught at a low false-positive rate.
 	var tied []Labelled
 	for i := 0; i < 500; i++ {
@@ -51,6 +59,11 @@ func TestEvaluateKnownValues(t *testing.T) {
 	}
 	if len(e.PerType) != 2 || e.PerType[0].Type != "a" || e.PerType[0].Caught != 1 {
 		t.Errorf("per type %+v", e.PerType)
+	}
+	// F1 at 0.3: TP 2, FP 1, FN 0 → 4/5. Cuts: 0.9 alone 2/3, down to 0.4
+	// 1/2, down to 0.35 4/5 (the best, just above 0.3).
+	if math.Abs(e.AtThreshold.F1()-0.8) > 1e-12 || math.Abs(e.BestF1-0.8) > 1e-12 || e.BestCut != 0.3 {
+		t.Errorf("F1 %v, best %v at %v; want 0.8, 0.8 at 0.3", e.AtThreshold.F1(), e.BestF1, e.BestCut)
 	}
 	// With 4 normal examples, 1 % FPR allows none: threshold = max normal 0.4.
 	if e.TPRAt1 != 0.5 {

@@ -1,7 +1,6 @@
 package models
 
 import (
-	"bytes"
 	"math"
 	"unsafe"
 )
@@ -92,6 +91,18 @@ func ClassOf(c byte) int { return int(classOf[c]) }
 type param struct {
 	name, value []byte
 	header      bool // a header: name is the header name, without headerPrefix
+	body        bool // read from the body
+	// cont marks a window of a long value after its first (see
+	// valueWindow): the name was counted with the first.
+	cont bool
+	// full is how many bytes of the value (decoded) were read up to the
+	// end of this window: its length, for a value read in one window;
+	// last says the value ends with this window.
+	full int
+	last bool
+	// novelCost is the price of a new trigram in the value (see
+	// ParamModel.priceNovelty), set when the parameter model judged it.
+	novelCost float64
 }
 
 // paramScratch holds decoded parameters of one request. It lives in the
@@ -104,87 +115,27 @@ type paramScratch struct {
 	// known marks (bit i) the parameters whose value the parameter model
 	// knew as an enumerated value; the content model skips them.
 	known uint64
-	// bodyFrom and bodyTo delimit the parameters read from the body.
-	bodyFrom, bodyTo int
+	// sink judges the parameters a batch at a time, when the scratch is
+	// full and at the end of the request (see begin); nil keeps the first
+	// batch and ignores what does not fit.
+	sink batchSink
+	// body reads the body as it arrives; scorer is the sink of scoring,
+	// kept here so that scoring allocates nothing.
+	body   bodyReader
+	scorer scorer
+	// training, when set, collects content features for training the
+	// content model instead of scoring with it.
+	training *contentTraining
 	// route holds the request's route template while it is scored.
 	route [MaxRouteBytes + 8]byte
-	// content and entropy are the content model's scratch.
+	// content is the content model's scratch.
 	content contentAcc
-	entropy entropyScratch
-}
-
-// addDecoded appends one parameter of a query or form, percent-decoding
-// name and value ('+' as space). It reports false when the request has more
-// parameters than are examined or the decode buffer is full; what does not
-// fit is ignored.
-//
-// Queries and forms reach it as []byte only: it and its helpers are plain
-// functions rather than generic over string | []byte, whose shared
-// instantiations pass a dictionary and switch on the type at run time, which
-// costs on the hot path compiled to WebAssembly.
-func (s *paramScratch) addDecoded(name, value []byte) bool {
-	if s.n == maxParams {
-		return false
-	}
-	n, ok := s.decode(name, 128)
-	if !ok {
-		return false
-	}
-	v, ok := s.decode(value, MaxValueBytes)
-	if !ok {
-		return false
-	}
-	// Field by field: a composite literal of a 56-byte struct is a
-	// memory.fill and a memory.copy in wasm, per parameter.
-	p := &s.params[s.n]
-	p.name, p.value, p.header = n, v, false
-	s.n++
-	return true
-}
-
-// addRaw appends one parameter whose name and value need no decoding (a
-// header, a body that is not a form): addDecoded without decoding.
-func (s *paramScratch) addRaw(name, value []byte, header bool) bool {
-	if s.n == maxParams {
-		return false
-	}
-	if len(name) > 128 {
-		name = name[:128]
-	}
-	if len(value) > MaxValueBytes {
-		value = value[:MaxValueBytes]
-	}
-	p := &s.params[s.n]
-	p.name, p.value, p.header = name, value, header // see addDecoded
-	s.n++
-	return true
-}
-
-// addBody appends a body that is not a form, of content type ct, as one
-// value, with its percent-escapes decoded (into the scratch buffer, when it
-// has any and they fit): clients and attackers send URL-encoded text as
-// JSON, XML, plain text or with no content type, and what it decodes to is
-// what an application that decodes it acts on. A '+' stays a '+' (a space
-// only in forms). Multipart bodies stay as sent: their parts are files and
-// field values sent raw (RFC 7578), not escaped text.
-func (s *paramScratch) addBody(b []byte, ct string) {
-	if len(b) > MaxValueBytes {
-		b = b[:MaxValueBytes]
-	}
-	if !hasPrefixFold(ct, "multipart/") && bytes.IndexByte(b, '%') >= 0 && len(s.buf)-s.used >= len(b) {
-		start := s.used
-		for i := 0; i < len(b); i++ {
-			c := b[i]
-			if c == '%' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
-				c = unhex(b[i+1])<<4 | unhex(b[i+2])
-				i += 2
-			}
-			s.buf[s.used] = c
-			s.used++
-		}
-		b = s.buf[start:s.used]
-	}
-	s.addRaw(stringBytes(bodyParam), b, false)
+	// collect, when set (calibration), receives the surprise of every
+	// value a parameter model judged.
+	collect func(pm *ParamModel, surprise float64)
+	// pathKnown has the content model read an unknown route's path as a
+	// known one's (Graduate, when a new route is set aside).
+	pathKnown bool
 }
 
 // stringBytes views a string's bytes; callers only read through it.
@@ -202,34 +153,6 @@ type bytesHeader struct {
 	len, cap int
 }
 
-// decode returns in, at most limit bytes of it, decoded into the scratch
-// buffer when it needs decoding and viewed in place when it does not.
-func (s *paramScratch) decode(in []byte, limit int) ([]byte, bool) {
-	if len(in) > limit {
-		in = in[:limit]
-	}
-	if !needsDecoding(in) {
-		return in, true
-	}
-	start := s.used
-	for i := 0; i < len(in); i++ {
-		if s.used == len(s.buf) {
-			return nil, false
-		}
-		c := in[i]
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+2 < len(in) && isHex(in[i+1]) && isHex(in[i+2]):
-			c = unhex(in[i+1])<<4 | unhex(in[i+2])
-			i += 2
-		}
-		s.buf[s.used] = c
-		s.used++
-	}
-	return s.buf[start:s.used], true
-}
-
 // view returns the bytes of a string or byte slice without copying; callers
 // only read through it.
 func view[T string | []byte](in T) []byte {
@@ -240,40 +163,6 @@ func view[T string | []byte](in T) []byte {
 		return v
 	}
 	return nil
-}
-
-func needsDecoding(in []byte) bool {
-	for i := 0; i < len(in); i++ {
-		if c := in[i]; c == '%' || c == '+' {
-			return true
-		}
-	}
-	return false
-}
-
-// addQuery adds every parameter of a raw query string or form body
-// (a=1&b=2).
-func addQuery(s *paramScratch, q []byte) {
-	for len(q) > 0 {
-		// bytes.IndexByte is assembly that compares a word at a time;
-		// compiled to WebAssembly a byte loop costs more.
-		pair := q
-		if i := bytes.IndexByte(q, '&'); i >= 0 {
-			pair, q = q[:i], q[i+1:]
-		} else {
-			q = q[:0]
-		}
-		if len(pair) == 0 {
-			continue
-		}
-		name, value := pair, pair[:0]
-		if i := bytes.IndexByte(pair, '='); i >= 0 {
-			name, value = pair[:i], pair[i+1:]
-		}
-		if !s.addDecoded(name, value) {
-			return
-		}
-	}
 }
 
 // headerPrefix marks header names among a request's parameters.
@@ -293,9 +182,6 @@ func (m *ParamModel) modelKey() uint64 {
 	}
 	return paramKey(m.Route, view(m.Name))
 }
-
-// bodyParam names the body of a request that is not a form.
-const bodyParam = "(body)"
 
 // SkipHeader reports whether a header is left out of the model: its value
 // carries no request semantics, or the proxy itself sets it.
@@ -358,35 +244,6 @@ func ends(first, last uint64, lit string) bool {
 // one load (byte order does not matter: words are only compared).
 func word(s string, i int) uint64 {
 	return *(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
-}
-
-// extract decodes every parameter of a request: query, form or other body,
-// and headers.
-func (s *paramScratch) extract(r *Request) {
-	s.n, s.used, s.known = 0, 0, 0
-	addQuery(s, stringBytes(r.Query))
-	s.bodyFrom = s.n
-	if len(r.Body) > 0 {
-		// A body without a content type that reads as a form is taken for
-		// one: frameworks that sniff will parse it so, and leaving the
-		// header out is how payloads get past filters that trust it.
-		ct, hasCT := r.Header("content-type")
-		if hasPrefixFold(ct, "application/x-www-form-urlencoded") || !hasCT && looksLikeForm(r.Body) {
-			addQuery(s, r.Body)
-		} else {
-			s.addBody(r.Body, ct)
-		}
-	}
-	s.bodyTo = s.n
-	for i := range r.Headers {
-		h := &r.Headers[i]
-		if skipHeader(h.Name) {
-			continue
-		}
-		if !s.addRaw(stringBytes(h.Name), stringBytes(h.Value), true) {
-			return
-		}
-	}
 }
 
 // looksLikeForm reports whether a body reads as name=value pairs: printable,

@@ -1,7 +1,6 @@
 package models
 
 import (
-	"math"
 	"sort"
 )
 
@@ -60,7 +59,9 @@ var (
 	// StructuralReasons are novelty between workloads and in an API's
 	// shape: a caller, route, edge or parameter name never seen. A release
 	// shows them; the lateral-movement detector judges them.
-	StructuralReasons = reasonSet(ReasonNewCaller, ReasonNewRoute, ReasonNewEdge, ReasonUnknownDestination, ReasonNewParam)
+	// A route_suffix is a new route too: a release that nests a route
+	// under a known one shows it as well as a backup-file probe does.
+	StructuralReasons = reasonSet(ReasonNewCaller, ReasonNewRoute, ReasonNewEdge, ReasonUnknownDestination, ReasonNewParam, ReasonRouteSuffix)
 	// ValueReasons are a parameter's value unlike its training: malformed,
 	// oversized, carrying keywords, or an unseen value of an enumeration.
 	ValueReasons = reasonSet(ReasonValueShape, ReasonValueLength, ReasonKeywords, ReasonNewValue)
@@ -78,13 +79,17 @@ var (
 	ResponseReasons = reasonSet(ReasonStatus, ReasonResponseSize)
 )
 
+// SizeReasons are a request body far larger than its route's, or larger
+// than any it was sent.
+var SizeReasons = reasonSet(ReasonRequestSize, ReasonBodyBeyond)
+
 // DefaultDenyReasons is what enforce mode denies on unless configured
 // otherwise: the request's content and values (injections, traversal,
 // malformed or oversized values) and a body far larger than its route's.
 func DefaultDenyReasons() ReasonSet {
 	s := ValueReasons
 	s.Union(&ContentReasons)
-	s.Add(ReasonRequestSize)
+	s.Union(&SizeReasons)
 	return s
 }
 
@@ -128,68 +133,49 @@ func ReasonNames() []string {
 }
 
 // Graduate judges v without the reasons in aside: it returns the score v
-// would have without their surprise, as the request phase calibrates it,
-// and the strongest reason left (ReasonNone when none is). v must be a
+// would have without them, as the request phase calibrates it, and the
+// strongest reason left (ReasonNone when none is). v must be a
 // request-phase verdict of r by w (scored before any response); s is
 // scratch memory.
 //
-// The caller-graph reasons are measured again exactly. A route never seen
-// is structural novelty, and so are the words of its path: when new_route
-// is set aside and the path is plain words (letters, digits, dashes,
-// single dots: nothing that can hide escapes or traversal), the content
-// model judges the request again with its path taken as known, as it
-// judges a known route's. Any other reason is taken out by the surprise
-// its Reason says, which a verdict keeps for its MaxReasons strongest
-// reasons only — a weaker one set aside but not listed stays counted,
-// which errs towards denying.
+// A part is set aside when the reason that names it is (a part is the
+// strongest of its signals: the values part, its worst value's reason),
+// and the parts left are combined and calibrated as scoring does. A route
+// never seen is structural novelty, and so are the words of its path: when
+// the route's reason is set aside, the path is plain words (letters,
+// digits, dashes, single dots: nothing that can hide escapes or traversal)
+// and the request's body is held whole (r.Body is all of r.RequestBytes:
+// the filter keeps a body's first MaxBodyPrefix bytes), the content model
+// judges the request again with its path taken as known, as it judges a
+// known route's. A request whose body was longer keeps its content part as
+// scored: the filter read that body as it passed and cannot read it again,
+// so that errs towards denying.
 func (w *Workload) Graduate(r *Request, v *Verdict, aside *ReasonSet, s *Scratch) (float64, ReasonCode) {
-	sur := v.Surprise
-	remeasured := false
-	var content Reason
-	if aside.Has(ReasonNewCaller) || aside.Has(ReasonNewRoute) || aside.Has(ReasonNewEdge) {
+	u := *v
+	if u.Parts[PartRoute] > 0 && aside.Has(u.Codes[PartRoute]) && u.Parts[PartContent] > 0 &&
+		int64(len(r.Body)) >= r.RequestBytes && w.content != nil && w.content.checked {
 		var buf [MaxRouteBytes + 8]byte
-		tmpl, plain := appendTemplate(buf[:0], r.Path)
-		si, srcKnown := w.sourceIndex.get(hashString(hashSeed, r.Source))
-		ri, routeKnown := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl))
-		if !srcKnown && len(w.Sources) > 0 && aside.Has(ReasonNewCaller) {
-			sur -= -math.Log(w.pNewCaller)
-		}
-		if !routeKnown && len(w.Routes) > 0 && aside.Has(ReasonNewRoute) {
-			sur -= -math.Log(w.pNewRoute)
-			if plain && wordsOnly(r.Path) && w.content != nil && w.content.checked {
-				var delta float64
-				delta, content = w.newRouteContent(r, s, ri)
-				sur += delta
-				remeasured = true
-			}
-		}
-		if srcKnown && routeKnown && aside.Has(ReasonNewEdge) {
-			if _, ok := w.edgeSet.get(edgeKey(si, ri)); !ok {
-				sur -= -math.Log(w.pNewEdge)
-			}
+		if _, plain := appendTemplate(buf[:0], r.Path); plain && wordsOnly(r.Path) {
+			var k Verdict
+			q := *r
+			q.Status, q.ResponseBytes = 0, 0
+			s.params.pathKnown = true
+			w.measure(&q, s, &k)
+			s.params.pathKnown = false
+			u.Parts[PartContent], u.Codes[PartContent] = k.Parts[PartContent], k.Codes[PartContent]
 		}
 	}
-	best := Reason{}
-	for _, rs := range v.ReasonList() {
-		switch {
-		case rs.Code == ReasonNewCaller || rs.Code == ReasonNewRoute || rs.Code == ReasonNewEdge:
-			if aside.Has(rs.Code) {
-				continue // measured above
-			}
-		case remeasured && ContentReasons.Has(rs.Code):
-			continue // measured again
-		case aside.Has(rs.Code):
-			sur -= rs.Surprise
-			continue
-		}
-		if rs.Surprise > best.Surprise {
-			best = rs
+	for p := range u.Parts {
+		if u.Parts[p] > 0 && aside.Has(u.Codes[p]) {
+			u.Parts[p] = 0
 		}
 	}
-	if remeasured && content.Code != ReasonNone && !aside.Has(content.Code) && content.Surprise > best.Surprise {
-		best = content
+	w.judge(&u, false)
+	best := ReasonNone
+	if u.NReason > 0 {
+		best = u.Reasons[0].Code
 	}
-	return calibrate(sur, w.CalBase, w.CalCenter), best.Code
+	return u.Score, best
 }
 
 // wordsOnly reports whether a path is made of words alone — letters,
@@ -206,27 +192,6 @@ func wordsOnly(path string) bool {
 		}
 	}
 	return true
-}
-
-// newRouteContent measures the content model's surprise of a request on a
-// route never seen twice — its path read, as scoring did, and taken as
-// known — and returns the change, with the reason the second names (if
-// any).
-func (w *Workload) newRouteContent(r *Request, s *Scratch, ri uint32) (float64, Reason) {
-	var asScored, asKnown Verdict
-	// The parameters first, as scoring does: the content model skips the
-	// values their models knew.
-	w.paramSurprise(r, &s.params, &asScored, ri, false)
-	base := asScored.Surprise
-	w.contentSurprise(r, &s.params, &asScored, false)
-	w.contentSurprise(r, &s.params, &asKnown, true)
-	var named Reason
-	for _, rs := range asKnown.ReasonList() {
-		if ContentReasons.Has(rs.Code) {
-			named = rs
-		}
-	}
-	return asKnown.Surprise - (asScored.Surprise - base), named
 }
 
 // ScoreSetAside is Graduate's score.
@@ -287,7 +252,8 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 				continue
 			}
 		}
-		sur, _ := pm.valueSurprise(p.value)
+		raw, _ := pm.valueSurprise(p.value, p.full, p.last && !p.cont)
+		sur := pm.tail(raw)
 		if p.header {
 			sur *= headerWeight
 		}

@@ -1,5 +1,7 @@
 package models
 
+import "math"
+
 // Character trigrams seen in normal requests, in a one-hash Bloom filter
 // (after Anagram, Wang et al., RAID 2006): an attack payload is made of
 // character sequences normal input never contains ("');", "${j", "/..").
@@ -37,13 +39,32 @@ func gramSlot(g uint32) uint32 { return g * 0x9E3779B1 >> (32 - gramBits) }
 
 // gramCounts counts, per filter slot, the trigrams training saw: the
 // filter is the slots counted at least once, and the share of trigrams seen
-// once estimates how likely a new one is (Good-Turing).
-type gramCounts []uint16
+// once estimates how likely a new one is (Good-Turing). It also remembers
+// which parameter's values a slot's trigrams came from (owner: a paramStats
+// id, noOwner, or sharedOwner once two parameters' values had it), so that
+// each parameter learns how often its own values brought a trigram no other
+// value had: how open it is.
+type gramCounts struct {
+	n     []uint16
+	owner []int32
+}
 
-func newGramCounts() gramCounts { return make(gramCounts, 1<<gramBits) }
+const (
+	noOwner     = -1
+	sharedOwner = -2
+)
 
-// add counts every trigram of v.
-func (c gramCounts) add(v []byte) {
+func newGramCounts() *gramCounts {
+	c := &gramCounts{n: make([]uint16, 1<<gramBits), owner: make([]int32, 1<<gramBits)}
+	for i := range c.owner {
+		c.owner[i] = noOwner
+	}
+	return c
+}
+
+// add counts every trigram of v, a value of the parameter owner (or
+// noOwner).
+func (c *gramCounts) add(v []byte, owner int32) {
 	if len(v) > MaxValueBytes {
 		v = v[:MaxValueBytes]
 	}
@@ -51,35 +72,85 @@ func (c gramCounts) add(v []byte) {
 	for i, b := range v {
 		g = (g<<8 | uint32(gramFold[b])) & 0xFFFFFF
 		if i >= 2 {
-			if s := gramSlot(g); c[s] < 0xFFFF {
-				c[s]++
+			s := gramSlot(g)
+			if c.n[s] < 0xFFFF {
+				c.n[s]++
+			}
+			switch o := c.owner[s]; {
+			case o == noOwner && c.n[s] == 1:
+				c.owner[s] = owner
+			case o != owner:
+				c.owner[s] = sharedOwner
 			}
 		}
 	}
 }
 
-// addRequest counts the trigrams of what the content model reads of a
-// request: its path, parameter names and values (s holds its parameters).
-func (c gramCounts) addRequest(r *Request, s *paramScratch) {
-	c.add(view(limitPath(r.Path)))
+// addBatch counts the trigrams of what the content model reads of a batch
+// of a request's parameters: names and values (owners holds the statistics
+// id of each, or noOwner). The path is counted with add.
+func (c *gramCounts) addBatch(s *paramScratch, owners *[maxParams]int32) {
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
 		if !p.header {
-			c.add(p.name)
+			c.add(p.name, noOwner)
 		}
-		c.add(p.value)
+		c.add(p.value, owners[i])
 	}
 }
 
 // filter returns the Bloom filter of the slots counted.
-func (c gramCounts) filter() []uint64 {
+func (c *gramCounts) filter() []uint64 {
 	f := make([]uint64, gramWords)
-	for s, n := range c {
+	for s, n := range c.n {
 		if n > 0 {
 			f[s>>6] |= 1 << (uint(s) & 63)
 		}
 	}
 	return f
+}
+
+// novelCost is the price of one new trigram anywhere: -ln of the
+// Good-Turing chance of meeting one (the share of trigrams seen once).
+func (c *gramCounts) novelCost() float64 {
+	var once, total float64
+	for _, n := range c.n {
+		total += float64(n)
+		if n == 1 {
+			once++
+		}
+	}
+	return -math.Log((once + 1) / (total + 2))
+}
+
+// credit gives each parameter the trigrams only its values had (stats is
+// indexed by owner id).
+func (c *gramCounts) credit(stats []*paramStats) {
+	for s, n := range c.n {
+		if o := c.owner[s]; n == 1 && o >= 0 {
+			for _, ps := range [...]*paramStats{stats[o], stats[o].any, stats[o].twin, twinAny(stats[o])} {
+				if ps != nil {
+					ps.gramSingletons++
+				}
+			}
+		}
+	}
+}
+
+// creditWorkload credits, as credit does, the parameters of one section
+// (ws) finished before training ends, and marks their trigrams shared so
+// that credit does not count them again.
+func (c *gramCounts) creditWorkload(stats []*paramStats, ws *workloadStats) {
+	for s, n := range c.n {
+		if o := c.owner[s]; n == 1 && o >= 0 && stats[o] != nil && stats[o].ws == ws {
+			for _, ps := range [...]*paramStats{stats[o], stats[o].any, stats[o].twin, twinAny(stats[o])} {
+				if ps != nil {
+					ps.gramSingletons++
+				}
+			}
+			c.owner[s] = sharedOwner
+		}
+	}
 }
 
 // limitPath returns at most MaxValueBytes of a path.
@@ -88,4 +159,11 @@ func limitPath(p string) string {
 		return p[:MaxValueBytes]
 	}
 	return p
+}
+
+func twinAny(ps *paramStats) *paramStats {
+	if ps.twin == nil {
+		return nil
+	}
+	return ps.twin.any
 }

@@ -56,15 +56,18 @@ type Workload struct {
 	// Params are the parameter models, sorted by route then name; the one
 	// with Route AnyRoute and Name AnyParam covers every value.
 	Params []ParamModel
-	// CalBase and CalCenter calibrate scores: CalBase is the median surprise
-	// of held-back normal requests, CalCenter the surprise that TargetFPR of
-	// them exceeded. A request's score is
+	// Tails turn each calibrated part's surprise into how rare normal
+	// traffic makes it (see Tail); the structural parts' are unused.
+	Tails [NParts]Tail
+	// CalBase and CalCenter map the request's combined surprise (see
+	// combine) to its score: CalBase is the median combined surprise of
+	// held-back normal requests, CalCenter the combined surprise of a
+	// request as rare as TargetFPR (-ln TargetFPR). A request's score is
 	// 1 - 2^(-max(0, surprise-CalBase)/(CalCenter-CalBase)): 0 for a typical
 	// request, 0.5 at CalCenter, towards 1 beyond.
 	CalBase, CalCenter float64
-	// RespBase and RespCenter calibrate the same way once the response is
-	// known (status and size count too), so the response phase keeps its
-	// own false-positive rate; zero when training saw no responses.
+	// RespBase and RespCenter do the same once the response is known (its
+	// status and size count too); zero when training saw no responses.
 	RespBase, RespCenter float64
 
 	sourceIndex table
@@ -76,10 +79,39 @@ type Workload struct {
 	// Good-Turing estimates of meeting something new, from the number of
 	// callers, routes, edges and header names seen exactly once.
 	pNewCaller, pNewRoute, pNewEdge, pNewHeader float64
+	// derived says how new routes that extend a known one are priced
+	// (see route.go).
+	derived derivedRoutes
 	// statusMix counts the workload's responses by status class.
 	statusMix [5]uint32
 	// content is the model's content model (shared by every section), or nil.
 	content *ContentModel
+	// novelCost prices a new character trigram in the path, in names and
+	// in values of parameters that price none of their own.
+	novelCost float64
+	// contentNamedAt is the content part's surprise from which it names
+	// itself as a reason (see judge).
+	contentNamedAt float64
+}
+
+// attachContent gives the workload the model's content model, and prices
+// new trigrams per parameter: by how often the parameter's own training
+// values brought trigrams no other value had (Good-Turing), so that a
+// free-text field tolerates new character sequences and an identifier or
+// enumerated field does not; a parameter with too few trigrams to say
+// takes the model's price.
+func (w *Workload) attachContent(c *ContentModel) {
+	w.content = c
+	w.novelCost = 0
+	if c != nil {
+		w.novelCost = c.NovelCost
+	}
+	shaped := c != nil && c.Shaped
+	for i := range w.Params {
+		w.Params[i].priceNovelty(w.novelCost)
+		w.Params[i].shaped = shaped
+	}
+	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
 }
 
 // Route is one method and route template with how often it was seen, and
@@ -92,6 +124,10 @@ type Route struct {
 	ParamObs        uint32
 	ParamSingletons uint32
 	Numbers         Numbers
+
+	// newName is the surprise of a parameter name the route never had
+	// (see Workload.index).
+	newName float64
 }
 
 // Edge is a caller using a route, as indexes into Workload.Sources and
@@ -152,6 +188,12 @@ const (
 	ReasonStatus
 	// ReasonResponseSize: a response far larger than the route's (exfiltration).
 	ReasonResponseSize
+	// ReasonRouteSuffix: an unknown route that is a known one with
+	// something appended (a backup-file or path-suffix probe: .bak, ~,
+	// /.git/config).
+	ReasonRouteSuffix
+	// ReasonBodyBeyond: a request body larger than any the route sent.
+	ReasonBodyBeyond
 )
 
 // ReasonContent: the request is lexically unlike normal requests (content
@@ -177,6 +219,8 @@ var reasonNames = [...]string{
 	ReasonRequestSize:        "request_size",
 	ReasonStatus:             "status",
 	ReasonResponseSize:       "response_size",
+	ReasonRouteSuffix:        "route_suffix",
+	ReasonBodyBeyond:         "body_beyond_route",
 }
 
 // String returns the reason's stable snake_case name, used in headers, logs
@@ -200,11 +244,11 @@ func (c ReasonCode) String() string {
 // Component returns the model component a reason belongs to.
 func (c ReasonCode) Component() string {
 	switch c {
-	case ReasonNewCaller, ReasonNewRoute, ReasonNewEdge, ReasonUnknownDestination:
+	case ReasonNewCaller, ReasonNewRoute, ReasonNewEdge, ReasonUnknownDestination, ReasonRouteSuffix:
 		return "graph"
 	case ReasonNewParam, ReasonValueShape, ReasonValueLength, ReasonKeywords, ReasonNewValue:
 		return "params"
-	case ReasonRequestSize, ReasonStatus, ReasonResponseSize:
+	case ReasonRequestSize, ReasonStatus, ReasonResponseSize, ReasonBodyBeyond:
 		return "numbers"
 	}
 	if c >= ReasonContent && c <= ReasonContentNovel {
@@ -213,9 +257,8 @@ func (c ReasonCode) Component() string {
 	return "none"
 }
 
-// Reason is one contribution to a score: its surprise in nats (-log of how
-// likely normal traffic makes it), and for parameter reasons the index of the
-// parameter model involved (or -1).
+// Reason is one part's contribution to a score: its tail surprise in nats
+// (-log of the share of normal requests at least as surprising).
 type Reason struct {
 	Code     ReasonCode
 	Surprise float64
@@ -229,13 +272,25 @@ type Verdict struct {
 	// Score is the calibrated anomaly score in [0,1]: 0.5 where the
 	// model's held-back normal traffic reached its target false-positive rate.
 	Score float64
-	// Surprise is the uncalibrated sum of every component's surprise (nats).
+	// Surprise is -ln of the request's p-value: its parts combined (see
+	// combine).
 	Surprise float64
 	// Scored is false when the model could not judge the request (no
 	// section for its destination and no fallback); Score is then 0.
 	Scored  bool
 	Reasons [MaxReasons]Reason
 	NReason int
+	// Parts holds each part's surprise before calibration (nats), and
+	// Codes the reason that names it.
+	Parts [NParts]float64
+	Codes [NParts]ReasonCode
+}
+
+// part records a part's surprise, keeping the largest and its reason.
+func (v *Verdict) part(p Part, code ReasonCode, s float64) {
+	if s > v.Parts[p] {
+		v.Parts[p], v.Codes[p] = s, code
+	}
 }
 
 // ReasonList returns the reasons as a slice, strongest first.
@@ -277,7 +332,31 @@ func (m *Model) Score(r *Request) Verdict {
 // Scratch is working memory for scoring one request at a time. Scoring with
 // a Scratch the caller keeps (one per goroutine, or per filter instance)
 // allocates nothing.
-type Scratch struct{ params paramScratch }
+type Scratch struct {
+	// BodyLimit is how much of a request body is read (0:
+	// DefaultBodyLimit); what lies beyond counts in the request's size
+	// only. The filter sets it from its max_body_bytes.
+	BodyLimit int
+
+	params paramScratch
+	// fed counts the body bytes fed to the request being judged; cut says
+	// the body goes on past them (Feed met the limit, or Truncate).
+	fed int
+	cut bool
+}
+
+// Truncate says the body of the request being judged goes on past what
+// was fed: the filter judges at the body limit before the rest arrives.
+// The value the body was cut in is then not judged as whole.
+func (s *Scratch) Truncate() { s.cut = true }
+
+// bodyLimit returns the body limit in force.
+func (s *Scratch) bodyLimit() int {
+	if s.BodyLimit <= 0 {
+		return DefaultBodyLimit
+	}
+	return min(s.BodyLimit, MaxBodyLimit)
+}
 
 var scratchPool = sync.Pool{New: func() any { return new(Scratch) }}
 
@@ -311,14 +390,103 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 // and reasons it resets (Reasons past NReason are left as they were): in
 // wasm, returning a Verdict by value costs a memory.copy.
 func (w *Workload) ScoreInto(r *Request, s *Scratch, v *Verdict) {
-	v.Score, v.Surprise, v.NReason = 0, 0, 0
-	w.surprise(r, &s.params, v)
-	v.Scored = true
-	if r.Status != 0 && w.RespCenter > 0 {
-		v.Score = calibrate(v.Surprise, w.RespBase, w.RespCenter)
-	} else {
-		v.Score = calibrate(v.Surprise, w.CalBase, w.CalCenter)
+	w.measure(r, s, v)
+	w.judge(v, r.Status != 0)
+}
+
+// measure reads a request with its body whole (up to the body limit) into
+// v's parts.
+func (w *Workload) measure(r *Request, s *Scratch, v *Verdict) {
+	w.Begin(r, s, v)
+	if len(r.Body) > 0 {
+		w.Feed(r.Body, s)
 	}
+	w.finish(r, s, v)
+}
+
+// Begin starts judging a request whose body follows in chunks (Feed; End
+// judges it): the filter reads a body as the proxy passes it, never holding
+// it. r needs no body; its headers must stay as they are until End.
+func (w *Workload) Begin(r *Request, s *Scratch, v *Verdict) {
+	v.reset()
+	s.fed, s.cut = 0, false
+	w.begin(r, &s.params, v)
+}
+
+// Feed reads the next chunk of the request's body, as far as the body
+// limit (Scratch.BodyLimit) reaches, and reports how many of its bytes it
+// read.
+func (w *Workload) Feed(chunk []byte, s *Scratch) int {
+	n := min(len(chunk), s.bodyLimit()-s.fed)
+	if n < len(chunk) {
+		s.cut = true
+	}
+	if n <= 0 {
+		return 0
+	}
+	s.fed += n
+	s.params.feed(chunk[:n])
+	return n
+}
+
+// End reads the end of the body and judges the request. Its size is
+// r.RequestBytes when set (bytes beyond the limit count there), else what
+// was fed.
+func (w *Workload) End(r *Request, s *Scratch, v *Verdict) {
+	w.finish(r, s, v)
+	w.judge(v, r.Status != 0)
+}
+
+// reset clears a verdict's score, surprises and reasons, part by part: in
+// wasm, zeroing the arrays at once is a memory.fill.
+func (v *Verdict) reset() {
+	v.Score, v.Surprise, v.NReason = 0, 0, 0
+	for p := range v.Parts {
+		v.Parts[p] = 0
+	}
+}
+
+// reasonTail is the tail surprise (-ln 0.01) from which a calibrated part
+// names itself as a reason: rarer than 1 % of normal requests. Structural
+// parts name themselves whenever they speak.
+const reasonTail = 4.605
+
+// judge turns the parts' surprises into tail surprises, combines them into
+// the request's surprise and score, and names the reasons; response says
+// the response is known and its parts count.
+func (w *Workload) judge(v *Verdict, response bool) {
+	last, base, center := requestParts, w.CalBase, w.CalCenter
+	if response && w.RespCenter > 0 {
+		last, base, center = NParts, w.RespBase, w.RespCenter
+	}
+	v.NReason = 0
+	raw := v.Parts[PartCaller] + v.Parts[PartRoute] + v.Parts[PartEdge] + v.Parts[PartNames]
+	structural := 0.0
+	if raw > 0 {
+		structural = min(raw, w.Tails[partStructure].surprise(raw))
+		// Each structural part is named, with its share of the sum.
+		for p := PartCaller; p <= PartNames; p++ {
+			if s := v.Parts[p]; s > 0 {
+				v.addReason(v.Codes[p], s*structural/raw)
+			}
+		}
+	}
+	// The calibrated parts' tail surprises, as float32s: eight of them fit
+	// the 32 bytes a local array may take without a memory.fill in wasm.
+	var tails [8]float32
+	for p := PartValues; p < last; p++ {
+		s := v.Parts[p]
+		if s <= 0 {
+			continue
+		}
+		t := w.Tails[p].surprise(s)
+		tails[p-PartValues] = float32(t)
+		if t >= reasonTail {
+			v.addReason(v.Codes[p], t)
+		}
+	}
+	v.Surprise = combine(structural, &tails, int(last-PartValues))
+	v.Score = calibrate(v.Surprise, base, center)
 }
 
 // calibrate maps a surprise to [0,1]: towards 0 below base, 0.5 at center,
@@ -348,8 +516,9 @@ func calibrate(surprise, base, center float64) float64 {
 // below the typical surprise: about 7e-7.
 const scoreFloor = 1e-6
 
-// surprise sums what every component finds unusual about r into v.
-func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
+// begin reads what a request says before its body: its caller, route and
+// edge, its query and headers; the body follows (paramScratch.feed).
+func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 	// The template is built in the scratch: a zeroed local array would be a
 	// memory.fill per request in wasm.
 	tmpl, plain := appendTemplate(s.route[:0], r.Path)
@@ -361,30 +530,99 @@ func (w *Workload) surprise(r *Request, s *paramScratch, v *Verdict) {
 	si, srcKnown := w.sourceIndex.get(src)
 	ri, routeKnown := w.routeIndex.get(route)
 	if !srcKnown && len(w.Sources) > 0 {
-		v.add(ReasonNewCaller, -math.Log(w.pNewCaller))
+		v.part(PartCaller, ReasonNewCaller, -math.Log(w.pNewCaller))
 	}
 	if !routeKnown && len(w.Routes) > 0 {
-		v.add(ReasonNewRoute, -math.Log(w.pNewRoute))
+		sur, code := -math.Log(w.pNewRoute), ReasonNewRoute
+		if d := w.derived.surprise(tmpl); d > 0 {
+			sur, code = sur+d, ReasonRouteSuffix
+		}
+		v.part(PartRoute, code, sur)
 	}
 	if srcKnown && routeKnown {
 		if _, ok := w.edgeSet.get(edgeKey(si, ri)); !ok {
-			v.add(ReasonNewEdge, -math.Log(w.pNewEdge))
+			v.part(PartEdge, ReasonNewEdge, -math.Log(w.pNewEdge))
 		}
 	}
+	sc := &s.scorer
+	sc.w, sc.ri, sc.routeKnown = w, ri, routeKnown
+	sc.values, sc.valuesCode, sc.names = 0, ReasonNone, 0
+	switch {
+	case s.training != nil:
+		sc.content, sc.mask, sc.shaped = true, s.training.mask, s.training.shaped
+		s.contentStart(r, sc.mask, nil, false, 0)
+	case w.content != nil && w.content.checked:
+		sc.content, sc.mask, sc.shaped = true, w.content.Mask, w.content.Shaped
+		s.contentStart(r, sc.mask, w.content.Grams, (routeKnown || s.pathKnown) && plain, w.novelCost)
+	default:
+		sc.content = false
+	}
+	s.begin(r, sc)
+}
 
+// finish reads the end of the body and what is known of the request as a
+// whole: its size, its content, its response.
+func (w *Workload) finish(r *Request, s *Scratch, v *Verdict) {
+	p := &s.params
+	p.finish(s.cut)
+	sc := &p.scorer
+	if sc.names > 0 {
+		v.part(PartNames, ReasonNewParam, sc.names)
+	}
+	v.part(PartValues, sc.valuesCode, sc.values)
 	// The numeric signals are asked for only when there is a number to
 	// judge (a request without a body, a response not yet known, add
 	// nothing): compiled to WebAssembly, the calls cost even when they do
 	// nothing.
-	if routeKnown && requestBytes(r) > 0 {
-		w.Routes[ri].Numbers.requestSurprise(r, v)
+	if size := max(r.RequestBytes, int64(len(r.Body)), int64(s.fed)); sc.routeKnown && size > 0 {
+		w.Routes[sc.ri].Numbers.requestSurprise(size, v)
 	}
-	w.paramSurprise(r, s, v, ri, routeKnown)
-	w.contentSurprise(r, s, v, routeKnown && plain)
+	switch {
+	case p.training != nil:
+		x := &p.training.x
+		*x = ContentVector{}
+		p.contentVectorEnd(x, sc.mask)
+		for f := range x {
+			x[f] &= -uint8(sc.mask >> uint(f) & 1)
+		}
+	case sc.content:
+		w.contentEnd(p, v)
+	}
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.
-	if routeKnown && r.Status != 0 {
-		w.Routes[ri].Numbers.responseSurprise(r, v, &w.statusMix)
+	if sc.routeKnown && r.Status != 0 {
+		w.Routes[sc.ri].Numbers.responseSurprise(r, v, &w.statusMix)
+	}
+	v.Scored = true
+}
+
+// scorer is the batch sink of scoring: it judges each batch's parameters
+// against the section (values, names) and reads them into the content
+// model.
+type scorer struct {
+	w                           *Workload
+	ri                          uint32
+	mask                        uint32
+	routeKnown, content, shaped bool
+	// The values and names parts so far (finish records them in the
+	// verdict, which the scratch must not point to: a verdict returned by
+	// value would move to the heap).
+	values     float64
+	valuesCode ReasonCode
+	names      float64
+}
+
+func (sc *scorer) batch(s *paramScratch, final bool) {
+	w := sc.w
+	if len(w.Params) > 0 {
+		w.paramSurprise(s, sc)
+	} else {
+		for i := 0; i < s.n; i++ {
+			s.params[i].novelCost = w.novelCost
+		}
+	}
+	if sc.content {
+		s.contentBatch(sc.mask, sc.shaped, final)
 	}
 }
 
@@ -398,21 +636,16 @@ func (w *Workload) RespondWith(r *Request, v Verdict) Verdict {
 	if ri, ok := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl)); ok {
 		w.Routes[ri].Numbers.responseSurprise(r, &v, &w.statusMix)
 	}
-	if r.Status != 0 && w.RespCenter > 0 {
-		v.Score = calibrate(v.Surprise, w.RespBase, w.RespCenter)
-	} else {
-		v.Score = calibrate(v.Surprise, w.CalBase, w.CalCenter)
-	}
+	w.judge(&v, r.Status != 0)
 	return v
 }
 
-// paramSurprise adds the most surprising value, and the names the route
-// never had, to v.
-func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uint32, routeKnown bool) {
-	if len(w.Params) == 0 {
-		return
-	}
-	s.extract(r)
+// paramSurprise records the value least like its parameter's (against
+// that parameter's own normal tail), and the names the route never had, in
+// v; it leaves in s each parameter's price of a new character trigram, for
+// the content model.
+func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
+	ri, routeKnown := sc.ri, sc.routeKnown
 	var worst float64
 	var worstCode ReasonCode
 	var newParams float64
@@ -438,44 +671,49 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 			case p.header:
 				newParams = math.Max(newParams, -math.Log(w.pNewHeader))
 			case routeKnown:
-				rt := &w.Routes[ri]
-				pn := (float64(rt.ParamSingletons) + 1) / (float64(rt.ParamObs) + 2)
-				newParams = math.Max(newParams, -math.Log(pn))
+				newParams = math.Max(newParams, w.Routes[ri].newName)
 			}
 			if w.anyParam < 0 {
+				p.novelCost = w.novelCost
 				continue
 			}
 			pm = &w.Params[w.anyParam]
 		}
+		p.novelCost = pm.novelCost
 		// Most values of mesh traffic are ones their enumerable parameter
 		// took in training (user-agent, accept): they are told apart here
 		// (ParamModel.knownValue, written out so that the table lookup is
 		// inlined), without the call to valueSurprise, which would answer 0.
-		if len(pm.Enum) > 0 {
+		whole := p.last && !p.cont
+		if len(pm.Enum) > 0 && whole {
 			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
 				s.known |= 1 << uint(i)
+				if s.collect != nil {
+					// A value the parameter took is part of its tail.
+					s.collect(pm, 0)
+				}
 				continue
 			}
 		}
-		sur, code := pm.valueSurprise(p.value)
+		raw, code := pm.valueSurprise(p.value, p.full, whole)
 		if code == ReasonNone {
 			s.known |= 1 << uint(i)
 		}
+		if s.collect != nil {
+			s.collect(pm, raw)
+		}
+		sur := pm.tail(raw)
 		if p.header {
 			sur *= headerWeight
 		}
+
 		if sur > worst {
 			worst, worstCode = sur, code
 		}
 	}
-	if newParams > 0 {
-		v.add(ReasonNewParam, newParams)
-	}
-	// Every value costs some surprise; only one beyond what a typical
-	// request of this workload carries in total is worth naming as a reason.
-	v.Surprise += worst
-	if worst > w.CalBase {
-		v.addReason(worstCode, worst)
+	sc.names = max(sc.names, newParams)
+	if worst > sc.values {
+		sc.values, sc.valuesCode = worst, worstCode
 	}
 }
 
@@ -486,12 +724,6 @@ func (w *Workload) paramSurprise(r *Request, s *paramScratch, v *Verdict, ri uin
 // training is weaker evidence than a parameter value unlike its route's.
 // The content model still reads header values in full.
 const headerWeight = 0.5
-
-// add records a component's surprise in the verdict.
-func (v *Verdict) add(code ReasonCode, surprise float64) {
-	v.Surprise += surprise
-	v.addReason(code, surprise)
-}
 
 func paramKey(route uint32, name []byte) uint64 {
 	return hashBytes(uint64(route)*hashMix^hashSeed, name)
@@ -534,6 +766,22 @@ func (w *Workload) index() {
 		}
 	}
 	w.requests = n
+	w.derived.build(w.Routes)
+	// A new parameter name on a route: Good-Turing over the route's name
+	// occurrences, with the workload's own rate as the prior, worth one
+	// novelty in as many occurrences as the workload needed for one. A
+	// route whose names never changed costs what the whole workload's
+	// closedness says, not merely what its own, perhaps few, requests say.
+	var obs, once float64
+	for _, r := range w.Routes {
+		obs += float64(r.ParamObs)
+		once += float64(r.ParamSingletons)
+	}
+	namePrior := (obs + 2) / (once + 1)
+	for i := range w.Routes {
+		r := &w.Routes[i]
+		r.newName = -math.Log((float64(r.ParamSingletons) + 1) / (float64(r.ParamObs) + namePrior))
+	}
 	w.pNewCaller = (srcOnce + 1) / (n + 2)
 	w.pNewRoute = (routeOnce + 1) / (n + 2)
 	w.pNewEdge = (edgeOnce + 1) / (n + 2)
@@ -548,6 +796,16 @@ func (w *Workload) index() {
 			prior = &probs
 		}
 	}
+	// An unseen value of an enumerable parameter: likewise, with the rate
+	// at which the workload's enumerable parameters met new values.
+	var enumObs, enumOnce float64
+	for i := range w.Params {
+		if p := &w.Params[i]; len(p.Enum) > 0 {
+			enumObs += float64(p.Count)
+			enumOnce += float64(p.Singletons)
+		}
+	}
+	enumPrior := (enumObs + 2) / (enumOnce + 1)
 	var headerObs, headerOnce float64
 	for i := range w.Params {
 		p := &w.Params[i]
@@ -555,6 +813,7 @@ func (w *Workload) index() {
 			continue
 		}
 		p.index(prior)
+		p.newValue = -math.Log((float64(p.Singletons) + 1) / (float64(p.Count) + enumPrior))
 		w.paramIndex.put(p.modelKey(), uint32(i))
 		if p.Route == AnyRoute {
 			headerObs += float64(p.Count)

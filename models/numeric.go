@@ -53,10 +53,15 @@ type Numbers struct {
 	RequestBytes, ResponseBytes NumStat
 	// Status counts responses by class: 1xx … 5xx at 0 … 4.
 	Status [5]uint32
+	// MaxRequestBytes is the largest request body the route was sent.
+	MaxRequestBytes uint64
 }
 
 func (n *Numbers) observe(r *Request) {
 	n.RequestBytes.observe(requestBytes(r))
+	if b := requestBytes(r); b > 0 {
+		n.MaxRequestBytes = max(n.MaxRequestBytes, uint64(b))
+	}
 	if r.Status >= 100 && r.Status < 600 {
 		n.Status[r.Status/100-1]++
 		n.ResponseBytes.observe(r.ResponseBytes)
@@ -75,10 +80,19 @@ func requestBytes(r *Request) int64 {
 // errors is mostly sampling noise around the workload's error rate.
 const statusPrior = 1000.0
 
-// requestSurprise adds the route's request-size signal to v.
-func (n *Numbers) requestSurprise(r *Request, v *Verdict) {
-	if s := n.RequestBytes.surpriseAbove(requestBytes(r)); s > 0 {
-		v.add(ReasonRequestSize, s)
+// requestSurprise records the route's request-size signals in v: a size
+// far above the route's typical (Laplace tail), and bytes beyond the
+// largest body it was ever sent, a signal of its own: of N requests, the
+// next exceeds them all with probability 1/(N+1), and each doubling beyond
+// halves that again. Padding a payload past what a filter reads is how
+// size evades inspection; it cannot evade this.
+func (n *Numbers) requestSurprise(b int64, v *Verdict) {
+	if s := n.RequestBytes.surpriseAbove(b); s > 0 {
+		v.part(PartSize, ReasonRequestSize, s)
+	}
+	if n.RequestBytes.N >= minNumObs && uint64(b) > n.MaxRequestBytes {
+		s := math.Log(float64(n.RequestBytes.N)+1) + math.Log(float64(b)/float64(max(n.MaxRequestBytes, 1)))
+		v.part(PartSize, ReasonBodyBeyond, s)
 	}
 }
 
@@ -104,10 +118,10 @@ func (n *Numbers) responseSurprise(r *Request, v *Verdict, workload *[5]uint32) 
 		// Only the unusual: a class the route answers with half the time or
 		// more costs nothing.
 		if s := -math.Log(p) - math.Log(2); s > 0 {
-			v.add(ReasonStatus, s)
+			v.part(PartStatus, ReasonStatus, s)
 		}
 	}
 	if s := n.ResponseBytes.surpriseAbove(r.ResponseBytes); s > 0 {
-		v.add(ReasonResponseSize, s)
+		v.part(PartResponseSize, ReasonResponseSize, s)
 	}
 }

@@ -41,9 +41,56 @@ type ParamModel struct {
 	Enum []uint64
 	// Singletons counts enumerated values seen exactly once (Good-Turing).
 	Singletons uint32
+	// TailMed and TailBeta are how surprising the parameter's own
+	// held-back normal values were: their median surprise, and how far
+	// beyond it they reached on average (an exponential tail), shrunk
+	// towards the workload's (fitParamTails). Zero when the workload held
+	// back too few values to say (see tail).
+	TailMed, TailBeta float32
+	// GramTokens counts the character trigrams of the parameter's training
+	// values, and GramSingletons those that no other training value had:
+	// how open the parameter is to new character sequences (priceNovelty).
+	GramTokens, GramSingletons uint32
 
-	logp    [nTrans]float32 // -log p(transition), from Trans
-	enumSet table
+	logp      [nTrans]float32 // -log p(transition), from Trans
+	enumSet   table
+	novelCost float64 // a new trigram's price in this parameter's values
+	newValue  float64 // an unseen value's surprise, when enumerable
+	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
+	// in which no keyword survives: keywords are not judged then.
+	shaped bool
+}
+
+// tail turns a value's surprise into its tail surprise against this
+// parameter's own held-back values: ln 2 at their median, one more nat per
+// TailBeta beyond (an exponential tail). A parameter whose values spread
+// far (free text) is forgiven what one whose values never vary (an
+// identifier, an enumeration) is not.
+func (p *ParamModel) tail(s float64) float64 {
+	if p.TailBeta == 0 || s <= 0 {
+		return s
+	}
+	m := float64(p.TailMed)
+	if s <= m {
+		return math.Ln2 * s / m
+	}
+	return math.Ln2 + (s-m)/float64(p.TailBeta)
+}
+
+// minGramTokens is how many trigrams a parameter's training values must
+// have had for their novelty rate to price the parameter's: a rate of rare
+// events needs many observations (some hundreds of free-text values), and
+// read from a few it reordered more requests than it priced right.
+const minGramTokens = 16384
+
+// priceNovelty sets the price of a new trigram in this parameter's values:
+// -ln of the Good-Turing chance that its next trigram is new, from its own
+// training values; with too few of them, def.
+func (p *ParamModel) priceNovelty(def float64) {
+	p.novelCost = def
+	if p.GramTokens >= minGramTokens {
+		p.novelCost = -math.Log((float64(p.GramSingletons) + 1) / (float64(p.GramTokens) + 2))
+	}
 }
 
 // transitionSmoothing is the pseudo-count added to every transition of the
@@ -92,12 +139,15 @@ func (p *ParamModel) knownValue(v []byte) bool {
 }
 
 // valueSurprise says how surprising a value is for this parameter, in nats,
-// and which signal dominated.
-func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
+// and which signal dominated; full is the value's length so far, whole
+// says v is all of it (not a window of a longer one, see valueWindow, nor
+// a value the body limit cut): only a whole value is looked up among an
+// enumerable parameter's.
+func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, ReasonCode) {
 	// A value an enumerable parameter took in training is normal by
 	// definition; most headers of mesh traffic are such (user-agent, accept),
 	// and this spares scanning them.
-	if len(p.Enum) > 0 && p.knownValue(v) {
+	if len(p.Enum) > 0 && whole && p.knownValue(v) {
 		return 0, ReasonNone
 	}
 	// The rarest class transition the value makes, plus a share of the mean,
@@ -121,7 +171,7 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 
 	// Length beyond what the parameter's values spread to (Chebyshev).
 	if p.Count >= 8 {
-		d := float64(len(v)) - p.LenMean
+		d := float64(max(len(v), full)) - p.LenMean
 		if d > 0 {
 			varEff := math.Max(p.LenVar, 1)
 			if pr := varEff / (d * d); pr < 1 {
@@ -133,8 +183,9 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 			}
 		}
 	}
-	// Keywords, weighted by how rare they were in normal values.
-	if k := countKeywords(v); k > 0 {
+	// Keywords, weighted by how rare they were in normal values (when the
+	// values, not their shapes, were learned).
+	if k := countKeywords(v); k > 0 && !p.shaped {
 		pk := (float64(p.KeywordValues) + 1) / (float64(p.Count) + 2)
 		s := -math.Log(pk) * math.Min(float64(k), 3)
 		trans += s
@@ -143,9 +194,8 @@ func (p *ParamModel) valueSurprise(v []byte) (float64, ReasonCode) {
 		}
 	}
 	// An unseen value of an enumerable parameter (known ones returned above).
-	if len(p.Enum) > 0 {
-		pn := (float64(p.Singletons) + 1) / (float64(p.Count) + 2)
-		s := -math.Log(pn)
+	if len(p.Enum) > 0 && whole {
+		s := p.newValue
 		trans += s
 		if s > best {
 			code = ReasonNewValue
@@ -161,17 +211,32 @@ type paramStats struct {
 	kw            uint32
 	trans         [nTrans]uint32
 	values        map[uint64]uint32 // nil once the parameter is not enumerable
+	// id numbers the statistics for the trigram counts (gramCounts.owner);
+	// twin is the same parameter's statistics in the global section.
+	// any is the workload-wide statistics of the same section, ws the
+	// section's statistics.
+	id                         int32
+	twin, any                  *paramStats
+	ws                         *workloadStats
+	gramTokens, gramSingletons uint32
+	// kwOpen says a window of the value being learned had keywords.
+	kwOpen bool
 }
 
 func newParamStats() *paramStats { return &paramStats{values: map[uint64]uint32{}} }
 
-func (s *paramStats) observe(v []byte) {
-	s.count++
-	n := float64(len(v))
-	s.sumLen += n
-	s.sumSq += n * n
+// observe learns one parameter's value, or one window of a long one
+// (param.cont, param.last): each window's transitions, keywords and
+// trigrams, and once the value is whole its length, whether any window had
+// keywords, and the value itself while the parameter is enumerable (a
+// value read in windows makes it not).
+func (s *paramStats) observe(p *param) {
+	v := p.value
+	if n := min(len(v), MaxValueBytes); n > 2 {
+		s.gramTokens += uint32(n - 2)
+	}
 	if countKeywords(v) > 0 {
-		s.kw++
+		s.kwOpen = true
 	}
 	prev := classStartState
 	for _, c := range v {
@@ -179,7 +244,23 @@ func (s *paramStats) observe(v []byte) {
 		s.trans[prev*NClasses+cl]++
 		prev = cl
 	}
+	if !p.last {
+		s.values = nil
+		return
+	}
+	s.count++
+	n := float64(p.full)
+	s.sumLen += n
+	s.sumSq += n * n
+	if s.kwOpen {
+		s.kw++
+		s.kwOpen = false
+	}
 	if s.values != nil {
+		if p.cont {
+			s.values = nil
+			return
+		}
 		s.values[hashBytes(hashSeed, v)]++
 		if len(s.values) > maxEnum {
 			s.values = nil
@@ -188,7 +269,8 @@ func (s *paramStats) observe(v []byte) {
 }
 
 func (s *paramStats) model(route uint32, name string) ParamModel {
-	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, Trans: s.trans}
+	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, Trans: s.trans,
+		GramTokens: s.gramTokens, GramSingletons: s.gramSingletons}
 	if s.count > 0 {
 		p.LenMean = s.sumLen / float64(s.count)
 		p.LenVar = math.Max(0, s.sumSq/float64(s.count)-p.LenMean*p.LenMean)

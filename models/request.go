@@ -12,8 +12,13 @@ import (
 	"time"
 )
 
-// MaxBodyPrefix bounds how much of a request body a Request carries.
+// MaxBodyPrefix bounds the body prefix a filter's record carries (as its
+// shape, for training) and the bodies of captures read from packets.
 const MaxBodyPrefix = 4096
+
+// MaxBody bounds how much of a request body a Request read from traffic
+// files carries: the most scoring reads (MaxBodyLimit).
+const MaxBody = MaxBodyLimit
 
 // UnknownSource is the source of a request whose caller nothing trustworthy
 // names (no mTLS identity, no address): never learned as a caller, so such
@@ -36,7 +41,9 @@ type Request struct {
 	Query string
 	// Headers are the request headers other than HTTP/2 pseudo-headers.
 	Headers []Header
-	// Body is at most MaxBodyPrefix bytes of the request body.
+	// Body is the request body, or as much of it as was kept (MaxBody;
+	// RequestBytes says how long it was). Scoring reads up to
+	// Scratch.BodyLimit of it, chunk by chunk in the filter.
 	Body []byte
 
 	// Source identifies the caller: an mTLS principal

@@ -1,5 +1,10 @@
 package models
 
+import (
+	"bytes"
+	"math"
+)
+
 // Route templates fold the variable segments of a path into placeholders,
 // judged by shape alone, so that /users/42/orders and /users/7/orders are one
 // route. Templating appends to a caller-owned buffer and never allocates.
@@ -201,3 +206,105 @@ var segmentCounts, segmentFlags = func() (counts [256]uint64, flags [256]uint8) 
 	}
 	return counts, flags
 }()
+
+// Derived routes. A workload's route set is nearly closed, and the new
+// routes an application grows are new pages and resources, not a known
+// route with something appended: index.php.bak, index.php~, index.old beside
+// index.php, /orders/{num}/.git/config below /orders/{num}. Those are how
+// backup files, editor leftovers and version-control metadata are probed
+// for. An unknown route that extends a known one costs, beyond the new
+// route's own Good-Turing price, -ln of the share of the workload's own
+// routes that extend another of its routes (plus one, of routes plus two):
+// an application whose routes nest (REST resources below collections)
+// shows it in training and pays little; one whose routes never do pays
+// what its rarity says. No list of suffixes: any extension counts.
+
+// derivedRoutes is the index of a workload's route templates that an
+// unknown route is checked against.
+type derivedRoutes struct {
+	// templates holds every known template (any method); stems the
+	// directory and stem (up to the first '.') of every known template
+	// whose last segment has an extension, with how many templates share
+	// it.
+	templates, stems table
+	// cost is the price of a derived route (nats).
+	cost float64
+}
+
+// derivedSeed starts the hashes of derivedRoutes' keys.
+const derivedSeed = 0x6465726976656400 // "derived"
+
+// build indexes the routes and prices a derived one.
+func (d *derivedRoutes) build(routes []Route) {
+	d.templates = newTable(len(routes))
+	d.stems = newTable(len(routes))
+	seen := map[string]bool{}
+	var distinct []string
+	for _, r := range routes {
+		if seen[r.Template] {
+			continue
+		}
+		seen[r.Template] = true
+		distinct = append(distinct, r.Template)
+		d.templates.put(hashString(derivedSeed, r.Template), 1)
+		if stem, ok := templateStem(stringBytes(r.Template)); ok {
+			k := hashBytes(derivedSeed, stem)
+			n, _ := d.stems.get(k)
+			d.stems.put(k, n+1)
+		}
+	}
+	derived := 0
+	for _, t := range distinct {
+		if d.extends(stringBytes(t), 2) {
+			derived++
+		}
+	}
+	d.cost = -math.Log((float64(derived) + 1) / (float64(len(distinct)) + 2))
+}
+
+// surprise returns the price of an unknown route template if it extends a
+// known one, else 0. It runs for unknown routes only.
+func (d *derivedRoutes) surprise(tmpl []byte) float64 {
+	if len(d.templates.keys) == 0 || !d.extends(tmpl, 1) {
+		return 0
+	}
+	return d.cost
+}
+
+// extends reports whether tmpl is a known template with something
+// appended: more segments below one (not below the root, which every path
+// is), or more characters after a punctuation mark in its last segment, or
+// the last segment's stem with another extension, shared by at least
+// minStem known templates (1 for an unknown route; 2 when tmpl is itself
+// known, so that it does not count as derived from itself).
+func (d *derivedRoutes) extends(tmpl []byte, minStem uint32) bool {
+	last := 0
+	for j := 1; j < len(tmpl); j++ {
+		c := tmpl[j]
+		if c == '/' {
+			last = j
+		}
+		if c == '/' || j > last && c != '{' && c != '}' && classOf[c] > ClassDigit && tmpl[j-1] != '/' {
+			if _, ok := d.templates.get(hashBytes(derivedSeed, tmpl[:j])); ok {
+				return true
+			}
+		}
+	}
+	if stem, ok := templateStem(tmpl); ok {
+		if n, _ := d.stems.get(hashBytes(derivedSeed, stem)); n >= minStem {
+			return true
+		}
+	}
+	return false
+}
+
+// templateStem returns a template up to the first '.' of its last segment,
+// when that segment has a stem before it.
+func templateStem(tmpl []byte) ([]byte, bool) {
+	last := bytes.LastIndexByte(tmpl, '/')
+	dot := bytes.IndexByte(tmpl[last+1:], '.')
+	if dot <= 0 {
+		return nil, false
+	}
+	return tmpl[:last+1+dot], true
+}

@@ -59,7 +59,7 @@ func (s *Sections) Workload(name string) (*Workload, error) {
 	if err != nil {
 		return nil, err
 	}
-	w.content = s.content
+	w.attachContent(s.content)
 	return w, nil
 }
 
@@ -71,7 +71,7 @@ func (s *Sections) Model() (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
-		w.content = s.content
+		w.attachContent(s.content)
 		m.Workloads[name] = w
 	}
 	if _, err := Encode(m); err != nil {
@@ -91,17 +91,6 @@ func decodeRecord(rec []byte, index bool) (*Workload, error) {
 		return nil, d.err
 	}
 	return w, nil
-}
-
-// rewriteRecord decodes an encoded part, lets f change it and encodes it
-// again.
-func rewriteRecord(rec []byte, f func(*Workload)) ([]byte, error) {
-	w, err := decodeRecord(rec, false)
-	if err != nil {
-		return nil, err
-	}
-	f(w)
-	return appendWorkload(nil, w), nil
 }
 
 // pruneGlobal encodes the global part within budget bytes: trained over

@@ -14,8 +14,12 @@ var classRepresentative = [NClasses]byte{
 	ClassSemicolon: ';', ClassSymbol: '!', ClassControl: 0x01, ClassHigh: 0x80,
 }
 
-// maxShapedQueryValue bounds a query value's shape.
-const maxShapedQueryValue = 64
+// maxShapedQueryValue bounds a query or form value's shape: what the
+// parameter model examines of a value, so that the model the control plane
+// trains on shapes judges lengths and transitions on what scoring reads
+// (a shape cut shorter made every longer value look too long). A record
+// stays bounded by the request: at most three bytes of shape per byte.
+const maxShapedQueryValue = MaxValueBytes
 
 // ShapeValue shapes a header value, up to MaxValueBytes (what the model
 // examines).
@@ -82,4 +86,49 @@ func AppendShapeQuery(dst []byte, q string) []byte {
 		}
 	}
 	return out
+}
+
+// What a filter ships of a request's headers (see ShapeRequest).
+const (
+	// MaxShippedHeaders bounds the headers a record carries.
+	MaxShippedHeaders = 16
+	// MaxShippedContentType bounds a content type shipped as it is.
+	MaxShippedContentType = 128
+)
+
+// ShapeBody is the shape of a request's body as a filter ships it: a form
+// keeps its parameter names with shaped values (ShapeQuery), anything else
+// is one shaped value (ShapeValue, capped as the model caps a value).
+func ShapeBody(r *Request) []byte {
+	ct, _ := r.Header("content-type")
+	if hasPrefixFold(ct, "application/x-www-form-urlencoded") {
+		return []byte(ShapeQuery(string(r.Body)))
+	}
+	return []byte(ShapeValue(string(r.Body)))
+}
+
+// ShapeRequest returns the request the control plane's trainer learns from
+// when a filter ships r (TrainConfig.ShapedValues): the route template for
+// the path, shapes for the query, body and header values (a content type
+// kept as it is: it names a format, not data), at most MaxShippedHeaders of
+// the headers the model reads. The filter writes the same record as JSON
+// (filter/plugin's encodeRecord; its tests hold the two together); offline
+// evaluation uses this to measure the model a mesh actually runs.
+func ShapeRequest(r *Request) Request {
+	s := Request{Method: r.Method, Path: Template(r.Path), Query: ShapeQuery(r.Query), Source: r.Source, Destination: r.Destination,
+		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes}
+	if len(r.Body) > 0 {
+		s.Body = ShapeBody(r)
+	}
+	for _, h := range r.Headers {
+		if SkipHeader(h.Name) || len(s.Headers) == MaxShippedHeaders {
+			continue
+		}
+		v := h.Value
+		if !(h.Name == "content-type" && len(v) <= MaxShippedContentType) {
+			v = ShapeValue(v)
+		}
+		s.Headers = append(s.Headers, Header{Name: h.Name, Value: v})
+	}
+	return s
 }

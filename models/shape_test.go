@@ -17,8 +17,8 @@ func TestShapesKeepClassesAndLength(t *testing.T) {
 		}
 	}
 	var a, b paramScratch
-	addQuery(&a, []byte("q=a%27b+c&n=12"))
-	addQuery(&b, []byte(ShapeQuery("q=a%27b+c&n=12")))
+	a.addQuery([]byte("q=a%27b+c&n=12"), false)
+	b.addQuery([]byte(ShapeQuery("q=a%27b+c&n=12")), false)
 	if a.n != 2 || b.n != 2 {
 		t.Fatalf("params %d and %d", a.n, b.n)
 	}

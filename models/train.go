@@ -60,6 +60,15 @@ func DefaultTrainConfig() TrainConfig {
 	}
 }
 
+// ShapedTrainConfig is DefaultTrainConfig as the control plane trains: on
+// the value shapes filters ship, not the values (ShapedValues). Offline
+// evaluation trains the same way to measure the model a mesh runs.
+func ShapedTrainConfig() TrainConfig {
+	c := DefaultTrainConfig()
+	c.ShapedValues = true
+	return c
+}
+
 // Validate reports every problem with the configuration.
 func (c TrainConfig) Validate() error {
 	var errs []error
@@ -121,7 +130,15 @@ type Trainer struct {
 	// a uniform sample that does not depend on the order requests came in.
 	contentSample []sampledRequest
 	// grams counts the trigrams of the requests learned.
-	grams gramCounts
+	grams *gramCounts
+	// stats lists every parameter's statistics by id; owners holds the id
+	// of each parameter of the batch being learned, in its destination's
+	// section (noOwner when not learned), and ownStats those statistics.
+	stats    []*paramStats
+	credited bool
+	owners   [maxParams]int32
+	ownStats [maxParams]*paramStats
+	learner  learner
 }
 
 // sampledRequest is a request of the content sample, until its workload
@@ -212,10 +229,27 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 		src = src[:t.cfg.MaxSourceLen]
 	}
 	rk := routeKey{method: r.Method, template: Template(r.Path)}
-	t.scratch.extract(r)
-	ok := t.observe(r, r.Destination, src, rk)
+	l := &t.learner
+	l.t, l.rk = t, rk
+	l.dst, l.dstRoute = t.observe(r, r.Destination, src, rk)
+	l.global, l.globalRoute = nil, nil
 	if global && r.Destination != GlobalWorkload {
-		t.observe(r, GlobalWorkload, src, rk)
+		l.global, l.globalRoute = t.observe(r, GlobalWorkload, src, rk)
+	}
+	ok := l.dst != nil
+	if ok && t.grams == nil && !t.cfg.ShapedValues {
+		t.grams = newGramCounts()
+	}
+	l.grams = ok && t.grams != nil
+	if l.grams {
+		t.grams.add(view(limitPath(r.Path)), noOwner)
+	}
+	if l.dst != nil || l.global != nil {
+		// The parameters, a batch at a time (learner.batch), the body as
+		// far as scoring reads it.
+		t.scratch.begin(r, l)
+		t.scratch.feed(r.Body[:min(len(r.Body), DefaultBodyLimit)])
+		t.scratch.finish(len(r.Body) > DefaultBodyLimit)
 	}
 	if ok {
 		t.samples++
@@ -224,6 +258,34 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 		t.skipped++
 	}
 	return ok
+}
+
+// learner is the batch sink of training: it learns each batch's parameters
+// for the request's destination and for the global section (where the
+// request was learned: dst or global nil where not), and counts their
+// trigrams.
+type learner struct {
+	t                     *Trainer
+	rk                    routeKey
+	dst, global           *workloadStats
+	dstRoute, globalRoute *routeStats
+	grams                 bool
+}
+
+func (l *learner) batch(s *paramScratch, _ bool) {
+	t := l.t
+	for i := range t.owners[:s.n] {
+		t.owners[i], t.ownStats[i] = noOwner, nil
+	}
+	if l.dst != nil {
+		t.observeParams(l.dst, l.dstRoute, l.rk, s, true)
+	}
+	if l.global != nil {
+		t.observeParams(l.global, l.globalRoute, l.rk, s, false)
+	}
+	if l.grams {
+		t.grams.addBatch(s, &t.owners)
+	}
 }
 
 // heldOut decides whether a request is kept for calibration, from a seeded
@@ -264,29 +326,40 @@ func (t *Trainer) heldOut(r *Request) bool {
 // it, repeats of new contents all go the same way.
 const maxSeen = 1 << 20
 
+// cloneRequest copies a request the trainer keeps (held back, sampled),
+// its body up to maxKeptBody: training keeps up to 50,000 requests, and
+// bodies as long as the body limit would cost gigabytes. The size it was
+// sent with stays in RequestBytes.
 func cloneRequest(r *Request) Request {
 	c := *r
 	c.Headers = append([]Header(nil), r.Headers...)
-	c.Body = append([]byte(nil), r.Body...)
+	c.RequestBytes = max(r.RequestBytes, int64(len(r.Body)))
+	c.Body = append([]byte(nil), r.Body[:min(len(r.Body), maxKeptBody)]...)
 	return c
 }
 
-func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
+// maxKeptBody bounds the body of a request the trainer keeps.
+const maxKeptBody = 16 << 10
+
+// observe learns what a request says as a whole for a section (its
+// caller, route, edge and size), and returns the section's statistics and
+// the route's, or nils when the request is over a cap.
+func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) (*workloadStats, *routeStats) {
 	w := t.workloads[dst]
 	if w == nil {
 		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}}
 		t.workloads[dst] = w
 	}
 	if w.perSource[src] >= t.cfg.MaxPerSource {
-		return false
+		return nil, nil
 	}
 	if _, known := w.perSource[src]; !known && len(w.perSource) >= t.cfg.MaxSourcesPerWorkload {
-		return false
+		return nil, nil
 	}
 	rs := w.routes[rk]
 	if rs == nil {
 		if len(w.routes) >= t.cfg.MaxRoutesPerWorkload {
-			return false
+			return nil, nil
 		}
 		rs = &routeStats{names: map[string]uint32{}}
 		w.routes[rk] = rs
@@ -295,11 +368,18 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
 	rs.count++
 	rs.numbers.observe(r)
 	w.edges[edgeName{src, rk}]++
-	if w.anyParam == nil && t.scratch.n > 0 {
+	return w, rs
+}
+
+// observeParams learns a batch of a request's parameters for a section;
+// own says the section is the request's destination (whose statistics own
+// the parameters' trigrams).
+func (t *Trainer) observeParams(w *workloadStats, rs *routeStats, rk routeKey, s *paramScratch, own bool) {
+	if w.anyParam == nil && s.n > 0 {
 		w.anyParam = newParamStats()
 	}
-	for i := 0; i < t.scratch.n; i++ {
-		p := &t.scratch.params[i]
+	for i := 0; i < s.n; i++ {
+		p := &s.params[i]
 		name := string(p.name)
 		// Headers mean the same on every route: one model per workload.
 		header := p.header
@@ -319,15 +399,23 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) bool {
 			if t.cfg.ShapedValues {
 				ps.values = nil
 			}
+			ps.id = int32(len(t.stats))
+			ps.any, ps.ws = w.anyParam, w
+			t.stats = append(t.stats, ps)
 			w.params[key] = ps
 		}
-		if !header {
+		if !header && !p.cont {
 			rs.names[name]++
 		}
-		ps.observe(p.value)
-		w.anyParam.observe(p.value)
+		switch {
+		case own:
+			t.owners[i], t.ownStats[i] = ps.id, ps
+		case t.ownStats[i] != nil && t.ownStats[i].twin == nil:
+			t.ownStats[i].twin = ps
+		}
+		ps.observe(p)
+		w.anyParam.observe(p)
 	}
-	return true
 }
 
 // Samples returns how many requests were learned, how many were skipped
@@ -345,9 +433,19 @@ func (t *Trainer) Finish(dst string) {
 	if ws == nil || dst == GlobalWorkload {
 		return
 	}
+	if t.grams != nil && !t.credited {
+		// Finished before the others: its parameters are credited with
+		// the trigrams only they have had so far.
+		t.grams.creditWorkload(t.stats, ws)
+	}
 	w := ws.build(dst)
 	t.vectorize(w)
 	t.records[dst] = appendWorkload(nil, w)
+	for _, ps := range ws.params {
+		// Credited: let them go (a trigram they own is never again a
+		// singleton credit would look up).
+		t.stats[ps.id] = nil
+	}
 	delete(t.workloads, dst)
 	t.nSeen -= len(t.seen[dst])
 	delete(t.seen, dst)
@@ -412,6 +510,10 @@ func (t *Trainer) Sections() (*Sections, error) {
 	if t.samples == 0 {
 		return nil, errors.New("train: no requests learned")
 	}
+	if t.grams != nil && !t.credited {
+		t.grams.credit(t.stats)
+		t.credited = true
+	}
 	now := t.cfg.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -448,101 +550,214 @@ func (t *Trainer) Sections() (*Sections, error) {
 	return s, nil
 }
 
-// minCalibration is the least number of held-back requests a workload needs
-// to be calibrated on its own, whatever the target false-positive rate; it
-// also needs 1/TargetFPR of them, or the quantile it would read is noise.
-// With fewer it takes the calibration pooled over every workload.
-const minCalibration = 50
-
-func (t *Trainer) enoughToCalibrate(n int) bool {
-	return n >= minCalibration && float64(n) >= 1/t.cfg.TargetFPR
-}
-
-// calibrate sets each part's CalBase and CalCenter from the surprises of
-// its held-back normal requests: their median, and what TargetFPR of them
-// exceed. Parts are decoded one at a time.
+// calibrate fits, on the held-back normal requests, what turns surprises
+// into scores: each parameter's tail (ParamModel.tail), then each part's
+// (Workload.Tails), then where the combined surprise of a typical request
+// lies (CalBase; CalCenter is that of a request as rare as TargetFPR). Each
+// held-back request calibrates its destination's part and the global one;
+// a part with too few held-back requests to fit tails (minTailSample) lets
+// its surprises stand and reads where a rare request lies from its own
+// held-back requests (combinedCalibration). The request phase is calibrated
+// without the response, the response phase with it. Parts are decoded one
+// at a time.
 func (t *Trainer) calibrate(s *Sections) error {
-	// The held-back requests by the part that scores them: their
-	// destination's, else the global one.
-	held := map[string][]int{}
+	// The held-back requests of each part: their destination's, and every
+	// one of them the global part's.
+	held := map[string][]*Request{}
+	_, hasGlobal := s.records[GlobalWorkload]
 	for i := range t.heldBack {
-		name := t.heldBack[i].Destination
-		if _, ok := s.records[name]; !ok {
-			name = GlobalWorkload
+		r := &t.heldBack[i]
+		name := r.Destination
+		if _, ok := s.records[name]; ok && name != GlobalWorkload {
+			held[name] = append(held[name], r)
 		}
-		if _, ok := s.records[name]; ok {
-			held[name] = append(held[name], i)
+		if hasGlobal {
+			held[GlobalWorkload] = append(held[GlobalWorkload], r)
 		}
 	}
-	per, perResp := map[string][]float64{}, map[string][]float64{}
-	var pooled, pooledResp []float64
-	var ps paramScratch
-	for _, name := range sortedKeys(held) {
+	var sc Scratch
+	for _, name := range sortedKeys(s.records) {
 		w, err := s.Workload(name)
 		if err != nil {
 			return err
 		}
-		for _, i := range held[name] {
-			r := &t.heldBack[i]
-			// The request phase decides before a response exists.
-			req := *r
-			req.Status, req.ResponseBytes = 0, 0
-			var v Verdict
-			w.surprise(&req, &ps, &v)
-			per[name] = append(per[name], v.Surprise)
-			pooled = append(pooled, v.Surprise)
-			// The response phase, when the response is known.
-			if r.Status != 0 {
-				var vr Verdict
-				w.surprise(r, &ps, &vr)
-				perResp[name] = append(perResp[name], vr.Surprise)
-				pooledResp = append(pooledResp, vr.Surprise)
-			}
-		}
+		t.calibratePart(w, held[name], &sc)
+		s.records[name] = appendWorkload(nil, w)
 	}
 	t.heldBack = nil
-	base, center := calibration(pooled, t.cfg.TargetFPR)
-	var rbase, rcenter float64
-	if len(pooledResp) > 0 {
-		rbase, rcenter = calibration(pooledResp, t.cfg.TargetFPR)
+	return nil
+}
+
+// calibratePart calibrates one part on its held-back requests (see
+// calibrate).
+func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) {
+	// The request phase decides before a response exists.
+	score := func(r *Request, response bool) Verdict {
+		req := *r
+		if !response {
+			req.Status, req.ResponseBytes = 0, 0
+		}
+		var v Verdict
+		w.measure(&req, s, &v)
+		return v
 	}
-	for name, rec := range s.records {
-		var err error
-		s.records[name], err = rewriteRecord(rec, func(w *Workload) {
-			w.CalBase, w.CalCenter = base, center
-			if xs := per[name]; t.enoughToCalibrate(len(xs)) {
-				w.CalBase, w.CalCenter = calibration(xs, t.cfg.TargetFPR)
+	// Each parameter against its own held-back values, and the workload's.
+	raw := map[*ParamModel][]float64{}
+	s.params.collect = func(pm *ParamModel, x float64) { raw[pm] = append(raw[pm], x) }
+	for _, r := range held {
+		score(r, false)
+	}
+	s.params.collect = nil
+	fitParamTails(w.Params, raw)
+	// Each part against its own held-back surprises.
+	var ps [NParts][]float64
+	for _, r := range held {
+		v := score(r, false)
+		ps[partStructure] = append(ps[partStructure], v.Parts[PartCaller]+v.Parts[PartRoute]+v.Parts[PartEdge]+v.Parts[PartNames])
+		for p := PartValues; p < requestParts; p++ {
+			ps[p] = append(ps[p], v.Parts[p])
+		}
+		if r.Status != 0 {
+			v := score(r, true)
+			for p := requestParts; p < NParts; p++ {
+				ps[p] = append(ps[p], v.Parts[p])
 			}
-			w.RespBase, w.RespCenter = rbase, rcenter
-			if xs := perResp[name]; t.enoughToCalibrate(len(xs)) {
-				w.RespBase, w.RespCenter = calibration(xs, t.cfg.TargetFPR)
-			}
-		})
-		if err != nil {
-			return err
 		}
 	}
-	return nil
+	// A part's own held-back requests, or none: the global part's tails
+	// do not fit a smaller workload's surprises, which its sparser models
+	// make run higher (an error status the workload saw twice costs 4 nats
+	// where the global part, which saw it often, would call 4 nats rare).
+	for p := Part(0); p < NParts; p++ {
+		if !p.calibrated() {
+			continue
+		}
+		w.Tails[p] = Tail{}
+		if len(ps[p]) >= minTailSample {
+			w.Tails[p] = fitTail(ps[p])
+		}
+	}
+	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
+	// Where typical requests lie once combined.
+	var per, perResp []float64
+	for _, r := range held {
+		v := score(r, false)
+		w.judge(&v, false)
+		per = append(per, v.Surprise)
+		if r.Status != 0 {
+			v := score(r, true)
+			w.judge(&v, true)
+			perResp = append(perResp, v.Surprise)
+		}
+	}
+	calibrated := w.Tails[PartValues].Slope > 0 || w.Tails[PartContent].Slope > 0
+	w.CalBase, w.CalCenter = combinedCalibration(per, t.cfg.TargetFPR, calibrated)
+	w.RespBase, w.RespCenter = 0, 0
+	if len(perResp) > 0 {
+		w.RespBase, w.RespCenter = combinedCalibration(perResp, t.cfg.TargetFPR, calibrated)
+	}
+}
+
+// minTailSample is the least number of held-back requests a section needs
+// to fit its parts' tails; with fewer, surprises stand as their models say
+// (a Tail of zeros). Fewer than 200 requests put no knot beyond the 2.5 % share and
+// fit the slope beyond the last on a handful of requests: a tail read from
+// noise would reorder the parts, not calibrate them.
+const minTailSample = 200
+
+// combinedCalibration returns where a section's combined surprises put a
+// typical request (the median of the held-back ones) and a request as rare
+// as fpr: -ln fpr when the parts are calibrated, since the combined
+// surprise is then -ln of a p-value; otherwise (too few held-back requests
+// to fit the parts' tails) read from the held-back requests' own combined
+// surprises, beyond the largest by an exponential tail fitted to the
+// largest few (their mean excess over the fifth largest). It sorts xs.
+func combinedCalibration(xs []float64, fpr float64, calibrated bool) (base, center float64) {
+	center = -math.Log(fpr)
+	if len(xs) == 0 {
+		return 0, center
+	}
+	sort.Float64s(xs)
+	base = xs[len(xs)/2]
+	if !calibrated {
+		n := len(xs)
+		k := min(n, minTailPoints)
+		u := xs[n-k]
+		var excess float64
+		for _, x := range xs[n-k:] {
+			excess += x - u
+		}
+		beta := max(excess/float64(k), minCalSpan)
+		// k of n exceed u; fpr·n would exceed u + beta·ln(k/(fpr·n)).
+		center = u + beta*math.Log(float64(k)/(fpr*float64(n)))
+	}
+	base = max(0, min(base, center-minCalSpan))
+	return base, center
+}
+
+// minParamTail is how many held-back values (of all parameters) a workload
+// needs for its parameters' tails; with fewer, surprises stand as they are.
+const minParamTail = 8
+
+// paramTailPrior is how many values the prior of a parameter's tail (the
+// workload's pooled tail) is worth.
+const paramTailPrior = 64
+
+// fitParamTails sets each parameter's tail (ParamModel.tail) from its
+// held-back surprises (raw), shrunk towards the tail of every held-back
+// value of the workload pooled, as if paramTailPrior values had said so. A
+// parameter with few or no held-back values is judged on the workload's
+// scale, not on its raw surprises: the values part is the worst of a
+// request's values, and a parameter left raw beside calibrated ones would
+// set it for being uncalibrated, not unusual. With fewer than minParamTail
+// values in all, every tail is zero (surprises stand).
+func fitParamTails(params []ParamModel, raw map[*ParamModel][]float64) {
+	var all []float64
+	for i := range params {
+		all = append(all, raw[&params[i]]...)
+	}
+	if len(all) < minParamTail {
+		for i := range params {
+			params[i].TailMed, params[i].TailBeta = 0, 0
+		}
+		return
+	}
+	m0, b0 := medianExcess(all)
+	for i := range params {
+		p := &params[i]
+		m, b, k := m0, b0, 0.0
+		if xs := raw[p]; len(xs) > 0 {
+			m, b = medianExcess(xs)
+			k = float64(len(xs))
+		}
+		p.TailMed = float32((m*k + m0*paramTailPrior) / (k + paramTailPrior))
+		p.TailBeta = float32((b*k + b0*paramTailPrior) / (k + paramTailPrior))
+	}
+}
+
+// medianExcess returns the median of surprises and their mean excess over
+// it (at least a nat, one nat per nat at most: see maxSlope). It sorts xs.
+func medianExcess(xs []float64) (med, beta float64) {
+	sort.Float64s(xs)
+	med = xs[len(xs)/2]
+	var excess float64
+	var n int
+	for _, x := range xs {
+		if x > med {
+			excess += x - med
+			n++
+		}
+	}
+	beta = 1
+	if n > 0 {
+		beta = max(1, excess/float64(n))
+	}
+	return med, beta
 }
 
 // minCalSpan is the floor of a calibration's span: a surprise less than one
 // nat above typical (an event normal traffic shows more than a third of the
 // time) never reaches the threshold on its own.
 const minCalSpan = 1.0
-
-// calibration returns the median of xs and the value a share fpr of xs
-// exceed, at least minCalSpan above the median.
-func calibration(xs []float64, fpr float64) (base, center float64) {
-	if len(xs) == 0 {
-		return 0, 3 * minCalSpan
-	}
-	sort.Float64s(xs)
-	q := func(p float64) float64 {
-		i := int(math.Ceil(p*float64(len(xs)))) - 1
-		return xs[max(0, min(len(xs)-1, i))]
-	}
-	base = q(0.5)
-	return base, math.Max(q(1-fpr), base+minCalSpan)
-}
 
 func sortStrings(s []string) { sort.Strings(s) }

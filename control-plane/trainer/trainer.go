@@ -76,9 +76,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults, in one place.
 func DefaultConfig() Config {
-	tc := models.DefaultTrainConfig()
 	// The filter ships value shapes, not values.
-	tc.ShapedValues = true
+	tc := models.ShapedTrainConfig()
 	return Config{SamplesPerDestination: 20_000, SamplesPerSource: 5_000, RecentShare: 0.1, MaxFlaggedRate: 0.01,
 		MaxSectionBytes: DefaultMaxSectionBytes, MinSamples: 200, MaxJunkSections: 200, Train: tc, Readiness: DefaultReadinessConfig()}
 }
@@ -147,6 +146,11 @@ type Report struct {
 	Canary    bool   `json:"canary,omitempty"`
 	Unchanged bool   `json:"unchanged,omitempty"`
 	Rejected  string `json:"rejected,omitempty"`
+	// CurrentUnreadable says why the model in force could not be read (one
+	// of an older codec version, after an upgrade): the candidate is then
+	// trained and gated without it, as for a first model, and the filters
+	// keep the one they have until it is published.
+	CurrentUnreadable string `json:"current_unreadable,omitempty"`
 	// Taught counts the requests the section in force flags that the
 	// exceptions in force explain, learned all the same.
 	Taught int `json:"taught,omitempty"`
@@ -223,8 +227,25 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 		// The section in force for d (its own, or the fallback): requests
 		// it flags are not learned, nor judged on.
 		section, err := cur.section(ctx, st, d)
+		if errors.Is(err, models.ErrModelFormat) {
+			// Written by another codec version (after an upgrade): trained
+			// and gated as if none were in force; the filters keep theirs
+			// until a release replaces it.
+			if rep.CurrentUnreadable == "" {
+				rep.CurrentUnreadable = err.Error()
+			}
+			section, err = nil, nil
+		}
 		if err != nil {
 			return rep, err
+		}
+		if _, ok := cur.own(d); !ok {
+			// A workload without a section of its own is new to the model:
+			// the fallback flags its traffic for being new (a new caller,
+			// a new route), which is what learning it is for. Invented
+			// destinations are the junk rules' (registry, MaxJunkSections,
+			// never the fallback).
+			section = nil
 		}
 		tr.UseCurrent(section)
 		rules := rulesFor(cfg.Exceptions, d, now)
@@ -295,13 +316,15 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 		rep.Readiness = append(rep.Readiness, assess(cfg.Readiness, ds.name, w, secs.Meta.Threshold, learnedBy[ds.name], ds.judge, rulesFor(cfg.Exceptions, ds.name, now), now))
 	}
 	rep.FlaggedRate, rep.CurrentFlaggedRate = rate(candFlagged, nRecent), -1
-	if cur.release != nil {
+	// A release in force this build cannot read is no measure to gate on.
+	compared := cur.release != nil && rep.CurrentUnreadable == ""
+	if compared {
 		rep.CurrentFlaggedRate = rate(curFlagged, nRecent)
 	}
 	switch {
 	case rep.FlaggedRate > cfg.MaxFlaggedRate:
 		rep.Rejected = fmt.Sprintf("flags %.3f%% of recent normal traffic, limit %.3f%%", 100*rep.FlaggedRate, 100*cfg.MaxFlaggedRate)
-	case cur.release != nil && rep.FlaggedRate > rep.CurrentFlaggedRate+math.Max(rep.CurrentFlaggedRate/2, 2*cfg.Train.TargetFPR):
+	case compared && rep.FlaggedRate > rep.CurrentFlaggedRate+math.Max(rep.CurrentFlaggedRate/2, 2*cfg.Train.TargetFPR):
 		// No worse than the model in force, give or take sampling noise.
 		rep.Rejected = fmt.Sprintf("flags %.3f%% of recent traffic where the model in force flags %.3f%%", 100*rep.FlaggedRate, 100*rep.CurrentFlaggedRate)
 	}
@@ -353,7 +376,7 @@ func Round(ctx context.Context, st *store.Store, cfg Config, now time.Time) (Rep
 	case cur.release != nil && cur.release.Version == version:
 		rep.Unchanged = true
 		return rep, putReadiness(ctx, st, next, rep.Readiness)
-	case cfg.Canary && cur.release != nil:
+	case cfg.Canary && compared:
 		if err := st.StartCanary(ctx, version, now); err != nil {
 			return rep, err
 		}

@@ -3,6 +3,7 @@ package trainer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -94,7 +95,12 @@ func TestRoundPublishesAGatedModel(t *testing.T) {
 	if cur, _ := st.Current(ctx); cur != rep.SHA256 {
 		t.Error("a rejected candidate replaced the model in force")
 	}
-	// A later round publishes; rollback returns to the first.
+	// A later round on more traffic publishes (on the same traffic it
+	// would be the same release: Unchanged); rollback returns to the
+	// first.
+	if err := st.Ingest(ctx, recs[:2000]); err != nil {
+		t.Fatal(err)
+	}
 	rep3, err := Round(ctx, st, DefaultConfig(), time.Unix(2, 0))
 	if err != nil || !rep3.Published {
 		t.Fatalf("third round: %+v %v", rep3, err)
@@ -140,6 +146,10 @@ func TestRoundStartsACanary(t *testing.T) {
 	first, err := Round(ctx, st, cfg, time.Unix(0, 0))
 	if err != nil || !first.Published || first.Canary {
 		t.Fatalf("the first model is in force at once (no stable model to compare with): %+v %v", first, err)
+	}
+	// More traffic, so that the candidate differs from the model in force.
+	if err := st.Ingest(ctx, recs[:2000]); err != nil {
+		t.Fatal(err)
 	}
 	rep, err := Round(ctx, st, cfg, time.Unix(5, 0))
 	if err != nil || !rep.Published || !rep.Canary {
@@ -422,6 +432,76 @@ func TestReservoirPerSource(t *testing.T) {
 	per := map[string]*reservoir{"quiet": {oldest: make([]models.Request, 10)}, "loud": {oldest: make([]models.Request, 500), newest: make([]models.Request, 500)}}
 	if share := fairShare(per, []string{"loud", "quiet"}, 100); share != 90 {
 		t.Errorf("fair share %d, want 90 (the quiet source keeps its 10)", share)
+	}
+}
+
+// TestUnreadableCurrentModelDoesNotStopTraining: after an upgrade that
+// changes the codec, the sections in force (written by the previous
+// version) cannot be read; training goes on without them, says why, and
+// publishes a model this version reads.
+func TestUnreadableCurrentModelDoesNotStopTraining(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	st, err := store.New(rdb, store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, recs := setup(t)
+	ctx := context.Background()
+	ingestBatches(t, st, recs)
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !rep.Published {
+		t.Fatalf("first round: %+v %v", rep, err)
+	}
+	rel, err := st.Release(ctx, rep.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same sections as an older codec version wrote them: a stored
+	// section is its content model's sha256 (hex), then the section
+	// without its content model, header first.
+	for name, sha := range rel.Sections {
+		key := store.DefaultConfig().Prefix + ":{" + name + "}:section:" + sha
+		b, err := rdb.Get(ctx, key).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[64+4], b[64+5] = byte(models.CodecVersion-1), 0
+		if err := rdb.Set(ctx, key, b, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.LoadModel(ctx, rep.SHA256); !errors.Is(err, models.ErrModelFormat) {
+		t.Fatalf("the model in force, rewritten as an older version: %v", err)
+	}
+	// The same traffic gives sections of the same payloads, hence the same
+	// release: stored again in this build's codec, it reads (a real
+	// upgrade changes the payloads too, and publishes a new release).
+	rep2, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
+	if err != nil || !rep2.Published && !rep2.Unchanged || !strings.Contains(rep2.CurrentUnreadable, "codec version") {
+		t.Fatalf("round over an unreadable model in force: %+v %v", rep2, err)
+	}
+	if cur, _ := st.Current(ctx); cur != rep2.SHA256 {
+		t.Errorf("current %s, want the round's %s", cur, rep2.SHA256)
+	}
+	if _, err := st.LoadModel(ctx, rep2.SHA256); err != nil {
+		t.Errorf("the model in force does not load after the round: %v", err)
+	}
+}
+
+// TestSameTrafficIsTheSameRelease: a round on the traffic the model in
+// force was trained on gives the same sections, and publishes nothing.
+func TestSameTrafficIsTheSameRelease(t *testing.T) {
+	st, _, recs := setup(t)
+	ctx := context.Background()
+	ingestBatches(t, st, recs)
+	first, err := Round(ctx, st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !first.Published {
+		t.Fatalf("%+v %v", first, err)
+	}
+	rep, err := Round(ctx, st, DefaultConfig(), time.Unix(1, 0))
+	if err != nil || rep.Published || !rep.Unchanged || rep.Changed != 0 {
+		t.Fatalf("a round on the same traffic: %+v %v", rep, err)
 	}
 }
 

@@ -397,7 +397,7 @@ func ParseDenyReasons(names []string) (models.ReasonSet, error) {
 		case "structure":
 			s.Union(&models.StructuralReasons)
 		case "size":
-			s.Add(models.ReasonRequestSize)
+			s.Union(&models.SizeReasons)
 		case "none":
 		default:
 			c, ok := models.ParseReason(n)

@@ -71,11 +71,37 @@ func passthroughWasm(b *testing.B, profile wazerohost.Profile) types.VMContext {
 	return vm
 }
 
+// benchBody is the body of the large-request benchmark: a 64 KiB form
+// (the default max_body_bytes), as a proxy hands it on in 16 KiB chunks.
+var benchBody = func() [][]byte {
+	pair := "stars=4&text=loved+it&"
+	b := []byte(strings.Repeat(pair, (64<<10)/len(pair)+1)[:64<<10])
+	var chunks [][]byte
+	for len(b) > 0 {
+		n := min(len(b), 16<<10)
+		chunks, b = append(chunks, b[:n]), b[n:]
+	}
+	return chunks
+}()
+
+// benchPost is the large request's headers.
+var benchPost = [][2]string{
+	{":method", "POST"}, {":path", "/reviews"}, {":authority", "reviews.shop.svc.cluster.local"},
+	{":scheme", "http"}, {"user-agent", "Go-http-client/1.1"}, {"accept", "application/json"},
+	{"content-type", "application/x-www-form-urlencoded"}, {"x-request-id", "0b0c5a8e-9a4f-4a2e-8f58-0d7cfa0c1a6b"},
+}
+
 // perRequest measures n requests through an emulated proxy, after
 // warmRequests untimed ones: for each, a new stream, its request headers,
 // and its end. It returns the wall time and the
 // calling thread's CPU time (the caller locks its thread).
 func perRequest(b *testing.B, vm types.VMContext, config []byte, n int) (wall, cpu time.Duration) {
+	return serveRequests(b, vm, config, n, false)
+}
+
+// serveRequests is perRequest, of the typical request (benchHeaders) or,
+// with body, of the 64 KiB form (benchPost, benchBody).
+func serveRequests(b *testing.B, vm types.VMContext, config []byte, n int, body bool) (wall, cpu time.Duration) {
 	opt := proxytest.NewEmulatorOption().WithVMContext(vm).WithPluginConfiguration(config).
 		WithProperty([]string{"connection", "uri_san_peer_certificate"}, []byte(frontend))
 	host, reset := proxytest.NewHostEmulator(opt)
@@ -87,8 +113,19 @@ func perRequest(b *testing.B, vm types.VMContext, config []byte, n int) (wall, c
 	serve := func(n int) {
 		for i := 0; i < n; i++ {
 			id := host.InitializeHttpContext()
-			if host.CallOnRequestHeaders(id, benchHeaders, true) != types.ActionContinue {
-				b.Fatal("request not continued")
+			if !body {
+				if host.CallOnRequestHeaders(id, benchHeaders, true) != types.ActionContinue {
+					b.Fatal("request not continued")
+				}
+			} else {
+				host.CallOnRequestHeaders(id, benchPost, false)
+				var a types.Action
+				for k, c := range benchBody {
+					a = host.CallOnRequestBody(id, c, k == len(benchBody)-1)
+				}
+				if a != types.ActionContinue {
+					b.Fatal("request not continued")
+				}
 			}
 			host.CompleteHttpContext(id)
 			// As in a proxy: the plugin ticks (1 s) and ships its records,
@@ -146,6 +183,23 @@ func BenchmarkRequest(b *testing.B) {
 	}
 }
 
+// BenchmarkRequestBody64K is BenchmarkRequest for a POST of a 64 KiB form
+// (the default max_body_bytes), read as it passes in four 16 KiB chunks,
+// the proxy buffering it (in the emulator) while the filter reads it.
+func BenchmarkRequestBody64K(b *testing.B) {
+	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
+	b.Run("native", func(b *testing.B) {
+		b.ReportAllocs()
+		_, _ = serveRequests(b, &vmContext{}, cfg, b.N, true)
+	})
+	for _, e := range profileEnvs() {
+		p := wazerohost.Profile(strings.TrimPrefix(e.name, "wasm-"))
+		b.Run(e.name, func(b *testing.B) {
+			ownCostOf(b, e.newVM(b), passthroughWasm(b, p), cfg, true)
+		})
+	}
+}
+
 // ownCost reports the filter's and the pass-through's wall time per request
 // and their difference (own-ns/op), and the same difference in the
 // benchmark thread's CPU time (own-cpu-ns/op, Linux only): the wasm runs on
@@ -157,15 +211,21 @@ func BenchmarkRequest(b *testing.B) {
 // speed then weighs on both alike, and the difference averages over several
 // layouts of the guest's heap (a single run varies by about ±10 %).
 func ownCost(b *testing.B, filterVM, passVM types.VMContext, cfg []byte) {
+	ownCostOf(b, filterVM, passVM, cfg, false)
+}
+
+// ownCostOf is ownCost of the typical request or, with body, of the 64 KiB
+// form.
+func ownCostOf(b *testing.B, filterVM, passVM types.VMContext, cfg []byte, body bool) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	b.ResetTimer()
 	var filter, filterCPU, pass, passCPU time.Duration
 	for done := 0; done < b.N; {
 		n := min(ownRound, b.N-done)
-		w, c := perRequest(b, filterVM, cfg, n)
+		w, c := serveRequests(b, filterVM, cfg, n, body)
 		filter, filterCPU = filter+w, filterCPU+c
-		w, c = perRequest(b, passVM, nil, n)
+		w, c = serveRequests(b, passVM, nil, n, body)
 		pass, passCPU = pass+w, passCPU+c
 		done += n
 	}

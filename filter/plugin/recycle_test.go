@@ -12,8 +12,10 @@ import (
 
 // TestRecycledContextIsFresh: a finished stream's context, reset for reuse,
 // is a new context in every field (reflection finds fields added later),
-// but for what reset keeps on purpose: the header slice's backing array,
-// the reasons behind a zero count, and the host buffers' walker.
+// but for what reset keeps on purpose: the header slice's and the body
+// prefix's backing arrays, the scratch a body is read with,
+// the reasons behind a zero count, the verdict's parts (scoring clears them
+// before it reads any), and the host buffers' walker.
 func TestRecycledContextIsFresh(t *testing.T) {
 	p := &pluginContext{}
 	h := &httpContext{plugin: p}
@@ -23,8 +25,10 @@ func TestRecycledContextIsFresh(t *testing.T) {
 	h.bufs.n = 0 // hostBuffers.release hands back only what it was given
 	h.reset()
 	h.pooled = false
-	h.req.Headers = nil
+	h.req.Headers, h.req.Body, h.scratch = nil, nil, nil
 	h.verdict.Reasons = [models.MaxReasons]models.Reason{}
+	h.verdict.Parts = [models.NParts]float64{}
+	h.verdict.Codes = [models.NParts]models.ReasonCode{}
 	h.bufs.pairs = goabi.Pairs{}
 	h.bufs.b = [4][]byte{}
 	fresh := httpContext{plugin: p}

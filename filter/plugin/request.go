@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -10,13 +11,21 @@ import (
 	"github.com/meshward/meshward/models"
 )
 
-// Bounds on what the filter copies out of a request: a hostile request must
-// not make the filter's work or memory grow without limit.
-const (
-	maxHeaders     = 128
-	maxHeaderValue = 4096
-	maxSource      = 256
-)
+// maxSource bounds a caller's identity. The headers the filter reads are
+// bounded by the configuration (max_headers, max_header_bytes): a hostile
+// request must not make the filter's work or memory grow without limit.
+const maxSource = 256
+
+// headerLimits bound what readRequest inspects of a request's headers.
+type headerLimits struct{ count, bytes int }
+
+// headerRead is what readRequest found beyond reading the request: a
+// verdict header the client sent itself (forged), and the header bytes
+// (names and values, :path included) past the limits, left uninspected.
+type headerRead struct {
+	forged      bool
+	uninspected int
+}
 
 var errNoPath = errors.New("request has no :path")
 
@@ -30,10 +39,10 @@ var errNoPath = errors.New("request has no :path")
 // values are views of the host's buffer, which nothing writes to again), and
 // r.Headers reuses its backing array from the previous request of a pooled
 // context.
-func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader string) (forged bool, err error) {
+func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader string, lim headerLimits) (hr headerRead, err error) {
 	buf, err := goabi.RequestHeaderPairs()
 	if err != nil {
-		return false, err
+		return hr, err
 	}
 	bufs.keep(buf)
 	r.Destination = workload
@@ -42,44 +51,63 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 	}
 	r.Headers = r.Headers[:0]
 	havePath := false
+	budget := lim.bytes
 	it := &bufs.pairs
 	it.Reset(buf)
 	for it.Next() {
 		name, value := bytesString(it.Name), bytesString(it.Value)
-		if len(value) > maxHeaderValue {
-			value = value[:maxHeaderValue]
-		}
 		if len(name) > 0 && name[0] == ':' {
 			switch name {
 			case ":method":
 				r.Method = value
 			case ":path":
+				// The target counts in the header budget: a query past
+				// it is not read.
+				if len(value) > budget {
+					hr.uninspected += len(value) - max(budget, 0)
+					value = value[:max(budget, 0)]
+				}
+				budget -= len(value)
 				r.Path, r.Query = models.SplitTarget(value)
 				havePath = true
 			}
 			continue
 		}
 		if name == scoreHeader || name == headerReason {
-			forged = true
+			hr.forged = true
 			continue
 		}
-		if n := len(r.Headers); n < maxHeaders {
-			// Field by field: appending a 32-byte literal is a memory.copy
-			// per header in wasm.
-			if n < cap(r.Headers) {
-				r.Headers = r.Headers[:n+1]
-			} else {
-				r.Headers = append(r.Headers, models.Header{})
-			}
-			h := &r.Headers[n]
-			h.Name, h.Value = name, value
+		if name == "content-length" {
+			// What the client says it sends: a body beyond what the route
+			// ever sent is judged before all of it arrives.
+			r.RequestBytes, _ = strconv.ParseInt(value, 10, 64)
 		}
+		n := len(r.Headers)
+		if n == lim.count || budget <= len(name) {
+			hr.uninspected += len(name) + len(value)
+			continue
+		}
+		budget -= len(name)
+		if len(value) > budget {
+			hr.uninspected += len(value) - budget
+			value = value[:budget]
+		}
+		budget -= len(value)
+		// Field by field: appending a 32-byte literal is a memory.copy
+		// per header in wasm.
+		if n < cap(r.Headers) {
+			r.Headers = r.Headers[:n+1]
+		} else {
+			r.Headers = append(r.Headers, models.Header{})
+		}
+		h := &r.Headers[n]
+		h.Name, h.Value = name, value
 	}
 	if !havePath {
-		return forged, errNoPath
+		return hr, errNoPath
 	}
 	r.Source = sourceIdentity(bufs)
-	return forged, nil
+	return hr, nil
 }
 
 // hostBuffers are the host's buffers a stream's request views (header

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestOnlyItsOwnSection(t *testing.T) {
 		{"a whole-mesh model", config(t, pluginconfig.ModeEnforce, mesh), []string{"whole-mesh model", "meshward model config -workload"}},
 		// A real configuration of the previous release: a whole model, codec
 		// version 6, trained on this file's fixture (testdata/v6-config.json).
-		{"a version 6 whole model", v6, []string{"codec version 6, this build reads version 7", "retrain"}},
+		{"a version 6 whole model", v6, []string{"codec version 6, this build reads version " + strconv.Itoa(models.CodecVersion), "retrain"}},
 	}
 	forEachEnv(t, func(t *testing.T, e env) {
 		host := e.mustStart(t, hostOpts{config: strictConfig(t, own), props: peer(attacker)})

@@ -217,17 +217,17 @@ func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *reco
 	var body []byte
 	if len(r.Body) > 0 {
 		// The body travels as its shape, as query values do.
-		body = shapeBody(r)
+		body = models.ShapeBody(r)
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
 		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body)
 	n := 0
 	for _, h := range r.Headers {
-		if models.SkipHeader(h.Name) || n == maxShippedHeaders {
+		if models.SkipHeader(h.Name) || n == models.MaxShippedHeaders {
 			continue
 		}
 		value := h.Value
-		if h.Name != "content-type" || len(h.Value) > maxContentType {
+		if h.Name != "content-type" || len(h.Value) > models.MaxShippedContentType {
 			// A media type names a format, not data, and the trainer
 			// needs it to read the body as the filter will; any other
 			// value travels as its shape.
@@ -256,27 +256,10 @@ func recordSize(r *models.Request, route string, v *record.Version) int {
 		n += (min(len(r.Body), models.MaxBodyPrefix)*3)/2 + 16
 	}
 	for i, h := range r.Headers {
-		if i == maxShippedHeaders {
+		if i == models.MaxShippedHeaders {
 			break
 		}
 		n += 24 + len(h.Name) + min(len(h.Value), models.MaxValueBytes)
 	}
 	return n
 }
-
-// shapeBody is the shape of a request's body: a form keeps its parameter
-// names with shaped values (models.ShapeQuery), anything else is one shaped
-// value (models.ShapeValue, capped as the model caps a value).
-func shapeBody(r *models.Request) []byte {
-	ct, _ := r.Header("content-type")
-	if len(ct) >= 33 && strings.EqualFold(ct[:33], "application/x-www-form-urlencoded") {
-		return []byte(models.ShapeQuery(string(r.Body)))
-	}
-	return []byte(models.ShapeValue(string(r.Body)))
-}
-
-// maxContentType bounds a content-type shipped as is.
-const maxContentType = 128
-
-// maxShippedHeaders bounds the headers a record carries.
-const maxShippedHeaders = 16

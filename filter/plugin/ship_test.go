@@ -165,6 +165,30 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	}
 }
 
+// TestShippedRecordIsTheShapedRequest: what the trainer decodes from a
+// record is models.ShapeRequest of the request, which offline evaluation
+// trains on to measure the model a mesh runs (make eval's shaped rows).
+func TestShippedRecordIsTheShapedRequest(t *testing.T) {
+	for _, r := range []*models.Request{
+		{Method: "GET", Path: "/reviews/77/x", Query: "q=a%27b+c&n=12&flag", Source: frontend, Destination: workload, Status: 200, ResponseBytes: 9,
+			Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}, {Name: "accept", Value: "*/*"}}},
+		{Method: "POST", Path: "/reviews", Source: frontend, Destination: workload, Body: []byte("stars=5&text=it%27s+<b>"), RequestBytes: 70000,
+			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}},
+		{Method: "PUT", Path: "/r/1", Source: frontend, Destination: workload, Body: []byte(`{"a":"b c"}`),
+			Headers: []models.Header{{Name: "content-type", Value: "application/json"}, {Name: "cookie", Value: "s=1; t=2"}}},
+	} {
+		var rec record.Record
+		if err := json.Unmarshal(encodeRecord(r, 0.1, false, false, nil, new([]byte)), &rec); err != nil {
+			t.Fatal(err)
+		}
+		want := models.ShapeRequest(r)
+		got := rec.Request
+		if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+			t.Errorf("shipped\n%+v\nShapeRequest\n%+v", got, want)
+		}
+	}
+}
+
 // TestRecordIsAllocatedOnce checks that recordSize leaves room for a
 // typical record (the benchmark's request, with a model's version fields and
 // a form body), so encodeRecord never grows it: the line keeps the capacity

@@ -32,6 +32,21 @@ const (
 	ModeEnforce Mode = "enforce"
 )
 
+// LimitAction is what enforce mode does with a request beyond the
+// inspection limits (max_body_bytes, max_headers, max_header_bytes), as
+// ModSecurity's SecRequestBodyLimitAction (Reject, ProcessPartial).
+type LimitAction string
+
+// The limit actions.
+const (
+	// LimitDeny answers 413 (a body) or 431 (headers) without letting the
+	// request upstream: what cannot be inspected does not pass.
+	LimitDeny LimitAction = "deny"
+	// LimitInspect judges what fits within the limits and lets the rest
+	// through uninspected.
+	LimitInspect LimitAction = "inspect"
+)
+
 // Defaults, in one place.
 const (
 	DefaultMode        = ModeLearn
@@ -39,6 +54,16 @@ const (
 	DefaultSampleRate  = 0.05
 	DefaultMaxBuffer   = 2000
 	DefaultBatchSize   = 500
+	// DefaultMaxBodyBytes is how much of a body is inspected: a form of
+	// a thousand fields, a JSON document of some size.
+	DefaultMaxBodyBytes = models.DefaultBodyLimit
+	// DefaultMaxHeaders and DefaultMaxHeaderBytes bound the headers
+	// inspected: Envoy's own defaults (max_request_headers_count 100,
+	// max_request_headers_kb 60) with room.
+	DefaultMaxHeaders     = 128
+	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultOverLimit denies what cannot be inspected, in enforce mode.
+	DefaultOverLimit = LimitDeny
 	// MaxConfigBytes bounds the whole document (the model section
 	// dominates it: base64 of up to models.MaxSectionBytes).
 	MaxConfigBytes = 2 * models.MaxSectionBytes
@@ -57,6 +82,7 @@ var (
 	ErrWorkload         = errors.New("workload")
 	ErrScoreHeader      = errors.New("score_header")
 	ErrShipping         = errors.New("shipping")
+	ErrLimits           = errors.New("limits")
 	ErrDenyReasons      = enforcement.ErrDenyReasons
 	ErrExceptions       = errors.New("exceptions")
 )
@@ -102,6 +128,22 @@ type Config struct {
 	// the same header names. It tells clients how they were judged: for
 	// replay and debugging, not for production.
 	ResponseScore bool `json:"response_score,omitempty"`
+	// MaxBodyBytes is how much of a request body the filter inspects, as
+	// it passes (default 65536; 1024 to 1048576). The proxy buffers up to
+	// this much of a body while it is judged, so keep it below the
+	// listener's per_connection_buffer_limit_bytes (1 MiB by default).
+	MaxBodyBytes int `json:"max_body_bytes,omitempty"`
+	// MaxHeaders and MaxHeaderBytes bound the headers inspected: their
+	// count (default 128; 1 to 1024) and the bytes of their names and
+	// values (default 65536; 1024 to 1048576).
+	MaxHeaders     int `json:"max_headers,omitempty"`
+	MaxHeaderBytes int `json:"max_header_bytes,omitempty"`
+	// OverLimit is what enforce mode does with a request beyond those
+	// limits: deny (the default: 413 for a body, 431 for headers) or
+	// inspect (judge what fits, let the rest through). Monitor mode always
+	// judges what fits. Bytes not inspected count in
+	// meshward_uninspected_bytes_total either way.
+	OverLimit LimitAction `json:"over_limit,omitempty"`
 	// DenyReasons are the reasons enforce mode denies a flagged request
 	// for (names, or the groups default, values, content, structure,
 	// size, none); absent: the graduated default (content and values, and a body
@@ -132,6 +174,9 @@ type Settings struct {
 	BatchSize        int
 	// CollectorTimeoutMS bounds one batch's call.
 	CollectorTimeoutMS uint32
+	// The inspection limits and what enforce mode does beyond them.
+	MaxBodyBytes, MaxHeaders, MaxHeaderBytes int
+	OverLimit                                LimitAction
 	// Policy is what enforce mode denies (and monitor mode reports it
 	// would): deny_reasons and the exceptions.
 	Policy enforcement.Policy
@@ -170,6 +215,22 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		MaxBuffer:          c.MaxBuffer,
 		BatchSize:          c.BatchSize,
 		CollectorTimeoutMS: 2000,
+		MaxBodyBytes:       c.MaxBodyBytes,
+		MaxHeaders:         c.MaxHeaders,
+		MaxHeaderBytes:     c.MaxHeaderBytes,
+		OverLimit:          c.OverLimit,
+	}
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if s.MaxHeaders == 0 {
+		s.MaxHeaders = DefaultMaxHeaders
+	}
+	if s.MaxHeaderBytes == 0 {
+		s.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if s.OverLimit == "" {
+		s.OverLimit = DefaultOverLimit
 	}
 	if c.SampleRate != nil {
 		s.SampleRate = *c.SampleRate
@@ -233,6 +294,20 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		errs = append(errs, fmt.Errorf("%w: not set, and the node metadata has no WORKLOAD_NAME", ErrWorkload))
 	case len(s.Workload) > 253 || strings.ContainsFunc(s.Workload, isSpaceOrControl):
 		errs = append(errs, fmt.Errorf("%w: %q is not a workload name", ErrWorkload, s.Workload))
+	}
+	if s.MaxBodyBytes < 1024 || s.MaxBodyBytes > models.MaxBodyLimit {
+		errs = append(errs, fmt.Errorf("%w: max_body_bytes %d is not in [1024,%d]", ErrLimits, s.MaxBodyBytes, models.MaxBodyLimit))
+	}
+	if s.MaxHeaders < 1 || s.MaxHeaders > 1024 {
+		errs = append(errs, fmt.Errorf("%w: max_headers %d is not in [1,1024]", ErrLimits, s.MaxHeaders))
+	}
+	if s.MaxHeaderBytes < 1024 || s.MaxHeaderBytes > 1<<20 {
+		errs = append(errs, fmt.Errorf("%w: max_header_bytes %d is not in [1024,1048576]", ErrLimits, s.MaxHeaderBytes))
+	}
+	switch s.OverLimit {
+	case LimitDeny, LimitInspect:
+	default:
+		errs = append(errs, fmt.Errorf("%w: over_limit %q is not one of deny, inspect", ErrLimits, s.OverLimit))
 	}
 	if s.Model != nil && s.Workload != "" && s.Model.SectionFor != models.GlobalWorkload && s.Model.SectionFor != s.Workload {
 		errs = append(errs, fmt.Errorf("%w: the section is for workload %q, this filter serves workload %q (each workload takes its own section: meshward model config -workload %s)",

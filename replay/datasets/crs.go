@@ -177,7 +177,7 @@ func parseRawRequest(raw []byte) (req models.Request, why string) {
 	if err != nil {
 		return req, "encoded_request not parseable by net/http"
 	}
-	body, err := io.ReadAll(io.LimitReader(hr.Body, models.MaxBodyPrefix+1))
+	body, err := io.ReadAll(io.LimitReader(hr.Body, models.MaxBody+1))
 	hr.Body.Close()
 	if err != nil {
 		return req, "encoded_request body not readable"

@@ -119,7 +119,7 @@ type Report struct {
 	// SkippedBy counts skipped entries by reason, e.g.
 	// "unknown encoder Foo" or "missing uri".
 	SkippedBy map[string]int
-	// Truncated counts examples whose body was cut to models.MaxBodyPrefix.
+	// Truncated counts examples whose body was cut to models.MaxBody.
 	Truncated int
 }
 
@@ -204,10 +204,10 @@ func baseHeaders() []models.Header {
 	}
 }
 
-// capBody returns b cut to models.MaxBodyPrefix and whether it was cut.
+// capBody returns b cut to models.MaxBody and whether it was cut.
 func capBody(b []byte) ([]byte, bool) {
-	if len(b) > models.MaxBodyPrefix {
-		return b[:models.MaxBodyPrefix:models.MaxBodyPrefix], true
+	if len(b) > models.MaxBody {
+		return b[:models.MaxBody:models.MaxBody], true
 	}
 	return b, false
 }

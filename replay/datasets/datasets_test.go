@@ -174,8 +174,8 @@ func TestCRSRegression(t *testing.T) {
 		fmt.Sprintf(`{"file":"f.yaml","category":"REQUEST-921-PROTOCOL-ATTACK","test_id":4,"stage":1,"label":"rule_fires","method":null,"uri":null,"headers":null,"data":null,"encoded_request":%q}`, base64.StdEncoding.EncodeToString([]byte(raw))),
 		// line 7: a raw request net/http refuses
 		fmt.Sprintf(`{"file":"f.yaml","category":"REQUEST-921-PROTOCOL-ATTACK","test_id":5,"stage":1,"label":"rule_fires","encoded_request":%q}`, base64.StdEncoding.EncodeToString([]byte("NOT A REQUEST\r\n\r\n"))),
-		// line 8: a body longer than MaxBodyPrefix
-		fmt.Sprintf(`{"file":"f.yaml","category":"REQUEST-942-APPLICATION-ATTACK-SQLI","test_id":6,"stage":1,"label":"rule_fires","method":"POST","uri":"/","headers":{},"data":%q}`, strings.Repeat("a", models.MaxBodyPrefix+10)),
+		// line 8: a body longer than MaxBody
+		fmt.Sprintf(`{"file":"f.yaml","category":"REQUEST-942-APPLICATION-ATTACK-SQLI","test_id":6,"stage":1,"label":"rule_fires","method":"POST","uri":"/","headers":{},"data":%q}`, strings.Repeat("a", models.MaxBody+10)),
 	}
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
@@ -229,8 +229,8 @@ func TestCRSRegression(t *testing.T) {
 	if got := strings.Join(names, ","); got != "content-length=5,host=h.example,x-a=1,x-b=2" {
 		t.Errorf("raw headers %s", got)
 	}
-	if len(ex[3].Request.Body) != models.MaxBodyPrefix {
-		t.Errorf("body of %d bytes, want %d", len(ex[3].Request.Body), models.MaxBodyPrefix)
+	if len(ex[3].Request.Body) != models.MaxBody {
+		t.Errorf("body of %d bytes, want %d", len(ex[3].Request.Body), models.MaxBody)
 	}
 }
 
@@ -260,7 +260,7 @@ placeholder:
   - Bogus
 type: SQL Injection
 `))
-	writeFile(t, dir, gotestwafDir+"/community/big.yml", []byte("payload:\n  - \""+strings.Repeat("z", 3*models.MaxBodyPrefix)+"\"\nencoder:\n  - URL\nplaceholder:\n  - HTMLForm\ntype: 8KB XSS\n"))
+	writeFile(t, dir, gotestwafDir+"/community/big.yml", []byte("payload:\n  - \""+strings.Repeat("z", 3*models.MaxBody)+"\"\nencoder:\n  - URL\nplaceholder:\n  - HTMLForm\ntype: 8KB XSS\n"))
 	writeFile(t, dir, gotestwafDir+"/false-pos/texts.yml", []byte("payload:\n  - hello there\n  - select a seat\n"))
 	writeFile(t, dir, gotestwafDir+"/owasp/broken.yml", []byte("payload: [unclosed\n"))
 
@@ -300,10 +300,10 @@ type: SQL Injection
 	}
 
 	big := get("community/big.yml:0:URL:HTMLForm")
-	if !big.Attack || big.AttackType != "8kb-xss" || len(big.Request.Body) != models.MaxBodyPrefix {
+	if !big.Attack || big.AttackType != "8kb-xss" || len(big.Request.Body) != models.MaxBody {
 		t.Errorf("big: attack %v type %q body %d", big.Attack, big.AttackType, len(big.Request.Body))
 	}
-	if cl := header(t, big.Request, "content-length"); cl != fmt.Sprint(len("field=")+3*models.MaxBodyPrefix) {
+	if cl := header(t, big.Request, "content-length"); cl != fmt.Sprint(len("field=")+3*models.MaxBody) {
 		t.Errorf("big content-length %s", cl)
 	}
 
@@ -435,7 +435,7 @@ func TestRealData(t *testing.T) {
 			}
 			ids[e.ID] = true
 			r := e.Request
-			if r.Method == "" || r.Path == "" || r.Source != "client" || r.Destination != name || len(r.Body) > models.MaxBodyPrefix {
+			if r.Method == "" || r.Path == "" || r.Source != "client" || r.Destination != name || len(r.Body) > models.MaxBody {
 				t.Errorf("%s: bad request shape for %s", name, e.ID)
 			}
 			if e.Attack != (e.AttackType != "") && name != CRSRegression {

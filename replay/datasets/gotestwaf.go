@@ -62,8 +62,8 @@ var (
 // that cannot be carried (a CR, LF or NUL in a header) and non-string
 // payloads are skipped and counted, per generated request, in the Report
 // under a reason naming them. A file that is not valid YAML is skipped as
-// one entry. Bodies are cut to models.MaxBodyPrefix (the 8 KB–128 KB
-// "community" payloads are kept, truncated) and counted in Report.Truncated.
+// one entry. Bodies are cut to models.MaxBody and counted in
+// Report.Truncated.
 //
 // IDs are "gotestwaf:<file>:<payload index>:<encoder>:<placeholder>" with
 // the file relative to testcases/ and the payload index 0-based; a

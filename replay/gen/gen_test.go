@@ -2,9 +2,12 @@ package gen
 
 import (
 	"bytes"
+	"net/url"
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source"
 )
 
@@ -76,5 +79,66 @@ func TestConfigValidate(t *testing.T) {
 	cfg.Requests, cfg.AttackAt = 5, 2
 	if _, err := New(cfg); err == nil {
 		t.Error("bad config accepted")
+	}
+}
+
+func TestAppIsSeededClosedAndLabelled(t *testing.T) {
+	cfg := DefaultAppConfig()
+	cfg.Requests, cfg.Attacks = 3000, 600
+	a, err := NewApp(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewApp(cfg)
+	ra, rb := a.Generate(), b.Generate()
+	if !reflect.DeepEqual(ra, rb) {
+		t.Fatal("same seed, different traffic")
+	}
+	attackAt := cfg.Start.Add(time.Duration(cfg.AttackAt * float64(cfg.Duration)))
+	kinds := map[string]int{}
+	// Each route of the normal traffic takes a fixed set of names.
+	names := map[string]map[string]bool{}
+	normal := 0
+	for i, r := range ra {
+		if i > 0 && r.TS.Before(ra[i-1].TS) {
+			t.Fatalf("record %d out of time order", i)
+		}
+		if r.IsAttack() {
+			kinds[r.AttackType]++
+			if r.TS.Before(attackAt) {
+				t.Errorf("attack %s at %v, before the attack phase", r.AttackType, r.TS)
+			}
+			continue
+		}
+		normal++
+		key := r.Request.Method + " " + models.Template(r.Request.Path)
+		if names[key] == nil {
+			names[key] = map[string]bool{}
+		}
+		for _, q := range []string{r.Request.Query, string(r.Request.Body)} {
+			vs, err := url.ParseQuery(q)
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			for n := range vs {
+				names[key][n] = true
+			}
+		}
+	}
+	if normal != cfg.Requests {
+		t.Errorf("%d normal requests, want %d", normal, cfg.Requests)
+	}
+	for _, k := range appAttackKinds {
+		if kinds[k.name] == 0 {
+			t.Errorf("no %s attack among %v", k.name, kinds)
+		}
+	}
+	for route, ns := range names {
+		if len(ns) > 16 {
+			t.Errorf("route %s takes %d names: not a closed set", route, len(ns))
+		}
+	}
+	if len(names) < 15 {
+		t.Errorf("%d routes, want an application's worth", len(names))
 	}
 }

@@ -172,8 +172,8 @@ func parseHAREntry(raw json.RawMessage) (*Record, error) {
 	if q.BodySize != nil && *q.BodySize > 0 {
 		req.RequestBytes = *q.BodySize
 	}
-	if len(body) > models.MaxBodyPrefix {
-		body = body[:models.MaxBodyPrefix]
+	if len(body) > models.MaxBody {
+		body = body[:models.MaxBody]
 	}
 	if len(body) > 0 {
 		req.Body = body

@@ -161,8 +161,8 @@ func parseJSONL(b []byte) (*Record, error) {
 	}
 	req.Path, req.Query = models.SplitTarget(target)
 	req.Headers = hs
-	if len(j.Body) > models.MaxBodyPrefix {
-		j.Body = j.Body[:models.MaxBodyPrefix]
+	if len(j.Body) > models.MaxBody {
+		j.Body = j.Body[:models.MaxBody]
 	}
 	if j.Body != "" {
 		req.Body = []byte(j.Body)

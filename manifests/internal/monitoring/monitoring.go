@@ -63,6 +63,8 @@ var rows = []row{
 			queries: []query{{`sum by (source_workload, source_workload_namespace, destination_workload, destination_workload_namespace) (rate(istio_requests_total{reporter="destination", meshward_verdict="denied"}[5m]))`, "{{source_workload}}.{{source_workload_namespace}} → {{destination_workload}}.{{destination_workload_namespace}}"}}},
 		{kind: "timeseries", title: "Unscored share per workload", unit: "percentunit", help: "Requests the filter let through without a score (no model section, internal error).",
 			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unscored_total[5m])) / sum by (destination_workload_namespace, destination_workload) (rate(meshward_requests_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
+		{kind: "timeseries", title: "Bytes not inspected per workload", unit: "Bps", help: "Request bytes the filter let through without reading them: bodies past max_body_bytes, headers past max_headers or max_header_bytes (monitor mode, or over_limit inspect).",
+			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_uninspected_bytes_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
 		{kind: "timeseries", title: "Unidentified callers per workload", unit: "reqps", help: "Requests whose caller nothing trustworthy named (no mTLS identity, no address): scored as an unknown caller, never learned.",
 			queries: []query{{`sum by (destination_workload_namespace, destination_workload) (rate(meshward_unidentified_total[5m]))`, "{{destination_workload}}.{{destination_workload_namespace}}"}}},
 	}},
