@@ -110,7 +110,7 @@ lint: $(GOLANGCI) ## golangci-lint with .golangci.yml (errcheck, staticcheck, un
 test: check lint deps kube $(WASM) $(PASSWASM) $(BIN) ## everything CI runs: check, lint, unit and .wasm tests, short fuzzing
 	MESHWARD_BIN=$(abspath $(BIN)) $(GO) test -p $(TEST_P) -count=1 -timeout 15m $$($(GO) list ./... | grep -v /e2e)
 	cd filter/goabi && $(GO) test -count=1 ./...
-	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME) FUZZMINIMIZETIME=$(TEST_FUZZMINIMIZETIME)
 
 soak: $(WASM) ## the full soak of the compiled filter on every Envoy host profile (1,000,000 requests, 100 model swaps each)
 	$(GO) test -count=1 -run '^TestSoak$$' -v -timeout 60m ./replay/soak/ -soak.requests 500000 -soak.updates 100
@@ -131,14 +131,18 @@ TEST_P ?= 4
 FUZZTIME ?= 30s
 # make test's short fuzzing: every target, this many executions each, on
 # top of the corpus the earlier runs found (kept in Go's cache); make fuzz
-# is the long run.
+# is the long run (`make fuzz FUZZMINIMIZETIME=60s`). Each new input that widens coverage is minimized for at
+# most FUZZMINIMIZETIME (go test's default: 60 s): in make test, 1,000
+# executions, or one target minimizing large request bodies takes minutes.
 TEST_FUZZTIME ?= 100000x
+TEST_FUZZMINIMIZETIME ?= 1000x
+FUZZMINIMIZETIME ?= 60s
 FUZZ_PKGS := ./models/ ./replay/source/ ./replay/source/internal/http1/
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@for pkg in $(FUZZ_PKGS); do \
 	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$target ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $$pkg || exit 1; \
 	  done; \
 	done
 
