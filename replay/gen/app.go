@@ -58,18 +58,9 @@ func DefaultAppConfig() AppConfig {
 
 // Validate reports every problem with the configuration.
 func (c AppConfig) Validate() error {
-	var errs []error
-	if c.Duration <= 0 {
-		errs = append(errs, errors.New("duration must be positive"))
-	}
-	if c.Requests < 100 || c.Requests > 10_000_000 {
-		errs = append(errs, fmt.Errorf("requests: %d is not in [100, 10000000]", c.Requests))
-	}
+	errs := trafficErrors(c.Duration, c.Requests, c.AttackAt)
 	if c.Attacks < 0 || c.Attacks > c.Requests {
 		errs = append(errs, fmt.Errorf("attacks: %d is not in [0, requests]", c.Attacks))
-	}
-	if !(c.AttackAt > 0 && c.AttackAt < 1) {
-		errs = append(errs, fmt.Errorf("attack_at: %v is not in (0,1)", c.AttackAt))
 	}
 	if c.Workload == "" || c.Source == "" {
 		errs = append(errs, errors.New("workload and source must be set"))

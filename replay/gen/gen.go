@@ -51,20 +51,27 @@ func DefaultConfig() Config {
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
-	var errs []error
-	if c.Duration <= 0 {
-		errs = append(errs, errors.New("duration must be positive"))
-	}
-	if c.Requests < 100 || c.Requests > 10_000_000 {
-		errs = append(errs, fmt.Errorf("requests: %d is not in [100, 10000000]", c.Requests))
-	}
-	if !(c.AttackAt > 0 && c.AttackAt < 1) {
-		errs = append(errs, fmt.Errorf("attack_at: %v is not in (0,1)", c.AttackAt))
-	}
+	errs := trafficErrors(c.Duration, c.Requests, c.AttackAt)
 	if c.TrustDomain == "" || c.Namespace == "" {
 		errs = append(errs, errors.New("trust domain and namespace must be set"))
 	}
 	return errors.Join(errs...)
+}
+
+// trafficErrors are the problems of a generated stream's window, size and
+// attack start, which every mode shares.
+func trafficErrors(d time.Duration, requests int, attackAt float64) []error {
+	var errs []error
+	if d <= 0 {
+		errs = append(errs, errors.New("duration must be positive"))
+	}
+	if requests < 100 || requests > 10_000_000 {
+		errs = append(errs, fmt.Errorf("requests: %d is not in [100, 10000000]", requests))
+	}
+	if !(attackAt > 0 && attackAt < 1) {
+		errs = append(errs, fmt.Errorf("attack_at: %v is not in (0,1)", attackAt))
+	}
+	return errs
 }
 
 // builtinGraph is a small shop: who calls whom.
