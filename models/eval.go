@@ -192,6 +192,26 @@ func bestF1(xs []Labelled) (best, cut float64) {
 	if len(s) > 0 {
 		cut = s[0].Score
 	}
+	flaggedDownTo(s, func(tp, fp, j int) {
+		// Flagging everything down to this score: the cut lies just below
+		// it (one below the lowest score when everything is flagged: a
+		// finite number, for JSON).
+		if f := ratio(2*tp, 2*tp+fp+(attacks-tp)); f > best {
+			best = f
+			cut = s[len(s)-1].Score - 1
+			if j < len(s) {
+				cut = s[j].Score
+			}
+		}
+	})
+	return best, cut
+}
+
+// flaggedDownTo walks s, sorted by descending score, a group of tied
+// scores at a time: after each, it calls f with the attacks and normal
+// examples flagged when everything down to that score is, and the index of
+// the next group.
+func flaggedDownTo(s []Labelled, f func(tp, fp, next int)) {
 	tp, fp := 0, 0
 	for i := 0; i < len(s); {
 		j := i
@@ -203,19 +223,9 @@ func bestF1(xs []Labelled) (best, cut float64) {
 			}
 			j++
 		}
-		// Flagging everything down to s[i].Score: the cut lies just below
-		// it (one below the lowest score when everything is flagged: a
-		// finite number, for JSON).
-		if f := ratio(2*tp, 2*tp+fp+(attacks-tp)); f > best {
-			best = f
-			cut = s[len(s)-1].Score - 1
-			if j < len(s) {
-				cut = s[j].Score
-			}
-		}
+		f(tp, fp, j)
 		i = j
 	}
-	return best, cut
 }
 
 // averagePrecision is the area under the precision–recall curve, stepwise,
@@ -232,21 +242,11 @@ func averagePrecision(xs []Labelled) float64 {
 	if total == 0 {
 		return math.NaN()
 	}
-	var tp, fp, ap, prevRecall float64
-	for i := 0; i < len(s); {
-		j := i
-		for j < len(s) && s[j].Score == s[i].Score {
-			if s[j].Attack {
-				tp++
-			} else {
-				fp++
-			}
-			j++
-		}
-		recall := tp / total
-		ap += (recall - prevRecall) * tp / (tp + fp)
+	var ap, prevRecall float64
+	flaggedDownTo(s, func(tp, fp, _ int) {
+		recall := float64(tp) / total
+		ap += (recall - prevRecall) * float64(tp) / float64(tp+fp)
 		prevRecall = recall
-		i = j
-	}
+	})
 	return ap
 }
