@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/url"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -337,6 +338,102 @@ func TestParamTailsShrinkTowardsTheWorkload(t *testing.T) {
 	for i := range few {
 		if few[i].TailMed != 0 || few[i].TailBeta != 0 || few[i].tail(7) != 7 {
 			t.Errorf("three values in all gave parameter %d the tail %v, %v", i, few[i].TailMed, few[i].TailBeta)
+		}
+	}
+}
+
+// TestFewHeldBackRequestsSetAConservativeThreshold: a section with too few
+// held-back requests to fit its parts' tails reads its threshold from their
+// largest few; drawn from an exponential tail, the threshold must let
+// through at most twice the target rate in all but a few of many draws,
+// not in half of them as the estimated scale alone would.
+func TestFewHeldBackRequestsSetAConservativeThreshold(t *testing.T) {
+	g := rand.New(rand.NewPCG(3, 4))
+	const fpr, trials = 0.001, 400
+	for _, n := range []int{8, 66, 150} {
+		over := 0
+		for range trials {
+			xs := make([]float64, n)
+			for i := range xs {
+				// Exponential with scale 3 nats beyond 2: free text's
+				// surprises spread far more than the floor of the span.
+				xs[i] = 2 + 3*g.ExpFloat64()
+			}
+			_, center := combinedCalibration(xs, fpr, false, tailPrior{})
+			// The share of such requests beyond the threshold.
+			if math.Exp(-(center-2)/3) > 2*fpr {
+				over++
+			}
+		}
+		share := float64(over) / trials
+		t.Logf("%d held-back requests: %.1f %% of draws over twice the target", n, 100*share)
+		if share > 0.15 {
+			t.Errorf("%d held-back requests: the threshold lets through more than twice the target rate in %.0f %% of draws (at most 15 %%)", n, 100*share)
+		}
+	}
+}
+
+// TestThinSectionsBorrowTheirTailScale: sections with too few held-back
+// requests to fit tails borrow the other such sections' tail scale, so a
+// small workload whose few held-back requests happen to spread is not
+// given a threshold its own handful of them would put out of reach; and a
+// section alone has no one to borrow from.
+func TestThinSectionsBorrowTheirTailScale(t *testing.T) {
+	g := rand.New(rand.NewPCG(5, 6))
+	draw := func(n int, scale float64) []float64 {
+		xs := make([]float64, n)
+		for i := range xs {
+			xs[i] = 1 + scale*g.ExpFloat64()
+		}
+		return xs
+	}
+	var sections [][]float64
+	for range 12 {
+		sections = append(sections, draw(40, 1))
+	}
+	priors := tailPriors(sections)
+	for i, p := range priors {
+		if p.weight != tailPriorWeight || p.scale < 0.5 || p.scale > 2 {
+			t.Errorf("section %d: prior %+v, want the others' scale (about 1) at weight %d", i, p, tailPriorWeight)
+		}
+	}
+	// Fourteen requests, the largest few far apart: alone, their threshold
+	// goes far beyond what the other sections' tails say.
+	few := []float64{0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.85, 0.85, 2.7, 2.7, 2.9}
+	_, alone := combinedCalibration(append([]float64(nil), few...), 0.001, false, tailPrior{})
+	_, borrowed := combinedCalibration(append([]float64(nil), few...), 0.001, false, tailPrior{scale: 1, weight: tailPriorWeight})
+	if !(borrowed < alone-3) {
+		t.Errorf("with the others' scale, the threshold is %.2f; alone %.2f: borrowing should bring it well down", borrowed, alone)
+	}
+	if one := tailPriors(sections[:1]); one[0].weight != 0 {
+		t.Errorf("a section alone borrowed %+v", one[0])
+	}
+}
+
+// TestOneSectionCannotMoveTheOthersThresholds: the prior is the median of
+// the other sections' scales, so one workload whose held-back requests an
+// attacker spreads (to raise every threshold with its own) moves the
+// others' priors by no more than a neighbouring section's scale does.
+func TestOneSectionCannotMoveTheOthersThresholds(t *testing.T) {
+	g := rand.New(rand.NewPCG(7, 8))
+	var sections [][]float64
+	for range 9 {
+		xs := make([]float64, 40)
+		for i := range xs {
+			xs[i] = 1 + g.ExpFloat64()
+		}
+		sections = append(sections, xs)
+	}
+	before := tailPriors(sections)
+	loud := make([]float64, 40)
+	for i := range loud {
+		loud[i] = 1 + 1e6*g.ExpFloat64()
+	}
+	sort.Float64s(loud)
+	after := tailPriors(append(sections, loud))
+	for i := range sections {
+		if after[i].scale > 2*before[i].scale {
+			t.Errorf("section %d: one loud section moved its prior from %.2f to %.2f", i, before[i].scale, after[i].scale)
 		}
 	}
 }

@@ -557,9 +557,10 @@ func (t *Trainer) Sections() (*Sections, error) {
 // held-back request calibrates its destination's part and the global one;
 // a part with too few held-back requests to fit tails (minTailSample) lets
 // its surprises stand and reads where a rare request lies from its own
-// held-back requests (combinedCalibration). The request phase is calibrated
-// without the response, the response phase with it. Parts are decoded one
-// at a time.
+// held-back requests, their tail's scale borrowed in part from the other
+// such parts (combinedCalibration, a second pass). The request phase is
+// calibrated without the response, the response phase with it. Parts are
+// decoded one at a time.
 func (t *Trainer) calibrate(s *Sections) error {
 	// The held-back requests of each part: their destination's, and every
 	// one of them the global part's.
@@ -576,21 +577,53 @@ func (t *Trainer) calibrate(s *Sections) error {
 		}
 	}
 	var sc Scratch
+	// The combined surprises of the held-back requests of the parts whose
+	// threshold is read from them, request and response phase.
+	thin := map[string]*[2][]float64{}
 	for _, name := range sortedKeys(s.records) {
 		w, err := s.Workload(name)
 		if err != nil {
 			return err
 		}
-		t.calibratePart(w, held[name], &sc)
+		per, perResp, calibrated := t.calibratePart(w, held[name], &sc)
+		if !calibrated && name != GlobalWorkload {
+			thin[name] = &[2][]float64{per, perResp}
+		}
 		s.records[name] = appendWorkload(nil, w)
 	}
 	t.heldBack = nil
+	if len(thin) < 2 {
+		return nil
+	}
+	// Each thin part's tail scale, shrunk towards the median of the other
+	// thin parts' (tailPriors), with its threshold read again.
+	names := sortedKeys(thin)
+	var priors [2][]tailPrior
+	for phase := range priors {
+		var xs [][]float64
+		for _, name := range names {
+			xs = append(xs, thin[name][phase])
+		}
+		priors[phase] = tailPriors(xs)
+	}
+	for i, name := range names {
+		w, err := s.Workload(name)
+		if err != nil {
+			return err
+		}
+		w.CalBase, w.CalCenter = combinedCalibration(thin[name][0], t.cfg.TargetFPR, false, priors[0][i])
+		if len(thin[name][1]) > 0 {
+			w.RespBase, w.RespCenter = combinedCalibration(thin[name][1], t.cfg.TargetFPR, false, priors[1][i])
+		}
+		s.records[name] = appendWorkload(nil, w)
+	}
 	return nil
 }
 
 // calibratePart calibrates one part on its held-back requests (see
-// calibrate).
-func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) {
+// calibrate). It returns their combined surprises, sorted, in the request
+// and the response phase, and whether the part's tails were fitted.
+func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) (per, perResp []float64, calibrated bool) {
 	// The request phase decides before a response exists.
 	score := func(r *Request, response bool) Verdict {
 		req := *r
@@ -639,7 +672,6 @@ func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) {
 	}
 	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
 	// Where typical requests lie once combined.
-	var per, perResp []float64
 	for _, r := range held {
 		v := score(r, false)
 		w.judge(&v, false)
@@ -650,12 +682,13 @@ func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) {
 			perResp = append(perResp, v.Surprise)
 		}
 	}
-	calibrated := w.Tails[PartValues].Slope > 0 || w.Tails[PartContent].Slope > 0
-	w.CalBase, w.CalCenter = combinedCalibration(per, t.cfg.TargetFPR, calibrated)
+	calibrated = w.Tails[PartValues].Slope > 0 || w.Tails[PartContent].Slope > 0
+	w.CalBase, w.CalCenter = combinedCalibration(per, t.cfg.TargetFPR, calibrated, tailPrior{})
 	w.RespBase, w.RespCenter = 0, 0
 	if len(perResp) > 0 {
-		w.RespBase, w.RespCenter = combinedCalibration(perResp, t.cfg.TargetFPR, calibrated)
+		w.RespBase, w.RespCenter = combinedCalibration(perResp, t.cfg.TargetFPR, calibrated, tailPrior{})
 	}
+	return per, perResp, calibrated
 }
 
 // minTailSample is the least number of held-back requests a section needs
@@ -670,9 +703,13 @@ const minTailSample = 200
 // as fpr: -ln fpr when the parts are calibrated, since the combined
 // surprise is then -ln of a p-value; otherwise (too few held-back requests
 // to fit the parts' tails) read from the held-back requests' own combined
-// surprises, beyond the largest by an exponential tail fitted to the
-// largest few (their mean excess over the fifth largest). It sorts xs.
-func combinedCalibration(xs []float64, fpr float64, calibrated bool) (base, center float64) {
+// surprises: beyond the largest fifth of them (at least minTailPoints), by
+// an exponential tail whose scale is the upper end of its 95 % confidence
+// interval (tailScaleUpper), its excesses joined by prior's. Read from the
+// estimate alone, a threshold extrapolated from a few dozen requests lets
+// through more than twice the target rate in half of all trainings. It
+// sorts xs.
+func combinedCalibration(xs []float64, fpr float64, calibrated bool, prior tailPrior) (base, center float64) {
 	center = -math.Log(fpr)
 	if len(xs) == 0 {
 		return 0, center
@@ -681,18 +718,98 @@ func combinedCalibration(xs []float64, fpr float64, calibrated bool) (base, cent
 	base = xs[len(xs)/2]
 	if !calibrated {
 		n := len(xs)
-		k := min(n, minTailPoints)
-		u := xs[n-k]
-		var excess float64
-		for _, x := range xs[n-k:] {
-			excess += x - u
-		}
-		beta := max(excess/float64(k), minCalSpan)
-		// k of n exceed u; fpr·n would exceed u + beta·ln(k/(fpr·n)).
-		center = u + beta*math.Log(float64(k)/(fpr*float64(n)))
+		u, sum, m := tailExcess(xs)
+		beta := max(tailScaleUpper(sum+prior.scale*prior.weight, float64(m)+prior.weight), minCalSpan)
+		// m+1 of n reach u; fpr·n would exceed u + beta·ln((m+1)/(fpr·n)).
+		center = u + beta*math.Log(float64(m+1)/(fpr*float64(n)))
 	}
 	base = max(0, min(base, center-minCalSpan))
 	return base, center
+}
+
+// calTailShare: an uncalibrated section's threshold is extrapolated from
+// the largest fifth of its held-back requests' combined surprises.
+const calTailShare = 5
+
+// tailExcess returns, of sorted surprises, the least of the largest fifth
+// (at least minTailPoints of them: u), and the sum and number of the
+// others' excesses over it: an exponential tail's sufficient statistics.
+func tailExcess(xs []float64) (u, sum float64, m int) {
+	n := len(xs)
+	k := min(n, max(minTailPoints, n/calTailShare))
+	u = xs[n-k]
+	for _, x := range xs[n-k+1:] {
+		sum += x - u
+	}
+	return u, sum, k - 1
+}
+
+// tailPrior is what a section's tail scale borrows from other sections':
+// their scale, worth weight excesses of its own.
+type tailPrior struct{ scale, weight float64 }
+
+// tailPriorWeight is how many excesses the other sections' scale is worth
+// beside a section's own.
+const tailPriorWeight = 8
+
+// tailPriors returns, for each of the sections' combined surprises,
+// the median tail scale of the others (those with at least one excess):
+// a median, so that no one section (a workload whose traffic an attacker
+// shapes) moves the others' thresholds far. With no other such section,
+// there is no prior. It sorts each of xs.
+func tailPriors(xs [][]float64) []tailPrior {
+	scales := make([]float64, len(xs))
+	var sorted []float64
+	for i, x := range xs {
+		scales[i] = -1
+		if len(x) < 2 {
+			continue
+		}
+		sort.Float64s(x)
+		if _, sum, m := tailExcess(x); m > 0 {
+			scales[i] = sum / float64(m)
+			sorted = append(sorted, scales[i])
+		}
+	}
+	sort.Float64s(sorted)
+	out := make([]tailPrior, len(xs))
+	for i, own := range scales {
+		others := len(sorted)
+		if own >= 0 {
+			others--
+		}
+		if others == 0 {
+			continue
+		}
+		// The median of sorted without own (one occurrence of it).
+		mid := (others - 1) / 2
+		skip := len(sorted)
+		if own >= 0 {
+			skip = sort.SearchFloat64s(sorted, own)
+		}
+		j := mid
+		if j >= skip {
+			j++
+		}
+		out[i] = tailPrior{scale: sorted[j], weight: tailPriorWeight}
+	}
+	return out
+}
+
+// tailScaleUpper returns the upper end of the one-sided 95 % confidence
+// interval of an exponential tail's scale from the sum of m excesses over
+// a threshold: 2·sum over the 5 % quantile of the chi-square distribution
+// with 2m degrees of freedom (Wilson-Hilferty's approximation, which errs
+// on the safe side for few degrees). 0 when m is 0.
+func tailScaleUpper(sum, m float64) float64 {
+	if m <= 0 {
+		return 0
+	}
+	const z = -1.6449 // the standard normal's 5 % quantile
+	nu := 2 * m
+	c := 2 / (9 * nu)
+	q := 1 - c + z*math.Sqrt(c)
+	return 2 * sum / (nu * q * q * q)
 }
 
 // minParamTail is how many held-back values (of all parameters) a workload
