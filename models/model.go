@@ -507,9 +507,9 @@ func calibrate(surprise, base, center float64) float64 {
 			g = x
 		}
 	} else {
-		g *= math.Exp(d)
+		g *= expFast(d)
 	}
-	return 1 - math.Exp2(-g)
+	return 1 - expFast(-g*math.Ln2)
 }
 
 // scoreFloor bounds (as -log2 of 1 minus it) the score of a request at or

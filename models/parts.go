@@ -223,20 +223,20 @@ func combine(structural float64, tails *[8]float32, n int) float64 {
 	if best == 0 {
 		return 0
 	}
-	// Σ e^t, the silent parts' e^0 = 1 each at once: an exponential is a
-	// call of some length in wasm, and most parts of most requests are
-	// silent. Factored by e^best only where e^t could overflow.
+	// Σ e^t, the silent parts' e^0 = 1 each at once: an exponential costs
+	// in wasm (expFast), and most parts of most requests are silent.
+	// Factored by e^best only where e^t could overflow.
 	shift, sum := 0.0, float64(silent)
 	if best > 500 {
-		shift, sum = best, float64(silent)*math.Exp(-best)
+		shift, sum = best, float64(silent)*expFast(-best)
 	}
 	if structural > 0 {
-		sum += math.Exp(structural - shift)
+		sum += expFast(structural - shift)
 	}
 	for _, t := range tails[:n] {
 		if t > 0 {
-			sum += math.Exp(float64(t) - shift)
+			sum += expFast(float64(t) - shift)
 		}
 	}
-	return max(0, shift+math.Log(sum/float64(n+1)))
+	return max(0, shift+logFast(sum/float64(n+1)))
 }
