@@ -181,6 +181,14 @@ func seal(kind uint16, p []byte, limit int) ([]byte, error) {
 // appendWorkload encodes one workload's record. Its fields are written here
 // and read in decoder.workload, nowhere else.
 func appendWorkload(p []byte, w *Workload) []byte {
+	p, _ = appendWorkloadCal(p, w)
+	return p
+}
+
+// appendWorkloadCal is appendWorkload, also returning where in p its
+// calibration (CalBase, CalCenter, RespBase, RespCenter: four fixed-width
+// floats) lies, for patchCalibration.
+func appendWorkloadCal(p []byte, w *Workload) ([]byte, int) {
 	p = appendString(p, w.Name)
 	p = binary.AppendUvarint(p, uint64(len(w.Sources)))
 	for _, s := range w.Sources {
@@ -205,11 +213,20 @@ func appendWorkload(p []byte, w *Workload) []byte {
 	for i := range w.Params {
 		p = appendParam(p, &w.Params[i])
 	}
+	cal := len(p)
 	p = appendFloat(p, w.CalBase)
 	p = appendFloat(p, w.CalCenter)
 	p = appendFloat(p, w.RespBase)
 	p = appendFloat(p, w.RespCenter)
-	return appendTails(p, &w.Tails)
+	return appendTails(p, &w.Tails), cal
+}
+
+// patchCalibration rewrites the calibration of an encoded workload, at cal
+// (appendWorkloadCal), without decoding it.
+func patchCalibration(rec []byte, cal int, base, center, respBase, respCenter float64) {
+	for i, f := range [4]float64{base, center, respBase, respCenter} {
+		binary.LittleEndian.PutUint64(rec[cal+8*i:], math.Float64bits(f))
+	}
 }
 
 // Decode parses an encoded model, a whole mesh or a section. Every error

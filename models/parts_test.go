@@ -437,3 +437,46 @@ func TestOneSectionCannotMoveTheOthersThresholds(t *testing.T) {
 		}
 	}
 }
+
+// TestThinCalibrationIsWrittenInPlace: the second pass writes thin
+// sections' thresholds into their encodings without decoding them; each
+// section must then read back as the very workload it encodes (the same
+// bytes encoded afresh), its threshold the borrowed one.
+func TestThinCalibrationIsWrittenInPlace(t *testing.T) {
+	f := newMeshFixture(30, 7)
+	cfg := DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, err := NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 30 services, about 100 requests each: every section is thin.
+	for range 3000 {
+		r := f.request()
+		r.Status, r.ResponseBytes = 200, int64(500+f.rng.IntN(3000))
+		tr.Observe(&r)
+	}
+	s, err := tr.Sections()
+	if err != nil {
+		t.Fatal(err)
+	}
+	thin := 0
+	for _, name := range sortedKeys(s.records) {
+		w, err := s.Workload(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := appendWorkload(nil, w); string(got) != string(s.records[name]) {
+			t.Fatalf("%s: the patched encoding differs from the workload's own", name)
+		}
+		if name != GlobalWorkload && w.Tails[PartValues].Slope == 0 && w.Tails[PartContent].Slope == 0 {
+			thin++
+			if !(w.CalCenter > w.CalBase && w.RespCenter > w.RespBase) {
+				t.Errorf("%s: calibration %v/%v, response %v/%v", name, w.CalBase, w.CalCenter, w.RespBase, w.RespCenter)
+			}
+		}
+	}
+	if thin < 20 {
+		t.Fatalf("%d thin sections, want most of 30", thin)
+	}
+}

@@ -578,44 +578,50 @@ func (t *Trainer) calibrate(s *Sections) error {
 	}
 	var sc Scratch
 	// The combined surprises of the held-back requests of the parts whose
-	// threshold is read from them, request and response phase.
-	thin := map[string]*[2][]float64{}
+	// threshold is read from them, and where their encoding keeps it.
+	type thinPart struct {
+		per  [2][]float64 // request and response phase
+		resp [2]float64   // the response phase's base and center
+		cal  int
+	}
+	thin := map[string]*thinPart{}
 	for _, name := range sortedKeys(s.records) {
 		w, err := s.Workload(name)
 		if err != nil {
 			return err
 		}
 		per, perResp, calibrated := t.calibratePart(w, held[name], &sc)
+		rec, cal := appendWorkloadCal(nil, w)
+		s.records[name] = rec
 		if !calibrated && name != GlobalWorkload {
-			thin[name] = &[2][]float64{per, perResp}
+			thin[name] = &thinPart{per: [2][]float64{per, perResp}, resp: [2]float64{w.RespBase, w.RespCenter}, cal: cal}
 		}
-		s.records[name] = appendWorkload(nil, w)
 	}
 	t.heldBack = nil
 	if len(thin) < 2 {
 		return nil
 	}
 	// Each thin part's tail scale, shrunk towards the median of the other
-	// thin parts' (tailPriors), with its threshold read again.
+	// thin parts' (tailPriors), its threshold read again and written into
+	// its encoding in place: at 10,000 services every part is thin, and
+	// decoding them all again took seconds.
 	names := sortedKeys(thin)
 	var priors [2][]tailPrior
 	for phase := range priors {
 		var xs [][]float64
 		for _, name := range names {
-			xs = append(xs, thin[name][phase])
+			xs = append(xs, thin[name].per[phase])
 		}
 		priors[phase] = tailPriors(xs)
 	}
 	for i, name := range names {
-		w, err := s.Workload(name)
-		if err != nil {
-			return err
+		tp := thin[name]
+		base, center := combinedCalibration(tp.per[0], t.cfg.TargetFPR, false, priors[0][i])
+		respBase, respCenter := tp.resp[0], tp.resp[1]
+		if len(tp.per[1]) > 0 {
+			respBase, respCenter = combinedCalibration(tp.per[1], t.cfg.TargetFPR, false, priors[1][i])
 		}
-		w.CalBase, w.CalCenter = combinedCalibration(thin[name][0], t.cfg.TargetFPR, false, priors[0][i])
-		if len(thin[name][1]) > 0 {
-			w.RespBase, w.RespCenter = combinedCalibration(thin[name][1], t.cfg.TargetFPR, false, priors[1][i])
-		}
-		s.records[name] = appendWorkload(nil, w)
+		patchCalibration(s.records[name], tp.cal, base, center, respBase, respCenter)
 	}
 	return nil
 }
