@@ -724,8 +724,16 @@ func combinedCalibration(xs []float64, fpr float64, calibrated bool, prior tailP
 	base = xs[len(xs)/2]
 	if !calibrated {
 		n := len(xs)
-		u, sum, m := tailExcess(xs)
-		beta := max(tailScaleUpper(sum+prior.scale*prior.weight, float64(m)+prior.weight), minCalSpan)
+		u, sum, m := tailExcess(xs, max(minTailPoints, n/calTailShare))
+		beta := tailScaleUpper(sum+prior.scale*prior.weight, float64(m)+prior.weight)
+		if beta < minCalSpan {
+			// The floor, not the data, sets the scale: it is a least
+			// slope, not an estimate, so it is extrapolated from as near
+			// the target as the data reach (the fifth largest), not from
+			// the largest fifth, which would only lengthen the way.
+			u, _, m = tailExcess(xs, minTailPoints)
+			beta = minCalSpan
+		}
 		// m+1 of n reach u; fpr·n would exceed u + beta·ln((m+1)/(fpr·n)).
 		center = u + beta*math.Log(float64(m+1)/(fpr*float64(n)))
 	}
@@ -737,12 +745,12 @@ func combinedCalibration(xs []float64, fpr float64, calibrated bool, prior tailP
 // the largest fifth of its held-back requests' combined surprises.
 const calTailShare = 5
 
-// tailExcess returns, of sorted surprises, the least of the largest fifth
-// (at least minTailPoints of them: u), and the sum and number of the
-// others' excesses over it: an exponential tail's sufficient statistics.
-func tailExcess(xs []float64) (u, sum float64, m int) {
+// tailExcess returns, of sorted surprises, the least of the largest k (u),
+// and the sum and number of the others' excesses over it: an exponential
+// tail's sufficient statistics.
+func tailExcess(xs []float64, k int) (u, sum float64, m int) {
 	n := len(xs)
-	k := min(n, max(minTailPoints, n/calTailShare))
+	k = min(n, k)
 	u = xs[n-k]
 	for _, x := range xs[n-k+1:] {
 		sum += x - u
@@ -772,7 +780,7 @@ func tailPriors(xs [][]float64) []tailPrior {
 			continue
 		}
 		sort.Float64s(x)
-		if _, sum, m := tailExcess(x); m > 0 {
+		if _, sum, m := tailExcess(x, max(minTailPoints, len(x)/calTailShare)); m > 0 {
 			scales[i] = sum / float64(m)
 			sorted = append(sorted, scales[i])
 		}
