@@ -12,9 +12,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
 	"github.com/meshward/meshward/internal/kubetest"
@@ -60,14 +57,7 @@ func workdir(t *testing.T) string {
 // (a dry run cannot create a namespace and then fill it).
 func cluster(t *testing.T) *kubetest.Env {
 	env := kubetest.Shared(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, ns := range []string{"meshward-system", "default"} {
-		_, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
+	env.EnsureNamespaces(t, "meshward-system", "default")
 	return env
 }
 

@@ -10,9 +10,7 @@ import (
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -62,10 +60,8 @@ func namespaces(t *testing.T, env *kubetest.Env, names ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	env.EnsureNamespaces(t, names...)
 	for _, ns := range names {
-		if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
 		t.Cleanup(func() {
 			if err := ic.SecurityV1().AuthorizationPolicies(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 				t.Errorf("emptying %s: %v", ns, err)

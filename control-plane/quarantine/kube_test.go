@@ -8,8 +8,6 @@ import (
 	"time"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshward/meshward/internal/kubetest"
@@ -32,10 +30,8 @@ func startKube(t testing.TB, namespaces ...string) (*kubetest.Env, istioclient.I
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	env.EnsureNamespaces(t, namespaces...)
 	for _, ns := range namespaces {
-		if _, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
 		t.Cleanup(func() {
 			if err := ic.SecurityV1().AuthorizationPolicies(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 				t.Errorf("emptying %s of policies: %v", ns, err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -28,12 +27,7 @@ func sharedKube(t *testing.T, namespaces ...string) (*kubetest.Env, istioclient.
 	t.Helper()
 	env := kubetest.Shared(t)
 	ctx := context.Background()
-	for _, ns := range namespaces {
-		_, err := env.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
+	env.EnsureNamespaces(t, namespaces...)
 	ic, err := istioclient.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)

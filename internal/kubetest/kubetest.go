@@ -34,6 +34,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -217,6 +218,21 @@ func (e *Env) Namespace(t testing.TB, prefix string) string {
 		_ = e.Clientset.CoreV1().Namespaces().Delete(ctx, ns.Name, metav1.DeleteOptions{})
 	})
 	return ns.Name
+}
+
+// EnsureNamespaces creates the named namespaces unless an earlier test on
+// the (shared) server made them: without a namespace controller a
+// namespace is never deleted, so fixed names are made once and kept.
+func (e *Env) EnsureNamespaces(t testing.TB, names ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, ns := range names {
+		_, err := e.Clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("kubetest: creating namespace %s: %v", ns, err)
+		}
+	}
 }
 
 // KubectlCmd is kubectl with this server's kubeconfig.
