@@ -580,9 +580,8 @@ func (t *Trainer) calibrate(s *Sections) error {
 	// The combined surprises of the held-back requests of the parts whose
 	// threshold is read from them, and where their encoding keeps it.
 	type thinPart struct {
-		per  [2][]float64 // request and response phase
-		resp [2]float64   // the response phase's base and center
-		cal  int
+		per [2][]float64 // request and response phase
+		cal int
 	}
 	thin := map[string]*thinPart{}
 	for _, name := range sortedKeys(s.records) {
@@ -594,7 +593,7 @@ func (t *Trainer) calibrate(s *Sections) error {
 		rec, cal := appendWorkloadCal(nil, w)
 		s.records[name] = rec
 		if !calibrated && name != GlobalWorkload {
-			thin[name] = &thinPart{per: [2][]float64{per, perResp}, resp: [2]float64{w.RespBase, w.RespCenter}, cal: cal}
+			thin[name] = &thinPart{per: [2][]float64{per, perResp}, cal: cal}
 		}
 	}
 	t.heldBack = nil
@@ -617,7 +616,7 @@ func (t *Trainer) calibrate(s *Sections) error {
 	for i, name := range names {
 		tp := thin[name]
 		base, center := combinedCalibration(tp.per[0], t.cfg.TargetFPR, false, priors[0][i])
-		respBase, respCenter := tp.resp[0], tp.resp[1]
+		var respBase, respCenter float64 // none without responses
 		if len(tp.per[1]) > 0 {
 			respBase, respCenter = combinedCalibration(tp.per[1], t.cfg.TargetFPR, false, priors[1][i])
 		}
@@ -724,7 +723,7 @@ func combinedCalibration(xs []float64, fpr float64, calibrated bool, prior tailP
 	base = xs[len(xs)/2]
 	if !calibrated {
 		n := len(xs)
-		u, sum, m := tailExcess(xs, max(minTailPoints, n/calTailShare))
+		u, sum, m := tailExcess(xs, tailPoints(n))
 		beta := tailScaleUpper(sum+prior.scale*prior.weight, float64(m)+prior.weight)
 		if beta < minCalSpan {
 			// The floor, not the data, sets the scale: it is a least
@@ -741,9 +740,10 @@ func combinedCalibration(xs []float64, fpr float64, calibrated bool, prior tailP
 	return base, center
 }
 
-// calTailShare: an uncalibrated section's threshold is extrapolated from
-// the largest fifth of its held-back requests' combined surprises.
-const calTailShare = 5
+// tailPoints is how many of n held-back requests' combined surprises an
+// uncalibrated section's tail is read from: the largest fifth, at least
+// minTailPoints.
+func tailPoints(n int) int { return max(minTailPoints, n/5) }
 
 // tailExcess returns, of sorted surprises, the least of the largest k (u),
 // and the sum and number of the others' excesses over it: an exponential
@@ -780,7 +780,7 @@ func tailPriors(xs [][]float64) []tailPrior {
 			continue
 		}
 		sort.Float64s(x)
-		if _, sum, m := tailExcess(x, max(minTailPoints, len(x)/calTailShare)); m > 0 {
+		if _, sum, m := tailExcess(x, tailPoints(len(x))); m > 0 {
 			scales[i] = sum / float64(m)
 			sorted = append(sorted, scales[i])
 		}
