@@ -206,7 +206,7 @@ func (a *contentAcc) value(v []byte, cost float64) {
 			n = novelDensest(a.grams, v)
 		}
 		if n > 0 {
-			a.novel = max(a.novel, float64(n)*cost)
+			a.novel = maxf(a.novel, float64(n)*cost)
 		}
 	}
 	sym, caseMix := 0, 0
@@ -667,7 +667,7 @@ func (s *paramScratch) contentBatch(mask uint32, shaped, final bool) {
 	// The longest value read byte by byte may be a view of this batch's
 	// memory, which the next batch reuses: its entropy is measured now,
 	// or at the end after the last batch (contentVectorEnd).
-	if !final {
+	if !final && a.longest != nil {
 		a.longestEntropy()
 	}
 }
@@ -688,7 +688,9 @@ func (a *contentAcc) longestEntropy() {
 // zero), leaving the features outside mask unmasked (fit masks them).
 func (s *paramScratch) contentVectorEnd(x *ContentVector, mask uint32) float64 {
 	a := &s.content
-	a.longestEntropy()
+	if a.longest != nil {
+		a.longestEntropy()
+	}
 	x[CFMethod] = uint8(a.method)
 	x[CFPathLen] = qlog(a.pathLen)
 	x[CFPathSymbols] = qlog(a.pathSymbols)
@@ -1013,7 +1015,10 @@ func (w *Workload) contentEnd(s *paramScratch, v *Verdict) {
 	// sample's range), plus how densely its character sequences are new
 	// (each third of a new trigram priced by its parameter's openness): one
 	// part, calibrated as one, since free text raises both at once.
-	whole := max(c.surprise(c.depth(&x)), c.rangeCost(excess))
+	whole := c.surprise(c.depth(&x))
+	if excess > 0 {
+		whole = maxf(whole, c.rangeCost(excess))
+	}
 	fresh := novel / 3
 	sur := whole + fresh
 	if sur <= 0 {

@@ -67,3 +67,22 @@ func logFast(x float64) float64 {
 	ef := float64(e)
 	return ef*ln2Hi + (2*s*t + ef*ln2Lo)
 }
+
+// maxf returns the larger of a and b, for the scoring path's surprises,
+// which are never NaN. The builtin max of two floats is a call to the
+// runtime's fmax64 compiled to WebAssembly (it orders NaNs and zeros);
+// this is one comparison, inlined.
+func maxf(a, b float64) float64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// minf is maxf's counterpart for the smaller.
+func minf(a, b float64) float64 {
+	if a < b {
+		return a
+	}
+	return b
+}

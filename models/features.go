@@ -187,6 +187,14 @@ func (m *ParamModel) modelKey() uint64 {
 // carries no request semantics, or the proxy itself sets it.
 func SkipHeader(name string) bool { return skipHeader(name) }
 
+// skipLengths has bit n set when skipHeader leaves out a name of n bytes.
+const skipLengths = 1<<4 | 1<<10 | 1<<11 | 1<<12 | 1<<14 | 1<<15 | 1<<17 | 1<<21 | 1<<24 | 1<<30
+
+// maySkipHeader reports whether skipHeader can leave out a name of n bytes:
+// most headers' lengths (user-agent, accept) say no without the call,
+// which costs in wasm.
+func maySkipHeader(n int) bool { return n < 64 && skipLengths>>uint(n)&1 != 0 }
+
 // skipHeader lists headers whose values carry no request semantics, or that
 // the proxy itself sets.
 //

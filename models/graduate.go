@@ -222,7 +222,7 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 	}
 	ps := &s.params
 	tmpl, _ := appendTemplate(ps.route[:0], r.Path)
-	ri, routeKnown := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl))
+	ri, routeKnown := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl))
 	ps.extract(r)
 	worst, at := 0.0, -1
 	// As paramSurprise judges each parameter (TestValueEvidenceAgrees
@@ -270,7 +270,7 @@ func (w *Workload) Knows(r *Request) bool {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl, _ := appendTemplate(buf[:0], r.Path)
 	si, srcKnown := w.sourceIndex.get(hashString(hashSeed, r.Source))
-	ri, routeKnown := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl))
+	ri, routeKnown := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl))
 	if !srcKnown || !routeKnown {
 		return false
 	}

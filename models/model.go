@@ -277,8 +277,12 @@ type Verdict struct {
 	Surprise float64
 	// Scored is false when the model could not judge the request (no
 	// section for its destination and no fallback); Score is then 0.
-	Scored  bool
-	Reasons [MaxReasons]Reason
+	Scored bool
+	// NewCaller says the section never learned the request's source: the
+	// request is on a new edge (whether or not the section prices new
+	// callers), which the filter ships whatever its sample.
+	NewCaller bool
+	Reasons   [MaxReasons]Reason
 	NReason int
 	// Parts holds each part's surprise before calibration (nats), and
 	// Codes the reason that names it.
@@ -369,14 +373,6 @@ func (w *Workload) Score(r *Request) Verdict {
 	return v
 }
 
-// KnowsSource reports whether this section learned the source calling its
-// workload: a request from any other source is on a new edge. It does not
-// allocate.
-func (w *Workload) KnowsSource(source string) bool {
-	_, ok := w.sourceIndex.get(hashString(hashSeed, source))
-	return ok
-}
-
 // ScoreWith judges one request against this section using the caller's
 // scratch memory: a filter resolves its workload's section once and calls
 // this. It does not allocate.
@@ -390,7 +386,15 @@ func (w *Workload) ScoreWith(r *Request, s *Scratch) Verdict {
 // and reasons it resets (Reasons past NReason are left as they were): in
 // wasm, returning a Verdict by value costs a memory.copy.
 func (w *Workload) ScoreInto(r *Request, s *Scratch, v *Verdict) {
-	w.measure(r, s, v)
+	// measure and Begin written out: the filter scores every request
+	// without a body here, and a call costs in wasm.
+	v.reset()
+	s.fed, s.cut = 0, false
+	w.begin(r, &s.params, v)
+	if len(r.Body) > 0 {
+		w.Feed(r.Body, s)
+	}
+	w.finish(r, s, v)
 	w.judge(v, r.Status != 0)
 }
 
@@ -463,7 +467,7 @@ func (w *Workload) judge(v *Verdict, response bool) {
 	raw := v.Parts[PartCaller] + v.Parts[PartRoute] + v.Parts[PartEdge] + v.Parts[PartNames]
 	structural := 0.0
 	if raw > 0 {
-		structural = min(raw, w.Tails[partStructure].surprise(raw))
+		structural = minf(raw, w.Tails[partStructure].surprise(raw))
 		// Each structural part is named, with its share of the sum.
 		for p := PartCaller; p <= PartNames; p++ {
 			if s := v.Parts[p]; s > 0 {
@@ -523,12 +527,13 @@ func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 	// memory.fill per request in wasm.
 	tmpl, plain := appendTemplate(s.route[:0], r.Path)
 	src := hashString(hashSeed, r.Source)
-	route := hashBytes(hashString(hashSeed, r.Method), tmpl)
+	route := hashBytes(methodSeed(r.Method), tmpl)
 
 	// Caller graph: meeting a caller, route or edge never seen, weighed by
 	// how often training met new ones (Good-Turing).
 	si, srcKnown := w.sourceIndex.get(src)
 	ri, routeKnown := w.routeIndex.get(route)
+	v.NewCaller = !srcKnown
 	if !srcKnown && len(w.Sources) > 0 {
 		v.part(PartCaller, ReasonNewCaller, -math.Log(w.pNewCaller))
 	}
@@ -633,7 +638,7 @@ func (sc *scorer) batch(s *paramScratch, final bool) {
 func (w *Workload) RespondWith(r *Request, v Verdict) Verdict {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl := AppendTemplate(buf[:0], r.Path)
-	if ri, ok := w.routeIndex.get(hashBytes(hashString(hashSeed, r.Method), tmpl)); ok {
+	if ri, ok := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl)); ok {
 		w.Routes[ri].Numbers.responseSurprise(r, &v, &w.statusMix)
 	}
 	w.judge(&v, r.Status != 0)
@@ -669,9 +674,9 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 		if pm == nil {
 			switch {
 			case p.header:
-				newParams = math.Max(newParams, -math.Log(w.pNewHeader))
+				newParams = maxf(newParams, -math.Log(w.pNewHeader))
 			case routeKnown:
-				newParams = math.Max(newParams, w.Routes[ri].newName)
+				newParams = maxf(newParams, w.Routes[ri].newName)
 			}
 			if w.anyParam < 0 {
 				p.novelCost = w.novelCost
@@ -711,7 +716,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 			worst, worstCode = sur, code
 		}
 	}
-	sc.names = max(sc.names, newParams)
+	sc.names = maxf(sc.names, newParams)
 	if worst > sc.values {
 		sc.values, sc.valuesCode = worst, worstCode
 	}
@@ -891,6 +896,21 @@ const (
 	hashK1   = 0x9E3779B97F4A7C15
 	hashK2   = 0xC2B2AE3D27D4EB4F
 )
+
+// methodSeed returns hashString(hashSeed, method), the seed of a route's
+// key: GET's and POST's are computed once (a hash is a call in wasm, and
+// most requests are one or the other).
+func methodSeed(method string) uint64 {
+	switch method {
+	case "GET":
+		return getSeed
+	case "POST":
+		return postSeed
+	}
+	return hashString(hashSeed, method)
+}
+
+var getSeed, postSeed = hashString(hashSeed, "GET"), hashString(hashSeed, "POST")
 
 func hashString(h uint64, s string) uint64 {
 	return hashBytes(h, stringBytes(s))

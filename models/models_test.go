@@ -72,6 +72,9 @@ func TestSkipHeader(t *testing.T) {
 		if got := skipHeader(name); got != want[name] {
 			t.Errorf("skipHeader(%q) = %v, want %v", name, got, want[name])
 		}
+		if want[name] && !maySkipHeader(len(name)) {
+			t.Errorf("maySkipHeader(%d) = false, but skipHeader leaves out %q", len(name), name)
+		}
 	}
 	for _, n := range append(skipped, "", "x", "hosts", "user-agent", "accept", "content-type", "x-forwarded-host", "authorization") {
 		check(n)
@@ -510,6 +513,16 @@ func TestHostHeaderIsAuthority(t *testing.T) {
 			if a.Score != b.Score || a.Reasons != b.Reasons {
 				t.Fatalf("learned with host %v, request %d: %v %v without a Host header, %v %v with one", learnedHost, i, a.Score, a.Reasons, b.Score, b.Reasons)
 			}
+		}
+	}
+}
+
+// TestMethodSeedIsTheMethodsHash holds the precomputed route seeds to the
+// hash they stand for, so a route learned under any method is found.
+func TestMethodSeedIsTheMethodsHash(t *testing.T) {
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "get", "GETX", "POS", ""} {
+		if got, want := methodSeed(m), hashString(hashSeed, m); got != want {
+			t.Errorf("methodSeed(%q) = %x, want %x", m, got, want)
 		}
 	}
 }

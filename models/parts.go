@@ -215,7 +215,7 @@ func combine(structural float64, tails *[8]float32, n int) float64 {
 		silent++
 	}
 	for _, t := range tails[:n] {
-		best = max(best, float64(t))
+		best = maxf(best, float64(t))
 		if t == 0 {
 			silent++
 		}
@@ -238,5 +238,5 @@ func combine(structural float64, tails *[8]float32, n int) float64 {
 			sum += expFast(float64(t) - shift)
 		}
 	}
-	return max(0, shift+logFast(sum/float64(n+1)))
+	return maxf(0, shift+logFast(sum/float64(n+1)))
 }

@@ -49,7 +49,7 @@ func (s *paramScratch) begin(r *Request, sink batchSink) {
 	}
 	for i := range r.Headers {
 		h := &r.Headers[i]
-		if skipHeader(h.Name) {
+		if maySkipHeader(len(h.Name)) && skipHeader(h.Name) {
 			continue
 		}
 		// Most headers, written out: a call per header costs in wasm.
@@ -69,8 +69,17 @@ func (s *paramScratch) feed(chunk []byte) { s.body.feed(s, chunk) }
 // fed, and its last value is not whole) and hands the last batch to the
 // sink.
 func (s *paramScratch) finish(cut bool) {
-	s.body.end(s, cut)
-	if s.sink != nil {
+	if m := s.body.mode; m == bodyNone || m == bodyUndecided {
+		// No body came (most requests): bodyReader.end without its call.
+		s.body.mode, s.body.req = bodyNone, nil
+	} else {
+		s.body.end(s, cut)
+	}
+	// Scoring's sink called directly: an interface call is an indirect
+	// call in wasm.
+	if sc, ok := s.sink.(*scorer); ok {
+		sc.batch(s, true)
+	} else if s.sink != nil {
 		s.sink.batch(s, true)
 	}
 }

@@ -83,7 +83,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 	// Shipped whatever the sample, a record stands for itself.
 	// Flagged at the request phase (the policy's decision is in the record)
 	// counts too: meshward preview counts what enforce would deny.
-	whole := flagged || h.flagged || s.SampleRate < 1 && h.scored && newEdge(s, &h.req)
+	whole := flagged || h.flagged || s.SampleRate < 1 && h.scored && newEdge(s, h)
 	if !whole && !p.ship.sample(s.SampleRate) {
 		return
 	}
@@ -98,11 +98,12 @@ func (p *pluginContext) enqueue(h *httpContext) {
 	p.ship.buf = append(p.ship.buf, rec)
 }
 
-// newEdge says whether a request is on an edge the model never learned:
-// its workload has no section of its own (the global fallback scores it),
-// or the section never saw the source.
-func newEdge(s *pluginconfig.Settings, r *models.Request) bool {
-	return s.Section == nil || s.Section.Name != s.Workload || !s.Section.KnowsSource(r.Source)
+// newEdge says whether a scored request is on an edge the model never
+// learned: its workload has no section of its own (the global fallback
+// scored it), or the section never saw the source (its verdict says so:
+// looking the source up again would cost a hash per request in wasm).
+func newEdge(s *pluginconfig.Settings, h *httpContext) bool {
+	return h.section == nil || h.section.Name != s.Workload || h.verdict.NewCaller
 }
 
 // newRecordVersion encodes a configuration's version fields once.
