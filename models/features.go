@@ -103,6 +103,10 @@ type param struct {
 	// novelCost is the price of a new trigram in the value (see
 	// ParamModel.priceNovelty), set when the parameter model judged it.
 	novelCost float64
+	// digest is what the content model reads of the name, when the
+	// parameter model that judged it learned exactly this name (see
+	// nameDigest); nil otherwise.
+	digest *nameDigest
 }
 
 // paramScratch holds decoded parameters of one request. It lives in the
@@ -177,7 +181,7 @@ const headerKeySeed = 0x6865616465723a00 // "header:"
 // a request's parameters up by the same keys: hashBytes(headerKeySeed, name)
 // for a header, paramKey(route, name) otherwise.
 func (m *ParamModel) modelKey() uint64 {
-	if m.Route == AnyRoute && len(m.Name) > len(headerPrefix) && m.Name[:len(headerPrefix)] == headerPrefix {
+	if m.header() {
 		return hashString(headerKeySeed, m.Name[len(headerPrefix):])
 	}
 	return paramKey(m.Route, view(m.Name))

@@ -107,9 +107,18 @@ func (w *Workload) attachContent(c *ContentModel) {
 		w.novelCost = c.NovelCost
 	}
 	shaped := c != nil && c.Shaped
+	var grams *[gramWords]uint64
+	if c != nil && len(c.Grams) == gramWords {
+		grams = (*[gramWords]uint64)(c.Grams)
+	}
 	for i := range w.Params {
-		w.Params[i].priceNovelty(w.novelCost)
-		w.Params[i].shaped = shaped
+		pm := &w.Params[i]
+		pm.priceNovelty(w.novelCost)
+		pm.shaped = shaped
+		pm.name = nameDigest{}
+		if c != nil && !pm.header() {
+			pm.name = digestName(view(pm.Name), grams, w.novelCost)
+		}
 	}
 	w.contentNamedAt = w.Tails[PartContent].inverse(reasonTail)
 }
@@ -283,7 +292,7 @@ type Verdict struct {
 	// callers), which the filter ships whatever its sample.
 	NewCaller bool
 	Reasons   [MaxReasons]Reason
-	NReason int
+	NReason   int
 	// Parts holds each part's surprise before calibration (nats), and
 	// Codes the reason that names it.
 	Parts [NParts]float64
@@ -685,6 +694,12 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 			pm = &w.Params[w.anyParam]
 		}
 		p.novelCost = pm.novelCost
+		if pm.name.ok && !p.header && !p.cont && routeKnown && string(p.name) == pm.Name {
+			// The name is the one the model learned (compared, not
+			// trusted to its hash: a name made to collide must still be
+			// read).
+			p.digest = &pm.name
+		}
 		// Most values of mesh traffic are ones their enumerable parameter
 		// took in training (user-agent, accept): they are told apart here
 		// (ParamModel.knownValue, written out so that the table lookup is

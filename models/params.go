@@ -59,6 +59,15 @@ type ParamModel struct {
 	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
 	// in which no keyword survives: keywords are not judged then.
 	shaped bool
+	// name is what the content model reads of Name (a query or body
+	// parameter's), worked out when the content model is attached.
+	name nameDigest
+}
+
+// header reports whether the model is a header's (stored under
+// headerPrefix for any route; see modelKey).
+func (p *ParamModel) header() bool {
+	return p.Route == AnyRoute && len(p.Name) > len(headerPrefix) && p.Name[:len(headerPrefix)] == headerPrefix
 }
 
 // tail turns a value's surprise into its tail surprise against this

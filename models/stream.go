@@ -123,6 +123,7 @@ func (s *paramScratch) push(name, value []byte, header, body, cont, last bool, f
 	// and a memory.copy in wasm, per parameter.
 	p := &s.params[s.n]
 	p.name, p.value, p.header, p.body, p.cont, p.last, p.full = name, value, header, body, cont, last, full
+	p.digest = nil
 	s.n++
 }
 
