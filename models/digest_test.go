@@ -147,3 +147,48 @@ func TestKnownNamesScoreAsRead(t *testing.T) {
 		t.Fatalf("a name colliding with orderBy scores\n%+v\nreading it\n%+v", got, want)
 	}
 }
+
+// TestContentMemoChangesNoVerdict: requests scored through one scratch,
+// which remembers content vectors, score exactly as each scored with a
+// fresh one, with two models (one retrained: a new content model) taking
+// turns on the same scratch, and with the memo's slots contended.
+func TestContentMemoChangesNoVerdict(t *testing.T) {
+	a, b := appFixture(t, 600), appFixture(t, 700)
+	wa, wb := a.Workload("app"), b.Workload("app")
+	if wa.content == nil || wb.content == nil || wa.content.id == wb.content.id {
+		t.Fatal("the fixtures need two content models")
+	}
+	g := rand.New(rand.NewPCG(11, 12))
+	paths := []string{"/search", "/item", "/static/site.css", "/shop/index.php", "/new"}
+	var shared Scratch
+	hits := 0
+	for i := 0; i < 6000; i++ {
+		q := url.Values{}
+		for j := g.IntN(3); j >= 0; j-- {
+			v := fmt.Sprint(g.IntN(30))
+			if g.IntN(4) == 0 {
+				v = contentValue(g)
+			}
+			q.Add([]string{"q", "lang", "id", "x"}[g.IntN(4)], v)
+		}
+		r := Request{Method: "GET", Path: paths[g.IntN(len(paths))], Query: q.Encode(), Source: "gw"}
+		w := wa
+		if g.IntN(2) == 0 {
+			w = wb
+		}
+		var fresh Scratch
+		var got, want Verdict
+		before := shared.params.memo
+		w.ScoreInto(&r, &shared, &got)
+		if shared.params.memo == before {
+			hits++
+		}
+		w.ScoreInto(&r, &fresh, &want)
+		if got != want {
+			t.Fatalf("request %d (%s?%s): through the memo\n%+v\nfresh\n%+v", i, r.Path, r.Query, got, want)
+		}
+	}
+	if hits < 1000 || hits > 5000 {
+		t.Fatalf("%d of 6000 requests found their vector remembered: the test should mix hits and misses", hits)
+	}
+}

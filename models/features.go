@@ -132,8 +132,10 @@ type paramScratch struct {
 	training *contentTraining
 	// route holds the request's route template while it is scored.
 	route [MaxRouteBytes + 8]byte
-	// content is the content model's scratch.
+	// content is the content model's scratch, memo what it remembers
+	// between requests.
 	content contentAcc
+	memo    contentMemo
 	// collect, when set (calibration), receives the surprise of every
 	// value a parameter model judged.
 	collect func(pm *ParamModel, surprise float64)
