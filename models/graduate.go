@@ -222,25 +222,14 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 	}
 	ps := &s.params
 	tmpl, _ := appendTemplate(ps.route[:0], r.Path)
-	ri, routeKnown := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl))
+	ri, routeKnown := w.routeOf(r.Method, tmpl)
 	ps.extract(r)
 	worst, at := 0.0, -1
 	// As paramSurprise judges each parameter (TestValueEvidenceAgrees
 	// keeps the two in step).
 	for i := 0; i < ps.n; i++ {
 		p := &ps.params[i]
-		var pm *ParamModel
-		if p.header || routeKnown {
-			var key uint64
-			if p.header {
-				key = hashBytes(headerKeySeed, p.name)
-			} else {
-				key = paramKey(ri, p.name)
-			}
-			if idx, ok := w.paramIndex.get(key); ok {
-				pm = &w.Params[idx]
-			}
-		}
+		pm := w.paramOf(p, ri, routeKnown)
 		if pm == nil {
 			if w.anyParam < 0 {
 				continue
@@ -269,8 +258,8 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 func (w *Workload) Knows(r *Request) bool {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl, _ := appendTemplate(buf[:0], r.Path)
-	si, srcKnown := w.sourceIndex.get(hashString(hashSeed, r.Source))
-	ri, routeKnown := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl))
+	si, srcKnown := w.sourceOf(r.Source)
+	ri, routeKnown := w.routeOf(r.Method, tmpl)
 	if !srcKnown || !routeKnown {
 		return false
 	}

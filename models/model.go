@@ -535,13 +535,11 @@ func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 	// The template is built in the scratch: a zeroed local array would be a
 	// memory.fill per request in wasm.
 	tmpl, plain := appendTemplate(s.route[:0], r.Path)
-	src := hashString(hashSeed, r.Source)
-	route := hashBytes(methodSeed(r.Method), tmpl)
 
 	// Caller graph: meeting a caller, route or edge never seen, weighed by
 	// how often training met new ones (Good-Turing).
-	si, srcKnown := w.sourceIndex.get(src)
-	ri, routeKnown := w.routeIndex.get(route)
+	si, srcKnown := w.sourceOf(r.Source)
+	ri, routeKnown := w.routeOf(r.Method, tmpl)
 	v.NewCaller = !srcKnown
 	if !srcKnown && len(w.Sources) > 0 {
 		v.part(PartCaller, ReasonNewCaller, -math.Log(w.pNewCaller))
@@ -647,7 +645,7 @@ func (sc *scorer) batch(s *paramScratch, final bool) {
 func (w *Workload) RespondWith(r *Request, v Verdict) Verdict {
 	var buf [MaxRouteBytes + 8]byte
 	tmpl := AppendTemplate(buf[:0], r.Path)
-	if ri, ok := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl)); ok {
+	if ri, ok := w.routeOf(r.Method, tmpl); ok {
 		w.Routes[ri].Numbers.responseSurprise(r, &v, &w.statusMix)
 	}
 	w.judge(&v, r.Status != 0)
@@ -665,21 +663,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 	var newParams float64
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
-		var pm *ParamModel
-		if p.header || routeKnown {
-			// The key of the parameter's model (see modelKey), computed
-			// here rather than in a method: compiled to WebAssembly, a
-			// call per parameter costs.
-			var key uint64
-			if p.header {
-				key = hashBytes(headerKeySeed, p.name)
-			} else {
-				key = paramKey(ri, p.name)
-			}
-			if idx, ok := w.paramIndex.get(key); ok {
-				pm = &w.Params[idx]
-			}
-		}
+		pm := w.paramOf(p, ri, routeKnown)
 		if pm == nil {
 			switch {
 			case p.header:
@@ -694,10 +678,9 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 			pm = &w.Params[w.anyParam]
 		}
 		p.novelCost = pm.novelCost
-		if pm.name.ok && !p.header && !p.cont && routeKnown && string(p.name) == pm.Name {
-			// The name is the one the model learned (compared, not
-			// trusted to its hash: a name made to collide must still be
-			// read).
+		if pm.name.ok && !p.header && !p.cont && pm.Name == string(p.name) {
+			// The name is the one the model learned (paramOf compared it,
+			// but pm may be the workload-wide model).
 			p.digest = &pm.name
 		}
 		// Most values of mesh traffic are ones their enumerable parameter
@@ -911,6 +894,47 @@ const (
 	hashK1   = 0x9E3779B97F4A7C15
 	hashK2   = 0xC2B2AE3D27D4EB4F
 )
+
+// The section's tables are keyed by 64-bit hashes, which a chosen input
+// can be made to match (every step of hashBytes inverts): what a key finds
+// is compared with what the request says before it counts as known, so a
+// crafted caller, path or name is never taken for a learned one
+// (TestCollidingKeysAreNotKnown).
+
+// sourceOf returns the index of a source the section learned.
+func (w *Workload) sourceOf(source string) (uint32, bool) {
+	si, ok := w.sourceIndex.get(hashString(hashSeed, source))
+	return si, ok && w.Sources[si] == source
+}
+
+// routeOf returns the index of a route (method and template) the section
+// learned.
+func (w *Workload) routeOf(method string, tmpl []byte) (uint32, bool) {
+	ri, ok := w.routeIndex.get(hashBytes(methodSeed(method), tmpl))
+	return ri, ok && w.Routes[ri].Template == string(tmpl) && w.Routes[ri].Method == method
+}
+
+// paramOf returns the model of a request's parameter, or nil: its header's
+// (any route), or its route's when the route is known.
+func (w *Workload) paramOf(p *param, ri uint32, routeKnown bool) *ParamModel {
+	var pm *ParamModel
+	if p.header {
+		if idx, ok := w.paramIndex.get(hashBytes(headerKeySeed, p.name)); ok {
+			pm = &w.Params[idx]
+			if len(pm.Name) != len(headerPrefix)+len(p.name) || pm.Name[len(headerPrefix):] != string(p.name) {
+				pm = nil
+			}
+		}
+	} else if routeKnown {
+		if idx, ok := w.paramIndex.get(paramKey(ri, p.name)); ok {
+			pm = &w.Params[idx]
+			if pm.Name != string(p.name) || pm.Route != ri {
+				pm = nil
+			}
+		}
+	}
+	return pm
+}
 
 // methodSeed returns hashString(hashSeed, method), the seed of a route's
 // key: GET's and POST's are computed once (a hash is a call in wasm, and

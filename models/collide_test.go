@@ -1,0 +1,106 @@
+package models
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+	"testing"
+)
+
+// Collisions of hashBytes, built as an attacker would: every step of the
+// hash inverts, so eight bytes after any prefix make the whole hash to any
+// value.
+
+// inverse64 returns the inverse of an odd a modulo 2^64.
+func inverse64(a uint64) uint64 {
+	x := a
+	for i := 0; i < 6; i++ {
+		x *= 2 - a*x
+	}
+	return x
+}
+
+// unshiftXor inverts x ^= x >> s.
+func unshiftXor(x uint64, s uint) uint64 {
+	r := x
+	for i := 0; i < 64/int(s)+1; i++ {
+		r = x ^ r>>s
+	}
+	return r
+}
+
+// collide returns prefix, padded with pad to a multiple of eight bytes,
+// then eight bytes that make hashBytes(seed, ·) equal target.
+func collide(seed, target uint64, prefix []byte, pad byte) []byte {
+	b := append([]byte(nil), prefix...)
+	for len(b)%8 != 0 {
+		b = append(b, pad)
+	}
+	h := seed
+	for r := b; len(r) >= 8; r = r[8:] {
+		h = bits.RotateLeft64(h^binary.LittleEndian.Uint64(r)*hashK1, 31) * hashK2
+	}
+	n := uint64(len(b) + 8)
+	x := unshiftXor(target, 31) * inverse64(0x94D049BB133111EB)
+	x = unshiftXor(x, 27) * inverse64(0xBF58476D1CE4E5B9)
+	x = unshiftXor(x, 30)
+	// The empty tail's step, then the free block's.
+	x = bits.RotateLeft64(x*inverse64(hashK2), -31) ^ (n<<56)*hashK1
+	w := (bits.RotateLeft64(x*inverse64(hashK2), -31) ^ h) * inverse64(hashK1)
+	return binary.LittleEndian.AppendUint64(b, w)
+}
+
+// TestCollidingKeysAreNotKnown: a caller, a path and parameter names made
+// to hash like ones the section learned are met as new, not taken for the
+// learned ones (and a path so made is read by the content model).
+func TestCollidingKeysAreNotKnown(t *testing.T) {
+	m := listFixture(t, 1)
+	w := m.Workload("shop")
+	const payload = "x' UNION SELECT password FROM users--"
+
+	// A caller.
+	src := string(collide(hashSeed, hashString(hashSeed, "caller-1"), []byte("evil "+payload), ' '))
+	if hashString(hashSeed, src) != hashString(hashSeed, "caller-1") {
+		t.Fatal("the crafted caller does not collide")
+	}
+	if _, ok := w.sourceOf(src); ok {
+		t.Error("a caller made to collide with caller-1 is known")
+	}
+
+	// A path whose template collides with /items/{num}'s.
+	want := hashBytes(methodSeed("GET"), []byte("/items/{num}"))
+	var path []byte
+	for pad := 0; ; pad++ {
+		prefix := append([]byte("/"+payload), bytes.Repeat([]byte{' '}, 8*pad)...)
+		path = collide(methodSeed("GET"), want, prefix, ' ')
+		if !bytes.ContainsAny(path[len(path)-8:], "/?") {
+			break
+		}
+	}
+	if got := hashBytes(methodSeed("GET"), []byte(Template(string(path)))); got != want {
+		t.Fatalf("the crafted path's template %q does not collide", Template(string(path)))
+	}
+	if _, ok := w.routeOf("GET", []byte(Template(string(path)))); ok {
+		t.Error("a path made to collide with /items/{num} is a known route")
+	}
+	v := w.Score(&Request{Method: "GET", Path: string(path), Source: "caller-1", Headers: []Header{{Name: "user-agent", Value: "shop-client/1.2"}}})
+	if v.Parts[PartRoute] == 0 {
+		t.Errorf("the colliding path is not a new route: %+v", v)
+	}
+
+	// A query parameter's name and a header's.
+	ri, ok := w.routeOf("GET", []byte("/items/{num}"))
+	if !ok {
+		t.Fatal("/items/{num} was not learned")
+	}
+	qname := collide(uint64(ri)*hashMix^hashSeed, paramKey(ri, []byte("sort")), []byte("sort"+payload), ' ')
+	if paramKey(ri, qname) != paramKey(ri, []byte("sort")) {
+		t.Fatal("the crafted parameter name does not collide")
+	}
+	hname := collide(headerKeySeed, hashBytes(headerKeySeed, []byte("user-agent")), []byte("x-evil"), '-')
+	for _, p := range []param{{name: qname, value: []byte("asc")}, {name: hname, value: []byte("shop-client/1.2"), header: true}} {
+		if pm := w.paramOf(&p, ri, true); pm != nil {
+			t.Errorf("the name %q made to collide is taken for %q's", p.name, pm.Name)
+		}
+	}
+}
