@@ -58,8 +58,9 @@ import (
 // filter built with other semantics refuses a model instead of misreading it.
 // Version 7 made the section the unit of delivery. Version 8 added per-part
 // tails (Workload.Tails), per-parameter tails and trigram counts, each
-// route's largest request.
-const CodecVersion = 8
+// route's largest request. Version 9 keeps an enumerated parameter's values
+// themselves, not their hashes alone (ParamModel.Values).
+const CodecVersion = 9
 
 // The kinds of encoding (the header's u16 after the version).
 const (
@@ -522,9 +523,11 @@ func appendParam(p []byte, m *ParamModel) []byte {
 			p = binary.AppendUvarint(p, uint64(c))
 		}
 	}
-	p = binary.AppendUvarint(p, uint64(len(m.Enum)))
-	for _, h := range m.Enum {
-		p = binary.LittleEndian.AppendUint64(p, h)
+	// The enumerated values themselves, in their hashes' order (codec 9;
+	// codec 8 had the hashes alone).
+	p = binary.AppendUvarint(p, uint64(len(m.Values)))
+	for _, v := range m.Values {
+		p = appendString(p, v)
 	}
 	p = binary.AppendUvarint(p, uint64(m.Singletons))
 	p = appendFloat32(p, m.TailMed)
@@ -559,23 +562,26 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 		last = int(i)
 		m.Trans[i] = c
 	}
-	ne := d.count(ctx+" enum", 8)
+	ne := d.count(ctx+" enum", 1)
 	if ne > maxEnum {
 		d.fail(ctx+" enum", "%d values, limit %d", ne, maxEnum)
 		return
 	}
 	if ne > 0 {
-		m.Enum = make([]uint64, ne)
+		m.Enum, m.Values = make([]uint64, ne), make([]string, ne)
 	}
-	for k := range m.Enum {
-		if d.err != nil || len(d.b)-d.off < 8 {
-			d.fail(ctx+" enum", "truncated")
+	for k := range m.Values {
+		m.Values[k] = d.str(ctx + " enum value")
+		if d.err != nil {
 			return
 		}
-		m.Enum[k] = binary.LittleEndian.Uint64(d.b[d.off:])
-		d.off += 8
+		if len(m.Values[k]) > MaxValueBytes {
+			d.fail(ctx+" enum value", "%d bytes, limit %d", len(m.Values[k]), MaxValueBytes)
+			return
+		}
+		m.Enum[k] = hashBytes(hashSeed, view(m.Values[k]))
 		if k > 0 && m.Enum[k] <= m.Enum[k-1] {
-			d.fail(ctx+" enum", "values out of order")
+			d.fail(ctx+" enum", "values out of their hashes' order, or repeated")
 			return
 		}
 	}

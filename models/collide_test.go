@@ -2,9 +2,14 @@ package models
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math/bits"
+	"net/url"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Collisions of hashBytes, built as an attacker would: every step of the
@@ -103,4 +108,90 @@ func TestCollidingKeysAreNotKnown(t *testing.T) {
 			t.Errorf("the name %q made to collide is taken for %q's", p.name, pm.Name)
 		}
 	}
+
+	// A value of an enumerated parameter: sort took asc and desc.
+	sort := w.paramOf(&param{name: []byte("sort")}, ri, true)
+	if sort == nil || len(sort.Values) != 2 {
+		t.Fatalf("sort is not enumerated as asc, desc: %+v", sort)
+	}
+	value := collide(hashSeed, hashBytes(hashSeed, []byte("asc")), []byte(payload), ' ')
+	if !sort.knownValue([]byte("asc")) || sort.knownValue(value) {
+		t.Errorf("knownValue(asc) = %v, knownValue(%q, made to collide with asc) = %v",
+			sort.knownValue([]byte("asc")), value, sort.knownValue(value))
+	}
+	r := Request{Method: "GET", Path: "/items/7", Query: "sort=" + url.QueryEscape(string(value)) + "&page=3", Source: "caller-1",
+		Headers: []Header{{Name: "user-agent", Value: "shop-client/1.2"}}}
+	v = w.Score(&r)
+	if v.Score <= m.Meta.Threshold || v.Parts[PartValues] == 0 {
+		t.Errorf("a UNION SELECT made to hash like asc scores %.3f (values part %.2f), want flagged by its value", v.Score, v.Parts[PartValues])
+	}
+}
+
+// TestTrainingKeepsEnumeratedValues: a parameter's values are kept with
+// their hashes, through the codec; a value that hashes like another one
+// makes the parameter not enumerated (abuse: training traffic cannot slip
+// a payload in as a known value), and a model whose values are out of
+// their hashes' order is refused.
+func TestTrainingKeepsEnumeratedValues(t *testing.T) {
+	train := func(extra string) *ParamModel {
+		cfg := DefaultTrainConfig()
+		cfg.Now = time.Unix(1_700_000_000, 0)
+		tr, err := NewTrainer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 400; i++ {
+			v := []string{"asc", "desc"}[i%2]
+			if i == 200 && extra != "" {
+				v = extra
+			}
+			tr.Observe(&Request{Method: "GET", Path: "/items", Query: "sort=" + url.QueryEscape(v), Source: "a", Destination: "shop"})
+		}
+		m, err := tr.Model()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m, err = Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		w := m.Workload("shop")
+		ri, _ := w.routeOf("GET", []byte("/items"))
+		return w.paramOf(&param{name: []byte("sort")}, ri, true)
+	}
+	pm := train("")
+	if pm == nil || !slices.Equal(pm.Values, sortedByHash("asc", "desc")) {
+		t.Fatalf("values after the codec: %+v", pm)
+	}
+	if pm := train(string(collide(hashSeed, hashBytes(hashSeed, []byte("asc")), []byte("x' OR 1=1--"), ' '))); pm == nil || len(pm.Enum) != 0 {
+		t.Errorf("a value colliding with asc left sort enumerated: %+v", pm)
+	}
+
+	m := listFixture(t, 1)
+	w := m.Workload("shop")
+	for i := range w.Params {
+		if p := &w.Params[i]; len(p.Values) == 2 {
+			p.Values[0], p.Values[1] = p.Values[1], p.Values[0]
+			b, err := Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Decode(b); err == nil || !strings.Contains(err.Error(), "enum") {
+				t.Errorf("a model with values out of order decoded: %v", err)
+			}
+			return
+		}
+	}
+	t.Fatal("the fixture has no parameter of two values")
+}
+
+// sortedByHash orders values as a model keeps them.
+func sortedByHash(vs ...string) []string {
+	slices.SortFunc(vs, func(a, b string) int {
+		return cmp.Compare(hashBytes(hashSeed, []byte(a)), hashBytes(hashSeed, []byte(b)))
+	})
+	return vs
 }

@@ -237,7 +237,7 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 			pm = &w.Params[w.anyParam]
 		}
 		if len(pm.Enum) > 0 {
-			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
+			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && pm.Values[k] == string(p.value) {
 				continue
 			}
 		}

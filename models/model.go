@@ -689,7 +689,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 		// inlined), without the call to valueSurprise, which would answer 0.
 		whole := p.last && !p.cont
 		if len(pm.Enum) > 0 && whole {
-			if _, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok {
+			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && pm.Values[k] == string(p.value) {
 				s.known |= 1 << uint(i)
 				if s.collect != nil {
 					// A value the parameter took is part of its tail.

@@ -37,8 +37,12 @@ type ParamModel struct {
 	KeywordValues uint32
 	// Trans counts class transitions (row: from class or start; column: to).
 	Trans [nTrans]uint32
-	// Enum holds hashes of the values when the parameter is enumerable.
-	Enum []uint64
+	// Enum holds hashes of the values when the parameter is enumerable, in
+	// increasing order, and Values the values themselves in the same order:
+	// a value counts as known only when it is the one its hash finds (a
+	// chosen value can be made to hash like any other).
+	Enum   []uint64
+	Values []string
 	// Singletons counts enumerated values seen exactly once (Good-Turing).
 	Singletons uint32
 	// TailMed and TailBeta are how surprising the parameter's own
@@ -136,15 +140,15 @@ func (p *ParamModel) index(prior *[nTrans]float64) {
 		p.logp[i] = float32(-math.Log(pr))
 	}
 	p.enumSet = newTable(len(p.Enum))
-	for _, h := range p.Enum {
-		p.enumSet.put(h, 1)
+	for k, h := range p.Enum {
+		p.enumSet.put(h, uint32(k))
 	}
 }
 
 // knownValue reports whether an enumerable parameter took v in training.
 func (p *ParamModel) knownValue(v []byte) bool {
-	_, ok := p.enumSet.get(hashBytes(hashSeed, v))
-	return ok
+	k, ok := p.enumSet.get(hashBytes(hashSeed, v))
+	return ok && p.Values[k] == string(v)
 }
 
 // valueSurprise says how surprising a value is for this parameter, in nats,
@@ -219,7 +223,7 @@ type paramStats struct {
 	sumLen, sumSq float64
 	kw            uint32
 	trans         [nTrans]uint32
-	values        map[uint64]uint32 // nil once the parameter is not enumerable
+	values        map[uint64]enumValue // nil once the parameter is not enumerable
 	// id numbers the statistics for the trigram counts (gramCounts.owner);
 	// twin is the same parameter's statistics in the global section.
 	// any is the workload-wide statistics of the same section, ws the
@@ -232,7 +236,15 @@ type paramStats struct {
 	kwOpen bool
 }
 
-func newParamStats() *paramStats { return &paramStats{values: map[uint64]uint32{}} }
+func newParamStats() *paramStats { return &paramStats{values: map[uint64]enumValue{}} }
+
+// enumValue is one value of a parameter that may be enumerable: how often
+// it was seen, and the value (kept from its first sight; a value that
+// hashes like it is not counted as it).
+type enumValue struct {
+	n uint32
+	v string
+}
 
 // observe learns one parameter's value, or one window of a long one
 // (param.cont, param.last): each window's transitions, keywords and
@@ -270,7 +282,19 @@ func (s *paramStats) observe(p *param) {
 			s.values = nil
 			return
 		}
-		s.values[hashBytes(hashSeed, v)]++
+		h := hashBytes(hashSeed, v)
+		e, seen := s.values[h]
+		switch {
+		case !seen:
+			e.v = string(v)
+		case e.v != string(v):
+			// Another value with the same hash: not an enumeration this
+			// model can hold.
+			s.values = nil
+			return
+		}
+		e.n++
+		s.values[h] = e
 		if len(s.values) > maxEnum {
 			s.values = nil
 		}
@@ -287,13 +311,17 @@ func (s *paramStats) model(route uint32, name string) ParamModel {
 	// Enumerable: few distinct values, each seen several times on average.
 	// The workload-wide model mixes every parameter and never is.
 	if s.values != nil && name != AnyParam && s.count >= 4*uint32(len(s.values)) {
-		for h, c := range s.values {
+		for h, e := range s.values {
 			p.Enum = append(p.Enum, h)
-			if c == 1 {
+			if e.n == 1 {
 				p.Singletons++
 			}
 		}
 		sortU64(p.Enum)
+		p.Values = make([]string, len(p.Enum))
+		for k, h := range p.Enum {
+			p.Values[k] = s.values[h].v
+		}
 	}
 	return p
 }

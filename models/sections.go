@@ -182,6 +182,7 @@ func pruned(g *Workload, keep int) *Workload {
 			continue
 		}
 		pm.Enum = append([]uint64(nil), pm.Enum...)
+		pm.Values = append([]string(nil), pm.Values...)
 		p.Params = append(p.Params, pm)
 	}
 	return p
