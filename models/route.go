@@ -265,7 +265,7 @@ func (d *derivedRoutes) build(routes []Route) {
 // surprise returns the price of an unknown route template if it extends a
 // known one, else 0. It runs for unknown routes only.
 func (d *derivedRoutes) surprise(tmpl []byte) float64 {
-	if len(d.templates.keys) == 0 || !d.extends(tmpl, 1) {
+	if len(d.templates.slots) == 0 || !d.extends(tmpl, 1) {
 		return 0
 	}
 	return d.cost
