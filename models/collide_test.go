@@ -108,6 +108,17 @@ func TestCollidingKeysAreNotKnown(t *testing.T) {
 			t.Errorf("the name %q made to collide is taken for %q's", p.name, pm.Name)
 		}
 	}
+	// The same through scoring, which looks names up on its own path.
+	for _, r := range []Request{
+		{Method: "GET", Path: "/items/7", Query: url.QueryEscape(string(qname)) + "=asc&page=3", Source: "caller-1",
+			Headers: []Header{{Name: "user-agent", Value: "shop-client/1.2"}}},
+		{Method: "GET", Path: "/items/7", Query: "sort=asc&page=3", Source: "caller-1",
+			Headers: []Header{{Name: "user-agent", Value: "shop-client/1.2"}, {Name: string(hname), Value: "shop-client/1.2"}}},
+	} {
+		if v := w.Score(&r); v.Parts[PartNames] == 0 {
+			t.Errorf("%s %v: a name made to collide is not new: %+v", r.Query, r.Headers, v)
+		}
+	}
 
 	// A value of an enumerated parameter: sort took asc and desc.
 	sort := w.paramOf(&param{name: []byte("sort")}, ri, true)
