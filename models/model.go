@@ -538,11 +538,8 @@ func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 
 	// Caller graph: meeting a caller, route or edge never seen, weighed by
 	// how often training met new ones (Good-Turing).
-	// sourceOf and routeOf, written out: a call costs in wasm.
-	si, srcKnown := w.sourceIndex.get(hashString(hashSeed, r.Source))
-	srcKnown = srcKnown && w.Sources[si] == r.Source
-	ri, routeKnown := w.routeIndex.get(hashBytes(methodSeed(r.Method), tmpl))
-	routeKnown = routeKnown && w.Routes[ri].Template == string(tmpl) && w.Routes[ri].Method == r.Method
+	si, srcKnown := w.sourceOf(r.Source)
+	ri, routeKnown := w.routeOf(r.Method, tmpl)
 	v.NewCaller = !srcKnown
 	if !srcKnown && len(w.Sources) > 0 {
 		v.part(PartCaller, ReasonNewCaller, -math.Log(w.pNewCaller))
@@ -666,21 +663,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 	var newParams float64
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
-		// paramOf, written out: a call per parameter costs in wasm.
-		var pm *ParamModel
-		if p.header {
-			if idx, ok := w.paramIndex.get(hashBytes(headerKeySeed, p.name)); ok {
-				if m := &w.Params[idx]; len(m.Name) == len(headerPrefix)+len(p.name) && m.Name[len(headerPrefix):] == string(p.name) {
-					pm = m
-				}
-			}
-		} else if routeKnown {
-			if idx, ok := w.paramIndex.get(paramKey(ri, p.name)); ok {
-				if m := &w.Params[idx]; m.Name == string(p.name) && m.Route == ri {
-					pm = m
-				}
-			}
-		}
+		pm := w.paramOf(p, ri, routeKnown)
 		if pm == nil {
 			switch {
 			case p.header:
