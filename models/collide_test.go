@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Collisions of hashBytes, built as an attacker would: every step of the
@@ -145,12 +144,7 @@ func TestCollidingKeysAreNotKnown(t *testing.T) {
 // their hashes' order is refused.
 func TestTrainingKeepsEnumeratedValues(t *testing.T) {
 	train := func(extra string) *ParamModel {
-		cfg := DefaultTrainConfig()
-		cfg.Now = time.Unix(1_700_000_000, 0)
-		tr, err := NewTrainer(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tr := newTestTrainer(t)
 		for i := 0; i < 400; i++ {
 			v := []string{"asc", "desc"}[i%2]
 			if i == 200 && extra != "" {

@@ -6,7 +6,6 @@ import (
 	"net/url"
 	"reflect"
 	"testing"
-	"time"
 )
 
 // digestNames are parameter names with what a digest must carry: case
@@ -65,12 +64,7 @@ func TestNameDigestEqualsReadingTheName(t *testing.T) {
 // their digests scores every request exactly as one that reads them, and
 // a name that only hashes like a known one is never taken for it.
 func TestKnownNamesScoreAsRead(t *testing.T) {
-	cfg := DefaultTrainConfig()
-	cfg.Now = time.Unix(1_700_000_000, 0)
-	tr, err := NewTrainer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTestTrainer(t)
 	g := rand.New(rand.NewPCG(9, 10))
 	for i := 0; i < 2000; i++ {
 		q := url.Values{}

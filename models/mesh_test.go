@@ -111,12 +111,7 @@ func TestMeshFixtureDigest(t *testing.T) {
 func trainMesh(t testing.TB, services, requests int) (*Model, *meshFixture) {
 	t.Helper()
 	f := newMeshFixture(services, 7)
-	cfg := DefaultTrainConfig()
-	cfg.Now = time.Unix(1_700_000_000, 0)
-	tr, err := NewTrainer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTestTrainer(t)
 	for i := 0; i < requests; i++ {
 		r := f.request()
 		tr.Observe(&r)

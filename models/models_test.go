@@ -247,12 +247,7 @@ func TestDecodeRejectsBadIndexWithValidChecksum(t *testing.T) {
 // per workload could not say a new caller is rarer than 1 in 120.
 func busyFixture(t testing.TB, n int) *Model {
 	t.Helper()
-	cfg := DefaultTrainConfig()
-	cfg.Now = time.Unix(1_700_000_000, 0)
-	tr, err := NewTrainer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTestTrainer(t)
 	reqs := fixtureRequests()
 	for k := 0; k < n; k++ {
 		for i := range reqs {
@@ -488,12 +483,7 @@ func TestHostHeaderIsAuthority(t *testing.T) {
 		return r
 	}
 	train := func(host bool) *Model {
-		cfg := DefaultTrainConfig()
-		cfg.Now = time.Unix(1_700_000_000, 0)
-		tr, err := NewTrainer(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tr := newTestTrainer(t)
 		for _, r := range fixtureRequests() {
 			if host {
 				r = withHost(r)
@@ -525,4 +515,17 @@ func TestMethodSeedIsTheMethodsHash(t *testing.T) {
 			t.Errorf("methodSeed(%q) = %x, want %x", m, got, want)
 		}
 	}
+}
+
+// newTestTrainer returns a trainer of the default configuration at a fixed
+// time, as most tests train.
+func newTestTrainer(t testing.TB) *Trainer {
+	t.Helper()
+	cfg := DefaultTrainConfig()
+	cfg.Now = time.Unix(1_700_000_000, 0)
+	tr, err := NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }

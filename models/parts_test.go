@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestTailIsMonotoneAndInverts: a fitted tail maps surprises to tail
@@ -108,12 +107,7 @@ func TestCombineHarmonicMean(t *testing.T) {
 // numeric id, from one caller.
 func appFixture(t testing.TB, n int) *Model {
 	t.Helper()
-	cfg := DefaultTrainConfig()
-	cfg.Now = time.Unix(1_700_000_000, 0)
-	tr, err := NewTrainer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTestTrainer(t)
 	g := rand.New(rand.NewPCG(3, 4))
 	words := strings.Fields("red green blue shoes boots garden lamp coffee table winter jacket phone case book desk chair soft warm dry light heavy small large it's don't (new) sale, 2 for 1! what? cheap")
 	langs := []string{"en", "de", "fr"}
@@ -444,12 +438,7 @@ func TestOneSectionCannotMoveTheOthersThresholds(t *testing.T) {
 // bytes encoded afresh), its threshold the borrowed one.
 func TestThinCalibrationIsWrittenInPlace(t *testing.T) {
 	f := newMeshFixture(30, 7)
-	cfg := DefaultTrainConfig()
-	cfg.Now = time.Unix(1_700_000_000, 0)
-	tr, err := NewTrainer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTestTrainer(t)
 	// 30 services, about 100 requests each: every section is thin.
 	for range 3000 {
 		r := f.request()

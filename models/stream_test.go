@@ -7,19 +7,13 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 )
 
 // formFixture trains on form posts of a route (q, n), and on JSON bodies
 // and queries of others.
 func formFixture(t testing.TB, padded bool) *Model {
 	t.Helper()
-	cfg := DefaultTrainConfig()
-	cfg.Now = time.Unix(1_700_000_000, 0)
-	tr, err := NewTrainer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTestTrainer(t)
 	g := rand.New(rand.NewPCG(7, 8))
 	words := []string{"shoes", "boots", "red", "lamp", "garden", "coffee", "table", "desk"}
 	form := []Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}
