@@ -28,7 +28,7 @@ for f in meshward.wasm passthrough.wasm; do
   [ -f "$root/build/$f" ] || { echo "profile-wasm: build/$f missing (make wasm build/passthrough.wasm)" >&2; exit 1; }
 done
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"; rm -f /tmp/perf-"$(cat "$tmp/pid" 2>/dev/null || echo none)".map' EXIT
+trap 'rm -f /tmp/perf-"$(cat "$tmp/pid" 2>/dev/null || echo none)".map; rm -rf "$tmp"' EXIT
 (cd "$root" && go test -c -tags perfmap -o "$tmp/plugin.test" ./filter/plugin/)
 # No compilation cache: wazero names functions only when it compiles them.
 (cd "$root/filter/plugin" && env -u MESHWARD_WASM_CACHE MESHWARD_WASM="$root/build/meshward.wasm" \

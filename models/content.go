@@ -1569,11 +1569,10 @@ var contentIDs atomic.Uint64
 // vector, in memoSlots slots.
 //
 // Walking the isolation trees and the reference depths reads memory that
-// has gone cold between two requests in a proxy: in the filter's benchmark
-// (wasm, one typical request after another) it was about 3 µs of a 17 µs
-// own cost, against 0.36 µs for the same work in a warm loop. Requests to
-// a workload repeat their content vectors (their features are counts and
-// lengths on a log scale), so most are answered here. The answer is the
+// has gone cold between two requests in a proxy (about 0.4 µs of the
+// filter's own cost in wasm, hack/profile-wasm.sh). Requests to a workload
+// repeat their content vectors (their features are counts and lengths on a
+// log scale), so most are answered here. The answer is the
 // same either way: a slot is used only for the very vector (all its
 // features, after fit) of the very model it was computed for
 // (TestContentMemoChangesNoVerdict).

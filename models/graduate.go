@@ -236,10 +236,8 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 			}
 			pm = &w.Params[w.anyParam]
 		}
-		if len(pm.Enum) > 0 {
-			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && pm.Values[k] == string(p.value) {
-				continue
-			}
+		if len(pm.Enum) > 0 && pm.knownValue(p.value) {
+			continue
 		}
 		raw, _ := pm.valueSurprise(p.value, p.full, p.last && !p.cont)
 		sur := pm.tail(raw)

@@ -239,8 +239,8 @@ type paramStats struct {
 func newParamStats() *paramStats { return &paramStats{values: map[uint64]enumValue{}} }
 
 // enumValue is one value of a parameter that may be enumerable: how often
-// it was seen, and the value (kept from its first sight; a value that
-// hashes like it is not counted as it).
+// it was seen, and the value (kept from its first sight; another value
+// that hashes like it ends the enumeration, see observe).
 type enumValue struct {
 	n uint32
 	v string
