@@ -27,45 +27,50 @@ const (
 const maxEnum = 32
 
 // ParamModel describes the values of one parameter.
+//
+// The fields scoring reads for every parameter of every request come first,
+// together: the transition tables (2 KiB) come last, so that judging a
+// known value touches a few adjacent cache lines of the model, not three
+// lines kilobytes apart (a cache miss costs more than the work it feeds).
 type ParamModel struct {
 	Route uint32 // index into Workload.Routes, or AnyRoute
 	Name  string
-	Count uint32
-	// LenMean and LenVar describe value lengths.
-	LenMean, LenVar float64
-	// KeywordValues counts values with at least one keyword.
-	KeywordValues uint32
-	// Trans counts class transitions (row: from class or start; column: to).
-	Trans [nTrans]uint32
 	// Enum holds hashes of the values when the parameter is enumerable, in
 	// increasing order, and Values the values themselves in the same order:
 	// a value counts as known only when it is the one its hash finds (a
 	// chosen value can be made to hash like any other).
-	Enum   []uint64
-	Values []string
-	// Singletons counts enumerated values seen exactly once (Good-Turing).
-	Singletons uint32
+	Enum      []uint64
+	Values    []string
+	enumSet   table
+	novelCost float64 // a new trigram's price in this parameter's values
 	// TailMed and TailBeta are how surprising the parameter's own
 	// held-back normal values were: their median surprise, and how far
 	// beyond it they reached on average (an exponential tail), shrunk
 	// towards the workload's (fitParamTails). Zero when the workload held
 	// back too few values to say (see tail).
 	TailMed, TailBeta float32
-	// GramTokens counts the character trigrams of the parameter's training
-	// values, and GramSingletons those that no other training value had:
-	// how open the parameter is to new character sequences (priceNovelty).
-	GramTokens, GramSingletons uint32
-
-	logp      [nTrans]float32 // -log p(transition), from Trans
-	enumSet   table
-	novelCost float64 // a new trigram's price in this parameter's values
-	newValue  float64 // an unseen value's surprise, when enumerable
+	newValue          float64 // an unseen value's surprise, when enumerable
 	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
 	// in which no keyword survives: keywords are not judged then.
 	shaped bool
 	// name is what the content model reads of Name (a query or body
 	// parameter's), worked out when the content model is attached.
 	name nameDigest
+
+	Count uint32
+	// LenMean and LenVar describe value lengths.
+	LenMean, LenVar float64
+	// KeywordValues counts values with at least one keyword.
+	KeywordValues uint32
+	// Singletons counts enumerated values seen exactly once (Good-Turing).
+	Singletons uint32
+	// GramTokens counts the character trigrams of the parameter's training
+	// values, and GramSingletons those that no other training value had:
+	// how open the parameter is to new character sequences (priceNovelty).
+	GramTokens, GramSingletons uint32
+	// Trans counts class transitions (row: from class or start; column: to).
+	Trans [nTrans]uint32
+	logp  [nTrans]float32 // -log p(transition), from Trans
 }
 
 // header reports whether the model is a header's (stored under
