@@ -2,6 +2,7 @@ package models
 
 import (
 	"math"
+	"runtime"
 	"unsafe"
 )
 
@@ -258,6 +259,49 @@ func ends(first, last uint64, lit string) bool {
 // one load (byte order does not matter: words are only compared).
 func word(s string, i int) uint64 {
 	return *(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
+}
+
+// word32 reads the four bytes of s at i, as word does eight.
+func word32(s string, i int) uint32 {
+	return *(*uint32)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
+}
+
+// same reports whether a and b hold the same bytes: what a table's key found
+// is compared with what the request says (sourceOf, routeOf, paramOf, a
+// known value). Compiled to WebAssembly, Go's own comparison is two calls
+// and a loop over single bytes (internal/bytealg's memeqbody), made several
+// times per request, so sameWords compares there; natively the runtime's
+// comparison, which is vectorised, is used.
+func same(a string, b []byte) bool {
+	if runtime.GOARCH == "wasm" {
+		return sameWords(a, b)
+	}
+	return a == string(b)
+}
+
+// sameWords is same by loads of eight bytes, the last eight overlapping the
+// others, or of four when shorter, without a loop under eight bytes.
+func sameWords(a string, b []byte) bool {
+	n := len(a)
+	if n != len(b) {
+		return false
+	}
+	v := unsafe.String(unsafe.SliceData(b), n)
+	switch {
+	case n >= 8:
+		for i := 0; i < n-8; i += 8 {
+			if word(a, i) != word(v, i) {
+				return false
+			}
+		}
+		return word(a, n-8) == word(v, n-8)
+	case n >= 4:
+		return word32(a, 0) == word32(v, 0) && word32(a, n-4) == word32(v, n-4)
+	case n == 0:
+		return true
+	}
+	// One to three bytes: 0, n/2 and n-1 are all of them.
+	return a[0] == v[0] && a[n/2] == v[n/2] && a[n-1] == v[n-1]
 }
 
 // looksLikeForm reports whether a body reads as name=value pairs: printable,

@@ -678,7 +678,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 			pm = &w.Params[w.anyParam]
 		}
 		p.novelCost = pm.novelCost
-		if pm.name.ok && !p.header && !p.cont && pm.Name == string(p.name) {
+		if pm.name.ok && !p.header && !p.cont && same(pm.Name, p.name) {
 			// The name is the one the model learned (paramOf compared it,
 			// but pm may be the workload-wide model).
 			p.digest = &pm.name
@@ -689,7 +689,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 		// inlined), without the call to valueSurprise, which would answer 0.
 		whole := p.last && !p.cont
 		if len(pm.Enum) > 0 && whole {
-			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && pm.Values[k] == string(p.value) {
+			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && same(pm.Values[k], p.value) {
 				s.known |= 1 << uint(i)
 				if s.collect != nil {
 					// A value the parameter took is part of its tail.
@@ -904,14 +904,14 @@ const (
 // sourceOf returns the index of a source the section learned.
 func (w *Workload) sourceOf(source string) (uint32, bool) {
 	si, ok := w.sourceIndex.get(hashString(hashSeed, source))
-	return si, ok && w.Sources[si] == source
+	return si, ok && same(w.Sources[si], stringBytes(source))
 }
 
 // routeOf returns the index of a route (method and template) the section
 // learned.
 func (w *Workload) routeOf(method string, tmpl []byte) (uint32, bool) {
 	ri, ok := w.routeIndex.get(hashBytes(methodSeed(method), tmpl))
-	return ri, ok && w.Routes[ri].Template == string(tmpl) && w.Routes[ri].Method == method
+	return ri, ok && same(w.Routes[ri].Template, tmpl) && same(w.Routes[ri].Method, stringBytes(method))
 }
 
 // paramOf returns the model of a request's parameter, or nil: its header's
@@ -921,14 +921,14 @@ func (w *Workload) paramOf(p *param, ri uint32, routeKnown bool) *ParamModel {
 	if p.header {
 		if idx, ok := w.paramIndex.get(hashBytes(headerKeySeed, p.name)); ok {
 			pm = &w.Params[idx]
-			if len(pm.Name) != len(headerPrefix)+len(p.name) || pm.Name[len(headerPrefix):] != string(p.name) {
+			if len(pm.Name) != len(headerPrefix)+len(p.name) || !same(pm.Name[len(headerPrefix):], p.name) {
 				pm = nil
 			}
 		}
 	} else if routeKnown {
 		if idx, ok := w.paramIndex.get(paramKey(ri, p.name)); ok {
 			pm = &w.Params[idx]
-			if pm.Name != string(p.name) || pm.Route != ri {
+			if pm.Route != ri || !same(pm.Name, p.name) {
 				pm = nil
 			}
 		}

@@ -153,7 +153,7 @@ func (p *ParamModel) index(prior *[nTrans]float64) {
 // knownValue reports whether an enumerable parameter took v in training.
 func (p *ParamModel) knownValue(v []byte) bool {
 	k, ok := p.enumSet.get(hashBytes(hashSeed, v))
-	return ok && p.Values[k] == string(v)
+	return ok && same(p.Values[k], v)
 }
 
 // valueSurprise says how surprising a value is for this parameter, in nats,
