@@ -664,7 +664,8 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 	for i := 0; i < s.n; i++ {
 		p := &s.params[i]
 		pm := w.paramOf(p, ri, routeKnown)
-		if pm == nil {
+		learned := pm != nil
+		if !learned {
 			switch {
 			case p.header:
 				newParams = maxf(newParams, -math.Log(w.pNewHeader))
@@ -678,9 +679,9 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 			pm = &w.Params[w.anyParam]
 		}
 		p.novelCost = pm.novelCost
-		if pm.name.ok && !p.header && !p.cont && same(pm.Name, p.name) {
-			// The name is the one the model learned (paramOf compared it,
-			// but pm may be the workload-wide model).
+		if learned && pm.name.ok && !p.header && !p.cont {
+			// The name is the one the model learned (paramOf compared
+			// them): what the content model reads of it is known.
 			p.digest = &pm.name
 		}
 		// Most values of mesh traffic are ones their enumerable parameter
