@@ -710,8 +710,11 @@ type nameDigest struct {
 	// punctuation in eighths (0 under four bytes, as value leaves it),
 	// entropy its entropy2.
 	n, caseMix, sym8, entropy int
-	// tokens counts the lexicon's kinds the name is a word of.
+	// tokens counts the lexicon's kinds the name is a word of; words says
+	// whether any is counted (an array compared with zero is a call to
+	// runtime.memequal in wasm).
 	tokens [nKwKinds]uint32
+	words  bool
 	// novel is its densest run of trigrams the filter never saw, priced
 	// at the workload's cost (what value keeps in contentAcc.novel).
 	novel float64
@@ -732,7 +735,7 @@ func digestName(name []byte, grams *[gramWords]uint64, cost float64) nameDigest 
 	}
 	var e entropyScratch
 	return nameDigest{ok: true, n: len(name), caseMix: a.caseMix, sym8: a.symRatio,
-		entropy: e.entropy2(name), tokens: a.tokens, novel: a.novel}
+		entropy: e.entropy2(name), tokens: a.tokens, words: a.tokens != [nKwKinds]uint32{}, novel: a.novel}
 }
 
 // addName adds a known name's digest, as value(name) would; name is the
@@ -750,7 +753,7 @@ func (a *contentAcc) addName(d *nameDigest, name []byte) {
 	if d.sym8 > a.symRatio {
 		a.symRatio = d.sym8
 	}
-	if d.tokens != [nKwKinds]uint32{} {
+	if d.words {
 		for k := range d.tokens {
 			a.tokens[k] += d.tokens[k]
 		}

@@ -210,7 +210,7 @@ func maySkipHeader(n int) bool { return n < 64 && skipLengths>>uint(n)&1 != 0 }
 // each (the names are 10 to 30 bytes long). Compiled to WebAssembly, a
 // string comparison is two calls and a byte loop, and a switch over these
 // names made about eight of them per request. A name longer than 16 bytes
-// whose ends match is confirmed whole.
+// whose ends match is confirmed whole (sameWords, also by words).
 func skipHeader(name string) bool {
 	n := len(name)
 	if n == 4 {
@@ -236,15 +236,15 @@ func skipHeader(name string) bool {
 	case 15:
 		return ends(first, last, "x-forwarded-for")
 	case 17:
-		return ends(first, last, "x-forwarded-proto") && name == "x-forwarded-proto" ||
-			ends(first, last, "x-b3-parentspanid") && name == "x-b3-parentspanid"
+		return ends(first, last, "x-forwarded-proto") && sameWords("x-forwarded-proto", stringBytes(name)) ||
+			ends(first, last, "x-b3-parentspanid") && sameWords("x-b3-parentspanid", stringBytes(name))
 	case 21:
-		return ends(first, last, "x-envoy-attempt-count") && name == "x-envoy-attempt-count" ||
-			ends(first, last, "x-envoy-peer-metadata") && name == "x-envoy-peer-metadata"
+		return ends(first, last, "x-envoy-attempt-count") && sameWords("x-envoy-attempt-count", stringBytes(name)) ||
+			ends(first, last, "x-envoy-peer-metadata") && sameWords("x-envoy-peer-metadata", stringBytes(name))
 	case 24:
-		return ends(first, last, "x-envoy-peer-metadata-id") && name == "x-envoy-peer-metadata-id"
+		return ends(first, last, "x-envoy-peer-metadata-id") && sameWords("x-envoy-peer-metadata-id", stringBytes(name))
 	case 30:
-		return ends(first, last, "x-envoy-expected-rq-timeout-ms") && name == "x-envoy-expected-rq-timeout-ms"
+		return ends(first, last, "x-envoy-expected-rq-timeout-ms") && sameWords("x-envoy-expected-rq-timeout-ms", stringBytes(name))
 	}
 	return false
 }
