@@ -2,8 +2,9 @@ package models
 
 import (
 	"math"
-	"runtime"
 	"unsafe"
+
+	"github.com/meshward/meshward/internal/wordeq"
 )
 
 // Features that do not depend on a model: how values are split out of a
@@ -210,7 +211,7 @@ func maySkipHeader(n int) bool { return n < 64 && skipLengths>>uint(n)&1 != 0 }
 // each (the names are 10 to 30 bytes long). Compiled to WebAssembly, a
 // string comparison is two calls and a byte loop, and a switch over these
 // names made about eight of them per request. A name longer than 16 bytes
-// whose ends match is confirmed whole (sameWords, also by words).
+// whose ends match is confirmed whole (wordeq.Words, also by words).
 func skipHeader(name string) bool {
 	n := len(name)
 	if n == 4 {
@@ -236,15 +237,15 @@ func skipHeader(name string) bool {
 	case 15:
 		return ends(first, last, "x-forwarded-for")
 	case 17:
-		return ends(first, last, "x-forwarded-proto") && sameWords("x-forwarded-proto", stringBytes(name)) ||
-			ends(first, last, "x-b3-parentspanid") && sameWords("x-b3-parentspanid", stringBytes(name))
+		return ends(first, last, "x-forwarded-proto") && wordeq.Words(name, "x-forwarded-proto") ||
+			ends(first, last, "x-b3-parentspanid") && wordeq.Words(name, "x-b3-parentspanid")
 	case 21:
-		return ends(first, last, "x-envoy-attempt-count") && sameWords("x-envoy-attempt-count", stringBytes(name)) ||
-			ends(first, last, "x-envoy-peer-metadata") && sameWords("x-envoy-peer-metadata", stringBytes(name))
+		return ends(first, last, "x-envoy-attempt-count") && wordeq.Words(name, "x-envoy-attempt-count") ||
+			ends(first, last, "x-envoy-peer-metadata") && wordeq.Words(name, "x-envoy-peer-metadata")
 	case 24:
-		return ends(first, last, "x-envoy-peer-metadata-id") && sameWords("x-envoy-peer-metadata-id", stringBytes(name))
+		return ends(first, last, "x-envoy-peer-metadata-id") && wordeq.Words(name, "x-envoy-peer-metadata-id")
 	case 30:
-		return ends(first, last, "x-envoy-expected-rq-timeout-ms") && sameWords("x-envoy-expected-rq-timeout-ms", stringBytes(name))
+		return ends(first, last, "x-envoy-expected-rq-timeout-ms") && wordeq.Words(name, "x-envoy-expected-rq-timeout-ms")
 	}
 	return false
 }
@@ -261,54 +262,11 @@ func word(s string, i int) uint64 {
 	return *(*uint64)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
 }
 
-// word32 reads the four bytes of s at i, as word does eight.
-func word32(s string, i int) uint32 {
-	return *(*uint32)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
-}
-
-// same reports whether a and b hold the same bytes: what a table's key found
-// is compared with what the request says (sourceOf, routeOf, paramOf, a
-// known value). Compiled to WebAssembly, Go's own comparison is two calls
-// and a loop over single bytes (internal/bytealg's memeqbody), made several
-// times per request, so sameWords compares there; natively the runtime's
-// comparison, which is vectorised, is used.
+// same reports whether a request's bytes b are a, a learned key's: what a
+// table's key found is compared with what the request says (sourceOf,
+// routeOf, paramOf, a known value), by words in wasm (see wordeq).
 func same(a string, b []byte) bool {
-	if runtime.GOARCH == "wasm" {
-		return sameWords(a, b)
-	}
-	return a == string(b)
-}
-
-// sameWords is same by loads of eight bytes, the last eight overlapping the
-// others, or of four when shorter, without a loop under eight bytes.
-func sameWords(a string, b []byte) bool {
-	n := len(a)
-	if n != len(b) {
-		return false
-	}
-	v := unsafe.String(unsafe.SliceData(b), n)
-	switch {
-	case n >= 8:
-		for i := 0; i < n-8; i += 8 {
-			if word(a, i) != word(v, i) {
-				return false
-			}
-		}
-		return word(a, n-8) == word(v, n-8)
-	case n >= 4:
-		return word32(a, 0) == word32(v, 0) && word32(a, n-4) == word32(v, n-4)
-	case n == 0:
-		return true
-	}
-	// One to three bytes: 0, n/2 and n-1 are all of them. Read unchecked:
-	// without a bounds check (a call to panicIndex) the function is a leaf,
-	// which compiled to WebAssembly is a cheaper call.
-	return byteAt(a, 0) == byteAt(v, 0) && byteAt(a, n/2) == byteAt(v, n/2) && byteAt(a, n-1) == byteAt(v, n-1)
-}
-
-// byteAt reads the byte of s at i, which the caller keeps within s.
-func byteAt(s string, i int) byte {
-	return *(*byte)(unsafe.Add(unsafe.Pointer(unsafe.StringData(s)), i))
+	return wordeq.Equal(a, unsafe.String(unsafe.SliceData(b), len(b)))
 }
 
 // looksLikeForm reports whether a body reads as name=value pairs: printable,
