@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/internal/wordeq"
 	"github.com/meshward/meshward/models"
 )
 
@@ -558,13 +559,13 @@ func (h *httpContext) readResponse() bool {
 	defer goabi.Release(buf)
 	haveStatus, haveLength := false, false
 	for it := goabi.NewPairs(buf); it.Next(); {
-		switch bytesString(it.Name) {
-		case ":status":
+		switch name := bytesString(it.Name); {
+		case wordeq.Equal(name, ":status"):
 			if !haveStatus {
 				h.req.Status, _ = strconv.Atoi(bytesString(it.Value))
 				haveStatus = true
 			}
-		case "content-length":
+		case wordeq.Equal(name, "content-length"):
 			if !haveLength {
 				h.req.ResponseBytes, _ = strconv.ParseInt(bytesString(it.Value), 10, 64)
 				haveLength = true

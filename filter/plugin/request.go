@@ -8,6 +8,7 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/goabi"
 
+	"github.com/meshward/meshward/internal/wordeq"
 	"github.com/meshward/meshward/models"
 )
 
@@ -56,11 +57,13 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 	it.Reset(buf)
 	for it.Next() {
 		name, value := bytesString(it.Name), bytesString(it.Value)
+		// Names are compared by wordeq: Go's string comparison (a switch
+		// over names too) is two calls and a byte loop in wasm.
 		if len(name) > 0 && name[0] == ':' {
-			switch name {
-			case ":method":
+			switch {
+			case wordeq.Equal(name, ":method"):
 				r.Method = value
-			case ":path":
+			case wordeq.Equal(name, ":path"):
 				// The target counts in the header budget: a query past
 				// it is not read.
 				if len(value) > budget {
@@ -73,11 +76,11 @@ func readRequest(r *models.Request, bufs *hostBuffers, workload, scoreHeader str
 			}
 			continue
 		}
-		if name == scoreHeader || name == headerReason {
+		if wordeq.Equal(name, scoreHeader) || wordeq.Equal(name, headerReason) {
 			hr.forged = true
 			continue
 		}
-		if name == "content-length" {
+		if wordeq.Equal(name, "content-length") {
 			// What the client says it sends: a body beyond what the route
 			// ever sent is judged before all of it arrives.
 			r.RequestBytes, _ = strconv.ParseInt(value, 10, 64)

@@ -8,6 +8,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/internal/wordeq"
 	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
 )
@@ -103,7 +104,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 // scored it), or the section never saw the source (its verdict says so:
 // looking the source up again would cost a hash per request in wasm).
 func newEdge(s *pluginconfig.Settings, h *httpContext) bool {
-	return h.section == nil || h.section.Name != s.Workload || h.verdict.NewCaller
+	return h.section == nil || !wordeq.Equal(h.section.Name, s.Workload) || h.verdict.NewCaller
 }
 
 // newRecordVersion encodes a configuration's version fields once.
