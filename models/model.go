@@ -454,9 +454,7 @@ func (w *Workload) End(r *Request, s *Scratch, v *Verdict) {
 // wasm, zeroing the arrays at once is a memory.fill.
 func (v *Verdict) reset() {
 	v.Score, v.Surprise, v.NReason = 0, 0, 0
-	// Not `for p := range v.Parts`: the compiler turns that idiom into a
-	// call to runtime.memclrNoHeapPointers.
-	for p := 0; p < len(v.Parts); p++ {
+	for p := range v.Parts {
 		v.Parts[p] = 0
 	}
 }

@@ -40,9 +40,7 @@ func (s *NumStat) surpriseAbove(x int64) float64 {
 	if s.N < minNumObs || x <= 0 {
 		return 0
 	}
-	// maxf, not math.Max (a call in wasm): the decoder refuses a negative
-	// or non-finite M2, so the root is never NaN.
-	sd := maxf(math.Sqrt(s.M2/float64(s.N)), 0.25)
+	sd := math.Max(math.Sqrt(s.M2/float64(s.N)), 0.25)
 	z := (math.Log1p(float64(x)) - s.Mean) / sd
 	if z <= 1 {
 		return 0

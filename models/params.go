@@ -191,7 +191,7 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, Rea
 	if p.Count >= 8 {
 		d := float64(max(len(v), full)) - p.LenMean
 		if d > 0 {
-			varEff := maxf(p.LenVar, 1) // LenVar is never NaN (the decoder refuses it)
+			varEff := math.Max(p.LenVar, 1)
 			if pr := varEff / (d * d); pr < 1 {
 				s := -math.Log(pr)
 				if s > best {
