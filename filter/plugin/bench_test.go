@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -241,3 +242,63 @@ func ownCostOf(b *testing.B, filterVM, passVM types.VMContext, cfg []byte, body 
 
 // ownRound is the most requests each plugin serves in one turn of ownCost.
 const ownRound = 2000
+
+// BenchmarkRequestPaired compares the own cost of several builds of the
+// filter in one process, round by round: $MESHWARD_PAIRED_WASM lists the
+// .wasm files, and each of b.N rounds serves ownRound typical requests
+// through each file (envoy-1.33 profile, the pass-through after each), in
+// an order that rotates every round. It logs, for each file, its mean own
+// cost in thread CPU time and the median (and quartiles) of its rounds'
+// ratios to the first file's: neighbouring runs in one process drift far
+// less than runs in separate processes (hack/bench-ab.sh), so the median
+// of many rounds resolves differences of a few per cent, where separate
+// runs vary by ±10 %. Every
+// file must accept this revision's configuration and model
+// (hack/bench-pair.sh builds revisions into such files).
+func BenchmarkRequestPaired(b *testing.B) {
+	paths := strings.Fields(os.Getenv("MESHWARD_PAIRED_WASM"))
+	if len(paths) < 2 {
+		b.Skip("set MESHWARD_PAIRED_WASM to two or more .wasm files (see hack/bench-pair.sh)")
+	}
+	const profile = wazerohost.Profile("envoy-1.33")
+	vms := make([]types.VMContext, len(paths))
+	for i, p := range paths {
+		vm, err := wasmhost.LoadDirect(p, profile)
+		if err != nil {
+			b.Fatalf("%s: %v", p, err)
+		}
+		vms[i] = vm
+	}
+	pass := passthroughWasm(b, profile)
+	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	k := len(vms)
+	sums := make([]float64, k)
+	ratios := make([][]float64, k)
+	own := make([]float64, k)
+	b.ResetTimer()
+	for r := 0; r < b.N; r++ {
+		for j := 0; j < k; j++ {
+			i := (j + r) % k
+			_, c := serveRequests(b, vms[i], cfg, ownRound, false)
+			_, p := serveRequests(b, pass, nil, ownRound, false)
+			own[i] = float64((c - p).Nanoseconds()) / ownRound
+			sums[i] += own[i]
+		}
+		for i := 1; i < k; i++ {
+			ratios[i] = append(ratios[i], own[i]/own[0])
+		}
+	}
+	b.StopTimer()
+	for i, p := range paths {
+		if i == 0 {
+			b.Logf("%s: own cost %.0f ns per request (thread CPU, mean of %d rounds)", p, sums[i]/float64(b.N), b.N)
+			continue
+		}
+		q := ratios[i]
+		slices.Sort(q)
+		b.Logf("%s: own cost %.0f ns; ratio to the first, round by round: median %.3f (quartiles %.3f–%.3f)",
+			p, sums[i]/float64(b.N), q[len(q)/2], q[len(q)/4], q[3*len(q)/4])
+	}
+}
