@@ -8,9 +8,11 @@
 # three runs each, with the same pass-through plugin (the current tree's
 # build/passthrough.wasm, `make build/passthrough.wasm`).
 # Prints the median, mean and minimum of the own cost in thread CPU time
-# per revision. On a shared machine a single run varies by ±10 % and the
-# machine's speed drifts during the day: only compare figures taken like
-# this.
+# per revision, and each revision's ratio to the first, round by round
+# (the median of the rounds' ratios). On a shared machine a single run
+# varies by ±10 % and the machine's speed drifts during the day: only
+# compare figures taken like this, or, for revisions that share a codec
+# version, in one process with hack/bench-pair.sh.
 set -euo pipefail
 revs=("$@")
 rounds=5
@@ -33,16 +35,26 @@ for i in "${!revs[@]}"; do
     (cd "$tmp/r$i" && GOOS=wasip1 GOARCH=wasm go build -trimpath -buildvcs=false -buildmode=c-shared -o "$tmp/r$i.wasm" ./filter)
   fi
 done
-for _ in $(seq "$rounds"); do
+for round in $(seq "$rounds"); do
   for i in "${!revs[@]}"; do
     pkg=./filter/; [ -d "$tmp/r$i/filter/plugin" ] && pkg=./filter/plugin/
     # A compilation cache per revision (where the revision reads one).
     (cd "$tmp/r$i" && MESHWARD_WASM=$tmp/r$i.wasm MESHWARD_PASSTHROUGH_WASM=$pass MESHWARD_WASM_CACHE=$tmp/cache$i GOGC=400 \
       go test -run '^$' -bench '^BenchmarkRequest$/wasm-(direct|envoy-1.33)$' -benchtime 20000x -count 3 "$pkg" 2>&1 |
-      grep -oE '[0-9]+ own-cpu-ns/op' | awk '{print $1}' >> "$tmp/r$i.txt")
+      grep -oE '[0-9]+ own-cpu-ns/op' | awk -v r="$round" '{print $1, r}' >> "$tmp/r$i.txt")
   done
 done
 for i in "${!revs[@]}"; do
   sort -n "$tmp/r$i.txt" | awk -v rev="${revs[$i]}" '{v[NR]=$1; s+=$1} END {
     printf "%s: n=%d median=%d ns mean=%.0f ns min=%d ns\n", rev, NR, v[int((NR+1)/2)], s/NR, v[1] }'
+done
+# Paired: each round's runs of two revisions are minutes apart, so the
+# ratio of their round sums drifts less than the figures themselves.
+for i in "${!revs[@]}"; do
+  [ "$i" -eq 0 ] && continue
+  awk -v a="${revs[0]}" -v b="${revs[$i]}" 'FNR == 1 {f++} f == 1 {x[$2] += $1} f == 2 {y[$2] += $1}
+    END { for (r in x) if (y[r] > 0) q[++n] = y[r] / x[r]
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (q[j] < q[i]) {t = q[i]; q[i] = q[j]; q[j] = t}
+      printf "%s / %s, round by round: median ratio %.3f (from %.3f to %.3f over %d rounds)\n", b, a, q[int((n+1)/2)], q[1], q[n], n }' \
+    "$tmp/r0.txt" "$tmp/r$i.txt"
 done
