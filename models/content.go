@@ -767,41 +767,32 @@ func (s *paramScratch) contentVectorEnd(x *ContentVector, mask uint32) float64 {
 	if a.longest != nil {
 		a.longestEntropy()
 	}
-	// The counts are gathered first and quantized in one loop: compiled
-	// to WebAssembly and then to machine code, each inlined qlog is some
-	// hundred bytes of code, and code fetched afresh for every request is
-	// what the filter's time goes to (a loop's body is fetched once).
-	n := &s.counts
-	n[CFPathLen] = a.pathLen
-	n[CFPathSymbols] = a.pathSymbols
-	n[CFParams] = a.params
-	n[CFHeaders] = a.headers
-	n[CFTotalBytes] = a.total
-	n[CFMaxValueLen] = a.maxLen
-	n[CFQuotes] = a.class(ClassQuote)
-	n[CFAngles] = a.class(ClassAngle)
-	n[CFParens] = a.class(ClassParen)
-	n[CFSeparators] = a.class(ClassSemicolon)
-	n[CFSymbols] = a.class(ClassSymbol)
-	n[CFControl] = a.class(ClassControl)
-	n[CFHigh] = a.class(ClassHigh)
-	n[CFSpaces] = a.class(ClassSpace)
-	n[CFCaseMix] = a.caseMix
-	n[CFEncoded] = a.encoded
-	n[CFEscapes] = a.escapes
-	n[CFSQL] = int(a.tokens[kwSQL])
-	n[CFShell] = int(a.tokens[kwShell])
-	n[CFTraversal] = int(a.tokens[kwTraversal])
-	n[CFScript] = int(a.tokens[kwScript])
-	n[CFCode] = int(a.tokens[kwCode])
-	n[CFCalls] = a.calls
-	for f := 0; f < NContent; f++ {
-		x[f] = qlog(n[f])
-	}
-	// Three features are not counts.
 	x[CFMethod] = uint8(a.method)
+	x[CFPathLen] = qlog(a.pathLen)
+	x[CFPathSymbols] = qlog(a.pathSymbols)
+	x[CFParams] = qlog(a.params)
+	x[CFHeaders] = qlog(a.headers)
+	x[CFTotalBytes] = qlog(a.total)
+	x[CFMaxValueLen] = qlog(a.maxLen)
 	x[CFEntropy] = uint8(a.entropy)
 	x[CFSymbolRatio] = uint8(a.symRatio)
+	x[CFQuotes] = qlog(a.class(ClassQuote))
+	x[CFAngles] = qlog(a.class(ClassAngle))
+	x[CFParens] = qlog(a.class(ClassParen))
+	x[CFSeparators] = qlog(a.class(ClassSemicolon))
+	x[CFSymbols] = qlog(a.class(ClassSymbol))
+	x[CFControl] = qlog(a.class(ClassControl))
+	x[CFHigh] = qlog(a.class(ClassHigh))
+	x[CFSpaces] = qlog(a.class(ClassSpace))
+	x[CFCaseMix] = qlog(a.caseMix)
+	x[CFEncoded] = qlog(a.encoded)
+	x[CFEscapes] = qlog(a.escapes)
+	x[CFSQL] = qlog(int(a.tokens[kwSQL]))
+	x[CFShell] = qlog(int(a.tokens[kwShell]))
+	x[CFTraversal] = qlog(int(a.tokens[kwTraversal]))
+	x[CFScript] = qlog(int(a.tokens[kwScript]))
+	x[CFCode] = qlog(int(a.tokens[kwCode]))
+	x[CFCalls] = qlog(a.calls)
 	return a.novel
 }
 

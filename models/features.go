@@ -132,9 +132,6 @@ type paramScratch struct {
 	// training, when set, collects content features for training the
 	// content model instead of scoring with it.
 	training *contentTraining
-	// counts holds the content model's counts of a request before they are
-	// quantized (contentVectorEnd); every one is written each time.
-	counts [NContent]int
 	// route holds the request's route template while it is scored.
 	route [MaxRouteBytes + 8]byte
 	// content is the content model's scratch, memo what it remembers
