@@ -571,11 +571,15 @@ func commonMethod(m string) bool {
 // With grams (the trigram filter) it also returns the most trigrams the
 // filter never saw in any novelWindow consecutive trigrams of one value,
 // times the price of one in that value (cost for the path and names, each
-// parameter's novelCost for its value).
-func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown bool, cost float64) (ContentVector, float64) {
+// parameter's novelCost for its value). With apart, a path not known is
+// read apart and merged, as Workload.finish does for a new route's.
+func contentVector(r *Request, s *paramScratch, mask uint32, grams []uint64, shaped, pathKnown, apart bool, cost float64) (ContentVector, float64) {
 	var x ContentVector
-	s.contentStart(r, mask, grams, pathKnown, cost)
+	s.contentStart(r, mask, grams, pathKnown, apart, cost)
 	s.contentBatch(mask, shaped, true)
+	if s.pathApart {
+		s.content.merge(&s.pathAcc)
+	}
 	novel := s.contentVectorEnd(&x, mask)
 	for f := range x {
 		x[f] &= -uint8(mask >> uint(f) & 1) // without a branch
@@ -597,8 +601,9 @@ type contentTraining struct {
 // contentStart starts reading a request into the content model: its
 // method and path. Its parameters follow a batch at a time (contentBatch);
 // contentVectorEnd writes the features.
-func (s *paramScratch) contentStart(r *Request, mask uint32, grams []uint64, pathKnown bool, cost float64) {
+func (s *paramScratch) contentStart(r *Request, mask uint32, grams []uint64, pathKnown, apart bool, cost float64) {
 	a := &s.content
+	s.pathApart = false
 	var g *[gramWords]uint64
 	if len(grams) == gramWords {
 		g = (*[gramWords]uint64)(grams)
@@ -614,7 +619,7 @@ func (s *paramScratch) contentStart(r *Request, mask uint32, grams []uint64, pat
 	}
 	a.pathLen = len(path)
 	if pathKnown {
-		// Normal by the route model (see contentEnd): its length counts,
+		// Normal by the route model (see contentPart): its length counts,
 		// its bytes need no look, as a known value's.
 		a.total += len(path)
 		a.maxLen = max(a.maxLen, len(path))
@@ -626,11 +631,44 @@ func (s *paramScratch) contentStart(r *Request, mask uint32, grams []uint64, pat
 		a.pathSymbols = ps
 		// The path is read like a value, but its slashes are structure, not
 		// punctuation: the share of punctuation is measured on values only.
-		ratio := a.symRatio
-		a.value(view(path), cost)
-		a.symRatio = ratio
+		if apart {
+			// Into an accumulator of its own, merged at the end (merge).
+			s.pathApart = true
+			s.pathAcc.reset(g)
+			s.pathAcc.value(view(path), cost)
+		} else {
+			ratio := a.symRatio
+			a.value(view(path), cost)
+			a.symRatio = ratio
+		}
 	}
 	a.mask = mask
+}
+
+// merge adds p, the path read apart (contentStart), to a, the values: the
+// result is what reading the path first into a would have given
+// (TestPathApartMergesAsRead). The path's share of punctuation is not
+// taken, as contentStart does not take it.
+func (a *contentAcc) merge(p *contentAcc) {
+	for i := range a.classes {
+		for j := range a.classes[i] {
+			a.classes[i][j] += p.classes[i][j]
+		}
+	}
+	for k := range a.tokens {
+		a.tokens[k] += p.tokens[k]
+	}
+	a.calls += p.calls
+	a.novel = maxf(a.novel, p.novel)
+	a.total += p.total
+	a.maxLen = max(a.maxLen, p.maxLen)
+	a.caseMix += p.caseMix
+	a.escapes += p.escapes
+	a.encoded += p.encoded
+	// Read first, the path stays the longest unless a value is longer.
+	if p.longestLen > 0 && p.longestLen >= a.longestLen {
+		a.longest, a.longestLen, a.longestPre = p.longest, p.longestLen, -1
+	}
 }
 
 // contentBatch reads a batch of parameters into the content model. Values
@@ -1071,10 +1109,28 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 	return code
 }
 
-// contentEnd completes the content model's reading of a request (see
-// contentBegin) and records its part in v.
+// contentAsKnown works out the content part of a request whose path was
+// read apart as if its route were known (its path's length counts, its
+// bytes need no look: contentStart's pathKnown) into v.asKnown, then
+// merges the path in, for the part as scored.
+func (w *Workload) contentAsKnown(s *paramScratch, v *Verdict) {
+	a := &s.content
+	total, maxLen, symbols := a.total, a.maxLen, a.pathSymbols
+	a.total += a.pathLen
+	a.maxLen = max(a.maxLen, a.pathLen)
+	a.pathSymbols = 0
+	v.asKnown, v.asKnownCode = w.contentPart(s)
+	v.hasAsKnown = true
+	a.total, a.maxLen, a.pathSymbols = total, maxLen, symbols
+	a.merge(&s.pathAcc)
+}
+
+// contentPart completes the content model's reading of a request (see
+// contentStart): it returns the request's content part and the reason that
+// names it (ReasonContent when it is too weak to be named). Workload.finish
+// records it in the verdict.
 //
-// The path of a known route need not be read (contentBegin's pathKnown),
+// The path of a known route need not be read (contentStart's pathKnown),
 // as a value the parameter model knows is not: the route is known, so
 // every literal segment is one training saw, and the template is plain
 // (appendTemplate: its variable segments are numbers, hex strings or UUIDs
@@ -1085,7 +1141,7 @@ func (c *ContentModel) reason(x *ContentVector) ReasonCode {
 // reading the path was the content model's largest cost compiled to
 // WebAssembly. Training reads every path, so a known path can only lower
 // the features, which scoring raises to their floors anyway.
-func (w *Workload) contentEnd(s *paramScratch, v *Verdict) {
+func (w *Workload) contentPart(s *paramScratch) (float64, ReasonCode) {
 	c := w.content
 	var x ContentVector
 	novel := s.contentVectorEnd(&x, c.Mask)
@@ -1107,7 +1163,7 @@ func (w *Workload) contentEnd(s *paramScratch, v *Verdict) {
 	fresh := novel / 3
 	sur := whole + fresh
 	if sur <= 0 {
-		return
+		return 0, ReasonContent
 	}
 	// The feature that drove it is looked for only when the part will be
 	// named (judge): it costs in wasm.
@@ -1118,7 +1174,7 @@ func (w *Workload) contentEnd(s *paramScratch, v *Verdict) {
 			code = ReasonContentNovel
 		}
 	}
-	v.part(PartContent, code, sur)
+	return sur, code
 }
 
 // avgDepth is c(n), the average depth of an unsuccessful search in a binary
@@ -1568,7 +1624,7 @@ func (d *decoder) content() *ContentModel {
 var contentIDs atomic.Uint64
 
 // contentMemo remembers what the forest and the sample's range made of
-// the last content vectors a scratch met (the "whole" of contentEnd), by
+// the last content vectors a scratch met (the "whole" of contentPart), by
 // vector, in memoSlots slots.
 //
 // Walking the isolation trees and the reference depths reads memory that

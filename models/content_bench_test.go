@@ -20,13 +20,13 @@ func BenchmarkContent(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			r := &reqs[i%len(reqs)]
 			s.extract(r)
-			contentVector(r, &s, m.Content.Mask, m.Content.Grams, false, false, m.Content.NovelCost)
+			contentVector(r, &s, m.Content.Mask, m.Content.Grams, false, false, false, m.Content.NovelCost)
 		}
 	})
 	xs := make([]ContentVector, len(reqs))
 	for i := range reqs {
 		s.extract(&reqs[i])
-		xs[i], _ = contentVector(&reqs[i], &s, m.Content.Mask, m.Content.Grams, false, false, m.Content.NovelCost)
+		xs[i], _ = contentVector(&reqs[i], &s, m.Content.Mask, m.Content.Grams, false, false, false, m.Content.NovelCost)
 	}
 	b.Run("forest", func(b *testing.B) {
 		b.ReportAllocs()

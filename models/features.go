@@ -142,8 +142,15 @@ type paramScratch struct {
 	// value a parameter model judged.
 	collect func(pm *ParamModel, surprise float64)
 	// pathKnown has the content model read an unknown route's path as a
-	// known one's (Graduate, when a new route is set aside).
+	// known one's: nothing in meshward sets it; the tests hold
+	// Verdict.asKnown to what scoring gives with it
+	// (TestAsKnownIsScoringWithThePathKnown).
 	pathKnown bool
+	// pathApart says the path of an unknown route went into pathAcc, not
+	// content (contentStart): contentAsKnown judges the request both with the
+	// path read and with it taken as known, for Graduate.
+	pathApart bool
+	pathAcc   contentAcc
 }
 
 // stringBytes views a string's bytes; callers only read through it.

@@ -135,35 +135,22 @@ func ReasonNames() []string {
 // Graduate judges v without the reasons in aside: it returns the score v
 // would have without them, as the request phase calibrates it, and the
 // strongest reason left (ReasonNone when none is). v must be a
-// request-phase verdict of r by w (scored before any response); s is
-// scratch memory.
+// request-phase verdict by w (scored before any response).
 //
 // A part is set aside when the reason that names it is (a part is the
 // strongest of its signals: the values part, its worst value's reason),
 // and the parts left are combined and calibrated as scoring does. A route
 // never seen is structural novelty, and so are the words of its path: when
-// the route's reason is set aside, the path is plain words (letters,
-// digits, dashes, single dots: nothing that can hide escapes or traversal)
-// and the request's body is held whole (r.Body is all of r.RequestBytes:
-// the filter keeps a body's first MaxBodyPrefix bytes), the content model
-// judges the request again with its path taken as known, as it judges a
-// known route's. A request whose body was longer keeps its content part as
-// scored: the filter read that body as it passed and cannot read it again,
-// so that errs towards denying.
-func (w *Workload) Graduate(r *Request, v *Verdict, aside *ReasonSet, s *Scratch) (float64, ReasonCode) {
+// the route's reason is set aside and the path is plain words (letters,
+// digits, dashes, single dots: nothing that can hide escapes or traversal),
+// the content part is the one scoring worked out with the path taken as
+// known, as a known route's is judged (Verdict.asKnown: the request is
+// not read again, so a body of any length, which the filter read as it
+// passed, is judged whole).
+func (w *Workload) Graduate(v *Verdict, aside *ReasonSet) (float64, ReasonCode) {
 	u := *v
-	if u.Parts[PartRoute] > 0 && aside.Has(u.Codes[PartRoute]) && u.Parts[PartContent] > 0 &&
-		int64(len(r.Body)) >= r.RequestBytes && w.content != nil && w.content.checked {
-		var buf [MaxRouteBytes + 8]byte
-		if _, plain := appendTemplate(buf[:0], r.Path); plain && wordsOnly(r.Path) {
-			var k Verdict
-			q := *r
-			q.Status, q.ResponseBytes = 0, 0
-			s.params.pathKnown = true
-			w.measure(&q, s, &k)
-			s.params.pathKnown = false
-			u.Parts[PartContent], u.Codes[PartContent] = k.Parts[PartContent], k.Codes[PartContent]
-		}
+	if u.Parts[PartRoute] > 0 && aside.Has(u.Codes[PartRoute]) && u.Parts[PartContent] > 0 && v.hasAsKnown {
+		u.Parts[PartContent], u.Codes[PartContent] = v.asKnown, v.asKnownCode
 	}
 	for p := range u.Parts {
 		if u.Parts[p] > 0 && aside.Has(u.Codes[p]) {
@@ -195,8 +182,8 @@ func wordsOnly(path string) bool {
 }
 
 // ScoreSetAside is Graduate's score.
-func (w *Workload) ScoreSetAside(r *Request, v *Verdict, aside *ReasonSet, s *Scratch) float64 {
-	score, _ := w.Graduate(r, v, aside, s)
+func (w *Workload) ScoreSetAside(v *Verdict, aside *ReasonSet) float64 {
+	score, _ := w.Graduate(v, aside)
 	return score
 }
 

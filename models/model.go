@@ -297,6 +297,22 @@ type Verdict struct {
 	// Codes the reason that names it.
 	Parts [NParts]float64
 	Codes [NParts]ReasonCode
+	// asKnown and asKnownCode are the content part with the path taken as
+	// a known route's (0: none), set (hasAsKnown) when the request came on
+	// a new route whose path is words alone: what Graduate judges when
+	// the route's novelty is set aside.
+	asKnown     float64
+	asKnownCode ReasonCode
+	hasAsKnown  bool
+}
+
+// Clear readies a verdict for reuse (a pooled stream's): every field as a
+// new verdict has it but for its reasons, parts and codes, which scoring
+// overwrites before it reads them (in wasm, zeroing those arrays is a
+// memory.fill).
+func (v *Verdict) Clear() {
+	v.Score, v.Surprise, v.Scored, v.NewCaller, v.NReason = 0, 0, false, false, 0
+	v.asKnown, v.asKnownCode, v.hasAsKnown = 0, ReasonNone, false
 }
 
 // part records a part's surprise, keeping the largest and its reason.
@@ -453,7 +469,7 @@ func (w *Workload) End(r *Request, s *Scratch, v *Verdict) {
 // reset clears a verdict's score, surprises and reasons, part by part: in
 // wasm, zeroing the arrays at once is a memory.fill.
 func (v *Verdict) reset() {
-	v.Score, v.Surprise, v.NReason = 0, 0, 0
+	v.Score, v.Surprise, v.NReason, v.hasAsKnown = 0, 0, 0, false
 	for p := range v.Parts {
 		v.Parts[p] = 0
 	}
@@ -562,10 +578,15 @@ func (w *Workload) begin(r *Request, s *paramScratch, v *Verdict) {
 	switch {
 	case s.training != nil:
 		sc.content, sc.mask, sc.shaped = true, s.training.mask, s.training.shaped
-		s.contentStart(r, sc.mask, nil, false, 0)
+		s.contentStart(r, sc.mask, nil, false, false, 0)
 	case w.content != nil && w.content.checked:
 		sc.content, sc.mask, sc.shaped = true, w.content.Mask, w.content.Shaped
-		s.contentStart(r, sc.mask, w.content.Grams, (routeKnown || s.pathKnown) && plain, w.novelCost)
+		// A new route's path made of words alone is read apart, so that
+		// Graduate can judge the request as if the route were known, as
+		// the request passed: a body is not read twice.
+		known := (routeKnown || s.pathKnown) && plain
+		apart := !known && !routeKnown && len(w.Routes) > 0 && plain && wordsOnly(r.Path)
+		s.contentStart(r, sc.mask, w.content.Grams, known, apart, w.novelCost)
 	default:
 		sc.content = false
 	}
@@ -598,7 +619,12 @@ func (w *Workload) finish(r *Request, s *Scratch, v *Verdict) {
 			x[f] &= -uint8(sc.mask >> uint(f) & 1)
 		}
 	case sc.content:
-		w.contentEnd(p, v)
+		if p.pathApart {
+			w.contentAsKnown(p, v)
+		}
+		if sur, code := w.contentPart(p); sur > 0 {
+			v.part(PartContent, code, sur)
+		}
 	}
 	// Response signals come last, so that adding them to a request-phase
 	// verdict (RespondWith) sums in the same order as scoring at once.

@@ -268,7 +268,7 @@ func (p *Policy) Decide(w *models.Workload, r *models.Request, v *models.Verdict
 		return d
 	}
 	aside := p.Deny.Complement()
-	d.WouldDeny = denyReason(w, r, v, &aside, s, threshold)
+	d.WouldDeny = denyReason(w, v, &aside, threshold)
 	d.Deny = d.WouldDeny
 	var present, values models.ReasonSet
 	for _, rs := range v.ReasonList() {
@@ -305,9 +305,9 @@ func (p *Policy) Decide(w *models.Workload, r *models.Request, v *models.Verdict
 	if len(d.Excepted) == 0 {
 		return d
 	}
-	d.Explained = !(w.ScoreSetAside(r, v, &granted, s) > threshold)
+	d.Explained = !(w.ScoreSetAside(v, &granted) > threshold)
 	aside.Union(&granted)
-	d.Deny = denyReason(w, r, v, &aside, s, threshold)
+	d.Deny = denyReason(w, v, &aside, threshold)
 	return d
 }
 
@@ -371,8 +371,8 @@ func (r *Rule) Covers(ev *Evidence, reason models.ReasonCode, now time.Time) boo
 
 // denyReason is the strongest reason of v not set aside, when the score
 // without what is set aside is still above the threshold; else ReasonNone.
-func denyReason(w *models.Workload, r *models.Request, v *models.Verdict, aside *models.ReasonSet, s *models.Scratch, threshold float64) models.ReasonCode {
-	score, code := w.Graduate(r, v, aside, s)
+func denyReason(w *models.Workload, v *models.Verdict, aside *models.ReasonSet, threshold float64) models.ReasonCode {
+	score, code := w.Graduate(v, aside)
 	if code == models.ReasonNone || !(score > threshold) {
 		return models.ReasonNone
 	}

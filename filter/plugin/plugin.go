@@ -244,8 +244,7 @@ func (h *httpContext) reset() {
 	// The body's prefix is the context's own copy: its array is kept.
 	r.Headers, r.Body = r.Headers[:0], r.Body[:0]
 	r.Status, r.RequestBytes, r.ResponseBytes, r.Duration = 0, 0, 0, 0
-	v := &h.verdict
-	v.Score, v.Surprise, v.Scored, v.NewCaller, v.NReason = 0, 0, false, false, 0
+	h.verdict.Clear()
 	h.waiting, h.pooled, h.forged, h.scored, h.flagged, h.learned = false, false, false, false, false, false
 	h.read, h.bodyBytes, h.overLimit, h.denied, h.section = 0, 0, false, false, nil
 	h.decision, h.enforced = enforcement.Decision{}, false
