@@ -242,10 +242,17 @@ func (s *Server) modeFor(workload string, ready *readyState, base pluginconfig.M
 }
 
 // wasmOverlay is what a workload's WasmPlugin carries beside its section:
-// its exceptions (-filter-learn-first is xDS's: a WasmPlugin's mode is its
-// template's).
+// its exceptions.
 func (s *Server) wasmOverlay(workload string) []enforcement.Rule {
 	return exception.For(s.exceptionList(), workload, time.Now())
+}
+
+// wasmMode is the mode a workload's WasmPlugin runs in instead of its
+// template's (base): under -filter-learn-first, learn until its section is
+// ready for monitor and monitor until it is ready for enforce, as xDS
+// serves it.
+func (s *Server) wasmMode(workload string, base pluginconfig.Mode) pluginconfig.Mode {
+	return s.modeFor(workload, s.day.ready.Load(), base)
 }
 
 // dayTwoLoop follows the exceptions and the readiness in the store, and on

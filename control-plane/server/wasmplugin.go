@@ -31,7 +31,7 @@ func (s *Server) newWasmPlugin(identity string) error {
 	if err != nil {
 		return err
 	}
-	s.wasm = &wasmplugin.Syncer{W: w, Src: wasmSource{s.store}, Leading: s.elector.Leading, Overlay: s.wasmOverlay}
+	s.wasm = &wasmplugin.Syncer{W: w, Src: wasmSource{s.store}, Leading: s.elector.Leading, Overlay: s.wasmOverlay, Mode: s.wasmMode}
 	s.log.Info("keeping one WasmPlugin per workload on the model in force", "template", w.Ref())
 	return nil
 }

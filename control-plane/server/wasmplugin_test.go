@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/internal/kubetest"
 	"github.com/meshward/meshward/internal/redistest"
 	"github.com/meshward/meshward/models"
 )
@@ -31,26 +32,7 @@ import (
 // section for: the fallback), written by the leader only (every Event names
 // the leader), and the filter's parser accepts what is there.
 func TestServeWritesTheWasmPlugin(t *testing.T) {
-	env, _ := sharedKube(t)
-	ns := env.Namespace(t, "serve-wp")
-	ic, err := istioclient.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, _ := structpb.NewStruct(map[string]any{"mode": "monitor", "sample_rate": 0.05})
-	wp := &extv1alpha1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: "meshward", Namespace: ns},
-		Spec: extensionsv1alpha1.WasmPlugin{Url: "oci://ghcr.io/meshward/meshward-wasm:0.1.0", PluginConfig: pc,
-			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{wasmplugin.LabelTemplate: wasmplugin.TemplateSelectorValue}}}}
-	if _, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Create(context.Background(), wp, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cart := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cart", Namespace: ns}, Spec: appsv1.DeploymentSpec{
-		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cart"}},
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "cart"}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cart", Image: "example.invalid/cart"}}}}}}
-	if _, err := env.Clientset.AppsV1().Deployments(ns).Create(context.Background(), cart, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	env, ns, ic := wasmPluginNamespace(t, "serve-wp", map[string]any{"mode": "monitor", "sample_rate": 0.05})
 	addr := redistest.Start(t).Addr
 	var replicas []*Server
 	for i := 0; i < 2; i++ {
@@ -164,5 +146,90 @@ func TestServeWasmPluginNeedsKube(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close() })
 	if err == nil || !strings.Contains(err.Error(), "-wasmplugin needs a Kubernetes API server") {
 		t.Errorf("got %v, want the -wasmplugin error", err)
+	}
+}
+
+// wasmPluginNamespace makes a namespace holding a WasmPlugin template
+// "meshward" with pluginConfig config, and a Deployment cart.
+func wasmPluginNamespace(t *testing.T, prefix string, config map[string]any) (*kubetest.Env, string, istioclient.Interface) {
+	t.Helper()
+	env, ic := sharedKube(t)
+	ns := env.Namespace(t, prefix)
+	pc, err := structpb.NewStruct(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wp := &extv1alpha1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: "meshward", Namespace: ns},
+		Spec: extensionsv1alpha1.WasmPlugin{Url: "oci://ghcr.io/meshward/meshward-wasm:0.1.0", PluginConfig: pc,
+			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{wasmplugin.LabelTemplate: wasmplugin.TemplateSelectorValue}}}}
+	if _, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Create(context.Background(), wp, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cart := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cart", Namespace: ns}, Spec: appsv1.DeploymentSpec{
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "cart"}},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "cart"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cart", Image: "example.invalid/cart"}}}}}}
+	if _, err := env.Clientset.AppsV1().Deployments(ns).Create(context.Background(), cart, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return env, ns, ic
+}
+
+// TestWasmPluginLearnFirstFollowsReadiness: with -wasmplugin and
+// -filter-learn-first, a workload's WasmPlugin runs in learn while its
+// section is learning, in monitor once it is ready for monitor, and in its
+// template's enforce once ready for enforce, as xDS would serve it; and an
+// assessment only ever lowers the template's mode (a template in monitor
+// never enforces, whatever the verdict).
+func TestWasmPluginLearnFirstFollowsReadiness(t *testing.T) {
+	for _, c := range []struct {
+		template string
+		want     []pluginconfig.Mode // when learning, ready for monitor, ready for enforce
+	}{
+		{"enforce", []pluginconfig.Mode{pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeEnforce}},
+		{"monitor", []pluginconfig.Mode{pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeMonitor}},
+	} {
+		t.Run(c.template, func(t *testing.T) {
+			env, ns, ic := wasmPluginNamespace(t, "wp-ready", map[string]any{"mode": c.template})
+			s := startWith(t, redistest.Start(t).Addr, func(cfg *Config) {
+				cfg.XDS.WasmURI = ""
+				cfg.Kube, cfg.LeaseNamespace = env.Config, ns
+				cfg.WasmPlugin = wasmplugin.Config{Namespace: ns, Name: "meshward"}
+				cfg.XDS.LearnFirst = true
+			})
+			ctx := context.Background()
+			A := putModel(t, s.store, testModel(t, 1))
+			assess := func(verdict string) {
+				t.Helper()
+				b, _ := json.Marshal(map[string]any{"workload": "cart." + ns, "verdict": verdict, "reason": "test", "at": time.Now()})
+				if err := s.store.PutReadiness(ctx, A.version, map[string][]byte{"cart." + ns: b}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			assess("learning")
+			if err := s.store.SetCurrent(ctx, A.version); err != nil {
+				t.Fatal(err)
+			}
+			mode := func() pluginconfig.Mode {
+				w, err := ic.ExtensionsV1alpha1().WasmPlugins(ns).Get(ctx, "meshward-cart", metav1.GetOptions{})
+				if err != nil {
+					return ""
+				}
+				b, _ := json.Marshal(w.Spec.PluginConfig.AsMap())
+				got, err := pluginconfig.Parse(b, "")
+				if err != nil {
+					t.Fatalf("the filter refuses the WasmPlugin's pluginConfig: %v", err)
+				}
+				if got.Model == nil {
+					return ""
+				}
+				return got.Mode
+			}
+			for i, verdict := range []string{"learning", "ready for monitor", "ready for enforce"} {
+				assess(verdict)
+				want := c.want[i]
+				eventuallyWithin(t, 30*time.Second, "cart's WasmPlugin in "+string(want)+" when "+verdict, func() bool { return mode() == want })
+			}
+		})
 	}
 }

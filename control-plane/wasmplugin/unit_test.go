@@ -89,3 +89,51 @@ func TestNames(t *testing.T) {
 		t.Errorf("label %q", v)
 	}
 }
+
+// TestModeOverlayOnlyLowers: a workload's mode overlay (serve
+// -filter-learn-first's readiness) sets learn or monitor under the
+// template's mode, never above it, and never without a model (owned has a
+// workload without one learn already).
+func TestModeOverlayOnlyLowers(t *testing.T) {
+	w, err := NewForClients(Config{Namespace: "default", Name: "meshward"}, nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		template, overlay, want pluginconfig.Mode
+	}{
+		{"enforce", "learn", "learn"},
+		{"enforce", "monitor", "monitor"},
+		{"enforce", "", "enforce"},
+		{"monitor", "learn", "learn"},
+		{"monitor", "enforce", "monitor"}, // above the template: ignored
+		{"learn", "monitor", "learn"},
+		{"", "monitor", ""}, // the filter's default, learn
+		{"monitor", "bogus", "monitor"},
+	} {
+		s := &Syncer{W: w, Mode: func(string, pluginconfig.Mode) pluginconfig.Mode { return c.overlay }}
+		tpl := map[string]any{}
+		if c.template != "" {
+			tpl["mode"] = string(c.template)
+		}
+		pc, err := w.owned(tpl, "reviews.shop", section(t, "reviews.shop"))
+		if err == nil {
+			pc, err = s.withOverlay(pc, "reviews.shop")
+		}
+		if err != nil {
+			t.Fatalf("template %q, overlay %q: %v", c.template, c.overlay, err)
+		}
+		if got, _ := pc["mode"].(string); got != string(c.want) {
+			t.Errorf("template %q, overlay %q: mode %q, want %q", c.template, c.overlay, got, c.want)
+		}
+	}
+	// Without a model the workload learns, whatever the overlay says.
+	s := &Syncer{W: w, Mode: func(string, pluginconfig.Mode) pluginconfig.Mode { return pluginconfig.ModeMonitor }}
+	pc, err := w.owned(map[string]any{"mode": "enforce"}, "reviews.shop", nil)
+	if err == nil {
+		pc, err = s.withOverlay(pc, "reviews.shop")
+	}
+	if err != nil || pc["mode"] != "learn" {
+		t.Errorf("without a model: %v %v, want learn", pc["mode"], err)
+	}
+}

@@ -401,6 +401,10 @@ type Syncer struct {
 	Leading func() bool
 	// Overlay, when set, gives each workload's exceptions (overlay.go).
 	Overlay Overlay
+	// Mode, when set, gives the mode a workload runs in instead of its
+	// template's (overlay.go): serve -filter-learn-first's learn or monitor
+	// while its section is not ready for more.
+	Mode ModeOverlay
 
 	mu      sync.Mutex
 	rel     *release

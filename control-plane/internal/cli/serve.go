@@ -44,7 +44,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.XDS.WasmURI, "wasm-uri", "", "where Envoys load meshward.wasm from (a local path, or a URL with -wasm-sha256); empty turns xDS off")
 	fs.StringVar(&cfg.XDS.WasmSHA256, "wasm-sha256", "", "sha256 of the module at a remote -wasm-uri (default: that of -wasm-file)")
 	fs.StringVar(&cfg.WasmFile, "wasm-file", "", "a meshward.wasm the admin endpoint serves at /wasm/meshward.wasm (point -wasm-uri there)")
-	fs.BoolVar(&cfg.XDS.LearnFirst, "filter-learn-first", false, "before any model exists, serve connecting Envoys the filter in learn mode (it ships samples to -filter-collector-cluster)")
+	fs.BoolVar(&cfg.XDS.LearnFirst, "filter-learn-first", false, "before any model exists, serve connecting Envoys the filter in learn mode (it ships samples to -filter-collector-cluster); afterwards each workload learn, then monitor, until its readiness allows more (over xDS, and in its WasmPlugin under -wasmplugin)")
 	f.mode = fs.String("filter-mode", string(cfg.XDS.Base.Mode), "the mode xDS gives the filters: learn, monitor or enforce")
 	f.denyReasons = fs.String("filter-deny-reasons", "", "the reasons enforce mode denies a request for, comma-separated: reasons or the groups default, values, content, structure, size, none (empty: default — content and values, never structural novelty)")
 	fs.IntVar(&cfg.MaxExceptions, "max-exceptions", cfg.MaxExceptions, "the most exceptions (meshward allow) stored at once")
