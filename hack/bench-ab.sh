@@ -14,27 +14,9 @@
 # compare figures taken like this, or, for revisions that share a codec
 # version, in one process with hack/bench-pair.sh.
 set -euo pipefail
-revs=("$@")
-rounds=5
-if [ ${#revs[@]} -gt 2 ] && [[ ${revs[-1]} =~ ^[0-9]+$ ]]; then
-  rounds=${revs[-1]}
-  unset 'revs[-1]'
-fi
-[ ${#revs[@]} -ge 2 ] || { echo "usage: bench-ab.sh REV_A REV_B [REV ...] [ROUNDS]" >&2; exit 2; }
-root=$(git rev-parse --show-toplevel)
-pass=$root/build/passthrough.wasm
-[ -f "$pass" ] || { echo "bench-ab: $pass missing (make build/passthrough.wasm)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'for i in "${!revs[@]}"; do git -C "$root" worktree remove --force "$tmp/r$i" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
-for i in "${!revs[@]}"; do
-  git -C "$root" worktree add -q --detach "$tmp/r$i" "${revs[$i]}"
-  # Built as make builds it when the revision has filter/wasmbuild.
-  if [ -d "$tmp/r$i/filter/wasmbuild" ]; then
-    (cd "$tmp/r$i" && go run ./filter/wasmbuild/cmd/wasmbuild -o "$tmp/r$i.wasm" ./filter)
-  else
-    (cd "$tmp/r$i" && GOOS=wasip1 GOARCH=wasm go build -trimpath -buildvcs=false -buildmode=c-shared -o "$tmp/r$i.wasm" ./filter)
-  fi
-done
+source "$(dirname "$0")/lib/revs.sh"
+revs_parse bench-ab.sh 5 "$@"
+revs_build bench-ab
 for round in $(seq "$rounds"); do
   for i in "${!revs[@]}"; do
     pkg=./filter/; [ -d "$tmp/r$i/filter/plugin" ] && pkg=./filter/plugin/

@@ -16,28 +16,14 @@
 # many rounds, not a round. And a build is also its code's layout: four
 # builds that only added a never-called function read 0.933 to 1.000, so a
 # difference under about 10 % says nothing about the code. Every revision
-# must accept the current tree's
-# configuration and model (the same codec version): for older ones, use
-# hack/bench-ab.sh.
+# must accept the current tree's configuration and model (the same codec
+# version): for older ones, use hack/bench-ab.sh.
 set -euo pipefail
-revs=("$@")
-rounds=80
-if [ ${#revs[@]} -gt 2 ] && [[ ${revs[-1]} =~ ^[0-9]+$ ]]; then
-  rounds=${revs[-1]}
-  unset 'revs[-1]'
-fi
-[ ${#revs[@]} -ge 2 ] || { echo "usage: bench-pair.sh REV_A REV_B [REV ...] [ROUNDS]" >&2; exit 2; }
-root=$(git rev-parse --show-toplevel)
-pass=$root/build/passthrough.wasm
-[ -f "$pass" ] || { echo "bench-pair: $pass missing (make build/passthrough.wasm)" >&2; exit 1; }
-tmp=$(mktemp -d)
-trap 'for i in "${!revs[@]}"; do git -C "$root" worktree remove --force "$tmp/r$i" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
+source "$(dirname "$0")/lib/revs.sh"
+revs_parse bench-pair.sh 80 "$@"
+revs_build bench-pair
 files=()
-for i in "${!revs[@]}"; do
-  git -C "$root" worktree add -q --detach "$tmp/r$i" "${revs[$i]}"
-  (cd "$tmp/r$i" && go run ./filter/wasmbuild/cmd/wasmbuild -o "$tmp/r$i.wasm" ./filter)
-  files+=("$tmp/r$i.wasm")
-done
+for i in "${!revs[@]}"; do files+=("$tmp/r$i.wasm"); done
 (cd "$root" && MESHWARD_PAIRED_WASM="${files[*]}" MESHWARD_PASSTHROUGH_WASM=$pass GOGC=400 \
   go test -run '^$' -bench '^BenchmarkRequestPaired$' -benchtime "${rounds}x" -count 1 -v ./filter/plugin/ 2>&1) |
   sed -n 's/^ *bench_test.go:[0-9]*: //p' | tail -n ${#revs[@]} |

@@ -12,7 +12,7 @@
 # perf's own sampling inflates every figure by about a fifth, and the
 # benchmark's host emulator is in the profile too (its functions are not
 # listed): compare functions within one profile, and revisions only with
-# hack/bench-ab.sh. Figures per function include what is inlined into it;
+# hack/bench-pair.sh or hack/bench-ab.sh. Figures per function include what is inlined into it;
 # the modules' totals include starting the plugin (configuration, model),
 # which the benchmark does anew every 2,000 requests, untimed.
 #
