@@ -647,8 +647,9 @@ func (s *paramScratch) contentStart(r *Request, mask uint32, grams []uint64, pat
 
 // merge adds p, the path read apart (contentStart), to a, the values: the
 // result is what reading the path first into a would have given
-// (TestPathApartMergesAsRead). The path's share of punctuation is not
-// taken, as contentStart does not take it.
+// (TestContentVectorMatchesReference reads every case apart too). The
+// path's share of punctuation is not taken, as contentStart does not take
+// it.
 func (a *contentAcc) merge(p *contentAcc) {
 	for i := range a.classes {
 		for j := range a.classes[i] {
@@ -1649,7 +1650,7 @@ const _ = uint(NContent-26) + uint(26-NContent)
 
 type memoSlot struct {
 	model uint64    // the content model's id; 0: empty
-	x     [4]uint64 // the vector, packed (memoKey)
+	x     [4]uint64 // the vector, packed (slot)
 	whole float64
 }
 

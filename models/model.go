@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/meshward/meshward/internal/wordeq"
 )
 
 // GlobalWorkload names the fallback section of a model, trained over every
@@ -931,14 +933,14 @@ const (
 // sourceOf returns the index of a source the section learned.
 func (w *Workload) sourceOf(source string) (uint32, bool) {
 	si, ok := w.sourceIndex.get(hashString(hashSeed, source))
-	return si, ok && same(w.Sources[si], stringBytes(source))
+	return si, ok && wordeq.Equal(w.Sources[si], source)
 }
 
 // routeOf returns the index of a route (method and template) the section
 // learned.
 func (w *Workload) routeOf(method string, tmpl []byte) (uint32, bool) {
 	ri, ok := w.routeIndex.get(hashBytes(methodSeed(method), tmpl))
-	return ri, ok && same(w.Routes[ri].Template, tmpl) && same(w.Routes[ri].Method, stringBytes(method))
+	return ri, ok && same(w.Routes[ri].Template, tmpl) && wordeq.Equal(w.Routes[ri].Method, method)
 }
 
 // paramOf returns the model of a request's parameter, or nil: its header's
