@@ -59,8 +59,10 @@ import (
 // Version 7 made the section the unit of delivery. Version 8 added per-part
 // tails (Workload.Tails), per-parameter tails and trigram counts, each
 // route's largest request. Version 9 keeps an enumerated parameter's values
-// themselves, not their hashes alone (ParamModel.Values).
-const CodecVersion = 9
+// themselves, not their hashes alone (ParamModel.Values). Version 10 lets a
+// parameter's enumerated values be shapes (ParamModel.ShapeEnum): a model
+// trained on the shapes filters ship enumerates them.
+const CodecVersion = 10
 
 // The kinds of encoding (the header's u16 after the version).
 const (
@@ -421,6 +423,18 @@ func (d *decoder) fail(what, format string, args ...any) {
 	}
 }
 
+func (d *decoder) byte(what string) byte {
+	if d.err != nil {
+		return 0
+	}
+	if d.off >= len(d.b) {
+		d.fail(what, "truncated")
+		return 0
+	}
+	d.off++
+	return d.b[d.off-1]
+}
+
 func (d *decoder) uvarint(what string) uint64 {
 	if d.err != nil {
 		return 0
@@ -524,8 +538,16 @@ func appendParam(p []byte, m *ParamModel) []byte {
 		}
 	}
 	// The enumerated values themselves, in their hashes' order (codec 9;
-	// codec 8 had the hashes alone).
+	// codec 8 had the hashes alone), then whether they are shapes (codec
+	// 10).
 	p = binary.AppendUvarint(p, uint64(len(m.Values)))
+	if len(m.Values) > 0 {
+		shapes := byte(0)
+		if m.ShapeEnum {
+			shapes = 1
+		}
+		p = append(p, shapes)
+	}
 	for _, v := range m.Values {
 		p = appendString(p, v)
 	}
@@ -569,6 +591,15 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 	}
 	if ne > 0 {
 		m.Enum, m.Values = make([]uint64, ne), make([]string, ne)
+		switch shapes := d.byte(ctx + " enum kind"); {
+		case d.err != nil:
+			return
+		case shapes > 1:
+			d.fail(ctx+" enum kind", "%d, want 0 (values) or 1 (shapes)", shapes)
+			return
+		default:
+			m.ShapeEnum = shapes == 1
+		}
 	}
 	for k := range m.Values {
 		m.Values[k] = d.str(ctx + " enum value")
@@ -577,6 +608,11 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 		}
 		if len(m.Values[k]) > MaxValueBytes {
 			d.fail(ctx+" enum value", "%d bytes, limit %d", len(m.Values[k]), MaxValueBytes)
+			return
+		}
+		if m.ShapeEnum && !isShape(m.Values[k]) {
+			// It could never match: a scored value's shape is looked up.
+			d.fail(ctx+" enum value", "%q is not a value's shape", m.Values[k])
 			return
 		}
 		m.Enum[k] = hashBytes(hashSeed, view(m.Values[k]))

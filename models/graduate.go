@@ -223,7 +223,7 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 			}
 			pm = &w.Params[w.anyParam]
 		}
-		if len(pm.Enum) > 0 && pm.knownValue(p.value) {
+		if len(pm.Enum) > 0 && !pm.ShapeEnum && p.last && !p.cont && pm.knownValue(p.value) {
 			continue
 		}
 		raw, _ := pm.valueSurprise(p.value, p.full, p.last && !p.cont)

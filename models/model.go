@@ -717,7 +717,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 		// (ParamModel.knownValue, written out so that the table lookup is
 		// inlined), without the call to valueSurprise, which would answer 0.
 		whole := p.last && !p.cont
-		if len(pm.Enum) > 0 && whole {
+		if len(pm.Enum) > 0 && whole && !pm.ShapeEnum {
 			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && same(pm.Values[k], p.value) {
 				s.known |= 1 << uint(i)
 				if s.collect != nil {
@@ -994,6 +994,11 @@ func hashBytes(h uint64, b []byte) uint64 {
 	for i := len(b) - 1; i >= 0; i-- {
 		tail = tail<<8 | uint64(b[i])
 	}
+	return mixHash(h, tail, n)
+}
+
+// mixHash ends hashBytes: the last bytes (tail), the length, a finaliser.
+func mixHash(h, tail, n uint64) uint64 {
 	// The length keeps ("ab","c") and ("a","bc") apart when chained.
 	h = bits.RotateLeft64(h^(tail^n<<56)*hashK1, 31) * hashK2
 	h ^= h >> 30

@@ -409,28 +409,6 @@ func BenchmarkTrain(b *testing.B) {
 	b.ReportMetric(float64(len(reqs)), "requests/op")
 }
 
-func TestShapedValuesLearnNoEnumerations(t *testing.T) {
-	for _, shaped := range []bool{false, true} {
-		cfg := DefaultTrainConfig()
-		cfg.ShapedValues = shaped
-		tr, _ := NewTrainer(cfg)
-		for i := 0; i < 400; i++ {
-			tr.Observe(&Request{Method: "GET", Path: "/x", Query: "lang=" + []string{"en", "de"}[i%2], Source: "s", Destination: "d"})
-		}
-		m, err := tr.Model()
-		if err != nil {
-			t.Fatal(err)
-		}
-		enums := 0
-		for _, p := range m.Workloads["d"].Params {
-			enums += len(p.Enum)
-		}
-		if shaped && enums != 0 || !shaped && enums == 0 {
-			t.Errorf("shaped=%v: %d enumerated values", shaped, enums)
-		}
-	}
-}
-
 func hasReason(v Verdict, code ReasonCode) bool {
 	for _, r := range v.ReasonList() {
 		if r.Code == code {

@@ -50,6 +50,10 @@ type ParamModel struct {
 	// back too few values to say (see tail).
 	TailMed, TailBeta float32
 	newValue          float64 // an unseen value's surprise, when enumerable
+	// ShapeEnum says Values are shapes, not values (a model trained on the
+	// shapes filters ship, TrainConfig.ShapedValues): a scored value is
+	// known when its shape is one of them.
+	ShapeEnum bool
 	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
 	// in which no keyword survives: keywords are not judged then.
 	shaped bool
@@ -150,8 +154,13 @@ func (p *ParamModel) index(prior *[nTrans]float64) {
 	}
 }
 
-// knownValue reports whether an enumerable parameter took v in training.
+// knownValue reports whether an enumerable parameter took v in training
+// (with ShapeEnum, v's shape).
 func (p *ParamModel) knownValue(v []byte) bool {
+	if p.ShapeEnum {
+		k, ok := p.enumSet.get(hashShape(hashSeed, v))
+		return ok && sameShape(p.Values[k], v)
+	}
 	k, ok := p.enumSet.get(hashBytes(hashSeed, v))
 	return ok && same(p.Values[k], v)
 }
@@ -165,8 +174,15 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, Rea
 	// A value an enumerable parameter took in training is normal by
 	// definition; most headers of mesh traffic are such (user-agent, accept),
 	// and this spares scanning them.
-	if len(p.Enum) > 0 && whole && p.knownValue(v) {
-		return 0, ReasonNone
+	//
+	// A known shape (ShapeEnum) is not: many values have it. It is judged
+	// as any value is, and an unknown one costs its novelty on top.
+	enum := len(p.Enum) > 0 && whole
+	if enum && p.knownValue(v) {
+		if !p.ShapeEnum {
+			return 0, ReasonNone
+		}
+		enum = false
 	}
 	// The rarest class transition the value makes, plus a share of the mean,
 	// so that one odd character and a run of them both count.
@@ -212,7 +228,7 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, Rea
 		}
 	}
 	// An unseen value of an enumerable parameter (known ones returned above).
-	if len(p.Enum) > 0 && whole {
+	if enum {
 		s := p.newValue
 		trans += s
 		if s > best {
@@ -287,12 +303,20 @@ func (s *paramStats) observe(p *param) {
 			s.values = nil
 			return
 		}
+		// Trained on shapes, a value is learned as its shape: what a
+		// record carries should be one, but records are a workload's word.
+		shapes := s.ws != nil && s.ws.shaped
 		h := hashBytes(hashSeed, v)
+		if shapes {
+			h = hashShape(hashSeed, v)
+		}
 		e, seen := s.values[h]
 		switch {
+		case !seen && shapes:
+			e.v = string(AppendShapeValue(make([]byte, 0, len(v)), string(v)))
 		case !seen:
 			e.v = string(v)
-		case e.v != string(v):
+		case shapes && !sameShape(e.v, v), !shapes && e.v != string(v):
 			// Another value with the same hash: not an enumeration this
 			// model can hold.
 			s.values = nil
@@ -329,6 +353,28 @@ func (s *paramStats) model(route uint32, name string) ParamModel {
 		}
 	}
 	return p
+}
+
+// maxShapeNovelty bounds how often a parameter's training values brought a
+// shape none other had (its enumerated shapes seen once, per value: the
+// Good-Turing chance that the next value's shape is new) for its shapes to
+// be enumerated. Above it the field is not closed in shape: enumerating it
+// would make its own normal values pay a new shape's cost often enough to
+// widen their tail, and with it the workload's.
+const maxShapeNovelty = 0.01
+
+// enumerateShapes readies the enumeration of a model trained on the shapes
+// filters ship (TrainConfig.ShapedValues): its values are shapes
+// (ShapeEnum), kept only when the parameter is closed in shape
+// (maxShapeNovelty). The content type is not enumerated: a record carries
+// it as it is up to MaxShippedContentType bytes and shaped beyond, so what
+// was learned mixes values and shapes.
+func (p *ParamModel) enumerateShapes() {
+	if len(p.Enum) > 0 && p.Name != headerPrefix+shippedAsIs && float64(p.Singletons) <= maxShapeNovelty*float64(p.Count) {
+		p.ShapeEnum = true
+		return
+	}
+	p.Enum, p.Values, p.Singletons, p.ShapeEnum = nil, nil, 0, false
 }
 
 func sortU64(a []uint64) {

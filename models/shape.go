@@ -1,5 +1,7 @@
 package models
 
+import "math/bits"
+
 // Value shapes: a value with each byte replaced by a representative of its
 // character class, length kept. The filter ships shapes instead of values,
 // so the trainer can learn class transitions and lengths (TrainConfig.
@@ -96,6 +98,10 @@ const (
 	MaxShippedContentType = 128
 )
 
+// shippedAsIs is the header whose value a record carries as it is, not its
+// shape (up to MaxShippedContentType bytes): it names a format, not data.
+const shippedAsIs = "content-type"
+
 // ShapeBody is the shape of a request's body as a filter ships it: a form
 // keeps its parameter names with shaped values (ShapeQuery), anything else
 // is one shaped value (ShapeValue, capped as the model caps a value).
@@ -125,10 +131,57 @@ func ShapeRequest(r *Request) Request {
 			continue
 		}
 		v := h.Value
-		if !(h.Name == "content-type" && len(v) <= MaxShippedContentType) {
+		if !(h.Name == shippedAsIs && len(v) <= MaxShippedContentType) {
 			v = ShapeValue(v)
 		}
 		s.Headers = append(s.Headers, Header{Name: h.Name, Value: v})
 	}
 	return s
+}
+
+// shapeByte is what a value's byte becomes in its shape.
+func shapeByte(c byte) byte { return classRepresentative[classOf[c]] }
+
+// isShape reports whether s is a shape: every byte its class's
+// representative (shaping it again changes nothing).
+func isShape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if shapeByte(s[i]) != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// hashShape is hashBytes(h, shape of v) without writing the shape out: how
+// a parameter whose enumerated values are shapes (ParamModel.ShapeEnum)
+// looks a scored value up.
+func hashShape(h uint64, v []byte) uint64 {
+	n := uint64(len(v))
+	for len(v) >= 8 {
+		var w uint64
+		for i := 7; i >= 0; i-- {
+			w = w<<8 | uint64(shapeByte(v[i]))
+		}
+		h = bits.RotateLeft64(h^w*hashK1, 31) * hashK2
+		v = v[8:]
+	}
+	var tail uint64
+	for i := len(v) - 1; i >= 0; i-- {
+		tail = tail<<8 | uint64(shapeByte(v[i]))
+	}
+	return mixHash(h, tail, n)
+}
+
+// sameShape reports whether shape is the shape of v.
+func sameShape(shape string, v []byte) bool {
+	if len(shape) != len(v) {
+		return false
+	}
+	for i := range v {
+		if shape[i] != shapeByte(v[i]) {
+			return false
+		}
+	}
+	return true
 }

@@ -156,6 +156,8 @@ type workloadStats struct {
 	edges     map[edgeName]uint32
 	params    map[paramName]*paramStats
 	anyParam  *paramStats
+	// shaped says the values learned are shapes (TrainConfig.ShapedValues).
+	shaped bool
 }
 
 type routeStats struct {
@@ -347,7 +349,7 @@ const maxKeptBody = 16 << 10
 func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) (*workloadStats, *routeStats) {
 	w := t.workloads[dst]
 	if w == nil {
-		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}}
+		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}, shaped: t.cfg.ShapedValues}
 		t.workloads[dst] = w
 	}
 	if w.perSource[src] >= t.cfg.MaxPerSource {
@@ -396,9 +398,6 @@ func (t *Trainer) observeParams(w *workloadStats, rs *routeStats, rk routeKey, s
 				continue
 			}
 			ps = newParamStats()
-			if t.cfg.ShapedValues {
-				ps.values = nil
-			}
 			ps.id = int32(len(t.stats))
 			ps.any, ps.ws = w.anyParam, w
 			t.stats = append(t.stats, ps)
@@ -480,7 +479,11 @@ func (ws *workloadStats) build(name string) *Workload {
 		if pn.route != anyRouteKey {
 			route = routeIdx[pn.route]
 		}
-		w.Params = append(w.Params, ps.model(route, pn.name))
+		pm := ps.model(route, pn.name)
+		if ws.shaped {
+			pm.enumerateShapes()
+		}
+		w.Params = append(w.Params, pm)
 	}
 	if ws.anyParam != nil {
 		w.Params = append(w.Params, ws.anyParam.model(AnyRoute, AnyParam))
