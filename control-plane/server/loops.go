@@ -129,6 +129,7 @@ func (s *Server) train(ctx context.Context) (trainer.Report, error) {
 			s.log.Warn("readiness not read", "err", rerr)
 		}
 	}
+	s.capped.Add(float64(rep.Capped))
 	switch {
 	case err != nil:
 		s.rounds.WithLabelValues("failed").Inc()

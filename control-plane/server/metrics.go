@@ -23,6 +23,7 @@ const (
 	MetricCollectorBatch  = "meshward_collector_batches_total"
 	MetricCollectorRecord = "meshward_collector_records_total"
 	MetricTrainerRounds   = "meshward_trainer_rounds_total"
+	MetricTrainerCapped   = "meshward_trainer_samples_capped_total"
 	MetricCanaryDecisions = "meshward_canary_decisions_total"
 	MetricXDSSyncFailures = "meshward_xds_sync_failures_total"
 	// Lateral movement (the leader's; 0 elsewhere).
@@ -39,6 +40,7 @@ const (
 var (
 	defCollectorBatch  = metric.Def{Name: MetricCollectorBatch, Labels: []string{"code"}, Help: "Batches received by the collector, by HTTP status."}
 	defTrainerRounds   = metric.Def{Name: MetricTrainerRounds, Labels: []string{"outcome"}, Help: "Training rounds, by outcome (published, rejected, failed)."}
+	defTrainerCapped   = metric.Def{Name: MetricTrainerCapped, Help: "Training samples read but left out by the bound on what one source contributes to a destination (-samples-per-source) or on what one destination contributes (-samples-per-destination)."}
 	defCanaryDecisions = metric.Def{Name: MetricCanaryDecisions, Labels: []string{"outcome"}, Help: "Canary decisions, by outcome (promoted, rolled_back)."}
 	defXDSSyncFailures = metric.Def{Name: MetricXDSSyncFailures, Help: "Times xDS could not read the rollout state from the store and kept serving its last snapshot."}
 	defRollbacks       = metric.Def{Name: MetricRollbacks, Help: "Model rollbacks done by this replica (POST /api/v1/rollback)."}
@@ -63,7 +65,7 @@ var (
 // the dashboards and alert rules are checked against it. /metrics also
 // serves client_golang's standard Go runtime and process metrics.
 func Metrics() []metric.Def {
-	own := []metric.Def{defCollectorBatch, defTrainerRounds, defCanaryDecisions, defXDSSyncFailures, defRollbacks,
+	own := []metric.Def{defCollectorBatch, defTrainerRounds, defTrainerCapped, defCanaryDecisions, defXDSSyncFailures, defRollbacks,
 		defRedisUp, defModelInfo, defModelsStored, defIncidents, defXDSNACKs, defCanaryActive,
 		defWriteFailures, defPending, defHeldDropped, defEvictions, defGroups, defGroupsEvicted}
 	own = append(own, dayTwoMetrics()...)

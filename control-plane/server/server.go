@@ -136,6 +136,7 @@ type Server struct {
 	listeners []net.Listener
 	servers   []*http.Server
 	rounds    *prometheus.CounterVec
+	capped    prometheus.Counter
 	decisions *prometheus.CounterVec
 	syncFails prometheus.Counter
 	rollbacks prometheus.Counter
@@ -222,7 +223,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.batches, s.rounds, s.decisions = defCollectorBatch.CounterVec(), defTrainerRounds.CounterVec(), defCanaryDecisions.CounterVec()
-	s.syncFails, s.rollbacks = defXDSSyncFailures.Counter(), defRollbacks.Counter()
+	s.syncFails, s.rollbacks, s.capped = defXDSSyncFailures.Counter(), defRollbacks.Counter(), defTrainerCapped.Counter()
 	// Every outcome is exported from the start, at 0: increase() and the
 	// alerts on it see the first one (a series that appears at 1 has not
 	// increased).
@@ -233,7 +234,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		s.decisions.WithLabelValues(o)
 	}
 	s.collectors = []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		s.batches, s.rounds, s.decisions, s.syncFails, s.rollbacks, newState(s)}
+		s.batches, s.rounds, s.capped, s.decisions, s.syncFails, s.rollbacks, newState(s)}
 	s.collectors = append(s.collectors, s.collector.Collectors()...)
 	s.collectors = append(s.collectors, s.newDayTwo()...)
 	s.reg.MustRegister(s.collectors...)

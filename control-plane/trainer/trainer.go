@@ -12,7 +12,8 @@
 //
 // A loud minority cannot steer it: what one source contributes to a
 // destination is capped where it is read (its oldest and its newest
-// samples, a reservoir per source), the traffic the gate judges is taken
+// samples, a reservoir per source; SamplesPerSource at a destination of
+// many sources, an equal part of its budget at one of few), the traffic the gate judges is taken
 // across sources and time from those reservoirs (and, with a model in
 // force, only what that model does not flag), and destinations no registry
 // knows that one source alone calls (junk a workload can invent) get a
@@ -38,8 +39,10 @@ import (
 type Config struct {
 	// SamplesPerDestination bounds what one destination contributes, and
 	// SamplesPerSource what one source contributes to one destination
-	// (half its oldest samples, half its newest); past the first, each
-	// source's share shrinks to a fair one.
+	// (half its oldest samples, half its newest) when the destination has
+	// many sources; with fewer than SamplesPerDestination/SamplesPerSource,
+	// each may keep an equal part of SamplesPerDestination (perSourceCap).
+	// Past that, each source's share shrinks to a fair one (fairShare).
 	SamplesPerDestination int64
 	SamplesPerSource      int64
 	// RecentShare is the share of each source's samples (spread over
@@ -89,9 +92,12 @@ var ErrConfig = errors.New("trainer")
 // of meshward serve that sets a value, else the field.
 func (c Config) Validate() error {
 	var errs []error
-	if c.SamplesPerDestination < 10 || c.SamplesPerSource < 2 || c.MinSamples < 1 || c.MaxJunkSections < 0 {
-		errs = append(errs, fmt.Errorf("%w: SamplesPerDestination %d (≥ 10), SamplesPerSource %d (≥ 2) and MinSamples %d must be positive, MaxJunkSections %d not negative",
-			ErrConfig, c.SamplesPerDestination, c.SamplesPerSource, c.MinSamples, c.MaxJunkSections))
+	if c.SamplesPerDestination < 10 || c.SamplesPerSource < 2 || c.SamplesPerSource > c.SamplesPerDestination {
+		errs = append(errs, fmt.Errorf("%w: -samples-per-destination %d (at least 10) and -samples-per-source %d (2 to -samples-per-destination)",
+			ErrConfig, c.SamplesPerDestination, c.SamplesPerSource))
+	}
+	if c.MinSamples < 1 || c.MaxJunkSections < 0 {
+		errs = append(errs, fmt.Errorf("%w: MinSamples %d must be positive, MaxJunkSections %d not negative", ErrConfig, c.MinSamples, c.MaxJunkSections))
 	}
 	if c.MaxSectionBytes < 1024 || c.MaxSectionBytes > models.MaxSectionBytes {
 		errs = append(errs, fmt.Errorf("%w: -max-section-bytes %d: want 1 KiB to %d", ErrConfig, c.MaxSectionBytes, models.MaxSectionBytes))
@@ -507,14 +513,17 @@ type destination struct {
 }
 
 // read takes a destination's samples through a reservoir per source: its
-// oldest and its newest, at most SamplesPerSource, shrunk to a fair share
-// of SamplesPerDestination when the sources together have more. Every
+// oldest and its newest, at most perSourceCap, shrunk to a fair share of
+// SamplesPerDestination when the sources together have more. Every
 // 1/RecentShare-th sample of each reservoir is kept to judge the candidate
 // on. nil when the destination has none.
 func read(ctx context.Context, st *store.Store, dst string, cfg Config) (*destination, error) {
 	per := map[string]*reservoir{}
 	var order []string
-	half := int(cfg.SamplesPerSource / 2)
+	// How many sources there are is known at the end: each reservoir may
+	// hold what a lone source may keep. Together they hold at most the
+	// destination's stream (store.Config.MaxSamples).
+	half := int(max(cfg.SamplesPerSource, cfg.SamplesPerDestination) / 2)
 	err := st.ForEachSample(ctx, dst, func(s store.Sample) {
 		r := per[s.Request.Source]
 		if r == nil {
@@ -528,7 +537,8 @@ func read(ctx context.Context, st *store.Store, dst string, cfg Config) (*destin
 		return nil, err
 	}
 	sort.Strings(order)
-	share := fairShare(per, order, int(cfg.SamplesPerDestination))
+	share := perSourceCap(cfg, len(order))
+	share = min(share, fairShare(per, order, int(cfg.SamplesPerDestination), share))
 	ds := &destination{name: dst, sources: len(per)}
 	every := max(2, int(math.Round(1/cfg.RecentShare)))
 	for _, src := range order {
@@ -568,7 +578,8 @@ func (r *reservoir) add(q models.Request) {
 }
 
 // samples returns at most n of the kept samples in time order: the oldest
-// half and the newest half of them.
+// half and the newest half of them, more of the oldest when the newest are
+// fewer than their half.
 func (r *reservoir) samples(n int) []models.Request {
 	newest := append(append([]models.Request(nil), r.newest[r.next:]...), r.newest[:r.next]...)
 	all := len(r.oldest) + len(newest)
@@ -577,15 +588,29 @@ func (r *reservoir) samples(n int) []models.Request {
 	}
 	o := min(len(r.oldest), (n+1)/2)
 	w := min(len(newest), n-o)
+	o = min(len(r.oldest), n-w)
 	return append(r.oldest[:o:o], newest[len(newest)-w:]...)
 }
 
-// fairShare is the most samples each source may keep so that together they
-// keep at most total: sources under it keep all theirs (water-filling).
-func fairShare(per map[string]*reservoir, order []string, total int) int {
+// perSourceCap is the most samples one source may keep of a destination
+// with that many sources: SamplesPerSource, or an equal part of
+// SamplesPerDestination when that is more (fewer than four sources at the
+// defaults). A destination all of whose traffic comes from one source (a
+// web application behind its ingress gateway) learns from its whole
+// budget, not a quarter of it: there is no other source to outweigh. With
+// many sources, no one of them keeps more than SamplesPerSource, however
+// much it sends.
+func perSourceCap(cfg Config, sources int) int {
+	return int(max(cfg.SamplesPerSource, cfg.SamplesPerDestination/int64(max(1, sources))))
+}
+
+// fairShare is the most samples each source may keep, each at most capped,
+// so that together they keep at most total: sources under it keep all
+// theirs (water-filling).
+func fairShare(per map[string]*reservoir, order []string, total, capped int) int {
 	sizes := make([]int, 0, len(order))
 	for _, src := range order {
-		sizes = append(sizes, len(per[src].oldest)+len(per[src].newest))
+		sizes = append(sizes, min(capped, len(per[src].oldest)+len(per[src].newest)))
 	}
 	sort.Ints(sizes)
 	left := total

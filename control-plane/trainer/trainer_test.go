@@ -429,9 +429,78 @@ func TestReservoirPerSource(t *testing.T) {
 	if strings.Join(got, " ") != "0 1 99" {
 		t.Errorf("a share of 3 kept %v", got)
 	}
+	// Newest fewer than their half: the oldest make up the share.
+	r = &reservoir{max: 10}
+	for i := 0; i < 12; i++ {
+		r.add(models.Request{Path: fmt.Sprint(i)})
+	}
+	got = nil
+	for _, q := range r.samples(8) {
+		got = append(got, q.Path)
+	}
+	if strings.Join(got, " ") != "0 1 2 3 4 5 10 11" {
+		t.Errorf("a share of 8 of 12 kept %v", got)
+	}
 	per := map[string]*reservoir{"quiet": {oldest: make([]models.Request, 10)}, "loud": {oldest: make([]models.Request, 500), newest: make([]models.Request, 500)}}
-	if share := fairShare(per, []string{"loud", "quiet"}, 100); share != 90 {
+	if share := fairShare(per, []string{"loud", "quiet"}, 100, 1000); share != 90 {
 		t.Errorf("fair share %d, want 90 (the quiet source keeps its 10)", share)
+	}
+}
+
+// TestSourcesShareTheBudget, on a real redis-server: a destination whose
+// traffic all comes from one source (a web application behind its ingress
+// gateway) learns from its whole budget, two sources share it, and among
+// five sources one that floods keeps no more than SamplesPerSource
+// (abuse: sending more buys no more weight).
+func TestSourcesShareTheBudget(t *testing.T) {
+	srv := redistest.Start(t)
+	st, err := store.New(srv.Client(t), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	var recs []record.Record
+	send := func(src, dst string, n int) {
+		for i := 0; i < n; i++ {
+			recs = append(recs, record.Record{TS: time.Unix(int64(len(recs)), 0), Route: "/items",
+				Request: models.Request{Method: "GET", Path: "/items", Query: fmt.Sprintf("page=%d", i), Source: src, Destination: dst, Status: 200}})
+		}
+	}
+	send("ingress", "web", 12_000)
+	send("a", "pair", 12_000)
+	send("b", "pair", 12_000)
+	send("flood", "api", 12_000)
+	for _, src := range []string{"c", "d", "e", "f"} {
+		send(src, "api", 300)
+	}
+	ingestBatches(t, st, recs)
+	kept := func(dst string) map[string]int {
+		ds, err := read(context.Background(), st, dst, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, qs := range [][]models.Request{ds.learn, ds.judge} {
+			for _, q := range qs {
+				n[q.Source]++
+			}
+		}
+		return n
+	}
+	if n := kept("web"); n["ingress"] != 12_000 {
+		t.Errorf("a lone source kept %d of its 12000 samples, want all (budget %d)", n["ingress"], cfg.SamplesPerDestination)
+	}
+	if n := kept("pair"); n["a"] != 10_000 || n["b"] != 10_000 {
+		t.Errorf("two sources kept %v, want 10000 each", n)
+	}
+	n := kept("api")
+	if n["flood"] != int(cfg.SamplesPerSource) {
+		t.Errorf("a flooding source among five kept %d, want SamplesPerSource %d", n["flood"], cfg.SamplesPerSource)
+	}
+	for _, src := range []string{"c", "d", "e", "f"} {
+		if n[src] != 300 {
+			t.Errorf("source %s kept %d of its 300", src, n[src])
+		}
 	}
 }
 

@@ -78,6 +78,8 @@ func (f *serveFlags) register(fs *flag.FlagSet, cfg *server.Config) {
 	f.leaseNS = fs.String("lease-namespace", "", "namespace of the leader Lease (default: the pod's namespace in a cluster, the kubeconfig context's namespace otherwise)")
 	fs.StringVar(&cfg.LeaseName, "lease-name", cfg.LeaseName, "name of the leader Lease")
 	f.wasmPlugin = fs.String("wasmplugin", "", "namespace/name of an Istio WasmPlugin template: the leader gives each workload of its namespace a WasmPlugin of its own with its section of the model in force (never a canary)")
+	fs.Int64Var(&cfg.Trainer.SamplesPerDestination, "samples-per-destination", cfg.Trainer.SamplesPerDestination, "training: the most samples one destination contributes to a round (its sources share them fairly)")
+	fs.Int64Var(&cfg.Trainer.SamplesPerSource, "samples-per-source", cfg.Trainer.SamplesPerSource, "training: the most samples one source contributes to a destination of many sources (with fewer, each may keep an equal part of -samples-per-destination): sending more buys no more weight")
 	fs.IntVar(&cfg.Trainer.MaxSectionBytes, "max-section-bytes", cfg.Trainer.MaxSectionBytes, "the size budget of one workload's section of the model (what one sidecar receives); a section over it is refused, naming its workload, which keeps its section in force")
 }
 

@@ -109,7 +109,7 @@ func TestServeNamesTheFlagsOfBadValues(t *testing.T) {
 		"promote-after": "-1s", "quarantine-ttl": "0s", "max-pending-decisions": "0",
 		"detect-horizon": "1s", "detect-max-sources": "0",
 		"canary-min-requests": "0", "canary-max-ratio": "0.5", "canary-max-increase": "2", "canary-observe": "2h", "canary-timeout": "1h",
-		"canary-share": "2", "xds-group-ttl": "-1s", "xds-max-groups": "-1", "max-section-bytes": "10",
+		"canary-share": "2", "xds-group-ttl": "-1s", "xds-max-groups": "-1", "max-section-bytes": "10", "samples-per-destination": "5", "samples-per-source": "1",
 		"collector-max-batch-bytes": "10", "collector-max-records": "0", "collector-max-in-flight": "0",
 		"collector-read-timeout": "0s", "collector-max-skew": "0s", "trust-domain": "bad domain",
 	}
