@@ -251,9 +251,13 @@ func pick(recs []*source.Record, idx []int) []*source.Record {
 // trains on what the collector stored.
 func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model, error) {
 	var normal []*source.Record
+	unknown := 0
 	for _, r := range recs {
 		if !r.IsAttack() {
 			normal = append(normal, r)
+			if r.Request.Source == models.UnknownSource {
+				unknown++
+			}
 		}
 	}
 	l.summary.LearnRequests = len(normal)
@@ -272,7 +276,14 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	rep, err := l.srv.Train(ctx)
 	l.summary.Training = rep
 	if err != nil {
-		return nil, fmt.Errorf("training on what the collector stored: %w (--offline trains in process, without the control plane's minimum)", err)
+		hint := "--offline trains in process, without the control plane's minimum"
+		if unknown > 0 {
+			// The collector never stores an unidentified caller's request
+			// for training (it could be anyone's).
+			hint = fmt.Sprintf("%d of the %d learning requests have no source, and the control plane never learns from an unidentified caller: name their caller with -src; %s",
+				unknown, len(normal), hint)
+		}
+		return nil, fmt.Errorf("training on what the collector stored: %w (%s)", err, hint)
 	}
 	if !rep.Published {
 		return nil, fmt.Errorf("the trained model did not pass the control plane's gate: %s (--offline skips the gate)", rep.Rejected)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -135,6 +136,33 @@ func TestRunThroughTheControlPlane(t *testing.T) {
 	}
 	if len(learned) != 3 || learned[0] == 0 || learned[1] != learned[0] || learned[2] != learned[0] {
 		t.Errorf("samples learned per run %v: every run learns the same traffic, no more", learned)
+	}
+}
+
+// TestRunWithoutSourcesSaysSo: traffic whose requests name no caller
+// (a capture of one application, say) teaches the control plane nothing;
+// run says why and what to give, and with -src it trains.
+func TestRunWithoutSourcesSaysSo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two runs through the control plane: skipped under -short (make unit); make test runs it")
+	}
+	wasm := testWasm(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "app.jsonl")
+	var b strings.Builder
+	for i := 0; i < 600; i++ {
+		fmt.Fprintf(&b, `{"dst":"web","method":"GET","path":"/items","query":"page=%d","status":200,"label":"normal"}`+"\n", i%40)
+	}
+	if err := os.WriteFile(data, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"run", "--traffic", data, "--learn-until", "80%", "--runner", "wasm", "--wasm", wasm}
+	err := Main(append(args, "--out", filepath.Join(dir, "a")), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "480 of the 480 learning requests have no source") || !strings.Contains(err.Error(), "-src") {
+		t.Fatalf("run without sources: %v", err)
+	}
+	if err := Main(append(args, "-src", "spiffe://cluster.local/ns/web/sa/ingress", "--out", filepath.Join(dir, "b")), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Fatalf("run with -src: %v", err)
 	}
 }
 
