@@ -102,15 +102,40 @@ const (
 // shape (up to MaxShippedContentType bytes): it names a format, not data.
 const shippedAsIs = "content-type"
 
-// ShapeBody is the shape of a request's body as a filter ships it: a form
-// keeps its parameter names with shaped values (ShapeQuery), anything else
-// is one shaped value (ShapeValue, capped as the model caps a value).
+// ShapeBody is the shape of a request's body as a filter ships it, read as
+// the model reads a body (bodyReader), so that the trainer finds in the
+// shape the parameters scoring finds in the body: a form keeps its
+// parameter names with shaped values (ShapeQuery); a multipart body is
+// shaped as sent; any other body is one value, shaped once its %-escapes
+// are decoded. A body without a content type is a form when its first
+// sniffBytes read as one (looksLikeForm), as scoring decides.
 func ShapeBody(r *Request) []byte {
-	ct, _ := r.Header("content-type")
-	if hasPrefixFold(ct, "application/x-www-form-urlencoded") {
+	ct, hasCT := r.Header("content-type")
+	switch {
+	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(r.Body[:min(len(r.Body), sniffBytes)]):
 		return []byte(ShapeQuery(string(r.Body)))
+	case hasPrefixFold(ct, "multipart/"):
+		return []byte(ShapeValue(string(r.Body)))
 	}
-	return []byte(ShapeValue(string(r.Body)))
+	// One case reads otherwise: a body without a content type, printable
+	// and without spaces, whose '%' ('%' and '=' are one class) makes its
+	// shape read as a form where the body did not.
+	return AppendShapeValue(nil, string(appendUnescaped(make([]byte, 0, min(len(r.Body), MaxValueBytes)), r.Body)))
+}
+
+// appendUnescaped appends b with its %-escapes decoded ('+' kept), as a
+// body that is not a form is read, up to MaxValueBytes bytes (what a shape
+// keeps).
+func appendUnescaped(dst, b []byte) []byte {
+	for i := 0; i < len(b) && len(dst) < MaxValueBytes; i++ {
+		c := b[i]
+		if c == '%' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
+			c = unhex(b[i+1])<<4 | unhex(b[i+2])
+			i += 2
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // ShapeRequest returns the request the control plane's trainer learns from

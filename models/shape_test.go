@@ -34,3 +34,49 @@ func TestShapesKeepClassesAndLength(t *testing.T) {
 		}
 	}
 }
+
+// The trainer reads a shipped body's shape as scoring reads the body: the
+// same parameters, by name, with values of the same length and classes,
+// whatever the content type says or does not say (a form sent without one
+// is sniffed as a form on both sides; an escaped value is decoded on both).
+func TestShapedBodyReadsAsTheBody(t *testing.T) {
+	ct := func(v string) []Header { return []Header{{Name: "content-type", Value: v}} }
+	for _, c := range []struct {
+		name    string
+		headers []Header
+		body    string
+	}{
+		{"form", ct("application/x-www-form-urlencoded"), "q=shoes+red&n=12&x=%27a%20b"},
+		{"form without a content type", nil, "q=shoes+red&n=12&x=%27a%20b"},
+		{"json", ct("application/json"), `{"a":"b%22c","n":1}`},
+		{"text without a content type", nil, "hello world %41%42 + more"},
+		{"multipart", ct("multipart/form-data; boundary=x"), "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n%41\r\n--x--"},
+		{"form of a payload without a content type", nil, "user=x&pass=%27+OR+%271%27%3D%271"},
+	} {
+		r := Request{Method: "POST", Path: "/p", Headers: c.headers, Body: []byte(c.body)}
+		shaped := ShapeRequest(&r)
+		var a, b paramScratch
+		a.extract(&r)
+		b.extract(&shaped)
+		if a.n != b.n {
+			t.Errorf("%s: %d parameters read, %d from the shape %q", c.name, a.n, b.n, shaped.Body)
+			continue
+		}
+		for i := 0; i < a.n; i++ {
+			pa, pb := &a.params[i], &b.params[i]
+			if string(pa.name) != string(pb.name) {
+				t.Errorf("%s: parameter %d named %q, %q from the shape", c.name, i, pa.name, pb.name)
+				continue
+			}
+			if len(pa.value) != len(pb.value) {
+				t.Errorf("%s: %s is %q, from the shape %q", c.name, pa.name, pa.value, pb.value)
+				continue
+			}
+			for j := range pa.value {
+				if ClassOf(pa.value[j]) != ClassOf(pb.value[j]) {
+					t.Errorf("%s: %s byte %d: class %d, from the shape %d", c.name, pa.name, j, ClassOf(pa.value[j]), ClassOf(pb.value[j]))
+				}
+			}
+		}
+	}
+}

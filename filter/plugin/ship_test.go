@@ -147,7 +147,7 @@ func TestLearnModeSkipsUnidentifiedCallers(t *testing.T) {
 // collector does, so the two cannot drift.
 func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
-		Status: 503, ResponseBytes: 42, Body: []byte("secret=1"),
+		Status: 503, ResponseBytes: 42, Body: []byte("secret 1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
 	line := encodeRecord(r, 0.98765, true, true, nil, new([]byte))
 	var rec record.Record
@@ -156,12 +156,22 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	}
 	rec.Normalize()
 	if rec.TS.IsZero() || rec.Route != "/reviews/{num}" || rec.Score != 0.9877 || !rec.Flagged || rec.Request.Method != "POST" ||
-		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || string(rec.Request.Body) != models.ShapeValue("secret=1") || rec.Request.Query != "q=a%20a&n=0" ||
+		rec.Request.Status != 503 || rec.Request.RequestBytes != 8 || string(rec.Request.Body) != models.ShapeValue("secret 1") || rec.Request.Query != "q=a%20a&n=0" ||
 		len(rec.Request.Headers) != 1 || rec.Request.Headers[0].Value != "Aa-aaaa/0.0" {
 		t.Errorf("record %+v from %s", rec, line)
 	}
 	if strings.Contains(string(line), "secret") || strings.Contains(string(line), "/reviews/77") || strings.Contains(string(line), "Go-http") {
 		t.Errorf("the record leaks the body or an id: %s", line)
+	}
+	// A form sent without a content type is read as a form (sniffed), so
+	// it travels as one: its names, not its values.
+	r.Body = []byte("token=hunter2&n=1")
+	line = encodeRecord(r, 0.98765, true, true, nil, new([]byte))
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	if string(rec.Request.Body) != "token=aaaaaa0&n=0" || strings.Contains(string(line), "hunter2") {
+		t.Errorf("a form without a content type shipped as %q: %s", rec.Request.Body, line)
 	}
 }
 
