@@ -92,8 +92,12 @@ func AppendShapeQuery(dst []byte, q string) []byte {
 
 // What a filter ships of a request's headers (see ShapeRequest).
 const (
-	// MaxShippedHeaders bounds the headers a record carries.
-	MaxShippedHeaders = 16
+	// MaxShippedHeaders bounds the headers a record carries: as many as
+	// the collector takes. Scoring reads every header the model reads (in
+	// batches), so a header a record left out would be a new header name
+	// to every request that has it: at 16, a browser's requests through
+	// Istio (sec-ch-ua, sec-fetch-*, ...) all scored as new parameters.
+	MaxShippedHeaders = 64
 	// MaxShippedContentType bounds a content type shipped as it is.
 	MaxShippedContentType = 128
 )

@@ -237,3 +237,36 @@ func TestShapeEnumerationRefusesWhatIsNotAShape(t *testing.T) {
 		}
 	}
 }
+
+// A model trained on the shapes filters ship knows every header scoring
+// reads: a browser's request through a mesh carries more than a dozen
+// (sec-ch-ua, sec-fetch-*, ...), and a header a record left out would be
+// a new parameter on every request that has it.
+func TestShapedTrainingLearnsEveryHeader(t *testing.T) {
+	var hs []Header
+	for i := 0; i < 40; i++ {
+		hs = append(hs, Header{Name: fmt.Sprintf("x-browser-%d", i), Value: "v1"})
+	}
+	hs = append(hs, Header{Name: "x-request-id", Value: "abc"}) // left out by the model
+	cfg := ShapedTrainConfig()
+	tr, err := NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 400; i++ {
+		r := Request{Method: "GET", Path: "/x", Query: fmt.Sprintf("page=%d", i%9), Source: "s", Destination: "d", Headers: hs}
+		s := ShapeRequest(&r)
+		if len(s.Headers) != 40 {
+			t.Fatalf("the record carries %d of the 40 headers the model reads", len(s.Headers))
+		}
+		tr.Observe(&s)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := m.Workload("d").Score(&Request{Method: "GET", Path: "/x", Query: "page=3", Source: "s", Destination: "d", Headers: hs})
+	if hasReason(v, ReasonNewParam) || v.Parts[PartNames] != 0 {
+		t.Errorf("a request with the headers training had: names part %.2f, reasons %v", v.Parts[PartNames], v.ReasonList())
+	}
+}

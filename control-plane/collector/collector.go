@@ -426,7 +426,7 @@ const (
 	maxName    = 256
 	maxPath    = 2048
 	maxQuery   = 8 << 10
-	maxHeaders = 64
+	maxHeaders = models.MaxShippedHeaders
 	maxHeader  = 4 << 10
 	maxBody    = 2 * models.MaxBodyPrefix
 	maxBytes   = 1 << 40

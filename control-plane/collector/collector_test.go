@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshward/meshward/models"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -192,6 +194,7 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 		{"status 999", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Status":999,"Destination"`, 1), RefusedInvalid},
 		{"a method that is not a token", cartToken, strings.Replace(at(now, ""), `"GET"`, `"GET /x"`, 1), RefusedInvalid},
 		{"score above one", cartToken, at(now, `,"flagged":true`)[:0] + line("cart.shop", "/a", 2), RefusedInvalid},
+		{"more headers than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders+1)+`,"Destination"`, 1), RefusedInvalid},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -209,10 +212,20 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 		t.Errorf("%d refused records reached the store", n)
 	}
 	// Within the window, and at the smallest rate: accepted.
-	ok := at(now.Add(4*time.Minute), `,"sample_rate":0.001`) + "\n" + at(now.Add(-4*time.Minute), "")
-	if code, r, _ := post(t, f.url, cartToken, newKey(), ok); code != 200 || r.Accepted != 2 {
+	ok := at(now.Add(4*time.Minute), `,"sample_rate":0.001`) + "\n" + at(now.Add(-4*time.Minute), "") + "\n" +
+		strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders)+`,"Destination"`, 1)
+	if code, r, _ := post(t, f.url, cartToken, newKey(), ok); code != 200 || r.Accepted != 3 {
 		t.Errorf("records within bounds: %d %+v", code, r)
 	}
+}
+
+// manyHeaders is n headers as a record carries them (JSON).
+func manyHeaders(n int) string {
+	hs := make([]string, n)
+	for i := range hs {
+		hs[i] = fmt.Sprintf(`{"Name":"x-h%d","Value":"a"}`, i)
+	}
+	return "[" + strings.Join(hs, ",") + "]"
 }
 
 // TestRetriedBatchCountedOnce: a batch sent again under its key (the
