@@ -30,8 +30,18 @@ func ShapeValue(v string) string {
 }
 
 // AppendShapeValue appends ShapeValue(v) to dst.
-func AppendShapeValue(dst []byte, v string) []byte {
-	n := min(len(v), MaxValueBytes)
+func AppendShapeValue(dst []byte, v string) []byte { return appendShape(dst, v, MaxValueBytes) }
+
+// AppendShapeHeader appends the shape of a header value as a record
+// carries it: up to MaxShippedHeaderValue bytes. Scoring reads a header
+// value whole (a window at a time), so its shape must be as long for the
+// trainer to learn the same lengths: a browser's cookie often passes 1 KiB.
+func AppendShapeHeader(dst []byte, v string) []byte {
+	return appendShape(dst, v, MaxShippedHeaderValue)
+}
+
+func appendShape(dst []byte, v string, limit int) []byte {
+	n := min(len(v), limit)
 	for i := 0; i < n; i++ {
 		dst = append(dst, classRepresentative[classOf[v[i]]])
 	}
@@ -98,6 +108,9 @@ const (
 	// to every request that has it: at 16, a browser's requests through
 	// Istio (sec-ch-ua, sec-fetch-*, ...) all scored as new parameters.
 	MaxShippedHeaders = 64
+	// MaxShippedHeaderValue bounds a header value's shape in a record
+	// (AppendShapeHeader): the collector's bound.
+	MaxShippedHeaderValue = 4 << 10
 	// MaxShippedContentType bounds a content type shipped as it is.
 	MaxShippedContentType = 128
 )
@@ -114,24 +127,27 @@ const shippedAsIs = "content-type"
 // are decoded. A body without a content type is a form when its first
 // sniffBytes read as one (looksLikeForm), as scoring decides.
 func ShapeBody(r *Request) []byte {
+	// A filter keeps the body's first MaxBodyPrefix bytes for its record
+	// (a longer body's RequestBytes says so, and the trainer reads the
+	// prefix as cut).
+	b := r.Body[:min(len(r.Body), MaxBodyPrefix)]
 	ct, hasCT := r.Header("content-type")
 	switch {
-	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(r.Body[:min(len(r.Body), sniffBytes)]):
-		return []byte(ShapeQuery(string(r.Body)))
+	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(b[:min(len(b), sniffBytes)]):
+		return []byte(ShapeQuery(string(b)))
 	case hasPrefixFold(ct, "multipart/"):
-		return []byte(ShapeValue(string(r.Body)))
+		return appendShape(nil, string(b), MaxBodyPrefix)
 	}
 	// One case reads otherwise: a body without a content type, printable
 	// and without spaces, whose '%' ('%' and '=' are one class) makes its
 	// shape read as a form where the body did not.
-	return AppendShapeValue(nil, string(appendUnescaped(make([]byte, 0, min(len(r.Body), MaxValueBytes)), r.Body)))
+	return appendShape(nil, string(appendUnescaped(make([]byte, 0, len(b)), b)), MaxBodyPrefix)
 }
 
 // appendUnescaped appends b with its %-escapes decoded ('+' kept), as a
-// body that is not a form is read, up to MaxValueBytes bytes (what a shape
-// keeps).
+// body that is not a form is read.
 func appendUnescaped(dst, b []byte) []byte {
-	for i := 0; i < len(b) && len(dst) < MaxValueBytes; i++ {
+	for i := 0; i < len(b); i++ {
 		c := b[i]
 		if c == '%' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
 			c = unhex(b[i+1])<<4 | unhex(b[i+2])
@@ -161,7 +177,7 @@ func ShapeRequest(r *Request) Request {
 		}
 		v := h.Value
 		if !(h.Name == shippedAsIs && len(v) <= MaxShippedContentType) {
-			v = ShapeValue(v)
+			v = string(AppendShapeHeader(make([]byte, 0, min(len(v), MaxShippedHeaderValue)), v))
 		}
 		s.Headers = append(s.Headers, Header{Name: h.Name, Value: v})
 	}

@@ -1,6 +1,9 @@
 package models
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // A shape keeps every byte's class and the length: what the transition and
 // length models learn from a value, they learn from its shape.
@@ -52,6 +55,7 @@ func TestShapedBodyReadsAsTheBody(t *testing.T) {
 		{"text without a content type", nil, "hello world %41%42 + more"},
 		{"multipart", ct("multipart/form-data; boundary=x"), "--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n%41\r\n--x--"},
 		{"form of a payload without a content type", nil, "user=x&pass=%27+OR+%271%27%3D%271"},
+		{"json of 3 KiB", ct("application/json"), `{"notes":"` + strings.Repeat("some words %22 ", 200) + `"}`},
 	} {
 		r := Request{Method: "POST", Path: "/p", Headers: c.headers, Body: []byte(c.body)}
 		shaped := ShapeRequest(&r)

@@ -270,3 +270,41 @@ func TestShapedTrainingLearnsEveryHeader(t *testing.T) {
 		t.Errorf("a request with the headers training had: names part %.2f, reasons %v", v.Parts[PartNames], v.ReasonList())
 	}
 }
+
+// A record carries the shape of the body's first MaxBodyPrefix bytes: the
+// trainer learns a body that fit whole as a value of its length, and one
+// that did not as cut (its length is not the prefix's).
+func TestShapedTrainingReadsACutBodyAsCut(t *testing.T) {
+	for _, c := range []struct {
+		size  int
+		whole bool
+	}{{3000, true}, {6000, false}} {
+		tr, err := NewTrainer(ShapedTrainConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 300; i++ {
+			r := Request{Method: "POST", Path: "/notes", Source: "s", Destination: "d",
+				Headers: []Header{{Name: "content-type", Value: "application/json"}},
+				Body:    []byte(`{"n":"` + strings.Repeat("word ", (c.size+i)/5) + `"}`)}
+			s := ShapeRequest(&r)
+			if len(s.Body) > MaxBodyPrefix || s.RequestBytes != int64(len(r.Body)) {
+				t.Fatalf("a record of %d body bytes for %d, RequestBytes %d", len(s.Body), len(r.Body), s.RequestBytes)
+			}
+			tr.Observe(&s)
+		}
+		m, err := tr.Model()
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := paramNamed(m.Workload("d"), bodyParam)
+		switch {
+		case body == nil:
+			t.Fatalf("%d-byte bodies: no model of the body", c.size)
+		case c.whole && (body.Count == 0 || body.LenMean < float64(c.size)):
+			t.Errorf("%d-byte bodies: %d learned, mean length %.0f", c.size, body.Count, body.LenMean)
+		case !c.whole && body.Count != 0:
+			t.Errorf("%d-byte bodies, cut at %d: %d learned as whole, mean length %.0f", c.size, MaxBodyPrefix, body.Count, body.LenMean)
+		}
+	}
+}

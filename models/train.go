@@ -251,7 +251,10 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 		// far as scoring reads it.
 		t.scratch.begin(r, l)
 		t.scratch.feed(r.Body[:min(len(r.Body), DefaultBodyLimit)])
-		t.scratch.finish(len(r.Body) > DefaultBodyLimit)
+		// A shipped body is the shape of the body's first MaxBodyPrefix
+		// bytes (ShapeBody): when RequestBytes says the body was longer,
+		// its last value is cut, its length not learned as a whole value's.
+		t.scratch.finish(len(r.Body) > DefaultBodyLimit || t.cfg.ShapedValues && r.RequestBytes > MaxBodyPrefix)
 	}
 	if ok {
 		t.samples++

@@ -427,7 +427,7 @@ const (
 	maxPath    = 2048
 	maxQuery   = 8 << 10
 	maxHeaders = models.MaxShippedHeaders
-	maxHeader  = 4 << 10
+	maxHeader  = models.MaxShippedHeaderValue
 	maxBody    = 2 * models.MaxBodyPrefix
 	maxBytes   = 1 << 40
 )

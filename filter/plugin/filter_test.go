@@ -130,6 +130,8 @@ func TestBadConfigurationsAreRefused(t *testing.T) {
 		{"sample rate below the collector's minimum", `{"workload":"a","sample_rate":0.0001}`, "shipping: sample_rate 0.0001 is not 0 or in [0.001,1]", nil},
 		{"sample rate above one", `{"workload":"a","sample_rate":1.5}`, "shipping: sample_rate 1.5", nil},
 		{"batch larger than buffer", `{"workload":"a","max_buffer":10,"batch_size":20}`, "shipping: max_buffer", nil},
+		{"a record buffer of 1 KiB", `{"workload":"a","max_buffer_bytes":1024}`, "shipping: max_buffer_bytes 1024", nil},
+		{"a record buffer of 1 GiB", `{"workload":"a","max_buffer_bytes":1073741824}`, "shipping: max_buffer_bytes", nil},
 		{"workload missing", `{"mode":"learn"}`, "workload: not set", nil},
 		{"workload with newline", `{"workload":"a\nb"}`, "workload:", nil},
 		{"score header upper case", `{"workload":"a","score_header":"X-Score"}`, "score_header:", nil},

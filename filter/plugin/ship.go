@@ -46,6 +46,7 @@ type shipper struct {
 	// configuration (the canary decision counts flagged rates per version).
 	version  record.Version
 	buf      [][]byte
+	bytes    int // of the records in buf
 	inFlight int // records in the batch being sent; 0 when none
 	// retryN and key are the batch pushed back last: it is sent again as
 	// it was, under the same Idempotency-Key, so the collector counts it
@@ -96,8 +97,18 @@ func (p *pluginContext) enqueue(h *httpContext) {
 	if h.flagged {
 		rec = appendDecision(rec, v, &h.decision, h.enforced)
 	}
+	if p.ship.bytes+len(rec) > s.MaxBufferBytes {
+		p.metrics.dropped.Increment(1)
+		return
+	}
 	p.ship.buf = append(p.ship.buf, rec)
+	p.ship.bytes += len(rec)
 }
+
+// maxBatchBytes bounds one batch's body (at least one record goes): the
+// collector refuses a batch over its -collector-max-batch-bytes (4 MiB by
+// default) as a whole.
+const maxBatchBytes = 1 << 20
 
 // newEdge says whether a scored request is on an edge the model never
 // learned: its workload has no section of its own (the global fallback
@@ -133,7 +144,11 @@ func (p *pluginContext) sendBatch() {
 		p.ship.key = batchKey()
 	}
 	size := 0
-	for _, r := range p.ship.buf[:n] {
+	for i, r := range p.ship.buf[:n] {
+		if i > 0 && size+len(r)+1 > maxBatchBytes {
+			n = i
+			break
+		}
 		size += len(r) + 1
 	}
 	body := make([]byte, 0, size)
@@ -159,8 +174,8 @@ func (p *pluginContext) sendBatch() {
 const backoffTicks = 5
 
 // onBatchAnswer drops the records the collector took (200) or refused as
-// invalid (400: resending them would not help), and keeps the batch for a
-// later retry otherwise.
+// invalid or too large (400, 413: resending them would not help), and
+// keeps the batch for a later retry otherwise.
 func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 	n := p.ship.inFlight
 	p.ship.inFlight = 0
@@ -173,12 +188,17 @@ func (p *pluginContext) onBatchAnswer(numHeaders, bodySize, numTrailers int) {
 		}
 	}
 	switch status {
-	case "200", "400":
+	case "200", "400", "413":
 		p.metrics.shipped.Increment(uint64(n))
+		for i, r := range p.ship.buf[:n] {
+			p.ship.bytes -= len(r)
+			p.ship.buf[i] = nil // its memory is the VM's again
+		}
 		p.ship.buf = p.ship.buf[n:]
 		p.ship.retryN = 0
-		if status == "400" {
-			proxywasm.LogWarnf("meshward: the collector refused records of a batch (%d bytes of explanation)", bodySize)
+		if status != "200" {
+			// Sending it again would not help.
+			proxywasm.LogWarnf("meshward: the collector refused a batch or records of it (%s, %d bytes of explanation)", status, bodySize)
 		}
 	default:
 		p.ship.pause = backoffTicks
@@ -233,7 +253,7 @@ func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *reco
 			// A media type names a format, not data, and the trainer
 			// needs it to read the body as the filter will; any other
 			// value travels as its shape.
-			sc = models.AppendShapeValue(sc[:0], h.Value)
+			sc = models.AppendShapeHeader(sc[:0], h.Value)
 			value = bytesString(sc)
 		}
 		b = record.AppendHeader(b, n == 0, h.Name, value)
@@ -261,7 +281,7 @@ func recordSize(r *models.Request, route string, v *record.Version) int {
 		if i == models.MaxShippedHeaders {
 			break
 		}
-		n += 24 + len(h.Name) + min(len(h.Value), models.MaxValueBytes)
+		n += 24 + len(h.Name) + min(len(h.Value), models.MaxShippedHeaderValue)
 	}
 	return n
 }

@@ -109,6 +109,55 @@ func TestRecordsAreShipped(t *testing.T) {
 	})
 }
 
+// Abuse: requests made to make big records (headers of 4 KiB, as many as
+// the inspection limits take) cannot make the waiting records outgrow
+// max_buffer_bytes: the excess is dropped and counted. A batch stays
+// within maxBatchBytes, and one the collector refuses as too large (413)
+// is let go rather than retried for ever.
+func TestRecordBufferIsBoundedInBytes(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, e env) {
+		const limit = 2 << 20
+		one := 1.0
+		c := pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: workload, CollectorCluster: "meshward-collector",
+			SampleRate: &one, MaxBuffer: 2000, BatchSize: 500, MaxBufferBytes: limit}
+		cfg, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := e.mustStart(t, hostOpts{config: cfg, props: peer(frontend)})
+		big := get("/reviews/12")
+		for i := 0; i < 15; i++ {
+			big = append(big, [2]string{fmt.Sprintf("x-pad-%d", i), strings.Repeat("a", 4000)})
+		}
+		const streams = 50
+		for i := 0; i < streams; i++ {
+			_, id := request(host, big)
+			host.CallOnResponseHeaders(id, [][2]string{{":status", "200"}}, true)
+			host.CompleteHttpContext(id)
+		}
+		dropped := int(counter(t, host, MetricDropped)) // counter() ticks once: a batch goes
+		calls := host.GetCalloutAttributesFromContext(1)
+		if len(calls) != 1 {
+			t.Fatalf("%d collector calls after one tick, want 1", len(calls))
+		}
+		body := calls[0].Body
+		sent := strings.Count(string(body), "\n")
+		if len(body) > maxBatchBytes || sent < 1 {
+			t.Fatalf("a batch of %d bytes (%d records), limit %d", len(body), sent, maxBatchBytes)
+		}
+		each := len(body) / sent
+		if each < 30_000 || dropped == 0 || (streams-dropped)*each > limit {
+			t.Errorf("%d of %d records of %d bytes dropped: the buffer held %d bytes, limit %d", dropped, streams, each, (streams-dropped)*each, limit)
+		}
+		// Too large for the collector: let go, and the next batch follows.
+		host.CallOnHttpCallResponse(calls[0].CalloutID, [][2]string{{":status", "413"}}, nil, nil)
+		host.Tick()
+		if calls = host.GetCalloutAttributesFromContext(1); len(calls) != 2 {
+			t.Errorf("%d calls after a 413 and a tick, want the next batch", len(calls))
+		}
+	})
+}
+
 func TestLearnModeShipsUnscored(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		host := e.mustStart(t, hostOpts{config: shipConfig(t, pluginconfig.ModeLearn, 10), props: peer(frontend)})

@@ -53,7 +53,11 @@ const (
 	DefaultScoreHeader = "x-meshward-score"
 	DefaultSampleRate  = 0.05
 	DefaultMaxBuffer   = 2000
-	DefaultBatchSize   = 500
+	// DefaultMaxBufferBytes bounds the bytes of the records waiting: a
+	// record can carry 64 headers of up to 4 KiB of shape each, and
+	// 2,000 such would not fit a VM's memory.
+	DefaultMaxBufferBytes = 4 << 20
+	DefaultBatchSize      = 500
 	// DefaultMaxBodyBytes is how much of a body is inspected: a form of
 	// a thousand fields, a JSON document of some size.
 	DefaultMaxBodyBytes = models.DefaultBodyLimit
@@ -116,6 +120,10 @@ type Config struct {
 	// BatchSize the records of one batch (default 500).
 	MaxBuffer int `json:"max_buffer,omitempty"`
 	BatchSize int `json:"batch_size,omitempty"`
+	// MaxBufferBytes bounds the bytes of the records waiting to be shipped
+	// (default 4 MiB, at most 64 MiB); past it a record is dropped and
+	// counted, as past MaxBuffer.
+	MaxBufferBytes int `json:"max_buffer_bytes,omitempty"`
 	// Workload is the local workload's identity (the destination of every
 	// request this filter sees). When empty, the filter reads it from the
 	// node metadata (Istio's WORKLOAD_NAME and NAMESPACE).
@@ -172,6 +180,7 @@ type Settings struct {
 	SampleRate       float64
 	MaxBuffer        int
 	BatchSize        int
+	MaxBufferBytes   int
 	// CollectorTimeoutMS bounds one batch's call.
 	CollectorTimeoutMS uint32
 	// The inspection limits and what enforce mode does beyond them.
@@ -213,6 +222,7 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		ResponseScore:      c.ResponseScore,
 		SampleRate:         DefaultSampleRate,
 		MaxBuffer:          c.MaxBuffer,
+		MaxBufferBytes:     c.MaxBufferBytes,
 		BatchSize:          c.BatchSize,
 		CollectorTimeoutMS: 2000,
 		MaxBodyBytes:       c.MaxBodyBytes,
@@ -240,6 +250,9 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	}
 	if s.BatchSize == 0 {
 		s.BatchSize = DefaultBatchSize
+	}
+	if s.MaxBufferBytes == 0 {
+		s.MaxBufferBytes = DefaultMaxBufferBytes
 	}
 	if s.Mode == "" {
 		s.Mode = DefaultMode
@@ -288,6 +301,9 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 	}
 	if s.MaxBuffer < 1 || s.MaxBuffer > 100_000 || s.BatchSize < 1 || s.BatchSize > s.MaxBuffer {
 		errs = append(errs, fmt.Errorf("%w: max_buffer %d must be in [1,100000] and batch_size %d in [1,max_buffer]", ErrShipping, s.MaxBuffer, s.BatchSize))
+	}
+	if s.MaxBufferBytes < 64<<10 || s.MaxBufferBytes > 64<<20 {
+		errs = append(errs, fmt.Errorf("%w: max_buffer_bytes %d must be in [65536,67108864]", ErrShipping, s.MaxBufferBytes))
 	}
 	switch {
 	case s.Workload == "":
