@@ -16,12 +16,14 @@ var classRepresentative = [NClasses]byte{
 	ClassSemicolon: ';', ClassSymbol: '!', ClassControl: 0x01, ClassHigh: 0x80,
 }
 
-// maxShapedQueryValue bounds a query or form value's shape: what the
-// parameter model examines of a value, so that the model the control plane
-// trains on shapes judges lengths and transitions on what scoring reads
-// (a shape cut shorter made every longer value look too long). A record
-// stays bounded by the request: at most three bytes of shape per byte.
-const maxShapedQueryValue = MaxValueBytes
+// maxShapedQueryValue bounds a query or form value's shape. Scoring reads a
+// value whole (a window at a time) and judges its whole length, so the
+// shape must be as long for the model the control plane trains on shapes
+// to have learned the same lengths and windows: at 1 KiB, a query token of
+// 1.5-3 KiB made 93 % of normal requests look too long through meshward
+// run. A record stays bounded by the request (at most three bytes of shape
+// per byte) and by the collector's bounds.
+const maxShapedQueryValue = MaxShippedHeaderValue
 
 // ShapeValue shapes a header value, up to MaxValueBytes (what the model
 // examines).

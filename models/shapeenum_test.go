@@ -308,3 +308,46 @@ func TestShapedTrainingReadsACutBodyAsCut(t *testing.T) {
 		}
 	}
 }
+
+// Scoring reads a long value whole and judges its whole length: a model
+// trained on shapes learned the same lengths, from a query token of a few
+// KiB as from a short value (a shape cut at 1 KiB made every longer value
+// look too long).
+func TestShapedTrainingLearnsLongValues(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const al = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	token := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = al[rng.IntN(len(al))]
+		}
+		return string(b)
+	}
+	req := func() Request {
+		return Request{Method: "GET", Path: "/cb", Query: "state=" + token(1500+rng.IntN(1500)), Source: "s", Destination: "d"}
+	}
+	tr, err := NewTrainer(ShapedTrainConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 600; i++ {
+		r := req()
+		s := ShapeRequest(&r)
+		tr.Observe(&s)
+	}
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := m.Workload("d")
+	flagged := 0
+	for i := 0; i < 200; i++ {
+		r := req()
+		if v := w.Score(&r); v.Score > m.Meta.Threshold || hasReason(v, ReasonValueLength) {
+			flagged++
+		}
+	}
+	if flagged > 2 {
+		t.Errorf("%d of 200 normal requests with long values flagged or too long", flagged)
+	}
+}

@@ -425,10 +425,10 @@ func (c *Collector) parse(body []byte, sender string) (recs []record.Record, ref
 const (
 	maxName    = 256
 	maxPath    = 2048
-	maxQuery   = 8 << 10
+	maxQuery   = 64 << 10 // the filter's inspection limit on headers, :path's included
 	maxHeaders = models.MaxShippedHeaders
 	maxHeader  = models.MaxShippedHeaderValue
-	maxBody    = 2 * models.MaxBodyPrefix
+	maxBody    = 3 * models.MaxBodyPrefix // a form's shape: three bytes for a symbol
 	maxBytes   = 1 << 40
 )
 
