@@ -25,8 +25,9 @@ var classRepresentative = [NClasses]byte{
 // per byte) and by the collector's bounds.
 const maxShapedQueryValue = MaxShippedHeaderValue
 
-// ShapeValue shapes a header value, up to MaxValueBytes (what the model
-// examines).
+// ShapeValue shapes a value, up to MaxValueBytes (one window of what the
+// model examines): an exception's shape, an enumerated shape. A record
+// carries longer shapes (AppendShapeHeader, ShapeQuery, ShapeBody).
 func ShapeValue(v string) string {
 	return string(AppendShapeValue(make([]byte, 0, min(len(v), MaxValueBytes)), v))
 }
