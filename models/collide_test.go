@@ -152,18 +152,7 @@ func TestTrainingKeepsEnumeratedValues(t *testing.T) {
 			}
 			tr.Observe(&Request{Method: "GET", Path: "/items", Query: "sort=" + url.QueryEscape(v), Source: "a", Destination: "shop"})
 		}
-		m, err := tr.Model()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := Encode(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m, err = Decode(b); err != nil {
-			t.Fatal(err)
-		}
-		w := m.Workload("shop")
+		w := throughCodec(t, tr).Workload("shop")
 		ri, _ := w.routeOf("GET", []byte("/items"))
 		return w.paramOf(&param{name: []byte("sort")}, ri, true)
 	}

@@ -495,6 +495,23 @@ func TestMethodSeedIsTheMethodsHash(t *testing.T) {
 	}
 }
 
+// throughCodec is tr's model after Encode and Decode: what a filter reads.
+func throughCodec(t testing.TB, tr *Trainer) *Model {
+	t.Helper()
+	m, err := tr.Model()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Encode(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err = Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // newTestTrainer returns a trainer of the default configuration at a fixed
 // time, as most tests train.
 func newTestTrainer(t testing.TB) *Trainer {

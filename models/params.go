@@ -313,7 +313,7 @@ func (s *paramStats) observe(p *param) {
 		e, seen := s.values[h]
 		switch {
 		case !seen && shapes:
-			e.v = string(AppendShapeValue(make([]byte, 0, len(v)), string(v)))
+			e.v = string(appendShape(make([]byte, 0, len(v)), v, MaxValueBytes))
 		case !seen:
 			e.v = string(v)
 		case shapes && !sameShape(e.v, v), !shapes && e.v != string(v):

@@ -43,7 +43,7 @@ func AppendShapeHeader(dst []byte, v string) []byte {
 	return appendShape(dst, v, MaxShippedHeaderValue)
 }
 
-func appendShape(dst []byte, v string, limit int) []byte {
+func appendShape[T string | []byte](dst []byte, v T, limit int) []byte {
 	n := min(len(v), limit)
 	for i := 0; i < n; i++ {
 		dst = append(dst, classRepresentative[classOf[v[i]]])
@@ -139,24 +139,24 @@ func ShapeBody(r *Request) []byte {
 	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(b[:min(len(b), sniffBytes)]):
 		return []byte(ShapeQuery(string(b)))
 	case hasPrefixFold(ct, "multipart/"):
-		return appendShape(nil, string(b), MaxBodyPrefix)
+		return appendShape(make([]byte, 0, len(b)), b, MaxBodyPrefix)
 	}
 	// One case reads otherwise: a body without a content type, printable
 	// and without spaces, whose '%' ('%' and '=' are one class) makes its
 	// shape read as a form where the body did not.
-	return appendShape(nil, string(appendUnescaped(make([]byte, 0, len(b)), b)), MaxBodyPrefix)
+	return appendShapeUnescaped(make([]byte, 0, len(b)), b)
 }
 
-// appendUnescaped appends b with its %-escapes decoded ('+' kept), as a
-// body that is not a form is read.
-func appendUnescaped(dst, b []byte) []byte {
+// appendShapeUnescaped appends the shape of b with its %-escapes decoded
+// ('+' kept), as a body that is not a form is read.
+func appendShapeUnescaped(dst, b []byte) []byte {
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		if c == '%' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]) {
 			c = unhex(b[i+1])<<4 | unhex(b[i+2])
 			i += 2
 		}
-		dst = append(dst, c)
+		dst = append(dst, shapeByte(c))
 	}
 	return dst
 }

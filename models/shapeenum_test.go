@@ -75,18 +75,7 @@ func trainShaped(t *testing.T, queries func(i int) string, n int) *Model {
 		s := ShapeRequest(&r)
 		tr.Observe(&s)
 	}
-	m, err := tr.Model()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := Encode(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m, err = Decode(b); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return throughCodec(t, tr)
 }
 
 func paramNamed(w *Workload, name string) *ParamModel {
