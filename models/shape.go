@@ -129,11 +129,18 @@ const shippedAsIs = "content-type"
 // shaped as sent; any other body is one value, shaped once its %-escapes
 // are decoded. A body without a content type is a form when its first
 // sniffBytes read as one (looksLikeForm), as scoring decides.
+//
+// A record carries the shape of the body's first MaxBodyPrefix bytes, and
+// what lies past them (up to DefaultBodyLimit) in short, as a filter reads
+// it (see BodyTail).
 func ShapeBody(r *Request) []byte {
-	// A filter keeps the body's first MaxBodyPrefix bytes for its record
-	// (a longer body's RequestBytes says so, and the trainer reads the
-	// prefix as cut).
-	b := r.Body[:min(len(r.Body), MaxBodyPrefix)]
+	if len(r.Body) > MaxBodyPrefix {
+		var t BodyTail
+		t.Start(r, r.Body[:MaxBodyPrefix], DefaultBodyLimit)
+		t.Feed(r.Body[MaxBodyPrefix:])
+		return AppendShapeBody(nil, r, &t)
+	}
+	b := r.Body
 	ct, hasCT := r.Header("content-type")
 	switch {
 	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(b[:min(len(b), sniffBytes)]):

@@ -260,14 +260,15 @@ func TestShapedTrainingLearnsEveryHeader(t *testing.T) {
 	}
 }
 
-// A record carries the shape of the body's first MaxBodyPrefix bytes: the
-// trainer learns a body that fit whole as a value of its length, and one
-// that did not as cut (its length is not the prefix's).
-func TestShapedTrainingReadsACutBodyAsCut(t *testing.T) {
+// A record carries the shape of the body's first MaxBodyPrefix bytes and
+// the length of a longer one (BodyTail): the trainer learns a body that fit
+// whole, or that the filter read to its end, as a value of its length, and
+// one longer than what was read as cut.
+func TestShapedTrainingLearnsALongBodysLength(t *testing.T) {
 	for _, c := range []struct {
 		size  int
 		whole bool
-	}{{3000, true}, {6000, false}} {
+	}{{3000, true}, {6000, true}, {DefaultBodyLimit + 1000, false}} {
 		tr, err := NewTrainer(ShapedTrainConfig())
 		if err != nil {
 			t.Fatal(err)
@@ -277,7 +278,7 @@ func TestShapedTrainingReadsACutBodyAsCut(t *testing.T) {
 				Headers: []Header{{Name: "content-type", Value: "application/json"}},
 				Body:    []byte(`{"n":"` + strings.Repeat("word ", (c.size+i)/5) + `"}`)}
 			s := ShapeRequest(&r)
-			if len(s.Body) > MaxBodyPrefix || s.RequestBytes != int64(len(r.Body)) {
+			if len(s.Body) > MaxShippedBody || s.RequestBytes != int64(len(r.Body)) {
 				t.Fatalf("a record of %d body bytes for %d, RequestBytes %d", len(s.Body), len(r.Body), s.RequestBytes)
 			}
 			tr.Observe(&s)
@@ -290,10 +291,10 @@ func TestShapedTrainingReadsACutBodyAsCut(t *testing.T) {
 		switch {
 		case body == nil:
 			t.Fatalf("%d-byte bodies: no model of the body", c.size)
-		case c.whole && (body.Count == 0 || body.LenMean < float64(c.size)):
+		case c.whole && (body.Count == 0 || body.LenMean < float64(c.size) || body.LenMean > float64(c.size+300)):
 			t.Errorf("%d-byte bodies: %d learned, mean length %.0f", c.size, body.Count, body.LenMean)
 		case !c.whole && body.Count != 0:
-			t.Errorf("%d-byte bodies, cut at %d: %d learned as whole, mean length %.0f", c.size, MaxBodyPrefix, body.Count, body.LenMean)
+			t.Errorf("%d-byte bodies, read to %d: %d learned as whole, mean length %.0f", c.size, DefaultBodyLimit, body.Count, body.LenMean)
 		}
 	}
 }

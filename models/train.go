@@ -139,6 +139,10 @@ type Trainer struct {
 	owners   [maxParams]int32
 	ownStats [maxParams]*paramStats
 	learner  learner
+	// drawn is the request being learned as scoring would have read it,
+	// its body in drawnBody (readable).
+	drawn     Request
+	drawnBody []byte
 }
 
 // sampledRequest is a request of the content sample, until its workload
@@ -213,15 +217,18 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 		t.skipped++
 		return false
 	}
+	shipped := r
+	r, cut := t.readable(r)
 	if t.current != nil {
 		if v := t.current.Score(r); v.Scored && v.Score > t.current.Meta.Threshold {
 			t.flagged++
 			return false
 		}
 	}
-	if t.heldOut(r) {
+	if t.heldOut(shipped) {
 		if len(t.heldBack) < t.cfg.MaxHoldBack {
-			t.heldBack = append(t.heldBack, cloneRequest(r))
+			// Kept as shipped (drawn out when scored: see calibratePart).
+			t.heldBack = append(t.heldBack, cloneRequest(shipped))
 			t.held++
 			return false
 		}
@@ -250,11 +257,12 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 		// The parameters, a batch at a time (learner.batch), the body as
 		// far as scoring reads it.
 		t.scratch.begin(r, l)
-		t.scratch.feed(r.Body[:min(len(r.Body), DefaultBodyLimit)])
-		// A shipped body is the shape of the body's first MaxBodyPrefix
-		// bytes (ShapeBody): when RequestBytes says the body was longer,
-		// its last value is cut, its length not learned as a whole value's.
-		t.scratch.finish(len(r.Body) > DefaultBodyLimit || t.cfg.ShapedValues && r.RequestBytes > MaxBodyPrefix)
+		body := r.Body
+		if r != &t.drawn {
+			body = body[:min(len(body), DefaultBodyLimit)]
+		}
+		t.scratch.feed(body)
+		t.scratch.finish(cut)
 	}
 	if ok {
 		t.samples++
@@ -263,6 +271,25 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 		t.skipped++
 	}
 	return ok
+}
+
+// readable returns the request as scoring would have read it, and whether
+// its body's last value is cut. A record's body is the shape of the body's
+// first MaxBodyPrefix bytes, and what lay past them in short (ShapeBody):
+// trained on shapes, a longer body is drawn out to the lengths its marks
+// say (expandBody), its last value cut unless marked (a filter that did not
+// read past the prefix ships no mark, and its prefix ends in a value).
+// Otherwise the request is as it came, its body read up to DefaultBodyLimit
+// as scoring reads it. A request drawn out is t.drawn, until the next call.
+func (t *Trainer) readable(r *Request) (*Request, bool) {
+	if !t.cfg.ShapedValues || r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
+		return r, len(r.Body) > DefaultBodyLimit
+	}
+	t.drawn = *r
+	var whole bool
+	t.drawn.Body, whole = expandBody(t.drawnBody[:0], r)
+	t.drawnBody = t.drawn.Body
+	return &t.drawn, !whole
 }
 
 // learner is the batch sink of training: it learns each batch's parameters
@@ -344,7 +371,7 @@ func cloneRequest(r *Request) Request {
 }
 
 // maxKeptBody bounds the body of a request the trainer keeps.
-const maxKeptBody = 16 << 10
+const maxKeptBody = max(16<<10, MaxShippedBody)
 
 // observe learns what a request says as a whole for a section (its
 // caller, route, edge and size), and returns the section's statistics and
@@ -637,7 +664,8 @@ func (t *Trainer) calibrate(s *Sections) error {
 func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) (per, perResp []float64, calibrated bool) {
 	// The request phase decides before a response exists.
 	score := func(r *Request, response bool) Verdict {
-		req := *r
+		readable, _ := t.readable(r)
+		req := *readable
 		if !response {
 			req.Status, req.ResponseBytes = 0, 0
 		}

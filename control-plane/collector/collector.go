@@ -428,7 +428,7 @@ const (
 	maxQuery   = 64 << 10 // the filter's inspection limit on headers, :path's included
 	maxHeaders = models.MaxShippedHeaders
 	maxHeader  = models.MaxShippedHeaderValue
-	maxBody    = 3 * models.MaxBodyPrefix // a form's shape: three bytes for a symbol
+	maxBody    = models.MaxShippedBody // a form's shape: three bytes for a symbol, and the pairs past the prefix
 	maxBytes   = 1 << 40
 )
 

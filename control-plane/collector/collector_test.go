@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -195,6 +196,7 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 		{"a method that is not a token", cartToken, strings.Replace(at(now, ""), `"GET"`, `"GET /x"`, 1), RefusedInvalid},
 		{"score above one", cartToken, at(now, `,"flagged":true`)[:0] + line("cart.shop", "/a", 2), RefusedInvalid},
 		{"a query longer than a filter reads", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Query":"q=`+strings.Repeat("a", 64<<10)+`","Destination"`, 1), RefusedInvalid},
+		{"a body longer than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody+1)+`","Destination"`, 1), RefusedInvalid},
 		{"more headers than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders+1)+`,"Destination"`, 1), RefusedInvalid},
 	}
 	for _, c := range cases {
@@ -214,10 +216,16 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 	}
 	// Within the window, and at the smallest rate: accepted.
 	ok := at(now.Add(4*time.Minute), `,"sample_rate":0.001`) + "\n" + at(now.Add(-4*time.Minute), "") + "\n" +
-		strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders)+`,"Destination"`, 1)
-	if code, r, _ := post(t, f.url, cartToken, newKey(), ok); code != 200 || r.Accepted != 3 {
+		strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders)+`,"Destination"`, 1) + "\n" +
+		strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody)+`","Destination"`, 1)
+	if code, r, _ := post(t, f.url, cartToken, newKey(), ok); code != 200 || r.Accepted != 4 {
 		t.Errorf("records within bounds: %d %+v", code, r)
 	}
+}
+
+// shippedBody is a body of n bytes as a record carries it (base64).
+func shippedBody(n int) string {
+	return base64.StdEncoding.EncodeToString([]byte(strings.Repeat("a", n)))
 }
 
 // manyHeaders is n headers as a record carries them (JSON).

@@ -175,7 +175,7 @@ func teaches(section *models.Model, d string, rules []enforcement.Rule, q *model
 	if w == nil {
 		return false
 	}
-	r := *q
+	r := *models.AsRead(q)
 	r.Status, r.ResponseBytes = 0, 0
 	v := w.ScoreWith(&r, s)
 	if !(v.Score > section.Meta.Threshold) {

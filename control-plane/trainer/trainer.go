@@ -546,7 +546,8 @@ func read(ctx context.Context, st *store.Store, dst string, cfg Config) (*destin
 		ds.capped += per[src].seen - len(kept)
 		for i := range kept {
 			if i%every == every-1 {
-				ds.judge = append(ds.judge, kept[i])
+				// Judged, not learned: as scoring read it.
+				ds.judge = append(ds.judge, *models.AsRead(&kept[i]))
 			} else {
 				ds.learn = append(ds.learn, kept[i])
 			}

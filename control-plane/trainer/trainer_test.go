@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -613,5 +614,57 @@ func TestExceptionsAreTaught(t *testing.T) {
 	}
 	if over := score(); over > 0 {
 		t.Errorf("after the exception was taught, the release still scores %.3f over the threshold (round %+v)", over, rep)
+	}
+}
+
+// TestLongBodiesPassTheGate: filters ship a long form as its first 4 KiB
+// and its fields past them in short (models.BodyTail). The round learns
+// every field, judges the records it holds back as scoring read the
+// requests (models.AsRead), and publishes a model that lets the workload's
+// normal posts through.
+func TestLongBodiesPassTheGate(t *testing.T) {
+	srv := redistest.Start(t)
+	st, err := store.New(srv.Client(t), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	post := func() models.Request {
+		notes := make([]byte, 5000+rng.IntN(2000))
+		for i := range notes {
+			notes[i] = "abcdefgh+,"[rng.IntN(10)]
+		}
+		body := fmt.Sprintf("notes=%s&category=%s&qty=%d", notes, []string{"books", "music", "toys"}[rng.IntN(3)], 1+rng.IntN(9))
+		return models.Request{Method: "POST", Path: "/contact", Source: "ingress", Destination: "web", Status: 200,
+			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}},
+			Body:    []byte(body), RequestBytes: int64(len(body))}
+	}
+	var recs []record.Record
+	for i := 0; i < 3000; i++ {
+		r := post()
+		recs = append(recs, record.Record{TS: time.Unix(int64(i), 0), Route: "/contact", Request: models.ShapeRequest(&r)})
+	}
+	ingestBatches(t, st, recs)
+	rep, err := Round(context.Background(), st, DefaultConfig(), time.Unix(0, 0))
+	if err != nil || !rep.Published || rep.FlaggedRate > 0.01 {
+		t.Fatalf("round on long forms: %+v %v", rep, err)
+	}
+	m := currentModel(t, st)
+	w := m.Workload("web")
+	flagged := 0
+	for i := 0; i < 200; i++ {
+		r := post()
+		v := w.Score(&r)
+		for _, reason := range v.ReasonList() {
+			if reason.Code == models.ReasonNewParam {
+				t.Fatalf("a normal post has a new parameter: %v", v.ReasonList())
+			}
+		}
+		if v.Score > m.Meta.Threshold {
+			flagged++
+		}
+	}
+	if flagged > 2 {
+		t.Errorf("%d of 200 normal posts flagged", flagged)
 	}
 }

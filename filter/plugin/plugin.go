@@ -243,6 +243,9 @@ func (h *httpContext) reset() {
 	r.Method, r.Path, r.Query, r.Source, r.Destination = "", "", "", "", ""
 	// The body's prefix is the context's own copy: its array is kept.
 	r.Headers, r.Body = r.Headers[:0], r.Body[:0]
+	if h.tail.Active() {
+		h.tail.Reset()
+	}
 	r.Status, r.RequestBytes, r.ResponseBytes, r.Duration = 0, 0, 0, 0
 	h.verdict.Clear()
 	h.waiting, h.pooled, h.forged, h.scored, h.flagged, h.learned = false, false, false, false, false, false
@@ -281,6 +284,8 @@ type httpContext struct {
 	denied bool
 	req    models.Request
 	bufs   hostBuffers // the host buffers req views
+	// tail reads what the record carries of a body past req.Body's prefix.
+	tail models.BodyTail
 	// scratch reads this stream's body (its state outlives a call); nil
 	// until the context first reads one, kept when it is reused. section
 	// is what the request is judged against, from its headers to its end.
@@ -415,6 +420,7 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 		if h.scored && !h.denied && bodySize > 0 {
 			p.pendingUninspected += uint64(bodySize)
 			h.bodyBytes += int64(bodySize)
+			h.tail.Cut()
 		}
 		return types.ActionContinue
 	}
@@ -458,31 +464,50 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 	return h.judge()
 }
 
-// keepPrefix keeps the body's first bytes for the stream's record (shipped
-// as their shape): what training learns of a body.
+// keepPrefix keeps what the stream's record carries of a body (shipped as
+// its shape): its first bytes, and what lies past them read as it passes
+// (models.BodyTail, up to the body limit).
 func (h *httpContext) keepPrefix(chunk []byte) {
 	if room := models.MaxBodyPrefix - len(h.req.Body); room > 0 {
-		h.req.Body = append(h.req.Body, chunk[:min(len(chunk), room)]...)
+		n := min(len(chunk), room)
+		h.req.Body = append(h.req.Body, chunk[:n]...)
+		chunk = chunk[n:]
 	}
+	if len(chunk) == 0 || h.plugin.settings.CollectorCluster == "" {
+		// Past the prefix, only for a record, and none is shipped.
+		return
+	}
+	if !h.tail.Active() {
+		h.tail.Start(&h.req, h.req.Body, h.plugin.settings.MaxBodyBytes)
+	}
+	h.tail.Feed(chunk)
 }
 
-// learnBody keeps the body's prefix of a request read in learn mode, chunk
-// by chunk as it passes (nothing is held back: learning never delays), and
-// counts its bytes, so the record has what training needs of the body.
+// learnBody keeps what the record of a request read in learn mode carries
+// of its body, chunk by chunk as it passes (nothing is held back: learning
+// never delays), up to the body limit, and counts its bytes.
 func (h *httpContext) learnBody(chunkSize int) {
 	defer func() { _ = recover() }()
 	if chunkSize <= 0 {
 		return
 	}
+	seen := h.bodyBytes
 	h.bodyBytes += int64(chunkSize)
 	h.req.RequestBytes = max(h.req.RequestBytes, h.bodyBytes)
-	room := models.MaxBodyPrefix - len(h.req.Body)
-	if room <= 0 {
-		return
+	want := min(int64(chunkSize), int64(h.plugin.settings.MaxBodyBytes)-seen)
+	if !h.tail.Reading() {
+		// Only the prefix is still wanted.
+		want = min(want, int64(models.MaxBodyPrefix-len(h.req.Body)))
 	}
-	if chunk, err := goabi.RequestBody(0, min(chunkSize, room)); err == nil {
-		h.req.Body = append(h.req.Body, chunk...)
-		goabi.Release(chunk)
+	if want > 0 {
+		if chunk, err := goabi.RequestBody(0, int(want)); err == nil {
+			h.keepPrefix(chunk)
+			goabi.Release(chunk)
+		}
+	}
+	if want < int64(chunkSize) {
+		// Past the limit: the record's last value is cut.
+		h.tail.Cut()
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // TestRecycledContextIsFresh: a finished stream's context, reset for reuse,
 // is a new context in every field (reflection finds fields added later),
 // but for what reset keeps on purpose: the header slice's and the body
-// prefix's backing arrays, the scratch a body is read with,
+// prefix's backing arrays, the body tail's buffer, the scratch a body is read with,
 // the reasons behind a zero count, the verdict's parts (scoring clears them
 // before it reads any), and the host buffers' walker.
 func TestRecycledContextIsFresh(t *testing.T) {
@@ -31,6 +31,10 @@ func TestRecycledContextIsFresh(t *testing.T) {
 	h.verdict.Codes = [models.NParts]models.ReasonCode{}
 	h.bufs.pairs = goabi.Pairs{}
 	h.bufs.b = [4][]byte{}
+	if h.tail.Active() {
+		t.Error("the body's tail is still being read")
+	}
+	h.tail = models.BodyTail{} // Reset keeps its buffer
 	fresh := httpContext{plugin: p}
 	if !reflect.DeepEqual(*h, fresh) {
 		t.Errorf("reset context differs from a new one:\n got %+v\nwant %+v", *h, fresh)

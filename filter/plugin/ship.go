@@ -93,7 +93,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	rec := encodeRecord(&h.req, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch)
+	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch)
 	if h.flagged {
 		rec = appendDecision(rec, v, &h.decision, h.enforced)
 	}
@@ -226,11 +226,11 @@ func batchKey() string {
 // whole one (flagged, or on a new edge: all of those are shipped) for
 // itself. scratch is reusable working memory for shapes; the record itself
 // is the only allocation.
-func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *record.Version, scratch *[]byte) []byte {
+func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, scratch *[]byte) []byte {
 	// The route and the shapes are built in place rather than as strings.
 	var tbuf [models.MaxRouteBytes + 8]byte
 	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
-	b := make([]byte, 0, recordSize(r, route, v))
+	b := make([]byte, 0, recordSize(r, tail, route, v))
 	b = record.AppendHead(b, time.Now().UnixNano(), route, score, flagged, v, !whole)
 	sc := (*scratch)[:0]
 	if r.Query != "" {
@@ -239,7 +239,7 @@ func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *reco
 	var body []byte
 	if len(r.Body) > 0 {
 		// The body travels as its shape, as query values do.
-		body = models.ShapeBody(r)
+		body = models.AppendShapeBody(nil, r, tail)
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
 		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body)
@@ -269,13 +269,16 @@ func encodeRecord(r *models.Request, score float64, flagged, whole bool, v *reco
 // counts the fixed text generously and every variable part at its likely
 // size (query shapes may be percent-encoded, a body's shape is base64);
 // escaped bytes beyond that only cost a growth, as before.
-func recordSize(r *models.Request, route string, v *record.Version) int {
+func recordSize(r *models.Request, tail *models.BodyTail, route string, v *record.Version) int {
 	n := 320 + 2*len(route) + len(r.Method) + 3*len(r.Query) + len(r.Source) + len(r.Destination)
 	if v != nil {
 		n += v.Len()
 	}
 	if len(r.Body) > 0 {
 		n += (min(len(r.Body), models.MaxBodyPrefix)*3)/2 + 16
+		if tail != nil && tail.Active() {
+			n += tail.Len() * 4 / 3
+		}
 	}
 	for i, h := range r.Headers {
 		if i == models.MaxShippedHeaders {

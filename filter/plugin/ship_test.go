@@ -198,7 +198,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret 1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, 0.98765, true, true, nil, new([]byte))
+	line := encodeRecord(r, nil, 0.98765, true, true, nil, new([]byte))
 	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
@@ -215,7 +215,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	// A form sent without a content type is read as a form (sniffed), so
 	// it travels as one: its names, not its values.
 	r.Body = []byte("token=hunter2&n=1")
-	line = encodeRecord(r, 0.98765, true, true, nil, new([]byte))
+	line = encodeRecord(r, nil, 0.98765, true, true, nil, new([]byte))
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
 	}
@@ -237,7 +237,7 @@ func TestShippedRecordIsTheShapedRequest(t *testing.T) {
 			Headers: []models.Header{{Name: "content-type", Value: "application/json"}, {Name: "cookie", Value: "s=1; t=2"}}},
 	} {
 		var rec record.Record
-		if err := json.Unmarshal(encodeRecord(r, 0.1, false, false, nil, new([]byte)), &rec); err != nil {
+		if err := json.Unmarshal(encodeRecord(r, nil, 0.1, false, false, nil, new([]byte)), &rec); err != nil {
 			t.Fatal(err)
 		}
 		want := models.ShapeRequest(r)
@@ -263,8 +263,8 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 	post.Headers = append(append([]models.Header(nil), r.Headers...), models.Header{Name: "content-type", Value: "application/x-www-form-urlencoded"})
 	for _, r := range []*models.Request{r, &post} {
 		var tbuf [models.MaxRouteBytes + 8]byte
-		want := recordSize(r, string(models.AppendTemplate(tbuf[:0], r.Path)), &v)
-		line := encodeRecord(r, 0.5, false, false, &v, new([]byte))
+		want := recordSize(r, nil, string(models.AppendTemplate(tbuf[:0], r.Path)), &v)
+		line := encodeRecord(r, nil, 0.5, false, false, &v, new([]byte))
 		if cap(line) != want {
 			t.Errorf("%s record of %d bytes grew from %d to %d bytes of capacity", r.Method, len(line), want, cap(line))
 		}
@@ -276,7 +276,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, 0.5, false, false, nil, new([]byte))
+	line := encodeRecord(r, nil, 0.5, false, false, nil, new([]byte))
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}
@@ -429,6 +429,46 @@ func TestNewEdgesAreShippedWhole(t *testing.T) {
 					t.Errorf("%d records shipped, want %d", lines, caller.want)
 				}
 			})
+		}
+	})
+}
+
+// TestLongBodyRecordIsTheShapedBody: a body past the prefix a record
+// carries is read as it passes, in learn mode as in monitor mode, in chunks
+// of any size: its record is models.ShapeBody of the whole body, so the
+// trainer learns the fields past the prefix and a long value's length
+// (models.BodyTail); one past the body limit ends in a value read as cut.
+func TestLongBodyRecordIsTheShapedBody(t *testing.T) {
+	form := "notes=" + strings.Repeat("lorem+ipsum+dolor%2C+", 300) + "&category=books&qty=3&agree"
+	past := "a=1&notes=" + strings.Repeat("x", models.DefaultBodyLimit)
+	headers := [][2]string{{":method", "POST"}, {":path", "/reviews"}, {":authority", workload},
+		{"content-type", "application/x-www-form-urlencoded"}}
+	forEachEnv(t, func(t *testing.T, e env) {
+		for _, mode := range []pluginconfig.Mode{pluginconfig.ModeLearn, pluginconfig.ModeMonitor} {
+			for _, c := range []struct {
+				name, body string
+				chunk      int
+			}{{"one chunk", form, len(form)}, {"small chunks", form, 1000}, {"chunks across the prefix", form, 4000}, {"past the limit", past, 9000}} {
+				t.Run(string(mode)+"/"+c.name, func(t *testing.T) {
+					host := e.mustStart(t, hostOpts{config: shipConfig(t, mode, 10), props: peer(frontend)})
+					id := host.InitializeHttpContext()
+					host.CallOnRequestHeaders(id, headers, false)
+					for off := 0; off < len(c.body); off += c.chunk {
+						end := min(off+c.chunk, len(c.body))
+						host.CallOnRequestBody(id, []byte(c.body[off:end]), end == len(c.body))
+					}
+					host.CompleteHttpContext(id)
+					rec := shippedRecord(t, host)
+					r := models.Request{Method: "POST", Path: "/reviews", Body: []byte(c.body),
+						Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}}
+					if got, want := string(rec.Request.Body), string(models.ShapeBody(&r)); got != want {
+						t.Errorf("record's body\n%.200q…%.200q\nwant\n%.200q…%.200q", got, got[max(0, len(got)-200):], want, want[max(0, len(want)-200):])
+					}
+					if rec.Request.RequestBytes != int64(len(c.body)) {
+						t.Errorf("RequestBytes %d, want %d", rec.Request.RequestBytes, len(c.body))
+					}
+				})
+			}
 		}
 	})
 }
