@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"reflect"
 	"strings"
@@ -523,16 +524,26 @@ func TestReadPcapHTTP(t *testing.T) {
 			t.Errorf("records %+v problems %v", res.recs, res.probs)
 		}
 	})
-	t.Run("body prefix", func(t *testing.T) {
-		b := newCap(t, "eth")
-		c := b.conv("10.0.0.1", 40000, "10.0.0.2", 80).open()
-		body := strings.Repeat("z", models.MaxBodyPrefix+100)
-		c.client("POST /big HTTP/1.1\r\nContent-Length: 4196\r\n\r\n" + body[:1000])
-		c.client(body[1000:])
-		c.close()
-		res := readCap(t, b.pcap(), PcapOptions{})
-		if len(res.recs) != 1 || len(res.recs[0].Request.Body) != models.MaxBodyPrefix || res.recs[0].Request.RequestBytes != 4196 {
-			t.Errorf("records %+v", res.recs)
+	t.Run("body kept as far as the filter reads", func(t *testing.T) {
+		// A payload after 8 KiB of padding is kept (the filter reads it);
+		// past models.DefaultBodyLimit, the length is counted.
+		for _, n := range []int{8 << 10, models.DefaultBodyLimit + 100} {
+			b := newCap(t, "eth")
+			c := b.conv("10.0.0.1", 40000, "10.0.0.2", 80).open()
+			body := strings.Repeat("q=shoes&", n/8) + "q=1'+OR+'1'='1"
+			c.client(fmt.Sprintf("POST /big HTTP/1.1\r\nContent-Length: %d\r\n\r\n", len(body)) + body[:1000])
+			for off := 1000; off < len(body); off += 1400 {
+				c.client(body[off:min(off+1400, len(body))])
+			}
+			c.close()
+			res := readCap(t, b.pcap(), PcapOptions{})
+			if len(res.recs) != 1 || res.recs[0].Request.RequestBytes != int64(len(body)) {
+				t.Fatalf("%d-byte body: records %+v", len(body), res.recs)
+			}
+			kept := res.recs[0].Request.Body
+			if want := body[:min(len(body), models.DefaultBodyLimit)]; string(kept) != want {
+				t.Errorf("%d-byte body: kept %d bytes, want its first %d", len(body), len(kept), len(want))
+			}
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/replay/source/internal/http1"
 )
 
@@ -112,8 +113,8 @@ func TestReadRawHTTP(t *testing.T) {
 }
 
 func TestReadRawHTTPGzipAndLimits(t *testing.T) {
-	big := strings.Repeat("x", 10000)
-	in := "\xef\xbb\xbfPUT /big HTTP/1.1\r\nContent-Length: 10000\r\n\r\n" + big +
+	big := strings.Repeat("x", 70000)
+	in := "\xef\xbb\xbfPUT /big HTTP/1.1\r\nContent-Length: 70000\r\n\r\n" + big +
 		"POST /big2 HTTP/1.1\n\n" + big + "\n\n" +
 		"POST /trunc HTTP/1.1\nContent-Length: 100\n\nshort"
 	recs, bad := readAllRaw(t, gz([]byte(in)), Overrides{})
@@ -124,7 +125,8 @@ func TestReadRawHTTPGzipAndLimits(t *testing.T) {
 		t.Errorf("the byte order mark is not skipped: %s %s", recs[0].Pos, recs[0].Request.Method)
 	}
 	for _, r := range recs[:2] {
-		if len(r.Request.Body) != 4096 || r.Request.RequestBytes != 10000 {
+		// Kept as far as the filter reads (models.DefaultBodyLimit).
+		if len(r.Request.Body) != models.DefaultBodyLimit || r.Request.RequestBytes != 70000 {
 			t.Errorf("%s: body %d bytes, RequestBytes %d", r.Pos, len(r.Request.Body), r.Request.RequestBytes)
 		}
 	}

@@ -86,8 +86,8 @@ type Message struct {
 	Status int
 	// Headers in order, names in lower case, folded lines joined by a space.
 	Headers []models.Header
-	// Body is the first models.MaxBodyPrefix bytes of the body (de-chunked);
-	// BodyLen its whole length.
+	// Body is the first MaxBody bytes of the body (de-chunked); BodyLen its
+	// whole length.
 	Body    []byte
 	BodyLen int64
 }
@@ -506,7 +506,7 @@ func (r *Reader) unframed(m *Message, body *prefix) error {
 			return err
 		}
 		if !l.long && isBlank(l.b) {
-			if len(pend) < models.MaxBodyPrefix {
+			if len(pend) < MaxBody {
 				pend = append(append(pend, l.b...), l.end...)
 			}
 			pendN += int64(l.n)

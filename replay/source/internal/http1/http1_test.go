@@ -92,7 +92,7 @@ func TestRequests(t *testing.T) {
 			var got []string
 			for _, m := range ms {
 				got = append(got, m.Method+" "+m.Target+" "+string(m.Body))
-				if int64(len(m.Body)) != min(m.BodyLen, models.MaxBodyPrefix) {
+				if int64(len(m.Body)) != min(m.BodyLen, MaxBody) {
 					t.Errorf("%s: body %d bytes of %d", m.Target, len(m.Body), m.BodyLen)
 				}
 			}
@@ -261,7 +261,7 @@ func FuzzReader(f *testing.F) {
 			ms, probs := readAll(t, string(in), response)
 			last := int64(-1)
 			for _, m := range ms {
-				if m.Off <= last || m.Off >= int64(len(in)) || len(m.Body) > models.MaxBodyPrefix || int64(len(m.Body)) > m.BodyLen || m.BodyLen > int64(len(in)) {
+				if m.Off <= last || m.Off >= int64(len(in)) || len(m.Body) > MaxBody || int64(len(m.Body)) > m.BodyLen || m.BodyLen > int64(len(in)) {
 					t.Fatalf("message at %d after %d (body %d of %d) from %d bytes", m.Off, last, len(m.Body), m.BodyLen, len(in))
 				}
 				last = m.Off

@@ -201,8 +201,14 @@ func (lr *lineReader) readAll(body *prefix) error {
 	return err
 }
 
-// prefix collects the first models.MaxBodyPrefix bytes of a body and
-// counts all of them.
+// MaxBody is how much of a body a message keeps: what the filter reads of
+// a body by default (its max_body_bytes), so that a replayed capture is
+// judged on what the sidecar would have judged (at 4 KiB, a payload after
+// 4 KiB of padding was never seen).
+const MaxBody = models.DefaultBodyLimit
+
+// prefix collects the first MaxBody bytes of a body and counts all of
+// them.
 type prefix struct {
 	b []byte
 	n int64
@@ -210,7 +216,7 @@ type prefix struct {
 
 // add appends b, the first bytes of n more, to the body.
 func (p *prefix) add(b []byte, n int64) {
-	if room := models.MaxBodyPrefix - len(p.b); room > 0 {
+	if room := MaxBody - len(p.b); room > 0 {
 		p.b = append(p.b, b[:min(len(b), room)]...)
 	}
 	p.n += n
