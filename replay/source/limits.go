@@ -10,8 +10,11 @@ type Limits struct {
 	// JSON trace. A longer entry is reported as a Problem and skipped
 	// without being held; the rest of the file is read.
 	MaxEntryBytes int
-	// Hits, when set, counts the entries skipped for a limit (the
-	// caller's metric).
+	// MaxPendingBytes bounds the requests of a capture held back for time
+	// order (PcapOptions.MaxPendingBytes).
+	MaxPendingBytes int
+	// Hits, when set, counts the entries skipped for a limit, and a
+	// capture's requests emitted early (the caller's metric).
 	Hits *atomic.Int64
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/gopacket"
@@ -30,6 +31,11 @@ const (
 	// PcapFlowIdle is how long (in capture time) a connection may stay
 	// silent before it is flushed as if it had ended.
 	PcapFlowIdle = 5 * time.Minute
+	// DefaultPcapMaxPendingBytes caps the requests held back so that
+	// requests come out in time order (one that an open connection's
+	// earlier request could precede waits); past it the oldest come out
+	// early, reported.
+	DefaultPcapMaxPendingBytes = 256 << 20
 	// pcapMaxPacket bounds one captured packet.
 	pcapMaxPacket = 256 << 10
 )
@@ -45,6 +51,13 @@ type PcapOptions struct {
 	MaxFlowBytes int
 	// MaxFlows caps the connections tracked at once (0: DefaultPcapMaxFlows).
 	MaxFlows int
+	// MaxPendingBytes caps the requests held back for time order (0:
+	// DefaultPcapMaxPendingBytes): a capture whose connections stay open
+	// long would otherwise hold every request in memory until its end.
+	MaxPendingBytes int
+	// Early, when set, counts the requests emitted early (the caller's
+	// metric).
+	Early *atomic.Int64
 }
 
 // PcapStats counts what a capture held: packets, decode errors, TCP flows,
@@ -68,6 +81,9 @@ type PcapStats struct {
 	NonHTTPFlows int
 	// Requests is the number of requests emitted.
 	Requests int
+	// Early counts the requests emitted before an open connection's
+	// earlier ones, the requests held back being over MaxPendingBytes.
+	Early int
 	// Responses is the number of responses paired with a request.
 	Responses int
 	// Problems is the number of times bad was called.
@@ -273,8 +289,9 @@ type pcapReader struct {
 	defrag6 *ip6Defrag
 	now     time.Time // latest packet time
 
-	pending recordHeap
-	seq     uint64 // ties in pending
+	pending      recordHeap
+	pendingBytes int    // about the memory pending holds
+	seq          uint64 // ties in pending
 }
 
 func newPcapReader(name string, opt PcapOptions, emit func(*Record) error, bad func(Problem)) *pcapReader {
@@ -283,6 +300,9 @@ func newPcapReader(name string, opt PcapOptions, emit func(*Record) error, bad f
 	}
 	if opt.MaxFlows <= 0 {
 		opt.MaxFlows = DefaultPcapMaxFlows
+	}
+	if opt.MaxPendingBytes <= 0 {
+		opt.MaxPendingBytes = DefaultPcapMaxPendingBytes
 	}
 	if bad == nil {
 		bad = func(Problem) {}
@@ -312,7 +332,7 @@ func (p *pcapReader) finish() error {
 		p.closeConn(c)
 	}
 	for p.pending.Len() > 0 {
-		if err := p.emitRecord(heap.Pop(&p.pending).(pendingRecord).rec); err != nil {
+		if err := p.emitRecord(p.pop()); err != nil {
 			return err
 		}
 	}
@@ -331,7 +351,22 @@ func (p *pcapReader) drain() error {
 		}
 	}
 	for p.pending.Len() > 0 && p.pending[0].rec.TS.Before(mark) {
-		if err := p.emitRecord(heap.Pop(&p.pending).(pendingRecord).rec); err != nil {
+		if err := p.emitRecord(p.pop()); err != nil {
+			return err
+		}
+	}
+	// Over the cap, the oldest come out though an open connection may
+	// yet hold an earlier request.
+	for p.pendingBytes > p.opt.MaxPendingBytes && p.pending.Len() > 0 {
+		r := p.pop()
+		if p.stats.Early == 0 {
+			p.problem(r.Pos, fmt.Errorf("requests held back for time order passed %d bytes (connections open long): the oldest are emitted now, before requests of open connections that may be earlier", p.opt.MaxPendingBytes))
+		}
+		p.stats.Early++
+		if p.opt.Early != nil {
+			p.opt.Early.Add(1)
+		}
+		if err := p.emitRecord(r); err != nil {
 			return err
 		}
 	}
@@ -345,7 +380,26 @@ func (p *pcapReader) emitRecord(r *Record) error {
 
 func (p *pcapReader) push(r *Record) {
 	p.seq++
-	heap.Push(&p.pending, pendingRecord{rec: r, seq: p.seq})
+	n := pendingSize(r)
+	heap.Push(&p.pending, pendingRecord{rec: r, seq: p.seq, bytes: n})
+	p.pendingBytes += n
+}
+
+// pop takes the oldest pending record.
+func (p *pcapReader) pop() *Record {
+	pr := heap.Pop(&p.pending).(pendingRecord)
+	p.pendingBytes -= pr.bytes
+	return pr.rec
+}
+
+// pendingSize is about the memory a pending record holds.
+func pendingSize(r *Record) int {
+	q := &r.Request
+	n := 256 + len(r.Pos) + len(q.Method) + len(q.Path) + len(q.Query) + len(q.Body) + len(q.Source) + len(q.Destination)
+	for _, h := range q.Headers {
+		n += 32 + len(h.Name) + len(h.Value)
+	}
+	return n
 }
 
 // identity names an address: its workload from Identities, else the IP.
@@ -358,8 +412,9 @@ func (p *pcapReader) identity(a netip.Addr) string {
 }
 
 type pendingRecord struct {
-	rec *Record
-	seq uint64
+	rec   *Record
+	seq   uint64
+	bytes int
 }
 
 // recordHeap orders records by request time, then by the order they were made.

@@ -4,6 +4,7 @@ import "io"
 
 // readPcapFile reads a capture for ReadFile.
 func readPcapFile(r io.Reader, name string, opt FileOptions, emit func(*Record) error, bad func(Problem)) error {
-	_, err := ReadPcap(r, name, PcapOptions{Overrides: opt.Overrides, Identities: opt.Identities}, emit, bad)
+	_, err := ReadPcap(r, name, PcapOptions{Overrides: opt.Overrides, Identities: opt.Identities,
+		MaxPendingBytes: opt.Limits.MaxPendingBytes, Early: opt.Limits.Hits}, emit, bad)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -582,6 +583,36 @@ func TestReadPcapOrderAndLimits(t *testing.T) {
 	}(), PcapOptions{MaxFlows: 1})
 	if len(res.recs) != 2 || res.stats.Skipped["connections flushed early (flow limit)"] != 1 {
 		t.Errorf("records %+v stats %+v", res.recs, res.stats)
+	}
+}
+
+// A connection open from the start holds back every later request, for
+// time order: past MaxPendingBytes the oldest come out early, reported
+// once and counted, and none is lost.
+func TestReadPcapPendingIsBounded(t *testing.T) {
+	b := newCap(t, "eth")
+	long := b.conv("10.0.0.9", 40000, "10.0.0.2", 80).open()
+	long.client("GET /first HTTP/1.1\r\n\r\n")
+	body := strings.Repeat("x", 2000)
+	for i := 0; i < 200; i++ {
+		c := b.conv("10.0.1.1", uint16(41000+i), "10.0.0.2", 80).open()
+		c.client(fmt.Sprintf("POST /p HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+		c.close()
+	}
+	long.close()
+	data := b.pcap()
+	var early atomic.Int64
+	res := readCap(t, data, PcapOptions{MaxPendingBytes: 64 << 10, Early: &early})
+	if len(res.recs) != 201 || res.stats.Early == 0 || early.Load() != int64(res.stats.Early) || len(res.probs) != 1 ||
+		!strings.Contains(res.probs[0].Err.Error(), "held back for time order passed 65536 bytes") {
+		t.Fatalf("%d records, %d early (metric %d), problems %v", len(res.recs), res.stats.Early, early.Load(), res.probs)
+	}
+	if res.recs[0].Request.Path == "/first" {
+		t.Error("the cap held every request back: /first came first")
+	}
+	res = readCap(t, data, PcapOptions{})
+	if len(res.recs) != 201 || res.stats.Early != 0 || len(res.probs) != 0 || res.recs[0].Request.Path != "/first" {
+		t.Errorf("under the default cap: %d records, %d early, problems %v, first %s", len(res.recs), res.stats.Early, res.probs, res.recs[0].Request.Path)
 	}
 }
 

@@ -99,7 +99,7 @@ func (p *pcapReader) segment(src, dst netip.AddrPort, tcp *layers.TCP, ts time.T
 			p.closeConn(c)
 		}
 	}
-	if p.stats.Packets%1024 == 0 {
+	if p.stats.Packets%1024 == 0 || p.pendingBytes > p.opt.MaxPendingBytes {
 		return p.drain()
 	}
 	return nil
