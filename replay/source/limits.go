@@ -10,9 +10,10 @@ type Limits struct {
 	// JSON trace. A longer entry is reported as a Problem and skipped
 	// without being held; the rest of the file is read.
 	MaxEntryBytes int
-	// MaxPendingBytes bounds the requests of a capture held back for time
-	// order (PcapOptions.MaxPendingBytes).
-	MaxPendingBytes int
+	// MaxCaptureBytes bounds a capture's TCP payload held while its
+	// connections are open (PcapOptions.MaxBufferedBytes); MaxPendingBytes
+	// the requests held back for time order (PcapOptions.MaxPendingBytes).
+	MaxCaptureBytes, MaxPendingBytes int
 	// Hits, when set, counts the entries skipped for a limit, and a
 	// capture's requests emitted early (the caller's metric).
 	Hits *atomic.Int64

@@ -31,6 +31,10 @@ const (
 	// PcapFlowIdle is how long (in capture time) a connection may stay
 	// silent before it is flushed as if it had ended.
 	PcapFlowIdle = 5 * time.Minute
+	// DefaultPcapMaxBufferedBytes caps the payload buffered across all
+	// connections at once; past it the least recently active connections
+	// are flushed early.
+	DefaultPcapMaxBufferedBytes = 1 << 30
 	// DefaultPcapMaxPendingBytes caps the requests held back so that
 	// requests come out in time order (one that an open connection's
 	// earlier request could precede waits); past it the oldest come out
@@ -51,12 +55,16 @@ type PcapOptions struct {
 	MaxFlowBytes int
 	// MaxFlows caps the connections tracked at once (0: DefaultPcapMaxFlows).
 	MaxFlows int
+	// MaxBufferedBytes caps the payload buffered across connections (0:
+	// DefaultPcapMaxBufferedBytes): a compressed capture of many long
+	// connections would otherwise unpack into memory whole.
+	MaxBufferedBytes int
 	// MaxPendingBytes caps the requests held back for time order (0:
 	// DefaultPcapMaxPendingBytes): a capture whose connections stay open
 	// long would otherwise hold every request in memory until its end.
 	MaxPendingBytes int
-	// Early, when set, counts the requests emitted early (the caller's
-	// metric).
+	// Early, when set, counts the requests emitted early and the
+	// connections read early for MaxBufferedBytes (the caller's metric).
 	Early *atomic.Int64
 }
 
@@ -283,11 +291,12 @@ type pcapReader struct {
 	bad   func(Problem)
 	stats PcapStats
 
-	conns   map[connKey]*tcpConn
-	nextID  uint64
-	defrag4 *ip4defrag.IPv4Defragmenter
-	defrag6 *ip6Defrag
-	now     time.Time // latest packet time
+	conns    map[connKey]*tcpConn
+	buffered int // payload bytes the open connections hold
+	nextID   uint64
+	defrag4  *ip4defrag.IPv4Defragmenter
+	defrag6  *ip6Defrag
+	now      time.Time // latest packet time
 
 	pending      recordHeap
 	pendingBytes int    // about the memory pending holds
@@ -300,6 +309,9 @@ func newPcapReader(name string, opt PcapOptions, emit func(*Record) error, bad f
 	}
 	if opt.MaxFlows <= 0 {
 		opt.MaxFlows = DefaultPcapMaxFlows
+	}
+	if opt.MaxBufferedBytes <= 0 {
+		opt.MaxBufferedBytes = DefaultPcapMaxBufferedBytes
 	}
 	if opt.MaxPendingBytes <= 0 {
 		opt.MaxPendingBytes = DefaultPcapMaxPendingBytes

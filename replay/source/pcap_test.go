@@ -616,6 +616,38 @@ func TestReadPcapPendingIsBounded(t *testing.T) {
 	}
 }
 
+// The payload buffered across open connections is bounded: past
+// MaxBufferedBytes the least recently active connections are flushed
+// early, and their requests are still read.
+func TestReadPcapBufferedIsBounded(t *testing.T) {
+	b := newCap(t, "eth")
+	body := strings.Repeat("x", 100<<10)
+	for i := 0; i < 10; i++ {
+		c := b.conv("10.0.1.1", uint16(41000+i), "10.0.0.2", 80).open()
+		c.client(fmt.Sprintf("POST /p%d HTTP/1.1\r\nContent-Length: %d\r\n\r\n", i, len(body)))
+		for off := 0; off < len(body); off += 1400 {
+			c.client(body[off:min(off+1400, len(body))])
+		}
+		// Left open: only the end of the capture, or the bound, flushes it.
+	}
+	data := b.pcap()
+	for _, c := range []struct {
+		max     int
+		flushed bool
+	}{{300 << 10, true}, {0, false}} {
+		res := readCap(t, data, PcapOptions{MaxBufferedBytes: c.max})
+		flushed := res.stats.Skipped["connections flushed early (buffered bytes limit)"]
+		if len(res.recs) != 10 || (flushed > 0) != c.flushed || len(res.probs) != flushed/max(1, flushed) {
+			t.Errorf("MaxBufferedBytes %d: %d records, %d connections flushed early, problems %v", c.max, len(res.recs), flushed, res.probs)
+		}
+		for _, r := range res.recs {
+			if r.Request.RequestBytes != int64(len(body)) {
+				t.Errorf("MaxBufferedBytes %d: %s read with %d bytes of body", c.max, r.Request.Path, r.Request.RequestBytes)
+			}
+		}
+	}
+}
+
 func TestReadPcapErrors(t *testing.T) {
 	if _, err := ReadPcap(strings.NewReader("not a capture at all"), "x.txt", PcapOptions{}, func(*Record) error { return nil }, nil); err == nil {
 		t.Error("no error for a non-capture")

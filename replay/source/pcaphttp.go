@@ -11,6 +11,7 @@ import (
 func (p *pcapReader) closeConn(c *tcpConn) {
 	if k := keyOf(c.ends[0], c.ends[1]); p.conns[k] == c {
 		delete(p.conns, k)
+		p.buffered -= c.half[0].bytes + c.half[1].bytes
 	}
 	st := [2]*tcpStream{c.half[0].assemble(&p.stats), c.half[1].assemble(&p.stats)}
 	if !c.half[0].synSeen && !c.half[1].synSeen && len(st[0].data)+len(st[1].data) == 0 {

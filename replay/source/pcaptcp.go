@@ -1,6 +1,7 @@
 package source
 
 import (
+	"fmt"
 	"net/netip"
 	"sort"
 	"time"
@@ -61,7 +62,7 @@ func (p *pcapReader) segment(src, dst netip.AddrPort, tcp *layers.TCP, ts time.T
 	}
 	if c == nil {
 		if len(p.conns) >= p.opt.MaxFlows {
-			p.evict()
+			p.evict("connections flushed early (flow limit)")
 		}
 		p.nextID++
 		c = &tcpConn{id: p.nextID, ends: [2]netip.AddrPort{src, dst}, synFrom: -1, synAckBy: -1}
@@ -86,14 +87,29 @@ func (p *pcapReader) segment(src, dst netip.AddrPort, tcp *layers.TCP, ts time.T
 		} else {
 			h.segs = append(h.segs, tcpSeg{seq: seq, ts: ts, data: tcp.Payload})
 			h.bytes += n
+			p.buffered += n
 			if c.firstData.IsZero() {
 				c.firstData = ts
 			}
 		}
 	}
-	if tcp.RST {
+	for p.buffered > p.opt.MaxBufferedBytes && len(p.conns) > 0 {
+		const reason = "connections flushed early (buffered bytes limit)"
+		if p.stats.Skipped[reason] == 0 {
+			p.problem(fmt.Sprintf("%s:packet %d", p.name, p.stats.Packets), fmt.Errorf(
+				"the open connections' payload passed %d bytes: the least recently active are read now, as if they had ended", p.opt.MaxBufferedBytes))
+		}
+		if p.opt.Early != nil {
+			p.opt.Early.Add(1)
+		}
+		p.evict(reason)
+	}
+	switch {
+	case p.conns[k] != c:
+		// Flushed just now: what follows on it is a connection of its own.
+	case tcp.RST:
 		p.closeConn(c)
-	} else if tcp.FIN {
+	case tcp.FIN:
 		h.fin = true
 		if c.half[0].fin && c.half[1].fin {
 			p.closeConn(c)
@@ -113,7 +129,7 @@ func (c *tcpConn) side(src netip.AddrPort) int {
 }
 
 // evict flushes the least recently active eighth of the connections.
-func (p *pcapReader) evict() {
+func (p *pcapReader) evict(reason string) {
 	all := make([]*tcpConn, 0, len(p.conns))
 	for _, c := range p.conns {
 		all = append(all, c)
@@ -128,7 +144,7 @@ func (p *pcapReader) evict() {
 	for _, c := range all[:n] {
 		p.closeConn(c)
 	}
-	p.stats.skip("connections flushed early (flow limit)", n)
+	p.stats.skip(reason, n)
 }
 
 // tcpStream is one direction of a connection, in order.

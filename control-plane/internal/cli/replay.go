@@ -45,6 +45,8 @@ func (f *sourceFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.identities, "identities", "", "address → workload map for captures (lines: ADDRESS NAME)")
 	fs.IntVar(&f.limits.MaxEntryBytes, "max-entry-bytes", source.DefaultMaxEntryBytes,
 		"skip (and report) a traffic file entry longer than this: a JSONL line, a HAR entry, a Jaeger JSON trace")
+	fs.IntVar(&f.limits.MaxCaptureBytes, "max-capture-bytes", source.DefaultPcapMaxBufferedBytes,
+		"a capture's TCP payload held while its connections are open, at most (beyond: the least recently active are read early)")
 	fs.IntVar(&f.limits.MaxPendingBytes, "max-pending-bytes", source.DefaultPcapMaxPendingBytes,
 		"a capture's requests held back for time order, at most (beyond: the oldest come out early, reported)")
 }
