@@ -298,13 +298,8 @@ func appendMark(dst []byte, n int) []byte {
 
 // appendShapeEncoded writes a shape as a form's value, as ShapeQuery does.
 func appendShapeEncoded(dst, shape []byte) []byte {
-	const hex = "0123456789ABCDEF"
 	for _, r := range shape {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
-			dst = append(dst, r)
-		} else {
-			dst = append(dst, '%', hex[r>>4], hex[r&15])
-		}
+		dst = appendEncodedShapeByte(dst, r)
 	}
 	return dst
 }

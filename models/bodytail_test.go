@@ -193,19 +193,7 @@ func TestShapedTrainingLearnsFieldsPastThePrefix(t *testing.T) {
 		body := "notes=" + string(notes) + "&category=" + cats[rng.IntN(3)] + "&" + field + "=" + fmt.Sprint(rng.IntN(9)+1)
 		return Request{Method: "POST", Path: "/order", Source: "s", Destination: "d", Headers: formCT, Body: []byte(body), RequestBytes: int64(len(body))}
 	}
-	tr, err := NewTrainer(ShapedTrainConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 2000; i++ {
-		r := form("qty")
-		s := ShapeRequest(&r)
-		tr.Observe(&s)
-	}
-	m, err := tr.Model()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainOnRecords(t, 2000, func(int) Request { return form("qty") })
 	w := m.Workload("d")
 	for _, name := range []string{"category", "qty"} {
 		if paramNamed(w, name) == nil {

@@ -63,7 +63,6 @@ func ShapeQuery(q string) string {
 
 // AppendShapeQuery appends ShapeQuery(q) to dst.
 func AppendShapeQuery(dst []byte, q string) []byte {
-	const hex = "0123456789ABCDEF"
 	out := dst
 	inValue := false
 	n := 0
@@ -93,14 +92,20 @@ func AppendShapeQuery(dst []byte, q string) []byte {
 			continue
 		}
 		n++
-		r := classRepresentative[classOf[c]]
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
-			out = append(out, r)
-		} else {
-			out = append(out, '%', hex[r>>4], hex[r&15])
-		}
+		out = appendEncodedShapeByte(out, classRepresentative[classOf[c]])
 	}
 	return out
+}
+
+// appendEncodedShapeByte appends a shape's byte as a query or form value
+// carries it: a letter, digit, '-' or '.' as it is, any other %-escaped
+// (so a shape never holds a bare '*', see BodyTail).
+func appendEncodedShapeByte(dst []byte, r byte) []byte {
+	if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+		return append(dst, r)
+	}
+	const hex = "0123456789ABCDEF"
+	return append(dst, '%', hex[r>>4], hex[r&15])
 }
 
 // What a filter ships of a request's headers (see ShapeRequest).

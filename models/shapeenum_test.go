@@ -64,14 +64,22 @@ func TestHashShapeIsTheShapesHash(t *testing.T) {
 // the codec.
 func trainShaped(t *testing.T, queries func(i int) string, n int) *Model {
 	t.Helper()
-	cfg := ShapedTrainConfig()
-	tr, err := NewTrainer(cfg)
+	return trainOnRecords(t, n, func(i int) Request {
+		return Request{Method: "GET", Path: "/x", Query: queries(i), Source: "s", Destination: "d",
+			Headers: []Header{{Name: "content-type", Value: []string{"text/plain", "application/json"}[i%2]}}}
+	})
+}
+
+// trainOnRecords trains, as the control plane does, on the records filters
+// would ship of n requests, and returns the model after the codec.
+func trainOnRecords(t *testing.T, n int, req func(i int) Request) *Model {
+	t.Helper()
+	tr, err := NewTrainer(ShapedTrainConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		r := Request{Method: "GET", Path: "/x", Query: queries(i), Source: "s", Destination: "d",
-			Headers: []Header{{Name: "content-type", Value: []string{"text/plain", "application/json"}[i%2]}}}
+		r := req(i)
 		s := ShapeRequest(&r)
 		tr.Observe(&s)
 	}
@@ -316,19 +324,7 @@ func TestShapedTrainingLearnsLongValues(t *testing.T) {
 	req := func() Request {
 		return Request{Method: "GET", Path: "/cb", Query: "state=" + token(1500+rng.IntN(1500)), Source: "s", Destination: "d"}
 	}
-	tr, err := NewTrainer(ShapedTrainConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 600; i++ {
-		r := req()
-		s := ShapeRequest(&r)
-		tr.Observe(&s)
-	}
-	m, err := tr.Model()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := trainOnRecords(t, 600, func(int) Request { return req() })
 	w := m.Workload("d")
 	flagged := 0
 	for i := 0; i < 200; i++ {

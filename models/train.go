@@ -664,6 +664,8 @@ func (t *Trainer) calibrate(s *Sections) error {
 func (t *Trainer) calibratePart(w *Workload, held []*Request, s *Scratch) (per, perResp []float64, calibrated bool) {
 	// The request phase decides before a response exists.
 	score := func(r *Request, response bool) Verdict {
+		// Drawn out at each of its three scorings into one buffer, not
+		// kept drawn out: every held-back record could claim 64 KiB.
 		readable, _ := t.readable(r)
 		req := *readable
 		if !response {
