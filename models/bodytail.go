@@ -309,10 +309,11 @@ func (t *BodyTail) Len() int { return len(t.out) + 3*maxTailShape + maxTailName 
 
 // AppendShapeBody appends the body a record carries of r (its first
 // MaxBodyPrefix bytes in r.Body), with what t read past them when t was
-// started (see BodyTail), or ShapeBody(r) when it was not.
-func AppendShapeBody(dst []byte, r *Request, t *BodyTail) []byte {
+// started (see BodyTail), or ShapeBody(r) when it was not; a form's short
+// values in the prefix with their digests under key (ShapeBodyDigest).
+func AppendShapeBody(dst []byte, r *Request, t *BodyTail, key *ValueKey) []byte {
 	if t == nil || !t.on {
-		return append(dst, ShapeBody(r)...)
+		return append(dst, ShapeBodyDigest(r, key)...)
 	}
 	prefix := r.Body[:min(len(r.Body), MaxBodyPrefix)]
 	whole := !t.over
@@ -322,7 +323,7 @@ func AppendShapeBody(dst []byte, r *Request, t *BodyTail) []byte {
 	switch t.mode {
 	case bodyForm:
 		head := prefix[:min(t.start, len(prefix))]
-		dst = AppendShapeQuery(dst, unsafe.String(unsafe.SliceData(head), len(head)))
+		dst = AppendShapeQueryDigest(dst, unsafe.String(unsafe.SliceData(head), len(head)), key)
 		dst = append(dst, t.out...)
 		if t.pairLen > 0 && !t.spent {
 			// The last pair: whole when the body ended where it was read.
@@ -376,15 +377,17 @@ func readMark(v []byte) (n, size int) {
 }
 
 // AsRead returns a filter's record of a request as scoring read the
-// request: r itself, or, when its body went past the prefix, a copy whose
-// body is drawn out to the lengths its marks say (see BodyTail). Whoever
-// judges records (the control plane) judges them so; a trainer on shapes
-// reads the marks itself (it also learns whether the last value was cut).
+// request: a copy whose values' digest marks scoring reads (see
+// Request.marked) and, when its body went past the prefix, whose body is
+// drawn out to the lengths its marks say (see BodyTail). Whoever judges
+// records (the control plane) judges them so; a trainer on shapes reads
+// the marks itself (it also learns whether the last value was cut).
 func AsRead(r *Request) *Request {
-	if r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
-		return r
-	}
 	c := *r
+	c.marked = true
+	if r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
+		return &c
+	}
 	c.Body, _ = expandBody(nil, r)
 	return &c
 }

@@ -45,7 +45,8 @@ import (
 //	name string | sources (count, strings) | routes (count; method, template,
 //	count, param_obs, param_singletons, numbers) | edges (count; source,
 //	route, count) | params (count; see appendParam) | cal_base f64 |
-//	cal_center f64 | resp_base f64 | resp_center f64
+//	cal_center f64 | resp_base f64 | resp_center f64 | tails |
+//	value_key_id uvarint
 //
 // so a field added to every workload (a calibration per component, a
 // statistic per parameter) is added there, once, with one version bump.
@@ -61,8 +62,10 @@ import (
 // route's largest request. Version 9 keeps an enumerated parameter's values
 // themselves, not their hashes alone (ParamModel.Values). Version 10 lets a
 // parameter's enumerated values be shapes (ParamModel.ShapeEnum): a model
-// trained on the shapes filters ship enumerates them.
-const CodecVersion = 10
+// trained on the shapes filters ship enumerates them. Version 11 lets them
+// be keyed digests of the values (ParamModel.HashEnum), with the ID of the
+// key (Workload.ValueKeyID).
+const CodecVersion = 11
 
 // The kinds of encoding (the header's u16 after the version).
 const (
@@ -221,7 +224,8 @@ func appendWorkloadCal(p []byte, w *Workload) ([]byte, int) {
 	p = appendFloat(p, w.CalCenter)
 	p = appendFloat(p, w.RespBase)
 	p = appendFloat(p, w.RespCenter)
-	return appendTails(p, &w.Tails), cal
+	p = appendTails(p, &w.Tails)
+	return binary.AppendUvarint(p, uint64(w.ValueKeyID)), cal
 }
 
 // patchCalibration rewrites the calibration of an encoded workload, at cal
@@ -399,6 +403,13 @@ func (d *decoder) workload() *Workload {
 		d.fail(ctx+" response calibration", "base %v and center %v must be both 0 or satisfy 0 ≤ base < center", w.RespBase, w.RespCenter)
 	}
 	d.tails(&w.Tails, ctx)
+	w.ValueKeyID = d.u32(ctx + " value key id")
+	for j := range w.Params {
+		if d.err == nil && w.Params[j].HashEnum && w.ValueKeyID == 0 {
+			// Digests under no key could never be looked up.
+			d.fail(ctx+" param "+w.Params[j].Name, "enumerates digests, but the workload names no value key")
+		}
+	}
 	if d.err != nil {
 		return nil
 	}
@@ -501,6 +512,27 @@ func (d *decoder) str(what string) string {
 	return s
 }
 
+// The kinds of a parameter's enumeration (ParamModel).
+const (
+	enumValues  = 0
+	enumShapes  = 1
+	enumDigests = 2
+)
+
+// fixed64 reads a little-endian 64-bit number.
+func (d *decoder) fixed64(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b)-d.off < 8 {
+		d.fail(what, "truncated")
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(d.b[d.off:])
+	d.off += 8
+	return v
+}
+
 func (d *decoder) float(what string) float64 {
 	if d.err != nil {
 		return 0
@@ -538,18 +570,27 @@ func appendParam(p []byte, m *ParamModel) []byte {
 		}
 	}
 	// The enumerated values themselves, in their hashes' order (codec 9;
-	// codec 8 had the hashes alone), then whether they are shapes (codec
-	// 10).
-	p = binary.AppendUvarint(p, uint64(len(m.Values)))
-	if len(m.Values) > 0 {
-		shapes := byte(0)
-		if m.ShapeEnum {
-			shapes = 1
+	// codec 8 had the hashes alone), after their kind: values, shapes
+	// (codec 10) or digests (codec 11), which are the hashes.
+	switch {
+	case m.HashEnum:
+		p = binary.AppendUvarint(p, uint64(len(m.Enum)))
+		p = append(p, enumDigests)
+		for _, d := range m.Enum {
+			p = binary.LittleEndian.AppendUint64(p, d)
 		}
-		p = append(p, shapes)
-	}
-	for _, v := range m.Values {
-		p = appendString(p, v)
+	default:
+		p = binary.AppendUvarint(p, uint64(len(m.Values)))
+		if len(m.Values) > 0 {
+			kind := byte(enumValues)
+			if m.ShapeEnum {
+				kind = enumShapes
+			}
+			p = append(p, kind)
+		}
+		for _, v := range m.Values {
+			p = appendString(p, v)
+		}
 	}
 	p = binary.AppendUvarint(p, uint64(m.Singletons))
 	p = appendFloat32(p, m.TailMed)
@@ -590,15 +631,31 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 		return
 	}
 	if ne > 0 {
-		m.Enum, m.Values = make([]uint64, ne), make([]string, ne)
-		switch shapes := d.byte(ctx + " enum kind"); {
+		m.Enum = make([]uint64, ne)
+		switch kind := d.byte(ctx + " enum kind"); {
 		case d.err != nil:
 			return
-		case shapes > 1:
-			d.fail(ctx+" enum kind", "%d, want 0 (values) or 1 (shapes)", shapes)
+		case kind > enumDigests:
+			d.fail(ctx+" enum kind", "%d, want 0 (values), 1 (shapes) or 2 (digests)", kind)
 			return
+		case kind == enumDigests:
+			m.HashEnum = true
+			if m.Route == AnyRoute {
+				d.fail(ctx+" enum kind", "digests of a header's or the workload's values: only a route's parameters are digested")
+				return
+			}
+			for k := range m.Enum {
+				m.Enum[k] = d.fixed64(ctx + " enum digest")
+				if d.err == nil && k > 0 && m.Enum[k] <= m.Enum[k-1] {
+					d.fail(ctx+" enum", "digests out of order, or repeated")
+				}
+				if d.err != nil {
+					return
+				}
+			}
 		default:
-			m.ShapeEnum = shapes == 1
+			m.Values = make([]string, ne)
+			m.ShapeEnum = kind == enumShapes
 		}
 	}
 	for k := range m.Values {

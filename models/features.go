@@ -109,6 +109,10 @@ type param struct {
 	// parameter model that judged it learned exactly this name (see
 	// nameDigest); nil otherwise.
 	digest *nameDigest
+	// vd is the value's digest a record's mark gave (hasVD; see
+	// Request.marked).
+	vd    uint64
+	hasVD bool
 }
 
 // paramScratch holds decoded parameters of one request. It lives in the
@@ -121,6 +125,9 @@ type paramScratch struct {
 	// known marks (bit i) the parameters whose value the parameter model
 	// knew as an enumerated value; the content model skips them.
 	known uint64
+	// marks says the request's query and form values may carry digest
+	// marks (Request.marked).
+	marks bool
 	// sink judges the parameters a batch at a time, when the scratch is
 	// full and at the end of the request (see begin); nil keeps the first
 	// batch and ignores what does not fit.

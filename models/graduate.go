@@ -223,10 +223,19 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 			}
 			pm = &w.Params[w.anyParam]
 		}
-		if len(pm.Enum) > 0 && !pm.ShapeEnum && p.last && !p.cont && pm.knownValue(p.value) {
-			continue
+		whole := p.last && !p.cont
+		if len(pm.Enum) > 0 && !pm.ShapeEnum && whole {
+			known := false
+			if pm.HashEnum {
+				known, whole = w.digestKnown(pm, p)
+			} else {
+				known = pm.knownValue(p.value)
+			}
+			if known {
+				continue
+			}
 		}
-		raw, _ := pm.valueSurprise(p.value, p.full, p.last && !p.cont)
+		raw, _ := pm.valueSurprise(p.value, p.full, whole)
 		sur := pm.tail(raw)
 		if p.header {
 			sur *= headerWeight

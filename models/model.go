@@ -71,6 +71,16 @@ type Workload struct {
 	// RespBase and RespCenter do the same once the response is known (its
 	// status and size count too); zero when training saw no responses.
 	RespBase, RespCenter float64
+	// ValueKeyID is the ID of the value key the digests its parameters
+	// enumerate were made with (ParamModel.HashEnum; ValueKey.ID), 0 when
+	// none do.
+	ValueKeyID uint32
+
+	// digestKey is the value key scoring digests values with: the
+	// filter's (SetValueKey), when its ID is ValueKeyID. nil: values of a
+	// HashEnum parameter are not looked up, unless a record's marks give
+	// their digests.
+	digestKey *ValueKey
 
 	sourceIndex table
 	routeIndex  table
@@ -718,7 +728,15 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 		// inlined), without the call to valueSurprise, which would answer 0.
 		whole := p.last && !p.cont
 		if len(pm.Enum) > 0 && whole && !pm.ShapeEnum {
-			if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && same(pm.Values[k], p.value) {
+			known := false
+			if pm.HashEnum {
+				// A value without a digest to look up is judged by its
+				// shape alone, not as a new value.
+				known, whole = w.digestKnown(pm, p)
+			} else if k, ok := pm.enumSet.get(hashBytes(hashSeed, p.value)); ok && same(pm.Values[k], p.value) {
+				known = true
+			}
+			if known {
 				s.known |= 1 << uint(i)
 				if s.collect != nil {
 					// A value the parameter took is part of its tail.
@@ -747,6 +765,48 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 	if worst > sc.values {
 		sc.values, sc.valuesCode = worst, worstCode
 	}
+}
+
+// digestKnown looks a whole value of a parameter that enumerates digests
+// (ParamModel.HashEnum) up: known says its digest is one of them; decided
+// says there was a digest to look up, or the value is too long to be one
+// of the short values learned. A short value has a digest when a record's
+// mark gave it, or the filter's value key is the one the workload's
+// digests were made with (SetValueKey).
+func (w *Workload) digestKnown(pm *ParamModel, p *param) (known, decided bool) {
+	var d uint64
+	switch {
+	case p.hasVD:
+		d = p.vd
+	case len(p.value) > MaxDigestedValue:
+		return false, true
+	case w.digestKey != nil:
+		d = w.digestKey.Digest(p.value)
+	default:
+		return false, false
+	}
+	_, known = pm.enumSet.get(d)
+	return known, true
+}
+
+// SetValueKey gives the model the value key of the filter that scores
+// with it (see ValueKey): a workload whose digests were made with it looks
+// the short values of its HashEnum parameters up by their digests; one
+// made with another key (or none given) judges them by their shapes. It
+// reports how many workloads enumerate digests under another key.
+func (m *Model) SetValueKey(k ValueKey) (mismatched int) {
+	for _, w := range m.Workloads {
+		w.digestKey = nil
+		switch {
+		case w.ValueKeyID == 0:
+		case k.Set() && k.ID() == w.ValueKeyID:
+			key := k
+			w.digestKey = &key
+		default:
+			mismatched++
+		}
+	}
+	return mismatched
 }
 
 // headerWeight is what a header value's surprise counts for against a

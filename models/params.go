@@ -54,6 +54,12 @@ type ParamModel struct {
 	// shapes filters ship, TrainConfig.ShapedValues): a scored value is
 	// known when its shape is one of them.
 	ShapeEnum bool
+	// HashEnum says Enum holds the digests of the values (under the value
+	// key Workload.ValueKeyID names; see ValueKey), and Values is empty: a
+	// model trained on the records of filters that digest short values
+	// enumerates them so. A scored value is known when its digest is one
+	// of them.
+	HashEnum bool
 	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
 	// in which no keyword survives: keywords are not judged then.
 	shaped bool
@@ -157,6 +163,9 @@ func (p *ParamModel) index(prior *[nTrans]float64) {
 // knownValue reports whether an enumerable parameter took v in training
 // (with ShapeEnum, v's shape).
 func (p *ParamModel) knownValue(v []byte) bool {
+	if p.HashEnum {
+		return false // looked up by digest (Workload.digestKnown)
+	}
 	if p.ShapeEnum {
 		k, ok := p.enumSet.get(hashShape(hashSeed, v))
 		return ok && sameShape(p.Values[k], v)
@@ -255,6 +264,11 @@ type paramStats struct {
 	gramTokens, gramSingletons uint32
 	// kwOpen says a window of the value being learned had keywords.
 	kwOpen bool
+	// digests counts the digests of the values (a record's marks, see
+	// Request.marked), while every value came with one and there were at
+	// most maxEnum; noDigests says one did not, or there were more.
+	digests   map[uint64]uint32
+	noDigests bool
 }
 
 func newParamStats() *paramStats { return &paramStats{values: map[uint64]enumValue{}} }
@@ -297,6 +311,9 @@ func (s *paramStats) observe(p *param) {
 	if s.kwOpen {
 		s.kw++
 		s.kwOpen = false
+	}
+	if !s.noDigests && s.ws != nil && s.ws.keyID != 0 {
+		s.observeDigest(p)
 	}
 	if s.values != nil {
 		if p.cont {
@@ -353,6 +370,40 @@ func (s *paramStats) model(route uint32, name string) ParamModel {
 		}
 	}
 	return p
+}
+
+// observeDigest counts a whole value's digest (see paramStats.digests).
+func (s *paramStats) observeDigest(p *param) {
+	if !p.hasVD || p.cont || len(p.value) > MaxDigestedValue {
+		s.digests, s.noDigests = nil, true
+		return
+	}
+	if s.digests == nil {
+		s.digests = map[uint64]uint32{}
+	}
+	s.digests[p.vd]++
+	if len(s.digests) > maxEnum {
+		s.digests, s.noDigests = nil, true
+	}
+}
+
+// enumerateDigests makes p enumerate its values' digests (HashEnum) when
+// every value it learned came with one, and few distinct, each seen
+// several times on average (as values are enumerated, see model). It
+// reports whether it did.
+func (s *paramStats) enumerateDigests(p *ParamModel) bool {
+	if s.noDigests || len(s.digests) == 0 || p.Name == AnyParam || p.header() || s.count < 4*uint32(len(s.digests)) {
+		return false
+	}
+	p.Enum, p.Values, p.ShapeEnum, p.HashEnum, p.Singletons = p.Enum[:0], nil, false, true, 0
+	for d, n := range s.digests {
+		p.Enum = append(p.Enum, d)
+		if n == 1 {
+			p.Singletons++
+		}
+	}
+	sortU64(p.Enum)
+	return true
 }
 
 // maxShapeNovelty bounds how often a parameter's training values brought a

@@ -57,6 +57,13 @@ type Request struct {
 	RequestBytes  int64
 	ResponseBytes int64
 	Duration      time.Duration
+
+	// marked says the request is a record a filter shipped, read as the
+	// trainer reads one (AsRead, Trainer.readable): a short value's shape
+	// may follow the mark of its digest (AppendShapeQueryDigest), which
+	// scoring then takes off the value and uses as its digest. A request a
+	// filter judges is never marked: its values are what they are.
+	marked bool
 }
 
 // SplitTarget splits a request target ("/a/b?x=1") into path and query.

@@ -62,7 +62,19 @@ func ShapeQuery(q string) string {
 }
 
 // AppendShapeQuery appends ShapeQuery(q) to dst.
-func AppendShapeQuery(dst []byte, q string) []byte {
+func AppendShapeQuery(dst []byte, q string) []byte { return appendShapeQuery(dst, q, nil) }
+
+// AppendShapeQueryDigest is AppendShapeQuery with each value of at most
+// MaxDigestedValue bytes (decoded) preceded by the mark of its digest under
+// key (see ValueKey); without a key, AppendShapeQuery.
+func AppendShapeQueryDigest(dst []byte, q string, key *ValueKey) []byte {
+	if !key.Set() {
+		key = nil
+	}
+	return appendShapeQuery(dst, q, key)
+}
+
+func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 	out := dst
 	inValue := false
 	n := 0
@@ -76,6 +88,9 @@ func AppendShapeQuery(dst []byte, q string) []byte {
 		case c == '=' && !inValue:
 			inValue = true
 			out = append(out, c)
+			if key != nil {
+				out = appendValueDigest(out, q[i+1:], key)
+			}
 			continue
 		case !inValue:
 			out = append(out, c)
@@ -95,6 +110,30 @@ func AppendShapeQuery(dst []byte, q string) []byte {
 		out = appendEncodedShapeByte(out, classRepresentative[classOf[c]])
 	}
 	return out
+}
+
+// appendValueDigest appends the digest mark of the value raw starts with
+// (up to its '&', decoded as a form value is), when it is short enough to
+// be digested.
+func appendValueDigest(dst []byte, raw string, key *ValueKey) []byte {
+	var buf [MaxDigestedValue]byte
+	n := 0
+	for i := 0; i < len(raw) && raw[i] != '&'; i++ {
+		if n == len(buf) {
+			return dst
+		}
+		c := raw[i]
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
+			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
+			i += 2
+		}
+		buf[n] = c
+		n++
+	}
+	return appendDigestMark(dst, key.Digest(buf[:n]))
 }
 
 // appendEncodedShapeByte appends a shape's byte as a query or form value
@@ -138,18 +177,23 @@ const shippedAsIs = "content-type"
 // A record carries the shape of the body's first MaxBodyPrefix bytes, and
 // what lies past them (up to DefaultBodyLimit) in short, as a filter reads
 // it (see BodyTail).
-func ShapeBody(r *Request) []byte {
+func ShapeBody(r *Request) []byte { return ShapeBodyDigest(r, nil) }
+
+// ShapeBodyDigest is ShapeBody with the digests of a form's short values
+// under key (AppendShapeQueryDigest), those in its first MaxBodyPrefix
+// bytes.
+func ShapeBodyDigest(r *Request, key *ValueKey) []byte {
 	if len(r.Body) > MaxBodyPrefix {
 		var t BodyTail
 		t.Start(r, r.Body[:MaxBodyPrefix], DefaultBodyLimit)
 		t.Feed(r.Body[MaxBodyPrefix:])
-		return AppendShapeBody(nil, r, &t)
+		return AppendShapeBody(nil, r, &t, key)
 	}
 	b := r.Body
 	ct, hasCT := r.Header("content-type")
 	switch {
 	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(b[:min(len(b), sniffBytes)]):
-		return []byte(ShapeQuery(string(b)))
+		return AppendShapeQueryDigest(make([]byte, 0, len(b)), string(b), key)
 	case hasPrefixFold(ct, "multipart/"):
 		return appendShape(make([]byte, 0, len(b)), b, MaxBodyPrefix)
 	}
@@ -180,11 +224,18 @@ func appendShapeUnescaped(dst, b []byte) []byte {
 // the headers the model reads. The filter writes the same record as JSON
 // (filter/plugin's encodeRecord; its tests hold the two together); offline
 // evaluation uses this to measure the model a mesh actually runs.
-func ShapeRequest(r *Request) Request {
-	s := Request{Method: r.Method, Path: Template(r.Path), Query: ShapeQuery(r.Query), Source: r.Source, Destination: r.Destination,
+func ShapeRequest(r *Request) Request { return ShapeRequestDigest(r, nil) }
+
+// ShapeRequestDigest is ShapeRequest as a filter with value key key ships
+// r: its short query and form values with their digests (see ValueKey).
+func ShapeRequestDigest(r *Request, key *ValueKey) Request {
+	s := Request{Method: r.Method, Path: Template(r.Path), Source: r.Source, Destination: r.Destination,
 		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes}
+	if r.Query != "" {
+		s.Query = string(AppendShapeQueryDigest(make([]byte, 0, len(r.Query)), r.Query, key))
+	}
 	if len(r.Body) > 0 {
-		s.Body = ShapeBody(r)
+		s.Body = ShapeBodyDigest(r, key)
 	}
 	for _, h := range r.Headers {
 		if SkipHeader(h.Name) || len(s.Headers) == MaxShippedHeaders {

@@ -220,7 +220,7 @@ func TestShapeEnumerationRefusesWhatIsNotAShape(t *testing.T) {
 		to   []byte
 		want string
 	}{
-		{"kind 2", []byte{1, 2, 2, 'a', 'a'}, "enum kind"},
+		{"kind 3", []byte{1, 3, 2, 'a', 'a'}, "enum kind"},
 		{"a value not a shape", []byte{1, 1, 2, 'e', 'n'}, "not a value's shape"},
 	} {
 		p := bytes.ReplaceAll(b[headerSize:], enum, c.to)

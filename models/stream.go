@@ -43,7 +43,7 @@ type batchSink interface {
 // it is fed (feed), each batch going to sink (nil: the first batch is kept
 // and what does not fit is ignored).
 func (s *paramScratch) begin(r *Request, sink batchSink) {
-	s.n, s.used, s.known, s.sink = 0, 0, 0, sink
+	s.n, s.used, s.known, s.sink, s.marks = 0, 0, 0, sink, r.marked
 	if r.Query != "" {
 		s.addQuery(stringBytes(r.Query), false)
 	}
@@ -122,8 +122,16 @@ func (s *paramScratch) push(name, value []byte, header, body, cont, last bool, f
 	// Field by field: a composite literal of the struct is a memory.fill
 	// and a memory.copy in wasm, per parameter.
 	p := &s.params[s.n]
+	p.digest, p.hasVD = nil, false
+	if s.marks && !header && !cont {
+		// A record's value: its digest's mark comes off (a short value is
+		// read in one window).
+		if d, ok := readDigestMark(value); ok {
+			value, full = value[DigestMarkLen:], full-DigestMarkLen
+			p.vd, p.hasVD = d, true
+		}
+	}
 	p.name, p.value, p.header, p.body, p.cont, p.last, p.full = name, value, header, body, cont, last, full
-	p.digest = nil
 	s.n++
 }
 

@@ -40,6 +40,11 @@ type TrainConfig struct {
 	// no enumeration is learned then, since shapes of distinct values
 	// coincide and every real value would look new.
 	ShapedValues bool
+	// ValueKeyID is the ID of the value key the filters whose records are
+	// learned make their digests with (ValueKey.ID), with ShapedValues:
+	// a parameter whose short values all came with a digest is enumerated
+	// by them (ParamModel.HashEnum). 0: digests are not learned.
+	ValueKeyID uint32
 	// Now stamps the model; zero means time.Now.
 	Now time.Time
 }
@@ -143,6 +148,8 @@ type Trainer struct {
 	// its body in drawnBody (readable).
 	drawn     Request
 	drawnBody []byte
+	// unmarked is heldOut's working memory.
+	unmarked []byte
 }
 
 // sampledRequest is a request of the content sample, until its workload
@@ -160,8 +167,10 @@ type workloadStats struct {
 	edges     map[edgeName]uint32
 	params    map[paramName]*paramStats
 	anyParam  *paramStats
-	// shaped says the values learned are shapes (TrainConfig.ShapedValues).
+	// shaped says the values learned are shapes (TrainConfig.ShapedValues);
+	// keyID is the value key's whose digests are learned (0: none).
 	shaped bool
+	keyID  uint32
 }
 
 type routeStats struct {
@@ -282,10 +291,14 @@ func (t *Trainer) observeRequest(r *Request, global bool) bool {
 // Otherwise the request is as it came, its body read up to DefaultBodyLimit
 // as scoring reads it. A request drawn out is t.drawn, until the next call.
 func (t *Trainer) readable(r *Request) (*Request, bool) {
-	if !t.cfg.ShapedValues || r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
+	if !t.cfg.ShapedValues {
 		return r, len(r.Body) > DefaultBodyLimit
 	}
 	t.drawn = *r
+	t.drawn.marked = true
+	if r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
+		return &t.drawn, len(r.Body) > DefaultBodyLimit
+	}
 	var whole bool
 	t.drawn.Body, whole = expandBody(t.drawnBody[:0], r)
 	t.drawnBody = t.drawn.Body
@@ -327,10 +340,19 @@ func (l *learner) batch(s *paramScratch, _ bool) {
 func (t *Trainer) heldOut(r *Request) bool {
 	h := hashString(hashSeed^t.cfg.Seed*hashK1, r.Method)
 	h = hashString(h, r.Path)
-	h = hashString(h, r.Query)
+	query, body := stringBytes(r.Query), r.Body
+	if t.cfg.ShapedValues {
+		// Without the values' digest marks: which requests are held back
+		// does not depend on the value key (nor change with it).
+		t.unmarked = appendUnmarked(t.unmarked[:0], query)
+		n := len(t.unmarked)
+		t.unmarked = appendUnmarked(t.unmarked, body)
+		query, body = t.unmarked[:n], t.unmarked[n:]
+	}
+	h = hashBytes(h, query)
 	h = hashString(h, r.Source)
 	h = hashString(h, r.Destination)
-	h = hashBytes(h, r.Body)
+	h = hashBytes(h, body)
 	var k uint32
 	if t.seen == nil {
 		t.seen = map[string]map[uint64]uint32{}
@@ -380,6 +402,9 @@ func (t *Trainer) observe(r *Request, dst, src string, rk routeKey) (*workloadSt
 	w := t.workloads[dst]
 	if w == nil {
 		w = &workloadStats{perSource: map[string]int{}, routes: map[routeKey]*routeStats{}, edges: map[edgeName]uint32{}, params: map[paramName]*paramStats{}, shaped: t.cfg.ShapedValues}
+		if t.cfg.ShapedValues {
+			w.keyID = t.cfg.ValueKeyID
+		}
 		t.workloads[dst] = w
 	}
 	if w.perSource[src] >= t.cfg.MaxPerSource {
@@ -512,6 +537,9 @@ func (ws *workloadStats) build(name string) *Workload {
 		pm := ps.model(route, pn.name)
 		if ws.shaped {
 			pm.enumerateShapes()
+		}
+		if ws.keyID != 0 && ps.enumerateDigests(&pm) {
+			w.ValueKeyID = ws.keyID
 		}
 		w.Params = append(w.Params, pm)
 	}

@@ -153,6 +153,20 @@ func serveRequests(b *testing.B, vm types.VMContext, config []byte, n int, body 
 // warmRequests are served, untimed, by each freshly started plugin.
 const warmRequests = 200
 
+// benchConfig is the benchmarks' configuration: monitor mode, the fixture
+// model, records shipped (5 %) with digests of short values, as the
+// manifests install it (value_key).
+func benchConfig(b *testing.B) []byte {
+	c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, CollectorCluster: "meshward-collector",
+		ValueKey: "00112233445566778899aabbccddeeff"}
+	c.WithModel(fixtureModel(b))
+	doc, err := c.Encode()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return doc
+}
+
 // BenchmarkRequest reports the filter's cost per request (monitor mode,
 // scored against the fixture model) natively and as .wasm, and beside the
 // latter a pass-through plugin built the same way, so that own-ns/op is the
@@ -164,7 +178,7 @@ const warmRequests = 200
 // under each Envoy host profile; they also report the guest's linear memory
 // at the end (guest-MiB).
 func BenchmarkRequest(b *testing.B) {
-	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
+	cfg := benchConfig(b)
 	b.Run("native", func(b *testing.B) {
 		b.ReportAllocs()
 		_, _ = perRequest(b, &vmContext{}, cfg, b.N)
@@ -188,7 +202,7 @@ func BenchmarkRequest(b *testing.B) {
 // (the default max_body_bytes), read as it passes in four 16 KiB chunks,
 // the proxy buffering it (in the emulator) while the filter reads it.
 func BenchmarkRequestBody64K(b *testing.B) {
-	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
+	cfg := benchConfig(b)
 	b.Run("native", func(b *testing.B) {
 		b.ReportAllocs()
 		_, _ = serveRequests(b, &vmContext{}, cfg, b.N, true)
@@ -270,7 +284,7 @@ func BenchmarkRequestPaired(b *testing.B) {
 		vms[i] = vm
 	}
 	pass := passthroughWasm(b, profile)
-	cfg := config(b, pluginconfig.ModeMonitor, fixtureModel(b))
+	cfg := benchConfig(b)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	k := len(vms)

@@ -195,6 +195,9 @@ func (p *pluginContext) OnPluginStart(int) (status types.OnPluginStartStatus) {
 		model = s.Model.SHA256()[:12] + " (section of " + s.Model.SectionFor + ", " + strconv.Itoa(s.Model.Size()) + " bytes)"
 	}
 	proxywasm.LogInfof("meshward: started: mode=%s workload=%s threshold=%.3f model=%s", s.Mode, s.Workload, s.Threshold, model)
+	if s.KeyMismatch {
+		proxywasm.LogWarnf("meshward: the model enumerates value digests made with another value_key: those values are judged by their shapes until a model trained with this key arrives")
+	}
 	// Decoding the configuration left garbage: collect it now, not in the
 	// middle of requests.
 	p.gc.collect("configuration")
@@ -239,14 +242,13 @@ func (p *pluginContext) recycle(h *httpContext) {
 // clearing: the next request overwrites the entries it uses, nothing reads
 // past the slice's length, and the buffers they view are goabi's to reuse.
 func (h *httpContext) reset() {
-	r := &h.req
-	r.Method, r.Path, r.Query, r.Source, r.Destination = "", "", "", "", ""
-	// The body's prefix is the context's own copy: its array is kept.
-	r.Headers, r.Body = r.Headers[:0], r.Body[:0]
+	// The request whole (a small struct; its unexported state too), but for
+	// the body's prefix, the context's own copy, whose array is kept, and
+	// the header slice's.
+	h.req = models.Request{Headers: h.req.Headers[:0], Body: h.req.Body[:0]}
 	if h.tail.Active() {
 		h.tail.Reset()
 	}
-	r.Status, r.RequestBytes, r.ResponseBytes, r.Duration = 0, 0, 0, 0
 	h.verdict.Clear()
 	h.waiting, h.pooled, h.forged, h.scored, h.flagged, h.learned = false, false, false, false, false, false
 	h.read, h.bodyBytes, h.overLimit, h.denied, h.section = 0, 0, false, false, nil

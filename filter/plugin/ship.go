@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -93,7 +94,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &p.ship.scratch)
+	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &s.ValueKey, &p.ship.scratch)
 	if h.flagged {
 		rec = appendDecision(rec, v, &h.decision, h.enforced)
 	}
@@ -224,22 +225,23 @@ func batchKey() string {
 // encodeRecord writes one record as the collector's JSON line
 // (record.Record). A sampled record stands for 1/sample_rate requests; a
 // whole one (flagged, or on a new edge: all of those are shipped) for
-// itself. scratch is reusable working memory for shapes; the record itself
-// is the only allocation.
-func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, scratch *[]byte) []byte {
+// itself. With a value key, short query and form values carry their
+// digests (models.AppendShapeQueryDigest). scratch is reusable working
+// memory for shapes; the record itself is the only allocation.
+func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, key *models.ValueKey, scratch *[]byte) []byte {
 	// The route and the shapes are built in place rather than as strings.
 	var tbuf [models.MaxRouteBytes + 8]byte
 	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
-	b := make([]byte, 0, recordSize(r, tail, route, v))
+	b := make([]byte, 0, recordSize(r, tail, route, v, key))
 	b = record.AppendHead(b, time.Now().UnixNano(), route, score, flagged, v, !whole)
 	sc := (*scratch)[:0]
 	if r.Query != "" {
-		sc = models.AppendShapeQuery(sc, r.Query)
+		sc = models.AppendShapeQueryDigest(sc, r.Query, key)
 	}
 	var body []byte
 	if len(r.Body) > 0 {
 		// The body travels as its shape, as query values do.
-		body = models.AppendShapeBody(nil, r, tail)
+		body = models.AppendShapeBody(nil, r, tail, key)
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
 		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body)
@@ -269,8 +271,12 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 // counts the fixed text generously and every variable part at its likely
 // size (query shapes may be percent-encoded, a body's shape is base64);
 // escaped bytes beyond that only cost a growth, as before.
-func recordSize(r *models.Request, tail *models.BodyTail, route string, v *record.Version) int {
+func recordSize(r *models.Request, tail *models.BodyTail, route string, v *record.Version, key *models.ValueKey) int {
 	n := 320 + 2*len(route) + len(r.Method) + 3*len(r.Query) + len(r.Source) + len(r.Destination)
+	if key.Set() {
+		// A digest's mark per value at most (short ones carry one).
+		n += models.DigestMarkLen * (strings.Count(r.Query, "=") + bytes.Count(r.Body[:min(len(r.Body), models.MaxBodyPrefix)], []byte{'='}))
+	}
 	if v != nil {
 		n += v.Len()
 	}

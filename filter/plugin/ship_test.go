@@ -198,7 +198,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret 1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, nil, 0.98765, true, true, nil, new([]byte))
+	line := encodeRecord(r, nil, 0.98765, true, true, nil, nil, new([]byte))
 	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
@@ -215,7 +215,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	// A form sent without a content type is read as a form (sniffed), so
 	// it travels as one: its names, not its values.
 	r.Body = []byte("token=hunter2&n=1")
-	line = encodeRecord(r, nil, 0.98765, true, true, nil, new([]byte))
+	line = encodeRecord(r, nil, 0.98765, true, true, nil, nil, new([]byte))
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
 	}
@@ -225,9 +225,14 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 }
 
 // TestShippedRecordIsTheShapedRequest: what the trainer decodes from a
-// record is models.ShapeRequest of the request, which offline evaluation
-// trains on to measure the model a mesh runs (make eval's shaped rows).
+// record is models.ShapeRequest of the request (with a value key,
+// models.ShapeRequestDigest), which offline evaluation trains on to measure
+// the model a mesh runs (make eval's shaped rows).
 func TestShippedRecordIsTheShapedRequest(t *testing.T) {
+	key, err := models.ParseValueKey("00112233445566778899aabbccddeeff")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []*models.Request{
 		{Method: "GET", Path: "/reviews/77/x", Query: "q=a%27b+c&n=12&flag", Source: frontend, Destination: workload, Status: 200, ResponseBytes: 9,
 			Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}, {Name: "accept", Value: "*/*"}}},
@@ -236,14 +241,16 @@ func TestShippedRecordIsTheShapedRequest(t *testing.T) {
 		{Method: "PUT", Path: "/r/1", Source: frontend, Destination: workload, Body: []byte(`{"a":"b c"}`),
 			Headers: []models.Header{{Name: "content-type", Value: "application/json"}, {Name: "cookie", Value: "s=1; t=2"}}},
 	} {
-		var rec record.Record
-		if err := json.Unmarshal(encodeRecord(r, nil, 0.1, false, false, nil, new([]byte)), &rec); err != nil {
-			t.Fatal(err)
-		}
-		want := models.ShapeRequest(r)
-		got := rec.Request
-		if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
-			t.Errorf("shipped\n%+v\nShapeRequest\n%+v", got, want)
+		for _, k := range []*models.ValueKey{nil, &key} {
+			var rec record.Record
+			if err := json.Unmarshal(encodeRecord(r, nil, 0.1, false, false, nil, k, new([]byte)), &rec); err != nil {
+				t.Fatal(err)
+			}
+			want := models.ShapeRequestDigest(r, k)
+			got := rec.Request
+			if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
+				t.Errorf("shipped\n%+v\nShapeRequestDigest (key %v)\n%+v", got, k != nil, want)
+			}
 		}
 	}
 }
@@ -263,8 +270,8 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 	post.Headers = append(append([]models.Header(nil), r.Headers...), models.Header{Name: "content-type", Value: "application/x-www-form-urlencoded"})
 	for _, r := range []*models.Request{r, &post} {
 		var tbuf [models.MaxRouteBytes + 8]byte
-		want := recordSize(r, nil, string(models.AppendTemplate(tbuf[:0], r.Path)), &v)
-		line := encodeRecord(r, nil, 0.5, false, false, &v, new([]byte))
+		want := recordSize(r, nil, string(models.AppendTemplate(tbuf[:0], r.Path)), &v, nil)
+		line := encodeRecord(r, nil, 0.5, false, false, &v, nil, new([]byte))
 		if cap(line) != want {
 			t.Errorf("%s record of %d bytes grew from %d to %d bytes of capacity", r.Method, len(line), want, cap(line))
 		}
@@ -276,7 +283,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, nil, 0.5, false, false, nil, new([]byte))
+	line := encodeRecord(r, nil, 0.5, false, false, nil, nil, new([]byte))
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}

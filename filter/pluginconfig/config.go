@@ -89,6 +89,7 @@ var (
 	ErrLimits           = errors.New("limits")
 	ErrDenyReasons      = enforcement.ErrDenyReasons
 	ErrExceptions       = errors.New("exceptions")
+	ErrValueKey         = errors.New("value_key")
 )
 
 // Config is the plugin configuration as written by a person or the control
@@ -113,6 +114,12 @@ type Config struct {
 	// (docs/security.md). The field remains so that a configuration
 	// still carrying one is refused by name rather than as unknown.
 	CollectorToken string `json:"collector_token,omitempty"`
+	// ValueKey is the mesh's value key, 32 hex digits (the control plane
+	// writes it; see models.ValueKey): with it, a record carries a keyed
+	// digest beside the shape of each short query and form value, and
+	// scoring looks such values up among the digests the model
+	// enumerates. Without it, records carry shapes alone.
+	ValueKey string `json:"value_key,omitempty"`
 	// SampleRate is the share of unflagged requests shipped (flagged ones
 	// always are); default 0.05.
 	SampleRate *float64 `json:"sample_rate,omitempty"`
@@ -172,7 +179,13 @@ type Settings struct {
 	Model *models.Model
 	// Section is the model's section for Workload (or its global fallback);
 	// nil when the model has neither, and every request is then unscored.
-	Section          *models.Workload
+	Section *models.Workload
+	// ValueKey digests short values (value_key; unset without one), and
+	// KeyMismatch says the model enumerates digests made with another key
+	// (or with one when none is set): those values are judged by their
+	// shapes until a model trained with this key arrives.
+	ValueKey         models.ValueKey
+	KeyMismatch      bool
 	CollectorCluster string
 	Workload         string
 	ScoreHeader      string
@@ -278,6 +291,16 @@ func (c *Config) Settings(fallbackWorkload string) (*Settings, error) {
 		}
 	} else if s.Mode == ModeMonitor || s.Mode == ModeEnforce {
 		errs = append(errs, fmt.Errorf("%w: required in %s mode", ErrModel, s.Mode))
+	}
+	if c.ValueKey != "" {
+		k, err := models.ParseValueKey(c.ValueKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %v", ErrValueKey, err))
+		}
+		s.ValueKey = k
+	}
+	if s.Model != nil {
+		s.KeyMismatch = s.Model.SetValueKey(s.ValueKey) > 0
 	}
 	switch {
 	case c.Threshold != nil:

@@ -27,8 +27,9 @@ func write(b []byte, ts int64, v *Version, sampled bool) []byte {
 
 // notShipped are the fields of Record and models.Request no filter writes:
 // the receiver's time, the RFC 3339 time (the filter sends ts_ns, which
-// Normalize moves there) and the request's duration.
-var notShipped = map[string]bool{"Received": true, "Duration": true}
+// Normalize moves there), the request's duration, and whether it is read
+// as a record (unexported: the control plane's reading, models.AsRead).
+var notShipped = map[string]bool{"Received": true, "Duration": true, "marked": true}
 
 // TestAppendedRecordDecodes: what the appenders write decodes into Record
 // with every value in place, and every field of Record and of its request

@@ -187,6 +187,7 @@ func train(exs []datasets.Example, seed uint64, shaped bool) (*models.Model, *mo
 	cfg := models.DefaultTrainConfig()
 	if shaped {
 		cfg = models.ShapedTrainConfig()
+		cfg.ValueKeyID = evalKey.ID()
 	}
 	cfg.Seed = seed
 	cfg.Now = time.Unix(0, 0)
@@ -200,14 +201,28 @@ func train(exs []datasets.Example, seed uint64, shaped bool) (*models.Model, *mo
 		}
 		r := &exs[i].Request
 		if shaped {
-			s := models.ShapeRequest(r)
+			s := models.ShapeRequestDigest(r, &evalKey)
 			r = &s
 		}
 		tr.Observe(r)
 	}
 	m, err := tr.Model()
+	if err == nil && shaped {
+		// Scored as the filter scores: with the key its records were
+		// digested with.
+		m.SetValueKey(evalKey)
+	}
 	return m, tr, err
 }
+
+// evalKey is the value key of the shaped path (a filter's value_key).
+var evalKey = func() models.ValueKey {
+	k, err := models.ParseValueKey("6d657368776172642d6576616c2d6b31")
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
 
 func evalDataset(out io.Writer, name string, exs []datasets.Example, rep datasets.Report, split datasets.Split, withCRS bool, seed uint64) ([]Result, error) {
 	m, tr, err := train(exs, seed, false)

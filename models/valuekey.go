@@ -1,0 +1,182 @@
+package models
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math/bits"
+)
+
+// Value digests: a filter ships a short query or form value as its shape
+// and, when its configuration holds a value key, a keyed digest of the
+// value (a mark before the shape, see AppendShapeQueryDigest). The control
+// plane's trainer enumerates a parameter's digests as the offline trainer
+// enumerates its values (ParamModel.HashEnum), so a closed field (an
+// enumeration, a flag, a small identifier set) is judged by its values
+// through the loop too, without the values leaving the sidecar: without the
+// key a digest cannot be tried against a dictionary of likely values. The
+// key is the mesh's secret, not a credential: whoever holds it (the filters,
+// the control plane that writes their configuration) can test a guess.
+
+// MaxDigestedValue is the longest value (decoded) a record carries a
+// digest of: enumerable values are short, and a longer one is judged by
+// its shape alone.
+const MaxDigestedValue = 24
+
+// ValueKey is the key of value digests: 128 bits (SipHash-2-4's key).
+type ValueKey struct {
+	k0, k1 uint64
+	set    bool
+}
+
+// ValueKeyBytes is the length of a value key; written as hex it is twice
+// as long.
+const ValueKeyBytes = 16
+
+// ParseValueKey reads a value key written as 32 hex digits.
+func ParseValueKey(s string) (ValueKey, error) {
+	if len(s) != 2*ValueKeyBytes {
+		return ValueKey{}, fmt.Errorf("value key: %d characters, want %d hex digits", len(s), 2*ValueKeyBytes)
+	}
+	var b [ValueKeyBytes]byte
+	if _, err := hex.Decode(b[:], []byte(s)); err != nil {
+		return ValueKey{}, fmt.Errorf("value key: not hex: %v", err)
+	}
+	k := ValueKey{k0: binary.LittleEndian.Uint64(b[:8]), k1: binary.LittleEndian.Uint64(b[8:]), set: true}
+	if k.k0 == 0 && k.k1 == 0 {
+		return ValueKey{}, fmt.Errorf("value key: all zeros; generate one (openssl rand -hex %d)", ValueKeyBytes)
+	}
+	return k, nil
+}
+
+// Set reports whether the key was given.
+func (k *ValueKey) Set() bool { return k != nil && k.set }
+
+// String writes the key as ParseValueKey reads it.
+func (k ValueKey) String() string {
+	var b [ValueKeyBytes]byte
+	binary.LittleEndian.PutUint64(b[:8], k.k0)
+	binary.LittleEndian.PutUint64(b[8:], k.k1)
+	return hex.EncodeToString(b[:])
+}
+
+// ID names the key without giving it away: a model's workload records the
+// ID of the key its digests were made with (Workload.ValueKeyID), and a
+// filter with another key does not look its values up among them.
+func (k *ValueKey) ID() uint32 {
+	if !k.Set() {
+		return 0
+	}
+	id := uint32(sipHash(k.k0, k.k1, []byte("meshward value key id")))
+	if id == 0 {
+		id = 1 // 0 says no key
+	}
+	return id
+}
+
+// Digest is the keyed digest of a value.
+func (k *ValueKey) Digest(v []byte) uint64 { return sipHash(k.k0, k.k1, v) }
+
+// sipHash is SipHash-2-4 (Aumasson and Bernstein, 2012) of m under the key
+// (k0, k1): a keyed function whose outputs, without the key, say nothing
+// about its inputs.
+func sipHash(k0, k1 uint64, m []byte) uint64 {
+	v0 := k0 ^ 0x736f6d6570736575
+	v1 := k1 ^ 0x646f72616e646f6d
+	v2 := k0 ^ 0x6c7967656e657261
+	v3 := k1 ^ 0x7465646279746573
+	b := uint64(len(m)) << 56
+	for len(m) >= 8 {
+		w := binary.LittleEndian.Uint64(m)
+		v3 ^= w
+		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+		v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+		v0 ^= w
+		m = m[8:]
+	}
+	for i := len(m) - 1; i >= 0; i-- {
+		b |= uint64(m[i]) << (8 * uint(i))
+	}
+	v3 ^= b
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0 ^= b
+	v2 ^= 0xff
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	return v0 ^ v1 ^ v2 ^ v3
+}
+
+// sipRound is one SipRound.
+func sipRound(v0, v1, v2, v3 uint64) (uint64, uint64, uint64, uint64) {
+	v0 += v1
+	v1 = bits.RotateLeft64(v1, 13)
+	v1 ^= v0
+	v0 = bits.RotateLeft64(v0, 32)
+	v2 += v3
+	v3 = bits.RotateLeft64(v3, 16)
+	v3 ^= v2
+	v0 += v3
+	v3 = bits.RotateLeft64(v3, 21)
+	v3 ^= v0
+	v2 += v1
+	v1 = bits.RotateLeft64(v1, 17)
+	v1 ^= v2
+	v2 = bits.RotateLeft64(v2, 32)
+	return v0, v1, v2, v3
+}
+
+// DigestMarkLen is the length of a digest mark: '~', the digest as 16 hex digits, '~', before a value's
+// shape. A shape never holds a bare '~' (appendEncodedShapeByte escapes
+// it), so a mark is told from a shape.
+const DigestMarkLen = 18
+
+// appendDigestMark appends the mark of digest d.
+func appendDigestMark(dst []byte, d uint64) []byte {
+	const hexDigits = "0123456789abcdef"
+	dst = append(dst, '~')
+	for s := 60; s >= 0; s -= 4 {
+		dst = append(dst, hexDigits[d>>uint(s)&15])
+	}
+	return append(dst, '~')
+}
+
+// readDigestMark reads a digest mark at the start of v: the digest, and
+// whether v starts with one.
+func readDigestMark(v []byte) (uint64, bool) {
+	if len(v) < DigestMarkLen || v[0] != '~' || v[DigestMarkLen-1] != '~' {
+		return 0, false
+	}
+	var d uint64
+	for _, c := range v[1 : DigestMarkLen-1] {
+		switch {
+		case c >= '0' && c <= '9':
+			d = d<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			d = d<<4 | uint64(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return d, true
+}
+
+// appendUnmarked appends s without the digest marks of its values (a mark
+// after a '=').
+func appendUnmarked(dst, s []byte) []byte {
+	for len(s) > 0 {
+		i := bytes.IndexByte(s, '=')
+		if i < 0 {
+			return append(dst, s...)
+		}
+		dst = append(dst, s[:i+1]...)
+		s = s[i+1:]
+		if _, ok := readDigestMark(s); ok {
+			s = s[DigestMarkLen:]
+		}
+	}
+	return dst
+}
