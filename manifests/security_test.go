@@ -100,7 +100,7 @@ func TestTheTrustModelShips(t *testing.T) {
 	dep := find("Deployment", "meshward")
 	b, _ := yaml.Marshal(dep.Spec)
 	spec := string(b)
-	for _, want := range []string{"-collector-identity=xfcc", "-xds-identity=xfcc", "-redis-username=meshward", "-redis-password-file=", `sidecar.istio.io/inject: "true"`} {
+	for _, want := range []string{"-collector-identity=xfcc", "-xds-identity=xfcc", "-redis-username=meshward", "-redis-password-file=", "-value-key-file=", `sidecar.istio.io/inject: "true"`} {
 		if !strings.Contains(spec, want) {
 			t.Errorf("the control plane's Deployment lacks %s", want)
 		}

@@ -45,6 +45,7 @@ import (
 	"github.com/meshward/meshward/control-plane/wasmplugin"
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 )
 
 // Config is everything serve takes. Defaults in DefaultConfig.
@@ -185,6 +186,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		cfg.Auth.Kube = kc
 	}
 	var errs []error
+	// The value key the filters digest short values with (value_key,
+	// -value-key-file): the trainer learns the digests made with it, and
+	// only those.
+	cfg.Trainer.Train.ValueKeyID = 0
+	if cfg.XDS.Base.ValueKey != "" {
+		k, err := models.ParseValueKey(cfg.XDS.Base.ValueKey)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-value-key-file: %w", err))
+		}
+		cfg.Trainer.Train.ValueKeyID = k.ID()
+	}
 	if cfg.Collector.Identity == collector.ModeTLS && (cfg.CollectorTLS == nil || cfg.CollectorTLS.ClientAuth != tls.RequireAndVerifyClientCert) {
 		errs = append(errs, errors.New("-collector-identity=tls needs -collector-cert, -collector-key and -collector-client-ca: the sidecars present their mesh certificates (or -collector-identity=xfcc behind an Istio sidecar; -collector-identity=token for local development)"))
 	}

@@ -24,6 +24,9 @@ func (s *Server) newWasmPlugin(identity string) error {
 		// The collector keys xDS would serve, when given.
 		wc.Base.CollectorCluster, wc.Base.CollectorToken = s.cfg.XDS.Base.CollectorCluster, s.cfg.XDS.Base.CollectorToken
 	}
+	if wc.Base.ValueKey == "" {
+		wc.Base.ValueKey = s.cfg.XDS.Base.ValueKey
+	}
 	if wc.Identity == "" {
 		wc.Identity = identity
 	}

@@ -61,6 +61,8 @@ type loop struct {
 	binding  identity.Binding
 	started  time.Time
 	summary  loopSummary
+	// valueKey is the run's value key (the filters' value_key).
+	valueKey string
 }
 
 // loopSummary is the control plane's part of the run's report.
@@ -128,7 +130,14 @@ func startLoop(ctx context.Context, redisAddr string, wf wasmFlags, seed uint64,
 	// and each run starts from none (see below).
 	cfg.Store.Prefix = runPrefix
 	cfg.XDS.WasmURI = abs
-	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster,
+	// A value key of the run's own, as a mesh has one (serve
+	// -value-key-file): records carry digests of short values.
+	vk := make([]byte, models.ValueKeyBytes)
+	if _, err := rand.Read(vk); err != nil {
+		return nil, err
+	}
+	l.valueKey = hex.EncodeToString(vk)
+	cfg.XDS.Base = pluginconfig.Config{Mode: pluginconfig.ModeMonitor, CollectorCluster: collectorCluster, ValueKey: l.valueKey,
 		// The replay reads each verdict back from the response.
 		ResponseScore: true}
 	if enf != nil {
@@ -265,7 +274,7 @@ func (l *loop) learn(ctx context.Context, recs []*source.Record) (*models.Model,
 	ws, idx := byWorkload(normal)
 	for _, w := range ws {
 		doc, err := (&pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: w, CollectorCluster: collectorCluster,
-			SampleRate: &all}).Encode()
+			SampleRate: &all, ValueKey: l.valueKey}).Encode()
 		if err != nil {
 			return nil, err
 		}

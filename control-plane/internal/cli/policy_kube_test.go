@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshward/meshward/models"
+
 	istioclient "istio.io/client-go/pkg/clientset/versioned"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -101,5 +103,21 @@ func testSecretCommand(t *testing.T, env *kubetest.Env) {
 	}
 	if err := Main([]string{"secret", "--kubeconfig", env.Kubeconfig, "-bytes", "8"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 		t.Error("an 8-byte secret was accepted")
+	}
+	if err := Main([]string{"secret", "--kubeconfig", env.Kubeconfig, "-format", "base32"}, &bytes.Buffer{}, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-format") {
+		t.Errorf("an unknown format: %v", err)
+	}
+
+	// The value key, as the manifests' Job creates it: one serve takes.
+	vk := []string{"secret", "--kubeconfig", env.Kubeconfig, "-namespace", "shop", "-name", "meshward-value-key", "-key", "key", "-bytes", "16", "-format", "hex"}
+	if err := Main(vk, &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err = env.Clientset.CoreV1().Secrets("shop").Get(context.Background(), "meshward-value-key", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := models.ParseValueKey(string(s.Data["key"])); err != nil {
+		t.Errorf("the value key Secret %q: %v", s.Data["key"], err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"time"
@@ -16,7 +17,8 @@ import (
 
 // secretCmd is "meshward secret": it creates a Secret holding a random
 // value unless it exists, so the manifests can ship Redis with a generated
-// password that never lives in a file (a Job runs it at install).
+// password, and the mesh with a value key (-format hex -bytes 16), that
+// never live in a file (a Job runs it at install).
 func secretCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("secret", stderr)
 	var kf kubeFlags
@@ -24,12 +26,17 @@ func secretCmd(args []string, stdout, stderr io.Writer) error {
 	ns := fs.String("namespace", "meshward-system", "the Secret's namespace")
 	name := fs.String("name", "meshward-redis", "the Secret's name")
 	key := fs.String("key", "password", "the key holding the random value")
-	size := fs.Int("bytes", 32, "random bytes in the value (base64url-encoded)")
+	size := fs.Int("bytes", 32, "random bytes in the value")
+	format := fs.String("format", "base64url", "how the value is written: base64url, or hex (a value key: -bytes 16)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *size < 16 || *size > 1024 {
 		return fmt.Errorf("%w: -bytes %d is not in [16, 1024]", ErrUsage, *size)
+	}
+	encode, ok := secretFormats[*format]
+	if !ok {
+		return fmt.Errorf("%w: -format %q is not base64url or hex", ErrUsage, *format)
 	}
 	cfg, err := kf.config()
 	if err != nil {
@@ -41,7 +48,7 @@ func secretCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	created, err := ensureSecret(ctx, kc, *ns, *name, *key, *size)
+	created, err := ensureSecret(ctx, kc, *ns, *name, *key, *size, encode)
 	if err != nil {
 		return err
 	}
@@ -53,10 +60,13 @@ func secretCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// secretFormats write a Secret's random value.
+var secretFormats = map[string]func([]byte) string{"base64url": base64.RawURLEncoding.EncodeToString, "hex": hex.EncodeToString}
+
 // ensureSecret creates the Secret with a fresh random value unless one of
 // that name exists (which is kept as it is: rotating a password is a
 // decision, not a side effect of a re-install).
-func ensureSecret(ctx context.Context, kc kubernetes.Interface, ns, name, key string, size int) (bool, error) {
+func ensureSecret(ctx context.Context, kc kubernetes.Interface, ns, name, key string, size int, encode func([]byte) string) (bool, error) {
 	if _, err := kc.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
 		return false, nil
 	} else if !apierrors.IsNotFound(err) {
@@ -67,7 +77,7 @@ func ensureSecret(ctx context.Context, kc kubernetes.Interface, ns, name, key st
 		return false, err
 	}
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/part-of": "meshward"}},
-		Type: corev1.SecretTypeOpaque, Data: map[string][]byte{key: []byte(base64.RawURLEncoding.EncodeToString(b))}}
+		Type: corev1.SecretTypeOpaque, Data: map[string][]byte{key: []byte(encode(b))}}
 	if _, err := kc.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return false, nil // another run won the race: its value stands

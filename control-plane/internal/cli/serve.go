@@ -22,6 +22,7 @@ import (
 	"github.com/meshward/meshward/control-plane/xds"
 	"github.com/meshward/meshward/filter/enforcement"
 	"github.com/meshward/meshward/filter/pluginconfig"
+	"github.com/meshward/meshward/models"
 	"github.com/meshward/meshward/models/record"
 )
 
@@ -32,6 +33,7 @@ type serveFlags struct {
 	mode, policyDir, qns, protected *string
 	denyReasons                     *string
 	kubeconfig, leaseNS, wasmPlugin *string
+	valueKeyFile                    *string
 }
 
 // register defines serve's flags on fs.
@@ -49,6 +51,7 @@ func (f *serveFlags) register(fs *flag.FlagSet, cfg *server.Config) {
 	f.denyReasons = fs.String("filter-deny-reasons", "", "the reasons enforce mode denies a request for, comma-separated: reasons or the groups default, values, content, structure, size, none (empty: default — content and values, never structural novelty)")
 	fs.IntVar(&cfg.MaxExceptions, "max-exceptions", cfg.MaxExceptions, "the most exceptions (meshward allow) stored at once")
 	fs.StringVar(&cfg.XDS.Base.CollectorCluster, "filter-collector-cluster", "", "the Envoy cluster filters ship records to (empty: none)")
+	f.valueKeyFile = fs.String("value-key-file", "", "a file holding the mesh's value key (32 hex digits: openssl rand -hex 16), given to the filters (value_key): their records carry keyed digests of short query and form values, and the models enumerate closed fields by them (empty: shapes only)")
 	fs.DurationVar(&cfg.TrainEvery, "train-every", cfg.TrainEvery, "how often to retrain from the collected samples (0: only on demand, POST /api/v1/train)")
 	fs.BoolVar(&cfg.Rollout.Canary, "canary", cfg.Rollout.Canary, "send a newly trained model to a share of the nodes first, promoted or rolled back on its flagged rate")
 	fs.Float64Var(&cfg.XDS.CanaryShare, "canary-share", 0.1, "the share of each group's nodes that gets a canary")
@@ -110,6 +113,17 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	cfg.Rules.Protected = strings.Split(*f.protected, ",")
+	if *f.valueKeyFile != "" {
+		b, err := os.ReadFile(*f.valueKeyFile)
+		if err != nil {
+			return fmt.Errorf("%w: -value-key-file: %v", ErrUsage, err)
+		}
+		k, err := models.ParseValueKey(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("%w: -value-key-file %s: %v", ErrUsage, *f.valueKeyFile, err)
+		}
+		cfg.XDS.Base.ValueKey = k.String()
+	}
 	cfg.XDS.Base.Mode = pluginconfig.Mode(*f.mode)
 	switch cfg.XDS.Base.Mode {
 	case pluginconfig.ModeLearn, pluginconfig.ModeMonitor, pluginconfig.ModeEnforce:
