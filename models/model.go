@@ -44,6 +44,8 @@ type Model struct {
 
 	sha  [32]byte
 	size int
+	// valueKey is the key SetValueKey gave.
+	valueKey ValueKey
 }
 
 // Workload is the part of a model that describes one destination workload.
@@ -795,6 +797,7 @@ func (w *Workload) digestKnown(pm *ParamModel, p *param) (known, decided bool) {
 // made with another key (or none given) judges them by their shapes. It
 // reports how many workloads enumerate digests under another key.
 func (m *Model) SetValueKey(k ValueKey) (mismatched int) {
+	m.valueKey = k
 	for _, w := range m.Workloads {
 		w.digestKey = nil
 		switch {
@@ -808,6 +811,10 @@ func (m *Model) SetValueKey(k ValueKey) (mismatched int) {
 	}
 	return mismatched
 }
+
+// ValueKey is the key SetValueKey gave (unset when none was): what a filter
+// scoring with the model is configured with.
+func (m *Model) ValueKey() ValueKey { return m.valueKey }
 
 // headerWeight is what a header value's surprise counts for against a
 // parameter value's. A workload's header models are learned across all its

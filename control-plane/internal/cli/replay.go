@@ -212,6 +212,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	var wf wasmFlags
 	wf.register(fs, "the compiled filter, for -runner wasm")
 	threshold := fs.Float64("threshold", 0, "flag above this score (0: the model's threshold)")
+	valueKeyFile := fs.String("value-key-file", "", "the mesh's value key (serve -value-key-file), for a model the control plane trained: its fields enumerated by value digests are then looked up, as the mesh's filters do (without it they are judged by shape)")
 	var lf liveFlags
 	lf.register(fs)
 	var sf sourceFlags
@@ -236,6 +237,15 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	m, err := loadModel(*modelPath)
 	if err != nil {
 		return err
+	}
+	if *valueKeyFile != "" {
+		k, err := readValueKey(*valueKeyFile)
+		if err != nil {
+			return err
+		}
+		if n := m.SetValueKey(k); n > 0 {
+			fmt.Fprintf(stderr, "warning: %d sections of the model enumerate value digests made with another key than -value-key-file's: those values are judged by their shapes\n", n)
+		}
 	}
 	recs, problems, err := readTraffic(fs.Args(), &sf, stderr)
 	if err != nil {

@@ -86,6 +86,20 @@ func (f *serveFlags) register(fs *flag.FlagSet, cfg *server.Config) {
 	fs.IntVar(&cfg.Trainer.MaxSectionBytes, "max-section-bytes", cfg.Trainer.MaxSectionBytes, "the size budget of one workload's section of the model (what one sidecar receives); a section over it is refused, naming its workload, which keeps its section in force")
 }
 
+// readValueKey reads a value key file (-value-key-file): 32 hex digits,
+// white space around them ignored.
+func readValueKey(path string) (models.ValueKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return models.ValueKey{}, fmt.Errorf("%w: -value-key-file: %v", ErrUsage, err)
+	}
+	k, err := models.ParseValueKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return models.ValueKey{}, fmt.Errorf("%w: -value-key-file %s: %v", ErrUsage, path, err)
+	}
+	return k, nil
+}
+
 // serve runs the control plane until interrupted.
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
@@ -114,13 +128,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Rules.Protected = strings.Split(*f.protected, ",")
 	if *f.valueKeyFile != "" {
-		b, err := os.ReadFile(*f.valueKeyFile)
+		k, err := readValueKey(*f.valueKeyFile)
 		if err != nil {
-			return fmt.Errorf("%w: -value-key-file: %v", ErrUsage, err)
-		}
-		k, err := models.ParseValueKey(strings.TrimSpace(string(b)))
-		if err != nil {
-			return fmt.Errorf("%w: -value-key-file %s: %v", ErrUsage, *f.valueKeyFile, err)
+			return err
 		}
 		cfg.XDS.Base.ValueKey = k.String()
 	}
