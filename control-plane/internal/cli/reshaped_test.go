@@ -183,8 +183,11 @@ func TestRunOnReshapedTraffic(t *testing.T) {
 			}
 			loop, offline := figs[0], figs[1]
 			t.Logf("loop %s; offline %s", loop, offline)
-			if loop.fpr > 0.005 || loop.auc < offline.auc-0.01 || loop.tpr01 < offline.tpr01-0.1 {
-				t.Errorf("the loop reads the traffic worse than meshward train's model: loop %s, offline %s (want FPR at the threshold ≤ 0.5 %%, ROC AUC within 0.01, TPR at 0.1 %% FPR within 10 points)", loop, offline)
+			// Within 0.003 of ROC AUC: the loop reads 0.0002-0.0009 below
+			// the offline model since records carry value digests, and
+			// 0.0038 below on the traffic as generated without them.
+			if loop.fpr > 0.005 || loop.auc < offline.auc-0.003 || loop.tpr01 < offline.tpr01-0.1 {
+				t.Errorf("the loop reads the traffic worse than meshward train's model: loop %s, offline %s (want FPR at the threshold ≤ 0.5 %%, ROC AUC within 0.003, TPR at 0.1 %% FPR within 10 points)", loop, offline)
 			}
 		})
 	}
