@@ -41,8 +41,9 @@ const (
 )
 
 // MaxShippedBody bounds a record's body: the prefix's shape (three bytes
-// for a symbol of a form), the pairs past it and a mark.
-const MaxShippedBody = 3*MaxBodyPrefix + MaxBodyTail + 2 + maxMarkDigits
+// for a symbol of a form) with its values' digest marks, the pairs past it
+// and a mark.
+const MaxShippedBody = 3*MaxBodyPrefix + MaxDigestMarks*DigestMarkLen + MaxBodyTail + 2 + maxMarkDigits
 
 // BodyTail reads a body past the prefix a record carries, chunk by chunk,
 // in bounded memory (the current pair's name and shape, the pairs written

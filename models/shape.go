@@ -77,7 +77,7 @@ func AppendShapeQueryDigest(dst []byte, q string, key *ValueKey) []byte {
 func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 	out := dst
 	inValue := false
-	n := 0
+	n, marks := 0, 0
 	for i := 0; i < len(q); i++ {
 		c := q[i]
 		switch {
@@ -88,8 +88,12 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 		case c == '=' && !inValue:
 			inValue = true
 			out = append(out, c)
-			if key != nil {
-				out = appendValueDigest(out, q[i+1:], key)
+			if key != nil && marks < MaxDigestMarks {
+				var marked bool
+				out, marked = appendValueDigest(out, q[i+1:], key)
+				if marked {
+					marks++
+				}
 			}
 			continue
 		case !inValue:
@@ -114,13 +118,13 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 
 // appendValueDigest appends the digest mark of the value raw starts with
 // (up to its '&', decoded as a form value is), when it is short enough to
-// be digested.
-func appendValueDigest(dst []byte, raw string, key *ValueKey) []byte {
+// be digested, and says whether it did.
+func appendValueDigest(dst []byte, raw string, key *ValueKey) ([]byte, bool) {
 	var buf [MaxDigestedValue]byte
 	n := 0
 	for i := 0; i < len(raw) && raw[i] != '&'; i++ {
 		if n == len(buf) {
-			return dst
+			return dst, false
 		}
 		c := raw[i]
 		switch {
@@ -133,7 +137,7 @@ func appendValueDigest(dst []byte, raw string, key *ValueKey) []byte {
 		buf[n] = c
 		n++
 	}
-	return appendDigestMark(dst, key.Digest(buf[:n]))
+	return appendDigestMark(dst, key.Digest(buf[:n])), true
 }
 
 // appendEncodedShapeByte appends a shape's byte as a query or form value

@@ -24,6 +24,13 @@ import (
 // its shape alone.
 const MaxDigestedValue = 24
 
+// MaxDigestMarks bounds the digest marks of a record's query, and of its
+// body: the first values of each that are short enough carry one, so a
+// request of many short values cannot make its record grow past the
+// collector's bounds (MaxShippedBody). A field met past them in training
+// is not enumerated by digests.
+const MaxDigestMarks = 64
+
 // ValueKey is the key of value digests: 128 bits (SipHash-2-4's key).
 type ValueKey struct {
 	k0, k1 uint64

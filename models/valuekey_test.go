@@ -117,6 +117,25 @@ func TestShapesCarryDigests(t *testing.T) {
 	}
 }
 
+// Abuse: a request of many short values cannot make its record outgrow
+// the collector's bounds: the first MaxDigestMarks values of the query, and
+// of the body, carry a mark, the rest none; a body of the most marks and the
+// widest shapes stays within MaxShippedBody.
+func TestDigestMarksAreBounded(t *testing.T) {
+	k := testKey(t, keyA)
+	q := strings.Repeat("a=1&", 200)
+	if n := strings.Count(string(AppendShapeQueryDigest(nil, q, &k)), "~") / 2; n != MaxDigestMarks {
+		t.Errorf("a query of 200 short values carries %d marks, want %d", n, MaxDigestMarks)
+	}
+	for _, body := range []string{strings.Repeat("a=&", 2000), strings.Repeat("a=!!!!!!!!!!!!!!!!!!!!!!!&", 400), strings.Repeat("%21", 3000)} {
+		r := Request{Method: "POST", Path: "/x", Body: []byte(body),
+			Headers: []Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}}
+		if n := len(ShapeBodyDigest(&r, &k)); n > MaxShippedBody {
+			t.Errorf("a body of %d bytes ships %d, over MaxShippedBody %d", len(body), n, MaxShippedBody)
+		}
+	}
+}
+
 // digestTrain trains as the control plane does on the records of filters
 // with value key k (trainer told key's ID), through the codec, the model
 // then scoring with k as a filter would.

@@ -195,7 +195,7 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 		{"status 999", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Status":999,"Destination"`, 1), RefusedInvalid},
 		{"a method that is not a token", cartToken, strings.Replace(at(now, ""), `"GET"`, `"GET /x"`, 1), RefusedInvalid},
 		{"score above one", cartToken, at(now, `,"flagged":true`)[:0] + line("cart.shop", "/a", 2), RefusedInvalid},
-		{"a query longer than a filter reads", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Query":"q=`+strings.Repeat("a", 64<<10)+`","Destination"`, 1), RefusedInvalid},
+		{"a query longer than a filter reads", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Query":"q=`+strings.Repeat("a", 64<<10+models.MaxDigestMarks*models.DigestMarkLen)+`","Destination"`, 1), RefusedInvalid},
 		{"a body longer than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody+1)+`","Destination"`, 1), RefusedInvalid},
 		{"more headers than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders+1)+`,"Destination"`, 1), RefusedInvalid},
 	}
