@@ -164,6 +164,10 @@ const (
 	MaxShippedHeaderValue = 4 << 10
 	// MaxShippedContentType bounds a content type shipped as it is.
 	MaxShippedContentType = 128
+	// MaxShippedQuery bounds a record's query: the shape of a query within
+	// the filter's default header inspection limit (64 KiB, :path
+	// included), three bytes for a symbol, with its digest marks.
+	MaxShippedQuery = 3*(64<<10) + MaxDigestMarks*DigestMarkLen
 )
 
 // shippedAsIs is the header whose value a record carries as it is, not its

@@ -425,7 +425,7 @@ func (c *Collector) parse(body []byte, sender string) (recs []record.Record, ref
 const (
 	maxName    = 256
 	maxPath    = 2048
-	maxQuery   = 64<<10 + models.MaxDigestMarks*models.DigestMarkLen // the filter's inspection limit on headers, :path's included, and digest marks
+	maxQuery   = models.MaxShippedQuery // the shape of a query within the filter's default inspection limit on headers
 	maxHeaders = models.MaxShippedHeaders
 	maxHeader  = models.MaxShippedHeaderValue
 	maxBody    = models.MaxShippedBody // a form's shape: three bytes for a symbol, and the pairs past the prefix

@@ -195,7 +195,7 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 		{"status 999", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Status":999,"Destination"`, 1), RefusedInvalid},
 		{"a method that is not a token", cartToken, strings.Replace(at(now, ""), `"GET"`, `"GET /x"`, 1), RefusedInvalid},
 		{"score above one", cartToken, at(now, `,"flagged":true`)[:0] + line("cart.shop", "/a", 2), RefusedInvalid},
-		{"a query longer than a filter reads", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Query":"q=`+strings.Repeat("a", 64<<10+models.MaxDigestMarks*models.DigestMarkLen)+`","Destination"`, 1), RefusedInvalid},
+		{"a query longer than a filter reads", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Query":"q=`+strings.Repeat("a", models.MaxShippedQuery)+`","Destination"`, 1), RefusedInvalid},
 		{"a body longer than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody+1)+`","Destination"`, 1), RefusedInvalid},
 		{"more headers than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders+1)+`,"Destination"`, 1), RefusedInvalid},
 	}
@@ -217,8 +217,11 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 	// Within the window, and at the smallest rate: accepted.
 	ok := at(now.Add(4*time.Minute), `,"sample_rate":0.001`) + "\n" + at(now.Add(-4*time.Minute), "") + "\n" +
 		strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders)+`,"Destination"`, 1) + "\n" +
-		strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody)+`","Destination"`, 1)
-	if code, r, _ := post(t, f.url, cartToken, newKey(), ok); code != 200 || r.Accepted != 4 {
+		strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody)+`","Destination"`, 1) + "\n" +
+		// The shape of a query of 64 KiB of symbols (what the filter
+		// reads of :path by default), three bytes each.
+		strings.Replace(at(now, ""), `"Destination"`, `"Query":"`+string(models.AppendShapeQuery(nil, strings.Repeat("q="+strings.Repeat("!", 4090)+"&", 16)))+`","Destination"`, 1)
+	if code, r, _ := post(t, f.url, cartToken, newKey(), ok); code != 200 || r.Accepted != 5 {
 		t.Errorf("records within bounds: %d %+v", code, r)
 	}
 }
