@@ -324,11 +324,19 @@ func modelConfig(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.CollectorCluster, "collector-cluster", "", "Envoy cluster of the collector")
 	threshold := fs.Float64("threshold", 0, "override the model's calibrated threshold (0: keep it)")
 	maxSection := fs.Int("max-section-bytes", trainer.DefaultMaxSectionBytes, "refuse a section over this size budget")
+	valueKeyFile := fs.String("value-key-file", "", "the mesh's value key (serve -value-key-file), written as value_key: the filter digests short values with it")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("%w: model config needs exactly one model file", ErrUsage)
+	}
+	if *valueKeyFile != "" {
+		k, err := readValueKey(*valueKeyFile)
+		if err != nil {
+			return err
+		}
+		c.ValueKey = k.String()
 	}
 	m, err := loadModel(fs.Arg(0))
 	if err != nil {

@@ -109,7 +109,20 @@ func TestReplayWithTheValueKey(t *testing.T) {
 			}
 		})
 	}
+	// model config writes the key beside the section, for a filter
+	// configured by hand (plain Envoy without xDS).
+	var doc bytes.Buffer
+	if err := Main([]string{"model", "config", "-workload", "shop", "-value-key-file", keyFile, model}, &doc, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		ValueKey string `json:"value_key"`
+	}
+	if err := json.Unmarshal(doc.Bytes(), &c); err != nil || c.ValueKey != hexKey {
+		t.Errorf("model config: value_key %q (%v), want %s", c.ValueKey, err, hexKey)
+	}
 	for _, args := range [][]string{
+		{"model", "config", "-workload", "shop", "-value-key-file", badKey, model},
 		{"replay", "-model", model, "-value-key-file", badKey, traffic},
 		{"replay", "-model", model, "-value-key-file", filepath.Join(dir, "missing"), traffic},
 		{"serve", "-value-key-file", badKey},
