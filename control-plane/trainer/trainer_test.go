@@ -668,3 +668,72 @@ func TestLongBodiesPassTheGate(t *testing.T) {
 		t.Errorf("%d of 200 normal posts flagged", flagged)
 	}
 }
+
+// Records that carry value digests (filters with a value key) train, on a
+// real redis-server, a model the gate lets through, which enumerates the
+// closed field by digests under the key's ID: the gate, the judge set and
+// readiness read the records' marks as the trainer does.
+func TestDigestRecordsPassTheGate(t *testing.T) {
+	srv := redistest.Start(t)
+	st, err := store.New(srv.Client(t), store.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := models.ParseValueKey("5a5a5a5a5a5a5a5a0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	post := func(category string) models.Request {
+		if category == "" {
+			category = []string{"books", "music", "toys"}[rng.IntN(3)]
+		}
+		body := fmt.Sprintf("category=%s&qty=%d&note=%s", category, 1+rng.IntN(9), strings.Repeat("ab+", 1+rng.IntN(20)))
+		return models.Request{Method: "POST", Path: "/contact", Source: "ingress", Destination: "web", Status: 200,
+			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}},
+			Body:    []byte(body), RequestBytes: int64(len(body))}
+	}
+	var recs []record.Record
+	for i := 0; i < 3000; i++ {
+		r := post("")
+		recs = append(recs, record.Record{TS: time.Unix(int64(i), 0), Route: "/contact", Request: models.ShapeRequestDigest(&r, &k)})
+	}
+	ingestBatches(t, st, recs)
+	cfg := DefaultConfig()
+	cfg.Train.ValueKeyID = k.ID()
+	rep, err := Round(context.Background(), st, cfg, time.Unix(0, 0))
+	if err != nil || !rep.Published || rep.FlaggedRate > 0.01 {
+		t.Fatalf("round on records with digests: %+v %v", rep, err)
+	}
+	m := currentModel(t, st)
+	m.SetValueKey(k)
+	w := m.Workload("web")
+	if w.ValueKeyID != k.ID() {
+		t.Fatalf("the section's value key id %x, want %x", w.ValueKeyID, k.ID())
+	}
+	flagged := 0
+	for i := 0; i < 200; i++ {
+		r := post("")
+		if v := w.Score(&r); v.Score > m.Meta.Threshold {
+			flagged++
+		}
+	}
+	if flagged > 2 {
+		t.Errorf("%d of 200 normal posts flagged", flagged)
+	}
+	known, tampered := post("books"), post("bookz")
+	tampered.Body = []byte(strings.Replace(string(known.Body), "books", "bookz", 1))
+	kv, tv := w.Score(&known), w.Score(&tampered)
+	if !hasReasonCode(tv, models.ReasonNewValue) || tv.Score <= kv.Score {
+		t.Errorf("bookz (the shape of books): %.3f %v; books %.3f %v", tv.Score, tv.ReasonList(), kv.Score, kv.ReasonList())
+	}
+}
+
+func hasReasonCode(v models.Verdict, code models.ReasonCode) bool {
+	for _, r := range v.ReasonList() {
+		if r.Code == code {
+			return true
+		}
+	}
+	return false
+}
