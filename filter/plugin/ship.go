@@ -274,8 +274,11 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 func recordSize(r *models.Request, tail *models.BodyTail, route string, v *record.Version, key *models.ValueKey) int {
 	n := 320 + 2*len(route) + len(r.Method) + 3*len(r.Query) + len(r.Source) + len(r.Destination)
 	if key.Set() {
-		// A digest's mark per value at most (short ones carry one).
-		n += models.DigestMarkLen * (strings.Count(r.Query, "=") + bytes.Count(r.Body[:min(len(r.Body), models.MaxBodyPrefix)], []byte{'='}))
+		// A digest's mark per value at most (short ones carry one, up to
+		// models.MaxDigestMarks in the query and in the body).
+		q := min(strings.Count(r.Query, "="), models.MaxDigestMarks)
+		body := min(bytes.Count(r.Body[:min(len(r.Body), models.MaxBodyPrefix)], []byte{'='}), models.MaxDigestMarks)
+		n += models.DigestMarkLen * (q + body)
 	}
 	if v != nil {
 		n += v.Len()
