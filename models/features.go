@@ -110,8 +110,10 @@ type param struct {
 	// nameDigest); nil otherwise.
 	digest *nameDigest
 	// vd is the value's digest a record's mark gave (hasVD; see
-	// Request.marked).
+	// Request.marked); vk names the key the record's marks were made with
+	// (Request.ValueKeyID).
 	vd    uint64
+	vk    uint32
 	hasVD bool
 }
 
@@ -126,8 +128,9 @@ type paramScratch struct {
 	// knew as an enumerated value; the content model skips them.
 	known uint64
 	// marks says the request's query and form values may carry digest
-	// marks (Request.marked).
-	marks bool
+	// marks (Request.marked), made with the key markKey names.
+	marks   bool
+	markKey uint32
 	// sink judges the parameters a batch at a time, when the scratch is
 	// full and at the end of the request (see begin); nil keeps the first
 	// batch and ignores what does not fit.

@@ -773,12 +773,12 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 // (ParamModel.HashEnum) up: known says its digest is one of them; decided
 // says there was a digest to look up, or the value is too long to be one
 // of the short values learned. A short value has a digest when a record's
-// mark gave it, or the filter's value key is the one the workload's
-// digests were made with (SetValueKey).
+// mark gave it under the key the workload's digests were made with, or the
+// filter's value key is that key (SetValueKey).
 func (w *Workload) digestKnown(pm *ParamModel, p *param) (known, decided bool) {
 	var d uint64
 	switch {
-	case p.hasVD:
+	case p.hasVD && p.vk == w.ValueKeyID:
 		d = p.vd
 	case len(p.value) > MaxDigestedValue:
 		return false, true

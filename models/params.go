@@ -373,7 +373,12 @@ func (s *paramStats) model(route uint32, name string) ParamModel {
 }
 
 // observeDigest counts a whole value's digest (see paramStats.digests).
+// A record made with another key (or none: Request.ValueKeyID) says
+// nothing either way.
 func (s *paramStats) observeDigest(p *param) {
+	if p.vk != s.ws.keyID {
+		return
+	}
 	if !p.hasVD || p.cont || len(p.value) > MaxDigestedValue {
 		s.digests, s.noDigests = nil, true
 		return

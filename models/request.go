@@ -57,6 +57,11 @@ type Request struct {
 	RequestBytes  int64
 	ResponseBytes int64
 	Duration      time.Duration
+	// ValueKeyID, in a record, is the ID of the value key its digest marks
+	// were made with (ValueKey.ID; 0: the filter had none): only a record
+	// of the key a model's digests are made with teaches or is judged by
+	// them, so records of a key being rotated out change nothing.
+	ValueKeyID uint32 `json:",omitempty"`
 
 	// marked says the request is a record a filter shipped, read as the
 	// trainer reads one (AsRead, Trainer.readable): a short value's shape

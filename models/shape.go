@@ -238,7 +238,7 @@ func ShapeRequest(r *Request) Request { return ShapeRequestDigest(r, nil) }
 // r: its short query and form values with their digests (see ValueKey).
 func ShapeRequestDigest(r *Request, key *ValueKey) Request {
 	s := Request{Method: r.Method, Path: Template(r.Path), Source: r.Source, Destination: r.Destination,
-		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes}
+		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes, ValueKeyID: key.ID()}
 	if r.Query != "" {
 		s.Query = string(AppendShapeQueryDigest(make([]byte, 0, len(r.Query)), r.Query, key))
 	}

@@ -43,7 +43,7 @@ type batchSink interface {
 // it is fed (feed), each batch going to sink (nil: the first batch is kept
 // and what does not fit is ignored).
 func (s *paramScratch) begin(r *Request, sink batchSink) {
-	s.n, s.used, s.known, s.sink, s.marks = 0, 0, 0, sink, r.marked
+	s.n, s.used, s.known, s.sink, s.marks, s.markKey = 0, 0, 0, sink, r.marked, r.ValueKeyID
 	if r.Query != "" {
 		s.addQuery(stringBytes(r.Query), false)
 	}
@@ -122,7 +122,7 @@ func (s *paramScratch) push(name, value []byte, header, body, cont, last bool, f
 	// Field by field: a composite literal of the struct is a memory.fill
 	// and a memory.copy in wasm, per parameter.
 	p := &s.params[s.n]
-	p.digest, p.hasVD = nil, false
+	p.digest, p.hasVD, p.vk = nil, false, s.markKey
 	if s.marks && !header && !cont {
 		// A record's value: its digest's mark comes off (a short value is
 		// read in one window).

@@ -34,6 +34,7 @@ const MaxDigestMarks = 64
 // ValueKey is the key of value digests: 128 bits (SipHash-2-4's key).
 type ValueKey struct {
 	k0, k1 uint64
+	id     uint32 // ID, worked out once
 	set    bool
 }
 
@@ -53,6 +54,10 @@ func ParseValueKey(s string) (ValueKey, error) {
 	k := ValueKey{k0: binary.LittleEndian.Uint64(b[:8]), k1: binary.LittleEndian.Uint64(b[8:]), set: true}
 	if k.k0 == 0 && k.k1 == 0 {
 		return ValueKey{}, fmt.Errorf("value key: all zeros; generate one (openssl rand -hex %d)", ValueKeyBytes)
+	}
+	k.id = uint32(sipHash(k.k0, k.k1, []byte("meshward value key id")))
+	if k.id == 0 {
+		k.id = 1 // 0 says no key
 	}
 	return k, nil
 }
@@ -75,11 +80,7 @@ func (k *ValueKey) ID() uint32 {
 	if !k.Set() {
 		return 0
 	}
-	id := uint32(sipHash(k.k0, k.k1, []byte("meshward value key id")))
-	if id == 0 {
-		id = 1 // 0 says no key
-	}
-	return id
+	return k.id
 }
 
 // Digest is the keyed digest of a value.

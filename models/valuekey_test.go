@@ -272,7 +272,7 @@ func TestDigestEnumerationIsBounded(t *testing.T) {
 		if i == 7 {
 			q[2] = "bare=aa"
 		}
-		r := Request{Method: "GET", Path: "/x", Query: strings.Join(q, "&"), Source: "s", Destination: "d"}
+		r := Request{Method: "GET", Path: "/x", Query: strings.Join(q, "&"), Source: "s", Destination: "d", ValueKeyID: k.ID()}
 		tr.Observe(&r)
 	}
 	m := throughCodec(t, tr)
@@ -319,6 +319,63 @@ func TestDigestEnumerationIsBounded(t *testing.T) {
 		}
 		if _, err := Decode(bad); !errors.Is(err, ErrModelFormat) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", c.name, err, c.want)
+		}
+	}
+}
+
+// A key's rotation: records whose marks were made with another key than
+// the trainer's (or with none) teach no digest and end no enumeration, and
+// a record judged against the model reads its marks only when they were
+// made with the key of the model's digests; so while filters move from one
+// key to the next, the records of both change nothing.
+func TestRecordsOfAnotherKeyTeachNothing(t *testing.T) {
+	a, b := testKey(t, keyA), testKey(t, keyB)
+	cfg := ShapedTrainConfig()
+	cfg.ValueKeyID = b.ID() // the new key
+	tr, err := NewTrainer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	colours := []string{"red", "blue", "green"}
+	for i := 0; i < 3000; i++ {
+		r := shopRequest("colour=" + colours[(i/3)%3] + "&qty=" + fmt.Sprint(i%4))
+		var s Request
+		switch i % 3 {
+		case 0:
+			s = ShapeRequestDigest(&r, &a) // filters still on the old key
+		case 1:
+			s = ShapeRequest(&r) // and on none
+		default:
+			s = ShapeRequestDigest(&r, &b)
+		}
+		tr.Observe(&s)
+	}
+	m := throughCodec(t, tr)
+	w := m.Workload("d")
+	colour := paramNamed(w, "colour")
+	if colour == nil || !colour.HashEnum || len(colour.Enum) != 3 || w.ValueKeyID != b.ID() {
+		t.Fatalf("colour: want the 3 digests of key B enumerated, got %+v (workload key id %x, B's %x)", colour, w.ValueKeyID, b.ID())
+	}
+	for _, c := range colours {
+		if _, ok := colour.enumSet.get(b.Digest([]byte(c))); !ok {
+			t.Errorf("%s's digest under key B is not enumerated", c)
+		}
+	}
+	// Judged as the control plane judges records (AsRead).
+	judge := func(key *ValueKey, c string) Verdict {
+		r := shopRequest("colour=" + c + "&qty=1")
+		s := ShapeRequestDigest(&r, key)
+		return w.Score(AsRead(&s))
+	}
+	if v := judge(&b, "red"); hasReason(v, ReasonNewValue) {
+		t.Errorf("red under key B: %v", v.ReasonList())
+	}
+	if v := judge(&b, "rex"); !hasReason(v, ReasonNewValue) {
+		t.Errorf("rex under key B is not a new value: %v", v.ReasonList())
+	}
+	for _, key := range []*ValueKey{&a, nil} {
+		if v := judge(key, "red"); hasReason(v, ReasonNewValue) {
+			t.Errorf("red under another key (%v) is a new value: %v", key != nil, v.ReasonList())
 		}
 	}
 }

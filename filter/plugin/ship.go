@@ -244,7 +244,7 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 		body = models.AppendShapeBody(nil, r, tail, key)
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
-		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body)
+		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body, key.ID())
 	n := 0
 	for _, h := range r.Headers {
 		if models.SkipHeader(h.Name) || n == models.MaxShippedHeaders {

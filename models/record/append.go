@@ -15,7 +15,7 @@ import (
 // nothing themselves. A record is written in order:
 //
 //	b = AppendHead(b, …)        {"ts_ns":…,"route":…,"score":…,"flagged":…[,"model":…][,"sample_rate":…],"request":{
-//	b = AppendRequest(b, …)     "Method":…,…,"ResponseBytes":…[,"Body":…],"Headers":[
+//	b = AppendRequest(b, …)     "Method":…,…,"ResponseBytes":…[,"Body":…][,"ValueKeyID":…],"Headers":[
 //	b = AppendHeader(b, …)      {"Name":…,"Value":…}  (once per header)
 //	b = AppendEnd(b)            ]}}
 
@@ -71,7 +71,10 @@ func AppendHead(b []byte, tsUnixNano int64, route string, score float64, flagged
 // AppendRequest writes the request's fields up to its headers. path, query
 // and body are what leaves the sidecar of them: the route template and the
 // shapes (models.ShapeQuery, models.ShapeValue); an empty body is left out.
-func AppendRequest(b []byte, method, path, query, source, destination string, status int, requestBytes, responseBytes int64, body []byte) []byte {
+//
+// valueKeyID names the value key the query's and body's digest marks were
+// made with (models.Request.ValueKeyID; 0: none, left out).
+func AppendRequest(b []byte, method, path, query, source, destination string, status int, requestBytes, responseBytes int64, body []byte, valueKeyID uint32) []byte {
 	b = append(b, `"Method":`...)
 	b = appendString(b, method)
 	b = append(b, `,"Path":`...)
@@ -93,6 +96,10 @@ func AppendRequest(b []byte, method, path, query, source, destination string, st
 		b = append(b, `,"Body":"`...)
 		b = base64.StdEncoding.AppendEncode(b, body)
 		b = append(b, '"')
+	}
+	if valueKeyID != 0 {
+		b = append(b, `,"ValueKeyID":`...)
+		b = strconv.AppendUint(b, uint64(valueKeyID), 10)
 	}
 	return append(b, `,"Headers":[`...)
 }
