@@ -65,8 +65,20 @@ func ParseValueKey(s string) (ValueKey, error) {
 // Set reports whether the key was given.
 func (k *ValueKey) Set() bool { return k != nil && k.set }
 
-// String writes the key as ParseValueKey reads it.
+// String names the key by its ID, never the key itself: a key printed by
+// mistake (a configuration logged with %v) gives nothing away.
 func (k ValueKey) String() string {
+	if !k.set {
+		return "no value key"
+	}
+	return fmt.Sprintf("value key %08x", k.id)
+}
+
+// GoString is String, for %#v.
+func (k ValueKey) GoString() string { return k.String() }
+
+// Hex writes the key as ParseValueKey reads it.
+func (k ValueKey) Hex() string {
 	var b [ValueKeyBytes]byte
 	binary.LittleEndian.PutUint64(b[:8], k.k0)
 	binary.LittleEndian.PutUint64(b[8:], k.k1)

@@ -44,8 +44,15 @@ const (
 
 func TestParseValueKey(t *testing.T) {
 	k, kb := testKey(t, keyA), testKey(t, keyB)
-	if k.String() != keyA || !k.Set() || k.ID() == 0 || k.ID() == kb.ID() {
-		t.Errorf("key %s: reads back %s, set %v, id %x", keyA, k.String(), k.Set(), k.ID())
+	if k.Hex() != keyA || !k.Set() || k.ID() == 0 || k.ID() == kb.ID() {
+		t.Errorf("key %s: reads back %s, set %v, id %x", keyA, k.Hex(), k.Set(), k.ID())
+	}
+	// Printed by mistake, a key (or what holds one) shows its ID only.
+	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+		holder := struct{ Key ValueKey }{k}
+		if out := fmt.Sprintf(f, holder); strings.Contains(out, keyA) || strings.Contains(out, fmt.Sprint(k.k0)) || !strings.Contains(out, fmt.Sprintf("%08x", k.ID())) {
+			t.Errorf("%s of a key's holder: %s", f, out)
+		}
 	}
 	var none ValueKey
 	if none.Set() || none.ID() != 0 {

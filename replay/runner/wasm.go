@@ -197,7 +197,7 @@ func (w *Wasm) runWorkload(vm *vm, dst string, recs []*source.Record, idx []int,
 		c := pluginconfig.Config{Mode: pluginconfig.ModeMonitor, Workload: workload, Model: section, Threshold: w.threshold, ResponseScore: true}
 		if k := w.model.ValueKey(); k.Set() {
 			// The filter digests values with the key the model was given.
-			c.ValueKey = k.String()
+			c.ValueKey = k.Hex()
 		}
 		if w.Enforce != nil {
 			c.Mode, c.DenyReasons, c.Exceptions = pluginconfig.ModeEnforce, w.Enforce.DenyReasons, w.Enforce.rulesFor(workload)

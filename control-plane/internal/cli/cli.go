@@ -336,7 +336,7 @@ func modelConfig(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c.ValueKey = k.String()
+		c.ValueKey = k.Hex()
 	}
 	m, err := loadModel(fs.Arg(0))
 	if err != nil {

@@ -132,7 +132,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		cfg.XDS.Base.ValueKey = k.String()
+		cfg.XDS.Base.ValueKey = k.Hex()
 	}
 	cfg.XDS.Base.Mode = pluginconfig.Mode(*f.mode)
 	switch cfg.XDS.Base.Mode {
