@@ -184,6 +184,9 @@ func readDigestMark(v []byte) (uint64, bool) {
 	return d, true
 }
 
+// DigestMarks counts the digest marks of a record's query or body shape.
+func DigestMarks(shape []byte) int { return bytes.Count(shape, []byte{'~'}) / 2 }
+
 // appendUnmarked appends s without the digest marks of its values (a mark
 // after a '=').
 func appendUnmarked(dst, s []byte) []byte {

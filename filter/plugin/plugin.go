@@ -31,6 +31,11 @@ const (
 	// MetricUnidentified counts requests whose caller nothing trustworthy
 	// named (scored as models.UnknownSource; never shipped in learn mode).
 	MetricUnidentified = "meshward_unidentified_total"
+	// MetricDigestsCapped counts records whose query or body carried as
+	// many value digests as a record may (models.MaxDigestMarks): the
+	// short values past them went without one, and their fields are not
+	// enumerated by digests where such requests are learned.
+	MetricDigestsCapped = "meshward_digest_marks_capped_total"
 	// MetricScore is a histogram of scores in thousandths (0–1000).
 	MetricScore = "meshward_score_permille"
 )
@@ -58,6 +63,7 @@ var Metrics = []Metric{
 	{MetricConfigRejected, Counter}, {MetricShipped, Counter}, {MetricDropped, Counter}, {MetricScore, Histogram},
 	{MetricUninspected, Counter},
 	{MetricUnidentified, Counter},
+	{MetricDigestsCapped, Counter},
 }
 
 // Response headers and body of a denied request.
@@ -80,6 +86,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
 	shipped, dropped, uninspected, unidentified   proxywasm.MetricCounter
+	digestsCapped                                 proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -150,8 +157,9 @@ func (p *pluginContext) defineMetrics() {
 		dropped:  proxywasm.DefineCounterMetric(Metrics[6].Name),
 		score:    proxywasm.DefineHistogramMetric(Metrics[7].Name),
 		// The uninspected bytes are flushed with the request count.
-		uninspected:  proxywasm.DefineCounterMetric(Metrics[8].Name),
-		unidentified: proxywasm.DefineCounterMetric(Metrics[9].Name),
+		uninspected:   proxywasm.DefineCounterMetric(Metrics[8].Name),
+		unidentified:  proxywasm.DefineCounterMetric(Metrics[9].Name),
+		digestsCapped: proxywasm.DefineCounterMetric(Metrics[10].Name),
 	}
 }
 

@@ -94,7 +94,11 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &s.ValueKey, &p.ship.scratch)
+	var capped bool
+	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &s.ValueKey, &p.ship.scratch, &capped)
+	if capped {
+		p.metrics.digestsCapped.Increment(1)
+	}
 	if h.flagged {
 		rec = appendDecision(rec, v, &h.decision, h.enforced)
 	}
@@ -226,9 +230,12 @@ func batchKey() string {
 // (record.Record). A sampled record stands for 1/sample_rate requests; a
 // whole one (flagged, or on a new edge: all of those are shipped) for
 // itself. With a value key, short query and form values carry their
-// digests (models.AppendShapeQueryDigest). scratch is reusable working
-// memory for shapes; the record itself is the only allocation.
-func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, key *models.ValueKey, scratch *[]byte) []byte {
+// digests (models.AppendShapeQueryDigest); capped (when not nil) is set
+// when the query or the body carries as many as a record may
+// (models.MaxDigestMarks), so that values past them went without one.
+// scratch is reusable working memory for shapes; the record itself is the
+// only allocation.
+func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, key *models.ValueKey, scratch *[]byte, capped *bool) []byte {
 	// The route and the shapes are built in place rather than as strings.
 	var tbuf [models.MaxRouteBytes + 8]byte
 	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
@@ -242,6 +249,9 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 	if len(r.Body) > 0 {
 		// The body travels as its shape, as query values do.
 		body = models.AppendShapeBody(nil, r, tail, key)
+	}
+	if capped != nil && key.Set() {
+		*capped = models.DigestMarks(sc) == models.MaxDigestMarks || models.DigestMarks(body) == models.MaxDigestMarks
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
 		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body, key.ID())

@@ -198,7 +198,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	r := &models.Request{Method: "POST", Path: "/reviews/77", Query: "q=a%20b&n=1", Source: frontend, Destination: workload,
 		Status: 503, ResponseBytes: 42, Body: []byte("secret 1"),
 		Headers: []models.Header{{Name: "user-agent", Value: "Go-http/1.1"}, {Name: "x-request-id", Value: "abc"}}}
-	line := encodeRecord(r, nil, 0.98765, true, true, nil, nil, new([]byte))
+	line := encodeRecord(r, nil, 0.98765, true, true, nil, nil, new([]byte), nil)
 	var rec record.Record
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
@@ -215,7 +215,7 @@ func TestShippedRecordIsACollectorRecord(t *testing.T) {
 	// A form sent without a content type is read as a form (sniffed), so
 	// it travels as one: its names, not its values.
 	r.Body = []byte("token=hunter2&n=1")
-	line = encodeRecord(r, nil, 0.98765, true, true, nil, nil, new([]byte))
+	line = encodeRecord(r, nil, 0.98765, true, true, nil, nil, new([]byte), nil)
 	if err := json.Unmarshal(line, &rec); err != nil {
 		t.Fatalf("%s: %v", line, err)
 	}
@@ -243,7 +243,7 @@ func TestShippedRecordIsTheShapedRequest(t *testing.T) {
 	} {
 		for _, k := range []*models.ValueKey{nil, &key} {
 			var rec record.Record
-			if err := json.Unmarshal(encodeRecord(r, nil, 0.1, false, false, nil, k, new([]byte)), &rec); err != nil {
+			if err := json.Unmarshal(encodeRecord(r, nil, 0.1, false, false, nil, k, new([]byte), nil), &rec); err != nil {
 				t.Fatal(err)
 			}
 			want := models.ShapeRequestDigest(r, k)
@@ -271,7 +271,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 	for _, r := range []*models.Request{r, &post} {
 		var tbuf [models.MaxRouteBytes + 8]byte
 		want := recordSize(r, nil, string(models.AppendTemplate(tbuf[:0], r.Path)), &v, nil)
-		line := encodeRecord(r, nil, 0.5, false, false, &v, nil, new([]byte))
+		line := encodeRecord(r, nil, 0.5, false, false, &v, nil, new([]byte), nil)
 		if cap(line) != want {
 			t.Errorf("%s record of %d bytes grew from %d to %d bytes of capacity", r.Method, len(line), want, cap(line))
 		}
@@ -283,7 +283,7 @@ func TestRecordIsAllocatedOnce(t *testing.T) {
 func TestShippedRecordOfAHostileRequestIsValidJSON(t *testing.T) {
 	r := &models.Request{Method: "G\"ET", Path: "/a\xff/\x00\\", Source: "sp\x01iffe\xc3", Destination: workload,
 		Headers: []models.Header{{Name: "x-h", Value: "\xff\x01ü\"\\"}}}
-	line := encodeRecord(r, nil, 0.5, false, false, nil, nil, new([]byte))
+	line := encodeRecord(r, nil, 0.5, false, false, nil, nil, new([]byte), nil)
 	if !json.Valid(line) {
 		t.Fatalf("invalid JSON: %q", line)
 	}

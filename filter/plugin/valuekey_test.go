@@ -110,6 +110,20 @@ func TestValueKeyDigestsShortValues(t *testing.T) {
 			if !strings.Contains(string(rec.Request.Body), "~") || strings.Contains(string(rec.Request.Body), "red") {
 				t.Errorf("record body %q: want digests, not values", rec.Request.Body)
 			}
+			if n := counter(t, host, MetricDigestsCapped); n != 0 {
+				t.Errorf("%s = %d after a request of three values", MetricDigestsCapped, n)
+			}
+		})
+		t.Run("marks are bounded and counted", func(t *testing.T) {
+			host := e.mustStart(t, hostOpts{config: valueKeyConfig(t, pluginconfig.ModeLearn, testValueKey, nil), props: peer(frontend)})
+			send(host, "/orders", strings.Repeat("a=1&", 100)+"colour=red")
+			rec := shippedRecord(t, host)
+			if n := models.DigestMarks(rec.Request.Body); n != models.MaxDigestMarks {
+				t.Errorf("a body of 101 short values carries %d marks, want %d", n, models.MaxDigestMarks)
+			}
+			if n := counter(t, host, MetricDigestsCapped); n != 1 {
+				t.Errorf("%s = %d, want 1", MetricDigestsCapped, n)
+			}
 		})
 		t.Run("monitor looks values up", func(t *testing.T) {
 			host := e.mustStart(t, hostOpts{config: valueKeyConfig(t, pluginconfig.ModeMonitor, testValueKey, model), props: peer(frontend)})
