@@ -1,6 +1,9 @@
 package models
 
-import "math/bits"
+import (
+	"math/bits"
+	"strings"
+)
 
 // Value shapes: a value with each byte replaced by a representative of its
 // character class, length kept. The filter ships shapes instead of values,
@@ -117,27 +120,17 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 }
 
 // appendValueDigest appends the digest mark of the value raw starts with
-// (up to its '&', decoded as a form value is), when it is short enough to
-// be digested, and says whether it did.
+// (up to its '&', decoded as scoring decodes a form value: decodeInto),
+// when it is short enough to be digested, and says whether it did.
 func appendValueDigest(dst []byte, raw string, key *ValueKey) ([]byte, bool) {
-	var buf [MaxDigestedValue]byte
-	n := 0
-	for i := 0; i < len(raw) && raw[i] != '&'; i++ {
-		if n == len(buf) {
-			return dst, false
-		}
-		c := raw[i]
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]):
-			c = unhex(raw[i+1])<<4 | unhex(raw[i+2])
-			i += 2
-		}
-		buf[n] = c
-		n++
+	if i := strings.IndexByte(raw, '&'); i >= 0 {
+		raw = raw[:i]
 	}
-	return appendDigestMark(dst, key.Digest(buf[:n])), true
+	var buf [MaxDigestedValue + 1]byte
+	if n := decodeInto(buf[:], stringBytes(raw), true, nil); n <= MaxDigestedValue {
+		return appendDigestMark(dst, key.Digest(buf[:n])), true
+	}
+	return dst, false
 }
 
 // appendEncodedShapeByte appends a shape's byte as a query or form value

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -341,7 +342,7 @@ func (t *Trainer) heldOut(r *Request) bool {
 	h := hashString(hashSeed^t.cfg.Seed*hashK1, r.Method)
 	h = hashString(h, r.Path)
 	query, body := stringBytes(r.Query), r.Body
-	if t.cfg.ShapedValues {
+	if t.cfg.ShapedValues && (bytes.IndexByte(query, '~') >= 0 || bytes.IndexByte(body, '~') >= 0) {
 		// Without the values' digest marks: which requests are held back
 		// does not depend on the value key (nor change with it).
 		t.unmarked = appendUnmarked(t.unmarked[:0], query)
