@@ -41,8 +41,8 @@ const (
 )
 
 // MaxShippedBody bounds a record's body: the prefix's shape (three bytes
-// for a symbol of a form) with its values' digest marks, the pairs past it
-// and a mark.
+// for a symbol of a form, keyword marks included, see ShapeQuery) with its
+// values' digest marks, the pairs past it and a mark.
 const MaxShippedBody = 3*MaxBodyPrefix + MaxDigestMarks*DigestMarkLen + MaxBodyTail + 2 + maxMarkDigits
 
 // BodyTail reads a body past the prefix a record carries, chunk by chunk,
@@ -429,6 +429,16 @@ func expandBody(dst []byte, r *Request) (body []byte, whole bool) {
 		dst = append(dst, pair[:eq+1]...)
 		v := pair[eq+1:]
 		n, size := readMark(v)
+		unread := r.KeywordMarks && (size > 0 || len(b) == 0)
+		if _, ok := readKeywordMark(v); ok {
+			unread = false
+		}
+		if unread {
+			// A value past the prefix (drawn out, or the last, cut):
+			// what it held past its first bytes was never read for
+			// keywords.
+			dst = append(dst, '~', kwUnknownMark, '~')
+		}
 		if size == 0 {
 			dst, whole = append(dst, v...), false
 			continue

@@ -51,6 +51,7 @@ func bodyValues(r *Request, record bool) []readValue {
 		body = body[:min(len(body), DefaultBodyLimit)]
 	}
 	b := *r
+	b.marked = record
 	b.Query, b.Headers = "", nil
 	for _, h := range r.Headers {
 		if h.Name == "content-type" {

@@ -64,8 +64,10 @@ import (
 // parameter's enumerated values be shapes (ParamModel.ShapeEnum): a model
 // trained on the shapes filters ship enumerates them. Version 11 lets them
 // be keyed digests of the values (ParamModel.HashEnum), with the ID of the
-// key (Workload.ValueKeyID).
-const CodecVersion = 11
+// key (Workload.ValueKeyID). Version 12 counts the values whose keywords
+// training knew (ParamModel.KeywordBase): records that mark keywords teach
+// a model trained on shapes how often a parameter's values carry them.
+const CodecVersion = 12
 
 // The kinds of encoding (the header's u16 after the version).
 const (
@@ -556,6 +558,7 @@ func appendParam(p []byte, m *ParamModel) []byte {
 	p = appendFloat(p, m.LenMean)
 	p = appendFloat(p, m.LenVar)
 	p = binary.AppendUvarint(p, uint64(m.KeywordValues))
+	p = binary.AppendUvarint(p, uint64(m.KeywordBase))
 	nz := 0
 	for _, c := range m.Trans {
 		if c != 0 {
@@ -610,7 +613,8 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 	m.LenMean = d.float(ctx + " length mean")
 	m.LenVar = d.float(ctx + " length variance")
 	m.KeywordValues = d.u32(ctx + " keyword values")
-	if d.err == nil && (m.LenMean < 0 || m.LenVar < 0 || m.KeywordValues > m.Count) {
+	m.KeywordBase = d.u32(ctx + " keyword base")
+	if d.err == nil && (m.LenMean < 0 || m.LenVar < 0 || m.KeywordValues > m.KeywordBase || m.KeywordBase > m.Count) {
 		d.fail(ctx, "inconsistent statistics")
 	}
 	nz := d.count(ctx+" transitions", 2)

@@ -115,6 +115,10 @@ type param struct {
 	vd    uint64
 	vk    uint32
 	hasVD bool
+	// kw is the keywords a record's mark says the value had (0 to
+	// maxMarkedKeywords; kwUnknown when its record did not say), or kwLive
+	// for a request's value, whose keywords are counted.
+	kw int8
 }
 
 // paramScratch holds decoded parameters of one request. It lives in the
@@ -131,6 +135,11 @@ type paramScratch struct {
 	// marks (Request.marked), made with the key markKey names.
 	marks   bool
 	markKey uint32
+	// kwMarks says the request is a record that marks keywords
+	// (Request.KeywordMarks); markShift is how many bytes of marks came off
+	// the first window of the value being read.
+	kwMarks   bool
+	markShift int
 	// sink judges the parameters a batch at a time, when the scratch is
 	// full and at the end of the request (see begin); nil keeps the first
 	// batch and ignores what does not fit.

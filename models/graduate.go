@@ -235,7 +235,7 @@ func (w *Workload) valueEvidence(r *Request, s *Scratch) (int, float64) {
 				continue
 			}
 		}
-		raw, _ := pm.valueSurprise(p.value, p.full, whole)
+		raw, _ := pm.valueSurprise(p.value, p.full, whole, pm.keywordsOf(p))
 		sur := pm.tail(raw)
 		if p.header {
 			sur *= headerWeight

@@ -747,7 +747,7 @@ func (w *Workload) paramSurprise(s *paramScratch, sc *scorer) {
 				continue
 			}
 		}
-		raw, code := pm.valueSurprise(p.value, p.full, whole)
+		raw, code := pm.valueSurprise(p.value, p.full, whole, pm.keywordsOf(p))
 		if code == ReasonNone {
 			s.known |= 1 << uint(i)
 		}

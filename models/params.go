@@ -61,7 +61,8 @@ type ParamModel struct {
 	// of them.
 	HashEnum bool
 	// shaped says the model learned value shapes (TrainConfig.ShapedValues),
-	// in which no keyword survives: keywords are not judged then.
+	// in which no keyword survives: only the keyword marks of records
+	// taught it keywords, and a header's value never has one (keywordsOf).
 	shaped bool
 	// name is what the content model reads of Name (a query or body
 	// parameter's), worked out when the content model is attached.
@@ -70,8 +71,13 @@ type ParamModel struct {
 	Count uint32
 	// LenMean and LenVar describe value lengths.
 	LenMean, LenVar float64
-	// KeywordValues counts values with at least one keyword.
-	KeywordValues uint32
+	// KeywordValues counts values with at least one keyword, of the
+	// KeywordBase values whose keywords training knew: every value of a
+	// model trained on values; of one trained on records (TrainConfig.
+	// ShapedValues), the query and form values of records that mark
+	// keywords (Request.KeywordMarks). Keywords are judged only against a
+	// base: with none, a parameter's values are judged without them.
+	KeywordValues, KeywordBase uint32
 	// Singletons counts enumerated values seen exactly once (Good-Turing).
 	Singletons uint32
 	// GramTokens counts the character trigrams of the parameter's training
@@ -179,7 +185,9 @@ func (p *ParamModel) knownValue(v []byte) bool {
 // says v is all of it (not a window of a longer one, see valueWindow, nor
 // a value the body limit cut): only a whole value is looked up among an
 // enumerable parameter's.
-func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, ReasonCode) {
+//
+// kw is the value's keywords as keywordsOf counts them.
+func (p *ParamModel) valueSurprise(v []byte, full int, whole bool, kw int) (float64, ReasonCode) {
 	// A value an enumerable parameter took in training is normal by
 	// definition; most headers of mesh traffic are such (user-agent, accept),
 	// and this spares scanning them.
@@ -226,11 +234,10 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, Rea
 			}
 		}
 	}
-	// Keywords, weighted by how rare they were in normal values (when the
-	// values, not their shapes, were learned).
-	if k := countKeywords(v); k > 0 && !p.shaped {
-		pk := (float64(p.KeywordValues) + 1) / (float64(p.Count) + 2)
-		s := -math.Log(pk) * math.Min(float64(k), 3)
+	// Keywords, weighted by how rare they were in normal values.
+	if kw > 0 {
+		pk := (float64(p.KeywordValues) + 1) / (float64(p.KeywordBase) + 2)
+		s := -math.Log(pk) * float64(min(kw, maxMarkedKeywords))
 		trans += s
 		if s > best {
 			best, code = s, ReasonKeywords
@@ -245,6 +252,23 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool) (float64, Rea
 		}
 	}
 	return trans, code
+}
+
+// keywordsOf counts the keywords of p's value (a window of it) as p's model
+// judges them: the count a record's mark gave, or the value's own; 0 when
+// the model has no base to judge them against (KeywordBase), or p is a
+// header's value and the model learned shapes, whose headers' keywords
+// records never say.
+func (pm *ParamModel) keywordsOf(p *param) int {
+	switch {
+	case pm.KeywordBase == 0:
+		return 0
+	case p.kw != kwLive:
+		return max(int(p.kw), 0)
+	case pm.shaped && p.header:
+		return 0
+	}
+	return countKeywords(p.value)
 }
 
 // paramStats accumulates a ParamModel during training.
@@ -262,8 +286,11 @@ type paramStats struct {
 	twin, any                  *paramStats
 	ws                         *workloadStats
 	gramTokens, gramSingletons uint32
-	// kwOpen says a window of the value being learned had keywords.
-	kwOpen bool
+	// kwOpen says a window of the value being learned had keywords;
+	// kwKnown that its keywords are known (param.kw). kwBase counts the
+	// values whose keywords were (ParamModel.KeywordBase).
+	kwOpen, kwKnown bool
+	kwBase          uint32
 	// digests counts the digests of the values (a record's marks, see
 	// Request.marked), while every value came with one and there were at
 	// most maxEnum; noDigests says one did not, or there were more.
@@ -291,7 +318,10 @@ func (s *paramStats) observe(p *param) {
 	if n := min(len(v), MaxValueBytes); n > 2 {
 		s.gramTokens += uint32(n - 2)
 	}
-	if countKeywords(v) > 0 {
+	if !p.cont {
+		s.kwKnown, s.kwOpen = p.kw != kwUnknown, false
+	}
+	if p.kw > 0 || p.kw == kwLive && countKeywords(v) > 0 {
 		s.kwOpen = true
 	}
 	prev := classStartState
@@ -308,10 +338,13 @@ func (s *paramStats) observe(p *param) {
 	n := float64(p.full)
 	s.sumLen += n
 	s.sumSq += n * n
-	if s.kwOpen {
-		s.kw++
-		s.kwOpen = false
+	if s.kwKnown {
+		s.kwBase++
+		if s.kwOpen {
+			s.kw++
+		}
 	}
+	s.kwOpen = false
 	if !s.noDigests && s.ws != nil && s.ws.keyID != 0 {
 		s.observeDigest(p)
 	}
@@ -348,7 +381,7 @@ func (s *paramStats) observe(p *param) {
 }
 
 func (s *paramStats) model(route uint32, name string) ParamModel {
-	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, Trans: s.trans,
+	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, KeywordBase: s.kwBase, Trans: s.trans,
 		GramTokens: s.gramTokens, GramSingletons: s.gramSingletons}
 	if s.count > 0 {
 		p.LenMean = s.sumLen / float64(s.count)

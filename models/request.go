@@ -62,6 +62,12 @@ type Request struct {
 	// of the key a model's digests are made with teaches or is judged by
 	// them, so records of a key being rotated out change nothing.
 	ValueKeyID uint32 `json:",omitempty"`
+	// KeywordMarks, in a record, says its filter marked the query and form
+	// values that had keywords (a keyword mark, see AppendShapeQuery): a
+	// value without one had none. Only such records teach a parameter how
+	// often its values carry keywords through the loop; the shapes alone
+	// keep none.
+	KeywordMarks bool `json:",omitempty"`
 
 	// marked says the request is a record a filter shipped, read as the
 	// trainer reads one (AsRead, Trainer.readable): a short value's shape

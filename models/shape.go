@@ -56,7 +56,9 @@ func appendShape[T string | []byte](dst []byte, v T, limit int) []byte {
 
 // ShapeQuery keeps a raw query's parameter names and replaces every value by
 // the shape of its decoded bytes, re-encoded so that decoding it yields the
-// shape.
+// shape, after the value's keyword mark when it had keywords (see
+// Request.KeywordMarks). A mark takes three bytes and needs a keyword of
+// at least one, so a shape stays within three bytes per byte of the query.
 func ShapeQuery(q string) string {
 	if q == "" {
 		return ""
@@ -91,6 +93,7 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 		case c == '=' && !inValue:
 			inValue = true
 			out = append(out, c)
+			out = appendKeywordMarkOf(out, q[i+1:])
 			if key != nil && marks < MaxDigestMarks {
 				var marked bool
 				out, marked = appendValueDigest(out, q[i+1:], key)
@@ -117,6 +120,25 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 		out = appendEncodedShapeByte(out, classRepresentative[classOf[c]])
 	}
 	return out
+}
+
+// appendKeywordMarkOf appends the keyword mark of the value raw starts
+// with (up to its '&'), when it has keywords: counted in its first
+// maxShapedQueryValue bytes, decoded as scoring decodes a form value
+// (decodeInto), what the record carries of it.
+func appendKeywordMarkOf(dst []byte, raw string) []byte {
+	if i := strings.IndexByte(raw, '&'); i >= 0 {
+		raw = raw[:i]
+	}
+	v := stringBytes(raw)
+	if len(v) > maxShapedQueryValue || needsDecoding(v) {
+		var buf [maxShapedQueryValue]byte
+		v = buf[:decodeInto(buf[:], v, true, nil)]
+	}
+	if k := countKeywords(v); k > 0 {
+		return appendKeywordMark(dst, k)
+	}
+	return dst
 }
 
 // appendValueDigest appends the digest mark of the value raw starts with
@@ -159,7 +181,8 @@ const (
 	MaxShippedContentType = 128
 	// MaxShippedQuery bounds a record's query: the shape of a query within
 	// the filter's default header inspection limit (64 KiB, :path
-	// included), three bytes for a symbol, with its digest marks.
+	// included), three bytes for a symbol (a keyword mark keeps a value
+	// within them, see ShapeQuery), with its digest marks.
 	MaxShippedQuery = 3*(64<<10) + MaxDigestMarks*DigestMarkLen
 )
 
@@ -231,7 +254,8 @@ func ShapeRequest(r *Request) Request { return ShapeRequestDigest(r, nil) }
 // r: its short query and form values with their digests (see ValueKey).
 func ShapeRequestDigest(r *Request, key *ValueKey) Request {
 	s := Request{Method: r.Method, Path: Template(r.Path), Source: r.Source, Destination: r.Destination,
-		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes, ValueKeyID: key.ID()}
+		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes, ValueKeyID: key.ID(),
+		KeywordMarks: true}
 	if r.Query != "" {
 		s.Query = string(AppendShapeQueryDigest(make([]byte, 0, len(r.Query)), r.Query, key))
 	}

@@ -44,6 +44,7 @@ type batchSink interface {
 // and what does not fit is ignored).
 func (s *paramScratch) begin(r *Request, sink batchSink) {
 	s.n, s.used, s.known, s.sink, s.marks, s.markKey = 0, 0, 0, sink, r.marked, r.ValueKeyID
+	s.kwMarks, s.markShift = r.marked && r.KeywordMarks, 0
 	if r.Query != "" {
 		s.addQuery(stringBytes(r.Query), false)
 	}
@@ -122,17 +123,46 @@ func (s *paramScratch) push(name, value []byte, header, body, cont, last bool, f
 	// Field by field: a composite literal of the struct is a memory.fill
 	// and a memory.copy in wasm, per parameter.
 	p := &s.params[s.n]
-	p.digest, p.hasVD, p.vk = nil, false, s.markKey
-	if s.marks && !header && !cont {
-		// A record's value: its digest's mark comes off (a short value is
-		// read in one window).
-		if d, ok := readDigestMark(value); ok {
-			value, full = value[DigestMarkLen:], full-DigestMarkLen
-			p.vd, p.hasVD = d, true
-		}
+	p.digest, p.hasVD, p.vk, p.kw = nil, false, s.markKey, kwLive
+	if s.marks {
+		s.pushMarked(p, &value, &full, header, body, cont)
 	}
 	p.name, p.value, p.header, p.body, p.cont, p.last, p.full = name, value, header, body, cont, last, full
 	s.n++
+}
+
+// pushMarked reads the marks of a record's value (Request.marked) into p,
+// taking them off the value: its keyword mark (a query's or a form's value
+// whose record marks keywords) and its digest's (a short value is read in
+// one window). The windows after a value's first, past its marks, count
+// its length without them.
+func (s *paramScratch) pushMarked(p *param, value *[]byte, full *int, header, body, cont bool) {
+	switch {
+	case cont:
+		// The mark spoke for the whole value.
+		*full -= s.markShift
+		p.kw = 0
+		return
+	case header, body && s.body.mode != bodyForm:
+		// Shapes of headers and of a body that is one value carry no mark.
+		p.kw = kwUnknown
+		return
+	}
+	s.markShift, p.kw = 0, kwUnknown
+	if s.kwMarks {
+		p.kw = 0
+	}
+	if k, ok := readKeywordMark(*value); ok {
+		*value, *full, s.markShift = (*value)[KeywordMarkLen:], *full-KeywordMarkLen, KeywordMarkLen
+		if s.kwMarks {
+			p.kw = int8(k)
+		}
+	}
+	if d, ok := readDigestMark(*value); ok {
+		*value, *full = (*value)[DigestMarkLen:], *full-DigestMarkLen
+		s.markShift += DigestMarkLen
+		p.vd, p.hasVD = d, true
+	}
 }
 
 // addHeader appends a header, a long value in windows (views of the value:

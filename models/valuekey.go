@@ -185,10 +185,70 @@ func readDigestMark(v []byte) (uint64, bool) {
 }
 
 // DigestMarks counts the digest marks of a record's query or body shape.
-func DigestMarks(shape []byte) int { return bytes.Count(shape, []byte{'~'}) / 2 }
+func DigestMarks(shape []byte) int {
+	n := 0
+	for {
+		i := bytes.IndexByte(shape, '~')
+		if i < 0 {
+			return n
+		}
+		shape = shape[i:]
+		if _, ok := readDigestMark(shape); ok {
+			n++
+			shape = shape[DigestMarkLen:]
+			continue
+		}
+		shape = shape[1:]
+	}
+}
 
-// appendUnmarked appends s without the digest marks of its values (a mark
-// after a '=').
+// Keyword marks. A shape keeps no keyword (a shape's letters are all
+// 'a'), so a record says which query and form values had keywords: the
+// value's shape (after its digest's mark, if any) follows `~N~`, N the
+// keywords counted in the decoded value (countKeywords) up to
+// maxMarkedKeywords. A record that marks them says so
+// (Request.KeywordMarks); in it a value without a mark had none.
+// expandBody marks the values it draws out of a long body's tail with
+// kwUnknownMark: what they held was never read.
+const (
+	// KeywordMarkLen is the length of a keyword mark.
+	KeywordMarkLen = 3
+	// maxMarkedKeywords is the most keywords a mark counts: as many as a
+	// value's keyword surprise counts (ParamModel.valueSurprise).
+	maxMarkedKeywords = 3
+	// kwUnknownMark is the count of a value whose keywords are not known.
+	kwUnknownMark = '?'
+)
+
+// What a parameter's kw says (param.kw): a value's keyword count when its
+// record marked it, or one of these.
+const (
+	kwLive    = -1 // a request's value: count its keywords
+	kwUnknown = -2 // a record's value whose keywords were not marked
+)
+
+// appendKeywordMark appends the mark of a value with k > 0 keywords.
+func appendKeywordMark(dst []byte, k int) []byte {
+	return append(dst, '~', byte('0'+min(k, maxMarkedKeywords)), '~')
+}
+
+// readKeywordMark reads a keyword mark at the start of v: the count it
+// says (kwUnknown for kwUnknownMark), and whether v starts with one.
+func readKeywordMark(v []byte) (int, bool) {
+	if len(v) < KeywordMarkLen || v[0] != '~' || v[2] != '~' {
+		return 0, false
+	}
+	switch c := v[1]; {
+	case c >= '1' && c <= '0'+maxMarkedKeywords:
+		return int(c - '0'), true
+	case c == kwUnknownMark:
+		return kwUnknown, true
+	}
+	return 0, false
+}
+
+// appendUnmarked appends s without the keyword and digest marks of its
+// values (marks after a '=').
 func appendUnmarked(dst, s []byte) []byte {
 	for len(s) > 0 {
 		i := bytes.IndexByte(s, '=')
@@ -197,6 +257,9 @@ func appendUnmarked(dst, s []byte) []byte {
 		}
 		dst = append(dst, s[:i+1]...)
 		s = s[i+1:]
+		if _, ok := readKeywordMark(s); ok {
+			s = s[KeywordMarkLen:]
+		}
 		if _, ok := readDigestMark(s); ok {
 			s = s[DigestMarkLen:]
 		}

@@ -254,7 +254,7 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 		*capped = models.DigestMarks(sc) == models.MaxDigestMarks || models.DigestMarks(body) == models.MaxDigestMarks
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
-		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body, key.ID())
+		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body, key.ID(), true)
 	n := 0
 	for _, h := range r.Headers {
 		if models.SkipHeader(h.Name) || n == models.MaxShippedHeaders {

@@ -64,8 +64,8 @@ func valueKeyConfig(t *testing.T, mode pluginconfig.Mode, key string, model []by
 }
 
 // With a value key, the compiled filter ships each short query and form
-// value's digest beside its shape (the record is models.ShapeRequestDigest
-// of the request), and judges a closed field by its values: a colour never
+// value's digest beside its shape, and the values with keywords marked (the
+// record is models.ShapeRequestDigest of the request), and judges a closed field by its values: a colour never
 // sent is a new value even with a known colour's shape; with another key
 // (a rotation under way) the filter says so and judges by shape, without
 // flagging the known colours.
@@ -99,13 +99,17 @@ func TestValueKeyDigestsShortValues(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, e env) {
 		t.Run("learn ships digests", func(t *testing.T) {
 			host := e.mustStart(t, hostOpts{config: valueKeyConfig(t, pluginconfig.ModeLearn, testValueKey, nil), props: peer(frontend)})
-			send(host, "/orders?ref=ab12", "colour=red&qty=2&note="+strings.Repeat("x", 40))
+			body := "colour=red&qty=2&note=" + strings.Repeat("x", 40) + "&q=1%27+union+select+1--"
+			send(host, "/orders?ref=ab12&s=%3Cscript%3E", body)
 			rec := shippedRecord(t, host)
-			r := models.Request{Method: "POST", Path: "/orders", Query: "ref=ab12", Body: []byte("colour=red&qty=2&note=" + strings.Repeat("x", 40)),
+			r := models.Request{Method: "POST", Path: "/orders", Query: "ref=ab12&s=%3Cscript%3E", Body: []byte(body),
 				Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}}
 			want := models.ShapeRequestDigest(&r, &k)
-			if rec.Request.Query != want.Query || string(rec.Request.Body) != string(want.Body) {
-				t.Errorf("record query %q body %q, want %q %q", rec.Request.Query, rec.Request.Body, want.Query, want.Body)
+			if rec.Request.Query != want.Query || string(rec.Request.Body) != string(want.Body) || !rec.Request.KeywordMarks {
+				t.Errorf("record query %q body %q (keyword marks %v), want %q %q", rec.Request.Query, rec.Request.Body, rec.Request.KeywordMarks, want.Query, want.Body)
+			}
+			if !strings.Contains(rec.Request.Query, "s=~1~") || !strings.Contains(string(rec.Request.Body), "q=~3~") {
+				t.Errorf("record query %q body %q: want the values with keywords marked", rec.Request.Query, rec.Request.Body)
 			}
 			if !strings.Contains(string(rec.Request.Body), "~") || strings.Contains(string(rec.Request.Body), "red") {
 				t.Errorf("record body %q: want digests, not values", rec.Request.Body)

@@ -15,7 +15,7 @@ import (
 // nothing themselves. A record is written in order:
 //
 //	b = AppendHead(b, …)        {"ts_ns":…,"route":…,"score":…,"flagged":…[,"model":…][,"sample_rate":…],"request":{
-//	b = AppendRequest(b, …)     "Method":…,…,"ResponseBytes":…[,"Body":…][,"ValueKeyID":…],"Headers":[
+//	b = AppendRequest(b, …)     "Method":…,…,"ResponseBytes":…[,"Body":…][,"ValueKeyID":…][,"KeywordMarks":true],"Headers":[
 //	b = AppendHeader(b, …)      {"Name":…,"Value":…}  (once per header)
 //	b = AppendEnd(b)            ]}}
 
@@ -73,8 +73,10 @@ func AppendHead(b []byte, tsUnixNano int64, route string, score float64, flagged
 // shapes (models.ShapeQuery, models.ShapeValue); an empty body is left out.
 //
 // valueKeyID names the value key the query's and body's digest marks were
-// made with (models.Request.ValueKeyID; 0: none, left out).
-func AppendRequest(b []byte, method, path, query, source, destination string, status int, requestBytes, responseBytes int64, body []byte, valueKeyID uint32) []byte {
+// made with (models.Request.ValueKeyID; 0: none, left out); keywordMarks
+// says their values that had keywords carry a keyword mark
+// (models.Request.KeywordMarks: the shapes of models.AppendShapeQuery do).
+func AppendRequest(b []byte, method, path, query, source, destination string, status int, requestBytes, responseBytes int64, body []byte, valueKeyID uint32, keywordMarks bool) []byte {
 	b = append(b, `"Method":`...)
 	b = appendString(b, method)
 	b = append(b, `,"Path":`...)
@@ -100,6 +102,9 @@ func AppendRequest(b []byte, method, path, query, source, destination string, st
 	if valueKeyID != 0 {
 		b = append(b, `,"ValueKeyID":`...)
 		b = strconv.AppendUint(b, uint64(valueKeyID), 10)
+	}
+	if keywordMarks {
+		b = append(b, `,"KeywordMarks":true`...)
 	}
 	return append(b, `,"Headers":[`...)
 }
