@@ -387,7 +387,7 @@ func (p *envoyPod) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	perScrape := map[string]int{
 		plugin.MetricRequests: 100, plugin.MetricFlagged: 10, plugin.MetricDenied: 2, plugin.MetricUnscored: 3,
 		plugin.MetricConfigRejected: 0, plugin.MetricShipped: 90, plugin.MetricDropped: 1, plugin.MetricUnidentified: 1,
-		plugin.MetricUninspected: 4096, plugin.MetricDigestsCapped: 0,
+		plugin.MetricUninspected: 4096, plugin.MetricDigestsCapped: 0, plugin.MetricQueryCut: 0,
 	}
 	var b strings.Builder
 	b.WriteString("# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{} " + strconv.Itoa(n) + "\n\n")

@@ -179,12 +179,30 @@ const (
 	MaxShippedHeaderValue = 4 << 10
 	// MaxShippedContentType bounds a content type shipped as it is.
 	MaxShippedContentType = 128
-	// MaxShippedQuery bounds a record's query: the shape of a query within
-	// the filter's default header inspection limit (64 KiB, :path
-	// included), three bytes for a symbol (a keyword mark keeps a value
-	// within them, see ShapeQuery), with its digest marks.
-	MaxShippedQuery = 3*(64<<10) + MaxDigestMarks*DigestMarkLen
+	// MaxRecordedQuery bounds the query a record carries the shape of
+	// (RecordedQuery): the filter's default header inspection limit
+	// (max_header_bytes, :path included).
+	MaxRecordedQuery = 64 << 10
+	// MaxShippedQuery bounds a record's query: the shape of a query of
+	// MaxRecordedQuery bytes, three bytes for a symbol (a keyword mark keeps
+	// a value within them, but for the last value's byte, see ShapeQuery),
+	// with its digest marks.
+	MaxShippedQuery = 3*MaxRecordedQuery + MaxDigestMarks*DigestMarkLen + KeywordMarkLen
 )
+
+// RecordedQuery is the part of a raw query a record carries the shape of:
+// all of it, or, past MaxRecordedQuery bytes (a filter configured to read
+// more headers than by default), its whole pairs within them; cut says
+// pairs were left out. A record carries what fits rather than none: the
+// collector refuses a record past its bounds, and with it the request's
+// edge, route and status.
+func RecordedQuery(q string) (recorded string, cut bool) {
+	if len(q) <= MaxRecordedQuery {
+		return q, false
+	}
+	i := strings.LastIndexByte(q[:MaxRecordedQuery+1], '&')
+	return q[:max(i, 0)], true
+}
 
 // shippedAsIs is the header whose value a record carries as it is, not its
 // shape (up to MaxShippedContentType bytes): it names a format, not data.
@@ -256,8 +274,8 @@ func ShapeRequestDigest(r *Request, key *ValueKey) Request {
 	s := Request{Method: r.Method, Path: Template(r.Path), Source: r.Source, Destination: r.Destination,
 		Status: r.Status, RequestBytes: max(r.RequestBytes, int64(len(r.Body))), ResponseBytes: r.ResponseBytes, ValueKeyID: key.ID(),
 		KeywordMarks: true}
-	if r.Query != "" {
-		s.Query = string(AppendShapeQueryDigest(make([]byte, 0, len(r.Query)), r.Query, key))
+	if q, _ := RecordedQuery(r.Query); q != "" {
+		s.Query = string(AppendShapeQueryDigest(make([]byte, 0, len(q)), q, key))
 	}
 	if len(r.Body) > 0 {
 		s.Body = ShapeBodyDigest(r, key)

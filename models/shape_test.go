@@ -84,3 +84,30 @@ func TestShapedBodyReadsAsTheBody(t *testing.T) {
 		}
 	}
 }
+
+// A record carries the whole pairs of a query within MaxRecordedQuery
+// bytes: a query read past it (max_header_bytes raised) is cut between
+// pairs, never inside a value, and its shape stays within the collector's
+// bound however many symbols it holds.
+func TestRecordedQueryKeepsWholePairs(t *testing.T) {
+	long := strings.Repeat("'", MaxRecordedQuery)
+	for _, c := range []struct {
+		name, q, want string
+		cut           bool
+	}{
+		{"short", "a=1&b=2", "a=1&b=2", false},
+		{"at the bound", "a=" + long[:MaxRecordedQuery-2], "a=" + long[:MaxRecordedQuery-2], false},
+		{"past it", "a=" + long[:40<<10] + "&b=" + long, "a=" + long[:40<<10], true},
+		{"a pair that ends at it", "a=" + long[:MaxRecordedQuery-2] + "&b=1", "a=" + long[:MaxRecordedQuery-2], true},
+		{"one pair past it", "a=" + long + long, "", true},
+	} {
+		got, cut := RecordedQuery(c.q)
+		if got != c.want || cut != c.cut {
+			t.Errorf("%s: %d bytes recorded (cut %v), want %d (cut %v)", c.name, len(got), cut, len(c.want), c.cut)
+		}
+	}
+	r := Request{Method: "GET", Path: "/s", Query: strings.Repeat("q="+strings.Repeat("'", 500)+"&", 2000)}
+	if s := ShapeRequest(&r); len(s.Query) > MaxShippedQuery || len(s.Query) < 3*(MaxRecordedQuery-600) {
+		t.Errorf("the record of a 1 MiB query of symbols: %d bytes, bound %d", len(s.Query), MaxShippedQuery)
+	}
+}

@@ -36,6 +36,10 @@ const (
 	// short values past them went without one, and their fields are not
 	// enumerated by digests where such requests are learned.
 	MetricDigestsCapped = "meshward_digest_marks_capped_total"
+	// MetricQueryCut counts records whose query was longer than a record
+	// carries (models.MaxRecordedQuery: only with max_header_bytes above
+	// its default): the pairs past it were left out of the record.
+	MetricQueryCut = "meshward_record_query_cut_total"
 	// MetricScore is a histogram of scores in thousandths (0–1000).
 	MetricScore = "meshward_score_permille"
 )
@@ -64,6 +68,7 @@ var Metrics = []Metric{
 	{MetricUninspected, Counter},
 	{MetricUnidentified, Counter},
 	{MetricDigestsCapped, Counter},
+	{MetricQueryCut, Counter},
 }
 
 // Response headers and body of a denied request.
@@ -86,7 +91,7 @@ func (*vmContext) NewPluginContext(uint32) types.PluginContext { return &pluginC
 type metrics struct {
 	requests, flagged, denied, unscored, rejected proxywasm.MetricCounter
 	shipped, dropped, uninspected, unidentified   proxywasm.MetricCounter
-	digestsCapped                                 proxywasm.MetricCounter
+	digestsCapped, queryCut                       proxywasm.MetricCounter
 	score                                         proxywasm.MetricHistogram
 }
 
@@ -160,6 +165,7 @@ func (p *pluginContext) defineMetrics() {
 		uninspected:   proxywasm.DefineCounterMetric(Metrics[8].Name),
 		unidentified:  proxywasm.DefineCounterMetric(Metrics[9].Name),
 		digestsCapped: proxywasm.DefineCounterMetric(Metrics[10].Name),
+		queryCut:      proxywasm.DefineCounterMetric(Metrics[11].Name),
 	}
 }
 

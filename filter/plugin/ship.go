@@ -94,10 +94,13 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
-	var capped bool
-	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &s.ValueKey, &p.ship.scratch, &capped)
-	if capped {
+	var bounds recordBounds
+	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &s.ValueKey, &p.ship.scratch, &bounds)
+	if bounds.digestsCapped {
 		p.metrics.digestsCapped.Increment(1)
+	}
+	if bounds.queryCut {
+		p.metrics.queryCut.Increment(1)
 	}
 	if h.flagged {
 		rec = appendDecision(rec, v, &h.decision, h.enforced)
@@ -230,28 +233,32 @@ func batchKey() string {
 // (record.Record). A sampled record stands for 1/sample_rate requests; a
 // whole one (flagged, or on a new edge: all of those are shipped) for
 // itself. With a value key, short query and form values carry their
-// digests (models.AppendShapeQueryDigest); capped (when not nil) is set
-// when the query or the body carries as many as a record may
-// (models.MaxDigestMarks), so that values past them went without one.
+// digests (models.AppendShapeQueryDigest). bounds (when not nil) says
+// which of a record's bounds the request reached: the query or the body
+// carries as many digests as a record may (models.MaxDigestMarks), so that
+// values past them went without one; the query was cut
+// (models.RecordedQuery).
 // scratch is reusable working memory for shapes; the record itself is the
 // only allocation.
-func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, key *models.ValueKey, scratch *[]byte, capped *bool) []byte {
+func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagged, whole bool, v *record.Version, key *models.ValueKey, scratch *[]byte, bounds *recordBounds) []byte {
 	// The route and the shapes are built in place rather than as strings.
 	var tbuf [models.MaxRouteBytes + 8]byte
 	route := bytesString(models.AppendTemplate(tbuf[:0], r.Path))
 	b := make([]byte, 0, recordSize(r, tail, route, v, key))
 	b = record.AppendHead(b, time.Now().UnixNano(), route, score, flagged, v, !whole)
 	sc := (*scratch)[:0]
-	if r.Query != "" {
-		sc = models.AppendShapeQueryDigest(sc, r.Query, key)
+	query, cut := models.RecordedQuery(r.Query)
+	if query != "" {
+		sc = models.AppendShapeQueryDigest(sc, query, key)
 	}
 	var body []byte
 	if len(r.Body) > 0 {
 		// The body travels as its shape, as query values do.
 		body = models.AppendShapeBody(nil, r, tail, key)
 	}
-	if capped != nil && key.Set() {
-		*capped = models.DigestMarks(sc) == models.MaxDigestMarks || models.DigestMarks(body) == models.MaxDigestMarks
+	if bounds != nil {
+		bounds.queryCut = cut
+		bounds.digestsCapped = key.Set() && (models.DigestMarks(sc) == models.MaxDigestMarks || models.DigestMarks(body) == models.MaxDigestMarks)
 	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
 		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body, key.ID(), true)
@@ -274,6 +281,10 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 	*scratch = sc
 	return record.AppendEnd(b)
 }
+
+// recordBounds says which of a record's bounds a request reached
+// (encodeRecord).
+type recordBounds struct{ digestsCapped, queryCut bool }
 
 // recordSize is about the length of a request's record, so that
 // encodeRecord allocates it once: growing it (a second allocation and a copy

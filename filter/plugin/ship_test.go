@@ -479,3 +479,34 @@ func TestLongBodyRecordIsTheShapedBody(t *testing.T) {
 		}
 	})
 }
+
+// With max_header_bytes raised, a query past what a record carries
+// (models.MaxRecordedQuery) is shipped with its whole pairs within it and
+// counted, natively and as .wasm: the record stays within the collector's
+// bounds, so the request's edge, route and status still reach the
+// control plane (a refused record would take them with it).
+func TestLongQueryRecordIsCut(t *testing.T) {
+	one := 1.0
+	c := pluginconfig.Config{Mode: pluginconfig.ModeLearn, Workload: workload, CollectorCluster: "meshward-collector", SampleRate: &one,
+		MaxHeaderBytes: 1 << 20}
+	conf, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := "a=" + strings.Repeat("!", 40<<10)
+	target := "/orders?" + first + "&b=" + strings.Repeat("'", 100<<10)
+	forEachEnv(t, func(t *testing.T, e env) {
+		host := e.mustStart(t, hostOpts{config: conf, props: peer(frontend)})
+		id := host.InitializeHttpContext()
+		host.CallOnRequestHeaders(id, [][2]string{{":method", "GET"}, {":path", target}, {":authority", workload}}, true)
+		host.CompleteHttpContext(id)
+		rec := shippedRecord(t, host)
+		want := string(models.AppendShapeQuery(nil, first))
+		if rec.Request.Query != want || len(rec.Request.Query) > models.MaxShippedQuery {
+			t.Errorf("record query of %d bytes (bound %d), want the first pair's shape, %d bytes", len(rec.Request.Query), models.MaxShippedQuery, len(want))
+		}
+		if n := counter(t, host, MetricQueryCut); n != 1 {
+			t.Errorf("%s = %d, want 1", MetricQueryCut, n)
+		}
+	})
+}

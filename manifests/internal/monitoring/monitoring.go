@@ -126,11 +126,12 @@ var rows = []row{
 				{`sum by (reason) (rate(meshward_collector_records_refused_total[5m]))`, "record: {{reason}}"},
 				{`sum by (reason) (rate(meshward_collector_batches_refused_total[5m]))`, "batch: {{reason}}"},
 			}},
-		{kind: "timeseries", title: "Records shipped and dropped by filters", unit: "ops", help: "Records the filters shipped, dropped because their buffer was full, and shipped with as many value digests as a record carries (short values past them went without one).",
+		{kind: "timeseries", title: "Records shipped and dropped by filters", unit: "ops", help: "Records the filters shipped, dropped because their buffer was full, shipped with as many value digests as a record carries (short values past them went without one), and shipped with their query cut (longer than 64 KiB: max_header_bytes raised).",
 			queries: []query{
 				{`sum(rate(meshward_records_shipped_total[5m]))`, "shipped"},
 				{`sum(rate(meshward_records_dropped_total[5m]))`, "dropped"},
 				{`sum(rate(meshward_digest_marks_capped_total[5m]))`, "digests capped"},
+				{`sum(rate(meshward_record_query_cut_total[5m]))`, "query cut"},
 			}},
 		{kind: "stat", title: "Redis up", help: "1 when every control-plane replica reaches Redis.",
 			queries: []query{{`min(meshward_redis_up)`, "redis"}}},
