@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"time"
 )
 
@@ -67,7 +68,9 @@ import (
 // key (Workload.ValueKeyID). Version 12 counts the values whose keywords
 // training knew (ParamModel.KeywordBase): records that mark keywords teach
 // a model trained on shapes how often a parameter's values carry them.
-const CodecVersion = 12
+// Version 13 keeps the lengths a parameter's values had (ParamModel.
+// Lengths, LenSingletons).
+const CodecVersion = 13
 
 // The kinds of encoding (the header's u16 after the version).
 const (
@@ -599,7 +602,9 @@ func appendParam(p []byte, m *ParamModel) []byte {
 	p = appendFloat32(p, m.TailMed)
 	p = appendFloat32(p, m.TailBeta)
 	p = binary.AppendUvarint(p, uint64(m.GramTokens))
-	return binary.AppendUvarint(p, uint64(m.GramSingletons))
+	p = binary.AppendUvarint(p, uint64(m.GramSingletons))
+	p = binary.LittleEndian.AppendUint64(p, m.Lengths)
+	return binary.AppendUvarint(p, uint64(m.LenSingletons))
 }
 
 func (d *decoder) param(m *ParamModel, ctx string, routes int) {
@@ -692,6 +697,11 @@ func (d *decoder) param(m *ParamModel, ctx string, routes int) {
 	m.GramSingletons = d.u32(ctx + " trigrams seen once")
 	if d.err == nil && m.GramSingletons > m.GramTokens {
 		d.fail(ctx+" trigrams", "%d seen once of %d", m.GramSingletons, m.GramTokens)
+	}
+	m.Lengths = d.fixed64(ctx + " lengths")
+	m.LenSingletons = d.u32(ctx + " lengths seen once")
+	if d.err == nil && (int(m.LenSingletons) > bits.OnesCount64(m.Lengths) || m.Lengths == 0 && m.Count > 0) {
+		d.fail(ctx+" lengths", "%d seen once of %d lengths, of %d values", m.LenSingletons, bits.OnesCount64(m.Lengths), m.Count)
 	}
 }
 

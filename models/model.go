@@ -913,6 +913,10 @@ func (w *Workload) index() {
 		}
 		p.index(prior)
 		p.newValue = -math.Log((float64(p.Singletons) + 1) / (float64(p.Count) + enumPrior))
+		p.newLength = 0
+		if bits.OnesCount64(p.Lengths) <= maxClosedLengths {
+			p.newLength = -math.Log((float64(p.LenSingletons) + 1) / (float64(p.Count) + 2))
+		}
 		w.paramIndex.put(p.modelKey(), uint32(i))
 		if p.Route == AnyRoute {
 			headerObs += float64(p.Count)

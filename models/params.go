@@ -80,6 +80,16 @@ type ParamModel struct {
 	KeywordValues, KeywordBase uint32
 	// Singletons counts enumerated values seen exactly once (Good-Turing).
 	Singletons uint32
+	// Lengths marks the lengths of the whole values training saw (bit n:
+	// n bytes; bit maxLengthBit: that many or more), and LenSingletons
+	// counts the lengths seen once: a whole value of a length never seen
+	// costs Good-Turing's chance of a new length (newLength), so a field
+	// of one length or a few (a token, a date, a code, a page number) pays
+	// for a value cut short or drawn out, and free text, whose values keep
+	// bringing new lengths, does not.
+	Lengths       uint64
+	LenSingletons uint32
+	newLength     float64
 	// GramTokens counts the character trigrams of the parameter's training
 	// values, and GramSingletons those that no other training value had:
 	// how open the parameter is to new character sequences (priceNovelty).
@@ -220,9 +230,14 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool, kw int) (floa
 	}
 	best, code := trans, ReasonValueShape
 
-	// Length beyond what the parameter's values spread to (Chebyshev).
+	// Length beyond what the parameter's values spread to (Chebyshev),
+	// either way for a whole value: a token, a code or a date of one
+	// length cut short is as far out as one padded.
 	if p.Count >= 8 {
 		d := float64(max(len(v), full)) - p.LenMean
+		if d < 0 && whole {
+			d = -d
+		}
 		if d > 0 {
 			varEff := math.Max(p.LenVar, 1)
 			if pr := varEff / (d * d); pr < 1 {
@@ -232,6 +247,14 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool, kw int) (floa
 				}
 				trans += s
 			}
+		}
+		// A length the parameter's values never had, when they had few.
+		if whole && p.newLength > 0 && p.Lengths&(1<<lengthBit(len(v))) == 0 {
+			s := p.newLength
+			if s > best {
+				best, code = s, ReasonValueLength
+			}
+			trans += s
 		}
 	}
 	// Keywords, weighted by how rare they were in normal values.
@@ -253,6 +276,21 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool, kw int) (floa
 	}
 	return trans, code
 }
+
+// maxLengthBit is the bit of ParamModel.Lengths that marks every length
+// from it up.
+const maxLengthBit = 63
+
+// maxClosedLengths is the most lengths a parameter's values may have had
+// for a new one to cost its novelty (ParamModel.Lengths): a field closed in
+// length (a token, a date, a code, a page number). Free text has a length
+// distribution with a tail, whose next value's length is new often enough
+// that Good-Turing, counting lengths seen once, underrates it: it is
+// judged by its spread (Chebyshev) alone.
+const maxClosedLengths = 4
+
+// lengthBit is a length's bit in ParamModel.Lengths.
+func lengthBit(n int) uint { return uint(min(n, maxLengthBit)) }
 
 // keywordsOf counts the keywords of p's value (a window of it) as p's model
 // judges them: the count a record's mark gave, or the value's own; 0 when
@@ -291,6 +329,9 @@ type paramStats struct {
 	// values whose keywords were (ParamModel.KeywordBase).
 	kwOpen, kwKnown bool
 	kwBase          uint32
+	// lengths counts the whole values of each length bit (see
+	// ParamModel.Lengths).
+	lengths [maxLengthBit + 1]uint32
 	// digests counts the digests of the values (a record's marks, see
 	// Request.marked), while every value came with one and there were at
 	// most maxEnum; noDigests says one did not, or there were more.
@@ -338,6 +379,7 @@ func (s *paramStats) observe(p *param) {
 	n := float64(p.full)
 	s.sumLen += n
 	s.sumSq += n * n
+	s.lengths[lengthBit(p.full)]++
 	if s.kwKnown {
 		s.kwBase++
 		if s.kwOpen {
@@ -383,6 +425,14 @@ func (s *paramStats) observe(p *param) {
 func (s *paramStats) model(route uint32, name string) ParamModel {
 	p := ParamModel{Route: route, Name: name, Count: s.count, KeywordValues: s.kw, KeywordBase: s.kwBase, Trans: s.trans,
 		GramTokens: s.gramTokens, GramSingletons: s.gramSingletons}
+	for b, n := range s.lengths {
+		if n > 0 {
+			p.Lengths |= 1 << uint(b)
+		}
+		if n == 1 {
+			p.LenSingletons++
+		}
+	}
 	if s.count > 0 {
 		p.LenMean = s.sumLen / float64(s.count)
 		p.LenVar = math.Max(0, s.sumSq/float64(s.count)-p.LenMean*p.LenMean)
