@@ -913,7 +913,7 @@ func (w *Workload) index() {
 		}
 		p.index(prior)
 		p.newValue = -math.Log((float64(p.Singletons) + 1) / (float64(p.Count) + enumPrior))
-		p.newLength = 0
+		p.newLength, p.nearLengths = 0, p.Lengths|p.Lengths<<1|p.Lengths>>1
 		if bits.OnesCount64(p.Lengths) <= maxClosedLengths {
 			p.newLength = -math.Log((float64(p.LenSingletons) + 1) / (float64(p.Count) + 2))
 		}

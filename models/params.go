@@ -90,6 +90,10 @@ type ParamModel struct {
 	Lengths       uint64
 	LenSingletons uint32
 	newLength     float64
+	// nearLengths marks the lengths within one of those seen: a number
+	// that gains a digit (an order id past 9999) is the growth of a field,
+	// not a value from elsewhere.
+	nearLengths uint64
 	// GramTokens counts the character trigrams of the parameter's training
 	// values, and GramSingletons those that no other training value had:
 	// how open the parameter is to new character sequences (priceNovelty).
@@ -249,7 +253,7 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool, kw int) (floa
 			}
 		}
 		// A length the parameter's values never had, when they had few.
-		if whole && p.newLength > 0 && p.Lengths&(1<<lengthBit(len(v))) == 0 {
+		if whole && p.newLength > 0 && p.nearLengths&(1<<lengthBit(len(v))) == 0 {
 			s := p.newLength
 			if s > best {
 				best, code = s, ReasonValueLength
