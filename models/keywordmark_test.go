@@ -14,7 +14,7 @@ import (
 func TestShapesCarryKeywordMarks(t *testing.T) {
 	k := testKey(t, keyA)
 	r := Request{Method: "GET", Path: "/s", Query: "q=union+select+1&n=red&x=%3B&many=1%27+or+1%3D1--+%3B&long=" + strings.Repeat("ab+", 600) + "select",
-		Headers: []Header{{Name: "user-agent", Value: "Mozilla/5.0 (X11; Linux)"}}}
+		Headers: []Header{{Name: "user-agent", Value: "Mozilla/5.0 (X11; Linux)"}, {Name: "cookie", Value: strings.Repeat("k=v; ", 600)}}}
 	s := ShapeRequestDigest(&r, &k)
 	if !s.KeywordMarks {
 		t.Fatal("a record does not say it marks keywords")
@@ -42,7 +42,7 @@ func TestShapesCarryKeywordMarks(t *testing.T) {
 	if a.n != b.n {
 		t.Fatalf("%d parameters, %d from the record", a.n, b.n)
 	}
-	want := map[string]int8{"q": 2, "n": 0, "x": 1, "many": 3, "long": 1, "user-agent": kwUnknown}
+	want := map[string]int8{"q": 2, "n": 0, "x": 1, "many": 3, "long": 1, "user-agent": kwUnknown, "cookie": kwUnknown}
 	for i := 0; i < a.n; i++ {
 		pa, pb := &a.params[i], &b.params[i]
 		d := pa.full - pb.full

@@ -145,7 +145,7 @@ func (s *paramScratch) pushMarked(p *param, value *[]byte, full *int, header, bo
 		return
 	case header, body && s.body.mode != bodyForm:
 		// Shapes of headers and of a body that is one value carry no mark.
-		p.kw = kwUnknown
+		s.markShift, p.kw = 0, kwUnknown
 		return
 	}
 	s.markShift, p.kw = 0, kwUnknown
