@@ -194,6 +194,68 @@ func (p *ParamModel) knownValue(v []byte) bool {
 	return ok && same(p.Values[k], v)
 }
 
+// Near shapes (ParamModel.nearShape): a value this short, of at most this
+// many runs of one class, is looked up with one of its runs of digits a
+// digit longer or shorter.
+const (
+	maxNearShape     = 32
+	maxNearShapeRuns = 8
+)
+
+// nearShape reports whether v's shape is, but for one digit more or less in
+// one of its runs of digits, one a parameter that enumerates shapes took:
+// an id that gains a digit (four digits in training, 10001 now) is the
+// field growing, not a value from elsewhere. A word a letter longer is not
+// (lights, lightsx). Only short values of few runs (identifiers, codes,
+// numbers) are looked up so.
+func (p *ParamModel) nearShape(v []byte) bool {
+	if len(v) == 0 || len(v) > maxNearShape {
+		return false
+	}
+	var shape [maxNearShape]byte
+	var starts [maxNearShapeRuns]int
+	runs := 0
+	for i, c := range v {
+		shape[i] = shapeByte(c)
+		if i == 0 || shape[i] != shape[i-1] {
+			if runs == maxNearShapeRuns {
+				return false
+			}
+			starts[runs] = i
+			runs++
+		}
+	}
+	n := len(v)
+	var near [maxNearShape + 1]byte
+	for r := 0; r < runs; r++ {
+		at := starts[r]
+		if shape[at] != classRepresentative[ClassDigit] {
+			continue
+		}
+		// One byte more: the run's byte doubled at its start.
+		k := copy(near[:], shape[:at+1])
+		k += copy(near[k:], shape[at:n])
+		if p.knownShape(near[:k]) {
+			return true
+		}
+		// One byte less, where the run has two or more.
+		if at+1 < n && shape[at+1] == shape[at] {
+			k = copy(near[:], shape[:at])
+			k += copy(near[k:], shape[at+1:n])
+			if p.knownShape(near[:k]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// knownShape reports whether shape is one of the shapes p enumerates.
+func (p *ParamModel) knownShape(shape []byte) bool {
+	k, ok := p.enumSet.get(hashBytes(hashSeed, shape))
+	return ok && same(p.Values[k], shape)
+}
+
 // valueSurprise says how surprising a value is for this parameter, in nats,
 // and which signal dominated; full is the value's length so far, whole
 // says v is all of it (not a window of a longer one, see valueWindow, nor
@@ -209,7 +271,7 @@ func (p *ParamModel) valueSurprise(v []byte, full int, whole bool, kw int) (floa
 	// A known shape (ShapeEnum) is not: many values have it. It is judged
 	// as any value is, and an unknown one costs its novelty on top.
 	enum := len(p.Enum) > 0 && whole
-	if enum && p.knownValue(v) {
+	if enum && (p.knownValue(v) || p.ShapeEnum && p.nearShape(v)) {
 		if !p.ShapeEnum {
 			return 0, ReasonNone
 		}
