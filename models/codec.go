@@ -538,17 +538,11 @@ func (d *decoder) fixed64(what string) uint64 {
 	return v
 }
 
+// float reads a float64 (its bits as fixed64 reads them), refusing NaN and
+// infinities.
 func (d *decoder) float(what string) float64 {
-	if d.err != nil {
-		return 0
-	}
-	if len(d.b)-d.off < 8 {
-		d.fail(what, "truncated float")
-		return 0
-	}
-	f := math.Float64frombits(binary.LittleEndian.Uint64(d.b[d.off:]))
-	d.off += 8
-	if math.IsNaN(f) || math.IsInf(f, 0) {
+	f := math.Float64frombits(d.fixed64(what))
+	if d.err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
 		d.fail(what, "not a finite number")
 	}
 	return f
