@@ -93,13 +93,13 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 		case c == '=' && !inValue:
 			inValue = true
 			out = append(out, c)
-			out = appendKeywordMarkOf(out, q[i+1:])
-			if key != nil && marks < MaxDigestMarks {
-				var marked bool
-				out, marked = appendValueDigest(out, q[i+1:], key)
-				if marked {
-					marks++
-				}
+			k := key
+			if marks == MaxDigestMarks {
+				k = nil
+			}
+			var marked bool
+			if out, marked = appendValueMarks(out, q[i+1:], k); marked {
+				marks++
 			}
 			continue
 		case !inValue:
@@ -122,11 +122,13 @@ func appendShapeQuery(dst []byte, q string, key *ValueKey) []byte {
 	return out
 }
 
-// appendKeywordMarkOf appends the keyword mark of the value raw starts
-// with (up to its '&'), when it has keywords: counted in its first
-// maxShapedQueryValue bytes, decoded as scoring decodes a form value
-// (decodeInto), what the record carries of it.
-func appendKeywordMarkOf(dst []byte, raw string) []byte {
+// appendValueMarks appends the marks of the value raw starts with (up to
+// its '&'), decoded once as scoring decodes a form value (decodeInto): its
+// keyword mark when it has keywords (counted in its first
+// maxShapedQueryValue bytes, what the record carries of it), then, under
+// key (nil: none), its digest's mark when it is short enough to be
+// digested. It reports whether it appended a digest mark.
+func appendValueMarks(dst []byte, raw string, key *ValueKey) ([]byte, bool) {
 	if i := strings.IndexByte(raw, '&'); i >= 0 {
 		raw = raw[:i]
 	}
@@ -136,23 +138,12 @@ func appendKeywordMarkOf(dst []byte, raw string) []byte {
 		v = buf[:decodeInto(buf[:], v, true, nil)]
 	}
 	if k := countKeywords(v); k > 0 {
-		return appendKeywordMark(dst, k)
+		dst = appendKeywordMark(dst, k)
 	}
-	return dst
-}
-
-// appendValueDigest appends the digest mark of the value raw starts with
-// (up to its '&', decoded as scoring decodes a form value: decodeInto),
-// when it is short enough to be digested, and says whether it did.
-func appendValueDigest(dst []byte, raw string, key *ValueKey) ([]byte, bool) {
-	if i := strings.IndexByte(raw, '&'); i >= 0 {
-		raw = raw[:i]
+	if key == nil || len(v) > MaxDigestedValue {
+		return dst, false
 	}
-	var buf [MaxDigestedValue + 1]byte
-	if n := decodeInto(buf[:], stringBytes(raw), true, nil); n <= MaxDigestedValue {
-		return appendDigestMark(dst, key.Digest(buf[:n])), true
-	}
-	return dst, false
+	return appendDigestMark(dst, key.Digest(v)), true
 }
 
 // appendEncodedShapeByte appends a shape's byte as a query or form value
