@@ -2,6 +2,7 @@ package models
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 	"unsafe"
 )
@@ -76,13 +77,104 @@ type BodyTail struct {
 	// out holds the pairs read to their end; spent says one did not fit.
 	out   []byte
 	spent bool
+	// keep says how Keep keeps the body (keepUndecided until its first
+	// chunk); js writes a JSON body's fields into jbuf.
+	keep   uint8
+	js     JSONFields
+	jsRead int
+	jbuf   []byte
+	// formLen counts the bytes of the form Keep kept.
+	formLen int
 }
 
-// Reset makes t idle, keeping its buffer.
+// How Keep keeps a body.
+const (
+	keepUndecided = iota
+	keepAsSent
+	keepFields // a JSON body, as the form of its fields
+	keepEnded  // a JSON body's, ended (EndKeep)
+)
+
+// Reset makes t idle, keeping its buffers.
 func (t *BodyTail) Reset() {
-	out := t.out[:0]
+	out, jbuf := t.out[:0], t.jbuf
 	*t = BodyTail{}
-	t.out = out
+	t.out, t.jbuf = out, jbuf
+}
+
+// Used reports whether t read anything since it was last reset.
+func (t *BodyTail) Used() bool { return t.on || t.keep != keepUndecided }
+
+// Keep keeps what a filter's record of r carries of the next chunk of its
+// body: its first MaxBodyPrefix bytes in r.Body and, when tail is set (a
+// record is shipped), what lies past them read by t (Start, Feed; limit is
+// the filter's body limit). A JSON body is kept as the form of its fields
+// (JSONFields), as scoring reads it. EndKeep keeps what its end leaves and
+// says so (r.FormBytes): call it once the body has ended, before the
+// record is written. Until then r's body reads as it was sent.
+func (t *BodyTail) Keep(r *Request, chunk []byte, limit int, tail bool) {
+	if t.keep == keepUndecided {
+		t.keep = keepAsSent
+		if jsonBody(r) {
+			t.keep = keepFields
+			t.js.Reset()
+			if t.jbuf == nil {
+				t.jbuf = make([]byte, 0, JSONFieldsChunk)
+			}
+		}
+	}
+	if t.keep != keepFields {
+		t.keepForm(r, chunk, limit, tail)
+		return
+	}
+	// The form can be longer than the body: the body's limit is counted
+	// as sent.
+	over := len(chunk) > limit-t.jsRead
+	if over {
+		chunk = chunk[:max(limit-t.jsRead, 0)]
+	}
+	t.jsRead += len(chunk)
+	for len(chunk) > 0 {
+		out, n := t.js.Feed(t.jbuf[:0], chunk)
+		t.keepForm(r, out, limit, tail)
+		chunk = chunk[n:]
+	}
+	if over && tail {
+		if !t.on {
+			t.Start(r, r.Body, limit)
+		}
+		t.Cut()
+	}
+}
+
+// EndKeep keeps what the end of a body Keep kept leaves (an escape a JSON
+// body ended in) and marks a JSON body's record as the form of its fields
+// (r.FormBytes). Once is enough: it does nothing again until t is reset.
+func (t *BodyTail) EndKeep(r *Request, limit int, tail bool) {
+	if t.keep == keepFields {
+		if out := t.js.End(t.jbuf[:0]); len(out) > 0 {
+			t.keepForm(r, out, limit, tail)
+		}
+		r.FormBytes = formBytes(t.formLen, t.over)
+		t.keep = keepEnded
+	}
+}
+
+// keepForm keeps chunk: in r.Body up to MaxBodyPrefix, past it in t.
+func (t *BodyTail) keepForm(r *Request, chunk []byte, limit int, tail bool) {
+	t.formLen += len(chunk)
+	if room := MaxBodyPrefix - len(r.Body); room > 0 {
+		n := min(len(chunk), room)
+		r.Body = append(r.Body, chunk[:n]...)
+		chunk = chunk[n:]
+	}
+	if len(chunk) == 0 || !tail {
+		return
+	}
+	if !t.on {
+		t.Start(r, r.Body, limit)
+	}
+	t.Feed(chunk)
 }
 
 // Reading reports whether t reads what is fed: it is idle (it will be
@@ -97,12 +189,20 @@ func (t *BodyTail) Active() bool { return t.on }
 // without one is sniffed as ShapeBody does), and limit is how much of the
 // body is read at most (the scorer's body limit).
 func (t *BodyTail) Start(r *Request, prefix []byte, limit int) {
+	keep, js, jsRead, formLen := t.keep, t.js, t.jsRead, t.formLen
 	t.Reset()
+	t.keep, t.js, t.jsRead, t.formLen = keep, js, jsRead, formLen
 	t.on, t.limit = true, max(limit, len(prefix))
+	fields := r.FormBytes > 0 || keep == keepFields
 	ct, hasCT := r.Header("content-type")
 	switch {
-	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(prefix[:min(len(prefix), sniffBytes)]):
+	case fields, hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(prefix[:min(len(prefix), sniffBytes)]):
 		t.mode = bodyForm
+		if fields {
+			// The form of a JSON body's fields (JSONFields) can be
+			// longer than the body: the body's end, or Cut, ends it.
+			t.limit = math.MaxInt
+		}
 		t.start = bytes.LastIndexByte(prefix, '&') + 1
 		t.feed(prefix[t.start:])
 	case hasPrefixFold(ct, "multipart/"):
@@ -386,7 +486,9 @@ func readMark(v []byte) (n, size int) {
 func AsRead(r *Request) *Request {
 	c := *r
 	c.marked = true
-	if r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
+	if max(r.RequestBytes, r.FormBytes) <= MaxBodyPrefix || len(r.Body) == 0 {
+		// Only past the prefix does a record carry marks (a JSON body's
+		// form of its fields can pass it when the body does not).
 		return &c
 	}
 	c.Body, _ = expandBody(nil, r)
@@ -403,7 +505,7 @@ func expandBody(dst []byte, r *Request) (body []byte, whole bool) {
 	b := r.Body
 	budget := DefaultBodyLimit
 	ct, hasCT := r.Header("content-type")
-	if !hasPrefixFold(ct, "application/x-www-form-urlencoded") && (hasCT || !looksLikeForm(b[:min(len(b), sniffBytes)])) {
+	if r.FormBytes == 0 && !hasPrefixFold(ct, "application/x-www-form-urlencoded") && (hasCT || !looksLikeForm(b[:min(len(b), sniffBytes)])) {
 		// One value: its shape as it is, after its mark.
 		n, size := readMark(b)
 		if size == 0 {

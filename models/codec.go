@@ -69,8 +69,10 @@ import (
 // training knew (ParamModel.KeywordBase): records that mark keywords teach
 // a model trained on shapes how often a parameter's values carry them.
 // Version 13 keeps the lengths a parameter's values had (ParamModel.
-// Lengths, LenSingletons).
-const CodecVersion = 13
+// Lengths, LenSingletons). Version 14 reads a JSON body as the form of its
+// fields (JSONFields): a model of version 13 learned such a body as one
+// value, which scoring no longer reads.
+const CodecVersion = 14
 
 // The kinds of encoding (the header's u16 after the version).
 const (

@@ -433,7 +433,7 @@ func TestExtractDecodesRawBodies(t *testing.T) {
 	}
 	var s paramScratch
 	for _, tc := range []struct{ ct, in, want string }{
-		{"application/json", `{"q":"%27%20or%201=1--+x"}`, `{"q":"' or 1=1--+x"}`},
+		{"application/xml", `<q>%27%20or%201=1--+x</q>`, `<q>' or 1=1--+x</q>`},
 		{"text/plain", "pay%3D%26%26%28e", "pay=&&(e"},
 		{"text/plain", "100% sure %zz %4", "100% sure %zz %4"},
 		{"", "no escapes here", "no escapes here"},

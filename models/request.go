@@ -68,6 +68,13 @@ type Request struct {
 	// often its values carry keywords through the loop; the shapes alone
 	// keep none.
 	KeywordMarks bool `json:",omitempty"`
+	// FormBytes, when not 0, says Body holds the form of a JSON body's
+	// fields (JSONFields), not the body as sent, and how long that form
+	// was, as RequestBytes says of the body: a filter's record of a JSON
+	// body carries the form, shaped (ShapeBody), whose first MaxBodyPrefix
+	// bytes are carried whole and the rest in short (BodyTail). Such a
+	// body is read as a form whatever the content type says.
+	FormBytes int64 `json:",omitempty"`
 
 	// marked says the request is a record a filter shipped, read as the
 	// trainer reads one (AsRead, Trainer.readable): a short value's shape

@@ -216,6 +216,37 @@ func ShapeBody(r *Request) []byte { return ShapeBodyDigest(r, nil) }
 // under key (AppendShapeQueryDigest), those in its first MaxBodyPrefix
 // bytes.
 func ShapeBodyDigest(r *Request, key *ValueKey) []byte {
+	b, _ := shapeBody(r, key)
+	return b
+}
+
+// shapeBody is ShapeBodyDigest, with the record's FormBytes (r's, or the
+// length of its JSON body's form of its fields).
+func shapeBody(r *Request, key *ValueKey) ([]byte, int64) {
+	if jsonBody(r) {
+		// The form of its fields, as scoring reads it.
+		b := r.Body[:min(len(r.Body), DefaultBodyLimit)]
+		f := *r
+		f.Body = AppendJSONFields(make([]byte, 0, len(b)+len(b)/2), b)
+		f.FormBytes = formBytes(len(f.Body), len(b) < len(r.Body))
+		if len(f.Body) > MaxBodyPrefix || len(b) < len(r.Body) {
+			var t BodyTail
+			t.Start(&f, f.Body[:min(len(f.Body), MaxBodyPrefix)], DefaultBodyLimit)
+			t.Feed(f.Body[min(len(f.Body), MaxBodyPrefix):])
+			if len(b) < len(r.Body) {
+				t.Cut()
+			}
+			f.Body = f.Body[:min(len(f.Body), MaxBodyPrefix)]
+			return AppendShapeBody(nil, &f, &t, key), f.FormBytes
+		}
+		r = &f
+	}
+	return shapeBodyAsSent(r, key), r.FormBytes
+}
+
+// shapeBodyAsSent is shapeBody of a body that is not JSON (or is already
+// the form of a JSON body's fields).
+func shapeBodyAsSent(r *Request, key *ValueKey) []byte {
 	if len(r.Body) > MaxBodyPrefix {
 		var t BodyTail
 		t.Start(r, r.Body[:MaxBodyPrefix], DefaultBodyLimit)
@@ -225,7 +256,7 @@ func ShapeBodyDigest(r *Request, key *ValueKey) []byte {
 	b := r.Body
 	ct, hasCT := r.Header("content-type")
 	switch {
-	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(b[:min(len(b), sniffBytes)]):
+	case r.FormBytes > 0, hasPrefixFold(ct, "application/x-www-form-urlencoded"), !hasCT && looksLikeForm(b[:min(len(b), sniffBytes)]):
 		return AppendShapeQueryDigest(make([]byte, 0, len(b)), string(b), key)
 	case hasPrefixFold(ct, "multipart/"):
 		return appendShape(make([]byte, 0, len(b)), b, MaxBodyPrefix)
@@ -269,7 +300,7 @@ func ShapeRequestDigest(r *Request, key *ValueKey) Request {
 		s.Query = string(AppendShapeQueryDigest(make([]byte, 0, len(q)), q, key))
 	}
 	if len(r.Body) > 0 {
-		s.Body = ShapeBodyDigest(r, key)
+		s.Body, s.FormBytes = shapeBody(r, key)
 	}
 	for _, h := range r.Headers {
 		if SkipHeader(h.Name) || len(s.Headers) == MaxShippedHeaders {

@@ -324,6 +324,11 @@ type bodyReader struct {
 	// sniff holds the first bytes of a body without a content type.
 	sniff  [sniffBytes]byte
 	nsniff int
+	// fromJSON says the body is JSON, read as the form of its fields
+	// (JSONFields: js writes the form into jbuf, which is read as a form).
+	fromJSON bool
+	js       JSONFields
+	jbuf     [JSONFieldsChunk]byte
 }
 
 // start readies the reader for a request's body, by its content type.
@@ -344,10 +349,14 @@ func (b *bodyReader) start(r *Request) {
 // decideMode reads the request's content type.
 func (b *bodyReader) decideMode() {
 	b.inValue, b.nameLen, b.winLen, b.pairLen, b.full, b.cont, b.nesc, b.nsniff = false, 0, 0, 0, 0, false, 0, 0
+	b.fromJSON = false
 	ct, hasCT := b.req.Header("content-type")
 	switch {
-	case hasPrefixFold(ct, "application/x-www-form-urlencoded"):
+	case hasPrefixFold(ct, "application/x-www-form-urlencoded"), b.req.FormBytes > 0:
 		b.mode = bodyForm
+	case hasCT && IsJSON(ct):
+		b.mode, b.fromJSON = bodyForm, true
+		b.js.Reset()
 	case !hasCT:
 		b.mode = bodySniffed
 	case hasPrefixFold(ct, "multipart/"):
@@ -369,6 +378,14 @@ func (b *bodyReader) feed(s *paramScratch, chunk []byte) {
 	}
 	if b.mode == bodyUndecided {
 		b.decideMode()
+	}
+	if b.fromJSON {
+		for len(chunk) > 0 {
+			out, n := b.js.Feed(b.jbuf[:0], chunk)
+			b.read(s, out)
+			chunk = chunk[n:]
+		}
+		return
 	}
 	if b.mode == bodySniffed {
 		n := copy(b.sniff[b.nsniff:], chunk)
@@ -406,6 +423,14 @@ func (b *bodyReader) end(s *paramScratch, cut bool) {
 			return
 		}
 		b.decide(s)
+	}
+	if b.fromJSON {
+		// What an escape the body ended in held, cut or not, as a
+		// record's form of the body has it (ShapeBody).
+		if out := b.js.End(b.jbuf[:0]); len(out) > 0 {
+			b.read(s, out)
+		}
+		b.fromJSON = false
 	}
 	if !cut {
 		b.flushEscape(s)

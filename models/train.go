@@ -297,7 +297,10 @@ func (t *Trainer) readable(r *Request) (*Request, bool) {
 	}
 	t.drawn = *r
 	t.drawn.marked = true
-	if r.RequestBytes <= MaxBodyPrefix || len(r.Body) == 0 {
+	if max(r.RequestBytes, r.FormBytes) <= MaxBodyPrefix || len(r.Body) == 0 {
+		// Past the prefix, a record's body carries marks (BodyTail); a
+		// JSON body's form of its fields can pass it when the body
+		// does not.
 		return &t.drawn, len(r.Body) > DefaultBodyLimit
 	}
 	var whole bool

@@ -478,6 +478,9 @@ func (c *Collector) check(r *record.Record, sender string, now time.Time) (strin
 	if q.RequestBytes < 0 || q.RequestBytes > maxBytes || q.ResponseBytes < 0 || q.ResponseBytes > maxBytes || q.Duration < 0 {
 		errs = append(errs, errors.New("request and response bytes and the duration must be in range (≥ 0)"))
 	}
+	if q.FormBytes < 0 || q.FormBytes > maxBytes || q.FormBytes > 0 && len(q.Body) == 0 {
+		errs = append(errs, fmt.Errorf("FormBytes %d must be in [0, %d], and 0 without a body", q.FormBytes, int64(maxBytes)))
+	}
 	if r.ModelSHA256 != "" && !isSHA256(r.ModelSHA256) {
 		errs = append(errs, fmt.Errorf("model %.80q is not a sha256 (64 lowercase hex digits)", r.ModelSHA256))
 	}

@@ -196,6 +196,8 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 		{"a method that is not a token", cartToken, strings.Replace(at(now, ""), `"GET"`, `"GET /x"`, 1), RefusedInvalid},
 		{"score above one", cartToken, at(now, `,"flagged":true`)[:0] + line("cart.shop", "/a", 2), RefusedInvalid},
 		{"a query longer than a filter reads", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Query":"q=`+strings.Repeat("a", models.MaxShippedQuery)+`","Destination"`, 1), RefusedInvalid},
+		{"a negative FormBytes", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(10)+`","FormBytes":-1,"Destination"`, 1), RefusedInvalid},
+		{"FormBytes without a body", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"FormBytes":70000,"Destination"`, 1), RefusedInvalid},
 		{"a body longer than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody+1)+`","Destination"`, 1), RefusedInvalid},
 		{"more headers than a filter ships", cartToken, strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders+1)+`,"Destination"`, 1), RefusedInvalid},
 	}
@@ -217,7 +219,7 @@ func TestRecordsBoundToTheSender(t *testing.T) {
 	// Within the window, and at the smallest rate: accepted.
 	ok := at(now.Add(4*time.Minute), `,"sample_rate":0.001`) + "\n" + at(now.Add(-4*time.Minute), "") + "\n" +
 		strings.Replace(at(now, ""), `"Destination"`, `"Headers":`+manyHeaders(models.MaxShippedHeaders)+`,"Destination"`, 1) + "\n" +
-		strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody)+`","Destination"`, 1) + "\n" +
+		strings.Replace(at(now, ""), `"Destination"`, `"Body":"`+shippedBody(models.MaxShippedBody)+`","FormBytes":70000,"Destination"`, 1) + "\n" +
 		// The shape of a query of 64 KiB of symbols (what the filter
 		// reads of :path by default), three bytes each.
 		strings.Replace(at(now, ""), `"Destination"`, `"Query":"`+string(models.AppendShapeQuery(nil, strings.Repeat("q="+strings.Repeat("!", 4090)+"&", 16)))+`","Destination"`, 1)

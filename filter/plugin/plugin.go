@@ -260,7 +260,7 @@ func (h *httpContext) reset() {
 	// the body's prefix, the context's own copy, whose array is kept, and
 	// the header slice's.
 	h.req = models.Request{Headers: h.req.Headers[:0], Body: h.req.Body[:0]}
-	if h.tail.Active() {
+	if h.tail.Used() {
 		h.tail.Reset()
 	}
 	h.verdict.Clear()
@@ -483,20 +483,20 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 // keepPrefix keeps what the stream's record carries of a body (shipped as
 // its shape): its first bytes, and what lies past them read as it passes
 // (models.BodyTail, up to the body limit).
+// A JSON body is kept as the form of its fields (models.BodyTail.Keep);
+// keptBody ends it.
 func (h *httpContext) keepPrefix(chunk []byte) {
-	if room := models.MaxBodyPrefix - len(h.req.Body); room > 0 {
-		n := min(len(chunk), room)
-		h.req.Body = append(h.req.Body, chunk[:n]...)
-		chunk = chunk[n:]
-	}
-	if len(chunk) == 0 || h.plugin.settings.CollectorCluster == "" {
-		// Past the prefix, only for a record, and none is shipped.
-		return
-	}
-	if !h.tail.Active() {
-		h.tail.Start(&h.req, h.req.Body, h.plugin.settings.MaxBodyBytes)
-	}
-	h.tail.Feed(chunk)
+	// Past the prefix, only for a record, and none is shipped without a
+	// collector.
+	s := h.plugin.settings
+	h.tail.Keep(&h.req, chunk, s.MaxBodyBytes, s.CollectorCluster != "")
+}
+
+// keptBody ends what keepPrefix kept, once the body has ended: the record
+// can be written.
+func (h *httpContext) keptBody() {
+	s := h.plugin.settings
+	h.tail.EndKeep(&h.req, s.MaxBodyBytes, s.CollectorCluster != "")
 }
 
 // learnBody keeps what the record of a request read in learn mode carries

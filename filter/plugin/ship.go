@@ -94,6 +94,7 @@ func (p *pluginContext) enqueue(h *httpContext) {
 		p.metrics.dropped.Increment(1)
 		return
 	}
+	h.keptBody()
 	var bounds recordBounds
 	rec := encodeRecord(&h.req, &h.tail, v.Score, flagged, whole, &p.ship.version, &s.ValueKey, &p.ship.scratch, &bounds)
 	if bounds.digestsCapped {
@@ -260,8 +261,14 @@ func encodeRecord(r *models.Request, tail *models.BodyTail, score float64, flagg
 		bounds.queryCut = cut
 		bounds.digestsCapped = key.Set() && (models.DigestMarks(sc) == models.MaxDigestMarks || models.DigestMarks(body) == models.MaxDigestMarks)
 	}
+	size := r.RequestBytes
+	if r.FormBytes == 0 {
+		// The body kept is the body's prefix (a JSON body's is the form of
+		// its fields, which says nothing of the body's size).
+		size = max(size, int64(len(r.Body)))
+	}
 	b = record.AppendRequest(b, r.Method, route, bytesString(sc), r.Source, r.Destination, r.Status,
-		max(r.RequestBytes, int64(len(r.Body))), r.ResponseBytes, body, key.ID(), true)
+		size, r.ResponseBytes, body, key.ID(), true, r.FormBytes)
 	n := 0
 	for _, h := range r.Headers {
 		if models.SkipHeader(h.Name) || n == models.MaxShippedHeaders {

@@ -240,10 +240,20 @@ func TestShippedRecordIsTheShapedRequest(t *testing.T) {
 			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}},
 		{Method: "PUT", Path: "/r/1", Source: frontend, Destination: workload, Body: []byte(`{"a":"b c"}`),
 			Headers: []models.Header{{Name: "content-type", Value: "application/json"}, {Name: "cookie", Value: "s=1; t=2"}}},
+		{Method: "POST", Path: "/r", Source: frontend, Destination: workload, Body: []byte(`{"user":{"id":7,"tags":["a&b","c"]},"q":"x' or 1=1--"}`),
+			Headers: []models.Header{{Name: "content-type", Value: "application/vnd.api+json; charset=utf-8"}}},
+		{Method: "POST", Path: "/r", Source: frontend, Destination: workload, Body: []byte(`not json, "a":1`),
+			Headers: []models.Header{{Name: "content-type", Value: "application/json"}}},
 	} {
 		for _, k := range []*models.ValueKey{nil, &key} {
+			// The body kept as a filter keeps it as it passes.
+			kept := *r
+			kept.Body, kept.RequestBytes = nil, max(r.RequestBytes, int64(len(r.Body)))
+			var tail models.BodyTail
+			tail.Keep(&kept, r.Body, models.DefaultBodyLimit, true)
+			tail.EndKeep(&kept, models.DefaultBodyLimit, true)
 			var rec record.Record
-			if err := json.Unmarshal(encodeRecord(r, nil, 0.1, false, false, nil, k, new([]byte), nil), &rec); err != nil {
+			if err := json.Unmarshal(encodeRecord(&kept, &tail, 0.1, false, false, nil, k, new([]byte), nil), &rec); err != nil {
 				t.Fatal(err)
 			}
 			want := models.ShapeRequestDigest(r, k)
@@ -446,19 +456,25 @@ func TestNewEdgesAreShippedWhole(t *testing.T) {
 // trainer learns the fields past the prefix and a long value's length
 // (models.BodyTail); one past the body limit ends in a value read as cut.
 func TestLongBodyRecordIsTheShapedBody(t *testing.T) {
+	const formCT, jsonCT = "application/x-www-form-urlencoded", "application/json"
 	form := "notes=" + strings.Repeat("lorem+ipsum+dolor%2C+", 300) + "&category=books&qty=3&agree"
 	past := "a=1&notes=" + strings.Repeat("x", models.DefaultBodyLimit)
-	headers := [][2]string{{":method", "POST"}, {":path", "/reviews"}, {":authority", workload},
-		{"content-type", "application/x-www-form-urlencoded"}}
+	// A JSON body is kept as the form of its fields, which passes the
+	// prefix before the body does.
+	jsonBody := `{"notes":"` + strings.Repeat(`lorem \"ipsum\" dolor, `, 150) + `","items":[` +
+		strings.Repeat(`{"id":12,"q":"a&b"},`, 60) + `{"id":1}],"agree":true}`
+	jsonPast := `{"a":1,"notes":"` + strings.Repeat("x", models.DefaultBodyLimit) + `"}`
 	forEachEnv(t, func(t *testing.T, e env) {
 		for _, mode := range []pluginconfig.Mode{pluginconfig.ModeLearn, pluginconfig.ModeMonitor} {
 			for _, c := range []struct {
-				name, body string
-				chunk      int
-			}{{"one chunk", form, len(form)}, {"small chunks", form, 1000}, {"chunks across the prefix", form, 4000}, {"past the limit", past, 9000}} {
+				name, ct, body string
+				chunk          int
+			}{{"one chunk", formCT, form, len(form)}, {"small chunks", formCT, form, 1000}, {"chunks across the prefix", formCT, form, 4000},
+				{"past the limit", formCT, past, 9000}, {"json", jsonCT, jsonBody, 700}, {"json past the limit", jsonCT, jsonPast, 9000}} {
 				t.Run(string(mode)+"/"+c.name, func(t *testing.T) {
 					host := e.mustStart(t, hostOpts{config: shipConfig(t, mode, 10), props: peer(frontend)})
 					id := host.InitializeHttpContext()
+					headers := [][2]string{{":method", "POST"}, {":path", "/reviews"}, {":authority", workload}, {"content-type", c.ct}}
 					host.CallOnRequestHeaders(id, headers, false)
 					for off := 0; off < len(c.body); off += c.chunk {
 						end := min(off+c.chunk, len(c.body))
@@ -467,9 +483,13 @@ func TestLongBodyRecordIsTheShapedBody(t *testing.T) {
 					host.CompleteHttpContext(id)
 					rec := shippedRecord(t, host)
 					r := models.Request{Method: "POST", Path: "/reviews", Body: []byte(c.body),
-						Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}}}
-					if got, want := string(rec.Request.Body), string(models.ShapeBody(&r)); got != want {
+						Headers: []models.Header{{Name: "content-type", Value: c.ct}}}
+					shaped := models.ShapeRequest(&r)
+					if got, want := string(rec.Request.Body), string(shaped.Body); got != want {
 						t.Errorf("record's body\n%.200q…%.200q\nwant\n%.200q…%.200q", got, got[max(0, len(got)-200):], want, want[max(0, len(want)-200):])
+					}
+					if rec.Request.FormBytes != shaped.FormBytes || c.ct == jsonCT && shaped.FormBytes <= models.MaxBodyPrefix {
+						t.Errorf("FormBytes %d, want %d", rec.Request.FormBytes, shaped.FormBytes)
 					}
 					if rec.Request.RequestBytes != int64(len(c.body)) {
 						t.Errorf("RequestBytes %d, want %d", rec.Request.RequestBytes, len(c.body))

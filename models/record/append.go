@@ -15,7 +15,7 @@ import (
 // nothing themselves. A record is written in order:
 //
 //	b = AppendHead(b, …)        {"ts_ns":…,"route":…,"score":…,"flagged":…[,"model":…][,"sample_rate":…],"request":{
-//	b = AppendRequest(b, …)     "Method":…,…,"ResponseBytes":…[,"Body":…][,"ValueKeyID":…][,"KeywordMarks":true],"Headers":[
+//	b = AppendRequest(b, …)     "Method":…,…,"ResponseBytes":…[,"Body":…][,"ValueKeyID":…][,"KeywordMarks":true][,"FormBytes":…],"Headers":[
 //	b = AppendHeader(b, …)      {"Name":…,"Value":…}  (once per header)
 //	b = AppendEnd(b)            ]}}
 
@@ -75,8 +75,10 @@ func AppendHead(b []byte, tsUnixNano int64, route string, score float64, flagged
 // valueKeyID names the value key the query's and body's digest marks were
 // made with (models.Request.ValueKeyID; 0: none, left out); keywordMarks
 // says their values that had keywords carry a keyword mark
-// (models.Request.KeywordMarks: the shapes of models.AppendShapeQuery do).
-func AppendRequest(b []byte, method, path, query, source, destination string, status int, requestBytes, responseBytes int64, body []byte, valueKeyID uint32, keywordMarks bool) []byte {
+// (models.Request.KeywordMarks: the shapes of models.AppendShapeQuery do);
+// formBytes, when not 0, says body is the form of a JSON body's fields,
+// that long (models.Request.FormBytes).
+func AppendRequest(b []byte, method, path, query, source, destination string, status int, requestBytes, responseBytes int64, body []byte, valueKeyID uint32, keywordMarks bool, formBytes int64) []byte {
 	b = append(b, `"Method":`...)
 	b = appendString(b, method)
 	b = append(b, `,"Path":`...)
@@ -105,6 +107,10 @@ func AppendRequest(b []byte, method, path, query, source, destination string, st
 	}
 	if keywordMarks {
 		b = append(b, `,"KeywordMarks":true`...)
+	}
+	if formBytes > 0 && len(body) > 0 {
+		b = append(b, `,"FormBytes":`...)
+		b = strconv.AppendInt(b, formBytes, 10)
 	}
 	return append(b, `,"Headers":[`...)
 }

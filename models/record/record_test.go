@@ -15,7 +15,7 @@ import (
 func write(b []byte, ts int64, v *Version, sampled bool) []byte {
 	b = AppendHead(b, ts, "/reviews/{num}", 0.98765, true, v, sampled)
 	b = AppendRequest(b, "POST", "/reviews/{num}", "q=a%20a", "spiffe://cluster.local/ns/shop/sa/frontend", "reviews.shop",
-		503, 8, 42, []byte(models.ShapeValue("secret=1")), 0x5eed, true)
+		503, 8, 42, []byte(models.ShapeValue("secret=1")), 0x5eed, true, 9)
 	b = AppendHeader(b, true, "content-type", "application/x-www-form-urlencoded")
 	b = AppendHeader(b, false, "user-agent", "Aa-aaaa/0.0")
 	b = AppendEnd(b)
@@ -50,7 +50,7 @@ func TestAppendedRecordDecodes(t *testing.T) {
 	want := Record{TS: ts, TSUnixNano: ts.UnixNano(), Route: "/reviews/{num}", Score: 0.9877, Flagged: true,
 		ModelSHA256: strings.Repeat("ab", 32), SampleRate: 0.25,
 		Request: models.Request{Method: "POST", Path: "/reviews/{num}", Query: "q=a%20a", Source: "spiffe://cluster.local/ns/shop/sa/frontend",
-			Destination: "reviews.shop", Status: 503, RequestBytes: 8, ResponseBytes: 42, Body: []byte(models.ShapeValue("secret=1")), ValueKeyID: 0x5eed, KeywordMarks: true,
+			Destination: "reviews.shop", Status: 503, RequestBytes: 8, ResponseBytes: 42, Body: []byte(models.ShapeValue("secret=1")), ValueKeyID: 0x5eed, KeywordMarks: true, FormBytes: 9,
 			Headers: []models.Header{{Name: "content-type", Value: "application/x-www-form-urlencoded"}, {Name: "user-agent", Value: "Aa-aaaa/0.0"}}},
 		Reasons: []string{"keywords"}, Deny: "keywords", Enforced: true, WouldDeny: "keywords", Excepted: []string{"exc-1"}, DenyParam: "lang", DenyShape: "a'"}
 	if !reflect.DeepEqual(got, want) {
@@ -72,7 +72,7 @@ func TestUnsampledRecordStandsForItself(t *testing.T) {
 	v := NewVersion("", 0.05)
 	for _, v := range []*Version{&v, nil} {
 		b := AppendHead(nil, 1, "/", 0, false, v, false)
-		b = AppendEnd(AppendRequest(b, "GET", "/", "", "a", "b", 0, 0, 0, nil, 0, false))
+		b = AppendEnd(AppendRequest(b, "GET", "/", "", "a", "b", 0, 0, 0, nil, 0, false, 0))
 		var r Record
 		if err := json.Unmarshal(b, &r); err != nil {
 			t.Fatalf("%s: %v", b, err)
@@ -91,7 +91,7 @@ func TestUnsampledRecordStandsForItself(t *testing.T) {
 func TestHostileValuesStayValidJSON(t *testing.T) {
 	for _, s := range []string{"\xff", "a\x00b", `"\`, "\x7f", "ü\xc3", "\xed\xa0\x80", "line\nbreak\u2028"} {
 		b := AppendHead(nil, 1, s, 0.5, false, nil, false)
-		b = AppendRequest(b, s, s, s, s, s, 200, 1, 1, []byte(s), 0, true)
+		b = AppendRequest(b, s, s, s, s, s, 200, 1, 1, []byte(s), 0, true, 1)
 		b = AppendEnd(AppendHeader(b, true, s, s))
 		if !json.Valid(b) {
 			t.Errorf("%q: invalid JSON %q", s, b)
