@@ -457,6 +457,17 @@ func AppendShapeBody(dst []byte, r *Request, t *BodyTail, key *ValueKey) []byte 
 	return appendShapeUnescaped(dst, prefix)
 }
 
+// bodyRead is how long the body of r, a record, was as read: its form's
+// length when it carries the form of a JSON body's fields (FormBytes),
+// else the body's. Only past MaxBodyPrefix does a record carry the rest
+// in short, with marks.
+func bodyRead(r *Request) int64 {
+	if r.FormBytes > 0 {
+		return r.FormBytes
+	}
+	return r.RequestBytes
+}
+
 // readMark reads the mark a value may start with (see BodyTail): the
 // length it says and how many bytes it takes; 0 bytes when there is none.
 func readMark(v []byte) (n, size int) {
@@ -486,7 +497,7 @@ func readMark(v []byte) (n, size int) {
 func AsRead(r *Request) *Request {
 	c := *r
 	c.marked = true
-	if max(r.RequestBytes, r.FormBytes) <= MaxBodyPrefix || len(r.Body) == 0 {
+	if bodyRead(r) <= MaxBodyPrefix || len(r.Body) == 0 {
 		// Only past the prefix does a record carry marks (a JSON body's
 		// form of its fields can pass it when the body does not).
 		return &c

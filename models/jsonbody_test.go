@@ -201,3 +201,47 @@ func TestJSONFieldsAreParameters(t *testing.T) {
 		}
 	}
 }
+
+// Any body sent as JSON: read in chunks it makes the form it makes at
+// once, and its record reads, to the trainer, as the body reads to
+// scoring (the same values, by name, of the same lengths), within the
+// collector's bounds.
+func FuzzJSONFields(f *testing.F) {
+	for _, s := range []string{`{"a":[1,{"b":"c\u00e9"}],"d":null}`, `{"a":"x%41&=+","b":tru}`, `[[[`, `{"a":1 x}`, `"\u12`, `{"k":"` + strings.Repeat("ab ", 2000) + `"}`} {
+		f.Add([]byte(s), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, step uint8) {
+		want := AppendJSONFields(nil, body)
+		var j JSONFields
+		j.Reset()
+		buf := make([]byte, 0, jsonReserve)
+		var got []byte
+		n := int(step%16) + 1
+		for rest := body; len(rest) > 0; {
+			chunk := rest[:min(n, len(rest))]
+			rest = rest[len(chunk):]
+			for len(chunk) > 0 {
+				out, k := j.Feed(buf[:0], chunk)
+				got = append(got, out...)
+				chunk = chunk[k:]
+			}
+		}
+		if got = j.End(got); string(got) != string(want) {
+			t.Fatalf("in chunks of %d\n%q\nat once\n%q", n, got, want)
+		}
+		r := Request{Method: "POST", Path: "/p", Headers: jsonHeaders, Body: body, RequestBytes: int64(len(body))}
+		s := ShapeRequest(&r)
+		if len(s.Body) > MaxShippedBody {
+			t.Fatalf("a record's body of %d bytes", len(s.Body))
+		}
+		a, b := bodyValues(&r, false), bodyValues(&s, true)
+		if len(a) != len(b) && len(s.Body) < MaxBodyPrefix {
+			t.Fatalf("%d values, %d from the record", len(a), len(b))
+		}
+		for i := range min(len(a), len(b)) {
+			if a[i].name != b[i].name || a[i].whole != b[i].whole || a[i].whole && a[i].full != b[i].full {
+				t.Fatalf("value %d: %s of %d (whole %v), from the record %s of %d (whole %v); record body %.300q", i, a[i].name, a[i].full, a[i].whole, b[i].name, b[i].full, b[i].whole, s.Body)
+			}
+		}
+	})
+}

@@ -297,7 +297,7 @@ func (t *Trainer) readable(r *Request) (*Request, bool) {
 	}
 	t.drawn = *r
 	t.drawn.marked = true
-	if max(r.RequestBytes, r.FormBytes) <= MaxBodyPrefix || len(r.Body) == 0 {
+	if bodyRead(r) <= MaxBodyPrefix || len(r.Body) == 0 {
 		// Past the prefix, a record's body carries marks (BodyTail); a
 		// JSON body's form of its fields can pass it when the body
 		// does not.
