@@ -86,6 +86,9 @@ func (j *JSONFields) Reset() {
 // IsJSON reports whether a content type names JSON: application/json or a
 // structured syntax suffix (application/problem+json), parameters aside.
 func IsJSON(contentType string) bool {
+	if len(contentType) == len("application/json") && hasPrefixFold(contentType, "application/json") {
+		return true // the most common, without the search
+	}
 	ct := contentType
 	if i := strings.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
@@ -179,6 +182,16 @@ func (j *JSONFields) Feed(dst, chunk []byte) ([]byte, int) {
 			}
 			dst = j.str(dst, c)
 		case jsKeyStr:
+			if j.esc == 0 && c != '"' && c != '\\' {
+				// A key's run of plain bytes at once, to the name's bound.
+				k := i
+				for k < len(chunk) && chunk[k] != '"' && chunk[k] != '\\' {
+					k++
+				}
+				j.pathLen += copy(j.path[j.pathLen:], chunk[i:k])
+				i = k
+				continue
+			}
 			dst = j.str(dst, c)
 		case jsBroken:
 			dst = appendFormByte(dst, c)
@@ -187,6 +200,16 @@ func (j *JSONFields) Feed(dst, chunk []byte) ([]byte, int) {
 			case jsonBareEnd[c]:
 				j.state = jsAfter
 				continue // read c again, after the value
+			case jsonBare[c] && c != '+':
+				// A run of a number's bytes at once ('+' is escaped).
+				n := min(len(chunk)-i, cap(dst)-len(dst)-jsonReserve+1)
+				k := i
+				for k < i+n && jsonBare[chunk[k]] && chunk[k] != '+' {
+					k++
+				}
+				dst = append(dst, chunk[i:k]...)
+				i = k
+				continue
 			case jsonBare[c]:
 				dst = appendFormByte(dst, c)
 			default:
