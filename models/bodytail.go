@@ -109,9 +109,12 @@ func (t *BodyTail) Used() bool { return t.on || t.keep != keepUndecided }
 // body: its first MaxBodyPrefix bytes in r.Body and, when tail is set (a
 // record is shipped), what lies past them read by t (Start, Feed; limit is
 // the filter's body limit). A JSON body is kept as the form of its fields
-// (JSONFields), as scoring reads it. EndKeep keeps what its end leaves and
-// says so (r.FormBytes): call it once the body has ended, before the
-// record is written. Until then r's body reads as it was sent.
+// (JSONFields), as scoring reads it, and r.FormBytes says so (and how long
+// the form is so far): r's body then reads as that form, to whoever reads
+// r again (a policy looking for the value that decided). A scorer fed the
+// body must have read each chunk before it is kept: it decides how to
+// read the body from r at the first. EndKeep keeps what the end leaves:
+// call it once the body has ended, before the record is written.
 func (t *BodyTail) Keep(r *Request, chunk []byte, limit int, tail bool) {
 	if t.keep == keepUndecided {
 		t.keep = keepAsSent
@@ -139,6 +142,7 @@ func (t *BodyTail) Keep(r *Request, chunk []byte, limit int, tail bool) {
 		t.keepForm(r, out, limit, tail)
 		chunk = chunk[n:]
 	}
+	r.FormBytes = formBytes(t.formLen, false)
 	if over && tail {
 		if !t.on {
 			t.Start(r, r.Body, limit)

@@ -199,6 +199,17 @@ func TestJSONFieldsAreParameters(t *testing.T) {
 		if base > threshold {
 			t.Errorf("shaped %v: a normal order scores %.3f, over the threshold %.3f", shaped, base, threshold)
 		}
+		// A policy reads the request again with its body as a filter
+		// keeps it (the form of its fields): the value that decided is
+		// the field's.
+		r := req(order(7, "red", `please' UNION SELECT password FROM users--`))
+		kept := r
+		kept.Body = nil
+		var tail BodyTail
+		tail.Keep(&kept, r.Body, DefaultBodyLimit, false)
+		if name, _, _, ok := w.ValueEvidence(&kept, new(Scratch)); !ok || string(name) != "$.note" {
+			t.Errorf("shaped %v: the evidence of a kept body is %q (%v), want $.note", shaped, name, ok)
+		}
 	}
 }
 

@@ -448,6 +448,8 @@ func (h *httpContext) OnHttpRequestBody(bodySize int, endOfStream bool) (action 
 			// Unreadable: judged on what was read.
 			endOfStream = true
 		} else {
+			// Scored before it is kept: keeping a JSON body makes the
+			// request's body the form of its fields (models.BodyTail.Keep).
 			read := h.section.Feed(chunk, h.scratch)
 			h.keepPrefix(chunk)
 			goabi.Release(chunk)
