@@ -75,12 +75,28 @@ type JSONFields struct {
 	pathLen int
 	// fields says a field was written (the next starts with '&').
 	fields bool
+	// read counts the body's bytes read before this Feed's chunk, at the
+	// byte a value starts (pos); names the bytes of the fields' names
+	// written (see maxNameAmplification).
+	read, pos, names int
 }
+
+// maxNameAmplification bounds the bytes of names a JSON body's form holds
+// per byte of the body (past the first 4 KiB): each scalar repeats its
+// whole path, so an array of numbers under a long path would make every
+// other byte of the body a parameter with a name of 128 bytes, and
+// reading those names costs far more than the body's bytes. A body that
+// would pass it is read from there on as one value (bodyParam): nothing
+// goes unread, and its route meets a name it never had. A legitimate
+// API's bodies pass it only with arrays of short scalars under paths
+// over four times their length, and read so every time.
+const maxNameAmplification = 4
 
 // Reset readies j for another body.
 func (j *JSONFields) Reset() {
 	j.state, j.esc, j.code, j.key, j.depth, j.arrays, j.fields = jsValue, 0, 0, false, 0, 0, false
 	j.path[0], j.pathLen = '$', 1
+	j.read, j.pos, j.names = 0, 0, 0
 }
 
 // IsJSON reports whether a content type names JSON: application/json or a
@@ -216,6 +232,7 @@ func (j *JSONFields) Feed(dst, chunk []byte) ([]byte, int) {
 				dst = j.broken(dst, c)
 			}
 		case jsValue:
+			j.pos = j.read + i
 			dst = j.value(dst, c)
 		case jsKey:
 			switch {
@@ -262,6 +279,7 @@ func (j *JSONFields) Feed(dst, chunk []byte) ([]byte, int) {
 		}
 		i++
 	}
+	j.read += i
 	return dst, i
 }
 
@@ -285,6 +303,8 @@ func (j *JSONFields) value(dst []byte, c byte) []byte {
 	case c == ']' && j.depth > 0 && j.arrays>>j.depth&1 != 0:
 		// An empty array, or a ',' before its end.
 		j.pop()
+	case j.names+j.pathLen > maxNameAmplification*j.pos+MaxBodyPrefix:
+		return j.broken(dst, c)
 	case c == '"':
 		dst = j.startField(dst)
 		j.state, j.key = jsStr, false
@@ -311,6 +331,7 @@ func (j *JSONFields) startField(dst []byte) []byte {
 		dst = append(dst, '&')
 	}
 	j.fields = true
+	j.names += j.pathLen
 	for _, c := range j.path[:j.pathLen] {
 		dst = appendFormByte(dst, c)
 	}

@@ -51,6 +51,7 @@ func TestJSONFieldsInAnyChunks(t *testing.T) {
 		`{"a":"` + strings.Repeat(`x\ny%`, 2000) + `"} {"b":1`,
 		`{"k":` + strings.Repeat(`[`, maxJSONDepth+3) + `"after"`,
 		`{"notes":"cut in an escape \u00`,
+		`{"` + strings.Repeat("k", 120) + `":[` + strings.Repeat("1,", 3000) + `1],"after":"x"}`,
 	}
 	for _, b := range bodies {
 		want := string(AppendJSONFields(nil, []byte(b)))
@@ -77,6 +78,30 @@ func TestJSONFieldsInAnyChunks(t *testing.T) {
 				t.Fatalf("%.40q, round %d: in chunks\n%.200q\nat once\n%.200q", b, round, got, want)
 			}
 		}
+	}
+}
+
+// Abuse: every scalar repeats its whole path, so an array of numbers under
+// a long path would make every other byte of a body a parameter with a
+// name of 128 bytes. Past maxNameAmplification bytes of names per byte of
+// the body (and its first 4 KiB), the rest is one value: read, and a name
+// the route never had.
+func TestJSONNamesAreBoundedByTheBody(t *testing.T) {
+	key := strings.Repeat("k", 120)
+	body := `{"` + key + `":[` + strings.Repeat("1,", 32000) + `1]}`
+	form := string(AppendJSONFields(nil, []byte(body)))
+	names, fields := 0, strings.Split(form, "&")
+	for _, f := range fields {
+		names += strings.IndexByte(f, '=')
+	}
+	last := fields[len(fields)-1]
+	if names > maxNameAmplification*len(body)+MaxBodyPrefix || !strings.HasPrefix(last, bodyParam+"=") || len(last) < len(body)/2 {
+		t.Errorf("%d fields, %d bytes of names for a body of %d; the last %.40q…", len(fields), names, len(body), last)
+	}
+	// A body of many fields with short paths is read whole.
+	short := `{"items":[` + strings.Repeat(`{"id":1,"n":2},`, 2000) + `{"id":3}]}`
+	if f := string(AppendJSONFields(nil, []byte(short))); strings.Contains(f, bodyParam) || strings.Count(f, "&") != 4000 {
+		t.Errorf("a body of 4,001 short fields read as %d fields (broken: %v)", strings.Count(f, "&")+1, strings.Contains(f, bodyParam))
 	}
 }
 

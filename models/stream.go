@@ -457,6 +457,18 @@ func (b *bodyReader) read(s *paramScratch, chunk []byte) {
 	}
 	for i := 0; i < len(chunk); i++ {
 		c := chunk[i]
+		if form && !b.inValue && special[c] == 0 {
+			// A run of a name's plain bytes at once, to the name's bound:
+			// a JSON body's fields can all have long names.
+			j := i + 1
+			for j < len(chunk) && special[chunk[j]] == 0 {
+				j++
+			}
+			b.nameLen += copy(b.name[b.nameLen:], chunk[i:j])
+			b.pairLen += j - i
+			i = j - 1
+			continue
+		}
 		if special[c] == 0 && b.inValue {
 			// A run of plain value bytes, copied at once: a call per byte
 			// costs in wasm, and most of a body is plain.
