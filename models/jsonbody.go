@@ -11,11 +11,11 @@ import "strings"
 //	{"user":{"name":"ann","roles":["a","b"]},"items":[{"id":7}]}
 //	$.user.name=ann&$.user.roles[]=a&$.user.roles[]=b&$.items[].id=7
 //
-// The root keeps a JSON field apart from a query or form parameter of the
-// same name: they are different inputs, each with its own values.
-// so a JSON API's fields are parameters as a form's are: a field the route
+// So a JSON API's fields are parameters as a form's are: a field the route
 // never had is a new name, an enumerated field's new value a new value, an
-// injection in one field is that field's, not lost in one long value. A
+// injection in one field is that field's, not lost in one long value. The
+// root keeps a JSON field apart from a query or form parameter of the same
+// name: they are different inputs, each with its own values. A
 // string is read decoded: its escapes (\u ones as UTF-8), then its
 // %-escapes, as a body that is one value is; '&', '=' and '+' are
 // %-escaped in the form, which would read them otherwise. The
@@ -24,10 +24,11 @@ import "strings"
 // same parameters.
 //
 // A body that stops being JSON (a byte no JSON has there: a bare word
-// that is not a number, true, false or null, a key without quotes; or
-// nesting deeper than maxJSONDepth) is read from that byte on as one value named
-// bodyParam, as a body that is not a form is: what follows is still read,
-// and a route whose bodies were JSON meets a parameter it never had.
+// that is not a number, true, false or null, a key without quotes), nests
+// deeper than maxJSONDepth or names more than maxNameAmplification allows
+// is read from there on as one value named bodyParam, as a body that is
+// not a form is: what follows is still read, and a route whose bodies were
+// JSON meets a parameter it never had.
 // Objects and arrays that hold no scalar add no field; a JSON text may be
 // followed by others (JSON lines).
 
