@@ -141,21 +141,35 @@ func formBytes(n int, cut bool) int64 {
 	return int64(max(n, 1))
 }
 
-// IsJSONBody reports whether r's body is read as the form of its JSON
-// fields (JSONFields): a filter's record then carries that form.
-func (r *Request) IsJSONBody() bool { return jsonBody(r) }
-
-// jsonPlain marks the bytes of a string value written as they are: not the
-// string's end or an escape, and not a byte the form would read otherwise.
-var jsonPlain = func() (t [256]bool) {
-	for c := range t {
-		t[c] = true
+// The bytes written as they are, a run at a time: jsonPlain those of a
+// string (not its end or an escape), formPlain those of a broken body's
+// rest, jsonBareRun those of a number or literal; none is a byte the form
+// would read otherwise ('&', '=', '+').
+var jsonPlain, formPlain, jsonBareRun = func() (str, rest, bare [256]bool) {
+	for c := range str {
+		str[c], rest[c] = true, true
 	}
-	for _, c := range `"\&=+` {
-		t[c] = false
+	for _, c := range "&=+" {
+		str[c], rest[c] = false, false
 	}
-	return t
+	str['"'], str['\\'] = false, false
+	for _, c := range "0123456789-.eEtruefalsn" {
+		bare[c] = true
+	}
+	return str, rest, bare
 }()
+
+// appendRun appends the run of chunk[i:] whose bytes plain marks, as far
+// as dst's room above jsonReserve allows (at least one byte), and returns
+// where the run stopped.
+func appendRun(dst, chunk []byte, i int, plain *[256]bool) ([]byte, int) {
+	end := i + min(len(chunk)-i, cap(dst)-len(dst)-jsonReserve+1)
+	k := i
+	for k < end && plain[chunk[k]] {
+		k++
+	}
+	return append(dst, chunk[i:k]...), k
+}
 
 // jsonBareEnd marks the bytes that end a number, true, false or null;
 // jsonBare the bytes one can hold, jsonBareStart those it can start with.
@@ -188,13 +202,7 @@ func (j *JSONFields) Feed(dst, chunk []byte) ([]byte, int) {
 		case jsStr:
 			if j.esc == 0 && jsonPlain[c] {
 				// A run of plain bytes at once: most of a string.
-				n := min(len(chunk)-i, cap(dst)-len(dst)-jsonReserve+1)
-				k := i
-				for k < i+n && jsonPlain[chunk[k]] {
-					k++
-				}
-				dst = append(dst, chunk[i:k]...)
-				i = k
+				dst, i = appendRun(dst, chunk, i, &jsonPlain)
 				continue
 			}
 			dst = j.str(dst, c)
@@ -211,21 +219,19 @@ func (j *JSONFields) Feed(dst, chunk []byte) ([]byte, int) {
 			}
 			dst = j.str(dst, c)
 		case jsBroken:
+			if formPlain[c] {
+				dst, i = appendRun(dst, chunk, i, &formPlain)
+				continue
+			}
 			dst = appendFormByte(dst, c)
 		case jsBare:
 			switch {
 			case jsonBareEnd[c]:
 				j.state = jsAfter
 				continue // read c again, after the value
-			case jsonBare[c] && c != '+':
+			case jsonBareRun[c]:
 				// A run of a number's bytes at once ('+' is escaped).
-				n := min(len(chunk)-i, cap(dst)-len(dst)-jsonReserve+1)
-				k := i
-				for k < i+n && jsonBare[chunk[k]] && chunk[k] != '+' {
-					k++
-				}
-				dst = append(dst, chunk[i:k]...)
-				i = k
+				dst, i = appendRun(dst, chunk, i, &jsonBareRun)
 				continue
 			case jsonBare[c]:
 				dst = appendFormByte(dst, c)

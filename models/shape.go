@@ -228,29 +228,24 @@ func shapeBody(r *Request, key *ValueKey) ([]byte, int64) {
 		b := r.Body[:min(len(r.Body), DefaultBodyLimit)]
 		f := *r
 		f.Body = AppendJSONFields(make([]byte, 0, len(b)+len(b)/2), b)
-		f.FormBytes = formBytes(len(f.Body), len(b) < len(r.Body))
-		if len(f.Body) > MaxBodyPrefix || len(b) < len(r.Body) {
-			var t BodyTail
-			t.Start(&f, f.Body[:min(len(f.Body), MaxBodyPrefix)], DefaultBodyLimit)
-			t.Feed(f.Body[min(len(f.Body), MaxBodyPrefix):])
-			if len(b) < len(r.Body) {
-				t.Cut()
-			}
-			f.Body = f.Body[:min(len(f.Body), MaxBodyPrefix)]
-			return AppendShapeBody(nil, &f, &t, key), f.FormBytes
-		}
-		r = &f
+		cut := len(b) < len(r.Body)
+		f.FormBytes = formBytes(len(f.Body), cut)
+		return shapeBodyAsSent(&f, key, cut), f.FormBytes
 	}
-	return shapeBodyAsSent(r, key), r.FormBytes
+	return shapeBodyAsSent(r, key, false), r.FormBytes
 }
 
 // shapeBodyAsSent is shapeBody of a body that is not JSON (or is already
-// the form of a JSON body's fields).
-func shapeBodyAsSent(r *Request, key *ValueKey) []byte {
-	if len(r.Body) > MaxBodyPrefix {
+// the form of a JSON body's fields); cut says the body went on past it.
+func shapeBodyAsSent(r *Request, key *ValueKey, cut bool) []byte {
+	if len(r.Body) > MaxBodyPrefix || cut {
 		var t BodyTail
-		t.Start(r, r.Body[:MaxBodyPrefix], DefaultBodyLimit)
-		t.Feed(r.Body[MaxBodyPrefix:])
+		prefix := r.Body[:min(len(r.Body), MaxBodyPrefix)]
+		t.Start(r, prefix, DefaultBodyLimit)
+		t.Feed(r.Body[len(prefix):])
+		if cut {
+			t.Cut()
+		}
 		return AppendShapeBody(nil, r, &t, key)
 	}
 	b := r.Body
